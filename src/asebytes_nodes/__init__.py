@@ -1,0 +1,88 @@
+"""asebytes_nodes: store, version and move ASE ``Atoms`` datasets.
+
+``import asebytes_nodes`` is light: names resolve on first use, and optional
+backends import their libraries only when opened.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ASEIO": "asebytes_nodes.io",
+    "atoms_to_dict": "asebytes_nodes.convert",
+    "dict_to_atoms": "asebytes_nodes.convert",
+    "ReadableBackend": "asebytes_nodes.backends._base",
+    "WritableBackend": "asebytes_nodes.backends._base",
+    "ColumnInfo": "asebytes_nodes.backends._base",
+    "MISSING": "asebytes_nodes.backends._base",
+    "MemoryBackend": "asebytes_nodes.backends._memory",
+    "LMDBBackend": "asebytes_nodes.backends._lmdb",
+    "RowView": "asebytes_nodes.views",
+    "ColumnView": "asebytes_nodes.views",
+    "Ragged": "asebytes_nodes.views",
+    "BackendEntry": "asebytes_nodes.registry",
+    "list_backends": "asebytes_nodes.registry",
+    "open_backend": "asebytes_nodes.registry",
+    "register_backend": "asebytes_nodes.registry",
+}
+_ERRORS = (
+    "ASEBytesError",
+    "BackendNotFoundError",
+    "FormatVersionError",
+    "InvalidDataError",
+    "MissingExtraError",
+    "MissingValueError",
+    "RaggedColumnError",
+    "ReadOnlyError",
+    "RowIndexError",
+    "SerializationError",
+    "StoreCorruptedError",
+    "StoreNotFoundError",
+    "UnknownKeyError",
+    "UnsupportedOperationError",
+)
+_LAZY.update({name: "asebytes_nodes.errors" for name in _ERRORS})
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+if TYPE_CHECKING:
+    from .backends._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
+    from .backends._lmdb import LMDBBackend
+    from .backends._memory import MemoryBackend
+    from .convert import atoms_to_dict, dict_to_atoms
+    from .errors import (
+        ASEBytesError,
+        BackendNotFoundError,
+        FormatVersionError,
+        InvalidDataError,
+        MissingExtraError,
+        MissingValueError,
+        RaggedColumnError,
+        ReadOnlyError,
+        RowIndexError,
+        SerializationError,
+        StoreCorruptedError,
+        StoreNotFoundError,
+        UnknownKeyError,
+        UnsupportedOperationError,
+    )
+    from .io import ASEIO
+    from .registry import BackendEntry, list_backends, open_backend, register_backend
+    from .views import ColumnView, Ragged, RowView
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asebytes_nodes' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

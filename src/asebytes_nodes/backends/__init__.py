@@ -1,0 +1,26 @@
+"""Storage backends. Implementations live in private modules, imported on first use."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
+
+__all__ = ["MISSING", "ColumnInfo", "LMDBBackend", "MemoryBackend", "ReadableBackend", "WritableBackend"]
+
+_LAZY = {
+    "LMDBBackend": "._lmdb",
+    "MemoryBackend": "._memory",
+}
+
+if TYPE_CHECKING:
+    from ._lmdb import LMDBBackend
+    from ._memory import MemoryBackend
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asebytes_nodes.backends' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

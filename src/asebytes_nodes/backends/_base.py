@@ -1,0 +1,227 @@
+"""The backend protocol: what a store must do so that ``ASEIO`` can use it.
+
+A readable backend implements three methods: ``__len__``, ``columns(index)``
+and ``read_row(index, keys)``. Everything else (batch reads, column reads, the
+key list, the schema) has a working default built on those, which a backend
+overrides only to go faster. A writable backend adds an atomic ``extend``,
+``set_rows`` and ``update_rows``. Row numbers passed to a backend are always
+checked, non-negative integers (see :mod:`asebytes_nodes.indexing`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ReadOnlyError, UnsupportedOperationError
+
+__all__ = [
+    "MISSING",
+    "READ_ONLY_MESSAGE",
+    "ColumnInfo",
+    "ReadableBackend",
+    "WritableBackend",
+]
+
+READ_ONLY_MESSAGE = "the store is read-only: open it with readonly=False to modify it"
+
+
+class _Missing:
+    """Marks a row that does not carry the requested key."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What one column holds: dtype and shape as seen on a row that carries it.
+
+    ``shape`` is the per-row shape with the atom axis written as ``-1`` for
+    per-atom values (``arrays.*`` and per-atom ``calc.*``).
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    per_atom: bool
+
+
+class ReadableBackend(ABC):
+    """A store of flat rows that can be read.
+
+    Subclasses must implement ``__len__``, :meth:`columns` and :meth:`read_row`.
+    """
+
+    #: Short name used in messages and in the registry.
+    name: ClassVar[str] = "custom"
+    #: File extensions (with dot) and URI schemes this backend opens, for the registry.
+    extensions: ClassVar[tuple[str, ...]] = ()
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: Can this backend write at all?
+    supports_write: ClassVar[bool] = False
+    #: Can rows be inserted in the middle?
+    supports_insert: ClassVar[bool] = False
+    #: Can rows be deleted?
+    supports_delete: ClassVar[bool] = False
+    #: Can single keys be removed from stored rows?
+    supports_drop_keys: ClassVar[bool] = False
+
+    readonly: bool = True
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of rows."""
+
+    @abstractmethod
+    def columns(self, index: int = 0) -> list[str]:
+        """Keys carried by row ``index``."""
+
+    @abstractmethod
+    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """Row ``index`` as a new dict, restricted to ``keys`` that it carries (all if None).
+
+        The caller owns the returned values: they must not share memory with any cache.
+        """
+
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Several rows in one call; backends override this to batch their I/O."""
+        return [self.read_row(int(i), keys) for i in indices]
+
+    def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any]:
+        """Values of one key for several rows, :data:`MISSING` where a row lacks it."""
+        return [row.get(key, MISSING) for row in self.read_rows(indices, [key])]
+
+    def keys(self) -> list[str]:
+        """Every key carried by at least one row, sorted. The default reads the key list of every row."""
+        found: set[str] = set()
+        for i in range(len(self)):
+            found.update(self.columns(i))
+        return sorted(found)
+
+    def schema(self) -> dict[str, ColumnInfo]:
+        """dtype and shape of every key, from the first row that carries it."""
+        remaining = set(self.keys())
+        result: dict[str, ColumnInfo] = {}
+        for i in range(len(self)):
+            if not remaining:
+                break
+            wanted = [k for k in self.columns(i) if k in remaining]
+            if not wanted:
+                continue
+            row = self.read_row(i, wanted)
+            n_atoms = len(self.read_row(i, ["arrays.numbers"]).get("arrays.numbers", ()))
+            for key, value in row.items():
+                result[key] = describe_value(key, value, n_atoms)
+                remaining.discard(key)
+        return {k: result[k] for k in sorted(result)}
+
+    def close(self) -> None:
+        """Release files and handles; the default has nothing to release."""
+
+    @property
+    def location(self) -> str | None:
+        """Path or URI the store lives at, or None for in-memory stores."""
+        return None
+
+    def _check_writable(self) -> None:
+        if self.readonly or not self.supports_write:
+            raise ReadOnlyError(READ_ONLY_MESSAGE)
+
+    def __enter__(self) -> ReadableBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f" {self.location!r}" if self.location else ""
+        return f"<{type(self).__name__}{where} rows={len(self)}>"
+
+
+class WritableBackend(ReadableBackend):
+    """A store that can also be written.
+
+    Subclasses implement :meth:`extend`, :meth:`set_rows` and :meth:`update_rows`,
+    each atomic: either every row is written or none is. Each begins with
+    ``self._check_writable()``.
+    """
+
+    supports_write: ClassVar[bool] = True
+    readonly: bool = False
+
+    @abstractmethod
+    def extend(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append rows at the end, all or nothing."""
+
+    @abstractmethod
+    def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
+        """Replace whole rows."""
+
+    @abstractmethod
+    def update_rows(
+        self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]
+    ) -> None:
+        """Merge ``updates[k]`` into row ``indices[k]``: given keys are set, others kept."""
+
+    def insert_rows(self, index: int, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows before row ``index`` (``index == len`` appends)."""
+        self._check_writable()
+        raise UnsupportedOperationError(
+            f"the {self.name} backend cannot insert rows in the middle; use extend() to append, "
+            "or copy the rows into a backend that can (supports_insert is True)"
+        )
+
+    def delete_rows(self, indices: Sequence[int] | np.ndarray) -> None:
+        """Delete rows; later rows move up."""
+        self._check_writable()
+        raise UnsupportedOperationError(
+            f"the {self.name} backend cannot delete rows; copy the rows you keep into a new store "
+            "or use a backend that can (supports_delete is True)"
+        )
+
+    def drop_keys(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str]) -> None:
+        """Remove ``keys`` from the given rows."""
+        self._check_writable()
+        raise UnsupportedOperationError(
+            f"the {self.name} backend cannot remove keys from stored rows; rewrite the rows "
+            "with set_rows or use a backend that can (supports_drop_keys is True)"
+        )
+
+
+def describe_value(key: str, value: Any, n_atoms: int) -> ColumnInfo:
+    """ColumnInfo of one stored value."""
+    arr = value if isinstance(value, (np.ndarray, np.generic)) else None
+    if arr is None:
+        return ColumnInfo(dtype=type(value).__name__, shape=(), per_atom=False)
+    shape = tuple(int(s) for s in np.shape(arr))
+    per_atom = key.startswith("arrays.") or (
+        key.startswith("calc.") and len(shape) > 0 and shape[0] == n_atoms and key != "calc.stress"
+    )
+    if per_atom and shape:
+        shape = (-1, *shape[1:])
+    return ColumnInfo(dtype=str(arr.dtype), shape=shape, per_atom=per_atom)
+
+
+def path_of(target: str | Path) -> Path:
+    """A local path from a string or Path, with ``~`` expanded."""
+    return Path(target).expanduser()

@@ -1,0 +1,90 @@
+"""In-memory backend for tests and scratch work.
+
+Layout: a Python list of row dicts, owned by the instance (no module-level
+state, so two instances never see each other's rows). Rows are deep-copied on
+the way in and on the way out, so callers never share memory with the store.
+Pickling copies the rows (a spawned worker gets its own copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..convert import copy_row
+from ._base import WritableBackend
+
+__all__ = ["MemoryBackend"]
+
+
+class MemoryBackend(WritableBackend):
+    """Rows kept in a list in this process.
+
+    >>> from asebytes_nodes import ASEIO
+    >>> db = ASEIO(MemoryBackend())
+    >>> len(db)
+    0
+    """
+
+    name: ClassVar[str] = "memory"
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    supports_insert: ClassVar[bool] = True
+    supports_delete: ClassVar[bool] = True
+    supports_drop_keys: ClassVar[bool] = True
+
+    def __init__(self, target: str | None = None, *, readonly: bool = False) -> None:
+        self._rows: list[dict[str, Any]] = []
+        self.readonly = readonly
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def columns(self, index: int = 0) -> list[str]:
+        return list(self._rows[index])
+
+    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        row = self._rows[index]
+        if keys is not None:
+            row = {k: row[k] for k in keys if k in row}
+        return copy_row(row)
+
+    def keys(self) -> list[str]:
+        found: set[str] = set()
+        for row in self._rows:
+            found.update(row)
+        return sorted(found)
+
+    def extend(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._check_writable()
+        self._rows.extend([copy_row(r) for r in rows])
+
+    def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
+        self._check_writable()
+        new = [copy_row(r) for r in rows]
+        for i, row in zip(indices, new, strict=True):
+            self._rows[int(i)] = row
+
+    def update_rows(
+        self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]
+    ) -> None:
+        self._check_writable()
+        new = [copy_row(u) for u in updates]
+        for i, update in zip(indices, new, strict=True):
+            self._rows[int(i)].update(update)
+
+    def insert_rows(self, index: int, rows: Sequence[dict[str, Any]]) -> None:
+        self._check_writable()
+        self._rows[index:index] = [copy_row(r) for r in rows]
+
+    def delete_rows(self, indices: Sequence[int] | np.ndarray) -> None:
+        self._check_writable()
+        drop = {int(i) for i in indices}
+        self._rows = [row for i, row in enumerate(self._rows) if i not in drop]
+
+    def drop_keys(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str]) -> None:
+        self._check_writable()
+        for i in indices:
+            for key in keys:
+                self._rows[int(i)].pop(key, None)

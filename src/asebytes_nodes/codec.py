@@ -1,0 +1,164 @@
+"""Safe binary encoding of flat rows (msgpack with numpy extension types).
+
+Used by backends that store one blob per row (LMDB, caches). Decoding never
+imports or calls user code: only these types come back, so reading an
+untrusted file cannot run code (unlike pickle or msgpack-numpy object arrays).
+
+Wire format (version 1)
+-----------------------
+A row is a msgpack map ``{key: value}``. Plain msgpack types carry ``None``,
+``bool``, ``int`` (-2**63 .. 2**64-1), ``float``, ``str``, ``bytes``, ``list``
+and ``dict``. Types msgpack cannot tell apart are extension types:
+
+====  ===========================  ==============================================
+code  Python type                  payload
+====  ===========================  ==============================================
+1     ``numpy.ndarray``            u8 len(dtype.str), dtype.str, u8 ndim,
+                                   ndim x u64 shape (little endian), C-order data
+2     ``numpy.generic`` (scalar)   u8 len(dtype.str), dtype.str, raw bytes
+3     ``tuple``                    msgpack array of the items
+4     ``complex``                  two little-endian float64
+====  ===========================  ==============================================
+
+Object, void (structured) and datetime dtypes are refused at encode time.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from .errors import SerializationError, StoreCorruptedError
+
+__all__ = ["CODEC_VERSION", "decode_row", "encode_row", "encode_value", "decode_value"]
+
+CODEC_VERSION = 1
+
+_EXT_NDARRAY = 1
+_EXT_SCALAR = 2
+_EXT_TUPLE = 3
+_EXT_COMPLEX = 4
+_ALLOWED_KINDS = frozenset("biufcUS")
+
+try:  # msgpack ships with the [lmdb] extra; the codec is only used by those backends.
+    import msgpack
+except ImportError:  # pragma: no cover - exercised only without the extra
+    msgpack = None
+
+
+def _require_msgpack() -> Any:
+    if msgpack is None:
+        from .errors import MissingExtraError
+
+        raise MissingExtraError(
+            "The row codec needs msgpack, which is not installed. "
+            'Run: pip install "asebytes-nodes[lmdb]"'
+        )
+    return msgpack
+
+
+def _dtype_header(dtype: np.dtype[Any]) -> bytes:
+    if dtype.kind not in _ALLOWED_KINDS:
+        raise TypeError(
+            f"numpy dtype {dtype} (kind {dtype.kind!r}) cannot be stored; allowed kinds are "
+            "bool, integer, float, complex and fixed-width strings"
+        )
+    code = dtype.str.encode()
+    return bytes((len(code),)) + code
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        header = _dtype_header(obj.dtype)
+        shape = struct.pack(f"<B{obj.ndim}Q", obj.ndim, *obj.shape)
+        return msgpack.ExtType(_EXT_NDARRAY, header + shape + np.ascontiguousarray(obj).tobytes())
+    if isinstance(obj, np.generic):
+        return msgpack.ExtType(_EXT_SCALAR, _dtype_header(obj.dtype) + obj.tobytes())
+    if isinstance(obj, tuple):
+        return msgpack.ExtType(_EXT_TUPLE, _pack(list(obj)))
+    if isinstance(obj, complex):
+        return msgpack.ExtType(_EXT_COMPLEX, struct.pack("<dd", obj.real, obj.imag))
+    if isinstance(obj, dict):  # dict subclasses such as OrderedDict
+        return dict(obj)
+    if isinstance(obj, list):
+        return list(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, bool):  # pragma: no cover - bool is exact in msgpack
+        return bool(obj)
+    if isinstance(obj, int):  # int subclasses such as IntEnum
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    raise TypeError(f"objects of type {type(obj).__name__} cannot be stored")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_NDARRAY:
+        n = data[0]
+        dtype = np.dtype(data[1 : 1 + n].decode())
+        ndim = data[1 + n]
+        start = 2 + n + 8 * ndim
+        shape = struct.unpack_from(f"<{ndim}Q", data, 2 + n)
+        return np.frombuffer(data, dtype, offset=start).reshape(shape).copy()
+    if code == _EXT_SCALAR:
+        n = data[0]
+        return np.frombuffer(data, np.dtype(data[1 : 1 + n].decode()), count=1, offset=1 + n)[0]
+    if code == _EXT_TUPLE:
+        return tuple(_unpack(data))
+    if code == _EXT_COMPLEX:
+        real, imag = struct.unpack("<dd", data)
+        return complex(real, imag)
+    raise StoreCorruptedError(f"unknown msgpack extension type {code}; the file is damaged or newer")
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+
+
+def encode_value(value: Any) -> bytes:
+    """Encode one value; raises :class:`SerializationError` for unsupported types."""
+    _require_msgpack()
+    try:
+        return _pack(value)
+    except (TypeError, OverflowError, ValueError) as exc:
+        raise SerializationError(f"cannot serialise value: {exc}") from exc
+
+
+def decode_value(data: bytes) -> Any:
+    """Decode bytes written by :func:`encode_value`."""
+    _require_msgpack()
+    try:
+        return _unpack(data)
+    except StoreCorruptedError:
+        raise
+    except Exception as exc:
+        raise StoreCorruptedError(f"cannot decode stored value: {exc}") from exc
+
+
+def encode_row(row: dict[str, Any]) -> bytes:
+    """Encode a flat row; the error names the key whose value cannot be stored."""
+    _require_msgpack()
+    try:
+        return _pack(row)
+    except (TypeError, OverflowError, ValueError):
+        for key, value in row.items():  # find the culprit for a precise message
+            try:
+                _pack(value)
+            except (TypeError, OverflowError, ValueError) as exc:
+                raise SerializationError(
+                    f"cannot serialise key {key!r}: {exc}. Store numbers, strings, numpy "
+                    "arrays of numbers/strings, or lists/dicts/tuples of those."
+                ) from exc
+        raise
+
+
+def decode_row(data: bytes) -> dict[str, Any]:
+    """Decode a row written by :func:`encode_row`."""
+    return decode_value(data)  # type: ignore[no-any-return]

@@ -1,0 +1,84 @@
+"""Turn user indices (int, negative int, slice, list, numpy array) into checked row numbers.
+
+Backends only ever see non-negative ``numpy.int64`` arrays inside ``range(length)``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import RowIndexError
+
+__all__ = ["IndexArray", "normalize_index", "normalize_indices", "is_key_index"]
+
+IndexArray = npt.NDArray[np.int64]
+
+
+def normalize_index(index: Any, length: int) -> int:
+    """One row number in ``range(length)``; negative indices count from the end."""
+    try:
+        i = operator.index(index)
+    except TypeError:
+        raise TypeError(
+            f"row indices must be integers, got {type(index).__name__}"
+        ) from None
+    if i < 0:
+        i += length
+    if not 0 <= i < length:
+        raise RowIndexError(
+            f"row index {index} is out of range for {length} rows "
+            f"(valid: {-length} to {length - 1})"
+        )
+    return i
+
+
+def normalize_indices(index: Any, length: int) -> IndexArray:
+    """A checked ``int64`` array of row numbers for a slice, sequence or numpy array.
+
+    Boolean arrays of the right length select rows (numpy semantics).
+    """
+    if isinstance(index, slice):
+        return np.arange(*index.indices(length), dtype=np.int64)
+    if isinstance(index, range):
+        arr = np.asarray(index, dtype=np.int64)
+    else:
+        arr = np.asarray(index)
+        if arr.dtype == bool:
+            if arr.shape != (length,):
+                raise RowIndexError(
+                    f"boolean mask has shape {arr.shape}; expected ({length},) for {length} rows"
+                )
+            return np.flatnonzero(arr).astype(np.int64)
+        if arr.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(
+                f"row indices must be integers, got an array of dtype {arr.dtype}"
+            )
+        if arr.ndim != 1:
+            raise TypeError(f"row index arrays must be one-dimensional, got shape {arr.shape}")
+        arr = arr.astype(np.int64)
+    if arr.size == 0:
+        return arr
+    bad = (arr < -length) | (arr >= length)
+    if bad.any():
+        first = int(arr[np.argmax(bad)])
+        raise RowIndexError(
+            f"row index {first} is out of range for {length} rows (valid: {-length} to {length - 1})"
+        )
+    return np.where(arr < 0, arr + length, arr)
+
+
+def is_key_index(index: Any) -> bool:
+    """True for a column key (str) or a list/tuple of column keys."""
+    if isinstance(index, str):
+        return True
+    return (
+        isinstance(index, (list, tuple))
+        and len(index) > 0
+        and all(isinstance(k, str) for k in index)
+    )

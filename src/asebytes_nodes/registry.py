@@ -1,0 +1,207 @@
+"""The backend registry: one table, one line per backend, resolved in a fixed order.
+
+``open_backend(target)`` turns a backend-like value into a backend instance:
+
+1. a backend instance is used as it is;
+2. an explicit ``backend="name"`` argument picks that backend;
+3. a URI scheme (``lmdb://``, ``memory://``, ``hf://`` ...) picks the backend registered for it;
+4. a file extension registered by exactly one backend picks that backend;
+5. an extension shared by several backends (``.h5``) is decided by each backend's
+   content sniffer on an existing file, else the first one registered for it;
+6. anything else is an error that lists what is registered.
+
+Third-party backends register through the ``asebytes_nodes.backends`` entry-point
+group: the entry point names a :class:`BackendEntry` or a backend class with
+``name``, ``extensions`` and ``schemes`` attributes. A plugin that fails to load
+is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from .errors import BackendNotFoundError, MissingExtraError
+
+if TYPE_CHECKING:
+    from .backends._base import ReadableBackend
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BackendEntry",
+    "list_backends",
+    "open_backend",
+    "register_backend",
+    "resolve_backend",
+]
+
+ENTRY_POINT_GROUP = "asebytes_nodes.backends"
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One line of the registry.
+
+    ``target`` is ``"module:Class"`` (imported on first use) or the class itself;
+    ``extra`` names the ``pip install "asebytes-nodes[extra]"`` that provides it;
+    ``sniff(path) -> bool`` decides ambiguous extensions by looking inside a file.
+    """
+
+    name: str
+    target: str | type
+    extensions: tuple[str, ...] = ()
+    schemes: tuple[str, ...] = ()
+    extra: str | None = None
+    sniff: Callable[[Path], bool] | None = field(default=None, compare=False)
+
+    def load(self) -> type[ReadableBackend]:
+        """Import and return the backend class."""
+        if not isinstance(self.target, str):
+            return self.target
+        module_name, _, attr = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except MissingExtraError:
+            raise
+        except ImportError as exc:
+            hint = f'pip install "asebytes-nodes[{self.extra}]"' if self.extra else "its package"
+            raise MissingExtraError(
+                f"the {self.name!r} backend cannot be imported ({exc}); install it with: {hint}"
+            ) from exc
+        return getattr(module, attr)  # type: ignore[no-any-return]
+
+
+_BUILTIN = (
+    BackendEntry("lmdb", "asebytes_nodes.backends._lmdb:LMDBBackend", (".lmdb",), ("lmdb",), "lmdb"),
+    BackendEntry("memory", "asebytes_nodes.backends._memory:MemoryBackend", (), ("memory",)),
+)
+
+_TABLE: dict[str, BackendEntry] = {entry.name: entry for entry in _BUILTIN}
+_plugins_loaded = False
+
+
+def register_backend(entry: BackendEntry | type, *, override: bool = False) -> BackendEntry:
+    """Add a backend to the table; refuses a name already taken unless ``override``."""
+    if not isinstance(entry, BackendEntry):
+        cls = entry
+        entry = BackendEntry(
+            name=getattr(cls, "name", cls.__name__),
+            target=cls,
+            extensions=tuple(getattr(cls, "extensions", ())),
+            schemes=tuple(getattr(cls, "schemes", ())),
+            sniff=getattr(cls, "sniff", None),
+        )
+    if entry.name in _TABLE and not override:
+        raise ValueError(
+            f"a backend named {entry.name!r} is already registered; pass override=True to replace it"
+        )
+    _TABLE[entry.name] = entry
+    return entry
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            register_backend(ep.load())
+        except Exception as exc:  # a broken plugin must never break the package
+            warnings.warn(
+                f"asebytes_nodes: skipping backend plugin {ep.name!r} ({ep.value}): {exc!r}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def list_backends() -> Mapping[str, BackendEntry]:
+    """A read-only view of the registry, plugins included."""
+    _load_plugins()
+    return MappingProxyType(_TABLE)
+
+
+def _describe() -> str:
+    lines = []
+    for entry in _TABLE.values():
+        what = ", ".join([*entry.extensions, *(s + "://" for s in entry.schemes)]) or "instances only"
+        lines.append(f"{entry.name} ({what})")
+    return "; ".join(lines)
+
+
+def resolve_backend(target: str | os.PathLike[str], backend: str | None = None) -> BackendEntry:
+    """The registry line for a path or URI, in the documented order."""
+    _load_plugins()
+    if backend is not None:
+        try:
+            return _TABLE[backend]
+        except KeyError:
+            raise BackendNotFoundError(
+                f"no backend named {backend!r}; registered: {_describe()}"
+            ) from None
+    text = os.fspath(target)
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        for entry in _TABLE.values():
+            if scheme in entry.schemes:
+                return entry
+        raise BackendNotFoundError(
+            f"no backend for the URI scheme {scheme + '://'!r} in {text!r}; registered: {_describe()}"
+        )
+    path = Path(text).expanduser()
+    suffix = path.suffix.lower()
+    matches = [e for e in _TABLE.values() if suffix and suffix in e.extensions]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        if path.exists():
+            for entry in matches:
+                if entry.sniff is not None and entry.sniff(path):
+                    return entry
+            raise BackendNotFoundError(
+                f"{path}: none of the backends for {suffix!r} files "
+                f"({', '.join(e.name for e in matches)}) recognises its content; pass backend=..."
+            )
+        return matches[0]
+    raise BackendNotFoundError(
+        f"{text!r}: no backend for the extension {suffix or '(none)'!r}; use a registered "
+        f"extension or URI scheme, or pass backend=... Registered: {_describe()}"
+    )
+
+
+def open_backend(
+    target: Any, *, backend: str | None = None, readonly: bool = False, **options: Any
+) -> ReadableBackend:
+    """Turn a backend-like value into a backend instance.
+
+    ``target`` is a backend instance (returned as is; no options allowed), a
+    path (``str`` or ``os.PathLike``) or a URI. ``backend`` names a registered
+    backend explicitly. ``readonly`` and ``options`` go to the backend's constructor.
+    """
+    from .backends._base import ReadableBackend
+
+    if isinstance(target, ReadableBackend):
+        if options or backend is not None:
+            raise TypeError(
+                "options and backend= apply only when opening a path or URI, not a backend instance"
+            )
+        return target
+    if isinstance(target, type) and issubclass(target, ReadableBackend):
+        raise TypeError(f"pass an instance of {target.__name__}, not the class")
+    if target is None:
+        target = "memory://"
+    if not isinstance(target, (str, os.PathLike)):
+        raise TypeError(
+            f"cannot open a store from {type(target).__name__}; pass a path, a URI or a backend instance"
+        )
+    entry = resolve_backend(target, backend)
+    cls = entry.load()
+    return cls(os.fspath(target), readonly=readonly, **options)  # type: ignore[call-arg]

@@ -1,0 +1,256 @@
+"""Lazy row and column views over a backend.
+
+A view holds the backend and an index array, never data. Indexing a view gives
+another view (or one item); data is read only when iterated or converted, in
+chunks of ``chunk_size`` rows per backend call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from .backends._base import MISSING
+from .convert import dict_to_atoms
+from .errors import MissingValueError, RaggedColumnError, UnknownKeyError
+from .indexing import IndexArray, is_key_index, normalize_index, normalize_indices
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from .backends._base import ReadableBackend
+
+__all__ = ["ColumnView", "Ragged", "RowView", "DEFAULT_CHUNK_SIZE"]
+
+DEFAULT_CHUNK_SIZE = 1024
+
+
+class Ragged(NamedTuple):
+    """A per-atom column of frames with different atom counts.
+
+    ``values[offsets[i]:offsets[i + 1]]`` is frame ``i``'s array.
+    """
+
+    values: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:  # number of frames, not of the tuple's fields
+        return len(self.offsets) - 1
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i``'s array."""
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+
+def check_keys(backend: ReadableBackend, keys: Sequence[str]) -> None:
+    """Raise ``UnknownKeyError`` naming the first key no row carries, with the available ones."""
+    available = backend.keys()
+    known = set(available)
+    for key in keys:
+        if key not in known:
+            shown = ", ".join(available[:40]) + (" ..." if len(available) > 40 else "")
+            raise UnknownKeyError(
+                f"no row carries the key {key!r}; available keys: {shown or '(store is empty)'}"
+            )
+
+
+class _View:
+    def __init__(self, backend: ReadableBackend, indices: IndexArray) -> None:
+        self._backend = backend
+        self._indices = indices
+
+    @property
+    def indices(self) -> IndexArray:
+        """Row numbers in the store that this view shows (a copy)."""
+        return self._indices.copy()
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def _chunks(self, size: int) -> Iterator[IndexArray]:
+        if size < 1:
+            raise ValueError(f"chunk size must be at least 1, got {size}")
+        for start in range(0, len(self._indices), size):
+            yield self._indices[start : start + size]
+
+    def _narrow(self, index: Any) -> IndexArray:
+        return self._indices[normalize_indices(index, len(self._indices))]
+
+
+class RowView(_View):
+    """Rows of a store, read as ``Atoms`` on demand.
+
+    ``view[i]`` is one ``Atoms``; ``view[a:b]``, ``view[[i, j]]`` and numpy arrays give
+    another ``RowView``; ``view["calc.energy"]`` gives a :class:`ColumnView`.
+    """
+
+    def __getitem__(self, index: Any) -> Any:
+        if is_key_index(index):
+            keys = [index] if isinstance(index, str) else list(index)
+            check_keys(self._backend, keys)
+            return ColumnView(self._backend, self._indices, keys, single=isinstance(index, str))
+        if isinstance(index, (int, np.integer)):
+            row = int(self._indices[normalize_index(index, len(self._indices))])
+            return dict_to_atoms(self._backend.read_row(row))
+        return RowView(self._backend, self._narrow(index))
+
+    def __iter__(self) -> Iterator[Atoms]:
+        for chunk in self.chunked(DEFAULT_CHUNK_SIZE):
+            yield from chunk
+
+    def chunked(self, size: int = DEFAULT_CHUNK_SIZE) -> Iterator[list[Atoms]]:
+        """Lists of up to ``size`` Atoms, each read with one backend call."""
+        for chunk in self._chunks(size):
+            yield [dict_to_atoms(row) for row in self._backend.read_rows(chunk)]
+
+    def to_list(self) -> list[Atoms]:
+        """Every row as Atoms."""
+        return [atoms for chunk in self.chunked() for atoms in chunk]
+
+    def __repr__(self) -> str:
+        return f"<RowView of {len(self)} rows from {self._backend!r}>"
+
+
+class ColumnView(_View):
+    """Values of one or several keys, read without building ``Atoms``.
+
+    Rows that do not carry a key give ``None`` in :meth:`to_list`; :meth:`to_numpy`
+    refuses them with an error naming the rows.
+    """
+
+    def __init__(
+        self, backend: ReadableBackend, indices: IndexArray, keys: list[str], single: bool
+    ) -> None:
+        super().__init__(backend, indices)
+        self._keys = keys
+        self._single = single
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys this view reads."""
+        return list(self._keys)
+
+    def __getitem__(self, index: Any) -> Any:
+        if is_key_index(index):
+            keys = [index] if isinstance(index, str) else list(index)
+            return RowView(self._backend, self._indices)[keys]
+        if isinstance(index, (int, np.integer)):
+            row = int(self._indices[normalize_index(index, len(self._indices))])
+            values = self._read(np.array([row]))
+            return values[self._keys[0]][0] if self._single else _row_dict(values, 0)
+        return ColumnView(self._backend, self._narrow(index), self._keys, self._single)
+
+    def _read(self, indices: IndexArray) -> dict[str, list[Any]]:
+        """{key: values} for the given rows; :data:`MISSING` for absent values."""
+        if len(self._keys) == 1:
+            return {self._keys[0]: self._backend.read_column(self._keys[0], indices)}
+        rows = self._backend.read_rows(indices, self._keys)
+        return {k: [row.get(k, MISSING) for row in rows] for k in self._keys}
+
+    def _read_all(self) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {k: [] for k in self._keys}
+        for chunk in self._chunks(DEFAULT_CHUNK_SIZE * 16):
+            for key, values in self._read(chunk).items():
+                out[key].extend(values)
+        return out
+
+    def __iter__(self) -> Iterator[Any]:
+        for chunk in self.chunked(DEFAULT_CHUNK_SIZE):
+            yield from chunk
+
+    def chunked(self, size: int = DEFAULT_CHUNK_SIZE) -> Iterator[list[Any]]:
+        """Lists of up to ``size`` values (dicts for several keys), one backend call each."""
+        for chunk in self._chunks(size):
+            values = self._read(chunk)
+            if self._single:
+                yield [_none(v) for v in values[self._keys[0]]]
+            else:
+                yield [_row_dict(values, j) for j in range(len(chunk))]
+
+    def to_list(self) -> list[Any]:
+        """Values (one key) or ``{key: value}`` dicts (several keys), ``None`` where missing."""
+        values = self._read_all()
+        if self._single:
+            return [_none(v) for v in values[self._keys[0]]]
+        return [_row_dict(values, j) for j in range(len(self))]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """``{key: [values]}`` with ``None`` where a row lacks the key."""
+        return {k: [_none(v) for v in vs] for k, vs in self._read_all().items()}
+
+    def to_numpy(self) -> Any:
+        """One stacked array (one key) or ``{key: array}`` (several keys).
+
+        Per-atom values of frames with different atom counts cannot stack: use
+        :meth:`to_ragged` for the concatenated values plus offsets.
+        """
+        values = self._read_all()
+        arrays = {k: _stack(k, vs, self._indices) for k, vs in values.items()}
+        return arrays[self._keys[0]] if self._single else arrays
+
+    def to_ragged(self) -> Any:
+        """Per-atom values concatenated along the atom axis, plus ``offsets`` (length n + 1)."""
+        values = self._read_all()
+        result = {k: _ragged(k, vs, self._indices) for k, vs in values.items()}
+        return result[self._keys[0]] if self._single else result
+
+    def __repr__(self) -> str:
+        what = self._keys[0] if self._single else self._keys
+        return f"<ColumnView {what!r} of {len(self)} rows from {self._backend!r}>"
+
+
+def _none(value: Any) -> Any:
+    return None if value is MISSING else value
+
+
+def _row_dict(values: dict[str, list[Any]], j: int) -> dict[str, Any]:
+    return {k: _none(vs[j]) for k, vs in values.items()}
+
+
+def _check_present(key: str, values: list[Any], rows: IndexArray) -> None:
+    missing = [int(rows[j]) for j, v in enumerate(values) if v is MISSING]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise MissingValueError(
+            f"{len(missing)} rows do not carry {key!r} (rows {shown}); use to_list() to get None "
+            "for them, or select the rows that have it"
+        )
+
+
+def _stack(key: str, values: list[Any], rows: IndexArray) -> np.ndarray:
+    _check_present(key, values, rows)
+    if not values:
+        return np.zeros(0)
+    first = np.shape(values[0])
+    if any(np.shape(v) != first for v in values):
+        shapes = sorted({np.shape(v) for v in values})
+        if key.startswith(("arrays.", "calc.")) and len({s[1:] for s in shapes}) == 1:
+            raise RaggedColumnError(
+                f"{key!r} has different atom counts per frame (shapes {shapes[:3]} ...) and "
+                "cannot stack into one array; use .to_ragged() for the concatenated values plus "
+                "offsets, or .to_list() for one array per frame"
+            )
+        raise RaggedColumnError(
+            f"{key!r} has values of different shapes ({shapes[:3]} ...); use .to_list()"
+        )
+    return np.asarray(values)
+
+
+def _ragged(key: str, values: list[Any], rows: IndexArray) -> Ragged:
+    _check_present(key, values, rows)
+    arrays = [np.asarray(v) for v in values]
+    if any(a.ndim == 0 for a in arrays):
+        raise RaggedColumnError(
+            f"{key!r} holds scalars, which have no atom axis; use .to_numpy()"
+        )
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    if not arrays:
+        return Ragged(np.zeros(0), offsets)
+    try:
+        flat = np.concatenate(arrays)
+    except ValueError as exc:
+        raise RaggedColumnError(f"{key!r}: per-atom shapes differ beyond the atom axis ({exc})") from exc
+    return Ragged(flat, offsets)
