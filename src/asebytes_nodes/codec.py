@@ -6,9 +6,13 @@ untrusted file cannot run code (unlike pickle or msgpack-numpy object arrays).
 
 Wire format (version 1)
 -----------------------
-A row is a msgpack map ``{key: value}``. Plain msgpack types carry ``None``,
+A row is a msgpack array ``[plain, layout, raw]``: ``plain`` maps keys to values
+that are not top-level numpy arrays; ``layout`` is a msgpack array of
+``key, dtype.str, shape, offset`` quadruples (flattened) that locate each top-level
+array's C-order bytes in ``raw`` (offsets 8-byte aligned).
+Values use plain msgpack types for ``None``,
 ``bool``, ``int`` (-2**63 .. 2**64-1), ``float``, ``str``, ``bytes``, ``list``
-and ``dict``. Types msgpack cannot tell apart are extension types:
+and ``dict``; nested numpy values and types msgpack cannot tell apart are extension types:
 
 ====  ===========================  ==============================================
 code  Python type                  payload
@@ -143,12 +147,30 @@ def decode_value(data: bytes) -> Any:
 
 
 def encode_row(row: dict[str, Any]) -> bytes:
-    """Encode a flat row; the error names the key whose value cannot be stored."""
+    """Encode a flat row; the error names the key whose value cannot be stored.
+
+    Top-level numpy arrays go to one raw section described by a layout record
+    (no per-array msgpack hook), so rows of one shape share one cached layout.
+    """
     _require_msgpack()
+    plain: dict[str, Any] = {}
+    specs: list[Any] = []
+    parts: list[bytes] = []
+    offset = 0
+    for key, value in row.items():
+        if type(value) is np.ndarray and value.dtype.kind in _ALLOWED_KINDS:
+            data = value.tobytes()
+            specs += (key, value.dtype.str, value.shape, offset)
+            pad = -len(data) % 8
+            parts.append(data + b"\0" * pad if pad else data)
+            offset += len(data) + pad
+        else:
+            plain[key] = value
     try:
-        return _pack(row)
+        layout = msgpack.packb(specs) if specs else b""
+        return _pack([plain, layout, b"".join(parts)])
     except (TypeError, OverflowError, ValueError):
-        for key, value in row.items():  # find the culprit for a precise message
+        for key, value in plain.items():  # find the culprit for a precise message
             try:
                 _pack(value)
             except (TypeError, OverflowError, ValueError) as exc:
@@ -159,6 +181,48 @@ def encode_row(row: dict[str, Any]) -> bytes:
         raise
 
 
-def decode_row(data: bytes) -> dict[str, Any]:
-    """Decode a row written by :func:`encode_row`."""
-    return decode_value(data)  # type: ignore[no-any-return]
+_LAYOUTS: dict[bytes, tuple[tuple[str, np.dtype[Any], tuple[int, ...], int], ...]] = {}
+
+
+def _layout(code: bytes) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...], int], ...]:
+    """Decoded array layout of a row, cached: most rows of a store share a few layouts."""
+    layout = _LAYOUTS.get(code)
+    if layout is None:
+        flat = msgpack.unpackb(code, raw=False) if code else []
+        entries = []
+        for j in range(0, len(flat), 4):
+            key, dtype_code, shape, offset = flat[j : j + 4]
+            dtype = np.dtype(dtype_code)
+            if dtype.kind not in _ALLOWED_KINDS or not isinstance(key, str):
+                raise StoreCorruptedError(f"refusing stored array {key!r} of dtype {dtype_code!r}")
+            entries.append((key, dtype, tuple(int(d) for d in shape), int(offset)))
+        layout = tuple(entries)
+        if len(_LAYOUTS) > 4096:  # ragged stores have many layouts; keep the cache bounded
+            _LAYOUTS.clear()
+        _LAYOUTS[code] = layout
+    return layout
+
+
+def decode_row(data: Any, keys: Any = None) -> dict[str, Any]:
+    """Decode a row written by :func:`encode_row`, optionally only ``keys``.
+
+    Arrays come back writable and owned by the caller (copied out of ``data``).
+    """
+    _require_msgpack()
+    try:
+        plain, code, raw = _unpack(data)
+        layout = _layout(code)
+        if keys is not None:
+            wanted = set(keys)
+            plain = {k: v for k, v in plain.items() if k in wanted}
+            layout = tuple(entry for entry in layout if entry[0] in wanted)
+        if layout:
+            buf = bytearray(raw)
+            ndarray = np.ndarray
+            for key, dtype, shape, offset in layout:
+                plain[key] = ndarray(shape, dtype, buf, offset)
+    except StoreCorruptedError:
+        raise
+    except Exception as exc:
+        raise StoreCorruptedError(f"cannot decode stored row: {exc}") from exc
+    return plain  # type: ignore[no-any-return]

@@ -86,51 +86,75 @@ def atoms_to_dict(atoms: Atoms) -> dict[str, Any]:
     return row
 
 
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
 def _calc_matches(calc: Any, atoms: Atoms) -> bool:
-    """True if ``calc``'s results were computed for this configuration (fast ASE check_state)."""
+    """True if ``calc``'s results were computed for this configuration.
+
+    Identical arrays are accepted at once; anything else is left to ASE's own
+    ``check_state``, so the rule is ASE's.
+    """
     ref = getattr(calc, "atoms", None)
     if ref is None:
         return True
-    if ref.arrays.keys() != atoms.arrays.keys():
-        return bool(not calc.check_state(atoms))
-    for name, arr in atoms.arrays.items():
-        other = ref.arrays[name]
-        if arr.shape != other.shape or not np.array_equal(arr, other):
-            return bool(not calc.check_state(atoms))
-    return bool(
-        np.array_equal(ref.cell.array, atoms.cell.array) and np.array_equal(ref.pbc, atoms.pbc)
-    ) or not calc.check_state(atoms)
+    ref_arrays = ref.arrays
+    arrays = atoms.arrays
+    if (
+        ref_arrays.keys() == arrays.keys()
+        and all(_same(value, ref_arrays[name]) for name, value in arrays.items())
+        and _same(ref.cell.array, atoms.cell.array)
+        and _same(ref.pbc, atoms.pbc)
+    ):
+        return True
+    return not calc.check_state(atoms)
 
 
-_SPC_TEMPLATE: dict[str, Any] | None = None
+class _CalculatorFactory:
+    """Builds SinglePointCalculators without the cost of their constructor (an Atoms copy).
 
+    The instance state is modelled on one real SinglePointCalculator, so the
+    result behaves exactly like one built by ASE.
+    """
 
-def _new_calculator(atoms: Atoms, results: dict[str, Any]) -> SinglePointCalculator:
-    """A SinglePointCalculator without the cost of its constructor (which copies Atoms)."""
-    global _SPC_TEMPLATE
-    if _SPC_TEMPLATE is None:
-        _SPC_TEMPLATE = vars(SinglePointCalculator(Atoms()))
-    calc = SinglePointCalculator.__new__(SinglePointCalculator)
-    state = calc.__dict__
-    for name, value in _SPC_TEMPLATE.items():
-        if hasattr(value, "__self__") and hasattr(value, "__func__"):  # bound method
-            state[name] = value.__func__.__get__(calc)
-        elif isinstance(value, dict):
+    def __init__(self) -> None:
+        template = vars(SinglePointCalculator(Atoms()))
+        self.plain = {
+            k: v for k, v in template.items() if not isinstance(v, dict) and not _is_bound(v)
+        }
+        self.dicts = [k for k, v in template.items() if isinstance(v, dict)]
+        self.bound = [(k, v.__func__) for k, v in template.items() if _is_bound(v)]
+
+    def __call__(self, atoms: Atoms, results: dict[str, Any]) -> SinglePointCalculator:
+        calc = SinglePointCalculator.__new__(SinglePointCalculator)
+        state = calc.__dict__
+        state.update(self.plain)
+        for name in self.dicts:
             state[name] = {}
-        else:
-            state[name] = value
-    state["results"] = results
-    state["atoms"] = _snapshot(atoms)
-    return calc
+        for name, func in self.bound:
+            state[name] = func.__get__(calc)
+        state["results"] = results
+        state["atoms"] = _snapshot(atoms)
+        return calc
+
+
+def _is_bound(value: Any) -> bool:
+    return hasattr(value, "__self__") and hasattr(value, "__func__")
+
+
+_new_calculator: _CalculatorFactory | None = None
 
 
 def _snapshot(atoms: Atoms) -> Atoms:
     """A private copy of what ``compare_atoms`` checks, for the calculator's reference."""
     snap = Atoms.__new__(Atoms)
     snap.arrays = {name: arr.copy() for name, arr in atoms.arrays.items()}
-    snap._cellobj = Cell(atoms._cellobj.array.copy())
+    cell = Cell.__new__(Cell)
+    cell.array = atoms._cellobj.array.copy()
+    snap._cellobj = cell
     snap._pbc = atoms._pbc.copy()
-    snap._celldisp = atoms._celldisp.copy()
+    snap._celldisp = atoms._celldisp
     snap._constraints = []
     snap.info = {}
     snap._calc = None
@@ -144,23 +168,19 @@ def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
     >>> dict_to_atoms(atoms_to_dict(molecule("H2O"))).get_chemical_formula()
     'H2O'
     """
+    global _new_calculator
     arrays: dict[str, Any] = {}
     info: dict[str, Any] = {}
     results: dict[str, Any] = {}
-    cell = pbc = constraints = None
+    top: dict[str, Any] = {}
+    spaces = {"arrays": arrays, "info": info, "calc": results}
     for key, value in row.items():
-        if key.startswith("arrays."):
-            arrays[key[7:]] = value
-        elif key.startswith("calc."):
-            results[key[5:]] = value
-        elif key.startswith("info."):
-            info[key[5:]] = value
-        elif key == "cell":
-            cell = value
-        elif key == "pbc":
-            pbc = value
-        elif key == "constraints":
-            constraints = value
+        space, dot, name = key.partition(".")
+        target = spaces.get(space) if dot else None
+        if target is not None and name:
+            target[name] = value
+        elif key in TOP_LEVEL_KEYS:
+            top[key] = value
         else:
             raise UnknownKeyError(_unknown_key_message(key))
     numbers = arrays.pop("numbers", None)
@@ -170,18 +190,30 @@ def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
     if positions is None:
         positions = np.zeros((len(numbers), 3))
     atoms = Atoms.__new__(Atoms)
-    atoms.arrays = {"numbers": np.asarray(numbers), "positions": np.asarray(positions), **arrays}
+    atoms.arrays = {"numbers": numbers, "positions": positions, **arrays}
+    cell = top.get("cell")
     if cell is None:
         atoms._cellobj = Cell(np.zeros((3, 3)))
     else:
-        cell = np.asarray(cell, dtype=float)
+        if type(cell) is not np.ndarray or cell.dtype != np.float64:
+            cell = np.asarray(cell, dtype=float)
         atoms._cellobj = Cell(cell) if cell.shape == (3, 3) else Cell.new(cell)
-    atoms._pbc = np.zeros(3, bool) if pbc is None else np.array(pbc, dtype=bool).reshape(3)
+    pbc = top.get("pbc")
+    if pbc is None:
+        pbc = np.zeros(3, bool)
+    elif type(pbc) is not np.ndarray or pbc.dtype != bool or pbc.shape != (3,):
+        pbc = np.array(pbc, dtype=bool).reshape(3)
+    atoms._pbc = pbc
     atoms._celldisp = np.zeros((3, 1))
-    atoms._constraints = [dict2constraint(_copy.deepcopy(c)) for c in constraints or ()]
+    constraints = top.get("constraints")
+    atoms._constraints = (
+        [dict2constraint(_copy.deepcopy(c)) for c in constraints] if constraints else []
+    )
     atoms.info = info
     atoms._calc = None
     if results:
+        if _new_calculator is None:
+            _new_calculator = _CalculatorFactory()
         atoms._calc = _new_calculator(atoms, results)
     return atoms
 
@@ -202,10 +234,16 @@ def check_key(key: object) -> str:
     raise UnknownKeyError(_unknown_key_message(key))
 
 
+_PLAIN_TYPES = frozenset((type(None), bool, float, str, bytes, complex))
+
+
 def check_value(key: str, value: Any, _depth: int = 0) -> None:
     """Raise ``SerializationError`` unless ``value`` is made of storable types."""
-    if value is None or type(value) in (bool, int, float, str, bytes, complex):
-        if type(value) is int and not -(2**63) <= value < 2**64:
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return
+    if kind is int:
+        if not -(2**63) <= value < 2**64:
             raise SerializationError(
                 f"key {key!r}: integer {value} does not fit in 64 bits; store it as a string"
             )
@@ -233,7 +271,10 @@ def check_value(key: str, value: Any, _depth: int = 0) -> None:
                 )
             check_value(key, item, _depth + 1)
         return
-    if isinstance(value, (bool, int, float, str, bytes, complex)):  # subclasses (IntEnum, ...)
+    if isinstance(value, int):  # int subclasses (IntEnum, ...): range-check as int
+        check_value(key, int(value), _depth)
+        return
+    if isinstance(value, (float, str, bytes, complex)):  # other builtin subclasses
         return
     raise SerializationError(
         f"key {key!r}: value of type {type(value).__name__} cannot be stored; store numbers, "
@@ -344,7 +385,11 @@ def _copy_value(value: Any) -> Any:
 
 
 def rows_from_atoms(images: Iterable[Any]) -> list[dict[str, Any]]:
-    """Convert and validate every frame before a write; errors name the offending frame."""
+    """Convert and check every frame before a write; errors name the offending frame.
+
+    ASE keeps ``cell`` and ``pbc`` well formed; per-atom arrays, calculator
+    results, info values and constraints are checked here.
+    """
     rows = []
     for i, atoms in enumerate(images):
         if not isinstance(atoms, Atoms):
@@ -352,5 +397,33 @@ def rows_from_atoms(images: Iterable[Any]) -> list[dict[str, Any]]:
                 f"frame {i}: expected ase.Atoms, got {type(atoms).__name__}; nothing was written"
             )
         row = atoms_to_dict(atoms)
-        rows.append(validate_row(row, where=f"frame {i}"))
+        try:
+            _check_frame(row, len(atoms.arrays["numbers"]))
+        except InvalidDataError as exc:
+            raise type(exc)(f"frame {i}: {exc}; nothing was written") from None
+        rows.append(row)
     return rows
+
+
+def _check_frame(row: dict[str, Any], n: int) -> None:
+    """Fast checks of a row built by :func:`atoms_to_dict` (messages without a location)."""
+    for key, value in row.items():
+        space = key[:5]
+        if space == "array":
+            if type(value) is not np.ndarray or value.ndim == 0 or len(value) != n:
+                _per_atom("", key, value, n, None)
+            if value.dtype.kind not in _ALLOWED_DTYPE_KINDS:
+                check_value(key, value)
+        elif space == "calc.":
+            tails = _PER_ATOM_CALC.get(key[5:])
+            if tails is not None:
+                if type(value) is not np.ndarray or value.shape[:1] != (n,) or value.shape[1:] not in tails:
+                    row[key] = value = _per_atom("", key, value, n, tails)
+            elif key == "calc.stress":
+                if type(value) is not np.ndarray or value.shape not in ((6,), (3, 3)):
+                    row[key] = value = _shaped("", key, value, ((6,), (3, 3)))
+            check_value(key, value)
+        elif space == "info.":
+            check_value(key, value)
+        elif key == "constraints":
+            check_value(key, value)

@@ -290,11 +290,11 @@ class LMDBBackend(WritableBackend):
         raw = txn.get(_META_LENGTH)
         return 0 if raw is None else int(_U64.unpack(raw)[0])
 
-    def _get(self, txn: Any, i: int) -> dict[str, Any]:
+    def _get(self, txn: Any, i: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
         raw = txn.get(_row_key(i))
         if raw is None:
             raise StoreCorruptedError(f"{self._path}: row {i} is missing from the file")
-        return decode_row(raw)
+        return decode_row(raw, keys)
 
     def columns(self, index: int = 0) -> list[str]:
         with self._txn() as txn:
@@ -302,23 +302,19 @@ class LMDBBackend(WritableBackend):
 
     def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
         with self._txn() as txn:
-            row = self._get(txn, index)
-        if keys is not None:
-            row = {k: row[k] for k in keys if k in row}
-        return row
+            return self._get(txn, index, keys)
 
     def read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
+        get = self._get
         with self._txn() as txn:
-            rows = [self._get(txn, int(i)) for i in indices]
-        if keys is not None:
-            rows = [{k: row[k] for k in keys if k in row} for row in rows]
-        return rows
+            return [get(txn, i, keys) for i in np.asarray(indices).tolist()]
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any]:
+        keys = (key,)
         with self._txn() as txn:
-            return [self._get(txn, int(i)).get(key, MISSING) for i in indices]
+            return [self._get(txn, i, keys).get(key, MISSING) for i in np.asarray(indices).tolist()]
 
     def keys(self) -> list[str]:
         with self._txn() as txn:
