@@ -7,7 +7,8 @@ untrusted file cannot run code (unlike pickle or msgpack-numpy object arrays).
 Wire format (version 1)
 -----------------------
 A row is a msgpack array ``[plain, layout, raw]``: ``plain`` maps keys to values
-that are not top-level numpy arrays; ``layout`` is a msgpack array of
+that are not top-level numpy arrays (``None`` marks where an array goes, so key
+order survives); ``layout`` is a msgpack array of
 ``key, dtype.str, shape, offset`` quadruples (flattened) that locate each top-level
 array's C-order bytes in ``raw`` (offsets 8-byte aligned).
 Values use plain msgpack types for ``None``,
@@ -161,6 +162,7 @@ def encode_row(row: dict[str, Any]) -> bytes:
         if type(value) is np.ndarray and value.dtype.kind in _ALLOWED_KINDS:
             data = value.tobytes()
             specs += (key, value.dtype.str, value.shape, offset)
+            plain[key] = None  # keeps the key's position, so rows decode in their original order
             pad = -len(data) % 8
             parts.append(data + b"\0" * pad if pad else data)
             offset += len(data) + pad
@@ -170,7 +172,7 @@ def encode_row(row: dict[str, Any]) -> bytes:
         layout = msgpack.packb(specs) if specs else b""
         return _pack([plain, layout, b"".join(parts)])
     except (TypeError, OverflowError, ValueError):
-        for key, value in plain.items():  # find the culprit for a precise message
+        for key, value in row.items():  # find the culprit for a precise message
             try:
                 _pack(value)
             except (TypeError, OverflowError, ValueError) as exc:

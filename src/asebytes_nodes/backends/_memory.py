@@ -81,7 +81,7 @@ class MemoryBackend(WritableBackend):
     def delete_rows(self, indices: Sequence[int] | np.ndarray) -> None:
         self._check_writable()
         drop = {int(i) for i in indices}
-        self._rows = [row for i, row in enumerate(self._rows) if i not in drop]
+        self._rows[:] = [row for i, row in enumerate(self._rows) if i not in drop]
 
     def drop_keys(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str]) -> None:
         self._check_writable()

@@ -1,0 +1,59 @@
+"""A user backend with only __len__, columns and read_row works with every view.
+
+It is seeded with rows built by ``atoms_to_dict`` and kept in a plain list, so the
+read contract checks ASEIO's default batch, column, key and schema paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from ase import Atoms
+
+from asebytes_nodes import ASEIO, ReadableBackend, ReadOnlyError, atoms_to_dict
+from asebytes_nodes.testing.contract import ReadableContract, StoreFactory
+
+
+class ListBackend(ReadableBackend):
+    """The smallest readable backend a user can write."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def columns(self, index: int = 0) -> list[str]:
+        return list(self.rows[index])
+
+    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        row = self.rows[index]
+        picked = {k: v for k, v in row.items() if keys is None or k in keys}
+        return {k: v.copy() if hasattr(v, "copy") else v for k, v in picked.items()}
+
+
+class ListStore(StoreFactory):
+    def seed(self, frames: list[Atoms]) -> None:
+        import copy
+
+        self.rows = [copy.deepcopy(atoms_to_dict(a)) for a in frames]
+
+    def open(self, readonly: bool = False) -> ListBackend:
+        return ListBackend(self.rows)
+
+
+class TestCustomBackendContract(ReadableContract):
+    @pytest.fixture
+    def store(self) -> StoreFactory:
+        return ListStore()
+
+
+def test_custom_backend_is_read_only() -> None:
+    from ase.build import molecule
+
+    db = ASEIO(ListBackend([atoms_to_dict(molecule("H2O"))]))
+    assert db[0].get_chemical_formula() == "H2O"
+    with pytest.raises(ReadOnlyError):
+        db.append(molecule("H2O"))
