@@ -1,0 +1,1 @@
+"""Benchmark suite: asebytes_nodes against its peers (run ``python benchmarks/run.py``)."""

@@ -1,0 +1,129 @@
+"""Render benchmark results (the dict written to results.json) as Markdown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["render"]
+
+OURS = "ours (LMDB)"
+PEER = "asebytes (LMDB)"
+_METRICS = (  # (result key, column title)
+    ("write_fps", "write/s"),
+    ("read_all_fps", "read-all/s"),
+    ("random_fps", "random/s"),
+    ("energy_fps", "energy/s"),
+)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def _mb(size: int | None) -> str:
+    return "–" if size is None else f"{size / 1e6:,.2f}"
+
+
+def _backend_row(name: str, result: dict[str, Any]) -> list[str]:
+    if "error" in result:
+        return [name, *["error"] * (len(_METRICS) + 1)]
+    return [name, *(_rate(result[key]) for key, _ in _METRICS), _mb(result["size_bytes"])]
+
+
+def _dataset_section(name: str, data: dict[str, Any]) -> str:
+    backends = data["backends"]
+    header = ["backend", *(title for _, title in _METRICS), "size MB"]
+    table = _table(header, [_backend_row(b, r) for b, r in backends.items()])
+    title = (
+        f"### {name}: {data['n_frames']:,} frames, {data['n_atoms_total']:,} atoms, "
+        f"{data['n_random']} random indices"
+    )
+    issues = [
+        f"- **{b}**: " + ("; ".join(r["problems"]) if "problems" in r else f"error\n```\n{r['error']}```")
+        for b, r in backends.items()
+        if r.get("problems") or "error" in r
+    ]
+    return "\n\n".join([title, table, *(["\n".join(issues)] if issues else [])])
+
+
+def _ratios_section(datasets: dict[str, Any]) -> str:
+    header = ["dataset", *(title for _, title in _METRICS)]
+    rows = []
+    for name, data in datasets.items():
+        ours, peer = data["backends"].get(OURS, {}), data["backends"].get(PEER, {})
+        if "error" in ours or "error" in peer or not ours or not peer:
+            continue
+        rows.append([name, *(f"{ours[key] / peer[key]:.2f}×" for key, _ in _METRICS)])
+    intro = f"Throughput of {OURS} divided by {PEER}: above 1 means ours is faster."
+    return "\n\n".join(["## Ratios: ours (LMDB) / asebytes (LMDB)", intro, _table(header, rows)])
+
+
+def _codec_section(codec: dict[str, Any]) -> str:
+    rows = [
+        [
+            name,
+            f"{row['us_per_frame']:.1f}",
+            f"{row['ratio_vs_ours']:.2f}",
+            "yes" if row["keeps_calc_results"] else "no",
+        ]
+        for name, row in codec["variants"].items()
+    ]
+    header = ["round trip", "µs/frame", "µs / ours µs", "keeps calc results"]
+    intro = (
+        f"`dict_to_atoms(atoms_to_dict(a))` (ours, asebytes) and `decode(encode(a))` "
+        f"(ase.io.jsonio) on {codec['n_frames']:,} ethanol frames with a calculator. "
+        "ASE's jsonio drops the calculator, so it does less work than the other two."
+    )
+    return "\n\n".join(["## Codec round trip", intro, _table(header, rows)])
+
+
+def _lookup_section(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    table = _table(
+        ["rows", "µs/lookup", "fill s", "size MB"],
+        [
+            [f"{r['n_rows']:,}", f"{r['us_per_lookup']:.1f}", f"{r['fill_seconds']:.1f}", _mb(r["size_bytes"])]
+            for r in rows
+        ],
+    )
+    intro = (
+        f"`db[i]` for {rows[0]['n_lookups']:,} random `i` on our LMDB store of 2-atom frames "
+        "(best of 3); should stay flat as the store grows."
+    )
+    return "\n\n".join(["## Lookup scaling (ours, LMDB)", intro, table])
+
+
+def _notes_section(notes: dict[str, str]) -> str:
+    lines = [f"- **{name}**: {note}" for name, note in notes.items()]
+    return "\n".join(["## How each backend is called", "", *lines])
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole report as one Markdown document."""
+    meta = results["meta"]
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    head = (
+        f"# Storage benchmark ({meta['mode']})\n\n"
+        f"{meta['date']} · {meta['platform']} · {meta['cpus']} CPUs · Python {meta['python']} · "
+        f"total {results['runtime_seconds']:.0f} s · commit {meta['git']}\n\n{versions}\n\n"
+        "Frames per second (higher is better), best of up to 3 repeats, warm page cache. "
+        "Size counts every file the store created (MB = 10^6 bytes). The machine is noisy: "
+        "compare rows within one run, not across runs."
+    )
+    sections = [head, "## Storage"]
+    sections += [_dataset_section(n, d) for n, d in results["datasets"].items()]
+    sections += [
+        _ratios_section(results["datasets"]),
+        _codec_section(results["codec"]),
+        _lookup_section(results["lookup_scaling"]),
+        _notes_section(results["notes"]),
+    ]
+    return "\n\n".join(s for s in sections if s) + "\n"

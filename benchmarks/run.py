@@ -1,0 +1,135 @@
+"""Run the storage benchmark suite and write results.json and results.md.
+
+    python benchmarks/run.py            # full run (several minutes)
+    python benchmarks/run.py --quick    # small sizes, under a minute (smoke test)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    # Run as a script: import this folder as the ``benchmarks`` package, and take the
+    # folder itself off sys.path so its datasets.py cannot shadow the ``datasets`` library.
+    _HERE = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+    sys.path.insert(0, str(_HERE.parent))
+    __package__ = "benchmarks"
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ase import Atoms
+
+from .datasets import ethanol, periodic
+from .measure import bench_codec, bench_dataset, bench_lookup
+from .peers import PEERS
+from .report import render
+
+HERE = Path(__file__).resolve().parent
+PACKAGES = ("asebytes-nodes", "asebytes", "ase", "ase-db-backends", "lmdb", "msgpack", "numpy")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes for one mode of the suite."""
+
+    mode: str
+    datasets: tuple[tuple[str, Callable[[int], list[Atoms]], int], ...]
+    codec_frames: int
+    lookup_sizes: tuple[int, ...]
+
+
+FULL = Config(
+    mode="full",
+    datasets=(
+        ("ethanol-1000", ethanol, 1000),
+        ("ethanol-20000", ethanol, 20_000),
+        ("periodic-1000", periodic, 1000),
+    ),
+    codec_frames=1000,
+    lookup_sizes=(10**3, 10**4, 10**5, 10**6),
+)
+QUICK = Config(
+    mode="quick",
+    datasets=(("ethanol-200", ethanol, 200), ("periodic-200", periodic, 200)),
+    codec_frames=200,
+    lookup_sizes=(10**3, 10**4, 10**5),
+)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _git_state() -> str:
+    """Commit of the measured code, with "+dirty" when src/ has uncommitted changes."""
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if _git("status", "--porcelain", "src") else "")
+
+
+def _meta(config: Config) -> dict[str, Any]:
+    return {
+        "git": _git_state(),
+        "mode": config.mode,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "cpus": os.cpu_count(),
+        "versions": {name: importlib.metadata.version(name) for name in PACKAGES},
+    }
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Every benchmark of ``config``, as one JSON-ready dict."""
+    start = time.perf_counter()
+    results: dict[str, Any] = {"meta": _meta(config), "datasets": {}}
+    with tempfile.TemporaryDirectory(prefix="asebytes-nodes-bench-") as tmp:
+        workdir = Path(tmp)
+        for name, build, n in config.datasets:
+            _log(f"{name}: building")
+            frames = build(n)
+            folder = workdir / name
+            folder.mkdir()
+            results["datasets"][name] = bench_dataset(frames, PEERS, folder, log=_log)
+        _log("codec round trip")
+        results["codec"] = bench_codec(ethanol(config.codec_frames))
+        _log("lookup scaling")
+        results["lookup_scaling"] = bench_lookup(config.lookup_sizes, workdir, log=_log)
+    results["notes"] = {cls.name: cls.note for cls in PEERS}
+    results["runtime_seconds"] = time.perf_counter() - start
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--out-dir", type=Path, default=HERE, help="where results.* go")
+    args = parser.parse_args(argv)
+    results = run(QUICK if args.quick else FULL)
+    markdown = render(results)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out_dir / "results.md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""The flat data model: exact round trips, calculator behaviour, constraints, checks.
+
+Matrix: every frame kind of the reference set x (atoms_to_dict -> dict_to_atoms),
+plus ASE's own behaviours the loaded objects must keep.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from asebytes_nodes import InvalidDataError, UnknownKeyError, atoms_to_dict, dict_to_atoms
+from asebytes_nodes.convert import validate_row
+from asebytes_nodes.testing.frames import FRAME_KINDS, assert_atoms_equal, make_frames
+
+
+@pytest.mark.parametrize("kind", sorted(FRAME_KINDS))
+def test_round_trip(kind: str) -> None:
+    for atoms in make_frames(kind):
+        assert_atoms_equal(atoms, dict_to_atoms(atoms_to_dict(atoms)), kind)
+
+
+def test_namespace_layout() -> None:
+    atoms = make_frames("all_calc_results")[0]
+    atoms.info["n"] = 1
+    row = atoms_to_dict(atoms)
+    assert {"arrays.numbers", "arrays.positions", "cell", "pbc", "info.n"} <= set(row)
+    assert {f"calc.{k}" for k in atoms.calc.results} <= set(row)
+    assert "constraints" not in row
+
+
+def test_calculator_like_ase() -> None:
+    atoms = make_frames("all_calc_results")[0]
+    loaded = dict_to_atoms(atoms_to_dict(atoms))
+    assert isinstance(loaded.calc, SinglePointCalculator)
+    assert loaded.get_potential_energy() == -14.2
+    assert loaded.get_magnetic_moment() == 1.5
+    np.testing.assert_array_equal(loaded.get_charges(), atoms.calc.results["charges"])
+    loaded.positions[0] += 0.5
+    with pytest.raises(PropertyNotImplementedError):
+        loaded.get_forces()
+    assert dict_to_atoms(atoms_to_dict(molecule("H2O"))).calc is None
+
+
+def test_stale_results_are_dropped_like_ase() -> None:
+    atoms = molecule("H2O")
+    atoms.calc = SinglePointCalculator(atoms, energy=1.0)
+    atoms.positions[0] += 1.0  # the results no longer describe this configuration
+    assert "calc.energy" not in atoms_to_dict(atoms)
+
+
+def test_live_calculator_results_are_kept() -> None:
+    atoms = molecule("H2O", vacuum=3.0)
+    atoms.calc = EMT()
+    energy = atoms.get_potential_energy()
+    loaded = dict_to_atoms(atoms_to_dict(atoms))
+    assert loaded.get_potential_energy() == energy
+
+
+def test_roundtrip_faster_than_ase_jsonio_smoke() -> None:
+    """Not timed: the ratio is measured in benchmarks/; this only checks the API used there."""
+    from ase.io.jsonio import decode, encode
+
+    atoms = make_frames("ethanol")[0]
+    assert np.array_equal(decode(encode(atoms)).positions, dict_to_atoms(atoms_to_dict(atoms)).positions)
+
+
+def test_unknown_keys_are_refused() -> None:
+    with pytest.raises(UnknownKeyError, match="'energy'"):
+        dict_to_atoms({"energy": 1.0})
+    with pytest.raises(UnknownKeyError, match="'calc.'"):
+        validate_row({"calc.": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("row", "match"),
+    [
+        ({"arrays.positions": np.zeros((3, 2))}, r"'arrays.positions' has shape \(3, 2\)"),
+        ({"arrays.numbers": [1, 1], "arrays.positions": np.zeros((3, 3))}, "has 3 rows but the frame has 2"),
+        ({"cell": np.zeros((2, 3))}, r"'cell' has shape \(2, 3\)"),
+        ({"pbc": [True, False]}, r"'pbc' has shape \(2,\)"),
+        ({"calc.stress": np.zeros(5)}, r"'calc.stress' has shape \(5,\)"),
+        ({"constraints": "FixAtoms"}, "list of ASE constraint dicts"),
+    ],
+)
+def test_validate_row_names_the_problem(row: dict, match: str) -> None:
+    with pytest.raises(InvalidDataError, match=match):
+        validate_row(row, where="row 0")
+
+
+def test_validate_row_partial_update_checks_atom_count() -> None:
+    with pytest.raises(InvalidDataError, match="4 rows but the frame has 3"):
+        validate_row({"calc.forces": np.zeros((4, 3))}, n_atoms=3)
+    assert validate_row({"calc.forces": np.zeros((3, 3))}, n_atoms=3)["calc.forces"].shape == (3, 3)
+
+
+def test_atoms_to_dict_refuses_non_atoms() -> None:
+    with pytest.raises(InvalidDataError, match="expected ase.Atoms, got dict"):
+        atoms_to_dict({})  # type: ignore[arg-type]
+
+
+def test_empty_atoms() -> None:
+    loaded = dict_to_atoms(atoms_to_dict(Atoms()))
+    assert len(loaded) == 0 and loaded.positions.shape == (0, 3)

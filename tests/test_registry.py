@@ -1,0 +1,122 @@
+"""Backend resolution: instance, explicit name, scheme, extension, content sniffing, plugins."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asebytes_nodes import (
+    ASEIO,
+    BackendEntry,
+    BackendNotFoundError,
+    LMDBBackend,
+    MemoryBackend,
+    MissingExtraError,
+    list_backends,
+    open_backend,
+    register_backend,
+)
+from asebytes_nodes import registry
+
+
+@pytest.fixture
+def clean_registry() -> Iterator[None]:
+    saved = dict(registry._TABLE)
+    loaded = registry._plugins_loaded
+    yield
+    registry._TABLE.clear()
+    registry._TABLE.update(saved)
+    registry._plugins_loaded = loaded
+
+
+class FirstH5(MemoryBackend):
+    name = "first"
+
+
+class SecondH5(MemoryBackend):
+    name = "second"
+
+
+def test_extension_scheme_and_pathlib(tmp_path: Path) -> None:
+    assert isinstance(open_backend(tmp_path / "a.lmdb"), LMDBBackend)
+    assert isinstance(open_backend(str(tmp_path / "b.LMDB")), LMDBBackend)
+    assert isinstance(open_backend("memory://"), MemoryBackend)
+    assert isinstance(open_backend(f"lmdb://{tmp_path}/c.lmdb"), LMDBBackend)
+    assert isinstance(open_backend(tmp_path / "d.bin", backend="lmdb"), LMDBBackend)
+    instance = MemoryBackend()
+    assert ASEIO(instance).backend is instance
+
+
+def test_unknown_targets_list_what_is_registered(tmp_path: Path) -> None:
+    with pytest.raises(BackendNotFoundError, match=r"'.xyz9'.*lmdb \(.lmdb, lmdb://\)"):
+        ASEIO(tmp_path / "frames.xyz9")
+    with pytest.raises(BackendNotFoundError, match=r"'nope://'"):
+        ASEIO("nope://dataset")
+    with pytest.raises(BackendNotFoundError, match="no backend named 'zzz'"):
+        ASEIO(tmp_path / "a.lmdb", backend="zzz")
+    with pytest.raises(TypeError, match="instance of MemoryBackend"):
+        ASEIO(MemoryBackend)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="options"):
+        ASEIO(MemoryBackend(), map_size=1)
+
+
+def test_ambiguous_extension_is_sniffed(tmp_path: Path, clean_registry: None) -> None:
+    register_backend(BackendEntry("first", FirstH5, (".amb",), sniff=lambda p: p.read_bytes() == b"1"))
+    register_backend(BackendEntry("second", SecondH5, (".amb",), sniff=lambda p: p.read_bytes() == b"2"))
+    (tmp_path / "one.amb").write_bytes(b"1")
+    (tmp_path / "two.amb").write_bytes(b"2")
+    (tmp_path / "other.amb").write_bytes(b"3")
+    assert registry.resolve_backend(tmp_path / "two.amb").name == "second"
+    assert registry.resolve_backend(tmp_path / "one.amb").name == "first"
+    assert registry.resolve_backend(tmp_path / "new.amb").name == "first"  # new file: first registered
+    with pytest.raises(BackendNotFoundError, match="recognises its content"):
+        registry.resolve_backend(tmp_path / "other.amb")
+
+
+def test_registration_refuses_duplicates_and_table_is_read_only(clean_registry: None) -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_backend(BackendEntry("lmdb", MemoryBackend))
+    register_backend(BackendEntry("lmdb", MemoryBackend), override=True)
+    assert list_backends()["lmdb"].load() is MemoryBackend
+    with pytest.raises(TypeError):
+        list_backends()["x"] = None  # type: ignore[index]
+
+
+def test_missing_extra_names_the_install(tmp_path: Path, clean_registry: None) -> None:
+    register_backend(BackendEntry("ghost", "no_such_module_xyz:Ghost", (".ghost",), extra="zarr"))
+    with pytest.raises(MissingExtraError, match=r'pip install "asebytes-nodes\[zarr\]"') as info:
+        ASEIO(tmp_path / "a.ghost")
+    assert isinstance(info.value, ImportError)
+
+
+def test_entry_point_plugins_load_and_broken_ones_warn(
+    tmp_path: Path, clean_registry: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my_plugin.py").write_text(textwrap.dedent("""
+        from asebytes_nodes import MemoryBackend
+
+        class PluginBackend(MemoryBackend):
+            name = "plugin"
+            extensions = (".plug",)
+            schemes = ("plug",)
+    """))
+    dist = tmp_path / "my_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[asebytes_nodes.backends]\nplugin = my_plugin:PluginBackend\n"
+        "broken = no_such_plugin_module:Thing\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._plugins_loaded = False
+    with pytest.warns(RuntimeWarning, match="skipping backend plugin 'broken'"):
+        table = list_backends()
+    assert "plugin" in table and "broken" not in table
+    db = ASEIO("plug://anything")
+    assert type(db.backend).__name__ == "PluginBackend"
+    assert registry.resolve_backend(tmp_path / "x.plug").name == "plugin"
+    sys.modules.pop("my_plugin", None)
