@@ -68,7 +68,10 @@ class OursLMDB(Peer):
     name = "ours (LMDB)"
     suffix = ".lmdb"
     is_ours = True
-    note = "`ASEIO(path).extend`; `db[:].to_list()`; `list(db[idx])`; `db['calc.energy'].to_numpy()`"
+    note = (
+        "`ASEIO(path).extend`; `db[:].to_list()`; `list(db[idx])`; "
+        "`db['calc.energy'].to_numpy()`"
+    )
 
     def _target(self) -> str:
         return str(self.path)
@@ -124,7 +127,8 @@ class AsebytesLMDB(Peer):
     suffix = ".lmdb"
     note = (
         "`ASEIO(LMDBObjectBackend(path)).extend`; `db[:].to_list()`; `db[idx_list].to_list()`; "
-        "energies via `ObjectIO(backend)['calc.energy'].to_list()` (ASEIO's column view yields Atoms)"
+        "energies via `ObjectIO(backend)['calc.energy'].to_list()` "
+        "(ASEIO's column view yields Atoms)"
     )
 
     def _backend(self) -> Any:
@@ -202,7 +206,7 @@ class AseLMDB(AseDB):
 
     name = "ase.db (.aselmdb)"
     suffix = ".aselmdb"
-    note = "same calls as ase.db (SQLite); `with db:` commits and closes the env, so reads reconnect"
+    note = "same calls as ase.db (SQLite); `with db:` commits and closes the env: reads reconnect"
 
 
 class ExtXYZ(Peer):
@@ -210,7 +214,10 @@ class ExtXYZ(Peer):
 
     name = "extxyz"
     suffix = ".extxyz"
-    note = "`ase.io.write(path, frames)`; `ase.io.read(path, ':')`; `ase.io.read(path, i)` per index; energies from read-all"
+    note = (
+        "`ase.io.write(path, frames)`; `ase.io.read(path, ':')`; `ase.io.read(path, i)` "
+        "per index; energies from read-all"
+    )
 
     def write(self, frames: Sequence[Atoms]) -> None:
         ase.io.write(self.path, list(frames), format="extxyz")
@@ -227,7 +234,10 @@ class AseTrajectory(Peer):
 
     name = "ase .traj"
     suffix = ".traj"
-    note = "`Trajectory(path, 'w').write(a)` per frame; `list(traj)`; `traj[i]` per index; energies from read-all"
+    note = (
+        "`Trajectory(path, 'w').write(a)` per frame; `list(traj)`; `traj[i]` per index; "
+        "energies from read-all"
+    )
 
     def write(self, frames: Sequence[Atoms]) -> None:
         with Trajectory(self.path, "w") as traj:

@@ -37,6 +37,12 @@ def _backend_row(name: str, result: dict[str, Any]) -> list[str]:
     return [name, *(_rate(result[key]) for key, _ in _METRICS), _mb(result["size_bytes"])]
 
 
+def _issue(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"error\n```\n{result['error']}```"
+    return "; ".join(result["problems"])
+
+
 def _dataset_section(name: str, data: dict[str, Any]) -> str:
     backends = data["backends"]
     header = ["backend", *(title for _, title in _METRICS), "size MB"]
@@ -45,11 +51,7 @@ def _dataset_section(name: str, data: dict[str, Any]) -> str:
         f"### {name}: {data['n_frames']:,} frames, {data['n_atoms_total']:,} atoms, "
         f"{data['n_random']} random indices"
     )
-    issues = [
-        f"- **{b}**: " + ("; ".join(r["problems"]) if "problems" in r else f"error\n```\n{r['error']}```")
-        for b, r in backends.items()
-        if r.get("problems") or "error" in r
-    ]
+    issues = [f"- **{b}**: {_issue(r)}" for b, r in backends.items() if _issue(r)]
     return "\n\n".join([title, table, *(["\n".join(issues)] if issues else [])])
 
 
@@ -87,13 +89,16 @@ def _codec_section(codec: dict[str, Any]) -> str:
 def _lookup_section(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
-    table = _table(
-        ["rows", "µs/lookup", "fill s", "size MB"],
+    cells = [
         [
-            [f"{r['n_rows']:,}", f"{r['us_per_lookup']:.1f}", f"{r['fill_seconds']:.1f}", _mb(r["size_bytes"])]
-            for r in rows
-        ],
-    )
+            f"{r['n_rows']:,}",
+            f"{r['us_per_lookup']:.1f}",
+            f"{r['fill_seconds']:.1f}",
+            _mb(r["size_bytes"]),
+        ]
+        for r in rows
+    ]
+    table = _table(["rows", "µs/lookup", "fill s", "size MB"], cells)
     intro = (
         f"`db[i]` for {rows[0]['n_lookups']:,} random `i` on our LMDB store of 2-atom frames "
         "(best of 3); should stay flat as the store grows."
@@ -112,8 +117,9 @@ def render(results: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
     head = (
         f"# Storage benchmark ({meta['mode']})\n\n"
-        f"{meta['date']} · {meta['platform']} · {meta['cpus']} CPUs · Python {meta['python']} · "
-        f"total {results['runtime_seconds']:.0f} s · commit {meta['git']}\n\n{versions}\n\n"
+        f"{meta['date']} · {meta['platform']} · {meta['cpus']} CPUs · "
+        f"Python {meta['python']} · total {results['runtime_seconds']:.0f} s · "
+        f"commit {meta['git']}\n\n{versions}\n\n"
         "Frames per second (higher is better), best of up to 3 repeats, warm page cache. "
         "Size counts every file the store created (MB = 10^6 bytes). The machine is noisy: "
         "compare rows within one run, not across runs."
