@@ -19,8 +19,8 @@ from asebytes_nodes import (
     list_backends,
     open_backend,
     register_backend,
+    registry,
 )
-from asebytes_nodes import registry
 
 
 @pytest.fixture

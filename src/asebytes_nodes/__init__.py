@@ -47,7 +47,39 @@ _ERRORS = (
 )
 _LAZY.update({name: "asebytes_nodes.errors" for name in _ERRORS})
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "ASEBytesError",
+    "ASEIO",
+    "BackendEntry",
+    "BackendNotFoundError",
+    "ColumnInfo",
+    "ColumnView",
+    "FormatVersionError",
+    "InvalidDataError",
+    "LMDBBackend",
+    "MISSING",
+    "MemoryBackend",
+    "MissingExtraError",
+    "MissingValueError",
+    "Ragged",
+    "RaggedColumnError",
+    "ReadOnlyError",
+    "ReadableBackend",
+    "RowIndexError",
+    "RowView",
+    "SerializationError",
+    "StoreCorruptedError",
+    "StoreNotFoundError",
+    "UnknownKeyError",
+    "UnsupportedOperationError",
+    "WritableBackend",
+    "__version__",
+    "atoms_to_dict",
+    "dict_to_atoms",
+    "list_backends",
+    "open_backend",
+    "register_backend",
+]
 
 if TYPE_CHECKING:
     from .backends._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend

@@ -120,7 +120,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)
 
 
 def _unpack(data: bytes) -> Any:
@@ -227,4 +227,4 @@ def decode_row(data: Any, keys: Any = None) -> dict[str, Any]:
         raise
     except Exception as exc:
         raise StoreCorruptedError(f"cannot decode stored row: {exc}") from exc
-    return plain  # type: ignore[no-any-return]
+    return plain

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backends._base import ColumnInfo, ReadableBackend, WritableBackend
-from .convert import rows_from_atoms, validate_row
+from .convert import dict_to_atoms, rows_from_atoms, validate_row
 from .errors import InvalidDataError, UnsupportedOperationError
 from .indexing import is_key_index, normalize_index, normalize_indices
 from .registry import open_backend
-from .views import DEFAULT_CHUNK_SIZE, ColumnView, RowView
+from .views import DEFAULT_CHUNK_SIZE, RowView
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -67,7 +67,9 @@ class ASEIO:
     def __getitem__(self, index: Any) -> Any:
         """``db[i]`` -> Atoms; ``db[a:b]``, ``db[[i, j]]``, ``db[array]`` -> RowView;
         ``db["calc.energy"]``, ``db[["calc.energy", "calc.forces"]]`` -> ColumnView."""
-        if isinstance(index, (int, np.integer)) or is_key_index(index):
+        if isinstance(index, (int, np.integer)):
+            return dict_to_atoms(self._backend.read_row(normalize_index(index, len(self._backend))))
+        if is_key_index(index):
             return self[:][index]
         return RowView(self._backend, normalize_indices(index, len(self._backend)))
 

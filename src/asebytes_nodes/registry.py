@@ -74,7 +74,7 @@ class BackendEntry:
             raise MissingExtraError(
                 f"the {self.name!r} backend cannot be imported ({exc}); install it with: {hint}"
             ) from exc
-        return getattr(module, attr)  # type: ignore[no-any-return]
+        return getattr(module, attr)
 
 
 _BUILTIN = (

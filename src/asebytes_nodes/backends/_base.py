@@ -135,7 +135,7 @@ class ReadableBackend(ABC):
                 remaining.discard(key)
         return {k: result[k] for k in sorted(result)}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Release files and handles; the default has nothing to release."""
 
     @property

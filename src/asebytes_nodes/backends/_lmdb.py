@@ -323,7 +323,7 @@ class LMDBBackend(WritableBackend):
     @staticmethod
     def _key_counts(txn: Any) -> dict[str, int]:
         raw = txn.get(_META_KEYS)
-        return {} if raw is None else decode_value(bytes(raw))  # type: ignore[no-any-return]
+        return {} if raw is None else decode_value(bytes(raw))
 
     # -- writing -----------------------------------------------------------------------------
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
