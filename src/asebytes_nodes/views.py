@@ -142,19 +142,20 @@ class ColumnView(_View):
             return values[self._keys[0]][0] if self._single else _row_dict(values, 0)
         return ColumnView(self._backend, self._narrow(index), self._keys, self._single)
 
-    def _read(self, indices: IndexArray) -> dict[str, list[Any]]:
-        """{key: values} for the given rows; :data:`MISSING` for absent values."""
+    def _read(self, indices: IndexArray) -> dict[str, Any]:
+        """{key: values} for the given rows: a list with :data:`MISSING` for absent values,
+        or a numpy array when the backend can read the column as one array."""
         if len(self._keys) == 1:
             return {self._keys[0]: self._backend.read_column(self._keys[0], indices)}
         rows = self._backend.read_rows(indices, self._keys)
         return {k: [row.get(k, MISSING) for row in rows] for k in self._keys}
 
-    def _read_all(self) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {k: [] for k in self._keys}
+    def _read_all(self) -> dict[str, Any]:
+        parts: dict[str, list[Any]] = {k: [] for k in self._keys}
         for chunk in self._chunks(DEFAULT_CHUNK_SIZE * 16):
             for key, values in self._read(chunk).items():
-                out[key].extend(values)
-        return out
+                parts[key].append(values)
+        return {k: _join(p) for k, p in parts.items()}
 
     def __iter__(self) -> Iterator[Any]:
         for chunk in self.chunked(DEFAULT_CHUNK_SIZE):
@@ -201,15 +202,24 @@ class ColumnView(_View):
         return f"<ColumnView {what!r} of {len(self)} rows from {self._backend!r}>"
 
 
+def _join(parts: list[Any]) -> Any:
+    """Chunks of one column as one list, or one array when every chunk is an array."""
+    if parts and all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return [v for p in parts for v in p]
+
+
 def _none(value: Any) -> Any:
     return None if value is MISSING else value
 
 
-def _row_dict(values: dict[str, list[Any]], j: int) -> dict[str, Any]:
+def _row_dict(values: dict[str, Any], j: int) -> dict[str, Any]:
     return {k: _none(vs[j]) for k, vs in values.items()}
 
 
-def _check_present(key: str, values: list[Any], rows: IndexArray) -> None:
+def _check_present(key: str, values: Any, rows: IndexArray) -> None:
+    if isinstance(values, np.ndarray):
+        return
     missing = [int(rows[j]) for j, v in enumerate(values) if v is MISSING]
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -219,7 +229,9 @@ def _check_present(key: str, values: list[Any], rows: IndexArray) -> None:
         )
 
 
-def _stack(key: str, values: list[Any], rows: IndexArray) -> np.ndarray:
+def _stack(key: str, values: Any, rows: IndexArray) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values
     _check_present(key, values, rows)
     if not values:
         return np.zeros(0)
@@ -238,7 +250,7 @@ def _stack(key: str, values: list[Any], rows: IndexArray) -> np.ndarray:
     return np.asarray(values)
 
 
-def _ragged(key: str, values: list[Any], rows: IndexArray) -> Ragged:
+def _ragged(key: str, values: Any, rows: IndexArray) -> Ragged:
     _check_present(key, values, rows)
     arrays = [np.asarray(v) for v in values]
     if any(a.ndim == 0 for a in arrays):

@@ -107,8 +107,9 @@ class ReadableBackend(ABC):
         """Several rows in one call; backends override this to batch their I/O."""
         return [self.read_row(int(i), keys) for i in indices]
 
-    def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any]:
-        """Values of one key for several rows, :data:`MISSING` where a row lacks it."""
+    def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
+        """Values of one key for several rows: a list with :data:`MISSING` where a row lacks
+        it, or (for columnar stores, when every row has it) one stacked numpy array."""
         return [row.get(key, MISSING) for row in self.read_rows(indices, [key])]
 
     def keys(self) -> list[str]:
