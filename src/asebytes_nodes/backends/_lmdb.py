@@ -110,13 +110,15 @@ def _acquire_env(path: Path, readonly: bool, map_size: int) -> _SharedEnv:
         if not writable and not readonly:
             raise PermissionError(f"{path}: the file or its folder is not writable")
         try:
-            size = max(_INITIAL_MAP_SIZE, 2 * path.stat().st_size) if exists else _INITIAL_MAP_SIZE
+            # An explicit map_size is honoured (LMDB raises it to the data already stored);
+            # the default reserves address space only, the file grows with its data.
+            size = map_size or max(_INITIAL_MAP_SIZE, 2 * path.stat().st_size if exists else 0)
             env = lmdb.open(
                 str(path),
                 subdir=False,
                 readonly=not writable,
                 lock=os.access(path.parent, os.W_OK) or Path(str(path) + "-lock").exists(),
-                map_size=max(size, map_size),
+                map_size=size,
                 max_dbs=0,
                 meminit=False,
                 max_readers=1024,
@@ -154,7 +156,8 @@ class LMDBBackend(WritableBackend):
     readonly
         Refuse every write. Reading never changes the data file.
     map_size
-        Initial address space in bytes; it grows on demand when full.
+        Initial address space in bytes (default 1 GiB, or twice the file); it doubles on
+        demand whenever a write finds it full.
     """
 
     name: ClassVar[str] = "lmdb"
