@@ -10,9 +10,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from ase import units
+from ase import Atoms, units
 from ase.build import bulk
-from ase import Atoms
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.velocitydistribution import thermalize_momenta

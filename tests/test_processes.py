@@ -23,9 +23,8 @@ what                               how                         processes / conte
                                    writes
 7. crash safety                    SIGKILL during a 20000-     spawn
                                    frame extend
-8. map size                        LMDBBackend(map_size=...)   in process (map shrunk through the
-                                   tiny map, then growth       env, see test), and a fork reader
-                                                               with a map smaller than the file
+8. map size                        LMDBBackend(map_size=64K)   in process, and a fork reader
+                                   then growth on demand       with a map smaller than the file
 =================================  ==========================  ===================================
 
 Frames are small molecules (ase.build.molecule) with a SinglePointCalculator
