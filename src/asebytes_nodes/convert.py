@@ -18,7 +18,10 @@ a calculator; results come back on a :class:`~ase.calculators.singlepoint.Single
 from __future__ import annotations
 
 import copy as _copy
-from collections.abc import Iterable, Mapping
+import gc
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -33,6 +36,7 @@ __all__ = [
     "NAMESPACES",
     "TOP_LEVEL_KEYS",
     "atoms_to_dict",
+    "atoms_from_rows",
     "check_key",
     "copy_row",
     "dict_to_atoms",
@@ -218,6 +222,29 @@ def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
     return atoms
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a batch of frames is built.
+
+    Each frame allocates a dozen containers; with thousands of frames alive, Python's
+    collector would re-scan them over and over (it halved read-all throughput at 20,000
+    frames). Reference counting still frees everything; the collector resumes after.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def atoms_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Atoms]:
+    """``dict_to_atoms`` over a batch of rows."""
+    with gc_paused():
+        return [dict_to_atoms(row) for row in rows]
+
+
 def _unknown_key_message(key: object) -> str:
     return (
         f"key {key!r} is not in the flat namespace; keys are 'arrays.<name>', 'calc.<name>', "
@@ -390,19 +417,28 @@ def rows_from_atoms(images: Iterable[Any]) -> list[dict[str, Any]]:
     ASE keeps ``cell`` and ``pbc`` well formed; per-atom arrays, calculator
     results, info values and constraints are checked here.
     """
-    rows = []
-    for i, atoms in enumerate(images):
-        if not isinstance(atoms, Atoms):
-            raise InvalidDataError(
-                f"frame {i}: expected ase.Atoms, got {type(atoms).__name__}; nothing was written"
-            )
-        row = atoms_to_dict(atoms)
-        try:
-            _check_frame(row, len(atoms.arrays["numbers"]))
-        except InvalidDataError as exc:
-            raise type(exc)(f"frame {i}: {exc}; nothing was written") from None
-        rows.append(row)
-    return rows
+    rows: list[dict[str, Any]] = []
+    frames = iter(images)
+    while True:
+        with gc_paused():  # per batch, so cyclic garbage from a user's generator is still collected
+            start = len(rows)
+            batch = list(itertools.islice(frames, 1024))
+            rows.extend(_checked_row(start + j, atoms) for j, atoms in enumerate(batch))
+        if len(batch) < 1024:
+            return rows
+
+
+def _checked_row(i: int, atoms: Any) -> dict[str, Any]:
+    if not isinstance(atoms, Atoms):
+        raise InvalidDataError(
+            f"frame {i}: expected ase.Atoms, got {type(atoms).__name__}; nothing was written"
+        )
+    row = atoms_to_dict(atoms)
+    try:
+        _check_frame(row, len(atoms.arrays["numbers"]))
+    except InvalidDataError as exc:
+        raise type(exc)(f"frame {i}: {exc}; nothing was written") from None
+    return row
 
 
 def _check_frame(row: dict[str, Any], n: int) -> None:
