@@ -115,11 +115,14 @@ def render(results: dict[str, Any]) -> str:
     """The whole report as one Markdown document."""
     meta = results["meta"]
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    commit = meta["git"]
+    if meta.get("git_at_end", commit) != commit:
+        commit += f" (src/ changed to {meta['git_at_end']} during the run)"
     head = (
         f"# Storage benchmark ({meta['mode']})\n\n"
         f"{meta['date']} · {meta['platform']} · {meta['cpus']} CPUs · "
         f"Python {meta['python']} · total {results['runtime_seconds']:.0f} s · "
-        f"commit {meta['git']}\n\n{versions}\n\n"
+        f"commit {commit}\n\n{versions}\n\n"
         "Frames per second (higher is better), best of up to 3 repeats, warm page cache. "
         "Size counts every file the store created (MB = 10^6 bytes). The machine is noisy: "
         "compare rows within one run, not across runs."

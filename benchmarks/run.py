@@ -113,6 +113,7 @@ def run(config: Config) -> dict[str, Any]:
         _log("lookup scaling")
         results["lookup_scaling"] = bench_lookup(config.lookup_sizes, workdir, log=_log)
     results["notes"] = {cls.name: cls.note for cls in PEERS}
+    results["meta"]["git_at_end"] = _git_state()  # src/ may change while a long run goes on
     results["runtime_seconds"] = time.perf_counter() - start
     return results
 

@@ -235,19 +235,20 @@ def _stack(key: str, values: Any, rows: IndexArray) -> np.ndarray:
     _check_present(key, values, rows)
     if not values:
         return np.zeros(0)
-    first = np.shape(values[0])
-    if any(np.shape(v) != first for v in values):
-        shapes = sorted({np.shape(v) for v in values})
-        if key.startswith(("arrays.", "calc.")) and len({s[1:] for s in shapes}) == 1:
-            raise RaggedColumnError(
-                f"{key!r} has different atom counts per frame (shapes {shapes[:3]} ...) and "
-                "cannot stack into one array; use .to_ragged() for the concatenated values plus "
-                "offsets, or .to_list() for one array per frame"
-            )
+    try:
+        stacked = np.asarray(values)
+    except ValueError:  # numpy refuses sequences of different shapes
+        stacked = None
+    if stacked is not None and stacked.dtype != object:
+        return stacked
+    shapes = sorted({np.shape(v) for v in values})
+    if key.startswith(("arrays.", "calc.")) and len({s[1:] for s in shapes}) == 1:
         raise RaggedColumnError(
-            f"{key!r} has values of different shapes ({shapes[:3]} ...); use .to_list()"
+            f"{key!r} has different atom counts per frame (shapes {shapes[:3]} ...) and "
+            "cannot stack into one array; use .to_ragged() for the concatenated values plus "
+            "offsets, or .to_list() for one array per frame"
         )
-    return np.asarray(values)
+    raise RaggedColumnError(f"{key!r} has values of different shapes or types ({shapes[:3]} ...); use .to_list()")
 
 
 def _ragged(key: str, values: Any, rows: IndexArray) -> Ragged:

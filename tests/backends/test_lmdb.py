@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 from ase import Atoms
 from ase.build import molecule
@@ -59,3 +61,42 @@ def test_newer_format_version_is_refused(tmp_path: Path) -> None:
     env.close()
     with pytest.raises(FormatVersionError, match="version 99"):
         ASEIO(path)
+
+
+def test_scalar_columns_follow_every_write(tmp_path: Path) -> None:
+    """Scalar columns are also kept in blocks; they must agree with the rows after any write."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    def frame(energy: object, tag: object = None) -> Atoms:
+        atoms = molecule("H2O")
+        atoms.calc = SinglePointCalculator(atoms, energy=energy)
+        if tag is not None:
+            atoms.info["tag"] = tag
+        return atoms
+
+    db = ASEIO(tmp_path / "s.lmdb")
+    db.extend([frame(float(i), i) for i in range(1100)])  # three blocks of 512 rows
+    assert block_codes(db) == {"calc.energy": "f", "info.tag": "i"}
+    db.update(600, calc={"energy": -1.0})
+    del db[[0, 700]]
+    db.insert(5, frame(99.0))
+    db.drop("info.tag", [10])
+    expected = [float(i) for i in range(1, 1100) if i != 700]
+    expected[599] = -1.0
+    expected.insert(5, 99.0)
+    assert db["calc.energy"].to_list() == expected
+    tags = db["info.tag"].to_list()
+    assert tags[5] is None and tags[10] is None and tags[11] == 11 and type(tags[11]) is int
+    db.append(frame(1.5, "text"))  # tag stops being one type: read from the rows
+    assert db["info.tag"].to_list()[-1] == "text"
+    assert block_codes(db) == {"calc.energy": "f"}
+    assert db["info.tag"].to_list()[:12] == tags[:12]
+    np.testing.assert_array_equal(db["calc.energy"].to_numpy()[:6], [*expected[:6]])
+    assert db[[1099, 3]]["calc.energy"].to_list() == [1.5, expected[3]]
+
+
+def block_codes(db: ASEIO) -> dict[str, str]:
+    from asebytes_nodes.backends._lmdb import _META_SCALARS, _read_meta
+
+    with db.backend._txn() as txn:  # type: ignore[attr-defined]
+        return _read_meta(txn, _META_SCALARS)

@@ -11,10 +11,19 @@ key                    value
 ``b"m:format"``        msgpack ``{"format": "asebytes_nodes.lmdb", "version": N}``
 ``b"m:length"``        number of rows, u64 big endian
 ``b"m:keys"``          msgpack ``{key: number of rows carrying it}``
+``b"m:scalars"``       msgpack ``{key: type code}`` of scalar columns kept in blocks
+``b"c" + u16 BE len``  block ``b`` of a scalar column: 512 presence bytes (bool),
+``+ key + u64 BE b``   then 512 values (rows ``512 b`` to ``512 b + 511``)
 ``b"r" + u64 BE i``    row ``i``, encoded by :mod:`asebytes_nodes.codec`
 =====================  =====================================================
 
-Rows sort after all meta keys, so appends use LMDB's append mode. The length is
+Rows sort after all other keys, so appends use LMDB's append mode. A column
+whose values all share one exact scalar type (Python ``float`` -> code ``f``,
+``int`` in int64 range -> ``i``, ``bool`` -> ``b``, a numpy scalar -> ``n`` +
+``dtype.str``) is also kept in blocks, so reading it (``db["calc.energy"]``)
+costs one LMDB read per 512 rows instead of decoding every row; a column that
+stops being one type loses its blocks and is read from the rows. Rows stay the
+source of truth; blocks are written in the same transaction. The length is
 committed in the same transaction as the rows, so a reader never sees a
 half-written ``extend`` and a killed writer leaves the earlier rows intact.
 
@@ -63,8 +72,30 @@ FORMAT_VERSION = 1
 _META_FORMAT = b"m:format"
 _META_LENGTH = b"m:length"
 _META_KEYS = b"m:keys"
+_META_SCALARS = b"m:scalars"
+_BLOCK = 512  # rows per scalar column block
 _U64 = struct.Struct(">Q")
 _INITIAL_MAP_SIZE = 1 << 30  # address space only: the file grows with its data
+
+
+def _read_scalar_column(txn: Any, key: str, code: str, rows: np.ndarray) -> list[Any]:
+    """One scalar column from its blocks: one LMDB read per block, no row decoding."""
+    dtype = _code_dtype(code)
+    blocks = rows // _BLOCK
+    unique = np.unique(blocks)
+    masks = np.zeros((len(unique), _BLOCK), bool)
+    values = np.zeros((len(unique), _BLOCK), dtype)
+    for j, block in enumerate(unique.tolist()):
+        raw = txn.get(_block_key(key, block))
+        if raw is not None:
+            masks[j] = np.frombuffer(raw, bool, _BLOCK)
+            values[j] = np.frombuffer(raw, dtype, _BLOCK, _BLOCK)
+    where = np.searchsorted(unique, blocks), rows % _BLOCK
+    picked = values[where]
+    out: list[Any] = picked.tolist() if code in ("f", "i", "b") else list(picked)
+    for j in np.flatnonzero(~masks[where]).tolist():
+        out[j] = MISSING
+    return out
 
 
 def _row_key(i: int) -> bytes:
@@ -315,8 +346,11 @@ class LMDBBackend(WritableBackend):
             return [get(txn, i, keys) for i in np.asarray(indices).tolist()]
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any]:
-        keys = (key,)
         with self._txn() as txn:
+            code = _read_meta(txn, _META_SCALARS).get(key)
+            if code is not None:
+                return _read_scalar_column(txn, key, code, np.asarray(indices, dtype=np.int64))
+            keys = (key,)
             return [self._get(txn, i, keys).get(key, MISSING) for i in np.asarray(indices).tolist()]
 
     def keys(self) -> list[str]:
@@ -325,8 +359,7 @@ class LMDBBackend(WritableBackend):
 
     @staticmethod
     def _key_counts(txn: Any) -> dict[str, int]:
-        raw = txn.get(_META_KEYS)
-        return {} if raw is None else decode_value(bytes(raw))
+        return _read_meta(txn, _META_KEYS)
 
     # -- writing -----------------------------------------------------------------------------
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -335,15 +368,13 @@ class LMDBBackend(WritableBackend):
 
         def work(txn: Any) -> None:
             n = self._length(txn)
-            counts = self._key_counts(txn)
-            for row in rows:
-                for key in row:
-                    counts[key] = counts.get(key, 0) + 1
+            book = _Bookkeeping(txn)
+            book.appended(n, rows)
             txn.cursor().putmulti(
                 [(_row_key(n + k), blob) for k, blob in enumerate(blobs)], append=True
             )
             txn.put(_META_LENGTH, _U64.pack(n + len(blobs)))
-            txn.put(_META_KEYS, encode_value(counts))
+            book.commit()
 
         if blobs:
             self._write(work)
@@ -353,12 +384,11 @@ class LMDBBackend(WritableBackend):
         blobs = [encode_row(r) for r in rows]
 
         def work(txn: Any) -> None:
-            counts = self._key_counts(txn)
-            for i, row, blob in zip(indices, rows, blobs, strict=True):
-                _count(counts, self._get(txn, int(i)), -1)
-                _count(counts, row, +1)
-                txn.put(_row_key(int(i)), blob)
-            txn.put(_META_KEYS, encode_value(counts))
+            book = _Bookkeeping(txn)
+            for i, row, blob in zip(np.asarray(indices).tolist(), rows, blobs, strict=True):
+                book.replaced(i, self._get(txn, i), row)
+                txn.put(_row_key(i), blob)
+            book.commit()
 
         self._write(work)
 
@@ -370,14 +400,13 @@ class LMDBBackend(WritableBackend):
             encode_row(update)  # refuse unserialisable values before the transaction
 
         def work(txn: Any) -> None:
-            counts = self._key_counts(txn)
-            for i, update in zip(indices, updates, strict=True):
-                row = self._get(txn, int(i))
-                _count(counts, row, -1)
-                row.update(update)
-                _count(counts, row, +1)
-                txn.put(_row_key(int(i)), encode_row(row))
-            txn.put(_META_KEYS, encode_value(counts))
+            book = _Bookkeeping(txn)
+            for i, update in zip(np.asarray(indices).tolist(), updates, strict=True):
+                old = self._get(txn, i)
+                new = {**old, **update}
+                book.replaced(i, old, new)
+                txn.put(_row_key(i), encode_row(new))
+            book.commit()
 
         self._write(work)
 
@@ -385,15 +414,13 @@ class LMDBBackend(WritableBackend):
         self._check_writable()
 
         def work(txn: Any) -> None:
-            counts = self._key_counts(txn)
-            for i in indices:
-                row = self._get(txn, int(i))
-                dropped = {k: None for k in keys if k in row}
-                _count(counts, dropped, -1)
-                for k in dropped:
-                    del row[k]
-                txn.put(_row_key(int(i)), encode_row(row))
-            txn.put(_META_KEYS, encode_value(counts))
+            book = _Bookkeeping(txn)
+            for i in np.asarray(indices).tolist():
+                old = self._get(txn, i)
+                new = {k: v for k, v in old.items() if k not in keys}
+                book.replaced(i, old, new)
+                txn.put(_row_key(i), encode_row(new))
+            book.commit()
 
         self._write(work)
 
@@ -409,11 +436,11 @@ class LMDBBackend(WritableBackend):
                 txn.put(_row_key(i + k), bytes(txn.get(_row_key(i))))
             for j, blob in enumerate(blobs):
                 txn.put(_row_key(index + j), blob)
-            counts = self._key_counts(txn)
-            for row in rows:
-                _count(counts, row, +1)
             txn.put(_META_LENGTH, _U64.pack(n + k))
-            txn.put(_META_KEYS, encode_value(counts))
+            book = _Bookkeeping(txn)
+            book.inserted(rows)
+            book.rebuild_from(index, n + k, lambda i, keys: self._get(txn, i, keys))
+            book.commit()
 
         if blobs:
             self._write(work)
@@ -427,9 +454,9 @@ class LMDBBackend(WritableBackend):
 
         def work(txn: Any) -> None:
             n = self._length(txn)
-            counts = self._key_counts(txn)
+            book = _Bookkeeping(txn)
             for i in drop:
-                _count(counts, self._get(txn, i), -1)
+                book.replaced(None, self._get(txn, i), {})
             dropset = set(drop)
             target = drop[0]
             for i in range(drop[0], n):
@@ -440,7 +467,8 @@ class LMDBBackend(WritableBackend):
             for i in range(target, n):
                 txn.delete(_row_key(i))
             txn.put(_META_LENGTH, _U64.pack(target))
-            txn.put(_META_KEYS, encode_value(counts))
+            book.rebuild_from(drop[0], target, lambda i, keys: self._get(txn, i, keys))
+            book.commit()
 
         self._write(work)
 
@@ -452,3 +480,149 @@ def _count(counts: dict[str, int], row: dict[str, Any], sign: int) -> None:
             counts[key] = left
         else:
             counts.pop(key, None)
+
+
+def _scalar_code(values: Sequence[Any]) -> str | None:
+    """The block type of a column's values, or None unless all share one exact scalar type."""
+    types = set(map(type, values))
+    if len(types) != 1:
+        return None
+    kind = types.pop()
+    if kind is float:
+        return "f"
+    if kind is bool:
+        return "b"
+    if kind is int:
+        return "i" if -(2**63) <= min(values) and max(values) < 2**63 else None
+    if issubclass(kind, np.generic) and np.dtype(kind).kind in "biufc":
+        return "n" + np.dtype(kind).str
+    return None
+
+
+def _code_dtype(code: str) -> np.dtype[Any]:
+    return np.dtype({"f": np.float64, "i": np.int64, "b": np.bool_}.get(code) or code[1:])
+
+
+def _block_key(key: str, block: int) -> bytes:
+    return _block_prefix(key) + _U64.pack(block)
+
+
+def _block_prefix(key: str) -> bytes:
+    name = key.encode()
+    return b"c" + struct.pack(">H", len(name)) + name
+
+
+class _Bookkeeping:
+    """What one write transaction must keep in step with the rows: key counts and the
+    scalar column blocks (see the layout at the top of the module)."""
+
+    def __init__(self, txn: Any) -> None:
+        self.txn = txn
+        self.counts: dict[str, int] = _read_meta(txn, _META_KEYS)
+        self.codes: dict[str, str] = _read_meta(txn, _META_SCALARS)
+        self.blocks: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _block(self, key: str, block: int) -> tuple[np.ndarray, np.ndarray]:
+        found = self.blocks.get((key, block))
+        if found is None:
+            dtype = _code_dtype(self.codes[key])
+            raw = self.txn.get(_block_key(key, block))
+            if raw is None:
+                found = (np.zeros(_BLOCK, bool), np.zeros(_BLOCK, dtype))
+            else:
+                found = (
+                    np.frombuffer(raw, bool, _BLOCK).copy(),
+                    np.frombuffer(raw, dtype, _BLOCK, _BLOCK).copy(),
+                )
+            self.blocks[(key, block)] = found
+        return found
+
+    def _fill(self, key: str, start: int, values: list[Any]) -> None:
+        """Write values of rows ``start, start + 1, ...`` (MISSING where absent)."""
+        present = np.fromiter((v is not MISSING for v in values), bool, len(values))
+        data = np.zeros(len(values), _code_dtype(self.codes[key]))
+        data[present] = [v for v in values if v is not MISSING]
+        stop = start + len(values)
+        for block in range(start // _BLOCK, (stop - 1) // _BLOCK + 1):
+            lo, hi = max(start, block * _BLOCK), min(stop, (block + 1) * _BLOCK)
+            mask, vals = self._block(key, block)
+            mask[lo - block * _BLOCK : hi - block * _BLOCK] = present[lo - start : hi - start]
+            vals[lo - block * _BLOCK : hi - block * _BLOCK] = data[lo - start : hi - start]
+
+    def _demote(self, key: str) -> None:
+        """The column stopped being one scalar type: drop its blocks, read it from rows."""
+        del self.codes[key]
+        self.blocks = {k: v for k, v in self.blocks.items() if k[0] != key}
+        prefix = _block_prefix(key)
+        cursor = self.txn.cursor()
+        if cursor.set_range(prefix):
+            while cursor.key().startswith(prefix) and cursor.delete():
+                pass
+
+    def appended(self, start: int, rows: Sequence[dict[str, Any]]) -> None:
+        known = set(self.counts)
+        seen: set[str] = set()
+        for row in rows:
+            _count(self.counts, row, +1)
+            seen.update(row)
+        for key in seen - (known - self.codes.keys()):  # new keys and block columns
+            values = [row.get(key, MISSING) for row in rows]
+            present = [v for v in values if v is not MISSING]
+            if not present:
+                continue
+            code = _scalar_code(present)
+            if key not in self.codes and key not in known and code is not None:
+                self.codes[key] = code
+            if key in self.codes:
+                if code == self.codes[key]:
+                    self._fill(key, start, values)
+                else:
+                    self._demote(key)
+
+    def inserted(self, rows: Sequence[dict[str, Any]]) -> None:
+        for row in rows:
+            _count(self.counts, row, +1)
+
+    def replaced(self, i: int | None, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """Row ``i`` changed from ``old`` to ``new`` (``i`` None: rows move, rebuild follows)."""
+        _count(self.counts, old, -1)
+        _count(self.counts, new, +1)
+        if i is None:
+            return
+        for key in (old.keys() | new.keys()) & self.codes.keys():
+            if key not in new:
+                self._fill(key, i, [MISSING])
+            elif _scalar_code([new[key]]) == self.codes[key]:
+                self._fill(key, i, [new[key]])
+            else:
+                self._demote(key)
+
+    def rebuild_from(self, first: int, length: int, read: Any) -> None:
+        """Rows from ``first`` on moved: rewrite every scalar block from there."""
+        start = first // _BLOCK * _BLOCK
+        keys = list(self.codes)
+        rows = [read(i, keys) for i in range(start, length)]
+        for key in keys:
+            prefix = _block_prefix(key)
+            cursor = self.txn.cursor()
+            if cursor.set_range(_block_key(key, start // _BLOCK)):
+                while cursor.key().startswith(prefix) and cursor.delete():
+                    pass
+            self.blocks = {k: v for k, v in self.blocks.items() if k[0] != key}
+            values = [row.get(key, MISSING) for row in rows]
+            present = [v for v in values if v is not MISSING]
+            if present and _scalar_code(present) != self.codes[key]:
+                self._demote(key)
+            elif present:
+                self._fill(key, start, values)
+
+    def commit(self) -> None:
+        for (key, block), (mask, vals) in self.blocks.items():
+            self.txn.put(_block_key(key, block), mask.tobytes() + vals.tobytes())
+        self.txn.put(_META_KEYS, encode_value(self.counts))
+        self.txn.put(_META_SCALARS, encode_value(self.codes))
+
+
+def _read_meta(txn: Any, key: bytes) -> dict[str, Any]:
+    raw = txn.get(key)
+    return {} if raw is None else decode_value(bytes(raw))

@@ -437,6 +437,11 @@ class WritableContract(ReadableContract):
         assert len(again) == len(model)
         for i, (expected, got) in enumerate(zip(model, again, strict=True)):
             assert_values_equal(_sorted(expected), _sorted(atoms_to_dict(got)), f"row {i}")
+        for key in ("calc.energy", "info.step", "info.index", "calc.stress"):  # column paths too
+            if key in again.columns:
+                column = again[key].to_list()
+                for i, row in enumerate(model):
+                    assert_values_equal(row.get(key), column[i], f"{key} row {i}")
 
 
 def _rows(frames: list[Atoms]) -> list[dict[str, Any]]:
