@@ -90,28 +90,29 @@ def atoms_to_dict(atoms: Atoms) -> dict[str, Any]:
     return row
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
-
-
 def _calc_matches(calc: Any, atoms: Atoms) -> bool:
     """True if ``calc``'s results were computed for this configuration.
 
-    Identical arrays are accepted at once; anything else is left to ASE's own
-    ``check_state``, so the rule is ASE's.
+    Byte-identical arrays, cell and pbc are accepted at once; anything else is left
+    to ASE's own ``check_state``, so the rule is ASE's.
     """
     ref = getattr(calc, "atoms", None)
     if ref is None:
         return True
     ref_arrays = ref.arrays
-    arrays = atoms.arrays
-    if (
-        ref_arrays.keys() == arrays.keys()
-        and all(_same(value, ref_arrays[name]) for name, value in arrays.items())
-        and _same(ref.cell.array, atoms.cell.array)
-        and _same(ref.pbc, atoms.pbc)
-    ):
-        return True
+    if ref_arrays.keys() == atoms.arrays.keys():
+        for name, value in atoms.arrays.items():
+            other = ref_arrays[name]
+            if value.dtype != other.dtype or value.shape != other.shape:
+                break
+            if value.tobytes() != other.tobytes():
+                break
+        else:
+            if (
+                ref.cell.array.tobytes() == atoms.cell.array.tobytes()
+                and ref.pbc.tobytes() == atoms.pbc.tobytes()
+            ):
+                return True
     return not calc.check_state(atoms)
 
 
@@ -132,14 +133,14 @@ class _CalculatorFactory:
 
     def __call__(self, atoms: Atoms, results: dict[str, Any]) -> SinglePointCalculator:
         calc = SinglePointCalculator.__new__(SinglePointCalculator)
-        state = calc.__dict__
-        state.update(self.plain)
+        state = dict(self.plain)
         for name in self.dicts:
             state[name] = {}
         for name, func in self.bound:
             state[name] = func.__get__(calc)
         state["results"] = results
         state["atoms"] = _snapshot(atoms)
+        calc.__dict__ = state
         return calc
 
 
@@ -150,13 +151,18 @@ def _is_bound(value: Any) -> bool:
 _new_calculator: _CalculatorFactory | None = None
 
 
+def _cell(array: np.ndarray) -> Cell:
+    """A Cell around a checked (3, 3) float array, without the constructor's re-checks."""
+    cell = Cell.__new__(Cell)
+    cell.array = array
+    return cell
+
+
 def _snapshot(atoms: Atoms) -> Atoms:
     """A private copy of what ``compare_atoms`` checks, for the calculator's reference."""
     snap = Atoms.__new__(Atoms)
     snap.arrays = {name: arr.copy() for name, arr in atoms.arrays.items()}
-    cell = Cell.__new__(Cell)
-    cell.array = atoms._cellobj.array.copy()
-    snap._cellobj = cell
+    snap._cellobj = _cell(atoms._cellobj.array.copy())
     snap._pbc = atoms._pbc.copy()
     snap._celldisp = atoms._celldisp
     snap._constraints = []
@@ -177,12 +183,14 @@ def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
     info: dict[str, Any] = {}
     results: dict[str, Any] = {}
     top: dict[str, Any] = {}
-    spaces = {"arrays": arrays, "info": info, "calc": results}
     for key, value in row.items():
-        space, dot, name = key.partition(".")
-        target = spaces.get(space) if dot else None
-        if target is not None and name:
-            target[name] = value
+        first = key[:1]
+        if first == "a" and key.startswith("arrays."):
+            arrays[key[7:]] = value
+        elif first == "c" and key.startswith("calc."):
+            results[key[5:]] = value
+        elif first == "i" and key.startswith("info."):
+            info[key[5:]] = value
         elif key in TOP_LEVEL_KEYS:
             top[key] = value
         else:
@@ -201,7 +209,7 @@ def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
     else:
         if type(cell) is not np.ndarray or cell.dtype != np.float64:
             cell = np.asarray(cell, dtype=float)
-        atoms._cellobj = Cell(cell) if cell.shape == (3, 3) else Cell.new(cell)
+        atoms._cellobj = _cell(cell) if cell.shape == (3, 3) else Cell.new(cell)
     pbc = top.get("pbc")
     if pbc is None:
         pbc = np.zeros(3, bool)
