@@ -163,9 +163,11 @@ def encode_row(row: dict[str, Any]) -> bytes:
             data = value.tobytes()
             specs += (key, value.dtype.str, value.shape, offset)
             plain[key] = None  # keeps the key's position, so rows decode in their original order
-            pad = -len(data) % 8
-            parts.append(data + b"\0" * pad if pad else data)
-            offset += len(data) + pad
+            parts.append(data)
+            offset += len(data)
+            if offset % 8:
+                parts.append(_PADDING[offset % 8])
+                offset += 8 - offset % 8
         else:
             plain[key] = value
     try:
@@ -183,6 +185,7 @@ def encode_row(row: dict[str, Any]) -> bytes:
         raise
 
 
+_PADDING = {k: b"\0" * (8 - k) for k in range(1, 8)}
 _LAYOUTS: dict[bytes, tuple[tuple[str, np.dtype[Any], tuple[int, ...], int], ...]] = {}
 
 

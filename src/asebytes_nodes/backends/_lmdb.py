@@ -499,6 +499,10 @@ def _scalar_code(values: Sequence[Any]) -> str | None:
     return None
 
 
+def _maybe_scalar(value: Any) -> bool:
+    return type(value) in (float, int, bool) or isinstance(value, np.generic)
+
+
 def _code_dtype(code: str) -> np.dtype[Any]:
     return np.dtype({"f": np.float64, "i": np.int64, "b": np.bool_}.get(code) or code[1:])
 
@@ -566,6 +570,8 @@ class _Bookkeeping:
             _count(self.counts, row, +1)
             seen.update(row)
         for key in seen - (known - self.codes.keys()):  # new keys and block columns
+            if key not in self.codes and not _maybe_scalar(next(r[key] for r in rows if key in r)):
+                continue  # a new key whose first value is no scalar: read from rows
             values = [row.get(key, MISSING) for row in rows]
             present = [v for v in values if v is not MISSING]
             if not present:
