@@ -33,16 +33,24 @@ def _attach_results(atoms: Atoms, rng: np.random.Generator) -> Atoms:
     return atoms
 
 
+def _displaced(name: str, n: int, sigma: float, rng: np.random.Generator) -> list[Atoms]:
+    """``n`` copies of molecule ``name`` with Gaussian displacements of width ``sigma`` Å."""
+    base = molecule(name)
+    frames = []
+    for _ in range(n):
+        atoms = base.copy()
+        atoms.positions += rng.normal(0.0, sigma, atoms.positions.shape)
+        frames.append(atoms)
+    return frames
+
+
 def ethanol(n: int, seed: int = SEED) -> list[Atoms]:
     """``n`` ethanol conformers displaced by ~0.05 Å, with energy, forces, stress and info."""
     rng = np.random.default_rng(seed)
-    base = molecule("CH3CH2OH")
-    frames = []
-    for i in range(n):
-        atoms = base.copy()
-        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+    frames = _displaced("CH3CH2OH", n, 0.05, rng)
+    for i, atoms in enumerate(frames):
         atoms.info = {"smiles": "CCO", "index": i, "temperature": float(rng.uniform(250, 350))}
-        frames.append(_attach_results(atoms, rng))
+        _attach_results(atoms, rng)
     return frames
 
 
@@ -70,13 +78,9 @@ def periodic(n: int, seed: int = SEED) -> list[Atoms]:
 def tiny(n: int, seed: int = SEED) -> list[Atoms]:
     """``n`` two-atom molecules (H2) with an energy: small rows for lookup scaling."""
     rng = np.random.default_rng(seed)
-    base = molecule("H2")
-    frames = []
-    for _ in range(n):
-        atoms = base.copy()
-        atoms.positions += rng.normal(0.0, 0.01, atoms.positions.shape)
+    frames = _displaced("H2", n, 0.01, rng)
+    for atoms in frames:
         atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal()))
-        frames.append(atoms)
     return frames
 
 

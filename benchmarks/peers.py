@@ -38,10 +38,10 @@ class Peer(ABC):
     def write(self, frames: Sequence[Atoms]) -> None:
         """Create the store holding ``frames`` (in one call where the backend allows)."""
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 - optional hook
         """Open a read handle (no-op for formats read by path)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release the read handle."""
 
     @abstractmethod

@@ -102,14 +102,14 @@ def run(config: Config) -> dict[str, Any]:
     results: dict[str, Any] = {"meta": _meta(config), "datasets": {}}
     with tempfile.TemporaryDirectory(prefix="asebytes-nodes-bench-") as tmp:
         workdir = Path(tmp)
+        _log("codec round trip")  # first, before the datasets fill the process's heap
+        results["codec"] = bench_codec(ethanol(config.codec_frames))
         for name, build, n in config.datasets:
             _log(f"{name}: building")
             frames = build(n)
             folder = workdir / name
             folder.mkdir()
             results["datasets"][name] = bench_dataset(frames, PEERS, folder, log=_log)
-        _log("codec round trip")
-        results["codec"] = bench_codec(ethanol(config.codec_frames))
         _log("lookup scaling")
         results["lookup_scaling"] = bench_lookup(config.lookup_sizes, workdir, log=_log)
     results["notes"] = {cls.name: cls.note for cls in PEERS}

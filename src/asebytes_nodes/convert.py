@@ -161,13 +161,15 @@ def _cell(array: np.ndarray) -> Cell:
 def _snapshot(atoms: Atoms) -> Atoms:
     """A private copy of what ``compare_atoms`` checks, for the calculator's reference."""
     snap = Atoms.__new__(Atoms)
-    snap.arrays = {name: arr.copy() for name, arr in atoms.arrays.items()}
-    snap._cellobj = _cell(atoms._cellobj.array.copy())
-    snap._pbc = atoms._pbc.copy()
-    snap._celldisp = atoms._celldisp
-    snap._constraints = []
-    snap.info = {}
-    snap._calc = None
+    snap.__dict__ = {
+        "_cellobj": _cell(atoms._cellobj.array.copy()),
+        "_pbc": atoms._pbc.copy(),
+        "arrays": {name: arr.copy() for name, arr in atoms.arrays.items()},
+        "_celldisp": atoms._celldisp,
+        "_constraints": [],
+        "info": {},
+        "_calc": None,
+    }
     return snap
 
 
@@ -201,28 +203,31 @@ def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
         numbers = np.zeros(0 if positions is None else len(positions), dtype=np.int64)
     if positions is None:
         positions = np.zeros((len(numbers), 3))
-    atoms = Atoms.__new__(Atoms)
-    atoms.arrays = {"numbers": numbers, "positions": positions, **arrays}
     cell = top.get("cell")
     if cell is None:
-        atoms._cellobj = Cell(np.zeros((3, 3)))
+        cellobj = _cell(np.zeros((3, 3)))
     else:
         if type(cell) is not np.ndarray or cell.dtype != np.float64:
             cell = np.asarray(cell, dtype=float)
-        atoms._cellobj = _cell(cell) if cell.shape == (3, 3) else Cell.new(cell)
+        cellobj = _cell(cell) if cell.shape == (3, 3) else Cell.new(cell)
     pbc = top.get("pbc")
     if pbc is None:
         pbc = np.zeros(3, bool)
     elif type(pbc) is not np.ndarray or pbc.dtype != bool or pbc.shape != (3,):
         pbc = np.array(pbc, dtype=bool).reshape(3)
-    atoms._pbc = pbc
-    atoms._celldisp = np.zeros((3, 1))
     constraints = top.get("constraints")
-    atoms._constraints = (
-        [dict2constraint(_copy.deepcopy(c)) for c in constraints] if constraints else []
-    )
-    atoms.info = info
-    atoms._calc = None
+    atoms = Atoms.__new__(Atoms)
+    atoms.__dict__ = {  # the attributes Atoms.__init__ sets, in its order
+        "_cellobj": cellobj,
+        "_pbc": pbc,
+        "arrays": {"numbers": numbers, "positions": positions, **arrays},
+        "_celldisp": np.zeros((3, 1)),
+        "_constraints": (
+            [dict2constraint(_copy.deepcopy(c)) for c in constraints] if constraints else []
+        ),
+        "info": info,
+        "_calc": None,
+    }
     if results:
         if _new_calculator is None:
             _new_calculator = _CalculatorFactory()

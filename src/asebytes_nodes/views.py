@@ -248,7 +248,9 @@ def _stack(key: str, values: Any, rows: IndexArray) -> np.ndarray:
             "cannot stack into one array; use .to_ragged() for the concatenated values plus "
             "offsets, or .to_list() for one array per frame"
         )
-    raise RaggedColumnError(f"{key!r} has values of different shapes or types ({shapes[:3]} ...); use .to_list()")
+    raise RaggedColumnError(
+        f"{key!r} has values of different shapes or types ({shapes[:3]} ...); use .to_list()"
+    )
 
 
 def _ragged(key: str, values: Any, rows: IndexArray) -> Ragged:
