@@ -15,8 +15,8 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from asebytes_nodes import InvalidDataError, UnknownKeyError, atoms_to_dict, dict_to_atoms
-from asebytes_nodes.convert import validate_row
 from asebytes_nodes.testing.frames import FRAME_KINDS, assert_atoms_equal, make_frames
+from asebytes_nodes.validation import validate_row
 
 
 @pytest.mark.parametrize("kind", sorted(FRAME_KINDS))

@@ -1,0 +1,214 @@
+"""Checks every value passes before it is written: keys, shapes, atom counts, storable types.
+
+Errors name the key (and, through ``where``, the frame or row) and say what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidDataError, SerializationError, UnknownKeyError
+
+__all__ = [
+    "NAMESPACES",
+    "TOP_LEVEL_KEYS",
+    "check_frame",
+    "check_key",
+    "check_value",
+    "unknown_key_message",
+    "validate_row",
+]
+
+NAMESPACES = ("arrays", "calc", "info")
+TOP_LEVEL_KEYS = ("cell", "pbc", "constraints")
+_PREFIXES = tuple(ns + "." for ns in NAMESPACES)
+# calc results whose first axis runs over atoms, with their per-atom shapes
+_PER_ATOM_CALC = {
+    "forces": ((3,),),
+    "energies": ((),),
+    "free_energies": ((),),
+    "stresses": ((6,), (3, 3)),
+    "magmoms": ((), (3,)),
+    "charges": ((),),
+}
+_ALLOWED_DTYPE_KINDS = frozenset("biufcUS")
+
+
+def unknown_key_message(key: object) -> str:
+    return (
+        f"key {key!r} is not in the flat namespace; keys are 'arrays.<name>', 'calc.<name>', "
+        "'info.<name>', 'cell', 'pbc' or 'constraints'"
+    )
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it belongs to the flat namespace, else raise ``UnknownKeyError``."""
+    if isinstance(key, str) and (
+        key in TOP_LEVEL_KEYS or (key.startswith(_PREFIXES) and key.partition(".")[2])
+    ):
+        return key
+    raise UnknownKeyError(unknown_key_message(key))
+
+
+_PLAIN_TYPES = frozenset((type(None), bool, float, str, bytes, complex))
+
+
+def check_value(key: str, value: Any, _depth: int = 0) -> None:
+    """Raise ``SerializationError`` unless ``value`` is made of storable types."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return
+    if kind is int:
+        if not -(2**63) <= value < 2**64:
+            raise SerializationError(
+                f"key {key!r}: integer {value} does not fit in 64 bits; store it as a string"
+            )
+        return
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype.kind not in _ALLOWED_DTYPE_KINDS:
+            raise SerializationError(
+                f"key {key!r}: numpy dtype {value.dtype} cannot be stored; use numbers, "
+                "booleans or fixed-width strings (object arrays are refused because reading "
+                "them back would need pickle)"
+            )
+        return
+    if _depth > 64:
+        raise SerializationError(f"key {key!r}: value nested more than 64 levels deep")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            check_value(key, item, _depth + 1)
+        return
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, (str, int)) or isinstance(name, bool):
+                raise SerializationError(
+                    f"key {key!r}: dict key {name!r} of type {type(name).__name__} cannot be "
+                    "stored; use str or int keys"
+                )
+            check_value(key, item, _depth + 1)
+        return
+    if isinstance(value, int):  # int subclasses (IntEnum, ...): range-check as int
+        check_value(key, int(value), _depth)
+        return
+    if isinstance(value, (float, str, bytes, complex)):  # other builtin subclasses
+        return
+    raise SerializationError(
+        f"key {key!r}: value of type {type(value).__name__} cannot be stored; store numbers, "
+        "strings, numpy arrays, or lists/dicts/tuples of those"
+    )
+
+
+def _n_atoms(row: Mapping[str, Any], fallback: int | None) -> int | None:
+    for name in ("arrays.numbers", "arrays.positions"):
+        value = row.get(name)
+        if value is not None:
+            return len(value)
+    return fallback
+
+
+def validate_row(
+    row: Mapping[str, Any], *, n_atoms: int | None = None, where: str = ""
+) -> dict[str, Any]:
+    """Check a row's keys, shapes and value types before anything is written.
+
+    ``n_atoms`` is the atom count of the stored frame (for partial updates).
+    ``where`` (for example ``"row 3"``) is put in front of every message.
+    Returns a plain dict with per-atom values as numpy arrays.
+    """
+    prefix = f"{where}: " if where else ""
+    out: dict[str, Any] = {}
+    n = _n_atoms(row, n_atoms)
+    for key, value in row.items():
+        try:
+            check_key(key)
+        except UnknownKeyError as exc:
+            raise UnknownKeyError(prefix + str(exc)) from None
+        if key.startswith("arrays."):
+            value = _per_atom(prefix, key, value, n, ((3,),) if key == "arrays.positions" else None)
+        elif key.startswith("calc.") and key[5:] in _PER_ATOM_CALC:
+            value = _per_atom(prefix, key, value, n, _PER_ATOM_CALC[key[5:]])
+        elif key == "calc.stress":
+            value = _shaped(prefix, key, value, ((6,), (3, 3)))
+        elif key == "cell":
+            value = _shaped(prefix, key, value, ((3, 3),))
+        elif key == "pbc":
+            value = _shaped(prefix, key, value, ((3,),), dtype=bool)
+        elif key == "constraints":
+            if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+                raise InvalidDataError(
+                    f"{prefix}'constraints' must be a list of ASE constraint dicts "
+                    f"(constraint.todict()), got {type(value).__name__}"
+                )
+        try:
+            check_value(key, value)
+        except SerializationError as exc:
+            raise SerializationError(prefix + str(exc)) from None
+        out[key] = value
+    if n is not None and n_atoms is not None and n != n_atoms:
+        raise InvalidDataError(
+            f"{prefix}the frame has {n_atoms} atoms but the new values describe {n}; replace the "
+            "whole frame (db[i] = atoms) to change the atom count"
+        )
+    return out
+
+
+def _shaped(
+    prefix: str, key: str, value: Any, shapes: tuple[tuple[int, ...], ...], dtype: Any = None
+) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=dtype) if dtype is not None else np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDataError(f"{prefix}{key!r} is not array-like: {exc}") from exc
+    if arr.shape not in shapes:
+        allowed = " or ".join(str(s) for s in shapes)
+        raise InvalidDataError(f"{prefix}{key!r} has shape {arr.shape}; expected {allowed}")
+    if dtype is None and arr.dtype.kind not in "biuf":
+        raise InvalidDataError(f"{prefix}{key!r} must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
+def _per_atom(
+    prefix: str,
+    key: str,
+    value: Any,
+    n: int | None,
+    tails: tuple[tuple[int, ...], ...] | None,
+) -> np.ndarray:
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if arr.ndim == 0:
+        raise InvalidDataError(f"{prefix}{key!r} is per-atom and must have one row per atom")
+    if n is not None and arr.shape[0] != n:
+        raise InvalidDataError(
+            f"{prefix}{key!r} has {arr.shape[0]} rows but the frame has {n} atoms"
+        )
+    if tails is not None and arr.shape[1:] not in tails:
+        allowed = " or ".join(str((n if n is not None else "n_atoms",) + t) for t in tails)
+        raise InvalidDataError(f"{prefix}{key!r} has shape {arr.shape}; expected {allowed}")
+    return arr
+
+
+def check_frame(row: dict[str, Any], n: int) -> None:
+    """Fast checks of a row built by :func:`atoms_to_dict` (messages without a location)."""
+    for key, value in row.items():
+        space = key[:5]
+        if space == "array":
+            if type(value) is not np.ndarray or value.ndim == 0 or len(value) != n:
+                _per_atom("", key, value, n, None)
+            if value.dtype.kind not in _ALLOWED_DTYPE_KINDS:
+                check_value(key, value)
+        elif space == "calc.":
+            tails = _PER_ATOM_CALC.get(key[5:])
+            if tails is not None:
+                if type(value) is not np.ndarray or value.shape[:1] != (n,) or value.shape[1:] not in tails:
+                    row[key] = value = _per_atom("", key, value, n, tails)
+            elif key == "calc.stress":
+                if type(value) is not np.ndarray or value.shape not in ((6,), (3, 3)):
+                    row[key] = value = _shaped("", key, value, ((6,), (3, 3)))
+            check_value(key, value)
+        elif space == "info.":
+            check_value(key, value)
+        elif key == "constraints":
+            check_value(key, value)
