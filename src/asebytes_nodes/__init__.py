@@ -21,6 +21,7 @@ _LAZY = {
     "MISSING": "asebytes_nodes.backends._base",
     "MemoryBackend": "asebytes_nodes.backends._memory",
     "LMDBBackend": "asebytes_nodes.backends._lmdb",
+    "ZarrBackend": "asebytes_nodes.backends._zarr",
     "RowView": "asebytes_nodes.views",
     "ColumnView": "asebytes_nodes.views",
     "Ragged": "asebytes_nodes.views",
@@ -73,6 +74,7 @@ __all__ = [
     "UnknownKeyError",
     "UnsupportedOperationError",
     "WritableBackend",
+    "ZarrBackend",
     "__version__",
     "atoms_to_dict",
     "dict_to_atoms",
@@ -85,6 +87,7 @@ if TYPE_CHECKING:
     from .backends._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
     from .backends._lmdb import LMDBBackend
     from .backends._memory import MemoryBackend
+    from .backends._zarr import ZarrBackend
     from .convert import atoms_to_dict, dict_to_atoms
     from .errors import (
         ASEBytesError,

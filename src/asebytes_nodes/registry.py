@@ -80,6 +80,13 @@ class BackendEntry:
 _BUILTIN = (
     BackendEntry("lmdb", "asebytes_nodes.backends._lmdb:LMDBBackend", (".lmdb",), ("lmdb",), "lmdb"),
     BackendEntry("memory", "asebytes_nodes.backends._memory:MemoryBackend", (), ("memory",)),
+    BackendEntry(
+        "zarr",
+        "asebytes_nodes.backends._zarr:ZarrBackend",
+        (".zarr",),
+        ("s3", "gs", "gcs", "az", "abfs"),
+        "zarr",
+    ),
 )
 
 _TABLE: dict[str, BackendEntry] = {entry.name: entry for entry in _BUILTIN}

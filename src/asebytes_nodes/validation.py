@@ -14,6 +14,7 @@ from .errors import InvalidDataError, SerializationError, UnknownKeyError
 
 __all__ = [
     "NAMESPACES",
+    "PER_ATOM_CALC",
     "TOP_LEVEL_KEYS",
     "check_frame",
     "check_key",
@@ -26,7 +27,7 @@ NAMESPACES = ("arrays", "calc", "info")
 TOP_LEVEL_KEYS = ("cell", "pbc", "constraints")
 _PREFIXES = tuple(ns + "." for ns in NAMESPACES)
 # calc results whose first axis runs over atoms, with their per-atom shapes
-_PER_ATOM_CALC = {
+PER_ATOM_CALC = {
     "forces": ((3,),),
     "energies": ((),),
     "free_energies": ((),),
@@ -128,8 +129,8 @@ def validate_row(
             raise UnknownKeyError(prefix + str(exc)) from None
         if key.startswith("arrays."):
             value = _per_atom(prefix, key, value, n, ((3,),) if key == "arrays.positions" else None)
-        elif key.startswith("calc.") and key[5:] in _PER_ATOM_CALC:
-            value = _per_atom(prefix, key, value, n, _PER_ATOM_CALC[key[5:]])
+        elif key.startswith("calc.") and key[5:] in PER_ATOM_CALC:
+            value = _per_atom(prefix, key, value, n, PER_ATOM_CALC[key[5:]])
         elif key == "calc.stress":
             value = _shaped(prefix, key, value, ((6,), (3, 3)))
         elif key == "cell":
@@ -200,7 +201,7 @@ def check_frame(row: dict[str, Any], n: int) -> None:
             if value.dtype.kind not in _ALLOWED_DTYPE_KINDS:
                 check_value(key, value)
         elif space == "calc.":
-            tails = _PER_ATOM_CALC.get(key[5:])
+            tails = PER_ATOM_CALC.get(key[5:])
             if tails is not None:
                 if type(value) is not np.ndarray or value.shape[:1] != (n,) or value.shape[1:] not in tails:
                     row[key] = value = _per_atom("", key, value, n, tails)

@@ -97,7 +97,7 @@ class RowView(_View):
         return RowView(self._backend, self._narrow(index))
 
     def __iter__(self) -> Iterator[Atoms]:
-        for chunk in self.chunked(DEFAULT_CHUNK_SIZE):
+        for chunk in self.chunked(self._backend.read_batch_size):
             yield from chunk
 
     def chunked(self, size: int = DEFAULT_CHUNK_SIZE) -> Iterator[list[Atoms]]:
@@ -107,7 +107,7 @@ class RowView(_View):
 
     def to_list(self) -> list[Atoms]:
         """Every row as Atoms."""
-        return [atoms for chunk in self.chunked() for atoms in chunk]
+        return [atoms for chunk in self.chunked(self._backend.read_batch_size) for atoms in chunk]
 
     def __repr__(self) -> str:
         return f"<RowView of {len(self)} rows from {self._backend!r}>"
@@ -152,7 +152,7 @@ class ColumnView(_View):
 
     def _read_all(self) -> dict[str, Any]:
         parts: dict[str, list[Any]] = {k: [] for k in self._keys}
-        for chunk in self._chunks(DEFAULT_CHUNK_SIZE * 16):
+        for chunk in self._chunks(max(DEFAULT_CHUNK_SIZE * 16, self._backend.read_batch_size)):
             for key, values in self._read(chunk).items():
                 parts[key].append(values)
         return {k: _join(p) for k, p in parts.items()}

@@ -7,16 +7,26 @@ from typing import TYPE_CHECKING, Any
 
 from ._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
 
-__all__ = ["MISSING", "ColumnInfo", "LMDBBackend", "MemoryBackend", "ReadableBackend", "WritableBackend"]
+__all__ = [
+    "MISSING",
+    "ColumnInfo",
+    "LMDBBackend",
+    "MemoryBackend",
+    "ReadableBackend",
+    "WritableBackend",
+    "ZarrBackend",
+]
 
 _LAZY = {
     "LMDBBackend": "._lmdb",
     "MemoryBackend": "._memory",
+    "ZarrBackend": "._zarr",
 }
 
 if TYPE_CHECKING:
     from ._lmdb import LMDBBackend
     from ._memory import MemoryBackend
+    from ._zarr import ZarrBackend
 
 
 def __getattr__(name: str) -> Any:

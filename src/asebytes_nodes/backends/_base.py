@@ -83,6 +83,8 @@ class ReadableBackend(ABC):
     supports_delete: ClassVar[bool] = False
     #: Can single keys be removed from stored rows?
     supports_drop_keys: ClassVar[bool] = False
+    #: Rows per backend call when views stream many rows (columnar stores read more at once).
+    read_batch_size: ClassVar[int] = 1024
 
     readonly: bool = True
 

@@ -49,7 +49,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..codec import decode_row, decode_value, encode_row, encode_value
+from ..codec import (
+    decode_row,
+    decode_value,
+    encode_row,
+    encode_value,
+    maybe_scalar,
+    scalar_type_code,
+    type_code_dtype,
+)
 from ..errors import (
     FormatVersionError,
     MissingExtraError,
@@ -80,7 +88,7 @@ _INITIAL_MAP_SIZE = 1 << 30  # address space only: the file grows with its data
 
 def _read_scalar_column(txn: Any, key: str, code: str, rows: np.ndarray) -> list[Any]:
     """One scalar column from its blocks: one LMDB read per block, no row decoding."""
-    dtype = _code_dtype(code)
+    dtype = type_code_dtype(code)
     blocks = rows // _BLOCK
     unique = np.unique(blocks)
     masks = np.zeros((len(unique), _BLOCK), bool)
@@ -482,31 +490,6 @@ def _count(counts: dict[str, int], row: dict[str, Any], sign: int) -> None:
             counts.pop(key, None)
 
 
-def _scalar_code(values: Sequence[Any]) -> str | None:
-    """The block type of a column's values, or None unless all share one exact scalar type."""
-    types = set(map(type, values))
-    if len(types) != 1:
-        return None
-    kind = types.pop()
-    if kind is float:
-        return "f"
-    if kind is bool:
-        return "b"
-    if kind is int:
-        return "i" if -(2**63) <= min(values) and max(values) < 2**63 else None
-    if issubclass(kind, np.generic) and np.dtype(kind).kind in "biufc":
-        return "n" + np.dtype(kind).str
-    return None
-
-
-def _maybe_scalar(value: Any) -> bool:
-    return type(value) in (float, int, bool) or isinstance(value, np.generic)
-
-
-def _code_dtype(code: str) -> np.dtype[Any]:
-    return np.dtype({"f": np.float64, "i": np.int64, "b": np.bool_}.get(code) or code[1:])
-
-
 def _block_key(key: str, block: int) -> bytes:
     return _block_prefix(key) + _U64.pack(block)
 
@@ -529,7 +512,7 @@ class _Bookkeeping:
     def _block(self, key: str, block: int) -> tuple[np.ndarray, np.ndarray]:
         found = self.blocks.get((key, block))
         if found is None:
-            dtype = _code_dtype(self.codes[key])
+            dtype = type_code_dtype(self.codes[key])
             raw = self.txn.get(_block_key(key, block))
             if raw is None:
                 found = (np.zeros(_BLOCK, bool), np.zeros(_BLOCK, dtype))
@@ -544,7 +527,7 @@ class _Bookkeeping:
     def _fill(self, key: str, start: int, values: list[Any]) -> None:
         """Write values of rows ``start, start + 1, ...`` (MISSING where absent)."""
         present = np.fromiter((v is not MISSING for v in values), bool, len(values))
-        data = np.zeros(len(values), _code_dtype(self.codes[key]))
+        data = np.zeros(len(values), type_code_dtype(self.codes[key]))
         data[present] = [v for v in values if v is not MISSING]
         stop = start + len(values)
         for block in range(start // _BLOCK, (stop - 1) // _BLOCK + 1):
@@ -570,13 +553,13 @@ class _Bookkeeping:
             _count(self.counts, row, +1)
             seen.update(row)
         for key in seen - (known - self.codes.keys()):  # new keys and block columns
-            if key not in self.codes and not _maybe_scalar(next(r[key] for r in rows if key in r)):
+            if key not in self.codes and not maybe_scalar(next(r[key] for r in rows if key in r)):
                 continue  # a new key whose first value is no scalar: read from rows
             values = [row.get(key, MISSING) for row in rows]
             present = [v for v in values if v is not MISSING]
             if not present:
                 continue
-            code = _scalar_code(present)
+            code = scalar_type_code(present)
             if key not in self.codes and key not in known and code is not None:
                 self.codes[key] = code
             if key in self.codes:
@@ -598,7 +581,7 @@ class _Bookkeeping:
         for key in (old.keys() | new.keys()) & self.codes.keys():
             if key not in new:
                 self._fill(key, i, [MISSING])
-            elif _scalar_code([new[key]]) == self.codes[key]:
+            elif scalar_type_code([new[key]]) == self.codes[key]:
                 self._fill(key, i, [new[key]])
             else:
                 self._demote(key)
@@ -617,7 +600,7 @@ class _Bookkeeping:
             self.blocks = {k: v for k, v in self.blocks.items() if k[0] != key}
             values = [row.get(key, MISSING) for row in rows]
             present = [v for v in values if v is not MISSING]
-            if present and _scalar_code(present) != self.codes[key]:
+            if present and scalar_type_code(present) != self.codes[key]:
                 self._demote(key)
             elif present:
                 self._fill(key, start, values)
