@@ -572,10 +572,20 @@ def crash_writer(path: str, ready: Any, done: Any, n: int) -> None:
     time.sleep(CHILD_TIMEOUT)
 
 
-def test_killed_writer_leaves_earlier_rows(tmp_path: Path) -> None:
-    path = tmp_path / "x.lmdb"
+def store_bytes(path: Path) -> int:
+    """Bytes of a store: its file, or every file below its folder (Zarr)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("suffix", [".lmdb", ".zarr"])
+def test_killed_writer_leaves_earlier_rows(tmp_path: Path, suffix: str) -> None:
+    if suffix == ".zarr":
+        pytest.importorskip("zarr")
+    path = tmp_path / f"x{suffix}"
     make_store(path, 5)
-    size_before = path.stat().st_size
+    size_before = store_bytes(path)
     ctx = mp.get_context("spawn")
     ready, done = ctx.Event(), ctx.Event()
     proc = ctx.Process(target=crash_writer, args=(str(path), ready, done, 20000))
@@ -584,9 +594,9 @@ def test_killed_writer_leaves_earlier_rows(tmp_path: Path) -> None:
         assert ready.wait(CHILD_TIMEOUT), "the writer did not get ready"
         # Kill as soon as the data file starts growing: the commit is in progress.
         deadline = time.monotonic() + CHILD_TIMEOUT
-        while path.stat().st_size == size_before and time.monotonic() < deadline:
+        while store_bytes(path) == size_before and time.monotonic() < deadline:
             pass
-        grew = path.stat().st_size != size_before
+        grew = store_bytes(path) != size_before
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(10)
     finally:

@@ -34,7 +34,6 @@ from .errors import InvalidDataError, UnknownKeyError
 from .validation import TOP_LEVEL_KEYS, check_frame, unknown_key_message
 
 __all__ = [
-    "atoms_from_rows",
     "atoms_to_dict",
     "copy_row",
     "dict_to_atoms",
@@ -235,12 +234,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def atoms_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Atoms]:
-    """``dict_to_atoms`` over a batch of rows."""
-    with gc_paused():
-        return [dict_to_atoms(row) for row in rows]
 
 
 def copy_row(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .backends._base import MISSING
-from .convert import atoms_from_rows, dict_to_atoms
+from .convert import dict_to_atoms, gc_paused
 from .errors import MissingValueError, RaggedColumnError, UnknownKeyError
 from .indexing import IndexArray, is_key_index, normalize_index, normalize_indices
 
@@ -103,7 +103,10 @@ class RowView(_View):
     def chunked(self, size: int = DEFAULT_CHUNK_SIZE) -> Iterator[list[Atoms]]:
         """Lists of up to ``size`` Atoms, each read with one backend call."""
         for chunk in self._chunks(size):
-            yield atoms_from_rows(self._backend.read_rows(chunk))
+            with gc_paused():  # rows and Atoms are thousands of young objects: see gc_paused
+                rows = self._backend.read_rows(chunk)
+                atoms = [dict_to_atoms(row) for row in rows]
+            yield atoms
 
     def to_list(self) -> list[Atoms]:
         """Every row as Atoms."""

@@ -537,18 +537,30 @@ def _is_per_atom_key(key: str) -> bool:
     return key.startswith("arrays.") or (key.startswith("calc.") and key[5:] in PER_ATOM_CALC)
 
 
+def _signature(given: list[Any]) -> set[Any]:
+    """The distinct (dtype, shape) of numeric numpy values; None stands for anything else."""
+    return {
+        (v.dtype.str, v.shape) if type(v) is np.ndarray and v.dtype.kind in _NUMERIC else None for v in given
+    }
+
+
 def _infer_spec(key: str, values: list[Any], counts: np.ndarray, column_id: str) -> dict[str, Any]:
     """How a new column is stored, from the values it first arrives with."""
-    given = [(v, int(c)) for v, c in zip(values, counts, strict=True) if v is not MISSING]
-    arrays = [v for v, _ in given if type(v) is np.ndarray and v.dtype.kind in _NUMERIC]
+    present = np.fromiter((v is not MISSING for v in values), bool, len(values))
+    given = [v for v in values if v is not MISSING]
     spec: dict[str, Any] = {"id": column_id, "count": 0}
-    if len(arrays) == len(given) and len({(a.dtype.str, a.shape[1:]) for a in arrays}) == 1:
-        first = arrays[0]
-        if _is_per_atom_key(key) and all(v.ndim and len(v) == c for v, c in given):
-            return {**spec, "kind": "atom", "dtype": first.dtype.str, "shape": list(first.shape[1:])}
-        if len({a.shape for a in arrays}) == 1 and not _is_per_atom_key(key):
-            return {**spec, "kind": "frame", "dtype": first.dtype.str, "shape": list(first.shape)}
-    code = scalar_type_code([v for v, _ in given])
+    signature = _signature(given)
+    if None not in signature:
+        dtypes = {dtype for dtype, _ in signature}
+        tails = {shape[1:] for _, shape in signature if shape}
+        if _is_per_atom_key(key) and len(dtypes) == 1 and len(tails) == 1:
+            lengths = np.fromiter((v.shape[0] if v.ndim else -1 for v in given), np.int64, len(given))
+            if np.array_equal(lengths, counts[present]):
+                return {**spec, "kind": "atom", "dtype": dtypes.pop(), "shape": list(tails.pop())}
+        if len(signature) == 1 and not _is_per_atom_key(key):
+            dtype, shape = signature.pop()
+            return {**spec, "kind": "frame", "dtype": dtype, "shape": list(shape)}
+    code = scalar_type_code(given)
     if code is not None:
         return {**spec, "kind": "scalar", "type": code, "dtype": type_code_dtype(code).str, "shape": []}
     return {**spec, "kind": "object", "nbytes": 0}
@@ -572,19 +584,22 @@ def _encode_batch(
         data = np.zeros(len(values), dtype)
         data[present] = given
         return present, data
-    for j, v in enumerate(values):
-        if v is MISSING:
-            continue
-        expected = (int(counts[j]), *shape) if kind == "atom" else shape
-        if type(v) is not np.ndarray or v.dtype != dtype or v.shape != expected:
-            what = f"dtype {v.dtype}, shape {v.shape}" if isinstance(v, np.ndarray) else type(v).__name__
-            raise _conflict(key, spec, what)
+    expected = [(dtype.str, (c, *shape) if kind == "atom" else shape) for c in counts[present].tolist()]
+    got = [(v.dtype.str, v.shape) if type(v) is np.ndarray else None for v in given]
+    if got != expected:  # one list comparison in C; find the culprit only on failure
+        bad = next(v for v, g, e in zip(given, got, expected, strict=True) if g != e)
+        what = f"dtype {bad.dtype}, shape {bad.shape}" if isinstance(bad, np.ndarray) else type(bad).__name__
+        raise _conflict(key, spec, what)
     if kind == "atom":
+        if present.all():
+            return present, np.concatenate(given) if given else np.zeros((0, *shape), dtype)
         parts = [
             v if v is not MISSING else np.zeros((int(c), *shape), dtype)
             for v, c in zip(values, counts, strict=True)
         ]
-        return present, np.concatenate(parts) if parts else np.zeros((0, *shape), dtype)
+        return present, np.concatenate(parts)
+    if present.all():
+        return present, np.stack(given)
     data = np.zeros((len(values), *shape), dtype)
     data[present] = given
     return present, data
