@@ -93,7 +93,8 @@ def _bench_peer(
 ) -> dict[str, Any]:
     n = len(frames)
     peer, write_s = _write_fresh(cls, frames, workdir, repeats)
-    size = peer.size_bytes()
+    files = peer.files()
+    size = None if files is None else sum(p.stat().st_size for p in files)
     peer.open()
     try:
         problems = _check(peer, frames, indices)
@@ -109,6 +110,7 @@ def _bench_peer(
         "random_fps": len(indices) / random_s,
         "energy_fps": n / energy_s,
         "size_bytes": size,
+        "n_files": None if files is None else len(files),
         "seconds": {"write": write_s, "read_all": read_s, "random": random_s, "energy": energy_s},
         "problems": problems,
     }

@@ -4,11 +4,13 @@ Each adapter uses its backend's fastest *documented* way to do each operation,
 so the numbers compare what a user would get, not what a backend could do with
 private tricks. Lifecycle: ``write`` creates and closes the store; ``open``
 makes a read handle that ``read_all``, ``read_indices`` and ``energies`` use;
-``close`` releases it.
+``close`` releases it. A peer whose backend cannot run here (``skip_reason``) is
+skipped and listed in the report.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,9 +32,16 @@ class Peer(ABC):
     suffix: ClassVar[str]
     note: ClassVar[str] = ""
     is_ours: ClassVar[bool] = False  # errors of our own code stop the run instead of being noted
+    requires: ClassVar[tuple[str, ...]] = ()  # modules the backend needs beyond the bench extra
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        """Why the backend cannot run here (``None``: it can)."""
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        return f"not installed: {', '.join(missing)}" if missing else None
 
     @abstractmethod
     def write(self, frames: Sequence[Atoms]) -> None:
@@ -56,10 +65,9 @@ class Peer(ABC):
         """Every frame's energy; default: read all frames and ask each for it."""
         return np.array([atoms.get_potential_energy() for atoms in self.read_all()])
 
-    def size_bytes(self) -> int | None:
-        """Bytes of every file the store created (its folder holds nothing else)."""
-        folder = self.path.parent
-        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    def files(self) -> list[Path] | None:
+        """Every file the store created, recursively (its folder holds nothing else); None: no disk."""
+        return [p for p in self.path.parent.rglob("*") if p.is_file()]
 
 
 class OursLMDB(Peer):
@@ -116,8 +124,25 @@ class OursMemory(OursLMDB):
     def open(self) -> None:
         pass
 
-    def size_bytes(self) -> int | None:
+    def files(self) -> list[Path] | None:
         return None
+
+
+class OursZarr(OursLMDB):
+    """asebytes_nodes, Zarr backend (a ``.zarr`` folder; ``ASEIO`` picks it by suffix)."""
+
+    name = "ours (Zarr)"
+    suffix = ".zarr"
+    requires = ("zarr",)
+    note = "same calls as ours (LMDB) on a `.zarr` path"
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        import asebytes_nodes
+
+        if not hasattr(asebytes_nodes, "ZarrBackend"):
+            return "asebytes_nodes has no ZarrBackend yet"
+        return super().skip_reason()
 
 
 class AsebytesLMDB(Peer):
@@ -136,12 +161,16 @@ class AsebytesLMDB(Peer):
 
         return LMDBObjectBackend(str(self.path))
 
+    @staticmethod
+    def _release(backend: Any) -> None:
+        backend.env.close()  # asebytes has no close(); the env must go before reopening
+
     def write(self, frames: Sequence[Atoms]) -> None:
         import asebytes
 
         backend = self._backend()
         asebytes.ASEIO(backend).extend(list(frames))
-        backend.env.close()  # asebytes has no close(); the env must go before reopening
+        self._release(backend)
 
     def open(self) -> None:
         import asebytes
@@ -151,7 +180,7 @@ class AsebytesLMDB(Peer):
         self.objects = asebytes.ObjectIO(self.backend)
 
     def close(self) -> None:
-        self.backend.env.close()
+        self._release(self.backend)
 
     def read_all(self) -> list[Atoms]:
         return self.db[:].to_list()  # type: ignore[no-any-return]
@@ -161,6 +190,66 @@ class AsebytesLMDB(Peer):
 
     def energies(self) -> np.ndarray:
         return np.asarray(self.objects["calc.energy"].to_list())
+
+
+class AsebytesZarr(AsebytesLMDB):
+    """asebytes 0.3.3, Zarr backend: ragged columns (flat per-atom arrays + offsets), Blosc/LZ4."""
+
+    name = "asebytes (Zarr)"
+    suffix = ".zarr"
+    requires = ("zarr",)
+    note = (
+        "same calls as asebytes (LMDB) on `RaggedColumnarBackend(path)` (what `ASEIO('x.zarr')` "
+        "opens; the `ZarrBackend` of asebytes' README is not exported in 0.3.3); energies are "
+        "one Zarr column read"
+    )
+
+    def _backend(self) -> Any:
+        from asebytes import RaggedColumnarBackend
+
+        return RaggedColumnarBackend(str(self.path))
+
+    @staticmethod
+    def _release(backend: Any) -> None:
+        backend.close()
+
+
+class ZnH5MD(Peer):
+    """znh5md 0.4.8: one H5MD (HDF5) file, gzip-compressed and NaN-padded to the largest frame."""
+
+    name = "znh5md"
+    suffix = ".h5"
+    requires = ("znh5md", "h5py")
+    note = (
+        "`znh5md.IO(path).extend(frames)`; `io[:]`; `io[sorted_unique_idx]` then reordered "
+        "(h5py refuses unsorted or repeated indices); energies "
+        "`h5py.File(path)['observables/atoms/potential_energy/value'][:]`"
+    )
+
+    def write(self, frames: Sequence[Atoms]) -> None:
+        import znh5md
+
+        znh5md.IO(self.path).extend(list(frames))
+
+    def open(self) -> None:
+        import znh5md
+
+        self.io = znh5md.IO(self.path)
+
+    def read_all(self) -> list[Atoms]:
+        return self.io[:]
+
+    def read_indices(self, indices: np.ndarray) -> list[Atoms]:
+        unique, inverse = np.unique(indices, return_inverse=True)
+        picked = self.io[unique.tolist()]
+        return [picked[i] for i in inverse]
+
+    def energies(self) -> np.ndarray:
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            column = f[f"observables/{self.io.particles_group}/potential_energy/value"]
+            return column[:]
 
 
 class AseDB(Peer):
@@ -259,8 +348,11 @@ class AseTrajectory(Peer):
 
 PEERS: tuple[type[Peer], ...] = (
     OursLMDB,
+    OursZarr,
     OursMemory,
     AsebytesLMDB,
+    AsebytesZarr,
+    ZnH5MD,
     AseDB,
     AseLMDB,
     ExtXYZ,

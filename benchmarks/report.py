@@ -7,8 +7,12 @@ from typing import Any
 
 __all__ = ["render"]
 
-OURS = "ours (LMDB)"
-PEER = "asebytes (LMDB)"
+COMPARISONS = (  # (ours, peer): ratios reported when both ran without error
+    ("ours (LMDB)", "asebytes (LMDB)"),
+    ("ours (Zarr)", "asebytes (Zarr)"),
+    ("ours (Zarr)", "asebytes (LMDB)"),
+    ("ours (Zarr)", "znh5md"),
+)
 _METRICS = (  # (result key, column title)
     ("write_fps", "write/s"),
     ("read_all_fps", "read-all/s"),
@@ -31,10 +35,15 @@ def _mb(size: int | None) -> str:
     return "–" if size is None else f"{size / 1e6:,.2f}"
 
 
+def _count(n: int | None) -> str:
+    return "–" if n is None else f"{n:,}"
+
+
 def _backend_row(name: str, result: dict[str, Any]) -> list[str]:
     if "error" in result:
-        return [name, *["error"] * (len(_METRICS) + 1)]
-    return [name, *(_rate(result[key]) for key, _ in _METRICS), _mb(result["size_bytes"])]
+        return [name, *["error"] * (len(_METRICS) + 2)]
+    rates = (_rate(result[key]) for key, _ in _METRICS)
+    return [name, *rates, _mb(result["size_bytes"]), _count(result.get("n_files"))]
 
 
 def _issue(result: dict[str, Any]) -> str:
@@ -45,7 +54,7 @@ def _issue(result: dict[str, Any]) -> str:
 
 def _dataset_section(name: str, data: dict[str, Any]) -> str:
     backends = data["backends"]
-    header = ["backend", *(title for _, title in _METRICS), "size MB"]
+    header = ["backend", *(title for _, title in _METRICS), "size MB", "files"]
     table = _table(header, [_backend_row(b, r) for b, r in backends.items()])
     title = (
         f"### {name}: {data['n_frames']:,} frames, {data['n_atoms_total']:,} atoms, "
@@ -56,15 +65,19 @@ def _dataset_section(name: str, data: dict[str, Any]) -> str:
 
 
 def _ratios_section(datasets: dict[str, Any]) -> str:
-    header = ["dataset", *(title for _, title in _METRICS)]
+    header = ["ours / peer", "dataset", *(title for _, title in _METRICS)]
     rows = []
-    for name, data in datasets.items():
-        ours, peer = data["backends"].get(OURS, {}), data["backends"].get(PEER, {})
-        if "error" in ours or "error" in peer or not ours or not peer:
-            continue
-        rows.append([name, *(f"{ours[key] / peer[key]:.2f}×" for key, _ in _METRICS)])
-    intro = f"Throughput of {OURS} divided by {PEER}: above 1 means ours is faster."
-    return "\n\n".join(["## Ratios: ours (LMDB) / asebytes (LMDB)", intro, _table(header, rows)])
+    for ours_name, peer_name in COMPARISONS:
+        for name, data in datasets.items():
+            ours, peer = data["backends"].get(ours_name, {}), data["backends"].get(peer_name, {})
+            if "error" in ours or "error" in peer or not ours or not peer:
+                continue
+            ratios = (f"{ours[key] / peer[key]:.2f}×" for key, _ in _METRICS)
+            rows.append([f"{ours_name} / {peer_name}", name, *ratios])
+    if not rows:
+        return ""
+    intro = "Throughput of ours divided by the peer's, where both ran: above 1 means ours is faster."
+    return "\n\n".join(["## Ratios", intro, _table(header, rows)])
 
 
 def _codec_section(codec: dict[str, Any]) -> str:
@@ -90,7 +103,7 @@ def _codec_section(codec: dict[str, Any]) -> str:
     return "\n\n".join(["## Codec round trip", intro, _table(header, rows)])
 
 
-def _lookup_section(rows: list[dict[str, Any]]) -> str:
+def _lookup_section(rows: list[dict[str, Any]], repeats: int) -> str:
     if not rows:
         return ""
     cells = [
@@ -105,7 +118,7 @@ def _lookup_section(rows: list[dict[str, Any]]) -> str:
     table = _table(["rows", "µs/lookup", "fill s", "size MB"], cells)
     intro = (
         f"`db[i]` for {rows[0]['n_lookups']:,} random `i` on our LMDB store of 2-atom frames "
-        "(best of 3); should stay flat as the store grows."
+        f"(best of {repeats}); should stay flat as the store grows."
     )
     return "\n\n".join(["## Lookup scaling (ours, LMDB)", intro, table])
 
@@ -115,11 +128,19 @@ def _notes_section(notes: dict[str, str]) -> str:
     return "\n".join(["## How each backend is called", "", *lines])
 
 
+def _skipped_section(skipped: dict[str, str]) -> str:
+    if not skipped:
+        return ""
+    lines = [f"- **{name}**: {reason}" for name, reason in skipped.items()]
+    return "\n".join(["## Skipped backends", "", *lines])
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole report as one Markdown document."""
     meta = results["meta"]
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
     commit = meta["git"]
+    repeats = meta.get("repeats", 3)
     if meta.get("git_at_end", commit) != commit:
         commit += f" (src/ changed to {meta['git_at_end']} during the run)"
     head = (
@@ -127,8 +148,9 @@ def render(results: dict[str, Any]) -> str:
         f"{meta['date']} · {meta['platform']} · {meta['cpus']} CPUs · "
         f"Python {meta['python']} · total {results['runtime_seconds']:.0f} s · "
         f"commit {commit}\n\n{versions}\n\n"
-        "Frames per second (higher is better), best of up to 3 repeats, warm page cache. "
-        "Size counts every file the store created (MB = 10^6 bytes). The machine is noisy: "
+        f"Frames per second (higher is better), best of up to {repeats} repeats, warm page cache. "
+        "Size and files count every file the store created, recursively (MB = 10^6 bytes; "
+        "DVC cost grows with the file count). The machine is noisy: "
         "compare rows within one run, not across runs."
     )
     sections = [head, "## Storage"]
@@ -136,7 +158,8 @@ def render(results: dict[str, Any]) -> str:
     sections += [
         _ratios_section(results["datasets"]),
         _codec_section(results["codec"]),
-        _lookup_section(results["lookup_scaling"]),
+        _lookup_section(results["lookup_scaling"], repeats),
         _notes_section(results["notes"]),
+        _skipped_section(results.get("skipped", {})),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"

@@ -38,7 +38,10 @@ from .peers import PEERS
 from .report import render
 
 HERE = Path(__file__).resolve().parent
-PACKAGES = ("asebytes-nodes", "asebytes", "ase", "ase-db-backends", "lmdb", "msgpack", "numpy")
+PACKAGES = (
+    "asebytes-nodes", "asebytes", "ase", "ase-db-backends", "znh5md",
+    "lmdb", "msgpack", "zarr", "h5py", "numpy",
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Config:
     datasets: tuple[tuple[str, Callable[[int], list[Atoms]], int], ...]
     codec_frames: int
     lookup_sizes: tuple[int, ...]
+    repeats: int = 3  # best of up to this many timed runs per figure
 
 
 FULL = Config(
@@ -66,6 +70,7 @@ QUICK = Config(
     datasets=(("ethanol-200", ethanol, 200), ("periodic-200", periodic, 200)),
     codec_frames=200,
     lookup_sizes=(10**3, 10**4, 10**5),
+    repeats=2,
 )
 
 
@@ -84,15 +89,23 @@ def _git_state() -> str:
     return commit + ("+dirty" if _git("status", "--porcelain", "src") else "")
 
 
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def _meta(config: Config) -> dict[str, Any]:
     return {
         "git": _git_state(),
         "mode": config.mode,
+        "repeats": config.repeats,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "cpus": os.cpu_count(),
-        "versions": {name: importlib.metadata.version(name) for name in PACKAGES},
+        "versions": {name: _version(name) for name in PACKAGES},
     }
 
 
@@ -100,6 +113,11 @@ def run(config: Config) -> dict[str, Any]:
     """Every benchmark of ``config``, as one JSON-ready dict."""
     start = time.perf_counter()
     results: dict[str, Any] = {"meta": _meta(config), "datasets": {}}
+    skipped = {cls: reason for cls in PEERS if (reason := cls.skip_reason()) is not None}
+    peers = [cls for cls in PEERS if cls not in skipped]
+    results["skipped"] = {cls.name: reason for cls, reason in skipped.items()}
+    for name, reason in results["skipped"].items():
+        _log(f"skipping {name}: {reason}")
     with tempfile.TemporaryDirectory(prefix="asebytes-nodes-bench-") as tmp:
         workdir = Path(tmp)
         _log("codec round trip")  # first, before the datasets fill the process's heap
@@ -109,10 +127,14 @@ def run(config: Config) -> dict[str, Any]:
             frames = build(n)
             folder = workdir / name
             folder.mkdir()
-            results["datasets"][name] = bench_dataset(frames, PEERS, folder, log=_log)
+            results["datasets"][name] = bench_dataset(
+                frames, peers, folder, repeats=config.repeats, log=_log
+            )
         _log("lookup scaling")
-        results["lookup_scaling"] = bench_lookup(config.lookup_sizes, workdir, log=_log)
-    results["notes"] = {cls.name: cls.note for cls in PEERS}
+        results["lookup_scaling"] = bench_lookup(
+            config.lookup_sizes, workdir, repeats=config.repeats, log=_log
+        )
+    results["notes"] = {cls.name: cls.note for cls in peers}
     results["meta"]["git_at_end"] = _git_state()  # src/ may change while a long run goes on
     results["runtime_seconds"] = time.perf_counter() - start
     return results
