@@ -17,8 +17,9 @@ Pieces
   credentials (profiles, config files, instance metadata) and any proxy for
   127.0.0.1, only while the context is open; the previous environment is restored.
 * :class:`S3Server` runs moto's server app in a daemon thread (what
-  ``moto.server.ThreadedMotoServer`` does, plus bounded waits and one ``Server``
-  header per response, see below), makes buckets and hands out s3fs options.
+  ``moto.server.ThreadedMotoServer`` does, plus bounded waits, one ``Server``
+  header per response and no per-request log lines, see below), makes buckets and
+  hands out s3fs options.
 * :func:`s3_bucket` combines both and yields ``(url_prefix, storage_options)``.
 
 Why not ``ThreadedMotoServer`` itself
@@ -28,8 +29,9 @@ werkzeug's), and aiohttp >= 3.14 (used by s3fs through aiobotocore) refuses such
 response: ``Duplicate 'Server' header found`` (getmoto/moto#9930,
 aio-libs/aiohttp#12297). The same app, handler and ``make_server`` call as
 ``ThreadedMotoServer`` are used here, with a tiny WSGI wrapper dropping moto's copy.
-``ThreadedMotoServer.start`` also waits without a timeout and ``stop`` joins without
-one; here every wait is bounded.
+``ThreadedMotoServer.start`` also waits without a timeout (forever if binding the
+port fails in its thread) and ``stop`` joins without one; here the port is bound
+before the thread starts and every wait is bounded.
 
 This module imports only the standard library at import time (moto, werkzeug and
 boto3 are imported when a server starts), so collecting it never needs them.
@@ -41,6 +43,7 @@ import contextlib
 import copy
 import os
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -51,7 +54,7 @@ __all__ = ["ACCESS_KEY", "REGION", "SECRET_KEY", "S3Server", "aws_test_env", "s3
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 REGION = "us-east-1"
-START_TIMEOUT = 10.0  # seconds to wait for the listening socket
+START_TIMEOUT = 10.0  # seconds to wait for the first answer
 STOP_TIMEOUT = 10.0  # seconds to wait for the serving thread to end
 CLIENT_CONNECT_TIMEOUT = 5  # botocore connect_timeout for every client made here
 CLIENT_READ_TIMEOUT = 30  # botocore read_timeout
@@ -115,19 +118,27 @@ def _one_server_header(app: Callable[..., Iterable[bytes]]) -> Callable[..., Ite
     return wrapped
 
 
+def _no_log(self: Any, *args: Any) -> None:
+    """``log_request`` that logs nothing (errors are still logged by werkzeug)."""
+
+
 class S3Server:
     """moto's S3 (and every other moto service) on ``host:port`` in a daemon thread.
 
     ``port=0`` lets the OS pick a free port; read it back from :attr:`port`. Use as a
-    context manager, or call :meth:`start` and :meth:`stop`.
+    context manager, or call :meth:`start` and :meth:`stop`. Requests are logged (logger
+    ``werkzeug``, INFO) only with ``log_requests=True`` or ``S3SERVER_LOG_REQUESTS=1``.
 
     Moto keeps its data in memory, global to the process: two servers in one process
     see the same buckets, and the data lives until the process ends. Hence a fresh
     bucket name per test (:meth:`create_bucket` with no name).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_requests: bool | None = None) -> None:
         self.host = host
+        if log_requests is None:
+            log_requests = os.environ.get("S3SERVER_LOG_REQUESTS", "") not in ("", "0")
+        self.log_requests = log_requests
         self._requested_port = port
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -140,10 +151,11 @@ class S3Server:
         from werkzeug.serving import make_server
 
         app = _one_server_header(DomainDispatcherApplication(create_backend_app))
+        handler = MotoRequestHandler
+        if not self.log_requests:  # one INFO line per request floods a failing test's report
+            handler = type("QuietMotoRequestHandler", (MotoRequestHandler,), {"log_request": _no_log})
         # Bind in this thread: a busy port raises here instead of in the thread.
-        server = make_server(
-            self.host, self._requested_port, app, threaded=True, request_handler=MotoRequestHandler
-        )
+        server = make_server(self.host, self._requested_port, app, threaded=True, request_handler=handler)
         thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="moto-s3", daemon=True
         )
@@ -153,8 +165,6 @@ class S3Server:
         return self
 
     def _wait_until_ready(self) -> None:
-        import time
-
         deadline = time.monotonic() + START_TIMEOUT
         last: Exception | None = None
         while time.monotonic() < deadline:
