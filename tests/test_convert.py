@@ -62,8 +62,8 @@ def test_live_calculator_results_are_kept() -> None:
     assert loaded.get_potential_energy() == energy
 
 
-def test_roundtrip_faster_than_ase_jsonio_smoke() -> None:
-    """Not timed: the ratio is measured in benchmarks/; this only checks the API used there."""
+def test_round_trip_agrees_with_ase_jsonio() -> None:
+    """Both round trips used in the benchmark give the same structure (speed is measured there)."""
     from ase.io.jsonio import decode, encode
 
     atoms = make_frames("ethanol")[0]
