@@ -8,7 +8,12 @@
 4. a file extension registered by exactly one backend picks that backend;
 5. an extension shared by several backends (``.h5``) is decided by each backend's
    content sniffer on an existing file, else the first one registered for it;
-6. anything else is an error that lists what is registered.
+6. an existing file with an unregistered extension goes to the first *fallback*
+   backend whose sniffer accepts it (ASE's reader, for every format ``ase.io`` knows);
+7. anything else is an error that lists what is registered.
+
+Objects that are not paths (a ``datasets.Dataset``, say) go to the first backend
+whose ``accepts(obj)`` predicate says yes.
 
 Third-party backends register through the ``asebytes_nodes.backends`` entry-point
 group: the entry point names a :class:`BackendEntry` or a backend class with
@@ -50,7 +55,10 @@ class BackendEntry:
 
     ``target`` is ``"module:Class"`` (imported on first use) or the class itself;
     ``extra`` names the ``pip install "asebytes-nodes[extra]"`` that provides it;
-    ``sniff(path) -> bool`` decides ambiguous extensions by looking inside a file.
+    ``sniff(path) -> bool`` decides ambiguous extensions by looking inside a file;
+    ``fallback`` offers the backend, through its sniffer, for files no extension claims;
+    ``accepts(obj) -> bool`` claims in-memory objects passed instead of a path.
+    ``sniff`` and ``accepts`` may be ``"module:function"`` strings, imported on first use.
     """
 
     name: str
@@ -58,7 +66,9 @@ class BackendEntry:
     extensions: tuple[str, ...] = ()
     schemes: tuple[str, ...] = ()
     extra: str | None = None
-    sniff: Callable[[Path], bool] | None = field(default=None, compare=False)
+    sniff: Callable[[Path], bool] | str | None = field(default=None, compare=False)
+    fallback: bool = False
+    accepts: Callable[[Any], bool] | str | None = field(default=None, compare=False)
 
     def load(self) -> type[ReadableBackend]:
         """Import and return the backend class."""
@@ -76,7 +86,28 @@ class BackendEntry:
             ) from exc
         return getattr(module, attr)
 
+    def sniffs(self, path: Path) -> bool:
+        """Does this backend recognise the content of the existing file ``path``?"""
+        return _call_hook(self.sniff, path)
 
+    def takes(self, obj: Any) -> bool:
+        """Does this backend open the in-memory object ``obj``?"""
+        return _call_hook(self.accepts, obj)
+
+
+def _call_hook(hook: Callable[[Any], bool] | str | None, arg: Any) -> bool:
+    if hook is None:
+        return False
+    if isinstance(hook, str):
+        module_name, _, attr = hook.partition(":")
+        try:
+            hook = getattr(importlib.import_module(module_name), attr)
+        except ImportError:  # its extra is not installed: it cannot claim anything
+            return False
+    return bool(hook(arg))  # type: ignore[operator]
+
+
+_B = "asebytes_nodes.backends."
 _BUILTIN = (
     BackendEntry("lmdb", "asebytes_nodes.backends._lmdb:LMDBBackend", (".lmdb",), ("lmdb",), "lmdb"),
     BackendEntry("memory", "asebytes_nodes.backends._memory:MemoryBackend", (), ("memory",)),
@@ -86,6 +117,34 @@ _BUILTIN = (
         (".zarr",),
         ("s3", "gs", "gcs", "az", "abfs"),
         "zarr",
+    ),
+    # .h5 is shared: an existing file is sniffed (an /h5md group, or MDTraj's "Pande"
+    # conventions); a new .h5 file is H5MD, the first one listed.
+    BackendEntry(
+        "h5md",
+        _B + "_h5md:H5MDBackend",
+        (".h5", ".h5md", ".hdf5"),
+        (),
+        "h5md",
+        sniff=_B + "_h5md:sniff",
+    ),
+    BackendEntry("mdtraj", _B + "_mdtraj:MDTrajBackend", (".h5",), (), "h5md", sniff=_B + "_mdtraj:sniff"),
+    BackendEntry(
+        "ase",
+        _B + "_asefile:ASEFileBackend",
+        (".xyz", ".extxyz", ".traj"),
+        (),
+        None,
+        sniff=_B + "_asefile:sniff",
+        fallback=True,
+    ),
+    BackendEntry(
+        "hf",
+        _B + "_hf:HFBackend",
+        (),
+        ("hf", "colabfit", "optimade"),
+        "hf",
+        accepts=_B + "_hf:accepts",
     ),
 )
 
@@ -171,13 +230,17 @@ def resolve_backend(target: str | os.PathLike[str], backend: str | None = None) 
     if matches:
         if path.exists():
             for entry in matches:
-                if entry.sniff is not None and entry.sniff(path):
+                if entry.sniffs(path):
                     return entry
             raise BackendNotFoundError(
                 f"{path}: none of the backends for {suffix!r} files "
                 f"({', '.join(e.name for e in matches)}) recognises its content; pass backend=..."
             )
         return matches[0]
+    if path.is_file():
+        for entry in _TABLE.values():
+            if entry.fallback and entry.sniffs(path):
+                return entry
     raise BackendNotFoundError(
         f"{text!r}: no backend for the extension {suffix or '(none)'!r}; use a registered "
         f"extension or URI scheme, or pass backend=... Registered: {_describe()}"
@@ -206,6 +269,10 @@ def open_backend(
     if target is None:
         target = "memory://"
     if not isinstance(target, (str, os.PathLike)):
+        _load_plugins()
+        for entry in _TABLE.values():
+            if entry.takes(target):
+                return entry.load()(target, readonly=readonly, **options)  # type: ignore[call-arg]
         raise TypeError(
             f"cannot open a store from {type(target).__name__}; pass a path, a URI or a backend instance"
         )
