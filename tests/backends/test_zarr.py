@@ -16,21 +16,71 @@ from asebytes_nodes.testing.frames import make_frames  # noqa: E402
 
 
 class ZarrStore(StoreFactory):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cache_bytes: int = 64 << 20) -> None:
         self.path = path
+        self.cache_bytes = cache_bytes
 
     def seed(self, frames: list[Atoms]) -> None:
         with ASEIO(self.path) as db:
             db.extend(frames)
 
     def open(self, readonly: bool = False) -> ZarrBackend:
-        return ZarrBackend(self.path, readonly=readonly)
+        return ZarrBackend(self.path, readonly=readonly, cache_bytes=self.cache_bytes)
 
 
 class TestZarrContract(WritableContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> StoreFactory:
         return ZarrStore(tmp_path / "frames.zarr")
+
+
+class TestZarrContractUncached(WritableContract):
+    """The same contract with the decoded-column cache off: every read goes to zarr."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> StoreFactory:
+        return ZarrStore(tmp_path / "frames.zarr", cache_bytes=0)
+
+
+def test_cached_reader_sees_in_place_updates_by_another_handle(tmp_path: Path) -> None:
+    path = tmp_path / "u.zarr"
+    frames = make_frames("ethanol")
+    ASEIO(path).extend(frames)
+    reader, writer = ASEIO(path, readonly=True), ASEIO(path)
+    before = reader["calc.energy"].to_numpy()
+    positions = reader[2].positions
+    writer.update(2, calc={"energy": -1.0})
+    writer[3] = frames[0]  # same length: only the generation in the record tells
+    after = reader["calc.energy"].to_numpy()
+    assert after[2] == -1.0 and after[3] == before[0]
+    np.testing.assert_array_equal(reader[3].positions, frames[0].positions)
+    np.testing.assert_array_equal(reader[2].positions, positions)
+
+
+def test_values_never_share_memory_with_the_cache(tmp_path: Path) -> None:
+    path = tmp_path / "m.zarr"
+    frames = make_frames("periodic_variable_n")
+    ASEIO(path).extend(frames)
+    db = ASEIO(path, readonly=True)
+    first = db[1]
+    first.positions[:] = 0.0
+    energies = db["calc.energy"].to_numpy()
+    energies[:] = 0.0
+    ragged = db["arrays.positions"].to_ragged()
+    ragged.values[:] = 0.0
+    np.testing.assert_array_equal(db[1].positions, frames[1].positions)
+    np.testing.assert_array_equal(db["calc.energy"].to_numpy(), [a.get_potential_energy() for a in frames])
+    again = db["arrays.positions"].to_ragged().values
+    np.testing.assert_array_equal(again[: len(frames[0])], frames[0].positions)
+
+
+def test_cache_stays_within_its_budget(tmp_path: Path) -> None:
+    path = tmp_path / "b.zarr"
+    ASEIO(path).extend(make_frames("periodic_variable_n") * 20)
+    backend = ZarrBackend(path, readonly=True, cache_bytes=4096)
+    db = ASEIO(backend)
+    db[:].to_list()
+    assert 0 < sum(a.nbytes for a in backend._cache.values()) <= 4096
 
 
 def test_ragged_without_padding(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ On-disk layout (version 1)
 --------------------------
 A Zarr v3 group. Its attribute ``asebytes_nodes`` holds::
 
-    {"format": "asebytes_nodes.zarr", "version": 1,
+    {"format": "asebytes_nodes.zarr", "version": 1, "generation": commits so far,
      "length": committed frames, "atoms": committed atoms,
      "columns": {key: {"id": "c3", "kind": ..., "dtype": ..., "shape": [...],
                        "type": ..., "count": frames carrying it, "nbytes": ...}}}
@@ -28,16 +28,26 @@ An ``extend`` writes its data past the committed length and commits ``length``
 (with the column table) last, in the group's metadata: a writer killed mid-way
 leaves a store that opens with the earlier frames. Data past ``length`` is ignored
 and overwritten by the next ``extend``. Replacing rows (``db[i] = atoms``, ``update``)
-writes in place.
+writes in place. Every commit bumps ``generation``, so a reader that sees the same
+record knows nothing was written since (local stores re-read ``zarr.json`` directly
+before each read, a few tens of microseconds).
+
+Reading keeps a decoded copy of whole columns, up to ``cache_bytes`` (64 MiB) per
+handle, least recently used first out: zarr v3 costs a fixed ~0.5-1 ms per array read,
+which would otherwise dominate column reads and random access on small stores. The
+cache is dropped whenever the record changes; values returned are always fresh copies.
 
 Version history
 ---------------
-1. First layout (asebytes-nodes 0.1).
+1. First layout (asebytes-nodes 0.1). ``generation`` was added later within version 1
+   (a record without it reads as generation 0).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -94,6 +104,8 @@ class ZarrBackend(WritableBackend):
         Rows per chunk and per shard (frames for per-frame columns, atoms for per-atom
         ones are scaled by the mean atom count). Default: about ``chunk_bytes`` (64 KiB)
         per chunk and ``shard_bytes`` (32 MiB) per shard.
+    cache_bytes
+        Decoded columns kept in memory by this handle for repeated reads; 0 turns it off.
     """
 
     name: ClassVar[str] = "zarr"
@@ -114,8 +126,10 @@ class ZarrBackend(WritableBackend):
         shard_frames: int | None = None,
         chunk_bytes: int = 64 << 10,
         shard_bytes: int = 32 << 20,
+        cache_bytes: int = 64 << 20,
     ) -> None:
         self._target = os.fspath(target)
+        self._cache_limit = cache_bytes
         self._remote = "://" in self._target
         self.readonly = readonly
         self._storage_options = storage_options
@@ -134,6 +148,7 @@ class ZarrBackend(WritableBackend):
     def _open(self) -> None:
         self._arrays: dict[str, Any] = {}
         self._offsets: np.ndarray | None = None
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
         if not self._remote and self.readonly and not Path(self._target).exists():
             raise StoreNotFoundError(f"{self._target}: no such Zarr store (opened read-only)")
@@ -162,12 +177,20 @@ class ZarrBackend(WritableBackend):
         self._meta: dict[str, Any] = meta
 
     def _refresh(self) -> None:
-        """Re-read the committed metadata (another process may have appended)."""
+        """Re-read the committed metadata (another process may have written)."""
+        if not self._remote:
+            try:  # the group's own record, without zarr's per-call overhead
+                record = json.loads((Path(self._target) / "zarr.json").read_bytes())
+                if record.get("attributes", {}).get(_ATTR) == self._meta:
+                    return
+            except (OSError, ValueError):
+                pass  # let zarr report what is wrong
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
         group = zarr.open_group(self._target, mode="r" if self.readonly else "a", **kwargs)
         meta: Any = group.attrs.asdict().get(_ATTR, self._meta)
         if meta != self._meta:
             self._group, self._meta, self._arrays, self._offsets = group, meta, {}, None
+            self._cache.clear()
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -175,6 +198,7 @@ class ZarrBackend(WritableBackend):
             "readonly": self.readonly,
             "storage_options": self._storage_options,
             "layout": self._layout,
+            "cache_bytes": self._cache_limit,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -182,6 +206,7 @@ class ZarrBackend(WritableBackend):
             state["target"],
             readonly=state["readonly"],
             storage_options=state["storage_options"],
+            cache_bytes=state["cache_bytes"],
             **state["layout"],
         )
 
@@ -200,14 +225,66 @@ class ZarrBackend(WritableBackend):
         """Cumulative atom counts of the committed frames (length + 1 entries)."""
         n = self._meta["length"]
         if self._offsets is None or len(self._offsets) != n + 1:
-            counts = self._array("n_atoms")[:n] if n else np.zeros(0, np.int64)
+            counts = self._slab("n_atoms", n, 0, n)
             self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
         return self._offsets
 
     def _byte_offsets(self, spec: dict[str, Any]) -> np.ndarray:
         n = self._meta["length"]
-        sizes = self._array(spec["id"] + "/sizes")[:n] if n else np.zeros(0, np.int64)
+        sizes = self._slab(spec["id"] + "/sizes", n, 0, n)
         return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+
+    def _cached(self, name: str, extent: int) -> np.ndarray | None:
+        """The first ``extent`` rows of array ``name``, decoded, if they fit in the cache."""
+        hit = self._cache.get(name)
+        if hit is not None and len(hit) == extent:
+            self._cache.move_to_end(name)
+            return hit
+        arr = self._array(name)
+        nbytes = extent * arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+        if nbytes > self._cache_limit:
+            return None
+        hit = self._cache[name] = arr[:extent] if extent else np.zeros((0, *arr.shape[1:]), arr.dtype)
+        held = sum(a.nbytes for a in self._cache.values())
+        while held > self._cache_limit:
+            held -= self._cache.popitem(last=False)[1].nbytes
+        return hit
+
+    def _slab(self, name: str, extent: int, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` of array ``name`` (committed rows: ``extent``) as a private copy."""
+        cached = self._cached(name, extent)
+        if cached is not None:
+            return cached[lo:hi].copy()
+        arr = self._array(name)
+        return arr[lo:hi] if hi > lo else np.zeros((0, *arr.shape[1:]), arr.dtype)
+
+    def _take(self, name: str, extent: int, frames: np.ndarray) -> np.ndarray:
+        """Rows ``frames`` (sorted, unique) of array ``name``: a private copy."""
+        lo, hi = int(frames[0]), int(frames[-1]) + 1
+        cached = self._cached(name, extent)
+        if cached is not None:
+            return cached[lo:hi].copy() if hi - lo == len(frames) else cached[frames]
+        arr = self._array(name)
+        row_bytes = arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+        if (hi - lo) * row_bytes <= _SLAB_BYTES or hi - lo <= 2 * len(frames):
+            slab = arr[lo:hi]
+            return slab if hi - lo == len(frames) else slab[frames - lo]
+        return arr.oindex[frames]
+
+    def _take_ragged(self, name: str, offsets: np.ndarray, frames: np.ndarray) -> list[np.ndarray]:
+        """Per-frame pieces of a ragged (concatenated) array for sorted unique ``frames``."""
+        starts, stops = offsets[frames], offsets[frames + 1]
+        cached = self._cached(name, int(offsets[-1]))
+        if cached is not None:  # gather only the wanted rows, in one fancy-indexed copy
+            lengths = stops - starts
+            bounds = np.concatenate([[0], np.cumsum(lengths)])
+            rows = np.arange(bounds[-1]) + np.repeat(starts - bounds[:-1], lengths)
+            slab, starts, stops = cached[rows], bounds[:-1], bounds[1:]
+        else:
+            lo = int(starts[0])
+            slab = self._slab(name, int(offsets[-1]), lo, int(stops[-1]))
+            starts, stops = starts - lo, stops - lo
+        return [slab[a:b] for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
 
     def _rows_per_chunk(self, row_bytes: int, scale: float = 1.0) -> tuple[int, int]:
         layout = self._layout
@@ -262,7 +339,8 @@ class ZarrBackend(WritableBackend):
         return [
             k
             for k, spec in self._meta["columns"].items()
-            if spec["count"] and bool(self._array(spec["id"] + "/present")[index])
+            if spec["count"]
+            and bool(self._slab(spec["id"] + "/present", self._meta["length"], index, index + 1)[0])
         ]
 
     def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
@@ -305,29 +383,29 @@ class ZarrBackend(WritableBackend):
         values, present = self._read_values(spec, frames)
         if spec["kind"] == "frame" and present.all():
             return np.asarray(values)[where]  # one stacked array, no per-frame objects
+        if len(frames) == len(idx) and present.all() and (where == np.arange(len(idx))).all():
+            return values
         out = [values[j] if present[j] else MISSING for j in where.tolist()]
         return out
 
     def _read_values(self, spec: dict[str, Any], frames: np.ndarray) -> tuple[Any, np.ndarray]:
         """Values of one column at sorted unique ``frames``, and which frames carry it."""
-        base = spec["id"]
+        base, length = spec["id"], self._meta["length"]
         n = len(frames)
         present = (
-            np.ones(n, bool)
-            if spec["count"] == self._meta["length"]
-            else _take(self._array(base + "/present"), frames, 1)
+            np.ones(n, bool) if spec["count"] == length else self._take(base + "/present", length, frames)
         )
         kind = spec["kind"]
         if kind == "scalar":
-            values = _take(self._array(base + "/values"), frames, 8)
+            values = self._take(base + "/values", length, frames)
             return (values.tolist() if spec["type"] in ("f", "i", "b") else list(values)), present
         if kind == "frame":
-            return _take(self._array(base + "/values"), frames, 8 * int(np.prod(spec["shape"]))), present
+            return self._take(base + "/values", length, frames), present
         if kind == "atom":
             offsets = self._atom_offsets()
-            return _take_ragged(self._array(base + "/values"), offsets, frames), present
+            return self._take_ragged(base + "/values", offsets, frames), present
         offsets = self._byte_offsets(spec)
-        blobs = _take_ragged(self._array(base + "/values"), offsets, frames)
+        blobs = self._take_ragged(base + "/values", offsets, frames)
         return [
             decode_value(b.tobytes()) if p else None for b, p in zip(blobs, present, strict=True)
         ], present
@@ -411,10 +489,11 @@ class ZarrBackend(WritableBackend):
 
     def _commit(self, **changes: Any) -> None:
         """Publish new metadata: the one write that makes appended data visible."""
-        meta = {**self._meta, **changes}
+        meta = {**self._meta, **changes, "generation": int(self._meta.get("generation", 0)) + 1}
         self._group.attrs[_ATTR] = meta
         self._meta = meta
         self._offsets = None
+        self._cache.clear()
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
@@ -616,20 +695,3 @@ def _conflict(key: str, spec: dict[str, Any], got: str) -> InvalidDataError:
         f"column {key!r} stores {stored}, but got {got}; nothing was written. Convert the value "
         "to the stored type, or use another key"
     )
-
-
-def _take(arr: Any, frames: np.ndarray, row_bytes: int) -> np.ndarray:
-    """Rows ``frames`` (sorted, unique) of a zarr array: one slab read when that is cheap."""
-    lo, hi = int(frames[0]), int(frames[-1]) + 1
-    if (hi - lo) * row_bytes <= _SLAB_BYTES or hi - lo <= 2 * len(frames):
-        slab = arr[lo:hi]
-        return slab if hi - lo == len(frames) else slab[frames - lo]
-    return arr.oindex[frames]
-
-
-def _take_ragged(arr: Any, offsets: np.ndarray, frames: np.ndarray) -> list[np.ndarray]:
-    """Per-frame slices of a ragged (concatenated) array for sorted unique ``frames``."""
-    lo, hi = int(offsets[frames[0]]), int(offsets[frames[-1] + 1])
-    starts, stops = offsets[frames] - lo, offsets[frames + 1] - lo
-    slab = arr[lo:hi] if hi > lo else arr[0:0]
-    return [slab[a:b] for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
