@@ -112,3 +112,17 @@ def test_newer_format_version_is_refused(tmp_path: Path) -> None:
     group.attrs["asebytes_nodes"] = {**meta, "version": 99}
     with pytest.raises(FormatVersionError, match="version 99"):
         ASEIO(path)
+
+
+def test_check_reports_a_record_that_disagrees_with_the_arrays(tmp_path: Path) -> None:
+    path = tmp_path / "k.zarr"
+    ASEIO(path).extend(make_frames("ethanol"))
+    assert ZarrBackend(path, readonly=True).check() == []
+    group = zarr.open_group(str(path), mode="a")
+    meta = dict(group.attrs["asebytes_nodes"])
+    meta["atoms"] += 1
+    meta["columns"]["calc.energy"]["count"] = 3
+    group.attrs["asebytes_nodes"] = meta
+    problems = ZarrBackend(path, readonly=True).check()
+    assert any("n_atoms" in p and "record says" in p for p in problems)
+    assert any("'calc.energy'" in p and "4 frames flagged, record says 3" in p for p in problems)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ReadOnlyError, UnsupportedOperationError
+from ..errors import FormatVersionError, ReadOnlyError, StoreCorruptedError, UnsupportedOperationError
 
 __all__ = [
     "MISSING",
@@ -26,6 +26,7 @@ __all__ = [
     "ColumnInfo",
     "ReadableBackend",
     "WritableBackend",
+    "check_format_record",
 ]
 
 READ_ONLY_MESSAGE = "the store is read-only: open it with readonly=False to modify it"
@@ -138,6 +139,50 @@ class ReadableBackend(ABC):
                 remaining.discard(key)
         return {k: result[k] for k in sorted(result)}
 
+    def key_counts(self) -> dict[str, int]:
+        """How many rows carry each key, sorted by key. The default reads every row's key list."""
+        counts: dict[str, int] = {}
+        for i in range(len(self)):
+            for key in self.columns(i):
+                counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def format_info(self) -> dict[str, Any]:
+        """What the store says about itself: format name and layout version, where it has them."""
+        return {}
+
+    def check(self) -> list[str]:
+        """Problems found by reading every row and checking it, each naming its row.
+
+        Backends extend this with checks of their own layout (lengths, offsets, schema).
+        """
+        from ..validation import validate_row
+
+        problems: list[str] = []
+        n = len(self)
+        for start in range(0, n, self.read_batch_size):
+            batch = np.arange(start, min(start + self.read_batch_size, n))
+            rows: list[dict[str, Any] | None]
+            try:
+                rows = list(self.read_rows(batch))
+            except Exception:  # find the rows that fail, one by one
+                rows = []
+                for i in batch.tolist():
+                    try:
+                        rows.append(self.read_row(i))
+                    except Exception as exc:
+                        problems.append(f"row {i}: cannot be read ({type(exc).__name__}: {exc})")
+                        rows.append(None)
+            for i, row in zip(batch.tolist(), rows, strict=True):
+                if row is None:
+                    continue
+                numbers = row.get("arrays.numbers")
+                try:
+                    validate_row(row, n_atoms=None if numbers is None else len(numbers), where=f"row {i}")
+                except Exception as exc:
+                    problems.append(str(exc))
+        return problems
+
     def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Release files and handles; the default has nothing to release."""
 
@@ -223,6 +268,17 @@ def describe_value(key: str, value: Any, n_atoms: int) -> ColumnInfo:
     if per_atom and shape:
         shape = (-1, *shape[1:])
     return ColumnInfo(dtype=str(arr.dtype), shape=shape, per_atom=per_atom)
+
+
+def check_format_record(where: str, record: Any, name: str, version: int, layout: str) -> None:
+    """Refuse a store whose format record names another format or a newer layout version."""
+    if not isinstance(record, dict) or record.get("format") != name:
+        raise StoreCorruptedError(f"{where}: unknown format record {record!r}")
+    if int(record.get("version", 0)) > version:
+        raise FormatVersionError(
+            f"{where}: written with {layout} layout version {record['version']}, but this "
+            f"asebytes-nodes reads up to version {version}; upgrade asebytes-nodes"
+        )
 
 
 def path_of(target: str | Path) -> Path:

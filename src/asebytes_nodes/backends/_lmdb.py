@@ -59,12 +59,11 @@ from ..codec import (
     type_code_dtype,
 )
 from ..errors import (
-    FormatVersionError,
     MissingExtraError,
     StoreCorruptedError,
     StoreNotFoundError,
 )
-from ._base import MISSING, WritableBackend
+from ._base import MISSING, WritableBackend, check_format_record
 
 try:
     import lmdb
@@ -246,13 +245,7 @@ class LMDBBackend(WritableBackend):
                     txn.put(_META_LENGTH, _U64.pack(0))
                     txn.put(_META_KEYS, encode_value({}))
             return
-        if not isinstance(fmt, dict) or fmt.get("format") != FORMAT_NAME:
-            raise StoreCorruptedError(f"{self._path}: unknown format record {fmt!r}")
-        if int(fmt.get("version", 0)) > FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{self._path}: written with LMDB layout version {fmt['version']}, but this "
-                f"asebytes-nodes reads up to version {FORMAT_VERSION}; upgrade asebytes-nodes"
-            )
+        check_format_record(str(self._path), fmt, FORMAT_NAME, FORMAT_VERSION, "LMDB")
 
     @property
     def _env(self) -> Any:
@@ -364,6 +357,15 @@ class LMDBBackend(WritableBackend):
     def keys(self) -> list[str]:
         with self._txn() as txn:
             return sorted(self._key_counts(txn))
+
+    def key_counts(self) -> dict[str, int]:
+        with self._txn() as txn:
+            return dict(sorted(self._key_counts(txn).items()))
+
+    def format_info(self) -> dict[str, Any]:
+        with self._txn() as txn:
+            raw = txn.get(_META_FORMAT)
+        return dict(decode_value(bytes(raw))) if raw is not None else {}
 
     @staticmethod
     def _key_counts(txn: Any) -> dict[str, int]:

@@ -57,14 +57,13 @@ import numpy as np
 from ..codec import decode_value, encode_value, scalar_type_code, type_code_dtype
 from ..convert import copy_row
 from ..errors import (
-    FormatVersionError,
     InvalidDataError,
     MissingExtraError,
     StoreCorruptedError,
     StoreNotFoundError,
 )
 from ..validation import PER_ATOM_CALC
-from ._base import MISSING, ColumnInfo, WritableBackend
+from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record
 
 try:
     import zarr
@@ -167,13 +166,8 @@ class ZarrBackend(WritableBackend):
             meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
             if not self.readonly:
                 self._group.attrs[_ATTR] = meta
-        elif meta.get("format") != FORMAT_NAME:
-            raise StoreCorruptedError(f"{self._target}: unknown format record {meta.get('format')!r}")
-        elif int(meta.get("version", 0)) > FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{self._target}: written with Zarr layout version {meta['version']}, but this "
-                f"asebytes-nodes reads up to version {FORMAT_VERSION}; upgrade asebytes-nodes"
-            )
+        else:
+            check_format_record(self._target, meta, FORMAT_NAME, FORMAT_VERSION, "Zarr")
         self._meta: dict[str, Any] = meta
 
     def _refresh(self) -> None:
@@ -321,6 +315,43 @@ class ZarrBackend(WritableBackend):
 
     def keys(self) -> list[str]:
         return sorted(k for k, spec in self._meta["columns"].items() if spec["count"] > 0)
+
+    def key_counts(self) -> dict[str, int]:
+        return {k: int(self._meta["columns"][k]["count"]) for k in self.keys()}
+
+    def format_info(self) -> dict[str, Any]:
+        return {k: self._meta[k] for k in ("format", "version", "generation") if k in self._meta}
+
+    def check(self) -> list[str]:
+        """The layout's own invariants (array lengths, counts, offsets), then every row."""
+        self._refresh()
+        n, atoms, where = self._meta["length"], self._meta["atoms"], self._target
+        problems = []
+
+        def short(name: str, extent: int) -> bool:
+            if name not in self._group:
+                problems.append(f"{where}/{name}: array missing")
+                return True
+            if self._array(name).shape[0] < extent:
+                problems.append(f"{where}/{name}: {self._array(name).shape[0]} rows, needs {extent}")
+                return True
+            return False
+
+        if not short("n_atoms", n) and int(self._slab("n_atoms", n, 0, n).sum()) != atoms:
+            problems.append(f"{where}/n_atoms: sums to {int(self._atom_offsets()[-1])}, record says {atoms}")
+        for key, spec in self._meta["columns"].items():
+            base = f"{spec['id']}/"
+            if not short(base + "present", n):
+                carried = int(self._slab(base + "present", n, 0, n).sum())
+                if carried != spec["count"]:
+                    problems.append(f"column {key!r}: {carried} frames flagged, record says {spec['count']}")
+            if spec["kind"] == "object":
+                if not short(base + "sizes", n) and int(self._byte_offsets(spec)[-1]) != spec["nbytes"]:
+                    problems.append(f"column {key!r}: value sizes do not add up to {spec['nbytes']} bytes")
+                short(base + "values", spec["nbytes"])
+            else:
+                short(base + "values", atoms if spec["kind"] == "atom" else n)
+        return problems or super().check()
 
     def schema(self) -> dict[str, ColumnInfo]:
         out = {}

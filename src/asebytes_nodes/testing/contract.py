@@ -208,6 +208,17 @@ class ReadableContract:
         assert schema["calc.stress"].shape == (6,) and not schema["calc.stress"].per_atom
         assert schema["arrays.positions"].dtype == "float64"
 
+    def test_key_counts_format_and_check(self, store: StoreFactory) -> None:
+        frames = make_frames("keys_on_some_frames")
+        db = self.reopen(store, frames)
+        expected: dict[str, int] = {}
+        for atoms in frames:
+            for key in atoms_to_dict(atoms):
+                expected[key] = expected.get(key, 0) + 1
+        assert db.backend.key_counts() == dict(sorted(expected.items()))
+        assert isinstance(db.backend.format_info(), dict)
+        assert db.backend.check() == []
+
     def test_returned_frames_are_independent(self, store: StoreFactory) -> None:
         frames = make_frames("ethanol")
         db = self.reopen(store, frames)
