@@ -1,0 +1,386 @@
+"""The ``asebytes-nodes`` command: look into, convert, check and benchmark stores of frames.
+
+Every subcommand takes paths or URIs that :class:`~asebytes_nodes.ASEIO` opens. Errors
+print one line naming the file and the problem and exit with status 1 (2 for usage
+errors); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+PROG = "asebytes-nodes"
+
+# Backend options offered on the command line: flag -> (option name, type, help).
+_WRITE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
+    ("--compressor", "compressor", str, "Zarr: lz4 (default), zstd, lz4hc, zlib, blosclz, gzip or none"),
+    ("--clevel", "clevel", int, "Zarr: compression level"),
+    ("--chunk-frames", "chunk_frames", int, "Zarr: frames per chunk (default: about 64 KiB per chunk)"),
+    ("--shard-frames", "shard_frames", int, "Zarr: frames per shard file (default: about 32 MiB)"),
+    ("--author-name", "author_name", str, "H5MD: author recorded in the file"),
+    ("--author-email", "author_email", str, "H5MD: author's e-mail"),
+    ("--compression", "compression", str, "H5MD: gzip, lzf or none"),
+    ("--particles-group", "particles_group", str, "H5MD: particles group to write"),
+)
+
+
+def _open(target: str, backend: str | None = None, **options: Any) -> Any:
+    from .io import ASEIO
+
+    return ASEIO(target, backend=backend, readonly=True, **options)
+
+
+# -- info ----------------------------------------------------------------------------------------
+def _size_on_disk(target: str) -> tuple[int, int] | None:
+    """(bytes, files) of a local store, or None for URIs and in-memory stores."""
+    if "://" in target:
+        return None
+    path = Path(target).expanduser()
+    if path.is_file():
+        return path.stat().st_size, 1
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files), len(files)
+
+
+def _scan(db: Any, chunk: int = 100_000) -> dict[str, Any]:
+    """Atom counts, elements, pbc patterns and cell volumes, read column by column in chunks."""
+    import numpy as np
+
+    counts: list[np.ndarray] = []
+    elements: set[int] = set()
+    pbc: dict[str, int] = {}
+    volumes: list[np.ndarray] = []
+    keys = set(db.columns)
+    for start in range(0, len(db), chunk):
+        rows = db[start : start + chunk]
+        if "arrays.numbers" in keys:
+            ragged = rows["arrays.numbers"].to_ragged()
+            counts.append(np.diff(ragged.offsets))
+            elements.update(np.unique(ragged.values).tolist())
+        if "pbc" in keys:
+            for value in rows["pbc"].to_list():
+                label = "none" if value is None else " ".join("T" if p else "F" for p in value)
+                pbc[label] = pbc.get(label, 0) + 1
+        if "cell" in keys:
+            cells = [c for c in rows["cell"].to_list() if c is not None]
+            if cells:
+                det = np.abs(np.linalg.det(np.asarray(cells, dtype=float)))
+                volumes.append(det[det > 0])
+    n = np.concatenate(counts) if counts else np.zeros(0, int)
+    vol = np.concatenate(volumes) if volumes else np.zeros(0)
+    return {"atoms": n, "elements": sorted(elements), "pbc": pbc, "volumes": vol}
+
+
+def info(target: str, backend: str | None = None) -> dict[str, Any]:
+    """Everything ``asebytes-nodes info`` reports, as a JSON-ready dict."""
+    from ase.data import chemical_symbols
+
+    with _open(target, backend) as db:
+        scan = _scan(db)
+        counts, schema, carried = scan["atoms"], db.schema, db.backend.key_counts()
+        size = _size_on_disk(target)
+        atoms = (
+            {
+                "min": int(counts.min()),
+                "mean": float(counts.mean()),
+                "max": int(counts.max()),
+                "total": int(counts.sum()),
+            }
+            if len(counts)
+            else None
+        )
+        vol = scan["volumes"]
+        return {
+            "path": target,
+            "backend": db.backend.name,
+            "format": db.backend.format_info(),
+            "frames": len(db),
+            "atoms_per_frame": atoms,
+            "elements": [chemical_symbols[z] for z in scan["elements"]],
+            "pbc": scan["pbc"],
+            "cell": {
+                "frames_with_cell": int(len(vol)),
+                "volume_min": float(vol.min()) if len(vol) else None,
+                "volume_max": float(vol.max()) if len(vol) else None,
+            },
+            "size_bytes": size[0] if size else None,
+            "files": size[1] if size else None,
+            "columns": {
+                key: {
+                    "dtype": col.dtype,
+                    "shape": list(col.shape),
+                    "per_atom": col.per_atom,
+                    "frames": carried.get(key, 0),
+                }
+                for key, col in schema.items()
+            },
+        }
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _print_info(data: dict[str, Any]) -> None:
+    fmt = data["format"]
+    version = f" (format {fmt.get('format')}, version {fmt.get('version')})" if fmt else ""
+    atoms = data["atoms_per_frame"]
+    lines = [
+        ("path", data["path"]),
+        ("backend", data["backend"] + version),
+        ("frames", f"{data['frames']:,}"),
+        (
+            "atoms",
+            f"{atoms['min']} / {atoms['mean']:.1f} / {atoms['max']} per frame (min / mean / max), "
+            f"{atoms['total']:,} in all"
+            if atoms
+            else "none",
+        ),
+        ("elements", " ".join(data["elements"]) or "none"),
+        ("pbc", ", ".join(f"[{k}] on {v:,} frames" for k, v in data["pbc"].items()) or "not stored"),
+    ]
+    cell = data["cell"]
+    if cell["frames_with_cell"]:
+        lines.append(
+            (
+                "cell",
+                f"on {cell['frames_with_cell']:,} frames, volume "
+                f"{cell['volume_min']:.4g} to {cell['volume_max']:.4g} Å³",
+            )
+        )
+    else:
+        lines.append(("cell", "none"))
+    if data["size_bytes"] is not None:
+        lines.append(("size", f"{_human_bytes(data['size_bytes'])} in {data['files']} file(s)"))
+    for label, value in lines:
+        print(f"{label:<10}{value}")
+    print("columns")
+    width = max([len(k) for k in data["columns"]] + [3])
+    print(f"  {'key':<{width}}  {'dtype':<9} {'shape':<10} frames")
+    for key, col in data["columns"].items():
+        shape = (
+            "("
+            + ", ".join("n" if s == -1 else str(s) for s in col["shape"])
+            + ("," if len(col["shape"]) == 1 else "")
+            + ")"
+        )
+        print(f"  {key:<{width}}  {col['dtype']:<9} {shape:<10} {col['frames']:,}")
+
+
+# -- show ----------------------------------------------------------------------------------------
+def _print_frame(target: str, index: int, backend: str | None) -> None:
+    import numpy as np
+
+    from .convert import atoms_to_dict
+
+    with _open(target, backend) as db:
+        n = len(db)
+        atoms = db[index]
+        row = atoms_to_dict(atoms)
+    print(f"frame {index} of {n:,} in {target}")
+    print(f"  {'formula':<22}{atoms.get_chemical_formula() or '(empty)'} ({len(atoms)} atoms)")
+    with np.printoptions(precision=6, suppress=True, threshold=30, edgeitems=3, linewidth=100):
+        for key in sorted(row, key=lambda k: (k.startswith("arrays."), k)):
+            value = row[key]
+            if isinstance(value, np.ndarray):
+                text = np.array2string(value, prefix=" " * 26)
+                print(f"  {key:<22}{value.dtype}{list(value.shape)}\n{' ' * 26}{text}")
+            else:
+                print(f"  {key:<22}{value!r}")
+
+
+# -- convert -------------------------------------------------------------------------------------
+def _convert(args: argparse.Namespace) -> None:
+    from .transfer import convert
+
+    options = {
+        name: getattr(args, name) for _, name, _, _ in _WRITE_OPTIONS if getattr(args, name) is not None
+    }
+    if options.get("compressor") == "none":
+        options["compressor"] = None
+    if options.get("compression") == "none":
+        options["compression"] = None
+    _check_options(args.dst, args.to_backend, options)
+    if args.to_backend:
+        options["backend"] = args.to_backend
+    source: Any = _open(args.src, args.from_backend)
+    count = convert(
+        source,
+        args.dst,
+        indices=slice(args.start, args.stop, args.step),
+        overwrite=args.overwrite,
+        destination_options=options,
+        chunk_size=args.chunk_size,
+        show_progress=False if args.quiet else None,
+    )
+    if not args.quiet:
+        print(f"wrote {count:,} frames to {args.dst}")
+
+
+def _check_options(target: str, backend: str | None, options: dict[str, Any]) -> None:
+    """Refuse options the destination's backend does not take, naming the flags it does."""
+    import inspect
+
+    from .registry import resolve_backend
+
+    cls = resolve_backend(target, backend).load()
+    accepted = [p for p in inspect.signature(cls).parameters if p not in ("target", "readonly", "self")]
+    unknown = [name for name in options if name not in accepted]
+    if unknown:
+        flags = {name: flag for flag, name, _, _ in _WRITE_OPTIONS}
+        offered = [flags[n] for n in accepted if n in flags]
+        raise ValueError(
+            f"{target}: the {cls.name} backend takes no {', '.join(flags[n] for n in unknown)}"
+            + (f" (it takes {', '.join(offered)})" if offered else "")
+        )
+
+
+# -- validate ------------------------------------------------------------------------------------
+def _validate(args: argparse.Namespace) -> int:
+    with _open(args.path, args.backend) as db:
+        problems = db.backend.check()
+        n = len(db)
+    for problem in problems:
+        print(f"{args.path}: {problem}")
+    if problems:
+        print(f"{args.path}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.path}: ok ({n:,} frames, {db.backend.name} backend)")
+    return 0
+
+
+# -- the parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render help in the docs)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Look into, convert, check and benchmark stores of ASE frames "
+        "(.lmdb, .zarr, .h5/.h5md, .xyz/.extxyz/.traj, hf://...).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "info",
+        help="what a store holds: frames, atoms, elements, columns, size",
+        description="Summarise a store: backend and format version, frames, atoms per "
+        "frame, elements, pbc and cell, every column with dtype, shape and how many "
+        "frames carry it, and size on disk.",
+    )
+    p.add_argument("path", help="path or URI of the store")
+    p.add_argument("--backend", help="backend name, when the extension is not enough")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+
+    p = sub.add_parser("show", help="print one frame", description="Print one frame, key by key.")
+    p.add_argument("path", help="path or URI of the store")
+    p.add_argument("index", type=int, help="frame number (negative counts from the end)")
+    p.add_argument("--backend", help="backend name, when the extension is not enough")
+
+    p = sub.add_parser(
+        "convert",
+        help="copy frames into a new store of any backend",
+        description="Stream frames from SRC into a new store at DST, in chunks, with a "
+        "progress bar. DST is written under a temporary name and moved into place "
+        "when complete. The backend of DST follows its extension.",
+    )
+    p.add_argument("src", help="source path or URI")
+    p.add_argument("dst", help="destination path (its extension picks the backend)")
+    p.add_argument("--start", type=int, default=None, help="first frame (default 0)")
+    p.add_argument("--stop", type=int, default=None, help="stop before this frame (default: the end)")
+    p.add_argument("--step", type=int, default=None, help="take every STEP-th frame")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.add_argument("--chunk-size", type=int, default=None, help="frames per write (default 1000+)")
+    p.add_argument("--from-backend", help="backend name for SRC")
+    p.add_argument("--to-backend", help="backend name for DST")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    for flag, name, kind, text in _WRITE_OPTIONS:
+        p.add_argument(flag, dest=name, type=kind, default=None, help=text)
+
+    p = sub.add_parser(
+        "validate",
+        help="check a store's consistency; exit 1 on problems",
+        description="Check a store: its layout's own invariants (lengths, offsets, "
+        "schema; H5MD conformance for H5MD files) and every frame. Each problem "
+        "is printed with its location; the exit status is 0 when there are none.",
+    )
+    p.add_argument("path", help="path or URI of the store")
+    p.add_argument("--backend", help="backend name, when the extension is not enough")
+
+    p = sub.add_parser(
+        "bench",
+        help="benchmark the backends on a file or a built-in dataset",
+        description="Write, read all, random reads, energy column and size, for each "
+        "backend, on the frames of PATH or on a built-in dataset; prints a table.",
+    )
+    p.add_argument("path", nargs="?", help="frames to benchmark (default: a built-in dataset)")
+    p.add_argument(
+        "--dataset",
+        choices=("ethanol", "periodic"),
+        default="ethanol",
+        help="built-in dataset when no PATH is given",
+    )
+    p.add_argument("--frames", type=int, default=1000, help="frames to use (default 1000)")
+    p.add_argument("--backends", default="lmdb,zarr,h5md", help="comma-separated backends to measure")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "info":
+        data = info(args.path, args.backend)
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            _print_info(data)
+    elif args.command == "show":
+        _print_frame(args.path, args.index, args.backend)
+    elif args.command == "convert":
+        _convert(args)
+    elif args.command == "validate":
+        return _validate(args)
+    elif args.command == "bench":
+        from .bench import print_bench
+
+        print_bench(args)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``asebytes-nodes`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader (head, less) went away: not an error of ours
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = str(exc) if str(exc) else type(exc).__name__
+        if isinstance(exc, KeyError) and exc.args:
+            message = str(exc.args[0])
+        named = [getattr(args, a, None) for a in ("path", "src", "dst")]
+        where = next((w for w in named if w), None)
+        if where and not any(w and w in message for w in named):
+            message = f"{where}: {message}"
+        print(f"{PROG}: error: {message.splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

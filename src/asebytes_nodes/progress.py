@@ -1,0 +1,73 @@
+"""Progress bars for long operations: shown on a terminal, silent elsewhere.
+
+Every long operation of the package (``extend`` of many frames, conversions, cache
+filling) reports through :func:`progress`. Bars are drawn by tqdm on standard error
+when it is a terminal. Turn them off everywhere with ``set_progress(False)`` or the
+environment variable ``ASEBYTES_NODES_PROGRESS=0``; force them on with ``True`` / ``1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+__all__ = ["Progress", "progress", "progress_enabled", "set_progress"]
+
+ENV_VAR = "ASEBYTES_NODES_PROGRESS"
+#: Operations on fewer frames than this draw no bar: it would only flicker.
+MIN_TOTAL = 5000
+
+_setting: bool | None = None
+
+
+class Progress(Protocol):
+    """What a progress bar offers: advance by ``n`` units."""
+
+    def update(self, n: int = 1) -> Any: ...
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        return None
+
+
+def set_progress(enabled: bool | None) -> None:
+    """Turn bars on (True), off (False), or back to automatic (None: on a terminal only)."""
+    global _setting
+    _setting = enabled
+
+
+def progress_enabled() -> bool:
+    """Would a bar be drawn now? The call's own setting, then the environment, then: is stderr a TTY?"""
+    if _setting is not None:
+        return _setting
+    env = os.environ.get(ENV_VAR, "").strip().lower()
+    if env in ("0", "false", "no", "off"):
+        return False
+    if env in ("1", "true", "yes", "on"):
+        return True
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def progress(
+    total: int | None, desc: str, *, unit: str = "frames", enabled: bool | None = None
+) -> Iterator[Progress]:
+    """A bar with throughput and ETA for ``total`` units, or a silent stand-in.
+
+    ``enabled`` overrides the global setting for this one operation. Small operations
+    (under ``MIN_TOTAL`` units) stay silent unless ``enabled`` is True.
+    """
+    show = progress_enabled() if enabled is None else enabled
+    if show and enabled is None and total is not None and total < MIN_TOTAL:
+        show = False
+    if not show:
+        yield _Silent()
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False) as bar:
+        yield bar

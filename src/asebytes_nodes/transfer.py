@@ -1,0 +1,115 @@
+"""Moving frames between stores: streamed in chunks, row dicts straight from backend to backend.
+
+:func:`copy_frames` appends a selection of one store to another without building
+``Atoms``; :func:`convert` writes a whole new store at a path and only puts it in
+place once every frame is written, so an interrupted conversion never leaves a
+half-written file where a complete one is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidDataError
+from .indexing import normalize_indices
+from .io import ASEIO
+from .progress import progress
+
+__all__ = ["convert", "copy_frames"]
+
+#: Frames per chunk when the backends do not suggest more.
+CHUNK_FRAMES = 1000
+
+
+def _as_io(target: Any, **options: Any) -> ASEIO:
+    return target if isinstance(target, ASEIO) else ASEIO(target, **options)
+
+
+def copy_frames(
+    source: Any,
+    destination: Any,
+    *,
+    indices: Any = None,
+    chunk_size: int | None = None,
+    show_progress: bool | None = None,
+    desc: str = "copying",
+) -> int:
+    """Append ``source[indices]`` (all frames by default) to ``destination``; returns the count.
+
+    Both ends are an :class:`ASEIO` or anything ``ASEIO`` opens. Each chunk is one
+    atomic ``extend`` of the destination, so an interruption keeps whole chunks only.
+    """
+    src, dst = _as_io(source, readonly=True), _as_io(destination)
+    rows = normalize_indices(slice(None) if indices is None else indices, len(src))
+    size = chunk_size or max(CHUNK_FRAMES, min(src.backend.read_batch_size, 16384))
+    writer = dst._writable()
+    with progress(len(rows), desc, enabled=show_progress) as bar:
+        for start in range(0, len(rows), size):
+            chunk = np.asarray(rows[start : start + size])
+            writer.extend(src.backend.read_rows(chunk))
+            bar.update(len(chunk))
+    return len(rows)
+
+
+def convert(
+    source: Any,
+    destination: str | os.PathLike[str],
+    *,
+    indices: Any = None,
+    overwrite: bool = False,
+    source_options: dict[str, Any] | None = None,
+    destination_options: dict[str, Any] | None = None,
+    chunk_size: int | None = None,
+    show_progress: bool | None = None,
+) -> int:
+    """Write ``source[indices]`` into a new store at ``destination``; returns the frame count.
+
+    The store is written beside the destination under a temporary name and moved into
+    place at the end: an existing destination is replaced only when ``overwrite`` is
+    set, and only after the new store is complete. URIs (``s3://``...) are written in
+    place, and must not exist yet.
+    """
+    src = _as_io(source, readonly=True, **(source_options or {}))
+    dest = os.fspath(destination)
+    options = destination_options or {}
+    if "://" in dest:
+        dst = ASEIO(dest, **options)
+        if len(dst):
+            raise InvalidDataError(f"{dest}: the destination already holds {len(dst)} frames")
+        return copy_frames(src, dst, indices=indices, chunk_size=chunk_size, show_progress=show_progress)
+    final = Path(dest).expanduser()
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final}: already exists; pass overwrite=True (--overwrite) to replace it")
+    partial = final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
+    _remove(partial)
+    try:
+        with ASEIO(partial, **options) as dst:
+            count = copy_frames(
+                src,
+                dst,
+                indices=indices,
+                chunk_size=chunk_size,
+                show_progress=show_progress,
+                desc=f"converting to {final.name}",
+            )
+        _remove(final)
+        os.replace(partial, final)
+    finally:
+        _remove(partial)
+    return count
+
+
+def _remove(path: Path) -> None:
+    """Delete a store (a file, its LMDB lock file, or a directory) if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    lock = path.with_name(path.name + "-lock")
+    if lock.exists():
+        lock.unlink()
