@@ -22,6 +22,8 @@ _LAZY = {
     "MemoryBackend": "asebytes_nodes.backends._memory",
     "LMDBBackend": "asebytes_nodes.backends._lmdb",
     "ZarrBackend": "asebytes_nodes.backends._zarr",
+    "HFBackend": "asebytes_nodes.backends._hf",
+    "ColumnMapping": "asebytes_nodes.backends._hf_mapping",
     "RowView": "asebytes_nodes.views",
     "ColumnView": "asebytes_nodes.views",
     "Ragged": "asebytes_nodes.views",
@@ -33,6 +35,7 @@ _LAZY = {
 _ERRORS = (
     "ASEBytesError",
     "BackendNotFoundError",
+    "CacheMismatchError",
     "FormatVersionError",
     "InvalidDataError",
     "MissingExtraError",
@@ -53,9 +56,12 @@ __all__ = [
     "ASEIO",
     "BackendEntry",
     "BackendNotFoundError",
+    "CacheMismatchError",
     "ColumnInfo",
+    "ColumnMapping",
     "ColumnView",
     "FormatVersionError",
+    "HFBackend",
     "InvalidDataError",
     "LMDBBackend",
     "MISSING",
@@ -85,6 +91,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .backends._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
+    from .backends._hf import HFBackend
+    from .backends._hf_mapping import ColumnMapping
     from .backends._lmdb import LMDBBackend
     from .backends._memory import MemoryBackend
     from .backends._zarr import ZarrBackend
@@ -92,6 +100,7 @@ if TYPE_CHECKING:
     from .errors import (
         ASEBytesError,
         BackendNotFoundError,
+        CacheMismatchError,
         FormatVersionError,
         InvalidDataError,
         MissingExtraError,

@@ -11,6 +11,7 @@ import io
 __all__ = [
     "ASEBytesError",
     "BackendNotFoundError",
+    "CacheMismatchError",
     "FormatVersionError",
     "InvalidDataError",
     "MissingExtraError",
@@ -83,3 +84,7 @@ class UnsupportedOperationError(ASEBytesError, io.UnsupportedOperation):
 
 class ReadOnlyError(UnsupportedOperationError):
     """A write to a store opened read-only."""
+
+
+class CacheMismatchError(ASEBytesError, ValueError):
+    """A ``cache_to`` store filled from another source, split or mapping (delete it to reset)."""

@@ -42,6 +42,10 @@ class ASEIO:
         Name of a registered backend, to override the choice by extension.
     readonly
         Open the store read-only: every write raises :class:`~asebytes_nodes.errors.ReadOnlyError`.
+    cache_to
+        A path (``"cache.lmdb"``) or writable backend that keeps every row once read from a
+        slow source (a Hub dataset, a stream); see :mod:`asebytes_nodes.cache`. The result is
+        read-only.
     **options
         Passed to the backend's constructor.
     """
@@ -52,9 +56,14 @@ class ASEIO:
         *,
         backend: str | None = None,
         readonly: bool = False,
+        cache_to: str | os.PathLike[str] | WritableBackend | None = None,
         **options: Any,
     ) -> None:
         self._backend = open_backend(target, backend=backend, readonly=readonly, **options)
+        if cache_to is not None:
+            from .cache import CachedBackend
+
+            self._backend = CachedBackend(self._backend, cache_to)
 
     @property
     def backend(self) -> ReadableBackend:

@@ -1,0 +1,396 @@
+"""HuggingFace Datasets backend: ``hf://``, ``colabfit://``, ``optimade://`` and in-memory datasets.
+
+Read-only. Rows are read through Arrow in batches and converted column by column
+(:mod:`._arrow`), with a :class:`~._hf_mapping.ColumnMapping` saying which columns make
+a frame.
+
+Sources
+-------
+``scheme://rest``, where ``scheme`` is ``hf``, ``colabfit`` or ``optimade``:
+
+* if ``rest`` (``~`` expanded) is an existing local path, it is read locally, never from
+  the network: a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``
+  through ``datasets.load_from_disk`` (memory-mapped, never streamed); a ``.parquet`` or
+  ``.arrow`` file through ``datasets.load_dataset("parquet" | "arrow", data_files=...)``
+  (one split, ``train``);
+  any other folder through ``datasets.load_dataset(folder)``, which finds its data files
+  and splits. ``hf:///abs/path`` and ``hf://relative/path`` both work.
+* otherwise ``rest`` is a Hub repository id (``user/dataset``), loaded with
+  ``datasets.load_dataset(rest, name=..., revision=...)``. ``datasets`` >= 4 runs no
+  dataset scripts; with datasets 3 this backend passes ``trust_remote_code=False``.
+
+A ``datasets.Dataset`` or ``IterableDataset`` (or a ``DatasetDict`` with ``split=``) may be
+passed instead of a URI. ``split=`` is required whenever the source holds splits; the
+error lists them. ``streaming`` defaults to True for Hub sources and False for local
+ones; ``streaming=False`` downloads.
+
+Mapping: ``mapping=`` (a ``ColumnMapping`` or its dict), else by scheme (``colabfit://``
+-> :data:`COLABFIT`, ``optimade://`` -> :data:`OPTIMADE`), else recognised from the
+column names (flat layout, ColabFit, OPTIMADE), else ``ColumnMapping()``.
+
+Length and order
+----------------
+A downloaded dataset knows its length. A stream takes it from the split info
+(``dataset.info.splits[split].num_examples``); without one, ``len()`` raises
+``UnsupportedOperationError`` (stream with ``streaming=False`` or read it once into a
+store). Should a stream end before that length, or run past it, reading raises
+``StoreCorruptedError``. Streams read forward; reading a row behind the current position
+restarts the stream from its beginning (use ``cache_to=`` to avoid re-reading).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..errors import MissingExtraError, StoreCorruptedError, UnknownKeyError, UnsupportedOperationError
+from ._base import MISSING, ReadableBackend
+from ._hf_mapping import COLABFIT, OPTIMADE, ColumnMapping, detect_mapping
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ._arrow import Reader
+
+__all__ = ["HFBackend", "accepts"]
+
+_DATASET_TYPES = ("Dataset", "IterableDataset", "DatasetDict", "IterableDatasetDict")
+_SCHEME_MAPPINGS = {"colabfit": COLABFIT, "optimade": OPTIMADE}
+_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
+
+
+def accepts(obj: Any) -> bool:
+    """Is ``obj`` a ``datasets`` dataset? Imports ``datasets`` only for objects from that package."""
+    module = type(obj).__module__ or ""
+    if module.split(".", 1)[0] != "datasets":
+        return False
+    import datasets
+
+    return isinstance(obj, tuple(getattr(datasets, name) for name in _DATASET_TYPES))
+
+
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise MissingExtraError(
+            f'the hf backend needs the datasets library ({exc}); run: pip install "asebytes-nodes[hf]"'
+        ) from exc
+    return datasets
+
+
+def _pick_split(data: Any, split: str | None, where: str) -> Any:
+    datasets = _datasets()
+    if not isinstance(data, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return data
+    names = ", ".join(repr(s) for s in data)
+    if split is None:
+        raise UnknownKeyError(
+            f"{where} holds the splits {names}; choose one with split=..., e.g. split={next(iter(data))!r}"
+        )
+    if split not in data:
+        raise UnknownKeyError(f"{where} has no split {split!r}; its splits are {names}")
+    return data[split]
+
+
+def _load(uri: str, split: str | None, name: str | None, streaming: bool | None,
+          revision: str | None, cache_dir: str | None) -> Any:
+    """The dataset behind a URI (module docstring, "Sources")."""
+    datasets = _datasets()
+    rest = uri.split("://", 1)[1]
+    local = Path(rest).expanduser()
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir}
+    if local.exists():
+        if (local / "dataset_info.json").is_file() or (local / "dataset_dict.json").is_file():
+            return _pick_split(datasets.load_from_disk(str(local)), split, uri)
+        if local.is_file():
+            builder = _FILE_BUILDERS.get(local.suffix.lower())
+            if builder is None:
+                raise UnsupportedOperationError(
+                    f"{uri}: cannot read {local.suffix or 'extensionless'} files; give a .parquet or "
+                    ".arrow file, or a folder of them"
+                )
+            data = datasets.load_dataset(builder, data_files=str(local), streaming=bool(streaming), **kwargs)
+        else:
+            data = datasets.load_dataset(str(local), name=name, streaming=bool(streaming), **kwargs)
+        return _pick_split(data, split, uri)
+    import inspect
+
+    if "trust_remote_code" in inspect.signature(datasets.load_dataset).parameters:  # datasets 3
+        kwargs["trust_remote_code"] = False
+    stream = True if streaming is None else streaming
+    data = datasets.load_dataset(rest, name=name, streaming=stream, revision=revision, **kwargs)
+    return _pick_split(data, split, uri)
+
+
+class _Stream:
+    """Forward reads over an IterableDataset in Arrow batches; restarts to go backwards."""
+
+    def __init__(self, dataset: Any, batch_size: int) -> None:
+        self._dataset = dataset.with_format("arrow")
+        self._batch_size = batch_size
+        self._batches: Iterator[pa.Table] | None = None
+        self._table: pa.Table | None = None
+        self._start = 0  # dataset row of self._table's first row
+
+    def _advance(self) -> bool:
+        if self._batches is None:
+            self._batches = iter(self._dataset.iter(batch_size=self._batch_size))
+            self._start, self._table = 0, None
+        elif self._table is not None:
+            self._start += self._table.num_rows
+        self._table = next(self._batches, None)
+        return self._table is not None
+
+    def first(self) -> pa.Table:
+        """The first batch (for the column names), leaving the stream at its start."""
+        self._batches = None
+        if not self._advance():
+            raise StoreCorruptedError("the stream holds no rows")
+        assert self._table is not None
+        return self._table
+
+    def take(self, rows: np.ndarray, length: int) -> pa.Table:
+        """Rows ``rows`` (ascending, unique) as one table."""
+        import pyarrow as pa
+
+        if self._table is None or rows[0] < self._start:
+            self._batches = None
+            self._advance()
+        parts = []
+        k = 0
+        while k < len(rows):
+            table = self._table
+            if table is None:
+                raise StoreCorruptedError(
+                    f"the stream ended after {self._start} rows, but its split info claims {length}"
+                )
+            end = self._start + table.num_rows
+            if end > length:
+                raise StoreCorruptedError(
+                    f"the stream holds more rows than the {length} its split info claims"
+                )
+            stop = int(np.searchsorted(rows, end))
+            if stop > k:
+                parts.append(table.take(pa.array(rows[k:stop] - self._start)))
+                k = stop
+            if k < len(rows):
+                self._advance()
+        return pa.concat_tables(parts) if len(parts) != 1 else parts[0]
+
+
+class HFBackend(ReadableBackend):
+    """Frames from a HuggingFace dataset, read-only.
+
+    >>> from asebytes_nodes import ASEIO
+    >>> db = ASEIO("colabfit://colabfit/MD22_Ac_Ala3_NHMe", split="train")  # doctest: +SKIP
+    >>> db = ASEIO("hf:///data/frames.parquet", split="train")  # doctest: +SKIP
+
+    Parameters
+    ----------
+    source
+        A URI (module docstring) or a ``datasets`` dataset.
+    readonly
+        Accepted for the registry; the store is always read-only.
+    mapping
+        A :class:`ColumnMapping` (or its dict); default chosen by scheme or column names.
+    split, name, revision
+        Split, configuration and Hub revision of the dataset.
+    streaming
+        Stream (default for Hub URIs) or download/read locally.
+    cache_dir
+        Where ``datasets`` keeps downloaded and converted files.
+    batch_size
+        Rows per Arrow batch read from a stream.
+    """
+
+    name: ClassVar[str] = "hf"
+    schemes: ClassVar[tuple[str, ...]] = ("hf", "colabfit", "optimade")
+    read_batch_size: ClassVar[int] = 4096
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        readonly: bool = True,
+        mapping: ColumnMapping | dict[str, Any] | None = None,
+        split: str | None = None,
+        name: str | None = None,
+        streaming: bool | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 4096,
+    ) -> None:
+        self.readonly = True
+        self._source = source
+        self._options: dict[str, Any] = {
+            "mapping": mapping, "split": split, "name": name, "streaming": streaming,
+            "revision": revision, "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
+            "batch_size": batch_size,
+        }
+        if isinstance(source, (str, os.PathLike)):
+            self._uri: str | None = os.fspath(source)
+            if "://" not in self._uri:
+                raise UnsupportedOperationError(
+                    f"{self._uri!r}: the hf backend opens hf://, colabfit:// or optimade:// URIs or "
+                    "datasets objects"
+                )
+            data = _load(self._uri, split, name, streaming, revision, self._options["cache_dir"])
+            scheme = self._uri.split("://", 1)[0].lower()
+        else:
+            if streaming is not None or revision is not None or name is not None:
+                raise TypeError("streaming=, name= and revision= apply to URIs, not to datasets objects")
+            self._uri, scheme = None, "hf"
+            data = _pick_split(source, split, type(source).__name__)
+        self._data = data
+        datasets = _datasets()
+        self._stream = None if isinstance(data, datasets.Dataset) else _Stream(data, batch_size)
+        columns = list(data.column_names or []) if self._stream is None else self._stream_columns()
+        if isinstance(mapping, dict):
+            mapping = ColumnMapping.from_dict(mapping)
+        self._mapping: ColumnMapping = (
+            mapping or _SCHEME_MAPPINGS.get(scheme) or detect_mapping(columns) or ColumnMapping()
+        )
+        from ._arrow import plan_readers
+
+        self._readers: dict[str, Reader] = plan_readers(columns, self._mapping)
+        self._views: dict[tuple[str, ...], Any] = {}
+        self._counts: dict[str, int] | None = None
+
+    def _stream_columns(self) -> list[str]:
+        assert self._stream is not None
+        names = self._data.column_names
+        return list(names) if names else list(self._stream.first().column_names)
+
+    # -- identity and pickling ---------------------------------------------------------------
+    @property
+    def mapping(self) -> ColumnMapping:
+        """The column mapping in use."""
+        return self._mapping
+
+    @property
+    def location(self) -> str | None:
+        return self._uri
+
+    def cache_record(self) -> dict[str, Any]:
+        """What a cache records to recognise this source: URI (or fingerprint), split, name, mapping."""
+        where = self._uri or getattr(self._data, "_fingerprint", None) or repr(self._data.info.config_name)
+        if self._uri is not None:
+            scheme, rest = self._uri.split("://", 1)
+            local = Path(rest).expanduser()
+            if local.exists():  # one record for every spelling of a local path
+                where = f"{scheme}://{local.resolve()}"
+        return {
+            "source": where,
+            "split": str(self._options["split"]) if self._options["split"] is not None else None,
+            "name": self._options["name"],
+            "revision": self._options["revision"],
+            "mapping": self._mapping.to_dict(),
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"source": self._source, "options": {**self._options, "mapping": self._mapping}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["source"], **state["options"])  # type: ignore[misc]
+
+    # -- reading -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        if self._stream is None:
+            return int(self._data.num_rows)
+        splits = self._data.info.splits
+        split = str(self._data.split) if self._data.split is not None else None
+        if splits and split in splits and splits[split].num_examples:
+            return int(splits[split].num_examples)
+        raise UnsupportedOperationError(
+            f"the length of the stream {self._uri or 'dataset'} is unknown: it has no split info with "
+            "a row count. Open it with streaming=False (downloads it), or copy it once into a store"
+        )
+
+    def _view(self, columns: tuple[str, ...]) -> Any:
+        """The downloaded dataset restricted to ``columns``, in Arrow format (kept per column set)."""
+        view = self._views.get(columns)
+        if view is None:
+            view = self._views[columns] = self._data.select_columns(list(columns)).with_format("arrow")
+        return view
+
+    def _table(self, rows: np.ndarray, keys: Sequence[str] | None) -> pa.Table:
+        """Dataset rows ``rows`` (in that order) with the columns ``keys`` need."""
+        readers = self._readers if keys is None else {k: self._readers[k] for k in keys if k in self._readers}
+        columns = tuple(dict.fromkeys(c for r in readers.values() for c in r.columns))
+        if self._stream is not None:
+            unique, where = np.unique(rows, return_inverse=True)
+            import pyarrow as pa
+
+            table = self._stream.take(unique, len(self)).select(list(columns))
+            return table if len(unique) == len(rows) and (where == np.arange(len(rows))).all() else (
+                table.take(pa.array(where))
+            )
+        view = self._view(columns)
+        if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
+            return view[range(int(rows[0]), int(rows[-1]) + 1)]
+        return view[rows.tolist()]
+
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        from ._arrow import table_to_rows
+
+        rows = np.asarray(indices, dtype=np.int64)
+        if rows.size == 0:
+            return []
+        return table_to_rows(self._table(rows, keys), self._readers, rows, keys)
+
+    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        return self.read_rows([index], keys)[0]
+
+    def columns(self, index: int = 0) -> list[str]:
+        return list(self.read_row(index))
+
+    def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
+        reader = self._readers.get(key)
+        rows = np.asarray(indices, dtype=np.int64)
+        if reader is None or rows.size == 0:
+            return [MISSING] * len(rows)
+        values = reader.read(self._table(rows, [key]), rows)
+        first = values[0]
+        if type(first) is np.ndarray and all(
+            type(v) is np.ndarray and v.shape == first.shape and v.dtype == first.dtype for v in values
+        ):
+            return np.stack(values)
+        return values
+
+    def key_counts(self) -> dict[str, int]:
+        """Rows carrying each key, from Arrow's null counts (a stream reads every row)."""
+        if self._stream is not None:
+            return super().key_counts()
+        if self._counts is None:
+            n = len(self)
+            nulls: dict[str, int] = {}
+            for column in dict.fromkeys(r.column for r in self._readers.values()):
+                if getattr(self._data, "_indices", None) is None:  # the whole table
+                    nulls[column] = self._data.data.column(column).null_count
+                else:  # a selection of rows (shuffle, select, filter): count those
+                    nulls[column] = self._view((column,))[range(n)].column(0).null_count
+            counts = {k: n - nulls[r.column] for k, r in self._readers.items()}
+            self._counts = {k: c for k, c in sorted(counts.items()) if c}
+        return dict(self._counts)
+
+    def keys(self) -> list[str]:
+        """Keys of the columns that hold values (for a stream: every column, unread)."""
+        return sorted(self._readers) if self._stream is not None else list(self.key_counts())
+
+    def close(self) -> None:
+        self._views.clear()
+
+    def __repr__(self) -> str:
+        where = self._uri or type(self._data).__name__
+        try:
+            size = str(len(self))
+        except UnsupportedOperationError:
+            size = "unknown"
+        return f"<HFBackend {where!r} split={self._options['split']!r} rows={size}>"
