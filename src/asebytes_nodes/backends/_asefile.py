@@ -1,0 +1,483 @@
+"""Read-only backend for files that ASE reads: extxyz/xyz and ``.traj`` with O(1) random access,
+every other ``ase.io`` format through ``ase.io.read``.
+
+Frame ``i`` is what ``ase.io.read(path, index=i)`` returns, taken apart by
+:func:`~asebytes_nodes.convert.atoms_to_dict` (so values keep ASE's types: the
+extxyz reader gives numpy scalars for numbers of the comment line, ``.traj``
+keeps only ASE's standard per-atom arrays and JSON-encodable info). The store
+is a snapshot of the file when it was opened: reopen it to see appended frames.
+
+Access paths
+------------
+* **extxyz/xyz** (``.xyz``, ``.extxyz``, or ``format="extxyz"``): one pass over
+  the file finds the byte offset of every frame (see :mod:`._xyzindex`); reading
+  frame ``i`` reads its bytes alone and hands them to ASE's own extxyz reader
+  (``ase.io.extxyz.read_xyz``). Consecutive frames are read with one system call.
+* **traj** (ULM): ``ase.io.trajectory.TrajectoryReader``. A ULM file keeps a
+  table of item offsets, so frame ``i`` is read by seeking to it; ``db[-1]``
+  decodes the first and the last frame only.
+* **every other format** ``ase.io`` reads (and compressed ``.gz``/``.bz2``/``.xz``
+  files): ``ase.io.read(path, ":")`` once at open; the rows are kept in memory
+  and copied on every read. ASE has no random access for these formats.
+
+``keys()`` reads only what decides a frame's keys (the extxyz comment line, the
+header of a ULM item), then one full frame per distinct layout.
+
+Index cache (extxyz/xyz)
+------------------------
+The offsets are cached in ``<cache>/extxyz-index/<file name>-<16 hex of sha256 of
+the real path>.abnidx``, where ``<cache>`` is the ``index_cache`` argument when it
+is a path, else ``$ASEBYTES_NODES_CACHE_DIR``, else ``$XDG_CACHE_HOME/asebytes_nodes``
+(``~/.cache/asebytes_nodes``). Not beside the data file: a new file in a DVC-tracked
+folder would change it. ``index_cache=False`` turns the cache off. A folder that
+cannot be written is skipped silently; stale files can be deleted at any time.
+
+==============  ================================================================
+bytes           content
+==============  ================================================================
+0-7             magic ``b"ABNXYZI\\n"``
+8-11            header length ``h``, u32 little endian
+12 to 12+h      JSON header: ``format`` (``"asebytes_nodes.xyz-index"``),
+                ``version``, ``path`` (real path), ``frames`` (n), ``stamp``
+                (``size``, ``mtime_ns``, sha256 ``head``/``tail`` of the first and
+                last 64 KiB)
+12+h to end     int64 little endian, shape (n + 1, 3): byte start, atom count and
+                VEC lines of each frame; the last row's start is the end of the data
+==============  ================================================================
+
+A cache file is used when its stamp equals the file's; when the file only grew
+(same head, same bytes where the old tail was) the last known frame and the new
+bytes are scanned and the cache is rewritten; otherwise the file is rescanned.
+A cache file of another version is ignored and replaced.
+
+Version history
+---------------
+1. First layout (asebytes-nodes 0.1).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Hashable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import ase.io
+import numpy as np
+from ase.io.extxyz import key_val_str_to_dict, read_xyz
+from ase.io.formats import filetype, get_compression, ioformats
+from ase.io.trajectory import TrajectoryReader
+
+from ..convert import atoms_to_dict, copy_row, gc_paused
+from ..errors import BackendNotFoundError, ReadOnlyError, StoreCorruptedError, StoreNotFoundError
+from ._base import ReadableBackend, path_of
+from ._xyzindex import build_index, cache_dir
+
+__all__ = ["ASEFileBackend", "sniff"]
+
+Indices = Sequence[int] | np.ndarray
+_READ_BLOCK = 1 << 24  # most bytes read in one system call for consecutive extxyz frames
+_KEYS_BATCH = 4096  # frames whose signatures keys() reads at once
+
+
+def sniff(path: Path) -> bool:
+    """True when ``ase.io`` recognises a format it can read in the existing file ``path``.
+
+    Used by the registry for files whose extension no backend claims; never raises.
+    """
+    try:
+        if not os.path.isfile(path):
+            return False
+        fmt = ioformats.get(filetype(os.fspath(path), read=True, guess=False))
+        return fmt is not None and bool(fmt.can_read)
+    except Exception:  # any failure to recognise the file means "not ours"
+        return False
+
+
+def _detect_format(path: Path, format: str | None) -> str:
+    """The ``ase.io`` format name for ``path``: ``format`` if given, else by extension and content."""
+    if format is None:
+        suffix = path.suffix.lower()
+        if suffix in (".xyz", ".extxyz"):
+            return "extxyz"
+        if suffix == ".traj":
+            return "traj"
+        try:
+            format = filetype(os.fspath(path), read=True, guess=False)
+        except Exception as exc:  # ase raises several types for files it cannot place
+            raise BackendNotFoundError(
+                f"{path}: ase.io does not recognise the format of this file ({exc}); "
+                "pass format=<an ase.io format name> or open it with another backend"
+            ) from exc
+    fmt = ioformats.get(format)
+    if fmt is None or not fmt.can_read:
+        readable = ", ".join(sorted(name for name, f in ioformats.items() if f.can_read))
+        raise BackendNotFoundError(f"ase.io cannot read the format {format!r}; readable formats: {readable}")
+    return str(format)
+
+
+class _Frames(ABC):
+    """One access path: frame count, rows, and signatures that decide a row's keys."""
+
+    #: How frames are found, for ``format_info()``.
+    access: ClassVar[str]
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
+        """New rows (owned by the caller) for ``indices``, restricted to ``keys`` if given."""
+
+    @abstractmethod
+    def signatures(self, indices: Indices) -> list[Hashable]:
+        """For each frame, a hashable value; frames with equal signatures carry the same keys."""
+
+    def close(self) -> None:  # noqa: B027 - only file-backed paths hold something to release
+        """Release the file."""
+
+
+def _select(row: dict[str, Any], keys: Sequence[str] | None) -> dict[str, Any]:
+    return row if keys is None else {k: row[k] for k in keys if k in row}
+
+
+def _row(atoms: Any, keys: Sequence[str] | None) -> dict[str, Any]:
+    """The flat row of ``atoms`` (restricted to ``keys``), with string arrays made storable.
+
+    ASE's readers return per-atom string columns as object arrays of ``str``; the flat
+    data model keeps strings as fixed-width unicode arrays, which any backend can store.
+    """
+    row = _select(atoms_to_dict(atoms), keys)
+    for key, value in row.items():
+        if (
+            isinstance(value, np.ndarray)
+            and value.dtype == object
+            and all(type(x) is str for x in value.ravel().tolist())
+        ):
+            row[key] = value.astype(str)
+    return row
+
+
+class _ExtxyzFrames(_Frames):
+    """Frames located by byte offset, each parsed by ASE's extxyz reader from its own bytes."""
+
+    access = "byte offset of every frame, from one scan"
+
+    def __init__(self, path: Path, index_cache: bool | str | os.PathLike[str]) -> None:
+        self._path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        try:
+            self._table = build_index(self._fd, os.fspath(path), cache_dir(index_cache))
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return len(self._table) - 1
+
+    def _blobs(self, indices: Indices) -> Iterator[tuple[int, bytes]]:
+        """(frame, its bytes) in the order asked; frames adjacent in the file share one read."""
+        idx = np.asarray(indices, dtype=np.int64)
+        lo = self._table[idx, 0].tolist()
+        hi = self._table[idx + 1, 0].tolist()
+        j = 0
+        while j < len(lo):
+            k = j + 1
+            while k < len(lo) and lo[k] == hi[k - 1] and hi[k] - lo[j] <= _READ_BLOCK:
+                k += 1
+            blob = os.pread(self._fd, hi[k - 1] - lo[j], lo[j])
+            if len(blob) != hi[k - 1] - lo[j]:
+                raise StoreCorruptedError(
+                    f"{self._path}: the file is shorter than when it was opened; reopen it"
+                )
+            for m in range(j, k):
+                yield int(idx[m]), blob[lo[m] - lo[j] : hi[m] - lo[j]]
+            j = k
+
+    def _corrupt(self, i: int, what: str, exc: Exception) -> StoreCorruptedError:
+        return StoreCorruptedError(
+            f"{self._path}: frame {i} (byte {int(self._table[i, 0])}) cannot be read as {what}: "
+            f"{type(exc).__name__}: {exc}"
+        )
+
+    def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
+        rows = []
+        for i, blob in self._blobs(indices):
+            try:
+                atoms = next(read_xyz(io.StringIO(blob.decode()), 0))
+            except Exception as exc:  # ASE raises many types on malformed text
+                raise self._corrupt(i, "extxyz", exc) from exc
+            rows.append(_row(atoms, keys))
+        return rows
+
+    def signatures(self, indices: Indices) -> list[Hashable]:
+        # A frame's keys follow from its comment line's keys, its Properties and whether it
+        # has atoms (ASE's reader turns a 3-column move_mask into one constraint per atom).
+        found: list[Hashable] = []
+        for i, blob in self._blobs(indices):
+            natoms, nvec = int(self._table[i, 1]), int(self._table[i, 2])
+            if nvec:  # the comment line is kept as info["comment"], not parsed
+                found.append(("VEC",))
+                continue
+            try:
+                found.append(_comment_signature(blob.split(b"\n", 2)[1].decode().strip(), natoms > 0))
+            except Exception as exc:  # ASE raises many types on malformed text
+                raise self._corrupt(i, "an extxyz comment line", exc) from exc
+        return found
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1  # a later read fails instead of reading a reused descriptor
+
+
+# A comment line of plain ``key``, ``key=value``, ``key="quoted value"`` tokens (no escapes,
+# no quoted keys): for these, ASE's character-by-character parser finds exactly these keys,
+# so the regular expression (about 10x faster) may stand in for it. Anything else goes to ASE.
+_KEY = r"[^\s=\"'{}\[\]\\]++"
+_VALUE = r"\"[^\"\\]*+\"|'[^'\\]*+'|\{[^}\\]*+\}|\[[^\]\\]*+\]|[^\s\"'{}\[\]\\=]++"
+_TOKEN = re.compile(rf"\s*+({_KEY})(?:=({_VALUE}))?+(?=\s|$)")
+_SIMPLE_LINE = re.compile(rf"(?:\s*+{_KEY}(?:=(?:{_VALUE}))?+(?=\s|$))*+\s*+")
+
+
+def _comment_signature(comment: str, has_atoms: bool) -> Hashable:
+    """What decides the keys of a frame with this (stripped) comment line."""
+    if _SIMPLE_LINE.fullmatch(comment):
+        pairs = _TOKEN.findall(comment)
+        properties = [value for key, value in pairs if key == "Properties"]
+        return "simple", has_atoms, tuple(dict.fromkeys(key for key, _ in pairs)), tuple(properties[-1:])
+    info = key_val_str_to_dict(comment) if comment else {}
+    return "ase", has_atoms, tuple(info), str(info.get("Properties"))
+
+
+class _TrajFrames(_Frames):
+    """Frames of a ULM ``.traj`` file, decoded one at a time by ASE's TrajectoryReader."""
+
+    access = "ULM item offsets"
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()  # the reader seeks and reads one shared file object
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self._traj = TrajectoryReader(os.fspath(self._path))
+        except Exception as exc:  # ULM raises many types on damaged files
+            raise StoreCorruptedError(
+                f"{self._path}: cannot be read as an ASE trajectory (ULM): {type(exc).__name__}: {exc}"
+            ) from exc
+        self._pid = os.getpid()
+        self._length = len(self._traj)
+
+    def _reader(self) -> TrajectoryReader:
+        if os.getpid() != self._pid:  # after fork the file position is shared with the parent
+            self._traj.close()  # this process's copy of the descriptor only
+            self._open()
+        return self._traj
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _each(self, indices: Indices, read: Any) -> list[Any]:
+        with self._lock:
+            traj = self._reader()
+            found = []
+            for i in indices:
+                try:
+                    found.append(read(traj, int(i)))
+                except Exception as exc:  # ULM raises many types on damaged items
+                    raise StoreCorruptedError(
+                        f"{self._path}: frame {int(i)} cannot be read as an ASE trajectory item: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+            return found
+
+    def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
+        return [_row(atoms, keys) for atoms in self._each(indices, _traj_atoms)]
+
+    def signatures(self, indices: Indices) -> list[Hashable]:
+        return self._each(indices, _traj_signature)
+
+    def close(self) -> None:
+        self._traj.close()
+
+
+def _traj_atoms(traj: TrajectoryReader, i: int) -> Any:
+    return traj[i]
+
+
+def _traj_signature(traj: TrajectoryReader, i: int) -> Hashable:
+    # The item's JSON header names every array, calculator result and info key; the
+    # arrays themselves stay on disk. Constraints count only when the list is not empty.
+    item = traj.backend[i]
+    calc = tuple(item.calculator.keys()) if "calculator" in item else ()
+    constrained = str(item.get("constraints", "[]")).strip() != "[]"
+    return tuple(item.keys()), calc, tuple(item.get("info") or ()), constrained
+
+
+class _LoadedFrames(_Frames):
+    """Every frame read by ``ase.io.read`` at open and kept as rows; reads return copies."""
+
+    access = "ase.io.read of the whole file at open"
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        try:
+            images = ase.io.read(os.fspath(path), index=":", format=fmt)
+        except Exception as exc:  # every ASE reader has its own errors
+            raise StoreCorruptedError(
+                f"{path}: ase.io.read cannot read it as {fmt!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._rows = [_row(atoms, None) for atoms in images]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
+        return [copy_row(_select(self._rows[int(i)], keys)) for i in indices]
+
+    def signatures(self, indices: Indices) -> list[Hashable]:
+        return [tuple(self._rows[int(i)]) for i in indices]
+
+
+class ASEFileBackend(ReadableBackend):
+    """Frames of a file that ``ase.io`` reads, read lazily and never written.
+
+    >>> import os, tempfile
+    >>> from ase.build import molecule
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "water.xyz")
+    ...     ase.io.write(path, [molecule("H2O"), molecule("NH3")])
+    ...     with ASEFileBackend(path, index_cache=False) as db:
+    ...         print(len(db), db.read_row(1)["arrays.numbers"].tolist())
+    2 [7, 1, 1, 1]
+
+    Parameters
+    ----------
+    path
+        The file. It must exist.
+    readonly
+        Accepted for the registry's sake; the store is read-only either way, and
+        every write raises :class:`~asebytes_nodes.errors.ReadOnlyError`.
+    format
+        An ``ase.io`` format name; by default ``.xyz``/``.extxyz`` are extxyz,
+        ``.traj`` is ULM, anything else is recognised by ``ase.io``.
+    index_cache
+        Where extxyz offsets are cached: True for the default folder, a folder
+        path, or False for none (see the module docstring).
+    """
+
+    name: ClassVar[str] = "ase"
+    extensions: ClassVar[tuple[str, ...]] = (".xyz", ".extxyz", ".traj")
+    supports_write: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        readonly: bool = True,
+        *,
+        format: str | None = None,
+        index_cache: bool | str | os.PathLike[str] = True,
+    ) -> None:
+        self._open(path_of(os.fspath(path)), format, index_cache)
+
+    def _open(self, path: Path, format: str | None, index_cache: bool | str | os.PathLike[str]) -> None:
+        self.readonly = True
+        self._path = path
+        self._options: dict[str, Any] = {"format": format, "index_cache": index_cache}
+        if not path.exists():
+            raise StoreNotFoundError(f"{path}: no such file; ASE files are opened read-only and must exist")
+        self._format = _detect_format(path, format)
+        compressed = get_compression(os.fspath(path))[1] is not None
+        self._frames: _Frames
+        if self._format == "extxyz" and not compressed:
+            self._frames = _ExtxyzFrames(path, index_cache)
+        elif self._format == "traj" and not compressed:
+            self._frames = _TrajFrames(path)
+        else:
+            self._frames = _LoadedFrames(path, self._format)
+        self._columns: dict[Hashable, list[str]] = {}  # signature -> keys of frames that have it
+        self._signature_counts: Counter[Hashable] | None = None
+
+    @property
+    def format(self) -> str:
+        """The ``ase.io`` format the file is read as."""
+        return self._format
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        return self._frames.rows([index], keys)[0]
+
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        with gc_paused():  # column reads build thousands of frames in one call: see gc_paused
+            return self._frames.rows(indices, keys)
+
+    def _columns_of(self, index: int, signature: Hashable) -> list[str]:
+        known = self._columns.get(signature)
+        if known is None:
+            known = self._columns[signature] = list(self.read_row(index))
+        return known
+
+    def columns(self, index: int = 0) -> list[str]:
+        return list(self._columns_of(index, self._frames.signatures([index])[0]))
+
+    def _layouts(self) -> Counter[Hashable]:
+        """How many frames have each signature; read once per handle."""
+        if self._signature_counts is None:
+            counts: Counter[Hashable] = Counter()
+            n = len(self)
+            for start in range(0, n, _KEYS_BATCH):
+                batch = range(start, min(start + _KEYS_BATCH, n))
+                for i, signature in zip(batch, self._frames.signatures(batch), strict=True):
+                    self._columns_of(i, signature)
+                    counts[signature] += 1
+            self._signature_counts = counts
+        return self._signature_counts
+
+    def keys(self) -> list[str]:
+        """Inherited; from one full frame per distinct signature (see the module docstring)."""
+        return sorted({key for signature in self._layouts() for key in self._columns[signature]})
+
+    def key_counts(self) -> dict[str, int]:
+        """Inherited; from one full frame per distinct signature (see the module docstring)."""
+        counts: Counter[str] = Counter()
+        for signature, frames in self._layouts().items():
+            for key in self._columns[signature]:
+                counts[key] += frames
+        return dict(sorted(counts.items()))
+
+    def format_info(self) -> dict[str, Any]:
+        """The ``ase.io`` format and how frames are found (byte offsets, ULM items, or all read at open)."""
+        return {"format": self._format, "access": self._frames.access}
+
+    def close(self) -> None:
+        self._frames.close()
+
+    @property
+    def location(self) -> str:
+        return os.fspath(self._path)
+
+    def _check_writable(self) -> None:
+        raise ReadOnlyError(
+            f"{self._path} ({self._format}) is read through ase.io, and asebytes_nodes never writes "
+            "such files; copy the frames into a writable store instead, e.g. "
+            "ASEIO('frames.lmdb').extend(ASEIO(path))"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The file is reopened on unpickling (the extxyz index comes from the cache). The keys
+        # of each signature travel along: they hold for any file, unlike the key list itself.
+        return {"path": os.fspath(self._path), **self._options, "columns": self._columns}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._open(Path(state["path"]), state["format"], state["index_cache"])
+        self._columns = state["columns"]

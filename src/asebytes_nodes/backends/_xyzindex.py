@@ -1,0 +1,210 @@
+"""Byte offsets of the frames of an extxyz/xyz file, and their cache on disk.
+
+One pass over the file finds every frame: read the atom-count line, skip the
+comment line and that many atom lines, then any ``VEC1``-``VEC3`` lines (the
+same walk as ``ase.io.extxyz.read_xyz``, which also stops at the first blank
+count line). Newlines are found with numpy, block by block, so memory stays
+bounded for files of any size; the Python work is a few operations per frame.
+
+The cache layout and its version history are documented in
+:mod:`asebytes_nodes.backends._asefile`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreCorruptedError
+
+__all__ = ["CACHE_ENV", "FrameIndex", "build_index", "cache_dir"]
+
+CACHE_ENV = "ASEBYTES_NODES_CACHE_DIR"
+CACHE_FORMAT = "asebytes_nodes.xyz-index"
+CACHE_VERSION = 1
+_MAGIC = b"ABNXYZI\n"
+_BLOCK = 1 << 24  # bytes read per system call while scanning
+_STAMP_BYTES = 1 << 16  # head and tail of the file hashed into the stamp
+
+#: (n_frames + 1, 3) int64 rows ``(byte start, atoms, VEC lines)``; the last row's start is the end.
+FrameIndex = np.ndarray
+
+
+def cache_dir(option: bool | str | os.PathLike[str]) -> Path | None:
+    """Folder for index files: the given path, else ``$ASEBYTES_NODES_CACHE_DIR``, else the
+    user's cache folder; None when caching is off."""
+    if option is False:
+        return None
+    if option is not True:
+        return Path(option).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "asebytes_nodes"
+
+
+def build_index(fd: int, path: str, cache: Path | None) -> FrameIndex:
+    """The frame table of the open file ``fd``: from the cache when it still describes the
+    file, extended by scanning only the new bytes when the file grew by appending,
+    else scanned in full (and the cache rewritten, if it can be)."""
+    stamp = _stamp(fd)
+    if cache is None:
+        return _scan(fd, path, stamp["size"], 0, 0)
+    target = cache / "extxyz-index" / _cache_name(path)
+    cached = _load(target, path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    if cached is not None and _appended(fd, cached[0], stamp):
+        old = cached[1]
+        resume = max(len(old) - 2, 0)  # rescan the last known frame: VEC lines may have followed
+        table = np.concatenate([old[:resume], _scan(fd, path, stamp["size"], int(old[resume, 0]), resume)])
+    else:
+        table = _scan(fd, path, stamp["size"], 0, 0)
+    _save(target, path, stamp, table)
+    return table
+
+
+def _scan(fd: int, path: str, size: int, start: int, first_frame: int) -> FrameIndex:
+    """Frame rows from byte ``start`` (a frame start) to the end of the file."""
+    rows: list[tuple[int, int, int]] = []
+    data = b""  # file bytes from ``base``: the current frame and what follows it
+    base = start
+    ends: list[int] = []  # absolute positions of line ends; ends[0] ends line ``first_line``
+    first_line = 0
+    read_at = start
+    cur = 0  # line number (counted from ``start``) of the current frame's count line
+    pos = start  # byte where that line starts
+
+    def have(line: int) -> bool:
+        """Load blocks until line ``line`` is known; False at the end of the file."""
+        nonlocal data, base, ends, first_line, read_at
+        while line - first_line >= len(ends):
+            if read_at >= size:
+                return False
+            chunk = os.pread(fd, min(_BLOCK, size - read_at), read_at)
+            if not chunk:
+                raise StoreCorruptedError(f"{path}: the file shrank while it was being indexed; reopen it")
+            found = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
+            new_ends = (found + read_at).tolist()
+            read_at += len(chunk)
+            if read_at >= size and not chunk.endswith(b"\n"):
+                new_ends.append(size)  # a last line without a newline
+            ends = ends[cur - first_line :] + new_ends  # forget lines before the current frame
+            first_line = cur
+            data = data[pos - base :] + chunk
+            base = pos
+        return True
+
+    def line(j: int) -> bytes:
+        begin = pos if j == cur else ends[j - 1 - first_line] + 1
+        return data[begin - base : ends[j - first_line] - base]
+
+    while have(cur):
+        text = line(cur)
+        if not text.strip():
+            break  # ASE stops at a blank count line too
+        frame = first_frame + len(rows)
+        try:
+            natoms = int(text)
+        except ValueError:
+            natoms = -1
+        if natoms < 0:
+            raise StoreCorruptedError(
+                f"{path}: frame {frame} (byte {pos}) should start with its number of atoms, found "
+                f"{text[:60]!r}; the file is not extxyz/xyz or is corrupted"
+            )
+        last = cur + 1 + natoms
+        if not have(last):
+            raise StoreCorruptedError(
+                f"{path}: frame {frame} (byte {pos}) declares {natoms} atoms but the file ends before "
+                "its last atom line; the file is truncated"
+            )
+        nxt, nvec = last + 1, 0
+        while have(nxt) and line(nxt).lstrip().startswith(b"VEC"):
+            nvec, nxt = nvec + 1, nxt + 1
+        if nvec > 3:
+            raise StoreCorruptedError(f"{path}: frame {frame} (byte {pos}) has more than 3 VEC lines")
+        rows.append((pos, natoms, nvec))
+        pos = min(ends[nxt - 1 - first_line] + 1, size)
+        cur = nxt
+    rows.append((pos, 0, 0))
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def _digest(fd: int, start: int, stop: int) -> str:
+    return hashlib.sha256(os.pread(fd, max(stop - start, 0), start)).hexdigest()
+
+
+def _stamp(fd: int) -> dict[str, Any]:
+    """What identifies this version of the file: size, mtime and hashes of its head and tail."""
+    st = os.fstat(fd)
+    size = st.st_size
+    return {
+        "size": size,
+        "mtime_ns": st.st_mtime_ns,
+        "head": _digest(fd, 0, min(size, _STAMP_BYTES)),
+        "tail": _digest(fd, max(size - _STAMP_BYTES, 0), size),
+    }
+
+
+def _appended(fd: int, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when the file grew and the bytes the old stamp hashed are unchanged."""
+    size = old["size"]
+    return (
+        new["size"] > size
+        and _digest(fd, 0, min(size, _STAMP_BYTES)) == old["head"]
+        and _digest(fd, max(size - _STAMP_BYTES, 0), size) == old["tail"]
+    )
+
+
+def _cache_name(path: str) -> str:
+    real = os.path.realpath(path)
+    return f"{Path(real).name}-{hashlib.sha256(real.encode()).hexdigest()[:16]}.abnidx"
+
+
+def _load(target: Path, path: str) -> tuple[dict[str, Any], FrameIndex] | None:
+    """(stamp, table) from a cache file of this version for this path, else None."""
+    try:
+        raw = target.read_bytes()
+        if not raw.startswith(_MAGIC):
+            return None
+        size = int.from_bytes(raw[8:12], "little")
+        header = json.loads(raw[12 : 12 + size])
+        body = raw[12 + size :]
+        if (
+            header.get("format") != CACHE_FORMAT
+            or header.get("version") != CACHE_VERSION
+            or header.get("path") != os.path.realpath(path)
+            or len(body) != (header["frames"] + 1) * 24
+        ):
+            return None
+        table = np.frombuffer(body, dtype="<i8").reshape(-1, 3).astype(np.int64)
+        return header["stamp"], table
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save(target: Path, path: str, stamp: dict[str, Any], table: FrameIndex) -> None:
+    """Write the cache atomically; a folder that cannot be written is not an error."""
+    header = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "path": os.path.realpath(path),
+        "frames": len(table) - 1,
+        "stamp": stamp,
+    }
+    meta = json.dumps(header).encode()
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(_MAGIC + len(meta).to_bytes(4, "little") + meta + table.astype("<i8").tobytes())
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
