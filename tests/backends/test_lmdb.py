@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from ase.build import molecule
 
 from asebytes_nodes import ASEIO, FormatVersionError, LMDBBackend, StoreCorruptedError
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract
+from asebytes_nodes.testing.frames import make_frames
 
 
 class LMDBStore(StoreFactory):
@@ -99,3 +101,15 @@ def block_codes(db: ASEIO) -> dict[str, str]:
 
     with db.backend._txn() as txn:  # type: ignore[attr-defined]
         return _read_meta(txn, _META_SCALARS)
+
+
+def test_a_file_replaced_under_the_same_name_is_read_afresh(tmp_path: Path) -> None:
+    path, other = tmp_path / "a.lmdb", tmp_path / "b.lmdb"
+    ASEIO(path).extend(make_frames("ethanol")[:2])
+    with ASEIO(other) as db:  # the new file is closed before it moves, as convert() does
+        db.extend(make_frames("ethanol"))
+    old = ASEIO(path, readonly=True)
+    assert len(old) == 2
+    os.replace(other, path)
+    assert len(ASEIO(path, readonly=True)) == 4
+    assert len(old) == 4  # handles follow the path, like every other backend

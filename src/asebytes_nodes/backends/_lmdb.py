@@ -112,22 +112,40 @@ def _row_key(i: int) -> bytes:
 class _SharedEnv:
     """One open LMDB environment, shared by every handle on the same file in this process."""
 
-    def __init__(self, env: Any, writable: bool) -> None:
+    def __init__(self, env: Any, writable: bool, key: str, inode: int) -> None:
         self.env = env
         self.writable = writable
+        self.key = key
+        self.inode = inode
+        self.stale = False
         self.pid = os.getpid()
         self.users = 0
         self.lock = threading.RLock()
 
 
+# Keyed by real path. A file replaced under the same name (a conversion moved into
+# place) has a new inode: its old environment is closed and marked stale, and every
+# handle on it reopens the new file on its next use.
 _ENVS: dict[str, _SharedEnv] = {}
 _ENVS_LOCK = threading.Lock()
+
+
+def _inode(path: Path) -> int:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return -1
 
 
 def _acquire_env(path: Path, readonly: bool, map_size: int) -> _SharedEnv:
     key = os.path.realpath(path)
     with _ENVS_LOCK:
         shared = _ENVS.get(key)
+        if shared is not None and shared.inode != _inode(path):
+            shared.env.close()
+            shared.stale = True
+            del _ENVS[key]
+            shared = None
         if shared is not None and shared.pid != os.getpid():  # inherited through fork
             shared.env.close()
             shared = None
@@ -165,18 +183,17 @@ def _acquire_env(path: Path, readonly: bool, map_size: int) -> _SharedEnv:
             raise StoreCorruptedError(f"{path}: not an LMDB file or damaged ({exc})") from exc
         except lmdb.Error as exc:
             raise StoreCorruptedError(f"{path}: cannot open as LMDB ({exc})") from exc
-        shared = _SharedEnv(env, writable)
+        shared = _SharedEnv(env, writable, key, _inode(path))
         shared.users = 1
-        _ENVS[key] = shared
+        _ENVS[shared.key] = shared
         return shared
 
 
-def _release_env(path: Path, shared: _SharedEnv) -> None:
-    key = os.path.realpath(path)
+def _release_env(shared: _SharedEnv) -> None:
     with _ENVS_LOCK:
         shared.users -= 1
-        if shared.users <= 0 and _ENVS.get(key) is shared:
-            del _ENVS[key]
+        if shared.users <= 0 and _ENVS.get(shared.key) is shared:
+            del _ENVS[shared.key]
             if shared.pid == os.getpid():
                 shared.env.close()
 
@@ -252,7 +269,7 @@ class LMDBBackend(WritableBackend):
         shared = self._shared
         if shared is None:
             raise ValueError(f"{self._path}: the store is closed")
-        if shared.pid != os.getpid():  # we were forked: reopen in this process
+        if shared.pid != os.getpid() or shared.stale:  # forked, or the file was replaced: reopen
             self._shared = None
             self._open()
             shared = self._shared
@@ -262,7 +279,7 @@ class LMDBBackend(WritableBackend):
     def close(self) -> None:
         if self._shared is not None:
             shared, self._shared = self._shared, None
-            _release_env(self._path, shared)
+            _release_env(shared)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": str(self._path), "readonly": self.readonly, "map_size": self._map_size}

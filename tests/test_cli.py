@@ -1,0 +1,161 @@
+"""The installed ``asebytes-nodes`` console script, run as a user would, on real stores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asebytes_nodes import ASEIO
+from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames
+
+SCRIPT = Path(sys.executable).with_name("asebytes-nodes")
+pytestmark = pytest.mark.skipif(not SCRIPT.exists(), reason=f"console script not installed at {SCRIPT}")
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    mixed = make_frames("keys_on_some_frames") + make_frames("periodic_variable_n")
+    lmdb, zarr = root / "mixed.lmdb", root / "periodic.zarr"
+    ASEIO(lmdb).extend(mixed)
+    ASEIO(zarr).extend(make_frames("periodic_variable_n") * 4)
+    return {"lmdb": lmdb, "zarr": zarr, "root": root}
+
+
+def test_help_of_every_subcommand() -> None:
+    top = run("--help")
+    assert top.returncode == 0
+    for command in ("info", "show", "convert", "validate", "bench"):
+        assert command in top.stdout
+        sub = run(command, "--help")
+        assert sub.returncode == 0 and "usage: asebytes-nodes " + command in sub.stdout
+
+
+def test_info_json_matches_the_store(stores: dict[str, Path]) -> None:
+    done = run("info", stores["lmdb"], "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    db = ASEIO(stores["lmdb"], readonly=True)
+    counts = [len(a) for a in db]
+    assert data["backend"] == "lmdb" and data["frames"] == len(db)
+    assert data["format"] == {"format": "asebytes_nodes.lmdb", "version": 1}
+    assert data["atoms_per_frame"]["min"] == min(counts) and data["atoms_per_frame"]["max"] == max(counts)
+    assert data["atoms_per_frame"]["total"] == sum(counts)
+    carried = sum("energy" in a.calc.results for a in db if a.calc is not None)
+    assert data["columns"]["calc.energy"]["frames"] == carried < len(db)
+    assert data["columns"]["calc.forces"]["shape"] == [-1, 3]
+    symbols = {s for a in db for s in a.get_chemical_symbols()}
+    assert set(data["elements"]) == symbols
+    assert sum(data["pbc"].values()) == len(db)
+    assert data["size_bytes"] == stores["lmdb"].stat().st_size and data["files"] == 1
+
+
+def test_info_text_names_every_column(stores: dict[str, Path]) -> None:
+    done = run("info", stores["zarr"])
+    assert done.returncode == 0, done.stderr
+    assert "zarr (format asebytes_nodes.zarr, version 1)" in done.stdout
+    for key in ASEIO(stores["zarr"], readonly=True).columns:
+        assert f"  {key} " in done.stdout
+    assert "frames    20" in done.stdout and "per frame (min / mean / max)" in done.stdout
+
+
+def test_show_prints_one_frame(stores: dict[str, Path]) -> None:
+    frame = ASEIO(stores["zarr"], readonly=True)[-1]
+    done = run("show", stores["zarr"], "-1")
+    assert done.returncode == 0, done.stderr
+    assert f"frame -1 of 20 in {stores['zarr']}" in done.stdout
+    assert f"{frame.get_chemical_formula()} ({len(frame)} atoms)" in done.stdout
+    assert repr(frame.get_potential_energy()) in done.stdout
+
+
+def test_convert_streams_a_selection_with_backend_options(stores: dict[str, Path], tmp_path: Path) -> None:
+    dst = tmp_path / "out.zarr"
+    done = run(
+        "convert",
+        stores["zarr"],
+        dst,
+        "--compressor",
+        "zstd",
+        "--clevel",
+        "9",
+        "--start",
+        "2",
+        "--step",
+        "3",
+        "--chunk-size",
+        "2",
+    )
+    assert done.returncode == 0, done.stderr
+    source, out = ASEIO(stores["zarr"], readonly=True), ASEIO(dst, readonly=True)
+    picked = list(range(2, len(source), 3))
+    assert len(out) == len(picked) and f"wrote {len(picked)} frames" in done.stdout
+    for i, j in enumerate(picked):
+        assert_atoms_equal(source[j], out[i])
+    meta = json.loads((dst / "n_atoms" / "zarr.json").read_text())
+    assert "zstd" in json.dumps(meta["codecs"])
+    assert "\r" not in done.stderr  # no progress bar when stderr is not a terminal
+
+
+def test_convert_refuses_to_clobber_and_replaces_on_request(stores: dict[str, Path], tmp_path: Path) -> None:
+    dst = tmp_path / "copy.lmdb"
+    assert run("convert", stores["lmdb"], dst, "--stop", "2", "-q").returncode == 0
+    again = run("convert", stores["lmdb"], dst)
+    assert again.returncode == 1 and "already exists" in again.stderr and "--overwrite" in again.stderr
+    assert len(ASEIO(dst, readonly=True)) == 2
+    assert run("convert", stores["lmdb"], dst, "--overwrite", "-q").returncode == 0
+    assert len(ASEIO(dst, readonly=True)) == len(ASEIO(stores["lmdb"], readonly=True))
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_convert_names_options_the_backend_does_not_take(stores: dict[str, Path], tmp_path: Path) -> None:
+    done = run("convert", stores["lmdb"], tmp_path / "x.lmdb", "--compressor", "zstd")
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        == f"asebytes-nodes: error: {tmp_path / 'x.lmdb'}: the lmdb backend takes no --compressor"
+    )
+    assert not (tmp_path / "x.lmdb").exists()
+
+
+def test_validate_passes_a_good_store_and_lists_problems(stores: dict[str, Path], tmp_path: Path) -> None:
+    ok = run("validate", stores["zarr"])
+    assert ok.returncode == 0 and "ok (20 frames" in ok.stdout
+    import shutil
+
+    import zarr
+
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(stores["zarr"], broken)
+    group = zarr.open_group(str(broken), mode="a")
+    meta = dict(group.attrs["asebytes_nodes"])
+    meta["columns"]["calc.energy"]["count"] = 7
+    group.attrs["asebytes_nodes"] = meta
+    bad = run("validate", broken)
+    assert bad.returncode == 1
+    assert f"{broken}: column 'calc.energy': 20 frames flagged, record says 7" in bad.stdout
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.lmdb"
+    done = run("info", missing)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and str(missing) in done.stderr and "Traceback" not in done.stderr
+    debug = run("--debug", "info", missing)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    out_of_range = run("show", tmp_path / "nope.zarr", "3")
+    assert out_of_range.returncode == 1 and "Traceback" not in out_of_range.stderr
+
+
+def test_show_out_of_range_names_the_valid_range(stores: dict[str, Path]) -> None:
+    done = run("show", stores["zarr"], "99")
+    assert done.returncode == 1 and "out of range for 20 rows" in done.stderr
