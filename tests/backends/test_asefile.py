@@ -363,6 +363,13 @@ def test_other_formats_go_through_ase_io(tmp_path: Path) -> None:
         assert_atoms_equal(ase_frames(path)[0], db[0])
 
 
+@pytest.mark.parametrize("name", ["empty.xyz", "empty.traj"])
+def test_empty_files_hold_no_frames(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    db = ASEIO(tmp_path / name)
+    assert len(db) == 0 and db.columns == [] and list(db) == []
+
+
 def test_files_ase_cannot_read_are_refused(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("hello world\n")
@@ -377,3 +384,6 @@ def test_files_ase_cannot_read_are_refused(tmp_path: Path) -> None:
         ASEFileBackend(notes, format="nope")
     with pytest.raises(StoreNotFoundError, match="missing.xyz"):
         ASEIO(tmp_path / "missing.xyz")
+    (tmp_path / "bad.traj").write_bytes(b"not a ULM file" * 10)
+    with pytest.raises(StoreCorruptedError, match=r"bad\.traj: cannot be read as an ASE trajectory"):
+        ASEIO(tmp_path / "bad.traj")

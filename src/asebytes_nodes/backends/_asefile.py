@@ -327,12 +327,14 @@ class _LoadedFrames(_Frames):
     access = "ase.io.read of the whole file at open"
 
     def __init__(self, path: Path, fmt: str) -> None:
-        try:
-            images = ase.io.read(os.fspath(path), index=":", format=fmt)
-        except Exception as exc:  # every ASE reader has its own errors
-            raise StoreCorruptedError(
-                f"{path}: ase.io.read cannot read it as {fmt!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+        images: Any = []  # an empty file holds no frames (some ASE readers refuse it instead)
+        if not path.is_file() or path.stat().st_size > 0:
+            try:
+                images = ase.io.read(os.fspath(path), index=":", format=fmt)  # a list for ":"
+            except Exception as exc:  # every ASE reader has its own errors
+                raise StoreCorruptedError(
+                    f"{path}: ase.io.read cannot read it as {fmt!r}: {type(exc).__name__}: {exc}"
+                ) from exc
         self._rows = [_row(atoms, None) for atoms in images]
 
     def __len__(self) -> int:
@@ -397,7 +399,7 @@ class ASEFileBackend(ReadableBackend):
         self._frames: _Frames
         if self._format == "extxyz" and not compressed:
             self._frames = _ExtxyzFrames(path, index_cache)
-        elif self._format == "traj" and not compressed:
+        elif self._format == "traj" and not compressed and path.stat().st_size > 0:
             self._frames = _TrajFrames(path)
         else:
             self._frames = _LoadedFrames(path, self._format)

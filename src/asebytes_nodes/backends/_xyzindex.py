@@ -29,7 +29,8 @@ CACHE_ENV = "ASEBYTES_NODES_CACHE_DIR"
 CACHE_FORMAT = "asebytes_nodes.xyz-index"
 CACHE_VERSION = 1
 _MAGIC = b"ABNXYZI\n"
-_BLOCK = 1 << 24  # bytes read per system call while scanning
+_BLOCK = 1 << 22  # bytes read per system call while scanning (a block's line ends are kept)
+_MAX_COUNT_LINE = 4096  # longest count or VEC line looked at; longer ones are not count lines
 _STAMP_BYTES = 1 << 16  # head and tail of the file hashed into the stamp
 
 #: (n_frames + 1, 3) int64 rows ``(byte start, atoms, VEC lines)``; the last row's start is the end.
@@ -70,48 +71,67 @@ def build_index(fd: int, path: str, cache: Path | None) -> FrameIndex:
     return table
 
 
+class _LineEnds:
+    """Where the lines of a file end, found with numpy one block at a time (memory: one block)."""
+
+    def __init__(self, fd: int, path: str, size: int, start: int) -> None:
+        self.fd, self.path, self.size = fd, path, size
+        self.read_at = start
+        self.chunk, self.chunk_at = b"", start  # the current block and where it starts
+        self.ends: list[int] = []  # line ends in the current block
+        self.k = 0  # lines of the block already passed
+
+    def _load(self) -> bool:
+        while self.read_at < self.size:
+            chunk = os.pread(self.fd, min(_BLOCK, self.size - self.read_at), self.read_at)
+            if not chunk:
+                raise StoreCorruptedError(f"{self.path}: the file shrank while being indexed; reopen it")
+            ends = (np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10) + self.read_at).tolist()
+            self.chunk, self.chunk_at = chunk, self.read_at
+            self.read_at += len(chunk)
+            if self.read_at >= self.size and not chunk.endswith(b"\n"):
+                ends.append(self.size)  # a last line without a newline
+            if ends:
+                self.ends, self.k = ends, 0
+                return True
+        return False
+
+    def text(self, begin: int, end: int) -> bytes:
+        """Bytes ``begin:end`` (at most ``_MAX_COUNT_LINE``), from the current block when it holds them."""
+        end = min(end, begin + _MAX_COUNT_LINE)
+        if self.chunk_at <= begin and end <= self.chunk_at + len(self.chunk):
+            return self.chunk[begin - self.chunk_at : end - self.chunk_at]
+        return os.pread(self.fd, end - begin, begin)
+
+    def peek(self) -> int | None:
+        """End of the next line, without passing it; None at the end of the file."""
+        if self.k == len(self.ends) and not self._load():
+            return None
+        return self.ends[self.k]
+
+    def skip(self, n: int) -> int | None:
+        """Pass ``n`` >= 1 lines; the end of the last one, or None if the file ends first."""
+        while n > len(self.ends) - self.k:
+            n -= len(self.ends) - self.k
+            self.k = len(self.ends)
+            if not self._load():
+                return None
+        self.k += n
+        return self.ends[self.k - 1]
+
+
 def _scan(fd: int, path: str, size: int, start: int, first_frame: int) -> FrameIndex:
     """Frame rows from byte ``start`` (a frame start) to the end of the file."""
     rows: list[tuple[int, int, int]] = []
-    data = b""  # file bytes from ``base``: the current frame and what follows it
-    base = start
-    ends: list[int] = []  # absolute positions of line ends; ends[0] ends line ``first_line``
-    first_line = 0
-    read_at = start
-    cur = 0  # line number (counted from ``start``) of the current frame's count line
-    pos = start  # byte where that line starts
-
-    def have(line: int) -> bool:
-        """Load blocks until line ``line`` is known; False at the end of the file."""
-        nonlocal data, base, ends, first_line, read_at
-        while line - first_line >= len(ends):
-            if read_at >= size:
-                return False
-            chunk = os.pread(fd, min(_BLOCK, size - read_at), read_at)
-            if not chunk:
-                raise StoreCorruptedError(f"{path}: the file shrank while it was being indexed; reopen it")
-            found = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
-            new_ends = (found + read_at).tolist()
-            read_at += len(chunk)
-            if read_at >= size and not chunk.endswith(b"\n"):
-                new_ends.append(size)  # a last line without a newline
-            ends = ends[cur - first_line :] + new_ends  # forget lines before the current frame
-            first_line = cur
-            data = data[pos - base :] + chunk
-            base = pos
-        return True
-
-    def line(j: int) -> bytes:
-        begin = pos if j == cur else ends[j - 1 - first_line] + 1
-        return data[begin - base : ends[j - first_line] - base]
-
-    while have(cur):
-        text = line(cur)
+    lines = _LineEnds(fd, path, size, start)
+    pos = start  # where the current frame's count line starts
+    while (end := lines.skip(1)) is not None:
+        text = lines.text(pos, end)
         if not text.strip():
             break  # ASE stops at a blank count line too
         frame = first_frame + len(rows)
         try:
-            natoms = int(text)
+            natoms = int(text) if end - pos <= _MAX_COUNT_LINE else -1
         except ValueError:
             natoms = -1
         if natoms < 0:
@@ -119,20 +139,20 @@ def _scan(fd: int, path: str, size: int, start: int, first_frame: int) -> FrameI
                 f"{path}: frame {frame} (byte {pos}) should start with its number of atoms, found "
                 f"{text[:60]!r}; the file is not extxyz/xyz or is corrupted"
             )
-        last = cur + 1 + natoms
-        if not have(last):
+        last = lines.skip(natoms + 1)  # the comment and atom lines
+        if last is None:
             raise StoreCorruptedError(
                 f"{path}: frame {frame} (byte {pos}) declares {natoms} atoms but the file ends before "
                 "its last atom line; the file is truncated"
             )
-        nxt, nvec = last + 1, 0
-        while have(nxt) and line(nxt).lstrip().startswith(b"VEC"):
-            nvec, nxt = nvec + 1, nxt + 1
+        nvec = 0
+        while (nxt := lines.peek()) is not None and lines.text(last + 1, nxt).lstrip().startswith(b"VEC"):
+            lines.skip(1)
+            nvec, last = nvec + 1, nxt
         if nvec > 3:
             raise StoreCorruptedError(f"{path}: frame {frame} (byte {pos}) has more than 3 VEC lines")
         rows.append((pos, natoms, nvec))
-        pos = min(ends[nxt - 1 - first_line] + 1, size)
-        cur = nxt
+        pos = min(last + 1, size)
     rows.append((pos, 0, 0))
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
