@@ -4,8 +4,12 @@ every other ``ase.io`` format through ``ase.io.read``.
 Frame ``i`` is what ``ase.io.read(path, index=i)`` returns, taken apart by
 :func:`~asebytes_nodes.convert.atoms_to_dict` (so values keep ASE's types: the
 extxyz reader gives numpy scalars for numbers of the comment line, ``.traj``
-keeps only ASE's standard per-atom arrays and JSON-encodable info). The store
-is a snapshot of the file when it was opened: reopen it to see appended frames.
+keeps only ASE's standard per-atom arrays and JSON-encodable info). One change:
+per-atom string columns, which ASE returns as object arrays, come back as
+fixed-width unicode arrays, the form every backend can store. The store is a
+snapshot of the file when it was opened: reopen it to see appended frames.
+Damaged files raise :class:`~asebytes_nodes.errors.StoreCorruptedError` naming
+the file and, where it applies, the frame.
 
 Access paths
 ------------
