@@ -18,16 +18,20 @@ import pytest
 from ase import Atoms
 
 datasets = pytest.importorskip("datasets")
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from asebytes_nodes import (  # noqa: E402
     ASEIO,
+    FormatVersionError,
     HFBackend,
+    SerializationError,
     StoreCorruptedError,
     UnknownKeyError,
     UnsupportedOperationError,
     atoms_to_dict,
 )
-from asebytes_nodes.backends._arrow import write_parquet  # noqa: E402
+from asebytes_nodes.backends._arrow import LAYOUT_COLUMN, write_parquet  # noqa: E402
 from asebytes_nodes.backends._hf import accepts  # noqa: E402
 from asebytes_nodes.testing.contract import ReadableContract, StoreFactory  # noqa: E402
 from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
@@ -165,3 +169,20 @@ def test_column_view_reads_one_arrow_column(ten: tuple[list[Atoms], Path], tmp_p
     chunks = list(db[::-1].chunked(4))
     assert [len(c) for c in chunks] == [4, 4, 2]
     assert_atoms_equal(frames[0], chunks[-1][-1])
+
+
+def test_flat_layout_version_and_bad_frames(ten: tuple[list[Atoms], Path], tmp_path: Path) -> None:
+    frames, path = ten
+    db = ASEIO(f"hf://{path}", split="train", cache_dir=tmp_path / "cache")
+    assert db.backend.format_info() == {"format": "asebytes_nodes.flat-parquet", "version": 1}
+    table = pq.read_table(path)
+    newer = table.set_column(table.schema.get_field_index(LAYOUT_COLUMN), LAYOUT_COLUMN,
+                             pa.array(np.full(len(table), 2, np.int8)))
+    pq.write_table(newer, tmp_path / "newer.parquet")
+    with pytest.raises(FormatVersionError, match="flat parquet layout version 2"):
+        ASEIO(f"hf://{tmp_path / 'newer.parquet'}", split="train", cache_dir=tmp_path / "cache")
+    bad = make_frames("ethanol")
+    bad[2].info["obj"] = object()
+    with pytest.raises(SerializationError, match="frame 2: key 'info.obj'"):
+        write_parquet(bad, tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists()

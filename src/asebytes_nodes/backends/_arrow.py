@@ -25,8 +25,14 @@ columns that mix types                                 numpy types; decoding nev
 =====================================================  ==========================================
 
 The column types alone say how to read a value back, so the layout survives any tool
-that keeps Arrow types (``datasets`` drops custom schema metadata). Columns whose names are
-not flat keys are read like unmapped columns of any dataset (``info.<name>``).
+that keeps Arrow types (``datasets`` drops custom schema metadata). The layout version is
+the value of the ``_asebytes_nodes_layout`` column (int8, the same in every row; a column
+rather than metadata for the same reason); readers refuse a newer one. Columns whose names
+are not flat keys are read like unmapped columns of any dataset (``info.<name>``).
+
+Version history
+---------------
+1. First layout (asebytes-nodes 0.1).
 """
 
 from __future__ import annotations
@@ -55,7 +61,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 if TYPE_CHECKING:
     from ase import Atoms
 
-__all__ = ["Reader", "plan_readers", "rows_to_arrow", "table_to_rows", "write_parquet"]
+__all__ = [
+    "LAYOUT_COLUMN",
+    "LAYOUT_VERSION",
+    "Reader",
+    "layout_version",
+    "plan_readers",
+    "rows_to_arrow",
+    "table_to_rows",
+    "write_parquet",
+]
+
+LAYOUT_COLUMN = "_asebytes_nodes_layout"
+LAYOUT_VERSION = 1
 
 _AMBIGUOUS = frozenset(("<f8", "<i8", "|b1"))  # numpy scalars that would read back as Python ones
 _NUMERIC = frozenset("biuf")
@@ -305,6 +323,7 @@ def plan_readers(columns: Sequence[str], mapping: ColumnMapping) -> dict[str, Re
     """
     from ..errors import UnknownKeyError
 
+    columns = [c for c in columns if c != LAYOUT_COLUMN]
     present = set(columns)
     readers: dict[str, Reader] = {}
     if mapping.flat:
@@ -446,7 +465,22 @@ def _column_array(key: str, values: list[Any]) -> pa.Array:
 def rows_to_arrow(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """A table in the flat layout (module docstring); columns in first-seen key order."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    return pa.table({key: _column_array(key, [row.get(key, MISSING) for row in rows]) for key in keys})
+    columns = {key: _column_array(key, [row.get(key, MISSING) for row in rows]) for key in keys}
+    columns[LAYOUT_COLUMN] = pa.array(np.full(len(rows), LAYOUT_VERSION, np.int8))
+    return pa.table(columns)
+
+
+def layout_version(column: pa.ChunkedArray | pa.Array, where: str) -> int:
+    """The flat layout version a ``_asebytes_nodes_layout`` column records; refuses newer ones."""
+    from ..errors import FormatVersionError
+
+    version = pc.max(column).as_py() or LAYOUT_VERSION
+    if version > LAYOUT_VERSION:
+        raise FormatVersionError(
+            f"{where}: written with flat parquet layout version {version}, but this asebytes-nodes "
+            f"reads up to version {LAYOUT_VERSION}; upgrade asebytes-nodes"
+        )
+    return int(version)
 
 
 def write_parquet(

@@ -176,7 +176,9 @@ class _Stream:
                 )
             stop = int(np.searchsorted(rows, end))
             if stop > k:
-                parts.append(table.take(pa.array(rows[k:stop] - self._start)))
+                picked = rows[k:stop] - self._start
+                contiguous = int(picked[-1] - picked[0]) == len(picked) - 1
+                parts.append(table.slice(int(picked[0]), len(picked)) if contiguous else table.take(picked))
                 k = stop
             if k < len(rows):
                 self._advance()
@@ -255,9 +257,13 @@ class HFBackend(ReadableBackend):
         self._mapping: ColumnMapping = (
             mapping or _SCHEME_MAPPINGS.get(scheme) or detect_mapping(columns) or ColumnMapping()
         )
-        from ._arrow import plan_readers
+        from ._arrow import LAYOUT_COLUMN, layout_version, plan_readers
 
         self._readers: dict[str, Reader] = plan_readers(columns, self._mapping)
+        self._layout: int | None = None
+        if self._mapping.flat and LAYOUT_COLUMN in columns:
+            table = self._stream.first() if self._stream is not None else self._data.data
+            self._layout = layout_version(table.column(LAYOUT_COLUMN), self._uri or "the dataset")
         self._views: dict[tuple[str, ...], Any] = {}
         self._counts: dict[str, int] | None = None
 
@@ -275,6 +281,13 @@ class HFBackend(ReadableBackend):
     @property
     def location(self) -> str | None:
         return self._uri
+
+    def format_info(self) -> dict[str, Any]:
+        """The flat layout's name and version, or the mapping the dataset is read with."""
+        if self._layout is not None:
+            return {"format": "asebytes_nodes.flat-parquet", "version": self._layout}
+        streaming = self._stream is not None
+        return {"format": "datasets", "streaming": streaming, "mapping": self._mapping.to_dict()}
 
     def cache_record(self) -> dict[str, Any]:
         """What a cache records to recognise this source: URI (or fingerprint), split, name, mapping."""

@@ -165,7 +165,7 @@ def detect_mapping(columns: Iterable[str]) -> ColumnMapping | None:
     Flat-key columns win, then ColabFit, then OPTIMADE.
     """
     present = set(columns)
-    if {"arrays.positions", "arrays.numbers"} & present:
+    if {"arrays.positions", "arrays.numbers", "_asebytes_nodes_layout"} & present:
         return FLAT
     if {"atomic_numbers", "positions"} <= present:
         return COLABFIT

@@ -7,8 +7,8 @@
 :func:`optimade_table` follows LeMaterial's OPTIMADE sets (``LeMaterial/LeMat-Bulk``):
 ``cartesian_site_positions``, ``species_at_sites`` (symbols), ``lattice_vectors``,
 ``dimension_types``, ``energy``, ``forces`` and ``stress_tensor`` (3x3, kBar, VASP's
-sign). Nested columns are variable-size lists, as in those files. Frames without a
-result get a null in its column.
+sign). Nested columns are variable-size lists, as in those files. Results are taken from
+``atoms.calc.results``; frames without a result get a null in its column.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from ase import Atoms
+from ase.stress import voigt_6_to_full_3x3_stress
 from ase.units import GPa
 
 __all__ = ["colabfit_table", "optimade_table"]
@@ -45,9 +46,11 @@ def _result(atoms: Atoms, name: str) -> Any:
 
 
 def _stress_3x3(atoms: Atoms) -> np.ndarray | None:
-    if _result(atoms, "stress") is None:
+    stress = _result(atoms, "stress")
+    if stress is None:
         return None
-    return np.asarray(atoms.get_stress(voigt=False))
+    stress = np.asarray(stress)
+    return voigt_6_to_full_3x3_stress(stress) if stress.shape == (6,) else stress
 
 
 def colabfit_table(frames: Sequence[Atoms], volume_normalized: Sequence[bool] | None = None) -> pa.Table:
