@@ -24,6 +24,7 @@ _LAZY = {
     "ZarrBackend": "asebytes_nodes.backends._zarr",
     "HFBackend": "asebytes_nodes.backends._hf",
     "ColumnMapping": "asebytes_nodes.backends._hf_mapping",
+    "write_parquet": "asebytes_nodes.backends._arrow",
     "RowView": "asebytes_nodes.views",
     "ColumnView": "asebytes_nodes.views",
     "Ragged": "asebytes_nodes.views",
@@ -87,10 +88,12 @@ __all__ = [
     "list_backends",
     "open_backend",
     "register_backend",
+    "write_parquet",
 ]
 
 if TYPE_CHECKING:
     from .backends._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
+    from .backends._arrow import write_parquet
     from .backends._hf import HFBackend
     from .backends._hf_mapping import ColumnMapping
     from .backends._lmdb import LMDBBackend

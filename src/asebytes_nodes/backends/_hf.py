@@ -20,9 +20,9 @@ Sources
   dataset scripts; with datasets 3 this backend passes ``trust_remote_code=False``.
 
 A ``datasets.Dataset`` or ``IterableDataset`` (or a ``DatasetDict`` with ``split=``) may be
-passed instead of a URI. ``split=`` is required whenever the source holds splits; the
-error lists them. ``streaming`` defaults to True for Hub sources and False for local
-ones; ``streaming=False`` downloads.
+passed instead of a URI. ``split=`` (a split name) is required whenever the source holds
+splits; the error lists them. ``streaming`` defaults to True for Hub sources and False for
+local ones; ``streaming=False`` downloads.
 
 Mapping: ``mapping=`` (a ``ColumnMapping`` or its dict), else by scheme (``colabfit://``
 -> :data:`COLABFIT`, ``optimade://`` -> :data:`OPTIMADE`), else recognised from the
@@ -32,14 +32,14 @@ Length and order
 ----------------
 A downloaded dataset knows its length. A stream takes it from the split info
 (``dataset.info.splits[split].num_examples``); without one, ``len()`` raises
-``UnsupportedOperationError`` (stream with ``streaming=False`` or read it once into a
-store). Should a stream end before that length, or run past it, reading raises
+``UnsupportedOperationError`` (open it with ``streaming=False``, which downloads it). Should a stream end before that length, or run past it, reading raises
 ``StoreCorruptedError``. Streams read forward; reading a row behind the current position
 restarts the stream from its beginning (use ``cache_to=`` to avoid re-reading).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -118,8 +118,6 @@ def _load(uri: str, split: str | None, name: str | None, streaming: bool | None,
         else:
             data = datasets.load_dataset(str(local), name=name, streaming=bool(streaming), **kwargs)
         return _pick_split(data, split, uri)
-    import inspect
-
     if "trust_remote_code" in inspect.signature(datasets.load_dataset).parameters:  # datasets 3
         kwargs["trust_remote_code"] = False
     stream = True if streaming is None else streaming
@@ -321,7 +319,7 @@ class HFBackend(ReadableBackend):
             return int(splits[split].num_examples)
         raise UnsupportedOperationError(
             f"the length of the stream {self._uri or 'dataset'} is unknown: it has no split info with "
-            "a row count. Open it with streaming=False (downloads it), or copy it once into a store"
+            "a row count. Open it with streaming=False, which downloads it"
         )
 
     def _view(self, columns: tuple[str, ...]) -> Any:
