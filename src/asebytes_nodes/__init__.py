@@ -92,8 +92,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .backends._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
     from .backends._arrow import write_parquet
+    from .backends._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
     from .backends._hf import HFBackend
     from .backends._hf_mapping import ColumnMapping
     from .backends._lmdb import LMDBBackend

@@ -32,7 +32,8 @@ Length and order
 ----------------
 A downloaded dataset knows its length. A stream takes it from the split info
 (``dataset.info.splits[split].num_examples``); without one, ``len()`` raises
-``UnsupportedOperationError`` (open it with ``streaming=False``, which downloads it). Should a stream end before that length, or run past it, reading raises
+``UnsupportedOperationError`` (open it with ``streaming=False``, which downloads it).
+Should a stream end before that length, or run past it, reading raises
 ``StoreCorruptedError``. Streams read forward; reading a row behind the current position
 restarts the stream from its beginning (use ``cache_to=`` to avoid re-reading).
 """
