@@ -142,3 +142,24 @@ def test_bad_values_name_the_row(tmp_path: Path) -> None:
                split="train", mapping=good, cache_dir=tmp_path / "cache")
     with pytest.raises(InvalidDataError, match=r"row 1: column 'forces'.*1 entries.*2 atoms"):
         db[1]
+
+
+def test_array2d_feature_columns() -> None:
+    """``datasets``' fixed-shape features are Arrow extension types; their storage is read."""
+    import datasets
+
+    features = datasets.Features({
+        "positions": datasets.Array2D(shape=(None, 3), dtype="float32"),
+        "numbers": datasets.List(datasets.Value("int64")),
+        "forces": datasets.Array2D(shape=(None, 3), dtype="float64"),
+    })
+    positions = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones((1, 3), np.float32)]
+    data = datasets.Dataset.from_dict(
+        {"positions": positions, "numbers": [[1, 8], [2]], "forces": [np.eye(3)[:2], np.zeros((1, 3))]},
+        features=features,
+    )
+    db = ASEIO(data, mapping=ColumnMapping(calc={"forces": "forces"}))
+    np.testing.assert_array_equal(db[0].positions, positions[0])
+    assert db[0].positions.dtype == np.float64
+    np.testing.assert_array_equal(db[0].get_forces(), np.eye(3)[:2])
+    assert db[1].get_chemical_symbols() == ["He"]

@@ -81,8 +81,10 @@ _NUMERIC = frozenset("biuf")
 
 # -- reading: building blocks ---------------------------------------------------------------
 def _column(table: pa.Table, name: str) -> pa.Array:
+    """One column as one array; extension types (``datasets``' ``Array2D`` ...) as their storage."""
     chunked = table.column(name)
-    return chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+    arr = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+    return arr.storage if isinstance(arr, pa.ExtensionArray) else arr
 
 
 def _with_missing(values: list[Any], arr: pa.Array) -> list[Any]:
