@@ -182,7 +182,9 @@ def _flat(arr: pa.Array, column: str) -> list[Any]:
         if nested is not None:
             return _with_missing(_split(*nested), arr)
         return _natural(arr)
-    if pa.types.is_primitive(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or (
+        pa.types.is_string(t) or pa.types.is_large_string(t)
+    ):
         return _scalars(arr, exact=True)
     return _natural(arr)
 
