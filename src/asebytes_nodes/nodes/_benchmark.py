@@ -1,0 +1,75 @@
+"""The Benchmark node: write, read and size figures of several backends on one upstream dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import zntrack
+
+from ._bench import METRICS, benchmark, figure, markdown_table
+from ._config import BenchmarkConfig
+from ._node import ConfiguredNode
+from ._ops import as_aseio
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Benchmark"]
+
+
+def _bars(key: str) -> Any:
+    """A plots field holding one measure (a key of METRICS) of every store, drawn by
+    ``dvc plots show`` as a horizontal bar chart."""
+    title, unit = _UNITS[key]
+    return zntrack.plots(x=unit, y="store", template="bar_horizontal", title=title, x_label=unit)
+
+
+_UNITS = {key: (title, unit) for key, title, unit in METRICS}
+
+
+class Benchmark(ConfiguredNode):
+    """Reproducible backend comparison on the frames of ``data``.
+
+    Every store in ``config.backends`` is written from the same frames and read back whole,
+    at random rows, and as one column. Outputs: ``metrics.json`` (``dvc metrics show``), one
+    CSV per measure with a DVC bar-chart definition (``dvc plots show``), ``benchmark.png``
+    and ``benchmark.md``.
+
+    Examples
+    --------
+    >>> with zntrack.Project() as project:  # doctest: +SKIP
+    ...     load = Load(source="data/md.extxyz")
+    ...     bench = Benchmark(data=load, config={"backends": {
+    ...         "lmdb": {"backend": "lmdb"},
+    ...         "zarr-zstd": {"backend": "zarr", "options": {"compressor": "zstd"}}}})
+    >>> project.repro()  # doctest: +SKIP
+    >>> print(Path("nodes/Benchmark/benchmark.md").read_text())  # doctest: +SKIP
+    """
+
+    _model = BenchmarkConfig
+
+    data: Any = zntrack.deps()
+    config: dict[str, Any] = zntrack.params(default_factory=dict)
+    metrics: dict[str, Any] = zntrack.metrics()
+    write: pd.DataFrame = _bars("write")
+    read_all: pd.DataFrame = _bars("read_all")
+    random: pd.DataFrame = _bars("random")
+    column: pd.DataFrame = _bars("column")
+    size: pd.DataFrame = _bars("size")
+    figure_path: Path = zntrack.outs_path(zntrack.nwd / "benchmark.png")
+    table_path: Path = zntrack.outs_path(zntrack.nwd / "benchmark.md")
+
+    def run(self) -> None:
+        import pandas as pd
+
+        config: BenchmarkConfig = self.settings()
+        results = benchmark(as_aseio(self.data.frames), config)
+        self.metrics = results
+        stores = [label for label, values in results.items() if isinstance(values, dict)]
+        for key, _, unit in METRICS:
+            setattr(self, key, pd.DataFrame({"store": stores, unit: [results[s][key] for s in stores]}))
+        Path(self.figure_path).parent.mkdir(parents=True, exist_ok=True)
+        figure(results, self.figure_path)
+        Path(self.table_path).write_text(markdown_table(results))
+        print(markdown_table(results))

@@ -1,0 +1,148 @@
+"""What every node shares: a validated configuration and lazy access to its output store.
+
+Reading outputs through the node's state
+----------------------------------------
+ZnTrack 0.8 gives each node a ``state`` whose ``fs`` is the file system its outputs live
+on: plain local files for a node built or run here, and DVC's file system
+(``dvc.api.DVCFileSystem``) for ``zntrack.from_rev(name, rev=..., remote=...)``, which reads
+the git tree at that revision and the data from the DVC cache or remote. ``state.rev`` and
+``state.remote`` are both None in the first case. Our stores need real paths (LMDB maps a
+file), so an output at another revision is fetched through ``state.fs.get`` into a temporary
+directory, opened read-only there, and deleted when the returned ``ASEIO`` is garbage
+collected. A local output is opened read-only in place; reading it changes no tracked byte.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import zntrack
+from zntrack.config import ZNTRACK_LAZY_VALUE
+
+from ..io import ASEIO
+from ._ops import git_ignore_lock, store_suffix
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+__all__ = ["ConfiguredNode", "FramesNode", "open_output"]
+
+
+def open_output(node: zntrack.Node, path: str | Path) -> ASEIO:
+    """A read-only ASEIO over one output store of ``node``, at the node's revision."""
+    state = node.state
+    if state.rev is None and state.remote is None:
+        return ASEIO(path, readonly=True)
+    tmp = Path(tempfile.mkdtemp(prefix="asebytes-nodes-"))
+    local = tmp / Path(path).name
+    try:
+        state.fs.get(Path(path).as_posix(), local.as_posix(), recursive=True)
+        frames = ASEIO(local, readonly=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    weakref.finalize(frames, _discard, frames.backend, tmp)
+    return frames
+
+
+def _discard(backend: Any, tmp: Path) -> None:
+    backend.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+class ConfiguredNode(zntrack.Node):  # type: ignore[misc]  # zntrack has no type hints
+    """A node whose ``config`` param is a plain dict checked against a Pydantic model.
+
+    The dict is validated when the node is created (building the graph) and again by
+    :meth:`settings` when the stage runs, where it was read back from ``params.yaml``.
+    """
+
+    # Stage commands read ``zntrack run asebytes_nodes.nodes.<Class>``: stable however the
+    # package's private modules are arranged.
+    _module_: ClassVar[str] = "asebytes_nodes.nodes"
+    _model: ClassVar[type[BaseModel]]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loading:
+            return
+        config = self.__dict__["config"]
+        if not isinstance(config, self._model):
+            config = self._model.model_validate(config)
+        self.config = config.model_dump(mode="json")
+        self.configured(config)
+
+    def configured(self, config: Any) -> None:
+        """Hook run once the configuration is validated, when the graph is built."""
+
+    @property
+    def loading(self) -> bool:
+        """Is this instance being loaded (``from_rev``, ``zntrack run``) rather than built?"""
+        return self.__dict__.get("config") is ZNTRACK_LAZY_VALUE
+
+    def settings(self) -> Any:
+        """The configuration as a validated model (raises Pydantic's ``ValidationError``)."""
+        return self._model.model_validate(self.config)
+
+
+class FramesNode(ConfiguredNode):
+    """A configured node that writes frames to ``frames_path`` and reads them as :attr:`frames`.
+
+    The store is named ``<nwd>/frames<ext>`` after the backend the node is configured with
+    (:meth:`output_backend`), unless ``frames_path`` is given. Subclasses declare the
+    ``frames_path`` output field with an empty list as default: "no store" (ZnTrack cannot
+    pass None on as a dependency).
+    """
+
+    if TYPE_CHECKING:
+        frames_path: Path | list[Path]
+
+    def configured(self, config: Any) -> None:
+        backend = self.output_backend(config)
+        if backend is not None and not self.__dict__.get("frames_path"):
+            self.frames_path = zntrack.nwd / f"frames{store_suffix(backend)}"
+
+    @property
+    def store_path(self) -> Path | None:
+        """Path of the output store, or None if the node writes none."""
+        path = self.frames_path
+        return Path(path) if path else None  # type: ignore[arg-type]
+
+    def output_backend(self, config: Any) -> str | None:
+        """The backend of the store this node writes, or None if it writes none."""
+        return str(config.store.backend)
+
+    def store_target(self, config: Any) -> Path:
+        """The output store's path, checked against the configured backend, its folder created.
+
+        The output's name is fixed in ``dvc.yaml`` when the graph is built, so a backend
+        changed later in ``params.yaml`` is refused instead of written under the wrong name.
+        """
+        backend = self.output_backend(config)
+        path = self.store_path
+        if backend is None or path is None:
+            raise ValueError(
+                f"{self.name}: the graph was built without an output store for this node; "
+                "configure the store where the graph is built and build it again"
+            )
+        if path.suffix != store_suffix(backend):
+            raise ValueError(
+                f"{self.name}: the configured backend is {backend!r}, but the graph was built with "
+                f"the output {path} for another backend; change the backend where the graph is "
+                "built and build it again (the output's name is part of dvc.yaml)"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        git_ignore_lock(path)
+        return path
+
+    @property
+    def frames(self) -> ASEIO:
+        """The output frames as a lazy, read-only ASEIO, at this node's revision."""
+        path = self.store_path
+        if path is None:
+            raise ValueError(f"{self.name}: this node writes no frames")
+        return open_output(self, path)

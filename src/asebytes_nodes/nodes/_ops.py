@@ -1,0 +1,221 @@
+"""The work the nodes do, as plain functions that need neither git nor DVC.
+
+Stores are written whole into a temporary name beside the target and moved into place at
+the end, so an interrupted stage never leaves a half-written output under the final name.
+Data always moves in chunks, never as one list of every frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..backends._base import ColumnInfo, ReadableBackend
+from ..io import ASEIO
+from ..registry import list_backends
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from ._config import StoreSpec
+
+__all__ = [
+    "SelectedRows",
+    "as_aseio",
+    "copy_frames",
+    "fingerprint",
+    "git_ignore_lock",
+    "iter_chunks",
+    "remove_store",
+    "store_size",
+    "store_suffix",
+]
+
+
+def store_suffix(backend: str) -> str:
+    """The file extension that the registry maps to ``backend`` alone (``.h5md``, not ``.h5``)."""
+    table = list_backends()
+    for ext in table[backend].extensions:
+        if sum(ext in entry.extensions for entry in table.values()) == 1:
+            return ext
+    raise ValueError(f"the {backend!r} backend has no extension of its own; name the output explicitly")
+
+
+def progress(total: int | None, desc: str) -> Any:
+    """A tqdm bar counting frames; silent when stderr is not a terminal (DVC logs, CI)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=None, leave=False)
+
+
+def iter_chunks(frames: Any, size: int) -> Iterator[list[Atoms]]:
+    """Lists of up to ``size`` Atoms from an ASEIO, a view or any iterable of Atoms."""
+    chunked = getattr(frames, "chunked", None)
+    if chunked is not None:
+        yield from chunked(size)
+        return
+    iterator = iter(frames)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def as_aseio(frames: Any) -> ASEIO:
+    """``frames`` itself if it is an ASEIO, else its Atoms copied into an in-memory store
+    (for upstream nodes of other packages whose ``frames`` is a list)."""
+    if isinstance(frames, ASEIO):
+        return frames
+    memory = ASEIO("memory://")
+    for images in iter_chunks(frames, 1000):
+        memory.extend(images)
+    return memory
+
+
+def lock_file(path: Path) -> Path:
+    """The ``<path>-lock`` file LMDB keeps beside a single-file store (opening it, even to read,
+    rewrites it: it must stay outside what DVC and git track)."""
+    return Path(f"{path}-lock")
+
+
+def remove_store(path: Path) -> None:
+    """Delete a store file or directory, and its lock file."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    lock_file(path).unlink(missing_ok=True)
+
+
+def git_ignore_lock(path: Path) -> None:
+    """List the store's lock file in the ``.gitignore`` beside it (where DVC lists the store)."""
+    ignore = path.parent / ".gitignore"
+    line = f"/{lock_file(path).name}"
+    lines = ignore.read_text().splitlines() if ignore.exists() else []
+    if line not in lines:
+        ignore.write_text("\n".join([*lines, line]) + "\n")
+
+
+def copy_frames(
+    source: ASEIO | Iterable[Atoms],
+    target: str | os.PathLike[str],
+    store: StoreSpec,
+    *,
+    chunk_size: int = 1000,
+    rows: Sequence[int] | np.ndarray | None = None,
+    desc: str = "copy",
+) -> int:
+    """Write the frames of ``source`` (only ``rows`` of an ASEIO, if given) into a new store.
+
+    An ASEIO source is copied row by row as flat dicts, without building ``Atoms``. The store
+    is written under a temporary name and moved to ``target`` when complete; an existing
+    ``target`` is replaced. Returns the number of frames written.
+    """
+    target = Path(target)
+    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+    remove_store(partial)
+    count = 0
+    with ASEIO(partial, backend=store.backend, **store.options) as out:
+        writer = out.backend
+        if isinstance(source, ASEIO):
+            reader = source.backend
+            picked = np.arange(len(source)) if rows is None else np.asarray(rows, dtype=np.int64)
+            with progress(len(picked), desc) as bar:
+                for start in range(0, len(picked), chunk_size):
+                    batch = reader.read_rows(picked[start : start + chunk_size])
+                    writer.extend(batch)  # type: ignore[attr-defined]
+                    count += len(batch)
+                    bar.update(len(batch))
+        else:
+            with progress(None, desc) as bar:
+                for images in iter_chunks(source, chunk_size):
+                    out.extend(images)
+                    count += len(images)
+                    bar.update(len(images))
+    remove_store(target)
+    os.replace(partial, target)
+    lock_file(partial).unlink(missing_ok=True)
+    return count
+
+
+def store_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(bytes, files)`` a store takes on disk (LMDB's lock file not counted)."""
+    path = Path(path)
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    return sum(p.stat().st_size for p in files), len(files)
+
+
+def fingerprint(frames: ASEIO) -> str:
+    """A digest that changes whenever the data behind ``frames`` changes.
+
+    Local stores are hashed by content (file names and bytes, like DVC does); a selection
+    combines its source's digest with its row numbers; remote sources give their location
+    and length, the best a reader can know without downloading them.
+    """
+    digest = hashlib.md5()
+    backend = frames.backend
+    if isinstance(backend, SelectedRows):
+        digest.update(fingerprint(backend.source).encode())
+        digest.update(backend.rows.tobytes())
+        return digest.hexdigest()
+    location = backend.location
+    path = Path(location) if location and "://" not in location else None
+    if path is None or not path.exists():
+        digest.update(f"{type(backend).__name__}:{location}:{len(backend)}".encode())
+        return digest.hexdigest()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class SelectedRows(ReadableBackend):
+    """Read-only rows ``rows`` of another store, in that order: a subset without a copy.
+
+    ``keys()`` and ``schema()`` describe the whole source store, which may carry keys that
+    none of the selected rows has.
+    """
+
+    name = "selection"
+
+    def __init__(self, source: ASEIO, rows: Sequence[int] | np.ndarray) -> None:
+        self.source = source  # holds the source's handle (and any temporary copy) open
+        self.rows = np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def columns(self, index: int = 0) -> list[str]:
+        return self.source.backend.columns(int(self.rows[index]))
+
+    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        return self.source.backend.read_row(int(self.rows[index]), keys)
+
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        return self.source.backend.read_rows(self.rows[np.asarray(indices, dtype=np.int64)], keys)
+
+    def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
+        return self.source.backend.read_column(key, self.rows[np.asarray(indices, dtype=np.int64)])
+
+    def keys(self) -> list[str]:
+        return self.source.backend.keys()
+
+    def schema(self) -> dict[str, ColumnInfo]:
+        return self.source.backend.schema()
+
+    @property
+    def location(self) -> str | None:
+        return self.source.backend.location
+
+    def close(self) -> None:
+        self.source.close()

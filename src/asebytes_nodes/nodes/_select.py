@@ -1,0 +1,146 @@
+"""Row selection for :class:`~asebytes_nodes.nodes.Subset`: indices, slices, filters, samples, splits.
+
+Filters read only the columns they need, ``chunk_size`` rows at a time, and decide each chunk
+with numpy over all its frames at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..backends._base import MISSING
+from ..indexing import IndexArray, normalize_indices
+from ..views import check_keys
+
+if TYPE_CHECKING:
+    from ..backends._base import ReadableBackend
+    from ..io import ASEIO
+    from ._config import Filters, SubsetConfig
+
+__all__ = ["filter_rows", "select_rows"]
+
+
+def select_rows(frames: ASEIO, config: SubsetConfig) -> IndexArray:
+    """Row numbers of ``frames`` that ``config`` selects, in the order described there.
+
+    Samples and split parts come back sorted, so reading them walks the store forwards.
+    """
+    n = len(frames)
+    if config.indices is not None:
+        rows = normalize_indices(config.indices, n)
+    elif config.slice is not None:
+        rows = normalize_indices(config.slice.to_slice(), n)
+    else:
+        rows = np.arange(n, dtype=np.int64)
+    rows = filter_rows(frames.backend, rows, config.filters, config.chunk_size)
+    if config.sample is not None:
+        sample = config.sample
+        want = sample.n if sample.n is not None else int((sample.fraction or 0) * len(rows))
+        if want > len(rows):
+            raise ValueError(
+                f"sample.n is {want} but only {len(rows)} frames remain after indices/slice and "
+                "filters; lower sample.n or use sample.fraction"
+            )
+        picked = np.random.default_rng(sample.seed).choice(len(rows), want, replace=False)
+        rows = rows[np.sort(picked)]
+    elif config.split is not None:
+        split = config.split
+        order = np.random.default_rng(split.seed).permutation(len(rows))
+        names = list(split.fractions)
+        bounds = np.floor(np.cumsum([split.fractions[k] for k in names]) * len(rows) + 1e-9).astype(int)
+        k = names.index(split.part)
+        start = bounds[k - 1] if k else 0
+        rows = rows[np.sort(order[start : bounds[k]])]
+    return rows
+
+
+def filter_rows(backend: ReadableBackend, rows: IndexArray, filters: Filters, chunk_size: int) -> IndexArray:
+    """The ``rows`` whose frames pass every filter (frames lacking a filtered value fail it)."""
+    needed = [key for key, on in _FILTER_KEYS.items() if on(filters)] + list(filters.has_keys or ())
+    if not needed:
+        return rows
+    check_keys(backend, needed)
+    allowed = None
+    if filters.elements is not None:
+        from ase.data import atomic_numbers
+
+        allowed = np.array([atomic_numbers[s] for s in filters.elements])
+    keep = np.zeros(len(rows), dtype=bool)
+    for start in range(0, len(rows), chunk_size):
+        chunk = rows[start : start + chunk_size]
+        keep[start : start + len(chunk)] = _passes(backend, chunk, filters, allowed)
+    return rows[keep]
+
+
+_FILTER_KEYS = {
+    "arrays.numbers": lambda f: f.n_atoms or f.elements is not None or f.energy_per_atom,
+    "calc.energy": lambda f: f.energy_per_atom,
+    "calc.forces": lambda f: f.max_force is not None,
+}
+
+
+def _passes(backend: ReadableBackend, rows: IndexArray, f: Filters, allowed: np.ndarray | None) -> np.ndarray:
+    ok = np.ones(len(rows), dtype=bool)
+    if f.n_atoms or allowed is not None or f.energy_per_atom:
+        _, numbers, counts = _ragged(backend.read_column("arrays.numbers", rows))
+        if f.n_atoms:
+            ok &= _within(counts.astype(float), f.n_atoms.min, f.n_atoms.max)
+        if allowed is not None:
+            frame_of_atom = np.repeat(np.arange(len(rows)), counts)
+            foreign = np.bincount(frame_of_atom, weights=~np.isin(numbers, allowed), minlength=len(rows))
+            ok &= foreign == 0
+        if f.energy_per_atom:
+            energy = _scalars(backend.read_column("calc.energy", rows))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ok &= _within(energy / counts, f.energy_per_atom.min, f.energy_per_atom.max)
+    if f.max_force is not None:
+        present, forces, counts = _ragged(backend.read_column("calc.forces", rows))
+        norms = np.linalg.norm(forces.reshape(-1, 3), axis=1)
+        worst = np.zeros(len(rows))
+        filled = counts > 0
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        if norms.size:
+            worst[filled] = np.maximum.reduceat(norms, starts[filled])
+        ok &= present & (worst <= f.max_force)
+    for key in f.has_keys or ():
+        present, _, _ = _ragged(backend.read_column(key, rows), flatten=False)
+        ok &= present
+    return ok
+
+
+def _within(values: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+    """``low <= value <= high`` with open ends; NaN never passes."""
+    ok = ~np.isnan(values)
+    if low is not None:
+        ok &= values >= low
+    if high is not None:
+        ok &= values <= high
+    return ok
+
+
+def _scalars(values: list[Any] | np.ndarray) -> np.ndarray:
+    """A float array, NaN where a row lacks the value."""
+    if isinstance(values, np.ndarray):
+        return values.astype(float)
+    return np.array([np.nan if v is MISSING else float(v) for v in values])
+
+
+def _ragged(
+    values: list[Any] | np.ndarray, flatten: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(present, concatenated per-atom values, atoms per row)`` of one column read."""
+    if isinstance(values, np.ndarray):
+        n = len(values)
+        width = values.shape[1] if values.ndim > 1 else 0
+        flat = values.reshape(n * width, *values.shape[2:]) if flatten and width else values
+        return np.ones(n, dtype=bool), flat, np.full(n, width)
+    present = np.array([v is not MISSING for v in values], dtype=bool)
+    if not flatten:
+        return present, np.zeros(0), np.zeros(len(values), dtype=int)
+    arrays = [np.asarray(v) for v in values if v is not MISSING]
+    counts = np.zeros(len(values), dtype=int)
+    counts[present] = [len(a) for a in arrays]
+    flat = np.concatenate(arrays) if arrays else np.zeros(0)
+    return present, flat, counts

@@ -1,0 +1,114 @@
+"""Node configuration: Pydantic models, their messages, and what a node keeps in params.yaml.
+
+Matrix: one bad value per model (each message must name the field), backend options checked per
+backend, models and plain dicts accepted alike, rejection when the graph is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+import zntrack
+from pydantic import BaseModel, ValidationError
+
+from asebytes_nodes.nodes import (
+    BenchmarkConfig,
+    Convert,
+    ConvertConfig,
+    LoadConfig,
+    StoreSpec,
+    Subset,
+    SubsetConfig,
+    ZarrOptions,
+)
+
+BAD: list[tuple[type[BaseModel], dict[str, Any], str]] = [
+    (ConvertConfig, {"store": {"backend": "sqlite"}}, r"store\.backend\n.*'lmdb', 'zarr' or 'h5md'"),
+    (
+        ConvertConfig,
+        {"store": {"backend": "zarr", "options": {"clevel": 12}}},
+        r"store\.options\n.*clevel 12 is above 9",
+    ),
+    (
+        ConvertConfig,
+        {"store": {"backend": "zarr", "options": {"compresor": "lz4"}}},
+        r"compresor\n.*Extra inputs",
+    ),
+    (
+        ConvertConfig,
+        {"store": {"backend": "lmdb", "options": {"compressor": "lz4"}}},
+        r"compressor\n.*Extra inputs",
+    ),
+    (
+        ConvertConfig,
+        {"store": {"backend": "h5md", "options": {"compression": "zstd"}}},
+        r"compression\n.*'gzip' or 'lzf'",
+    ),
+    (ConvertConfig, {"chunk_size": 0}, r"chunk_size\n.*greater than 0"),
+    (LoadConfig, {"frames": {"step": -1}}, r"frames\.step\n.*greater than 0"),
+    (SubsetConfig, {"split": {"fractions": {"train": 0.8, "test": 0.3}}}, r"split\n.*sum to 1\.1"),
+    (
+        SubsetConfig,
+        {"split": {"part": "val", "fractions": {"train": 1.0}}},
+        r"split\n.*part 'val' is not one of",
+    ),
+    (SubsetConfig, {"sample": {"n": 3, "fraction": 0.5}}, r"sample\n.*exactly one of n and fraction"),
+    (SubsetConfig, {"filters": {"elements": ["Cu", "Xx"]}}, r"filters\n.*unknown chemical symbols \['Xx'\]"),
+    (
+        SubsetConfig,
+        {"filters": {"energy_per_atom": {"min": 1, "max": 0}}},
+        r"energy_per_atom\n.*min \(1\.0\) is greater",
+    ),
+    (
+        SubsetConfig,
+        {"filters": {"has_keys": ["energy"]}},
+        r"filters\n.*'energy' is not in the flat namespace",
+    ),
+    (SubsetConfig, {"filters": {"max_force": -1}}, r"filters\.max_force\n.*greater than 0"),
+    (SubsetConfig, {"indices": [1], "slice": {"stop": 3}}, r"either indices or slice"),
+    (BenchmarkConfig, {"backends": {}}, r"backends\n.*at least 1 item"),
+    (BenchmarkConfig, {"repeats": "many"}, r"repeats\n.*valid integer"),
+]
+
+
+@pytest.mark.parametrize(("model", "value", "message"), BAD, ids=[b[2][:30] for b in BAD])
+def test_bad_value_names_the_field(model: type[BaseModel], value: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        model.model_validate(value)
+
+
+def test_store_options_keep_only_what_was_set() -> None:
+    spec = StoreSpec(backend="zarr", options={"compressor": "zstd", "chunk_frames": 64})
+    assert spec.options == {"compressor": "zstd", "chunk_frames": 64}
+    assert StoreSpec(
+        backend="zarr", options=ZarrOptions(clevel=3).model_dump(exclude_unset=True)
+    ).options == {"clevel": 3}
+
+
+def test_params_are_plain_values_and_models_are_accepted(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    with zntrack.Project() as project:
+        a = Convert(source="in.lmdb", name="A", config=ConvertConfig(store=StoreSpec(backend="zarr")))
+        Subset(data=a, name="B", config={"filters": {"elements": ["Cu"]}, "materialize": {"backend": "lmdb"}})
+    project.build()
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params["A"]["config"] == {"chunk_size": 1000, "store": {"backend": "zarr", "options": {}}}
+    assert params["B"]["config"]["filters"]["elements"] == ["Cu"]
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
+    assert stages["A"]["outs"] == ["nodes/A/frames.zarr"]
+    assert stages["B"]["outs"] == ["nodes/B/frames.lmdb", "nodes/B/selection.json"]
+    assert stages["B"]["deps"] == ["nodes/A/frames.zarr"]
+    assert stages["B"]["cmd"] == "zntrack run asebytes_nodes.nodes.Subset --name B"
+
+
+def test_bad_config_fails_when_the_graph_is_built(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValidationError, match=r"split\.fractions\.train\n.*valid number"):
+        with zntrack.Project():
+            Subset(data=None, config={"split": {"fractions": {"train": "most"}}})
+    with pytest.raises(ValueError, match="give exactly one of data"):
+        with zntrack.Project():
+            Convert(config={})
+    assert not (tmp_path / "params.yaml").exists()

@@ -1,0 +1,88 @@
+"""Each node's ``run`` in-process, the way ``zntrack run`` loads it, without git or DVC.
+
+The graph is built (params.yaml, zntrack.json), then every node is loaded with
+``from_rev(..., running=True)`` and run. Matrix: Load (frame range) -> Convert into each backend,
+Convert from a path, Cache, run-time validation of a hand-edited params.yaml, and a backend
+changed after the graph fixed the output's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+import zntrack
+from ase import Atoms
+from node_data import needs_h5md
+from pydantic import ValidationError
+
+from asebytes_nodes import ASEIO
+from asebytes_nodes.nodes import Cache, Convert, Load
+from asebytes_nodes.testing.frames import assert_atoms_equal
+
+
+def run_all(*nodes: type[zntrack.Node]) -> None:
+    """Load each node class by its default name, as ``zntrack run`` does, and run it."""
+    for node in nodes:
+        node.from_rev(node.__name__, running=True).run()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frames: list[Atoms]) -> Path:
+    monkeypatch.chdir(tmp_path)
+    with ASEIO("source.lmdb") as db:
+        db.extend(frames)
+    return tmp_path
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "zarr", pytest.param("h5md", marks=needs_h5md)])
+def test_load_then_convert(project: Path, frames: list[Atoms], backend: str) -> None:
+    with zntrack.Project() as graph:
+        load = Load(source="source.lmdb", config={"frames": {"start": 2, "stop": 20, "step": 3}})
+        Convert(data=load, config={"store": {"backend": backend}, "chunk_size": 4})
+    graph.build()
+    run_all(Load, Convert)
+    out = zntrack.from_rev("Convert").frames
+    assert len(out) == 6
+    for j, i in enumerate(range(2, 20, 3)):
+        assert_atoms_equal(out[j], frames[i], where=f"row {j}")
+    assert out.backend.name == backend
+    ignored = (project / "nodes" / "Load" / ".gitignore").read_text().split()
+    assert ignored == ["/frames.lmdb-lock"]  # the lock file beside the LMDB output
+
+
+def test_convert_from_a_path_and_cache(project: Path, frames: list[Atoms]) -> None:
+    with zntrack.Project() as graph:
+        Convert(
+            source="source.lmdb", config={"store": {"backend": "zarr", "options": {"compressor": "zstd"}}}
+        )
+        Cache(source="source.lmdb")
+    graph.build()
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    assert stages["Convert"]["deps"] == stages["Cache"]["deps"] == ["source.lmdb"]
+    run_all(Convert, Cache)
+    for name in ("Convert", "Cache"):
+        out = zntrack.from_rev(name).frames
+        assert len(out) == len(frames)
+        assert_atoms_equal(out[-1], frames[-1], where=name)
+
+
+def edit_params(path: Path, node: str, change: dict[str, Any]) -> None:
+    params = yaml.safe_load(path.read_text())
+    params[node]["config"].update(change)
+    path.write_text(yaml.safe_dump(params))
+
+
+def test_run_validates_params_again(project: Path) -> None:
+    with zntrack.Project() as graph:
+        Convert(source="source.lmdb", config={"store": {"backend": "zarr"}})
+    graph.build()
+    edit_params(project / "params.yaml", "Convert", {"store": {"backend": "zarr", "options": {"clevel": 99}}})
+    with pytest.raises(ValidationError, match=r"store\.options\.clevel\n.*less than or equal to 22"):
+        run_all(Convert)
+    edit_params(project / "params.yaml", "Convert", {"store": {"backend": "lmdb"}})
+    with pytest.raises(ValueError, match=r"backend is 'lmdb', but the graph was built with the output"):
+        run_all(Convert)
+    assert not (project / "nodes" / "Convert" / "frames.zarr").exists()

@@ -1,0 +1,101 @@
+"""Plain functions behind the nodes: streamed copies, selections without copies, fingerprints,
+and the benchmark with its table and figure.
+
+Matrix: copies into LMDB, Zarr (and H5MD when its backend is present) from an ASEIO (row dicts)
+and from a list of Atoms; replacing an existing store; benchmark on two backends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from node_data import needs_h5md
+
+from asebytes_nodes import ASEIO
+from asebytes_nodes.nodes import BenchmarkConfig, StoreSpec
+from asebytes_nodes.nodes._bench import benchmark, figure, markdown_table
+from asebytes_nodes.nodes._ops import SelectedRows, copy_frames, fingerprint, git_ignore_lock, store_suffix
+from asebytes_nodes.testing.frames import assert_atoms_equal
+
+BACKENDS = ["lmdb", "zarr", pytest.param("h5md", marks=needs_h5md)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_copy_round_trip(tmp_path: Path, store: ASEIO, frames: list[Atoms], backend: str) -> None:
+    target = tmp_path / f"out{store_suffix(backend)}"
+    rows = np.array([3, 0, 30, 7])
+    assert copy_frames(store, target, StoreSpec(backend=backend), chunk_size=3, rows=rows) == 4
+    # the partial store was moved into place; nothing else is left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["mixed.lmdb", "mixed.lmdb-lock", target.name]
+    )
+    with ASEIO(target, readonly=True) as out:
+        assert len(out) == 4
+        for j, i in enumerate(rows.tolist()):
+            assert_atoms_equal(out[j], frames[i], where=f"row {j}")
+
+
+def test_copy_from_atoms_replaces_the_old_store(tmp_path: Path, frames: list[Atoms]) -> None:
+    target = tmp_path / "out.zarr"
+    copy_frames(frames, target, StoreSpec(backend="zarr"), chunk_size=5)
+    copy_frames(iter(frames[:3]), target, StoreSpec(backend="zarr", options={"compressor": "zstd"}))
+    with ASEIO(target, readonly=True) as out:
+        assert len(out) == 3
+        assert_atoms_equal(out[2], frames[2])
+
+
+def test_selected_rows_read_like_a_store(store: ASEIO, frames: list[Atoms]) -> None:
+    view = ASEIO(SelectedRows(store, [5, 1, 5]))
+    assert len(view) == 3
+    assert_atoms_equal(view[0], frames[5])
+    assert view["info.i"].to_list() == [5, 1, 5]
+    assert [a.info["i"] for chunk in view.chunked(2) for a in chunk] == [5, 1, 5]
+    with pytest.raises(Exception, match="read-only"):
+        view.append(frames[0])
+
+
+def test_fingerprint_follows_the_data(tmp_path: Path, frames: list[Atoms]) -> None:
+    a, b = ASEIO(tmp_path / "a.lmdb"), ASEIO(tmp_path / "b.zarr")
+    for db in (a, b):
+        db.extend(frames[:4])
+    prints = {fingerprint(a), fingerprint(b), fingerprint(ASEIO(SelectedRows(a, [0, 1])))}
+    assert len(prints) == 3
+    before = fingerprint(b)
+    b.update(1, calc={"energy": 123.0})
+    assert fingerprint(b) != before
+    assert fingerprint(ASEIO(SelectedRows(a, [0, 1]))) != fingerprint(ASEIO(SelectedRows(a, [0, 2])))
+
+
+def test_lock_file_is_git_ignored_once(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("/frames.lmdb\n")
+    for _ in range(2):
+        git_ignore_lock(tmp_path / "frames.lmdb")
+    assert (tmp_path / ".gitignore").read_text() == "/frames.lmdb\n/frames.lmdb-lock\n"
+
+
+def test_benchmark_outputs(tmp_path: Path, store: ASEIO) -> None:
+    config = BenchmarkConfig(
+        backends={
+            "lmdb": {"backend": "lmdb"},
+            "zarr-zstd": {"backend": "zarr", "options": {"compressor": "zstd"}},
+        },
+        max_frames=20,
+        n_random=10,
+        repeats=1,
+        column="calc.forces",
+    )
+    results = benchmark(store, config, workdir=tmp_path)
+    assert results["frames"] == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed.lmdb", "mixed.lmdb-lock"]  # stores removed
+    for label in ("lmdb", "zarr-zstd"):
+        figures = results[label]
+        assert all(figures[k] > 0 for k in ("write", "read_all", "random", "column", "size"))
+        assert figures["files"] >= 1
+    assert results["lmdb"]["files"] == 1
+    table = markdown_table(results)
+    assert "| lmdb |" in table and "| zarr-zstd |" in table and "random reads (frames/s)" in table
+    figure(results, tmp_path / "b.png")
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,190 @@
+"""The nodes in a real pipeline: git, DVC and ZnTrack in a temporary repository.
+
+One repository per module, reproduced once and tagged ``v1``; the tests then run in file order:
+reading outputs (status stays clean), metrics and plots, a parameter change (only the affected
+stages run, ``from_rev`` still returns the tagged frames), a bad parameter through
+``dvc exp run -S``, push / fresh clone / read from the remote, and last a change of the source
+data that leaves the selected indices alone but still reaches the stages downstream.
+
+Graph: Load (into Zarr) -> Pick (Subset by indices, no copy) -> Bench (Benchmark);
+Load -> Train (Subset by split, materialised as LMDB). Four stages keep the module near 30 s of
+CPU; Convert's ``run`` is exercised without DVC in ``test_nodes_run.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from ase import Atoms
+from node_data import mixed_frames
+
+from asebytes_nodes import ASEIO
+from asebytes_nodes.testing.frames import assert_atoms_equal
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+BUILD = """
+import zntrack
+from asebytes_nodes.nodes import Benchmark, Load, Subset
+
+with zntrack.Project() as project:
+    load = Load(source="data.lmdb",
+                config={"store": {"backend": "zarr", "options": {"chunk_frames": 8, "shard_frames": 64}}})
+    pick = Subset(data=load, name="Pick", config={"indices": [0, 2, 4]})
+    split = {"fractions": {"train": 0.5, "test": 0.5}, "seed": 1}
+    Subset(data=load, name="Train", config={"split": split, "materialize": {"backend": "lmdb"}})
+    Benchmark(data=pick, name="Bench",
+              config={"backends": {"lmdb": {"backend": "lmdb"}, "zarr": {"backend": "zarr"}},
+                      "n_random": 5, "repeats": 1})
+project.build()
+"""
+
+
+def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    if check and done.returncode:
+        raise AssertionError(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def ran_stages(output: str) -> list[str]:
+    return sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
+
+
+def write_source(path: Path, energy_shift: float = 0.0) -> list[Atoms]:
+    frames = mixed_frames()[:24]
+    for atoms in frames:
+        atoms.calc.results["energy"] += energy_shift
+    shutil.rmtree(path, ignore_errors=True)
+    path.unlink(missing_ok=True)
+    with ASEIO(path) as db:
+        db.extend(frames)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A repository with the graph built, reproduced, committed and tagged v1; remote configured first."""
+    root = tmp_path_factory.mktemp("pipeline")
+    repo = root / "repo"
+    repo.mkdir()
+    run(repo, "git", "init", "-q", "-b", "main")
+    run(repo, "git", "config", "user.name", "test")
+    run(repo, "git", "config", "user.email", "test@example.com")
+    run(repo, "dvc", "init", "-q")
+    run(repo, "dvc", "remote", "add", "-d", "local", str(root / "remote"))
+    (repo / ".gitignore").write_text("/data.lmdb-lock\n")
+    write_source(repo / "data.lmdb")
+    (repo / "build.py").write_text(BUILD)
+    run(repo, sys.executable, "build.py")
+    done = run(repo, "dvc", "repro")
+    assert ran_stages(done.stdout) == ["Bench", "Load", "Pick", "Train"]
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "v1")
+    run(repo, "git", "tag", "v1")
+    yield repo
+
+
+@pytest.fixture
+def in_repo(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(repo)
+    return repo
+
+
+def test_outputs_read_back_and_reading_changes_nothing(in_repo: Path) -> None:
+    import zntrack
+
+    source = mixed_frames()[:24]
+    frames = zntrack.from_rev("Load").frames
+    assert len(frames) == 24 and frames.backend.name == "zarr"
+    assert_atoms_equal(frames[5], source[5])
+    pick = zntrack.from_rev("Pick")
+    assert pick.indices.tolist() == [0, 2, 4]
+    assert [a.info["i"] for a in pick.frames] == [0, 2, 4]
+    train = zntrack.from_rev("Train")
+    assert len(train.frames) == 12 and train.frames.backend.name == "lmdb"
+    assert (
+        train.frames["calc.energy"].to_numpy()
+        == np.array([source[i].get_potential_energy() for i in train.indices])
+    ).all()
+    files = [p for p in (in_repo / "nodes" / "Load" / "frames.zarr").rglob("*") if p.is_file()]
+    metadata = [p for p in files if p.name == "zarr.json"]
+    assert len(files) - len(metadata) <= len(metadata)  # sharded: at most one data file per array
+    assert "up to date" in run(in_repo, "dvc", "status").stdout
+    assert run(in_repo, "git", "status", "--porcelain").stdout == ""  # LMDB lock files are ignored
+
+
+def test_metrics_and_plots(in_repo: Path) -> None:
+    metrics = yaml.safe_load(run(in_repo, "dvc", "metrics", "show", "--json").stdout)
+    (workspace,) = metrics.values()
+    bench = workspace["data"]["nodes/Bench/metrics.json"]["data"]
+    assert bench["frames"] == 3 and bench["lmdb"]["read_all"] > 0 and bench["zarr"]["size"] > 0
+    plots = yaml.safe_load(run(in_repo, "dvc", "plots", "show", "--json").stdout)["data"]
+    assert {"Bench_write", "Bench_read_all", "Bench_random", "Bench_column", "Bench_size"} <= set(plots)
+    assert (in_repo / "nodes" / "Bench" / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| zarr |" in (in_repo / "nodes" / "Bench" / "benchmark.md").read_text()
+
+
+def set_param(repo: Path, stage: str, key: str, value: Any) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[stage]["config"][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_param_change_reruns_only_affected_stages(in_repo: Path) -> None:
+    import zntrack
+
+    set_param(in_repo, "Pick", "indices", [1, 3])
+    done = run(in_repo, "dvc", "repro")
+    assert ran_stages(done.stdout) == ["Bench", "Pick"]
+    run(in_repo, "git", "commit", "-qam", "pick 1 and 3")
+    assert [a.info["i"] for a in zntrack.from_rev("Pick").frames] == [1, 3]
+    old = zntrack.from_rev("Pick", rev="v1")
+    assert [a.info["i"] for a in old.frames] == [0, 2, 4]
+    assert len(zntrack.from_rev("Train", rev="v1").frames) == 12
+
+
+def test_bad_param_fails_cleanly(in_repo: Path) -> None:
+    done = run(in_repo, "dvc", "exp", "run", "-S", "Pick.config.chunk_size=0", check=False)
+    assert done.returncode != 0
+    assert "chunk_size\n  Input should be greater than 0" in done.stdout + done.stderr
+    run(in_repo, "git", "checkout", "params.yaml")
+    run(in_repo, "dvc", "checkout", "-f")  # DVC removed the outputs; zntrack had rewritten node-meta.json
+    assert "up to date" in run(in_repo, "dvc", "status").stdout
+
+
+def test_push_clone_and_read_from_the_remote(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zntrack
+
+    run(repo, "dvc", "push", "-A")
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    monkeypatch.chdir(clone)
+    old = zntrack.from_rev("Pick", rev="v1")  # no local cache: DVC fetches from the remote
+    assert [a.info["i"] for a in old.frames] == [0, 2, 4]
+    run(clone, "dvc", "pull", "-q")
+    assert [a.info["i"] for a in zntrack.from_rev("Pick").frames] == [1, 3]
+    assert "up to date" in run(clone, "dvc", "status").stdout
+
+
+def test_upstream_data_change_reaches_downstream_stages(in_repo: Path) -> None:
+    write_source(in_repo / "data.lmdb", energy_shift=1.0)
+    done = run(in_repo, "dvc", "repro", "Pick")
+    assert ran_stages(done.stdout) == ["Load", "Pick"]
+    import zntrack
+
+    assert zntrack.from_rev("Pick").indices.tolist() == [1, 3]  # the same rows ...
+    status = run(in_repo, "dvc", "status", "Bench").stdout
+    assert "nodes/Pick/selection.json" in status  # ... but Bench sees new data behind them
