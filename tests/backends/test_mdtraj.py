@@ -27,6 +27,9 @@ import hashlib
 import json
 import multiprocessing as mp
 import pickle
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +171,8 @@ def test_third_party_file_units_and_variable_length_topology(path: Path) -> None
     assert db[1].get_potential_energy() == units.kcal / units.mol
     assert db[0].pbc.all() and db[0].cell.cellpar().tolist() == [10, 10, 10, 90, 90, 90]
     assert not db[1].pbc.any() and not db[1].cell.any()
+    with pytest.raises(UnsupportedOperationError, match="'coordinates' has a fixed size"):
+        db.extend([db[0]])  # datasets written without maxshape cannot grow
 
 
 # -- the read contract on what the format holds ------------------------------------------------------
@@ -360,3 +365,32 @@ def test_sniffing_registry_and_refusals(tmp_path: Path, path: Path) -> None:
         ASEIO(tmp_path / "missing.h5", backend="mdtraj", readonly=True)
     with pytest.raises(InvalidDataError, match="without atoms"):
         ASEIO(tmp_path / "empty.h5", backend="mdtraj").append(Atoms())
+
+
+CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_mdtraj import frames
+from asebytes_nodes import ASEIO
+db, images = ASEIO({path!r}, backend="mdtraj"), frames(100)
+print("ready", flush=True)
+while True:
+    db.extend(images)
+"""
+
+
+def test_killed_writer_leaves_whole_extends(path: Path) -> None:
+    code = CHILD.format(tests=str(Path(__file__).parent), path=str(path))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        time.sleep(0.5)  # some extends done, one under way
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    db = ASEIO(path, readonly=True)
+    n = len(db)
+    assert n >= 100 and n % 100 == 0
+    images = frames(100)
+    np.testing.assert_array_equal(db["info.time"].to_numpy(), [a.info["time"] for a in images] * (n // 100))
+    np.testing.assert_array_equal(db[-100:]["arrays.positions"].to_numpy(), [a.positions for a in images])

@@ -46,10 +46,14 @@ to ``UNK`` 1; the root attribute ``asebytes_nodes_topology`` lists the topology 
 came from the frames, and only those are read back. Rows cannot be inserted, deleted or lose
 keys.
 
-An ``extend`` writes every other dataset first and ``coordinates`` last: rows past
-``len(coordinates)`` are ignored and overwritten by the next ``extend``. HDF5 itself keeps no
-journal, so a process killed inside a write can still damage the file; the file is open for
-writing only during a write call.
+An ``extend`` writes every other dataset first and ``coordinates`` last, flushing after each:
+rows past ``len(coordinates)`` are ignored and overwritten by the next ``extend``, so a
+process killed mid-write leaves the earlier extends whole. HDF5 keeps no journal; this holds
+because uncompressed chunks (the default) are rewritten in place. A compressed chunk that
+gains rows moves, and HDF5 may give its old space to a later write of the same session while
+the file on disk still points there. Flushing after each dataset narrows that window (no
+damage in 60 kills of a gzip writer) but cannot close it: ``compression="gzip"`` (MDTraj's
+own default) trades that safety for size, and so does appending to a gzip file from MDTraj.
 
 Version history
 ---------------
@@ -85,6 +89,7 @@ from ..errors import (
     MissingExtraError,
     StoreCorruptedError,
     StoreNotFoundError,
+    UnsupportedOperationError,
 )
 from ._base import MISSING, WritableBackend, path_of
 
@@ -181,6 +186,7 @@ class _Meta:
     scales: dict[str, float] = field(default_factory=dict)  # dataset present -> factor to our unit
     topology: dict[str, np.ndarray] = field(default_factory=dict)  # exposed topology arrays
     numbers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    fixed: list[str] = field(default_factory=list)  # datasets that cannot grow
     keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -203,7 +209,9 @@ class MDTrajBackend(WritableBackend):
     readonly
         Refuse every write.
     compression
-        ``"gzip"`` (MDTraj's zlib level 1 with shuffle, the default) or ``None``, for new files.
+        ``None`` (the default) or ``"gzip"`` (MDTraj's own choice: zlib level 1 with shuffle),
+        for new files. Compressed chunks move in the file as they grow, which HDF5 cannot do
+        crash-safely: see "Writing" at the top of the module.
     title
         The ``title`` root attribute of a new file.
     """
@@ -217,7 +225,7 @@ class MDTrajBackend(WritableBackend):
         target: str | os.PathLike[str],
         *,
         readonly: bool = False,
-        compression: str | None = "gzip",
+        compression: str | None = None,
         title: str = "asebytes-nodes",
     ) -> None:
         if compression not in ("gzip", None):
@@ -315,7 +323,7 @@ class MDTrajBackend(WritableBackend):
         if coords.ndim != 3 or coords.shape[2] != 3:
             raise StoreCorruptedError(f"{where}: 'coordinates' has shape {coords.shape}, not (n, atoms, 3)")
         length, n_atoms = int(coords.shape[0]), int(coords.shape[1])
-        scales = {}
+        scales, fixed = {}, []
         for name, table in _UNITS.items():
             if name not in f:
                 continue
@@ -331,6 +339,8 @@ class MDTrajBackend(WritableBackend):
                     f"{where}: dataset {name!r} has units {unit!r}; this reader converts {sorted(table)}"
                 )
             scales[name] = table[unit]
+            if ds.maxshape[0] is not None:
+                fixed.append(name)
         if ("cell_lengths" in scales) != ("cell_angles" in scales):
             raise StoreCorruptedError(f"{where}: 'cell_lengths' and 'cell_angles' must come together")
         topology = _read_topology(f, n_atoms, where)
@@ -343,6 +353,7 @@ class MDTrajBackend(WritableBackend):
             scales=scales,
             topology={k: v for k, v in topology.items() if k in exposed},
             numbers=topology["arrays.numbers"],
+            fixed=fixed,
         )
 
     # -- reading -----------------------------------------------------------------------------
@@ -447,6 +458,11 @@ class MDTrajBackend(WritableBackend):
         self._refresh()
         data, topology = self._encode(rows, lambda j: f"frame {j}")
         start = self._meta.length
+        if self._meta.fixed:
+            raise UnsupportedOperationError(
+                f"{self._path}: dataset {self._meta.fixed[0]!r} has a fixed size and cannot grow; "
+                "write the frames to a new file"
+            )
         with self._writer() as f:
             if topology is not None:
                 self._initialize(f, data, topology)
@@ -454,6 +470,7 @@ class MDTrajBackend(WritableBackend):
                 ds = f[name]
                 ds.resize(start + len(rows), axis=0)
                 ds[start:] = data[name]
+                f.flush()  # before later writes can reuse the space of a moved chunk (see top)
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
@@ -467,6 +484,7 @@ class MDTrajBackend(WritableBackend):
         with self._writer() as f:
             for name, values in data.items():
                 f[name][targets] = values[source]
+                f.flush()
 
     def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
@@ -484,7 +502,13 @@ class MDTrajBackend(WritableBackend):
             shared = self._share()
             _drop_file(shared)
             try:
-                f = h5py.File(self._path, "r+" if self._path.exists() else "w-")
+                try:
+                    f = h5py.File(self._path, "r+" if self._path.exists() else "w-")
+                except OSError as exc:
+                    raise type(exc)(
+                        f"{self._path}: cannot open for writing ({exc}); close other HDF5 handles on "
+                        "this file (h5py, mdtraj, other processes) first"
+                    ) from exc
                 try:
                     yield f
                 finally:
