@@ -145,6 +145,15 @@ class OursZarr(OursLMDB):
         return super().skip_reason()
 
 
+class OursH5MD(OursLMDB):
+    """asebytes_nodes, H5MD backend (one HDF5 file; ``ASEIO`` picks it by suffix)."""
+
+    name = "ours (H5MD)"
+    suffix = ".h5"
+    requires = ("h5py",)
+    note = "same calls as ours (LMDB) on a `.h5` path (gzip, like znh5md's default)"
+
+
 class AsebytesLMDB(Peer):
     """asebytes 0.3.3, LMDB backend (a folder holding one LMDB environment per group)."""
 
@@ -349,6 +358,7 @@ class AseTrajectory(Peer):
 PEERS: tuple[type[Peer], ...] = (
     OursLMDB,
     OursZarr,
+    OursH5MD,
     OursMemory,
     AsebytesLMDB,
     AsebytesZarr,

@@ -1,19 +1,35 @@
-"""The contract suite on the H5MD backend, plus its layout promises (H5MD 1.1 elements, padding,
-name clashes, options, failed writes, handles across pickling and forks)."""
+"""The contract suite on the H5MD backend, plus its layout promises: H5MD 1.1 elements and units,
+padding and species, name clashes, options, refused and failed writes, handles across processes.
+
+What other programs make of our files, and ours of theirs, is in ``tests/test_interop_h5md.py``.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.build import molecule
 
 h5py = pytest.importorskip("h5py")
 
-from asebytes_nodes import ASEIO  # noqa: E402
-from asebytes_nodes.backends._h5md import H5MDBackend  # noqa: E402
+from asebytes_nodes import (  # noqa: E402
+    ASEIO,
+    FormatVersionError,
+    InvalidDataError,
+    StoreCorruptedError,
+    StoreNotFoundError,
+    UnknownKeyError,
+)
+from asebytes_nodes.backends._h5md import H5MDBackend, sniff  # noqa: E402
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract  # noqa: E402
+from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
 
 
 class H5MDStore(StoreFactory):
@@ -32,3 +48,260 @@ class TestH5MDContract(WritableContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> StoreFactory:
         return H5MDStore(tmp_path / "frames.h5")
+
+
+def _same_object(a: Any, b: Any) -> bool:
+    return bool(h5py.h5o.get_info(a.id).addr == h5py.h5o.get_info(b.id).addr)
+
+
+def test_h5md_layout(tmp_path: Path) -> None:
+    path = tmp_path / "layout.h5md"
+    frames = make_frames("ethanol") + make_frames("periodic_variable_n")
+    with ASEIO(path, author_name="Jane Doe", author_email="jane@example.org", timestep=2.0) as db:
+        db.extend(frames)
+    with h5py.File(path, "r") as f:
+        assert f["h5md"].attrs["version"].tolist() == [1, 1]
+        assert f["h5md/author"].attrs["name"] == "Jane Doe"
+        assert f["h5md/author"].attrs["email"] == "jane@example.org"
+        assert f["h5md/creator"].attrs["name"] == "asebytes-nodes"
+        box = f["particles/atoms/box"]
+        assert box.attrs["dimension"] == 3
+        assert h5py.check_string_dtype(box.attrs.get_id("boundary").dtype).length is None  # variable-length
+        assert list(box.attrs["boundary"]) == ["none", "none", "none"]  # the first frame's pbc
+        width = max(len(a) for a in frames)
+        position = f["particles/atoms/position"]
+        assert position["value"].shape == (9, width, 3)
+        assert position["value"].attrs["unit"] == "Angstrom"
+        assert position["time"][:].tolist() == [2.0 * i for i in range(9)]
+        assert position["step"][:].tolist() == list(range(9))
+        for element in ("species", "box/edges", "forces", "box/pbc"):
+            assert _same_object(f[f"particles/atoms/{element}/step"], position["step"])
+        assert _same_object(f["observables/atoms/energy/time"], position["time"])
+        assert f["particles/atoms/box/edges/value"].shape == (9, 3, 3)
+        assert f["particles/atoms/forces/value"].attrs["unit"] == "eV Angstrom-1"
+        assert f["observables/atoms/energy/value"].attrs["unit"] == "eV"
+        assert f["observables/atoms/stress/value"].attrs["unit"] == "eV Angstrom-3"
+        assert f["particles/atoms/forces"].attrs["ASE_ENTRY_ORIGIN"] == "calc"
+        assert f["observables/atoms/smiles/value"].asstr()[0] == "CCO"
+        species = f["particles/atoms/species/value"][:]  # frames differ in atom count: NaN padding
+        assert species.dtype == np.float64 and np.isnan(species[4, len(frames[4]) :]).all()
+        assert f["parameters/asebytes_nodes/atoms/n_atoms"][:].tolist() == [len(a) for a in frames]
+        assert np.isnan(f["particles/atoms/position/value"][4, len(frames[4]) :]).all()
+
+
+def test_species_stay_integer_until_counts_differ(tmp_path: Path) -> None:
+    path = tmp_path / "species.h5"
+    db = ASEIO(path)
+    db.extend(make_frames("ethanol"))
+    with h5py.File(path, "r") as f:
+        assert f["particles/atoms/species/value"].dtype == np.int64
+    db.extend(make_frames("periodic_variable_n"))
+    with h5py.File(path, "r") as f:
+        species = f["particles/atoms/species/value"]
+        assert species.dtype == np.float64 and species[0, :9].tolist() == [6, 6, 8, 1, 1, 1, 1, 1, 1]
+        assert "species/value.replaced" not in f["particles/atoms"]
+    for a, b in zip(make_frames("ethanol") + make_frames("periodic_variable_n"), ASEIO(path), strict=True):
+        assert_atoms_equal(a, b)
+
+
+def test_clashing_names_and_odd_keys(tmp_path: Path) -> None:
+    atoms = make_frames("ethanol")[0]
+    atoms.arrays["forces"] = np.arange(27.0).reshape(9, 3)  # next to calc.forces
+    atoms.arrays["velocity"] = np.ones((9, 3))  # the name of an H5MD element we derive
+    atoms.info["a/b"] = 1.5
+    atoms.info["energy"] = "info, not calc"
+    path = tmp_path / "clash.h5"
+    ASEIO(path).extend([atoms])
+    assert_atoms_equal(atoms, ASEIO(path)[0])
+    with h5py.File(path, "r") as f:
+        particles, observables = f["particles/atoms"], f["observables/atoms"]
+        np.testing.assert_array_equal(particles["forces/value"][0], atoms.get_forces())
+        np.testing.assert_array_equal(particles["arrays.forces/value"][0], atoms.arrays["forces"])
+        assert "arrays.velocity" in particles and "info.a%2Fb" in observables
+        assert observables["energy/value"][0] == atoms.get_potential_energy()
+
+
+def test_velocity_is_derived_from_momenta(tmp_path: Path) -> None:
+    from ase.units import fs
+
+    frames = make_frames("per_atom_arrays")
+    path = tmp_path / "v.h5"
+    db = ASEIO(path)
+    db.extend(frames)
+    expected = frames[0].get_velocities() * 1000 * fs
+    with h5py.File(path, "r") as f:
+        velocity = f["particles/atoms/velocity"]
+        assert velocity["value"].attrs["unit"] == "Angstrom ps-1"
+        assert velocity.attrs["ASE_ENTRY_ORIGIN"] == "info"  # so znh5md keeps the exact momenta
+        np.testing.assert_allclose(velocity["value"][0], expected)
+    db.update(0, arrays={"masses": np.full(len(frames[0]), 2.0)})
+    with h5py.File(path, "r") as f:
+        np.testing.assert_allclose(f["particles/atoms/velocity/value"][0], frames[0].get_momenta() / 2 * 1000 * fs)
+    assert "velocity" not in " ".join(ASEIO(path).columns)
+
+
+@pytest.mark.parametrize(("compression", "opts"), [("gzip", 9), ("lzf", None), (None, None)])
+def test_compression(tmp_path: Path, compression: str | None, opts: int | None) -> None:
+    path = tmp_path / "c.h5"
+    with ASEIO(path, compression=compression, compression_opts=opts) as db:
+        db.extend(make_frames("ethanol"))
+    with h5py.File(path, "r") as f:
+        value = f["particles/atoms/position/value"]
+        assert (value.compression, value.compression_opts) == (compression, opts)
+    assert_atoms_equal(make_frames("ethanol")[3], ASEIO(path)[3])
+    with pytest.raises(ValueError, match="unknown compression 'zstd'.*'gzip', 'lzf' or None"):
+        H5MDBackend(tmp_path / "x.h5", compression="zstd")
+
+
+def test_refused_write_leaves_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "r.h5"
+    frames = make_frames("ethanol")
+    ASEIO(path).extend(frames[:2])
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    bad = make_frames("ethanol")[2]
+    bad.info["index"] = "two"  # stored as int
+    with pytest.raises(InvalidDataError, match=r"'info.index' stores scalars.*got a value of type str"):
+        ASEIO(path).extend([frames[2], bad])
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+def test_failure_while_writing_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f.h5"
+    frames = make_frames("ethanol") + make_frames("periodic_variable_n")
+    ASEIO(path).extend(frames[:3])
+    real = h5py.Dataset.__setitem__
+    calls = []
+
+    def failing(self: Any, key: Any, value: Any) -> None:
+        calls.append(self.name)
+        if len(calls) == 6:
+            raise OSError("disk full (simulated)")
+        real(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", failing)
+    with pytest.raises(OSError, match="simulated"):
+        ASEIO(path).extend(frames[3:])  # grows the atom axis and turns species float on the way
+    monkeypatch.undo()
+    again = ASEIO(path, readonly=True)
+    assert len(again) == 3
+    for a, b in zip(frames[:3], again, strict=True):
+        assert_atoms_equal(a, b)
+    with h5py.File(path, "r") as f:
+        assert f["particles/atoms/position/value"].shape == (3, 9, 3)
+        assert f["particles/atoms/species/value"].dtype == np.int64
+    ASEIO(path).extend(frames[3:])  # the store takes the same frames afterwards
+    for a, b in zip(frames, ASEIO(path), strict=True):
+        assert_atoms_equal(a, b)
+
+
+def test_reading_never_changes_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "ro.h5"
+    ASEIO(path).extend(make_frames("ethanol"))
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    for readonly in (True, False):
+        db = ASEIO(path, readonly=readonly)
+        db[:].to_list()
+        db["calc.energy"].to_numpy()
+        db.close()
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+def test_sniff_and_errors(tmp_path: Path) -> None:
+    ours = tmp_path / "ours.h5"
+    ASEIO(ours).extend(make_frames("ethanol")[:1])
+    text, plain, missing = tmp_path / "t.h5", tmp_path / "plain.h5", tmp_path / "missing.h5"
+    text.write_text("not hdf5")
+    with h5py.File(plain, "w") as f:
+        f["coordinates"] = np.zeros((2, 3))
+    assert sniff(ours) and not sniff(text) and not sniff(plain) and not sniff(missing)
+    assert type(ASEIO(ours).backend) is H5MDBackend
+    with pytest.raises(StoreCorruptedError, match="cannot open as HDF5"):
+        H5MDBackend(text)
+    with pytest.raises(StoreCorruptedError, match="without an /h5md group"):
+        H5MDBackend(plain)
+    with pytest.raises(StoreNotFoundError, match="missing.h5"):
+        H5MDBackend(missing, readonly=True)
+    assert len(H5MDBackend(missing)) == 0 and not missing.exists()  # created by the first write
+
+
+def test_newer_layout_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "v.h5"
+    ASEIO(path).extend(make_frames("ethanol")[:1])
+    with h5py.File(path, "a") as f:
+        group = f["parameters/asebytes_nodes/atoms"]
+        group.attrs["asebytes_nodes"] = group.attrs["asebytes_nodes"].replace('"version": 1', '"version": 7')
+    with pytest.raises(FormatVersionError, match="layout version 7"):
+        ASEIO(path)
+
+
+def test_particle_groups(tmp_path: Path) -> None:
+    path = tmp_path / "g.h5"
+    ASEIO(path, particles_group="solvent").extend(make_frames("no_calculator"))
+    ASEIO(path, particles_group="solute").extend(make_frames("ethanol"))
+    assert H5MDBackend.list_groups(path) == ["solute", "solvent"]
+    assert len(ASEIO(path, particles_group="solvent")) == 2
+    assert len(ASEIO(path, particles_group="solute")) == 4
+    with pytest.raises(UnknownKeyError, match="2 particle groups.*solute, solvent.*particles_group="):
+        ASEIO(path)
+    with pytest.raises(UnknownKeyError, match="no particle group 'gas'.*solute, solvent"):
+        ASEIO(path, particles_group="gas", readonly=True)
+
+
+def test_pickle_reopens_and_forked_children_read(tmp_path: Path) -> None:
+    path = tmp_path / "p.h5"
+    frames = make_frames("periodic_variable_n")
+    ASEIO(path).extend(frames)
+    db = ASEIO(path, readonly=True)
+    assert len(db) == 5  # the parent holds an open handle when forking
+    clone = pickle.loads(pickle.dumps(db.backend))
+    assert_atoms_equal(frames[2], ASEIO(clone)[2])
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        energies = pool.map(_energy, [(db, i) for i in range(5)])
+    assert energies == [a.get_potential_energy() for a in frames]
+    assert_atoms_equal(frames[4], db[4])  # the parent's handle still works
+
+
+def _energy(args: tuple[ASEIO, int]) -> float:
+    db, i = args
+    return float(db[i].get_potential_energy())
+
+
+def test_appends_by_another_process_are_seen(tmp_path: Path) -> None:
+    path = tmp_path / "a.h5"
+    ASEIO(path).extend(make_frames("ethanol")[:2])
+    reader = ASEIO(path, readonly=True)
+    assert len(reader) == 2
+    reader.close()  # HDF5 locks: a file open for reading elsewhere cannot be written
+    ctx = multiprocessing.get_context("fork")
+    process = ctx.Process(target=_append, args=(str(path),))
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
+    reader = ASEIO(path, readonly=True)
+    assert len(reader) == 4
+    assert reader[3].info["index"] == 3
+
+
+def _append(path: str) -> None:
+    ASEIO(path).extend(make_frames("ethanol")[2:])
+
+
+def test_handles_in_one_process_share_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    writer = ASEIO(path)
+    writer.extend(make_frames("ethanol")[:1])
+    reader = ASEIO(path, readonly=True)
+    assert len(reader) == 1
+    writer.extend(make_frames("ethanol")[1:])  # a read-only handle open in this process is fine
+    assert len(reader) == 4 and reader[3].info["index"] == 3
+    writer.update(0, info={"index": 10})
+    assert reader["info.index"].to_list() == [10, 1, 2, 3]
+    assert os.path.getsize(path) > 0
+
+
+def test_empty_frames_and_atom_free_rows(tmp_path: Path) -> None:
+    path = tmp_path / "e.h5"
+    ASEIO(path).extend([Atoms(), molecule("H2O"), Atoms()])
+    got = ASEIO(path)
+    assert [len(a) for a in got] == [0, 3, 0]

@@ -106,6 +106,7 @@ from __future__ import annotations
 
 import copy
 import json
+import operator
 import os
 import re
 import threading
@@ -122,7 +123,7 @@ from ase.data import atomic_masses
 
 from .. import __version__
 from ..codec import decode_value, encode_value, scalar_type_code, type_code_dtype
-from ..convert import copy_row
+from ..convert import copy_row, gc_paused
 from ..errors import (
     FormatVersionError,
     InvalidDataError,
@@ -152,6 +153,7 @@ _CHUNK_BYTES = 1 << 16
 _NUMERIC = frozenset("biuf")
 _VLEN_BYTES = h5py.vlen_dtype(np.dtype(np.uint8))
 _EMPTY_BLOB = np.zeros(0, np.uint8)
+_DTYPE, _SHAPE = operator.attrgetter("dtype"), operator.attrgetter("shape")
 _VELOCITY_UNIT = ("Angstrom ps-1", 1000 * ase_units.fs)  # ASE velocity -> Angstrom/ps
 
 # Where keys with a standard place go; everything else goes by kind and name.
@@ -398,10 +400,7 @@ class _Col:
     cuboid: bool = False  # box edges stored as a vector
     velocity: bool = False  # another program's velocity, handed out as momenta
     json: bool = False  # znh5md's JSON text
-
-    @property
-    def source(self) -> str:
-        return self.path or "a computed value"
+    element: str = ""  # other files: the element read
 
 
 @dataclass
@@ -540,7 +539,9 @@ class H5MDBackend(WritableBackend):
                 "backend that wrote it (for MDTraj files: backend='mdtraj')"
             )
         _check_version(self._path, h5md)
-        self._own = _text(h5md.get("creator", {}).attrs.get("name", "")) == CREATOR if "creator" in h5md else False
+        self._own = (
+            _text(h5md.get("creator", {}).attrs.get("name", "")) == CREATOR if "creator" in h5md else False
+        )
         groups = _groups(handle)
         if requested is None and len(groups) > 1:
             raise UnknownKeyError(
@@ -698,7 +699,9 @@ class H5MDBackend(WritableBackend):
         if col.path is None:
             return np.repeat(np.asarray(col.const)[None], len(frames), axis=0)
         ds = self._dataset(col.path)
-        return _take(ds.asstr() if col.kind == "string" else ds, frames if col.rows is None else col.rows[frames])
+        return _take(
+            ds.asstr() if col.kind == "string" else ds, frames if col.rows is None else col.rows[frames]
+        )
 
     def _momenta(self, col: _Col, frames: np.ndarray, sizes: np.ndarray | None) -> list[Any]:
         """Another program's velocities times masses: ASE keeps momenta, not velocities."""
@@ -715,7 +718,6 @@ class H5MDBackend(WritableBackend):
             out.append(v * m[:, None])
         return out
 
-
     # -- writing -----------------------------------------------------------------------------
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
@@ -723,8 +725,9 @@ class H5MDBackend(WritableBackend):
             return
         self._file()
         n0 = self._plan.length
-        counts = np.array([_n_atoms(row) for row in rows], np.int64)
-        self._write(np.arange(n0, n0 + len(rows)), list(rows), counts, full=True)
+        with gc_paused():  # thousands of new objects per batch: see gc_paused
+            counts = np.array([_n_atoms(row) for row in rows], np.int64)
+            self._write(np.arange(n0, n0 + len(rows)), list(rows), counts, full=True)
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
@@ -783,18 +786,24 @@ class H5MDBackend(WritableBackend):
         table.update(length=n1, width=width, padded=table["padded"] or bool((all_counts != width).any()))
         columns = table["columns"]
         batches: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
-        for key in dict.fromkeys([*(columns if full else ()), *(k for row in rows for k in row)]):
+        keys = dict.fromkeys([*(columns if full else ()), *rows[0]])
+        if not set().union(*rows) <= keys.keys():  # later rows bring keys of their own: keep their order
+            keys.update(dict.fromkeys(k for row in rows for k in row))
+        for key in keys:
             values = [row.get(key, MISSING) for row in rows]
+            present = np.fromiter((v is not MISSING for v in values), bool, len(values))
             at = where
-            if not full:
-                keep = np.array([v is not MISSING for v in values], bool)
-                at, values = where[keep], [v for v in values if v is not MISSING]
+            if not full and not present.all():
+                at, values, present = where[present], [v for v in values if v is not MISSING], present[present]
             spec = columns.get(key)
+            fresh = spec is None
             if spec is None:
-                spec = columns[key] = _new_spec(key, values, all_counts[at], table, self._group)
-            batches[key] = (at, *_encode(key, spec, values, all_counts[at], table))
+                spec = columns[key] = _new_spec(key, values, present, all_counts[at], table, self._group)
+            batches[key] = (at, present, _encode(key, spec, values, present, all_counts[at], table, fresh))
         for key in drop:
-            batches[key] = (where, *_encode(key, columns[key], [MISSING] * len(where), all_counts[where], table))
+            absent = np.zeros(len(where), bool)
+            data = _encode(key, columns[key], [MISSING] * len(where), absent, all_counts[where], table, True)
+            batches[key] = (where, absent, data)
         velocity = None
         touched = {"arrays.momenta", "arrays.masses", "arrays.numbers"}
         if "arrays.momenta" in columns and (full or touched & set(batches)):
@@ -869,14 +878,13 @@ class _Journal:
 
     def group(self, path: str) -> Any:
         """The group at ``path``, created (and logged) with its missing parents."""
-        if path in self.f:
-            return self.f[path]
-        parts = path.split("/")
-        for depth in range(1, len(parts) + 1):
-            prefix = "/".join(parts[:depth])
-            if prefix not in self.f:
-                self.created.append(prefix)
-                break
+        found = self.f.get(path)
+        if found is not None:
+            return found
+        parent = path.rpartition("/")[0]
+        if parent:
+            self.group(parent)
+        self.created.append(path)
         return self.f.create_group(path)
 
     def dataset(self, path: str, **kwargs: Any) -> Any:
@@ -950,8 +958,15 @@ class _Writer:
         if len(where):
             _put(n_atoms, where, counts[where])
 
-    def _value(self, path: str, dtype: np.dtype[Any], tail: tuple[int, ...], atom: bool,
-               origin: str | None, unit: str | None) -> Any:
+    def _value(
+        self,
+        path: str,
+        dtype: np.dtype[Any],
+        tail: tuple[int, ...],
+        atom: bool,
+        origin: str | None,
+        unit: str | None,
+    ) -> Any:
         """The value dataset at ``path`` shaped (length[, width], *tail), created as an element."""
         n, width = self.table["length"], self.table["width"]
         shape = (n, width, *tail) if atom else (n, *tail)
@@ -975,8 +990,11 @@ class _Writer:
         row_bytes = 16 if vlen else dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
         options: dict[str, Any] = {} if vlen else {"fillvalue": _fill(dtype)}
         if not vlen and self.options["compression"] is not None:
-            options.update(compression=self.options["compression"], shuffle=True,
-                           compression_opts=self.options["compression_opts"])
+            options.update(
+                compression=self.options["compression"],
+                shuffle=True,
+                compression_opts=self.options["compression_opts"],
+            )
         ds = self.journal.dataset(
             path,
             shape=shape,
@@ -995,8 +1013,14 @@ class _Writer:
         """Grow column ``key``'s datasets to the table and write ``data`` at rows ``at``."""
         standard = key in ("arrays.positions", "arrays.numbers", "cell", "pbc")  # znh5md maps these by name
         origin = None if standard or spec["kind"] == "object" else key.partition(".")[0]
-        ds = self._value(spec["path"], _storage_dtype(spec, self.table), tuple(spec["shape"]),
-                         spec["kind"] == "atom", origin, _UNITS.get(key))
+        ds = self._value(
+            spec["path"],
+            _storage_dtype(spec, self.table),
+            tuple(spec["shape"]),
+            spec["kind"] == "atom",
+            origin,
+            _UNITS.get(key),
+        )
         if data is not None and len(at):
             _put(ds, at, data)
         self._presence(spec, at, present)
@@ -1005,7 +1029,7 @@ class _Writer:
         """Keep ``count`` and the presence flags of a column right after writing rows ``at``."""
         n0, n1 = self.n0, self.table["length"]
         name = f"present/{spec['id']}"
-        exists = f"{self.private}/{name}" in self.f
+        exists = spec.get("flags", False)
         before = spec["count"]
         old = at[at < n0]
         if exists:
@@ -1018,6 +1042,7 @@ class _Writer:
         flags = self._private(name, np.bool_, fill=False)
         if not exists and before == n0 and n0:
             flags[:n0] = True
+        spec["flags"] = True
         if len(at):
             _put(flags, at, present)
 
@@ -1118,6 +1143,11 @@ def _sampling(obj: Any, name: str, n: int) -> np.ndarray | str | None:
     return ds[:n]
 
 
+def _increasing(steps: np.ndarray) -> bool:
+    """H5MD steps increase; a writer that repeats them leaves matching to the sample index."""
+    return bool((np.diff(steps.astype(np.int64)) > 0).all())
+
+
 def _match(frame_steps: np.ndarray, steps: np.ndarray) -> np.ndarray | None:
     """Row of ``steps`` holding each frame's step (-1: not sampled); None when row == frame."""
     mine, theirs = frame_steps.astype(np.int64), steps.astype(np.int64)
@@ -1157,9 +1187,9 @@ def _foreign_col(obj: Any, key: str, atom: bool, frames: _Frames, plan: _Plan) -
     """How to read element ``obj`` as ``key``, or None (the reason goes to ``plan.skipped``)."""
     path = obj.name.lstrip("/")
     if key in plan.cols:
-        plan.skipped[path] = f"gives {key}, already read from {plan.cols[key].source}"
+        plan.skipped[path] = f"gives {key}, already read from {plan.cols[key].element}"
         return None
-    col = _Col(key, "atom" if atom else "frame", dtype=_DTYPES.get(key))
+    col = _Col(key, "atom" if atom else "frame", dtype=_DTYPES.get(key), element=path)
     if isinstance(obj, h5py.Dataset):  # time-independent: the same value on every frame
         data = obj
         col.const = obj[()]
@@ -1170,6 +1200,8 @@ def _foreign_col(obj: Any, key: str, atom: bool, frames: _Frames, plan: _Plan) -
         if isinstance(steps, str):
             plan.skipped[path] = steps
             return None
+        if steps is not None and not _increasing(steps):  # invalid steps: match by index if possible
+            steps = None
         if steps is not None and frames.steps is not None:
             col.path, col.rows = data.name.lstrip("/"), _match(frames.steps, steps)
         elif n == frames.length and data.ndim:
@@ -1217,10 +1249,15 @@ def _foreign_plan(f: Any, group: str) -> _Plan:
     if clock is not None:
         value = clock["value"]
         steps = _sampling(clock, "step", value.shape[0])
-        frames = _Frames(value.shape[0], value.shape[1] if value.ndim > 1 else 0,
-                         None if isinstance(steps, str) else steps)
+        frames = _Frames(
+            value.shape[0],
+            value.shape[1] if value.ndim > 1 else 0,
+            steps if isinstance(steps, np.ndarray) and _increasing(steps) else None,
+        )
     else:
-        fixed = [part[n] for n in ("position", *names) if isinstance(part.get(n), h5py.Dataset) and part[n].ndim]
+        fixed = [
+            part[n] for n in ("position", *names) if isinstance(part.get(n), h5py.Dataset) and part[n].ndim
+        ]
         frames = _Frames(1 if fixed else 0, fixed[0].shape[0] if fixed else 0, None)
     plan.length = frames.length
     ordered = [n for n in _PARTICLE_KEYS if n in names] + [n for n in names if n not in _PARTICLE_KEYS]
@@ -1274,7 +1311,9 @@ def _foreign_observables(f: Any, group: str, frames: _Frames, plan: _Plan) -> No
         name = obj.name.rsplit("/", 1)[1]
         if isinstance(obj, h5py.Group) and not _timed(obj):
             if name not in groups:
-                plan.skipped[obj.name.lstrip("/")] = "a group of observables (nested observables are not read)"
+                plan.skipped[obj.name.lstrip("/")] = (
+                    "a group of observables (nested observables are not read)"
+                )
             continue
         origin = _origin(obj, None)
         if origin is not None:
@@ -1289,7 +1328,7 @@ def _foreign_observables(f: Any, group: str, frames: _Frames, plan: _Plan) -> No
         if col is not None and key == "calc.energy" and col.kind != "scalar":
             col.key = key = f"info.{name}"
             if key in plan.cols:
-                plan.skipped[obj.name.lstrip("/")] = f"gives {key}, already read from {plan.cols[key].source}"
+                plan.skipped[obj.name.lstrip("/")] = f"gives {key}, already read from {plan.cols[key].element}"
                 continue
         if col is not None:
             plan.cols[key] = col
@@ -1431,9 +1470,11 @@ def _storage_dtype(spec: dict[str, Any], table: dict[str, Any]) -> np.dtype[Any]
     return dtype
 
 
-def _new_spec(key: str, values: list[Any], counts: np.ndarray, table: dict[str, Any], group: str) -> dict[str, Any]:
+def _new_spec(
+    key: str, values: list[Any], present: np.ndarray, counts: np.ndarray, table: dict[str, Any], group: str
+) -> dict[str, Any]:
     """How a new column is stored, from the values it first arrives with."""
-    kind, dtype, shape, code = _infer(key, values, counts)
+    kind, dtype, shape, code = _infer(key, _given(values, present), counts[present])
     cid = f"c{table['next']}"
     table["next"] += 1
     spec: dict[str, Any] = {"id": cid, "kind": kind, "dtype": dtype, "shape": shape, "count": 0}
@@ -1455,44 +1496,55 @@ def _new_spec(key: str, values: list[Any], counts: np.ndarray, table: dict[str, 
     return spec
 
 
-def _infer(key: str, values: list[Any], counts: np.ndarray) -> tuple[str, str, list[int], str | None]:
-    """(kind, dtype, per-row shape, scalar type code) of a new column."""
-    given = [v for v in values if v is not MISSING]
+def _given(values: list[Any], present: np.ndarray) -> list[Any]:
+    return values if present.all() else [v for v in values if v is not MISSING]
+
+
+def _infer(key: str, given: list[Any], counts: np.ndarray) -> tuple[str, str, list[int], str | None]:
+    """(kind, dtype, per-row shape, scalar type code) of a new column from its values (``counts``:
+    atom counts of their frames)."""
     per_atom = key.startswith("arrays.") or (key.startswith("calc.") and key[5:] in PER_ATOM_CALC)
-    if given and all(type(v) is np.ndarray and v.dtype.kind in _NUMERIC for v in given):
-        signature = {(v.dtype.str, v.shape[1:] if per_atom else v.shape) for v in given}
-        if len(signature) == 1:
-            dtype, shape = signature.pop()
+    if given and set(map(type, given)) == {np.ndarray}:
+        dtypes = set(map(_DTYPE, given))
+        shapes = list(map(_SHAPE, given))
+        tails = {shape[1:] if per_atom else shape for shape in shapes}
+        if len(dtypes) == 1 and len(tails) == 1 and (dtype := dtypes.pop()).kind in _NUMERIC:
+            tail = list(tails.pop())
             if not per_atom:
-                return "frame", dtype, list(shape), None
-            lengths = [len(v) if v.ndim else -1 for v in given]
-            if lengths == counts[[v is not MISSING for v in values]].tolist():
-                return "atom", dtype, list(shape), None
+                return "frame", dtype.str, tail, None
+            if [shape[0] if shape else -1 for shape in shapes] == counts.tolist():
+                return "atom", dtype.str, tail, None
     if given and not per_atom:
         code = scalar_type_code(given)
         if code is not None and type_code_dtype(code).kind in _NUMERIC:
             return "scalar", type_code_dtype(code).str, [], code
-        if all(type(v) is str for v in given):
+        if set(map(type, given)) == {str}:
             return "string", "str", [], None
     return "object", "object", [], None
 
 
 def _encode(
-    key: str, spec: dict[str, Any], values: list[Any], counts: np.ndarray, table: dict[str, Any]
-) -> tuple[np.ndarray, Any]:
-    """(present flags, data to write) for rows of one column; refuses values that do not fit."""
-    present = np.fromiter((v is not MISSING for v in values), bool, len(values))
-    given = [v for v in values if v is not MISSING]
+    key: str,
+    spec: dict[str, Any],
+    values: list[Any],
+    present: np.ndarray,
+    counts: np.ndarray,
+    table: dict[str, Any],
+    fresh: bool,
+) -> Any:
+    """The data to write for rows of one column (``fresh``: the spec was just inferred from these
+    values, so they fit); refuses values that do not fit the stored column."""
+    given = _given(values, present)
     kind, n = spec["kind"], len(values)
     if kind == "object":
         blobs = np.empty(n, object)
         for j, value in enumerate(values):
             blobs[j] = _EMPTY_BLOB if value is MISSING else np.frombuffer(encode_value(value), np.uint8)
-        return present, blobs
+        return blobs
     if kind == "string":
-        if any(type(v) is not str for v in given):
+        if not set(map(type, given)) <= {str}:
             raise _conflict(key, spec, type(next(v for v in given if type(v) is not str)).__name__)
-        return present, np.array([v if v is not MISSING else "" for v in values], dtype=object)
+        return np.array([v if v is not MISSING else "" for v in values], dtype=object)
     dtype = _storage_dtype(spec, table)
     if kind == "scalar":
         if given and scalar_type_code(given) != spec["type"]:
@@ -1500,29 +1552,47 @@ def _encode(
             raise _conflict(key, spec, f"a value of type {type(bad).__name__}")
         data = np.full(n, _fill(dtype), dtype)
         data[present] = given
-        return present, data
+        return data
     tail = tuple(spec["shape"])
-    rows = counts[present].tolist()
-    expected = [(spec["dtype"], (c, *tail) if kind == "atom" else tail) for c in rows]
-    got = [(v.dtype.str, v.shape) if type(v) is np.ndarray else None for v in given]
-    if got != expected:  # one list comparison; look for the culprit only on failure
-        bad = next(v for v, g, e in zip(given, got, expected, strict=True) if g != e)
-        what = f"dtype {bad.dtype}, shape {bad.shape}" if isinstance(bad, np.ndarray) else type(bad).__name__
-        raise _conflict(key, spec, what)
+    if not fresh:
+        _check_arrays(key, spec, given, counts[present])
+    if kind == "frame" and present.all():
+        return np.array(given, dtype) if given else np.zeros((0, *tail), dtype)
     if kind == "frame":
-        if present.all():
-            return present, np.stack(given) if given else np.zeros((0, *tail), dtype)
         data = np.full((n, *tail), _fill(dtype), dtype)
         if given:
-            data[present] = np.stack(given)
-        return present, data
+            data[present] = np.array(given)
+        return data
     width = table["width"]
     if present.all() and (counts == width).all():
-        return present, np.stack(given).astype(dtype, copy=False) if given else np.zeros((0, width, *tail), dtype)
+        return np.array(given, dtype) if given else np.zeros((0, width, *tail), dtype)
     data = np.full((n, width, *tail), _fill(dtype), dtype)
     if given:
         data[(np.arange(width) < counts[:, None]) & present[:, None]] = np.concatenate(given)
-    return present, data
+    return data
+
+
+def _check_arrays(key: str, spec: dict[str, Any], given: list[Any], counts: np.ndarray) -> None:
+    """Refuse arrays of another dtype or shape than the column's (whole passes over the values;
+    the culprit is looked for only on failure)."""
+    stored, tail = np.dtype(spec["dtype"]), tuple(spec["shape"])
+    fits = set(map(type, given)) <= {np.ndarray} and set(map(_DTYPE, given)) <= {stored}
+    if fits:
+        shapes = list(map(_SHAPE, given))
+        if spec["kind"] == "atom":
+            fits = {s[1:] for s in shapes} <= {tail} and [s[0] if s else -1 for s in shapes] == counts.tolist()
+        else:
+            fits = set(shapes) <= {tail}
+    if fits:
+        return
+    expected = [(c, *tail) for c in counts.tolist()] if spec["kind"] == "atom" else [tail] * len(given)
+    bad = next(
+        v
+        for v, shape in zip(given, expected, strict=True)
+        if type(v) is not np.ndarray or v.dtype != stored or v.shape != shape
+    )
+    what = f"dtype {bad.dtype}, shape {bad.shape}" if isinstance(bad, np.ndarray) else type(bad).__name__
+    raise _conflict(key, spec, what)
 
 
 def _conflict(key: str, spec: dict[str, Any], got: str) -> InvalidDataError:
