@@ -495,7 +495,9 @@ def write_parquet(
     >>> write_parquet(frames, "data/train.parquet")  # doctest: +SKIP
     >>> ASEIO("hf://data/train.parquet", split="train")  # doctest: +SKIP
 
-    Frames are checked first (like ``ASEIO.extend``); a bad frame writes nothing.
+    Frames are checked first (like ``ASEIO.extend``); a bad frame writes nothing. Column
+    types follow the values of this call, so write the shards of one dataset in one call
+    or check that their schemas agree (``datasets`` refuses shards that differ).
     """
     import pyarrow.parquet as pq
 

@@ -353,6 +353,8 @@ class HFBackend(ReadableBackend):
         from ._arrow import table_to_rows
 
         rows = np.asarray(indices, dtype=np.int64)
+        if keys is not None and not any(k in self._readers for k in keys):
+            return [{} for _ in range(len(rows))]
         if rows.size == 0:
             return []
         return table_to_rows(self._table(rows, keys), self._readers, rows, keys)
