@@ -63,6 +63,8 @@ Process rules: one read-only ``h5py.File`` per file per process, shared by every
 it. A write closes it (HDF5 cannot open a file for writing that the process holds read-only)
 and every handle reloads; a handle also reloads when the file's size or mtime changes. After
 ``fork`` the inherited HDF5 handles are dropped and reopened. Reading never writes to the file.
+Per-frame datasets (time, energies, cell: 4 to 12 bytes a frame) are read whole on first use
+and kept until the file changes, so a random row costs one HDF5 read per per-atom dataset.
 """
 
 from __future__ import annotations
@@ -166,6 +168,7 @@ class _Shared:
 
     def __init__(self) -> None:
         self.file: Any = None
+        self.datasets: dict[str, Any] = {}  # h5py lookups cost more than small reads
         self.stat: tuple[int, int] | None = None
         self.users = 0
         self.generation = 0  # bumped by every write in this process
@@ -187,6 +190,8 @@ class _Meta:
     topology: dict[str, np.ndarray] = field(default_factory=dict)  # exposed topology arrays
     numbers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     fixed: list[str] = field(default_factory=list)  # datasets that cannot grow
+    whole: dict[str, np.ndarray] = field(default_factory=dict)  # per-frame datasets, read once
+    box: tuple[np.ndarray, np.ndarray] | None = None  # (cell, pbc) when every frame has the same box
     keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -377,7 +382,7 @@ class MDTrajBackend(WritableBackend):
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
             return []
-        frames, where = np.unique(idx, return_inverse=True)
+        frames, where = _unique(idx)
         values = self._read(frames, self._meta.keys if keys is None else keys)
         rows: list[dict[str, Any]] = [{} for _ in frames]
         for key, column in values.items():
@@ -402,7 +407,7 @@ class MDTrajBackend(WritableBackend):
             return [MISSING] * len(idx)
         if idx.size == 0:
             return []
-        frames, where = np.unique(idx, return_inverse=True)
+        frames, where = _unique(idx)
         values = self._read(frames, [key])[key]
         if key in self._meta.topology:
             return np.repeat(values[None], len(idx), axis=0)
@@ -411,33 +416,54 @@ class MDTrajBackend(WritableBackend):
     def _read(self, frames: np.ndarray, keys: Sequence[str]) -> dict[str, Any]:
         """Each wanted key's values at sorted unique ``frames``: per-frame lists or stacked arrays
         (topology keys: the one array of the file)."""
-        meta, f = self._meta, self._file()
-        scales, topology = meta.scales, meta.topology
+        meta = self._meta
         out: dict[str, Any] = {}
         wanted = [k for k in keys if k in meta.keys]
         for key in wanted:
-            if key in topology:
-                out[key] = topology[key]
+            if key in meta.topology:
+                out[key] = meta.topology[key]
             elif key in _SCALARS:
-                name = _SCALARS[key]
-                out[key] = (_take(f[name], frames).astype(np.float64) * scales[name]).tolist()
+                out[key] = self._values(_SCALARS[key], frames).tolist()
             elif key in _PER_ATOM:
-                name = _PER_ATOM[key]
-                data = _take(f[name], frames).astype(np.float64) * scales[name]
+                data = self._values(_PER_ATOM[key], frames)
                 if key == "arrays.momenta":
                     data = atomic_masses[meta.numbers][:, None] * data
                 out[key] = data
         if "cell" in wanted or "pbc" in wanted:
-            cell, pbc = self._cells(f, frames, scales)
+            cell, pbc = self._cells(frames)
             out.update({k: v for k, v in (("cell", cell), ("pbc", pbc)) if k in wanted})
         return out
 
-    def _cells(self, f: Any, frames: np.ndarray, scales: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        n = len(frames)
-        if "cell_lengths" not in scales:
+    def _values(self, name: str, frames: np.ndarray) -> np.ndarray:
+        """Dataset ``name`` at sorted unique ``frames``, in our units. Per-frame datasets (a few
+        bytes a frame) are read whole on first use, so random rows cost one read per per-atom one."""
+        meta, shared = self._meta, self._share()
+        raw = meta.whole.get(name)
+        if raw is None:
+            ds = shared.datasets.get(name)
+            if ds is None:
+                ds = shared.datasets[name] = self._file()[name]
+            if name in _PER_ATOM.values():
+                return _take(ds, frames).astype(np.float64) * meta.scales[name]
+            raw = meta.whole[name] = ds[: meta.length]
+        return raw[frames].astype(np.float64) * meta.scales[name]
+
+    def _cells(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cells and pbc at ``frames``; a box shared by every frame is converted once."""
+        meta, n = self._meta, len(frames)
+        if "cell_lengths" not in meta.scales:
             return np.zeros((n, 3, 3)), np.zeros((n, 3), bool)
-        lengths = _take(f["cell_lengths"], frames).astype(np.float64) * scales["cell_lengths"]
-        angles = _take(f["cell_angles"], frames).astype(np.float64) * scales["cell_angles"]
+        if meta.box is None:
+            self._values("cell_lengths", frames[:1]), self._values("cell_angles", frames[:1])
+            boxes = np.concatenate([meta.whole["cell_lengths"], meta.whole["cell_angles"]], axis=1)
+            if (boxes == boxes[:1]).all():
+                meta.box = self._box(np.zeros(1, np.int64))
+        if meta.box is not None:
+            return np.repeat(meta.box[0], n, axis=0), np.repeat(meta.box[1], n, axis=0)
+        return self._box(frames)
+
+    def _box(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lengths, angles = self._values("cell_lengths", frames), self._values("cell_angles", frames)
         periodic = np.all(lengths > 0, axis=1, keepdims=True)
         cell = cell_from_parameters(lengths, angles)
         cell[~periodic[:, 0]] = 0.0
@@ -604,7 +630,15 @@ def _drop_file(shared: _Shared) -> None:
     """Close the shared read handle; in a forked child this closes the inherited copy only."""
     if shared.file is not None:
         shared.file.close()
-    shared.file, shared.stat = None, None
+    shared.file, shared.stat, shared.datasets = None, None, {}
+
+
+def _unique(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted unique rows, where each requested row is among them), cheap when already sorted."""
+    if len(idx) == 1 or bool((idx[1:] > idx[:-1]).all()):
+        return idx, np.arange(len(idx))
+    frames, where = np.unique(idx, return_inverse=True)
+    return frames, where
 
 
 def _take(ds: Any, frames: np.ndarray) -> np.ndarray:
