@@ -125,6 +125,7 @@ from .. import __version__
 from ..codec import decode_value, encode_value, scalar_type_code, type_code_dtype
 from ..convert import copy_row, gc_paused
 from ..errors import (
+    ASEBytesError,
     FormatVersionError,
     InvalidDataError,
     MissingExtraError,
@@ -562,7 +563,7 @@ class H5MDBackend(WritableBackend):
                     f"{self._path} has no particle group {self._group!r}; it has: {', '.join(groups) or 'none'}"
                 )
         except (KeyError, ValueError, TypeError, OSError) as exc:
-            if isinstance(exc, (UnknownKeyError, StoreCorruptedError)):
+            if isinstance(exc, ASEBytesError):
                 raise
             raise StoreCorruptedError(
                 f"{self._path}: cannot read particle group {self._group!r} as H5MD ({exc})"
@@ -1360,16 +1361,16 @@ def _convert(col: _Col, data: Any, sizes: np.ndarray | None) -> list[Any]:
         texts = [_text(v) for v in data]
         return [_json(t) for t in texts] if col.json else texts
     arr = np.asarray(data)
-    if col.cuboid:
-        box = np.zeros((len(arr), 3, 3), arr.dtype)
-        box[:, [0, 1, 2], [0, 1, 2]] = arr
-        arr = box
-    if col.scale != 1.0:
-        arr = arr * col.scale
     if col.dtype is not None and arr.dtype != col.dtype:
         if arr.dtype.kind == "f" and np.dtype(col.dtype).kind in "iub":
             arr = np.nan_to_num(arr, nan=0.0)  # padding of float species
         arr = arr.astype(col.dtype)
+    if col.scale != 1.0:
+        arr = arr * col.scale
+    if col.cuboid:
+        box = np.zeros((len(arr), 3, 3), arr.dtype)
+        box[:, [0, 1, 2], [0, 1, 2]] = arr
+        arr = box
     if kind == "atom":
         return _split(arr, sizes)
     if kind == "frame":
