@@ -75,7 +75,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -223,7 +223,6 @@ class MDTrajBackend(WritableBackend):
 
     name: ClassVar[str] = "mdtraj"
     extensions: ClassVar[tuple[str, ...]] = (".h5",)
-    read_batch_size: ClassVar[int] = 4096
 
     def __init__(
         self,
@@ -272,15 +271,16 @@ class MDTrajBackend(WritableBackend):
             if self._shared is None:
                 self._shared = _SHARED.setdefault(self._key, _Shared())
                 self._shared.users += 1
-            return self._shared
+            shared = self._shared
+            if shared.pid != os.getpid():  # inherited through fork: its descriptor is the parent's
+                _drop_file(shared)
+                shared.pid = os.getpid()
+            return shared
 
     def _file(self) -> Any:
         """The shared read-only handle, (re)opened when missing, inherited or outdated."""
         with _LOCK:
             shared = self._share()
-            if shared.pid != os.getpid():  # inherited through fork: its descriptor is the parent's
-                _drop_file(shared)
-                shared.pid = os.getpid()
             stat = _stat(self._path)
             if shared.file is not None and shared.stat != stat:
                 _drop_file(shared)
@@ -497,6 +497,7 @@ class MDTrajBackend(WritableBackend):
                 ds.resize(start + len(rows), axis=0)
                 ds[start:] = data[name]
                 f.flush()  # before later writes can reuse the space of a moved chunk (see top)
+        self._written(start + len(rows), reload=topology is not None)
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
@@ -511,6 +512,7 @@ class MDTrajBackend(WritableBackend):
             for name, values in data.items():
                 f[name][targets] = values[source]
                 f.flush()
+        self._written(self._meta.length)
 
     def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
@@ -541,7 +543,16 @@ class MDTrajBackend(WritableBackend):
                     f.close()
             finally:
                 shared.generation += 1
-        self._refresh()
+                self._meta.stamp = None  # whatever happened, look again before the next use
+
+    def _written(self, length: int, reload: bool = False) -> None:
+        """Adopt what this handle just wrote (``length`` frames) without parsing the file again."""
+        stat = _stat(self._path)
+        if reload or stat is None:
+            self._refresh()
+            return
+        stamp = (*stat, self._share().generation)
+        self._meta = replace(self._meta, stamp=stamp, length=length, whole={}, box=None)
 
     def _initialize(self, f: Any, data: dict[str, np.ndarray], topology: tuple[str, list[str]]) -> None:
         """Create the root attributes, the topology and empty datasets of a new file."""
