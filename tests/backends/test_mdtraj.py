@@ -163,7 +163,7 @@ def test_third_party_file_units_and_variable_length_topology(path: Path) -> None
             ds = f.create_dataset(name, data=np.full(shape, 90 if name == "cell_angles" else 1, np.float32))
             if unit:
                 ds.attrs["units"] = unit
-        f["cell_lengths"][1] = 0.0  # MDTraj writers leave zeros for frames without a box
+        f["cell_lengths"][1] = f["cell_angles"][1] = 0.0  # some writers leave zeros for "no box"
     db = ASEIO(path)
     assert db[0].numbers.tolist() == [8, 1, 0] and db[0].arrays["residue_ids"].tolist() == [7] * 3
     np.testing.assert_array_equal(db[0].positions, np.ones((3, 3)))
@@ -321,15 +321,32 @@ def test_refuses_frames_that_do_not_fit(path: Path, what: str) -> None:
     assert digest(path) == before and len(ASEIO(path, readonly=True)) == 1
 
 
+def test_first_frames_define_the_file(path: Path) -> None:
+    db = ASEIO(path, backend="mdtraj")
+    plain = frames(2, periodic=False)
+    del plain[1].info["lambda"]
+    with pytest.raises(InvalidDataError, match="frame 1: lacks 'info.lambda', unlike the first frame"):
+        db.extend(plain)
+    assert not path.exists()
+    db.extend(frames(2, periodic=False))
+    with pytest.raises(InvalidDataError, match="frame 0: a periodic frame, .* without a cell"):
+        db.extend(frames(1))
+    with pytest.raises(InvalidDataError, match="frame 0: carries 'arrays.atom_names', unlike the file's"):
+        db.extend(frames(1, periodic=False, names=True))
+    assert len(ASEIO(path, readonly=True)) == 2
+
+
 def test_replace_update_and_unsupported(path: Path) -> None:
     images = frames()
     db = ASEIO(path, backend="mdtraj")
     db.extend(images[:4])
+    again = ASEIO(path, readonly=True)
+    assert_atoms_equal(images[1], again[1])  # a reader holds the file open while the writer writes
     db[1] = images[4]
     db.update(2, info={"time": 99.0}, calc={"energy": 0.5 * KJ_MOL})
     with pytest.raises(InvalidDataError, match="row 3: .*'info.tag' cannot be stored"):
         db.update(3, info={"tag": "x"})
-    again = ASEIO(path, readonly=True)
+    assert_atoms_equal(images[4], db[1])
     assert_atoms_equal(images[4], again[1])
     assert again["info.time"].to_list() == [0.0, 2.0, 99.0, 1.5]
     assert again[2].get_potential_energy() == 0.5 * KJ_MOL
