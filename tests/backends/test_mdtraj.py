@@ -151,7 +151,7 @@ def test_mdtraj_opens_our_file(path: Path) -> None:
 
 
 def test_third_party_file_units_and_variable_length_topology(path: Path) -> None:
-    top = {"chains": [{"index": 0, "residues": [{"index": 0, "name": "HOH", "resSeq": 7, "atoms": [
+    top = {"chains": [{"index": 0, "residues": [{"index": 0, "name": "HOH", "resSeq": 0, "atoms": [
         {"index": 1, "name": "H1", "element": "H"}, {"index": 0, "name": "O", "element": "O"},
         {"index": 2, "name": "EP", "element": "VS"}]}]}], "bonds": [[0, 1]]}
     with h5py.File(path, "w") as f:
@@ -165,7 +165,7 @@ def test_third_party_file_units_and_variable_length_topology(path: Path) -> None
                 ds.attrs["units"] = unit
         f["cell_lengths"][1] = f["cell_angles"][1] = 0.0  # some writers leave zeros for "no box"
     db = ASEIO(path)
-    assert db[0].numbers.tolist() == [8, 1, 0] and db[0].arrays["residue_ids"].tolist() == [7] * 3
+    assert db[0].numbers.tolist() == [8, 1, 0] and db[0].arrays["residue_ids"].tolist() == [0] * 3
     np.testing.assert_array_equal(db[0].positions, np.ones((3, 3)))
     np.testing.assert_allclose(db[0].get_velocities(), np.ones((3, 3)) * NM_PS, rtol=1e-15)
     assert db[1].get_potential_energy() == units.kcal / units.mol

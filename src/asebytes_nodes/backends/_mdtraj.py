@@ -615,10 +615,10 @@ class MDTrajBackend(WritableBackend):
         for key, name in _SCALARS.items():
             if key in expected:
                 data[name] = _on_disk(name, _scalars(rows, key, where))
-        lengths, angles = _cell_parameters(rows, where, None if new else "cell_lengths" in meta.scales)
-        if lengths is not None:
-            data["cell_lengths"] = _on_disk("cell_lengths", lengths)
-            data["cell_angles"] = _on_disk("cell_angles", angles)
+        box = _cell_parameters(rows, where, None if new else "cell_lengths" in meta.scales)
+        if box is not None:
+            data["cell_lengths"] = _on_disk("cell_lengths", box[0])
+            data["cell_angles"] = _on_disk("cell_angles", box[1])
         if not new:
             return data, None
         return data, (_topology_json(numbers, {k: v[0] for k, v in topology.items()}), sorted(topology))
@@ -687,7 +687,7 @@ def cell_from_parameters(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray:
 
 def _cell_parameters(
     rows: Sequence[dict[str, Any]], where: Callable[[int], str], has_cell: bool | None
-) -> tuple[np.ndarray | None, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(lengths in Å, angles in degrees) of every frame, or None when the file keeps no cell.
 
     ``has_cell`` is what the file holds (None: a new file, which keeps a cell if any frame
@@ -713,12 +713,12 @@ def _cell_parameters(
                 f"{where(int(np.argmax(periodic)))}: a periodic frame, but this MDTraj file was written "
                 "without a cell; write periodic frames to another file; nothing was written"
             )
-        return None, np.zeros((len(rows), 3))
+        return None
     a, b, c = cells[:, 0], cells[:, 1], cells[:, 2]
     with np.errstate(invalid="ignore", divide="ignore"):
-        cosines = np.stack(
-            [np.einsum("ij,ij->i", u, v) for u, v in ((b, c), (a, c), (a, b))], axis=1
-        ) / (lengths[:, [1, 0, 0]] * lengths[:, [2, 2, 1]])
+        cosines = np.stack([np.einsum("ij,ij->i", u, v) for u, v in ((b, c), (a, c), (a, b))], axis=1) / (
+            lengths[:, [1, 0, 0]] * lengths[:, [2, 2, 1]]
+        )
     angles = np.where(periodic[:, None], np.degrees(np.arccos(np.clip(cosines, -1, 1))), 90.0)
     lengths = np.where(periodic[:, None], lengths, 0.0)
     rebuilt = cell_from_parameters(lengths, angles)
@@ -798,8 +798,8 @@ def _read_topology(f: Any, n_atoms: int, where: Path) -> dict[str, np.ndarray]:
     raw = _text(ds[0] if ds.shape else ds[()])
     try:
         top = json.loads(raw or "")
-        atoms = [
-            (atom["name"], atom.get("element") or "", res["name"], _first(res.get("resSeq"), res["index"]))
+        atoms = [  # resSeq may be missing or null in other writers (0 is a valid number)
+            (atom["name"], atom.get("element") or "", res["name"], _default(res.get("resSeq"), res["index"]))
             for chain in sorted(top["chains"], key=lambda c: c["index"])
             for res in sorted(chain["residues"], key=lambda r: r["index"])
             for atom in sorted(res["atoms"], key=lambda a: a["index"])
@@ -818,7 +818,7 @@ def _read_topology(f: Any, n_atoms: int, where: Path) -> dict[str, np.ndarray]:
     }
 
 
-def _first(value: Any, default: Any) -> Any:
+def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
