@@ -44,7 +44,8 @@ periodic or not lower-triangular (MDTraj keeps lengths and angles only). A new f
 the datasets its first frames carry. Atom names default to element symbols and the residue
 to ``UNK`` 1; the root attribute ``asebytes_nodes_topology`` lists the topology keys that
 came from the frames, and only those are read back. Rows cannot be inserted, deleted or lose
-keys.
+keys, and datasets written without an unlimited first axis cannot grow. Each write call opens,
+flushes and closes the file (several milliseconds), so append in batches.
 
 An ``extend`` writes every other dataset first and ``coordinates`` last, flushing after each:
 rows past ``len(coordinates)`` are ignored and overwritten by the next ``extend``, so a
