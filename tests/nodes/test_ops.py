@@ -15,9 +15,10 @@ from ase import Atoms
 from node_data import needs_h5md
 
 from asebytes_nodes import ASEIO
-from asebytes_nodes.nodes import BenchmarkConfig, StoreSpec
+from asebytes_nodes.nodes import BenchmarkConfig, CacheConfig, StoreSpec
 from asebytes_nodes.nodes._bench import benchmark, figure, markdown_table
-from asebytes_nodes.nodes._ops import SelectedRows, copy_frames, fingerprint, git_ignore_lock, store_suffix
+from asebytes_nodes.nodes._cache import cache_frames
+from asebytes_nodes.nodes._ops import SelectedRows, fingerprint, git_ignore, store_suffix, write_store
 from asebytes_nodes.testing.frames import assert_atoms_equal
 
 BACKENDS = ["lmdb", "zarr", pytest.param("h5md", marks=needs_h5md)]
@@ -27,7 +28,7 @@ BACKENDS = ["lmdb", "zarr", pytest.param("h5md", marks=needs_h5md)]
 def test_copy_round_trip(tmp_path: Path, store: ASEIO, frames: list[Atoms], backend: str) -> None:
     target = tmp_path / f"out{store_suffix(backend)}"
     rows = np.array([3, 0, 30, 7])
-    assert copy_frames(store, target, StoreSpec(backend=backend), chunk_size=3, rows=rows) == 4
+    assert write_store(store, target, StoreSpec(backend=backend), chunk_size=3, rows=rows) == 4
     # the partial store was moved into place; nothing else is left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["mixed.lmdb", "mixed.lmdb-lock", target.name]
@@ -40,8 +41,8 @@ def test_copy_round_trip(tmp_path: Path, store: ASEIO, frames: list[Atoms], back
 
 def test_copy_from_atoms_replaces_the_old_store(tmp_path: Path, frames: list[Atoms]) -> None:
     target = tmp_path / "out.zarr"
-    copy_frames(frames, target, StoreSpec(backend="zarr"), chunk_size=5)
-    copy_frames(iter(frames[:3]), target, StoreSpec(backend="zarr", options={"compressor": "zstd"}))
+    write_store(frames, target, StoreSpec(backend="zarr"), chunk_size=5)
+    write_store(iter(frames[:3]), target, StoreSpec(backend="zarr", options={"compressor": "zstd"}))
     with ASEIO(target, readonly=True) as out:
         assert len(out) == 3
         assert_atoms_equal(out[2], frames[2])
@@ -72,8 +73,25 @@ def test_fingerprint_follows_the_data(tmp_path: Path, frames: list[Atoms]) -> No
 def test_lock_file_is_git_ignored_once(tmp_path: Path) -> None:
     (tmp_path / ".gitignore").write_text("/frames.lmdb\n")
     for _ in range(2):
-        git_ignore_lock(tmp_path / "frames.lmdb")
-    assert (tmp_path / ".gitignore").read_text() == "/frames.lmdb\n/frames.lmdb-lock\n"
+        git_ignore(tmp_path / "frames.lmdb")
+    git_ignore(tmp_path / "frames.lmdb", "a", "frames.lmdb-lock")
+    assert (tmp_path / ".gitignore").read_text() == "/frames.lmdb\n/frames.lmdb-lock\n/a\n"
+
+
+def test_cache_resumes_a_partial_download(tmp_path: Path, store: ASEIO, frames: list[Atoms]) -> None:
+    scratch = tmp_path / ".download.lmdb"
+    with ASEIO(store.backend.location, readonly=True, cache_to=scratch) as partial:
+        partial[3:7].to_list()  # an interrupted first run cached rows 3-6
+    config = CacheConfig(store={"backend": "zarr"}, chunk_size=10)
+    assert cache_frames(str(store.backend.location), config, tmp_path / "copy.zarr", scratch) == len(frames)
+    assert not scratch.exists()
+    with ASEIO(tmp_path / "copy.zarr", readonly=True) as copy:
+        assert [a.info.get("i") for a in copy] == [a.info.get("i") for a in frames]
+    other = ASEIO(tmp_path / "other.lmdb")
+    other.extend(frames[:2])
+    with ASEIO(other.backend.location, readonly=True, cache_to=scratch) as stale:
+        stale[:].to_list()  # a scratch store left by another source is discarded
+    assert cache_frames(str(store.backend.location), config, tmp_path / "copy.zarr", scratch) == len(frames)
 
 
 def test_benchmark_outputs(tmp_path: Path, store: ASEIO) -> None:

@@ -19,8 +19,9 @@ import numpy as np
 
 from ..errors import MissingValueError, RaggedColumnError
 from ..io import ASEIO
+from ..progress import progress
 from ..views import check_keys
-from ._ops import SelectedRows, iter_chunks, progress, store_size, store_suffix
+from ._ops import SelectedRows, iter_chunks, store_size, store_suffix
 
 if TYPE_CHECKING:
     from ._config import BenchmarkConfig, StoreSpec

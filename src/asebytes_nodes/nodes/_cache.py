@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..errors import CacheMismatchError
+from ..io import ASEIO
+from ..transfer import _remove
 from ._config import CacheConfig
 from ._load import Load
+from ._ops import git_ignore, lock_file, write_store
 
-__all__ = ["Cache"]
+__all__ = ["Cache", "cache_frames"]
+
+
+def cache_frames(source: str, config: CacheConfig, target: Path, scratch: Path) -> int:
+    """Copy every frame of ``source`` into a new store at ``target``; returns the count.
+
+    Rows pass through a ``cache_to`` store at ``scratch`` (:mod:`asebytes_nodes.cache`), so a
+    download that is interrupted resumes where it stopped on the next run; the scratch store
+    is deleted once ``target`` is complete. A scratch store filled from another source is
+    discarded.
+    """
+    try:
+        frames = ASEIO(source, readonly=True, cache_to=scratch, **config.source_options)
+    except CacheMismatchError:
+        _remove(scratch)
+        frames = ASEIO(source, readonly=True, cache_to=scratch, **config.source_options)
+    with frames:
+        count = write_store(frames, target, config.store, chunk_size=config.chunk_size)
+    _remove(scratch)
+    return count
 
 
 class Cache(Load):
     """A local copy of a whole source (``hf://``, ``s3://`` Zarr, a network file...).
 
-    The copy is a DVC output: later stages and fresh clones (after ``dvc pull``) read it
-    locally instead of fetching the source again. The source streams through in chunks of
-    ``config.chunk_size`` frames. Unlike :class:`Load`, it keeps every frame as it is.
+    The copy is a plain store and a DVC output: later stages and fresh clones (after
+    ``dvc pull``) read it locally, without the source. While it is made, rows also go to a
+    ``cache_to`` scratch store in the node's directory (git-ignored), so an interrupted
+    download resumes. Unlike :class:`Load`, it keeps every frame as it is.
 
     Examples
     --------
@@ -23,3 +49,8 @@ class Cache(Load):
     """
 
     _model = CacheConfig
+
+    def fetch(self, config: CacheConfig, target: Path) -> int:
+        scratch = target.with_name(".download.lmdb")
+        git_ignore(target, scratch.name, lock_file(scratch).name)
+        return cache_frames(self.source, config, target, scratch)

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveFloat,
     PositiveInt,
     ValidationInfo,
     field_validator,
@@ -101,10 +102,20 @@ class H5MDOptions(_Model):
 
     author_name: str | None = Field(default=None, description="Author recorded in the file's /h5md group.")
     author_email: str | None = Field(default=None, description="Author e-mail recorded in the /h5md group.")
-    compression: Literal["gzip", "lzf"] | None = Field(default=None, description="HDF5 filter for datasets.")
-    particles_group: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the group under /particles."
+    compression: Literal["gzip", "lzf"] | None = Field(
+        default=None, description="HDF5 filter of the datasets (the backend's default: gzip); null for none."
     )
+    compression_opts: int | None = Field(default=None, ge=0, le=9, description="gzip level.")
+    particles_group: str | None = Field(
+        default=None, pattern=r"^[^/]+$", description="Name of the group under /particles."
+    )
+    timestep: PositiveFloat | None = Field(default=None, description="Time between frames, in fs.")
+
+    @model_validator(mode="after")
+    def _level_needs_gzip(self) -> H5MDOptions:
+        if self.compression_opts is not None and self.compression == "lzf":
+            raise ValueError("compression_opts (the gzip level) does not apply to lzf")
+        return self
 
 
 #: Writable backends a node can write, with the model of their options.
@@ -228,7 +239,7 @@ class Split(_Model):
 
     fractions: dict[str, float] = Field(
         default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
-        description="Share of the frames in each part, in order; the shares sum to at most 1.",
+        description="Share of the frames in each part, at most 1 in all (cut in alphabetical name order).",
     )
     part: str = Field(default="train", description="The part this node selects.")
     seed: int = Field(

@@ -10,7 +10,7 @@ import zntrack
 from ..io import ASEIO
 from ._config import ConvertConfig
 from ._node import FramesNode
-from ._ops import copy_frames
+from ._ops import write_store
 
 __all__ = ["Convert", "input_frames"]
 
@@ -55,7 +55,5 @@ class Convert(FramesNode):
     def run(self) -> None:
         config: ConvertConfig = self.settings()
         target = self.store_target(config)
-        count = copy_frames(
-            input_frames(self), target, config.store, chunk_size=config.chunk_size, desc=self.name
-        )
+        count = write_store(input_frames(self), target, config.store, chunk_size=config.chunk_size)
         print(f"{self.name}: {count} frames -> {target}")

@@ -10,7 +10,7 @@ import zntrack
 from ..io import ASEIO
 from ._config import CacheConfig, LoadConfig
 from ._node import FramesNode
-from ._ops import copy_frames
+from ._ops import write_store
 
 __all__ = ["Load", "load_frames", "source_dependency"]
 
@@ -28,7 +28,7 @@ def load_frames(source: str, config: CacheConfig, target: str | Path) -> int:
         options.update({k: v for k, v in (("split", config.split), ("mapping", config.mapping)) if v})
     with ASEIO(source, readonly=True, **options) as frames:
         rows = frames[config.frames.to_slice()].indices if isinstance(config, LoadConfig) else None
-        return copy_frames(frames, target, config.store, chunk_size=config.chunk_size, rows=rows, desc=source)
+        return write_store(frames, target, config.store, chunk_size=config.chunk_size, rows=rows)
 
 
 class Load(FramesNode):
@@ -68,5 +68,9 @@ class Load(FramesNode):
                 "change the source where the graph is built and build it again"
             )
         target = self.store_target(config)
-        count = load_frames(self.source, config, target)
+        count = self.fetch(config, target)
         print(f"{self.name}: {count} frames from {self.source} -> {target}")
+
+    def fetch(self, config: CacheConfig, target: Path) -> int:
+        """Write the source's frames to ``target``; returns the count."""
+        return load_frames(self.source, config, target)

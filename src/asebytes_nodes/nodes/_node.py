@@ -24,7 +24,7 @@ import zntrack
 from zntrack.config import ZNTRACK_LAZY_VALUE
 
 from ..io import ASEIO
-from ._ops import git_ignore_lock, store_suffix
+from ._ops import git_ignore, store_suffix
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -136,7 +136,7 @@ class FramesNode(ConfiguredNode):
                 "built and build it again (the output's name is part of dvc.yaml)"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        git_ignore_lock(path)
+        git_ignore(path)
         return path
 
     @property

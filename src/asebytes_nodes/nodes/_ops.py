@@ -1,8 +1,8 @@
 """The work the nodes do, as plain functions that need neither git nor DVC.
 
-Stores are written whole into a temporary name beside the target and moved into place at
-the end, so an interrupted stage never leaves a half-written output under the final name.
-Data always moves in chunks, never as one list of every frame.
+Stores are written whole under a temporary name beside the target and moved into place at
+the end (:mod:`asebytes_nodes.transfer`), so an interrupted stage never leaves a
+half-written output under the final name. Data moves in chunks, never as one list.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import numpy as np
 from ..backends._base import ColumnInfo, ReadableBackend
 from ..io import ASEIO
 from ..registry import list_backends
+from ..transfer import convert
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -29,13 +29,13 @@ if TYPE_CHECKING:
 __all__ = [
     "SelectedRows",
     "as_aseio",
-    "copy_frames",
     "fingerprint",
-    "git_ignore_lock",
+    "git_ignore",
     "iter_chunks",
-    "remove_store",
+    "lock_file",
     "store_size",
     "store_suffix",
+    "write_store",
 ]
 
 
@@ -46,13 +46,6 @@ def store_suffix(backend: str) -> str:
         if sum(ext in entry.extensions for entry in table.values()) == 1:
             return ext
     raise ValueError(f"the {backend!r} backend has no extension of its own; name the output explicitly")
-
-
-def progress(total: int | None, desc: str) -> Any:
-    """A tqdm bar counting frames; silent when stderr is not a terminal (DVC logs, CI)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", disable=None, leave=False)
 
 
 def iter_chunks(frames: Any, size: int) -> Iterator[list[Atoms]]:
@@ -83,64 +76,38 @@ def lock_file(path: Path) -> Path:
     return Path(f"{path}-lock")
 
 
-def remove_store(path: Path) -> None:
-    """Delete a store file or directory, and its lock file."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-    lock_file(path).unlink(missing_ok=True)
-
-
-def git_ignore_lock(path: Path) -> None:
-    """List the store's lock file in the ``.gitignore`` beside it (where DVC lists the store)."""
+def git_ignore(path: Path, *names: str) -> None:
+    """List ``names`` (files beside ``path``) in the ``.gitignore`` of its folder, where DVC
+    lists its outputs; by default the lock file of the store at ``path``."""
     ignore = path.parent / ".gitignore"
-    line = f"/{lock_file(path).name}"
     lines = ignore.read_text().splitlines() if ignore.exists() else []
-    if line not in lines:
-        ignore.write_text("\n".join([*lines, line]) + "\n")
+    wanted = [f"/{name}" for name in names or (lock_file(path).name,)]
+    if missing := [line for line in wanted if line not in lines]:
+        ignore.write_text("\n".join([*lines, *missing]) + "\n")
 
 
-def copy_frames(
-    source: ASEIO | Iterable[Atoms],
+def write_store(
+    frames: Any,
     target: str | os.PathLike[str],
     store: StoreSpec,
     *,
     chunk_size: int = 1000,
     rows: Sequence[int] | np.ndarray | None = None,
-    desc: str = "copy",
 ) -> int:
-    """Write the frames of ``source`` (only ``rows`` of an ASEIO, if given) into a new store.
+    """Write ``frames`` (only ``rows`` of them, if given) into a new store at ``target``.
 
-    An ASEIO source is copied row by row as flat dicts, without building ``Atoms``. The store
-    is written under a temporary name and moved to ``target`` when complete; an existing
-    ``target`` is replaced. Returns the number of frames written.
+    ``frames`` is an ASEIO (copied as row dicts, without building ``Atoms``) or any iterable
+    of Atoms. The store is complete before it replaces ``target``
+    (:func:`asebytes_nodes.transfer.convert`). Returns the number of frames written.
     """
-    target = Path(target)
-    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
-    remove_store(partial)
-    count = 0
-    with ASEIO(partial, backend=store.backend, **store.options) as out:
-        writer = out.backend
-        if isinstance(source, ASEIO):
-            reader = source.backend
-            picked = np.arange(len(source)) if rows is None else np.asarray(rows, dtype=np.int64)
-            with progress(len(picked), desc) as bar:
-                for start in range(0, len(picked), chunk_size):
-                    batch = reader.read_rows(picked[start : start + chunk_size])
-                    writer.extend(batch)  # type: ignore[attr-defined]
-                    count += len(batch)
-                    bar.update(len(batch))
-        else:
-            with progress(None, desc) as bar:
-                for images in iter_chunks(source, chunk_size):
-                    out.extend(images)
-                    count += len(images)
-                    bar.update(len(images))
-    remove_store(target)
-    os.replace(partial, target)
-    lock_file(partial).unlink(missing_ok=True)
-    return count
+    return convert(
+        as_aseio(frames),
+        target,
+        indices=rows,
+        overwrite=True,
+        destination_options={"backend": store.backend, **store.options},
+        chunk_size=chunk_size,
+    )
 
 
 def store_size(path: str | os.PathLike[str]) -> tuple[int, int]:

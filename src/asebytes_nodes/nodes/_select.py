@@ -48,7 +48,7 @@ def select_rows(frames: ASEIO, config: SubsetConfig) -> IndexArray:
     elif config.split is not None:
         split = config.split
         order = np.random.default_rng(split.seed).permutation(len(rows))
-        names = list(split.fractions)
+        names = sorted(split.fractions)  # params.yaml sorts keys: cut in an order that survives it
         bounds = np.floor(np.cumsum([split.fractions[k] for k in names]) * len(rows) + 1e-9).astype(int)
         k = names.index(split.part)
         start = bounds[k - 1] if k else 0

@@ -12,7 +12,7 @@ import zntrack
 from ..io import ASEIO
 from ._config import SubsetConfig
 from ._node import FramesNode
-from ._ops import SelectedRows, as_aseio, copy_frames, fingerprint
+from ._ops import SelectedRows, as_aseio, fingerprint, write_store
 from ._select import select_rows
 
 __all__ = ["Subset"]
@@ -57,9 +57,7 @@ class Subset(FramesNode):
         selection = {"indices": rows.tolist(), "source_rows": len(source), "source": fingerprint(source)}
         if config.materialize is not None:
             target = self.store_target(config)
-            copy_frames(
-                source, target, config.materialize, chunk_size=config.chunk_size, rows=rows, desc=self.name
-            )
+            write_store(source, target, config.materialize, chunk_size=config.chunk_size, rows=rows)
         Path(self.selection_path).parent.mkdir(parents=True, exist_ok=True)
         Path(self.selection_path).write_text(json.dumps(selection))
         print(f"{self.name}: {len(rows)} of {len(source)} frames selected")
