@@ -83,6 +83,25 @@ def test_cache_stays_within_its_budget(tmp_path: Path) -> None:
     assert 0 < sum(a.nbytes for a in backend._cache.values()) <= 4096
 
 
+def test_present_flags_only_for_columns_some_frames_lack(tmp_path: Path) -> None:
+    path = tmp_path / "p.zarr"
+    db = ASEIO(path)
+    db.extend(make_frames("ethanol"))
+    group = zarr.open_group(str(path), mode="r")
+    spec = group.attrs["asebytes_nodes"]["columns"]
+    names = [name for name, _ in group.members(max_depth=None)]
+    assert any(name.endswith("/values") for name in names)
+    assert not any(name.endswith("/present") for name in names)
+    assert all(column["present"] is False for column in spec.values())
+    db.extend(make_frames("no_calculator"))  # frames without calc.energy
+    db.drop("info.index", [1])
+    group = zarr.open_group(str(path), mode="r")
+    energy = group.attrs["asebytes_nodes"]["columns"]["calc.energy"]
+    np.testing.assert_array_equal(group[energy["id"] + "/present"][:], [True] * 4 + [False] * 2)
+    assert ASEIO(path, readonly=True)["calc.energy"].to_list()[4:] == [None, None]
+    assert ASEIO(path, readonly=True)["info.index"].to_list()[:4] == [0, None, 2, 3]
+
+
 def test_ragged_without_padding(tmp_path: Path) -> None:
     frames = make_frames("periodic_variable_n")
     db = ASEIO(tmp_path / "r.zarr")
@@ -125,4 +144,4 @@ def test_check_reports_a_record_that_disagrees_with_the_arrays(tmp_path: Path) -
     group.attrs["asebytes_nodes"] = meta
     problems = ZarrBackend(path, readonly=True).check()
     assert any("n_atoms" in p and "record says" in p for p in problems)
-    assert any("'calc.energy'" in p and "4 frames flagged, record says 3" in p for p in problems)
+    assert any("'calc.energy'" in p and "no present flags, but 3 of 4 frames" in p for p in problems)

@@ -12,7 +12,9 @@ A Zarr v3 group. Its attribute ``asebytes_nodes`` holds::
 and its arrays are::
 
     n_atoms          int64 (frames,)     atom count per frame; per-atom offsets are its cumsum
-    c<k>/present     bool  (frames,)     does frame i carry the key?
+    c<k>/present     bool  (frames,)     does frame i carry the key? Only once some frame
+                                         lacks it (``"present": true`` in its record); until
+                                         then every frame carries it
     c<k>/values      kind "scalar": (frames,)            one exact scalar type (``type`` code,
                                                          see :func:`~asebytes_nodes.codec.scalar_type_code`)
                      kind "frame":  (frames, *shape)     numpy arrays of one shape and dtype
@@ -47,8 +49,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from itertools import chain
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,6 +83,7 @@ FORMAT_NAME = "asebytes_nodes.zarr"
 FORMAT_VERSION = 1
 _ATTR = "asebytes_nodes"
 _NUMERIC = frozenset("biufc")
+_DTYPE = attrgetter("dtype")
 _SLAB_BYTES = 64 << 20  # read a contiguous slab instead of scattered chunks below this size
 
 
@@ -341,7 +346,10 @@ class ZarrBackend(WritableBackend):
             problems.append(f"{where}/n_atoms: sums to {int(self._atom_offsets()[-1])}, record says {atoms}")
         for key, spec in self._meta["columns"].items():
             base = f"{spec['id']}/"
-            if not short(base + "present", n):
+            if not spec.get("present", True):
+                if spec["count"] != n:
+                    problems.append(f"column {key!r}: no present flags, but {spec['count']} of {n} frames")
+            elif not short(base + "present", n):
                 carried = int(self._slab(base + "present", n, 0, n).sum())
                 if carried != spec["count"]:
                     problems.append(f"column {key!r}: {carried} frames flagged, record says {spec['count']}")
@@ -367,11 +375,12 @@ class ZarrBackend(WritableBackend):
         return out
 
     def columns(self, index: int = 0) -> list[str]:
+        n = self._meta["length"]
         return [
             k
             for k, spec in self._meta["columns"].items()
-            if spec["count"]
-            and bool(self._slab(spec["id"] + "/present", self._meta["length"], index, index + 1)[0])
+            if spec["count"] == n
+            or (spec["count"] and bool(self._slab(spec["id"] + "/present", n, index, index + 1)[0]))
         ]
 
     def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
@@ -449,15 +458,30 @@ class ZarrBackend(WritableBackend):
         self._refresh()
         meta = self._meta
         n0, atoms0 = meta["length"], meta["atoms"]
-        counts = np.array([_n_atoms(r) for r in rows], dtype=np.int64)
+        carried = Counter(chain.from_iterable(rows))  # key -> rows carrying it, in C
+        if carried.get("arrays.numbers") == len(rows):
+            counts = np.fromiter(map(len, map(itemgetter("arrays.numbers"), rows)), np.int64, len(rows))
+        else:
+            counts = np.array([_n_atoms(r) for r in rows], dtype=np.int64)
         columns = {k: dict(v) for k, v in meta["columns"].items()}
-        keys = list(dict.fromkeys(k for row in rows for k in row))
         batches: dict[str, tuple[np.ndarray, Any]] = {}
-        for key in keys:  # plan and check every column before anything is written
-            values = [row.get(key, MISSING) for row in rows]
-            spec = columns.get(key) or _infer_spec(key, values, counts, f"c{len(columns)}")
+        for key, count in carried.items():  # plan and check every column before anything is written
+            everywhere = count == len(rows)
+            values = list(map(itemgetter(key), rows)) if everywhere else [r.get(key, MISSING) for r in rows]
+            present = np.ones(len(rows), bool) if everywhere else None
+            spec = columns.get(key)
+            if spec is None:  # a new column: guess from its first value, check all; mixed? look at all
+                first = next(j for j, v in enumerate(values) if v is not MISSING)
+                cid = f"c{len(columns)}"
+                spec = _infer_spec(key, values[first : first + 1], counts[first : first + 1], cid)
+                try:
+                    batches[key] = _encode_batch(key, spec, values, counts, present)
+                except InvalidDataError:
+                    spec = _infer_spec(key, values, counts, cid)
+                    batches[key] = _encode_batch(key, spec, values, counts, present)
+            else:
+                batches[key] = _encode_batch(key, spec, values, counts, present)
             columns[key] = spec
-            batches[key] = _encode_batch(key, spec, values, counts)
         n1, atoms1 = n0 + len(rows), atoms0 + int(counts.sum())
         self._write_range("n_atoms", n0, n1, counts, (), np.int64)
         for key, spec in columns.items():
@@ -498,7 +522,12 @@ class ZarrBackend(WritableBackend):
         atoms1: int,
     ) -> None:
         base, kind = spec["id"], spec["kind"]
-        self._write_range(base + "/present", n0, n1, present, (), bool)
+        if spec.get("present", True):
+            self._write_range(base + "/present", n0, n1, present, (), bool)
+        elif spec["count"] != n0 or not present.all():  # the first frame without it: flag them all
+            before = np.full(n0, spec["count"] == n0, bool)
+            self._write_range(base + "/present", 0, n1, np.concatenate([before, present]), (), bool)
+            spec["present"] = True
         tail, dtype = tuple(spec.get("shape", ())), spec.get("dtype", "uint8")
         if kind == "atom":
             mean = atoms1 / max(n1, 1)
@@ -564,6 +593,12 @@ class ZarrBackend(WritableBackend):
 
     def _set_present(self, spec: dict[str, Any], i: int, value: bool) -> int:
         """Flag frame ``i``; returns the change in the column's count."""
+        if not spec.get("present", True):  # every frame carries it so far
+            if value:
+                return 0
+            n = self._meta["length"]
+            self._write_range(spec["id"] + "/present", 0, n, np.ones(n, bool), (), bool)
+            spec["present"] = True
         arr = self._array(spec["id"] + "/present")
         was = bool(arr[i])
         if was != value:
@@ -658,7 +693,7 @@ def _infer_spec(key: str, values: list[Any], counts: np.ndarray, column_id: str)
     """How a new column is stored, from the values it first arrives with."""
     present = np.fromiter((v is not MISSING for v in values), bool, len(values))
     given = [v for v in values if v is not MISSING]
-    spec: dict[str, Any] = {"id": column_id, "count": 0}
+    spec: dict[str, Any] = {"id": column_id, "count": 0, "present": False}
     signature = _signature(given)
     if None not in signature:
         dtypes = {dtype for dtype, _ in signature}
@@ -677,16 +712,25 @@ def _infer_spec(key: str, values: list[Any], counts: np.ndarray, column_id: str)
 
 
 def _encode_batch(
-    key: str, spec: dict[str, Any], values: list[Any], counts: np.ndarray
+    key: str, spec: dict[str, Any], values: list[Any], counts: np.ndarray, present: np.ndarray | None = None
 ) -> tuple[np.ndarray, Any]:
-    """(present flags, data to write) for one column of a batch; refuses values that do not fit."""
-    present = np.fromiter((v is not MISSING for v in values), bool, len(values))
-    given = [v for v in values if v is not MISSING]
+    """(present flags, data to write) for one column of a batch; refuses values that do not fit.
+
+    ``present`` may be given when the caller knows every row carries the key.
+    """
+    if present is None:
+        present = np.fromiter((v is not MISSING for v in values), bool, len(values))
+    everywhere = bool(present.all())
+    given = values if everywhere else [v for v in values if v is not MISSING]
     kind = spec["kind"]
     if kind == "object":
         blobs = [encode_value(v) if v is not MISSING else b"" for v in values]
         return present, (b"".join(blobs), np.array([len(b) for b in blobs], np.int64))
     dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+    if kind in ("atom", "frame") and everywhere:
+        data = _stack_uniform(given, kind, dtype, shape, counts)
+        if data is not None:
+            return present, data
     if kind == "scalar":
         if given and scalar_type_code(given) != spec["type"]:
             bad = next(v for v in given if scalar_type_code([v]) != spec["type"])
@@ -713,6 +757,29 @@ def _encode_batch(
     data = np.zeros((len(values), *shape), dtype)
     data[present] = given
     return present, data
+
+
+def _stack_uniform(
+    given: list[Any], kind: str, dtype: np.dtype[Any], shape: tuple[int, ...], counts: np.ndarray
+) -> np.ndarray | None:
+    """The batch as one array when every value is an ndarray of the stored dtype and shape, else None.
+
+    Type, dtype and length checks run through ``map`` in C; numpy checks the shapes while it
+    joins the values. None sends the caller to the slow path, which names the bad value.
+    """
+    if not given or set(map(type, given)) != {np.ndarray} or set(map(_DTYPE, given)) != {dtype}:
+        return None
+    try:
+        if kind == "atom":
+            lengths = np.fromiter(map(len, given), np.int64, len(given))
+            if not np.array_equal(lengths, counts):
+                return None
+            data = np.concatenate(given)
+        else:
+            data = np.stack(given)
+    except (ValueError, TypeError):
+        return None
+    return data if data.shape[1:] == shape else None
 
 
 def _conflict(key: str, spec: dict[str, Any], got: str) -> InvalidDataError:
