@@ -6,6 +6,8 @@ backend, models and plain dicts accepted alike, rejection when the graph is buil
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -112,3 +114,11 @@ def test_bad_config_fails_when_the_graph_is_built(tmp_path: Any, monkeypatch: An
         with zntrack.Project():
             Convert(config={})
     assert not (tmp_path / "params.yaml").exists()
+
+
+def test_importing_the_package_stays_light() -> None:
+    """Every DVC stage imports asebytes_nodes.nodes: it must not pull in the heavy libraries."""
+    heavy = "{'zntrack', 'pydantic', 'dvc', 'zarr', 'lmdb', 'h5py', 'matplotlib'}"
+    code = f"import sys, asebytes_nodes.nodes as n; n.__dir__(); print(sorted({heavy} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
