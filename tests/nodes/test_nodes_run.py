@@ -86,3 +86,35 @@ def test_run_validates_params_again(project: Path) -> None:
     with pytest.raises(ValueError, match=r"backend is 'lmdb', but the graph was built with the output"):
         run_all(Convert)
     assert not (project / "nodes" / "Convert" / "frames.zarr").exists()
+
+
+def test_cache_and_load_a_dataset_uri(project: Path, frames: list[Atoms]) -> None:
+    """A Hub-style source (here a local parquet file): a parameter, not a DVC dependency."""
+    pytest.importorskip("datasets")
+    from asebytes_nodes.backends._arrow import write_parquet
+
+    write_parquet(frames, project / "frames.parquet")
+    options = {"split": "train", "cache_dir": str(project / "hf-cache")}
+    source = f"hf://{project / 'frames.parquet'}"
+    with zntrack.Project() as graph:
+        Cache(source=source, config={"source_options": options})
+        Load(
+            source=source,
+            config={
+                "source_options": {"cache_dir": options["cache_dir"]},
+                "split": "train",
+                "frames": {"stop": 5},
+                "store": {"backend": "zarr"},
+            },
+        )
+    graph.build()
+    assert "deps" not in yaml.safe_load((project / "dvc.yaml").read_text())["stages"]["Cache"]
+    run_all(Cache, Load)
+    # the cache_to scratch store is gone once the copy is complete, and would be git-ignored
+    assert sorted(p.name for p in (project / "nodes" / "Cache").iterdir()) == [".gitignore", "frames.lmdb"]
+    ignored = (project / "nodes" / "Cache" / ".gitignore").read_text().split()
+    assert ignored == ["/frames.lmdb-lock", "/.download.lmdb", "/.download.lmdb-lock"]
+    cached, loaded = zntrack.from_rev("Cache").frames, zntrack.from_rev("Load").frames
+    assert len(cached) == len(frames) and len(loaded) == 5
+    assert_atoms_equal(cached[-1], frames[-1])
+    assert_atoms_equal(loaded[4], frames[4])
