@@ -120,8 +120,12 @@ def test_mdanalysis_files_open_in_ours(tmp_path: Path) -> None:
     universe = mda.Universe.empty(n, trajectory=True, velocities=True, forces=True)
     universe.load_new(pos, format=MemoryReader, velocities=vel, forces=frc, dimensions=dims, dt=0.5)
     path = tmp_path / "mda.h5md"
-    units = {"timeunit": "ps", "lengthunit": "Angstrom", "velocityunit": "Angstrom/ps",
-             "forceunit": "kJ/(mol*Angstrom)"}
+    units = {
+        "timeunit": "ps",
+        "lengthunit": "Angstrom",
+        "velocityunit": "Angstrom/ps",
+        "forceunit": "kJ/(mol*Angstrom)",
+    }
     with mda.Writer(str(path), n_atoms=n, format="H5MD", author="Bob", **units) as writer:
         for _ in universe.trajectory:
             writer.write(universe)
@@ -143,14 +147,33 @@ def test_pyh5md_files_open_in_ours(tmp_path: Path) -> None:
     path = tmp_path / "pyh5md.h5"
     with pyh5md.File(str(path), "w", author="Alice", creator="pyh5md-test") as f:
         part = f.particles_group("atoms")
-        part.create_box(dimension=3, boundary=["periodic", "periodic", "none"], store="fixed",
-                        data=np.array([10.0, 11.0, 12.0]))  # a cuboid box, fixed in time
+        part.create_box(
+            dimension=3,
+            boundary=["periodic", "periodic", "none"],
+            store="fixed",
+            data=np.array([10.0, 11.0, 12.0]),
+        )  # a cuboid box, fixed in time
         pyh5md.element(part, "species", store="fixed", data=np.array([1, 8, 1, 6], np.int32))
         position = pyh5md.element(part, "position", store="time", shape=(n, 3), dtype=np.float64, time=True)
-        velocity = pyh5md.element(part, "velocity", store="linear", shape=(n, 3), dtype=np.float64,
-                                  step=20, step_offset=10, time=0.2, time_offset=0.1)  # every other frame
-        energy = pyh5md.element(f.require_group("observables"), "potential_energy", store="time",
-                                shape=(), dtype=np.float64, time=True)
+        velocity = pyh5md.element(
+            part,
+            "velocity",
+            store="linear",
+            shape=(n, 3),
+            dtype=np.float64,
+            step=20,
+            step_offset=10,
+            time=0.2,
+            time_offset=0.1,
+        )  # every other frame
+        energy = pyh5md.element(
+            f.require_group("observables"),
+            "potential_energy",
+            store="time",
+            shape=(),
+            dtype=np.float64,
+            time=True,
+        )
         for i in range(count):
             position.append(positions[i], step=10 * i, time=0.05 * i)
             energy.append(-1.5 * i, step=10 * i, time=0.05 * i)
@@ -197,11 +220,17 @@ def _write_h5md(path: Path, version: Any = (1, 1), fixed: bool = False, **groups
 def test_fixed_length_strings_and_uint64_steps(tmp_path: Path) -> None:
     path = tmp_path / "fixed.h5"
     positions = np.arange(24.0).reshape(2, 4, 3)
-    _write_h5md(path, fixed=True, atoms={"boundary": ["periodic", "none", "periodic"],
-                                         "position/value": positions,
-                                         "position/step": np.array([0, 2**40], np.uint64),
-                                         "species": np.array([1, 1, 8, 8], np.int16),
-                                         "box/edges": np.diag([3.0, 4.0, 5.0])})
+    _write_h5md(
+        path,
+        fixed=True,
+        atoms={
+            "boundary": ["periodic", "none", "periodic"],
+            "position/value": positions,
+            "position/step": np.array([0, 2**40], np.uint64),
+            "species": np.array([1, 1, 8, 8], np.int16),
+            "box/edges": np.diag([3.0, 4.0, 5.0]),
+        },
+    )
     db = ASEIO(path, readonly=True)
     assert [a.info["step"] for a in db] == [0, 2**40]
     assert db[1].pbc.tolist() == [True, False, True]
@@ -212,8 +241,13 @@ def test_fixed_length_strings_and_uint64_steps(tmp_path: Path) -> None:
 def test_id_fill_value_marks_absent_particles(tmp_path: Path) -> None:
     path = tmp_path / "id.h5"
     ids = np.array([[0, 1, 2, -1], [0, -1, 2, 3]])
-    _write_h5md(path, atoms={"position/value": np.arange(24.0).reshape(2, 4, 3),
-                             "species/value": np.array([[1, 6, 8, 0], [1, 0, 8, 7]])})
+    _write_h5md(
+        path,
+        atoms={
+            "position/value": np.arange(24.0).reshape(2, 4, 3),
+            "species/value": np.array([[1, 6, 8, 0], [1, 0, 8, 7]]),
+        },
+    )
     with h5py.File(path, "a") as f:
         ds = f.create_dataset("particles/atoms/id/value", shape=ids.shape, dtype=np.int64, fillvalue=-1)
         ds[...] = ids
@@ -227,8 +261,10 @@ def test_nan_padding_with_float_species(tmp_path: Path) -> None:
     path = tmp_path / "nan.h5"
     positions = np.full((2, 3, 3), np.nan)
     positions[0], positions[1, :2] = 1.0, 2.0
-    _write_h5md(path, atoms={"position/value": positions,
-                             "species/value": np.array([[1.0, 1.0, 8.0], [1.0, 1.0, np.nan]])})
+    _write_h5md(
+        path,
+        atoms={"position/value": positions, "species/value": np.array([[1.0, 1.0, 8.0], [1.0, 1.0, np.nan]])},
+    )
     db = ASEIO(path, readonly=True)
     assert [len(a) for a in db] == [3, 2] and db[1].numbers.tolist() == [1, 1]
     assert db["arrays.positions"].to_ragged().values.shape == (5, 3)
@@ -236,8 +272,9 @@ def test_nan_padding_with_float_species(tmp_path: Path) -> None:
 
 def test_several_particle_groups(tmp_path: Path) -> None:
     path = tmp_path / "groups.h5"
-    _write_h5md(path, solvent={"position/value": np.zeros((2, 3, 3))},
-                solute={"position/value": np.ones((2, 1, 3))})
+    _write_h5md(
+        path, solvent={"position/value": np.zeros((2, 3, 3))}, solute={"position/value": np.ones((2, 1, 3))}
+    )
     assert H5MDBackend.list_groups(path) == ["solute", "solvent"]
     with pytest.raises(UnknownKeyError, match="2 particle groups \\(solute, solvent\\).*particles_group="):
         ASEIO(path, readonly=True)
@@ -267,7 +304,9 @@ def test_unknown_units_and_2d_boxes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreCorruptedError, match="position/value: cannot convert its unit.*furlong"):
         ASEIO(path, readonly=True)
     flat = tmp_path / "flat.h5"
-    _write_h5md(flat, atoms={"dimension": 2, "boundary": ["none", "none"], "position/value": np.zeros((1, 2, 2))})
+    _write_h5md(
+        flat, atoms={"dimension": 2, "boundary": ["none", "none"], "position/value": np.zeros((1, 2, 2))}
+    )
     with pytest.raises(UnsupportedOperationError, match="2-dimensional box"):
         ASEIO(flat, readonly=True)
 
@@ -326,7 +365,9 @@ def test_realdata_mdanalysis_writer(name: str) -> None:
             assert len(atoms) == 5 and not atoms.numbers.any()  # no species element
             np.testing.assert_array_equal(atoms.positions, particles["position/value"][i])
             np.testing.assert_array_equal(atoms.cell.array, particles["box/edges/value"][i])
-            forces, velocities = (particles[f"{name}/value"][i].astype(float) for name in ("force", "velocity"))
+            forces, velocities = (
+                particles[f"{name}/value"][i].astype(float) for name in ("force", "velocity")
+            )
             np.testing.assert_allclose(atoms.get_forces(), forces * KJ_MOL, rtol=1e-14)
             np.testing.assert_allclose(atoms.get_velocities(), velocities / PS, rtol=1e-14)
             np.testing.assert_array_equal(atoms.info["occupancy"], f["observables/occupancy/value"][i])
@@ -353,7 +394,9 @@ def test_realdata_zarrtraj_varied_steps() -> None:
     assert varied["info.obsv2"].to_list() == [None, 4, None, 6, None]
 
 
-@pytest.mark.parametrize("name", ["vmdplugin_halmd_binary_mixture.h5", "vmdplugin_halmd_timedependent_box.h5"])
+@pytest.mark.parametrize(
+    "name", ["vmdplugin_halmd_binary_mixture.h5", "vmdplugin_halmd_timedependent_box.h5"]
+)
 def test_realdata_halmd(name: str) -> None:
     """HAL's MD (H5MD 1.0): fixed-length strings, uint64 steps, two groups, time-independent species,
     time-dependent mass, a box that is fixed, or time-dependent without steps."""
@@ -373,15 +416,20 @@ def test_realdata_halmd(name: str) -> None:
                 np.testing.assert_array_equal(atoms.positions, particles["position/value"][i])
                 masses = particles["mass/value"][i]
                 np.testing.assert_array_equal(atoms.get_masses(), masses)
-                np.testing.assert_allclose(atoms.get_momenta(), particles["velocity/value"][i] * masses[:, None])
+                np.testing.assert_allclose(
+                    atoms.get_momenta(), particles["velocity/value"][i] * masses[:, None]
+                )
                 cell = edges[:] if isinstance(edges, h5py.Dataset) else edges["value"][i]
                 np.testing.assert_array_equal(atoms.cell.array, cell)
                 assert atoms.info["step"] == particles["position/step"][i]
                 row = 50 * i  # observables every 1000 steps, frames at steps 0 and 50000
                 observables = f[f"observables/{group}"]
-                assert atoms.info["potential_energy"] == observables["potential_energy/value"][row]  # per particle
-                np.testing.assert_array_equal(atoms.info["center_of_mass_velocity"],
-                                              observables["center_of_mass_velocity/value"][row])
+                assert (
+                    atoms.info["potential_energy"] == observables["potential_energy/value"][row]
+                )  # per particle
+                np.testing.assert_array_equal(
+                    atoms.info["center_of_mass_velocity"], observables["center_of_mass_velocity/value"][row]
+                )
                 assert atoms.info["particle_number"] == count and atoms.calc is None
             assert backend.skipped["observables/temperature"].startswith("gives info.temperature")
 
@@ -406,8 +454,13 @@ def test_every_realdata_file_is_covered() -> None:
     if not REALDATA.exists():
         pytest.skip(f"{REALDATA} is absent")
     covered = {
-        "mdanalysis_cu.h5md", "mdanalysis_cu_malformed.h5md", "mdanalysis_test.h5md",
-        "zarrtraj_COORDINATES_SYNTHETIC_H5MD.h5md", "zarrtraj_COORDINATES_VARIED_STEPS_H5MD.h5md",
-        "vmdplugin_halmd_binary_mixture.h5", "vmdplugin_halmd_timedependent_box.h5", "znh5md_v03draft_cu.h5",
+        "mdanalysis_cu.h5md",
+        "mdanalysis_cu_malformed.h5md",
+        "mdanalysis_test.h5md",
+        "zarrtraj_COORDINATES_SYNTHETIC_H5MD.h5md",
+        "zarrtraj_COORDINATES_VARIED_STEPS_H5MD.h5md",
+        "vmdplugin_halmd_binary_mixture.h5",
+        "vmdplugin_halmd_timedependent_box.h5",
+        "znh5md_v03draft_cu.h5",
     }
     assert {p.name for p in REALDATA.iterdir()} == covered

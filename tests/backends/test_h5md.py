@@ -136,7 +136,9 @@ def test_velocity_is_derived_from_momenta(tmp_path: Path) -> None:
         np.testing.assert_allclose(velocity["value"][0], expected)
     db.update(0, arrays={"masses": np.full(len(frames[0]), 2.0)})
     with h5py.File(path, "r") as f:
-        np.testing.assert_allclose(f["particles/atoms/velocity/value"][0], frames[0].get_momenta() / 2 * 1000 * fs)
+        np.testing.assert_allclose(
+            f["particles/atoms/velocity/value"][0], frames[0].get_momenta() / 2 * 1000 * fs
+        )
     assert "velocity" not in " ".join(ASEIO(path).columns)
 
 

@@ -150,7 +150,7 @@ CREATOR = "asebytes-nodes"
 _PRIVATE = "parameters/asebytes_nodes"
 _TABLE = "asebytes_nodes"
 _ORIGIN = "ASE_ENTRY_ORIGIN"  # znh5md's hint: which Atoms namespace an element belongs to
-_CHUNK_BYTES = 1 << 16
+_CHUNK_BYTES = 1 << 15
 _NUMERIC = frozenset("biuf")
 _VLEN_BYTES = h5py.vlen_dtype(np.dtype(np.uint8))
 _EMPTY_BLOB = np.zeros(0, np.uint8)
@@ -328,6 +328,8 @@ class _SharedFile:
                 try:
                     self.file = h5py.File(self.path, "r")
                 except OSError as exc:
+                    if h5py.is_hdf5(self.path):  # a lock held by a writer elsewhere
+                        raise
                     raise StoreCorruptedError(f"{self.path}: cannot open as HDF5 ({exc})") from exc
                 self.stamp = stamp
                 self.generation += 1
@@ -455,7 +457,7 @@ class H5MDBackend(WritableBackend):
             raise ValueError(f"unknown compression {compression!r}; use 'gzip', 'lzf' or None")
         if particles_group is not None and (not particles_group or "/" in particles_group):
             raise ValueError(f"particles_group must be a name without '/', got {particles_group!r}")
-        self._path = path_of(path)
+        self._path = path_of(os.fspath(path))
         self.readonly = readonly
         self._options: dict[str, Any] = {
             "particles_group": particles_group,
@@ -504,7 +506,7 @@ class H5MDBackend(WritableBackend):
     @staticmethod
     def list_groups(path: str | os.PathLike[str]) -> list[str]:
         """Names of the particle groups in the H5MD file at ``path``, sorted."""
-        target = path_of(path)
+        target = path_of(os.fspath(path))
         if not target.exists():
             raise StoreNotFoundError(f"{target}: no such file")
         if not sniff(target):
@@ -514,6 +516,8 @@ class H5MDBackend(WritableBackend):
 
     def _file(self) -> Any:
         """The shared read handle; reloads what to read when the file changed."""
+        if not self._finalizer.alive:
+            raise ValueError(f"{self._path}: the store is closed")
         handle = self._shared.reader()
         if self._shared.generation != self._generation:
             self._load(handle)
@@ -540,9 +544,8 @@ class H5MDBackend(WritableBackend):
                 "backend that wrote it (for MDTraj files: backend='mdtraj')"
             )
         _check_version(self._path, h5md)
-        self._own = (
-            _text(h5md.get("creator", {}).attrs.get("name", "")) == CREATOR if "creator" in h5md else False
-        )
+        creator = h5md.get("creator")
+        self._own = isinstance(creator, h5py.Group) and _text(creator.attrs.get("name", "")) == CREATOR
         groups = _groups(handle)
         if requested is None and len(groups) > 1:
             raise UnknownKeyError(
@@ -622,8 +625,8 @@ class H5MDBackend(WritableBackend):
         self._file()
         frames, where = np.unique(idx, return_inverse=True)
         cols = self._plan.cols
-        wanted = cols.values() if keys is None else [cols[k] for k in dict.fromkeys(keys) if k in cols]
-        sizes = self._sizes(frames)
+        wanted = list(cols.values()) if keys is None else [cols[k] for k in dict.fromkeys(keys) if k in cols]
+        sizes = self._sizes(frames) if any(col.kind == "atom" for col in wanted) else None
         rows: list[dict[str, Any]] = [{} for _ in frames]
         for col in wanted:
             key = col.key
@@ -787,6 +790,7 @@ class H5MDBackend(WritableBackend):
         table.update(length=n1, width=width, padded=table["padded"] or bool((all_counts != width).any()))
         columns = table["columns"]
         batches: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
+        new: set[str] = set() if table["velocity"] else {"velocity"}  # datasets this write creates
         keys = dict.fromkeys([*(columns if full else ()), *rows[0]])
         if not set().union(*rows) <= keys.keys():  # later rows bring keys of their own: keep their order
             keys.update(dict.fromkeys(k for row in rows for k in row))
@@ -795,12 +799,20 @@ class H5MDBackend(WritableBackend):
             present = np.fromiter((v is not MISSING for v in values), bool, len(values))
             at = where
             if not full and not present.all():
-                at, values, present = where[present], [v for v in values if v is not MISSING], present[present]
+                at, values, present = (
+                    where[present],
+                    [v for v in values if v is not MISSING],
+                    present[present],
+                )
             spec = columns.get(key)
-            fresh = spec is None
             if spec is None:
                 spec = columns[key] = _new_spec(key, values, present, all_counts[at], table, self._group)
-            batches[key] = (at, present, _encode(key, spec, values, present, all_counts[at], table, fresh))
+                new.add(key)
+            batches[key] = (
+                at,
+                present,
+                _encode(key, spec, values, present, all_counts[at], table, key in new),
+            )
         for key in drop:
             absent = np.zeros(len(where), bool)
             data = _encode(key, columns[key], [MISSING] * len(where), absent, all_counts[where], table, True)
@@ -811,7 +823,7 @@ class H5MDBackend(WritableBackend):
             table["velocity"] = True
             velocity = self._velocities(where, rows, all_counts[where], width, full, drop)
         with self._shared.writer() as f, _Journal(f) as journal:
-            writer = _Writer(f, journal, self._group, self._options, table, n0)
+            writer = _Writer(f, journal, self._group, self._options, table, n0, new)
             writer.layout(rows[0].get("pbc") if full else None)
             writer.clock(where if counts is not None else where[:0], all_counts)
             for key, spec in columns.items():
@@ -820,7 +832,6 @@ class H5MDBackend(WritableBackend):
             if table["velocity"]:
                 writer.velocity(where, velocity)
             writer.commit()
-        self._file()
 
     def _velocities(
         self,
@@ -856,6 +867,7 @@ class _Journal:
         self.created: list[str] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.backups: dict[str, str] = {}
+        self.groups: dict[str, Any] = {}  # groups known to exist (HDF5 lookups of missing paths are slow)
 
     def __enter__(self) -> _Journal:
         return self
@@ -877,21 +889,24 @@ class _Journal:
             if path in f and f[path].shape != shape:
                 f[path].resize(shape)
 
-    def group(self, path: str) -> Any:
-        """The group at ``path``, created (and logged) with its missing parents."""
-        found = self.f.get(path)
-        if found is not None:
-            return found
-        parent = path.rpartition("/")[0]
-        if parent:
-            self.group(parent)
-        self.created.append(path)
-        return self.f.create_group(path)
+    def group(self, path: str, new: bool = False) -> Any:
+        """The group at ``path`` (``new``: known not to exist), created and logged with its parents."""
+        group = self.groups.get(path)
+        if group is None:
+            group = None if new else self.f.get(path)
+            if group is None:
+                parent = path.rpartition("/")[0]
+                if parent:
+                    self.group(parent)
+                self.created.append(path)
+                group = self.f.create_group(path)
+            self.groups[path] = group
+        return group
 
     def dataset(self, path: str, **kwargs: Any) -> Any:
-        self.group(path.rsplit("/", 1)[0])
+        parent, _, name = path.rpartition("/")
         self.created.append(path)
-        return self.f.create_dataset(path, **kwargs)
+        return self.group(parent).create_dataset(name, **kwargs)
 
     def resize(self, ds: Any, shape: tuple[int, ...]) -> None:
         if ds.shape != shape:
@@ -909,10 +924,18 @@ class _Writer:
     """Creates, grows and fills the datasets of one write session."""
 
     def __init__(
-        self, f: Any, journal: _Journal, group: str, options: dict[str, Any], table: dict[str, Any], n0: int
+        self,
+        f: Any,
+        journal: _Journal,
+        group: str,
+        options: dict[str, Any],
+        table: dict[str, Any],
+        n0: int,
+        fresh: set[str],
     ) -> None:
         self.f, self.journal, self.group, self.options, self.table = f, journal, group, options, table
         self.n0 = n0  # committed length before this write
+        self.fresh = fresh  # keys (and "velocity") whose datasets this write creates
         self.private = f"{_PRIVATE}/{group}"
 
     def layout(self, pbc: Any) -> None:
@@ -936,26 +959,38 @@ class _Writer:
             box.attrs["boundary"] = ["periodic" if p else "none" for p in periodic]
         journal.group(self.private)
 
-    def _private(self, name: str, dtype: Any, fill: Any = None) -> Any:
+    def _private(self, name: str, dtype: Any, exists: bool, fill: Any = None) -> Any:
         """The private per-frame dataset ``name``, grown to the table's length."""
         path, n = f"{self.private}/{name}", self.table["length"]
-        if path in self.f:
+        if exists:
             ds = self.f[path]
             self.journal.resize(ds, (n,))
             return ds
         rows = max(1, _CHUNK_BYTES // np.dtype(dtype).itemsize)
         extra = {} if fill is None else {"fillvalue": fill}
-        return self.journal.dataset(path, shape=(n,), maxshape=(None,), chunks=(rows,), dtype=dtype, **extra)
+        return self.journal.dataset(
+            path, shape=(n,), maxshape=(None,), chunks=(rows,), dtype=dtype, **extra, **self._filters()
+        )
+
+    def _filters(self) -> dict[str, Any]:
+        """Compression options of every dataset."""
+        if self.options["compression"] is None:
+            return {}
+        return {
+            "compression": self.options["compression"],
+            "compression_opts": self.options["compression_opts"],
+        }
 
     def clock(self, where: np.ndarray, counts: np.ndarray) -> None:
         """step and time of new frames; atom counts of the frames at ``where``."""
         n0, n1 = self.n0, self.table["length"]
         steps = np.arange(n0, n1, dtype=np.int64)
-        self._private("step", np.int64)[n0:n1] = steps
-        time = self._private("time", np.float64)
-        time.attrs["unit"] = "fs"
+        self._private("step", np.int64, n0 > 0)[n0:n1] = steps
+        time = self._private("time", np.float64, n0 > 0)
+        if not n0:
+            time.attrs["unit"] = "fs"
         time[n0:n1] = steps * float(self.table["timestep"])
-        n_atoms = self._private("n_atoms", np.int64)
+        n_atoms = self._private("n_atoms", np.int64, n0 > 0)
         if len(where):
             _put(n_atoms, where, counts[where])
 
@@ -967,11 +1002,12 @@ class _Writer:
         atom: bool,
         origin: str | None,
         unit: str | None,
+        exists: bool,
     ) -> Any:
         """The value dataset at ``path`` shaped (length[, width], *tail), created as an element."""
         n, width = self.table["length"], self.table["width"]
         shape = (n, width, *tail) if atom else (n, *tail)
-        ds = self.f.get(path)
+        ds = self.f[path] if exists else None
         old = None
         if ds is not None and ds.dtype != dtype and dtype.kind == "f":  # species turn float once padded
             old = ds[...]
@@ -981,21 +1017,15 @@ class _Writer:
             self.journal.resize(ds, shape)
             return ds
         if not path.startswith(_PRIVATE):  # an H5MD element: step and time linked from the clock
-            group = self.journal.group(path.rsplit("/", 1)[0])
+            group = self.journal.group(path.rpartition("/")[0], new=old is None)
             for name in ("step", "time"):
-                if name not in group:
+                if old is None:
                     group[name] = self.f[f"{self.private}/{name}"]
             if origin is not None:
                 group.attrs[_ORIGIN] = origin
         vlen = dtype.kind == "O"
         row_bytes = 16 if vlen else dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
         options: dict[str, Any] = {} if vlen else {"fillvalue": _fill(dtype)}
-        if not vlen and self.options["compression"] is not None:
-            options.update(
-                compression=self.options["compression"],
-                shuffle=True,
-                compression_opts=self.options["compression_opts"],
-            )
         ds = self.journal.dataset(
             path,
             shape=shape,
@@ -1003,6 +1033,7 @@ class _Writer:
             chunks=(max(1, _CHUNK_BYTES // max(1, row_bytes)), *(max(1, s) for s in shape[1:])),
             dtype=dtype,
             **options,
+            **self._filters(),
         )
         if unit is not None:
             ds.attrs["unit"] = unit
@@ -1021,6 +1052,7 @@ class _Writer:
             spec["kind"] == "atom",
             origin,
             _UNITS.get(key),
+            key not in self.fresh,
         )
         if data is not None and len(at):
             _put(ds, at, data)
@@ -1040,7 +1072,7 @@ class _Writer:
         spec["count"] = before - was + int(np.count_nonzero(present))
         if not exists and spec["count"] == n1:
             return
-        flags = self._private(name, np.bool_, fill=False)
+        flags = self._private(name, np.bool_, exists, fill=False)
         if not exists and before == n0 and n0:
             flags[:n0] = True
         spec["flags"] = True
@@ -1050,7 +1082,9 @@ class _Writer:
     def velocity(self, where: np.ndarray, data: np.ndarray | None) -> None:
         """The derived velocity element, for programs that read velocities."""
         path = f"particles/{self.group}/velocity/value"
-        ds = self._value(path, np.dtype(np.float64), (3,), True, "info", _VELOCITY_UNIT[0])
+        ds = self._value(
+            path, np.dtype(np.float64), (3,), True, "info", _VELOCITY_UNIT[0], "velocity" not in self.fresh
+        )
         if data is not None:
             _put(ds, where, data)
 
@@ -1329,7 +1363,9 @@ def _foreign_observables(f: Any, group: str, frames: _Frames, plan: _Plan) -> No
         if col is not None and key == "calc.energy" and col.kind != "scalar":
             col.key = key = f"info.{name}"
             if key in plan.cols:
-                plan.skipped[obj.name.lstrip("/")] = f"gives {key}, already read from {plan.cols[key].element}"
+                plan.skipped[obj.name.lstrip("/")] = (
+                    f"gives {key}, already read from {plan.cols[key].element}"
+                )
                 continue
         if col is not None:
             plan.cols[key] = col
@@ -1581,7 +1617,9 @@ def _check_arrays(key: str, spec: dict[str, Any], given: list[Any], counts: np.n
     if fits:
         shapes = list(map(_SHAPE, given))
         if spec["kind"] == "atom":
-            fits = {s[1:] for s in shapes} <= {tail} and [s[0] if s else -1 for s in shapes] == counts.tolist()
+            fits = {s[1:] for s in shapes} <= {tail} and [
+                s[0] if s else -1 for s in shapes
+            ] == counts.tolist()
         else:
             fits = set(shapes) <= {tail}
     if fits:
