@@ -47,6 +47,7 @@ Version history
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections import Counter, OrderedDict
@@ -72,6 +73,7 @@ from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record
 try:
     import zarr
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+    from zarr.core.sync import sync as zarr_sync
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError(
         'The Zarr backend needs zarr>=3. Run: pip install "asebytes-nodes[zarr]"'
@@ -153,6 +155,7 @@ class ZarrBackend(WritableBackend):
         self._arrays: dict[str, Any] = {}
         self._offsets: np.ndarray | None = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._deferred: list[Any] | None = None
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
         if not self._remote and self.readonly and not Path(self._target).exists():
             raise StoreNotFoundError(f"{self._target}: no such Zarr store (opened read-only)")
@@ -483,11 +486,16 @@ class ZarrBackend(WritableBackend):
                 batches[key] = _encode_batch(key, spec, values, counts, present)
             columns[key] = spec
         n1, atoms1 = n0 + len(rows), atoms0 + int(counts.sum())
-        self._write_range("n_atoms", n0, n1, counts, (), np.int64)
-        for key, spec in columns.items():
-            present, data = batches.get(key, (np.zeros(len(rows), bool), None))
-            self._append_column(spec, present, data, counts, n0, n1, atoms0, atoms1)
-            spec["count"] += int(present.sum())
+        self._deferred = []  # the arrays' data is written concurrently, after their metadata
+        try:
+            self._write_range("n_atoms", n0, n1, counts, (), np.int64)
+            for key, spec in columns.items():
+                present, data = batches.get(key, (np.zeros(len(rows), bool), None))
+                self._append_column(spec, present, data, counts, n0, n1, atoms0, atoms1)
+                spec["count"] += int(present.sum())
+            zarr_sync(_gather(self._deferred))
+        finally:
+            self._deferred = None
         self._commit(length=n1, atoms=atoms1, columns=columns)
 
     def _write_range(
@@ -507,7 +515,9 @@ class ZarrBackend(WritableBackend):
                 arr.resize((stop, *arr.shape[1:]))
         else:
             arr = self._create(name, stop, tail, dtype, scale)
-        if stop > start:
+        if stop > start and self._deferred is not None:
+            self._deferred.append(arr.async_array.setitem(slice(start, stop), data))
+        elif stop > start:
             arr[start:stop] = data
 
     def _append_column(
@@ -650,6 +660,11 @@ class ZarrBackend(WritableBackend):
                 self._splice(spec["id"] + "/values", int(offsets[i]), int(offsets[i + 1]), zeros, total)
         self._array("n_atoms")[i] = count
         self._commit(atoms=total - old + count)
+
+
+async def _gather(writes: list[Any]) -> None:
+    """Run zarr writes together on zarr's event loop: their encoding and I/O overlap."""
+    await asyncio.gather(*writes)
 
 
 def _compressors(name: str | None, level: int) -> Any:
