@@ -9,8 +9,12 @@ from ._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
 
 __all__ = [
     "MISSING",
+    "ASEFileBackend",
     "ColumnInfo",
+    "H5MDBackend",
+    "HFBackend",
     "LMDBBackend",
+    "MDTrajBackend",
     "MemoryBackend",
     "ReadableBackend",
     "WritableBackend",
@@ -18,13 +22,21 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ASEFileBackend": "._asefile",
+    "H5MDBackend": "._h5md",
+    "HFBackend": "._hf",
     "LMDBBackend": "._lmdb",
+    "MDTrajBackend": "._mdtraj",
     "MemoryBackend": "._memory",
     "ZarrBackend": "._zarr",
 }
 
 if TYPE_CHECKING:
+    from ._asefile import ASEFileBackend
+    from ._h5md import H5MDBackend
+    from ._hf import HFBackend
     from ._lmdb import LMDBBackend
+    from ._mdtraj import MDTrajBackend
     from ._memory import MemoryBackend
     from ._zarr import ZarrBackend
 
