@@ -117,6 +117,11 @@ def test_splits_are_required_and_listed(ten: tuple[list[Atoms], Path], tmp_path:
     assert_atoms_equal(frames[7], ASEIO(data, split="test")[7])
     data.save_to_disk(str(tmp_path / "saved"))
     assert_atoms_equal(frames[2], ASEIO(f"hf://{tmp_path / 'saved'}", split="train")[2])
+    arrow = next((tmp_path / "saved" / "train").glob("*.arrow"))  # one Arrow file, read on its own
+    assert_atoms_equal(frames[4], ASEIO(f"hf://{arrow}", split="train", cache_dir=tmp_path / "cache")[4])
+    (tmp_path / "frames.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UnsupportedOperationError, match=r"cannot read .csv files; give a .parquet or .arrow"):
+        ASEIO(f"hf://{tmp_path / 'frames.csv'}", split="train")
 
 
 def test_in_memory_datasets(ten: tuple[list[Atoms], Path], tmp_path: Path) -> None:
