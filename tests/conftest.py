@@ -1,4 +1,7 @@
-"""Shared fixtures: a local S3 server (moto) for tests of remote stores.
+"""Shared fixtures: a private index cache, and a local S3 server (moto) for tests of remote stores.
+
+The extxyz index cache goes to a temporary folder for the whole session (and the
+processes it starts), never to the user's ``~/.cache``.
 
 ``s3`` yields ``(url_prefix, storage_options)`` for a fresh, empty bucket on a moto
 server at 127.0.0.1 (one server per test session, started on first use). Tests skip
@@ -7,10 +10,26 @@ when moto's server extra, s3fs or boto3 is missing. Nothing contacts the interne
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_index_cache() -> Iterator[str]:
+    folder = tempfile.mkdtemp(prefix="asebytes-nodes-cache-")
+    before = os.environ.get("ASEBYTES_NODES_CACHE_DIR")
+    os.environ["ASEBYTES_NODES_CACHE_DIR"] = folder
+    yield folder
+    if before is None:
+        del os.environ["ASEBYTES_NODES_CACHE_DIR"]
+    else:
+        os.environ["ASEBYTES_NODES_CACHE_DIR"] = before
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
