@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from asebytes_nodes import ASEIO
@@ -159,3 +160,26 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
 def test_show_out_of_range_names_the_valid_range(stores: dict[str, Path]) -> None:
     done = run("show", stores["zarr"], "99")
     assert done.returncode == 1 and "out of range for 20 rows" in done.stderr
+
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+
+@pytest.mark.skipif(not REALDATA.exists(), reason=f"real files not found at {REALDATA}")
+def test_real_third_party_files_through_the_cli(tmp_path: Path) -> None:
+    import ase.io
+
+    xyz = REALDATA / "extxyz" / "libatoms_extxyz_append.xyz"
+    done = run("convert", xyz, tmp_path / "x.lmdb")
+    assert done.returncode == 0, done.stderr
+    expected = ase.io.read(xyz, ":")
+    out = ASEIO(tmp_path / "x.lmdb", readonly=True)
+    assert [len(a) for a in out] == [len(a) for a in expected] == [2, 4, 6]
+    for got, want in zip(out, expected, strict=True):
+        np.testing.assert_allclose(got.positions, want.positions)
+        assert got.pbc.tolist() == want.pbc.tolist()
+    traj = REALDATA / "mdtraj_hdf5" / "mdtraj_ala2.h5"
+    info = json.loads(run("info", traj, "--json").stdout)
+    assert info["backend"] == "mdtraj" and info["frames"] == 100
+    assert info["atoms_per_frame"]["min"] == info["atoms_per_frame"]["max"] == 22
+    assert run("validate", traj).returncode == 0
