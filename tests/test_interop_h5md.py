@@ -31,7 +31,7 @@ from asebytes_nodes import (  # noqa: E402
     UnsupportedOperationError,
 )
 from asebytes_nodes.backends._h5md import H5MDBackend  # noqa: E402
-from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
+from asebytes_nodes.testing.frames import make_frames  # noqa: E402
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "h5md"
 KJ_MOL = kJ / mol  # eV

@@ -17,7 +17,7 @@ One store is one particle group ``<g>`` (``particles_group``, default ``atoms``)
         position/value             float64 (T, W, 3) "Angstrom"         <- arrays.positions
         species/value              int64 (T, W); float64 padded with NaN once atom counts differ
                                                                         <- arrays.numbers
-        mass/value "amu", charge/value "e"                              <- arrays.masses, arrays.initial_charges
+        mass/value, charge/value   (T, W) "amu", "e"                    <- arrays.masses, initial_charges
         forces/value               (T, W, 3) "eV Angstrom-1"            <- calc.forces
         momenta/value              (T, W, 3) ASE units                  <- arrays.momenta
         velocity/value             (T, W, 3) "Angstrom ps-1": momenta / masses, for other readers
@@ -35,7 +35,7 @@ One store is one particle group ``<g>`` (``particles_group``, default ``atoms``)
                                    None, string arrays, constraints ...), encoded by asebytes_nodes.codec
 
 The table is ``{"format": "asebytes_nodes.h5md", "version": 1, "length": T, "width": W,
-"uniform": every frame has W atoms, "timestep": fs, "next": column id counter, "velocity": bool,
+"padded": atom counts ever differed, "timestep": fs, "next": column id counter, "velocity": bool,
 "columns": {key: {"id", "kind", "path", "dtype", "shape", "type", "count", "flags"}}}``, kinds
 ``atom`` (per-atom numbers), ``frame`` (per-frame arrays), ``scalar`` (one exact scalar type, see
 :func:`~asebytes_nodes.codec.scalar_type_code`), ``string`` and ``object`` (encoded). Per-atom
@@ -71,10 +71,10 @@ Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused
 * Frames are the samples of ``position`` (else of the first time-dependent per-atom element);
   other elements are matched to them by ``step`` (explicit arrays, or scalar step with
   ``offset``); a frame whose step an element did not sample lacks that key (velocity and force
-  sampled at other steps than position). An element without ``step`` is matched by index when it
-  has one sample per frame; otherwise an observable is taken as time-independent (same value on
-  every frame) and a per-atom element is skipped. Time-independent datasets (species, mass,
-  box edges...) give every frame the same value.
+  sampled at other steps than position). An element without ``step``, or whose steps do not
+  increase (a broken writer), is matched by index when it has one sample per frame; otherwise an
+  observable is taken as time-independent (same value on every frame) and a per-atom element is
+  skipped. Time-independent datasets (species, mass, box edges...) give every frame the same value.
 * Per-atom elements: position -> arrays.positions, species -> arrays.numbers (int64, from integer
   or float species), mass -> arrays.masses, charge -> arrays.initial_charges, force/forces ->
   calc.forces, momenta/momentum -> arrays.momenta, velocity -> arrays.momenta as velocity x mass
@@ -86,8 +86,9 @@ Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused
 * Observables of the group (``observables/<g>/*``), then global ones (``observables/*``):
   energy, and potential_energy unless the file declares the thermodynamics module (which makes it
   per particle) -> calc.energy, stress -> calc.stress, others -> ``info.<name>``; a global one
-  whose key a group observable already gave is skipped. ``step`` and ``time`` (fs) of the frames
-  -> info.step, info.time. Connectivity and parameters are not read.
+  whose key a group observable already gave is skipped. ``step`` and ``time`` of the frames ->
+  info.step, info.time (in fs when the file gives a time unit). Connectivity (ASE frames have no
+  bonds) and parameters are not read.
 * Units: values with a unit string for length, velocity, force, energy, pressure, mass, charge or
   time are converted to ASE units; data without a unit string (reduced units) is taken as it is;
   an unknown unit string raises :class:`~asebytes_nodes.errors.StoreCorruptedError`.
@@ -562,9 +563,8 @@ class H5MDBackend(WritableBackend):
                 self._own = False
                 self._plan = _foreign_plan(handle, self._group)
             elif self.readonly or not self._own:
-                raise UnknownKeyError(
-                    f"{self._path} has no particle group {self._group!r}; it has: {', '.join(groups) or 'none'}"
-                )
+                found = ", ".join(groups) or "none"
+                raise UnknownKeyError(f"{self._path} has no particle group {self._group!r}; it has: {found}")
         except (KeyError, ValueError, TypeError, OSError) as exc:
             if isinstance(exc, ASEBytesError):
                 raise
@@ -1016,11 +1016,9 @@ class _Writer:
         if ds is not None:
             self.journal.resize(ds, shape)
             return ds
-        if not path.startswith(_PRIVATE):  # an H5MD element: step and time linked from the clock
-            group = self.journal.group(path.rpartition("/")[0], new=old is None)
-            for name in ("step", "time"):
-                if old is None:
-                    group[name] = self.f[f"{self.private}/{name}"]
+        if old is None and not path.startswith(_PRIVATE):  # a new element: step and time from the clock
+            group = self.journal.group(path.rpartition("/")[0], new=True)
+            group["step"], group["time"] = self.f[f"{self.private}/step"], self.f[f"{self.private}/time"]
             if origin is not None:
                 group.attrs[_ORIGIN] = origin
         vlen = dtype.kind == "O"
