@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy as _copy
 import gc
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from typing import Any
 
@@ -249,21 +249,27 @@ def _copy_value(value: Any) -> Any:
     return value
 
 
-def rows_from_atoms(images: Iterable[Any]) -> list[dict[str, Any]]:
+def rows_from_atoms(images: Iterable[Any], *, show_progress: bool | None = None) -> list[dict[str, Any]]:
     """Convert and check every frame before a write; errors name the offending frame.
 
     ASE keeps ``cell`` and ``pbc`` well formed; per-atom arrays, calculator
-    results, info values and constraints are checked here.
+    results, info values and constraints are checked here. Many frames show a
+    progress bar on a terminal (see :mod:`asebytes_nodes.progress`).
     """
+    from .progress import progress
+
     rows: list[dict[str, Any]] = []
     frames = iter(images)
-    while True:
-        with gc_paused():  # per batch, so cyclic garbage from a user's generator is still collected
-            start = len(rows)
-            batch = list(itertools.islice(frames, 1024))
-            rows.extend(_checked_row(start + j, atoms) for j, atoms in enumerate(batch))
-        if len(batch) < 1024:
-            return rows
+    total = len(images) if isinstance(images, Sized) else None
+    with progress(total, "preparing frames", enabled=show_progress) as bar:
+        while True:
+            with gc_paused():  # per batch, so cyclic garbage from a user's generator is still collected
+                start = len(rows)
+                batch = list(itertools.islice(frames, 1024))
+                rows.extend(_checked_row(start + j, atoms) for j, atoms in enumerate(batch))
+            bar.update(len(batch))
+            if len(batch) < 1024:
+                return rows
 
 
 def _checked_row(i: int, atoms: Any) -> dict[str, Any]:

@@ -105,10 +105,14 @@ class ASEIO:
         self._backend._check_writable()
         return self._backend  # type: ignore[return-value]
 
-    def extend(self, images: Iterable[Atoms]) -> None:
-        """Append frames in one atomic write: a bad frame refuses the whole call."""
+    def extend(self, images: Iterable[Atoms], *, show_progress: bool | None = None) -> None:
+        """Append frames in one atomic write: a bad frame refuses the whole call.
+
+        Thousands of frames show a progress bar on a terminal; ``show_progress``
+        forces it on or off (see :mod:`asebytes_nodes.progress`).
+        """
         backend = self._writable()
-        rows = rows_from_atoms(images)
+        rows = rows_from_atoms(images, show_progress=show_progress)
         if rows:
             backend.extend(rows)
 
