@@ -623,7 +623,7 @@ class H5MDBackend(WritableBackend):
         if idx.size == 0:
             return []
         self._file()
-        frames, where = np.unique(idx, return_inverse=True)
+        frames, where = _sorted_unique(idx)
         cols = self._plan.cols
         wanted = list(cols.values()) if keys is None else [cols[k] for k in dict.fromkeys(keys) if k in cols]
         sizes = self._sizes(frames) if any(col.kind == "atom" for col in wanted) else None
@@ -633,8 +633,10 @@ class H5MDBackend(WritableBackend):
             for row, value in zip(rows, self._column(col, frames, sizes), strict=True):
                 if value is not MISSING:
                     row[key] = value
+        if where is None:
+            return rows
         if len(frames) == len(idx):
-            return rows if (where == np.arange(len(idx))).all() else [rows[j] for j in where.tolist()]
+            return [rows[j] for j in where.tolist()]
         seen: set[int] = set()
         out = []
         for j in where.tolist():  # a repeated index gets its own copy, never shared arrays
@@ -648,13 +650,16 @@ class H5MDBackend(WritableBackend):
         col = self._plan.cols.get(key)
         if col is None or idx.size == 0:
             return [MISSING] * len(idx)
-        frames, where = np.unique(idx, return_inverse=True)
+        frames, where = _sorted_unique(idx)
         values = self._column(col, frames, self._sizes(frames) if col.kind == "atom" else None)
         if col.kind == "frame" and not any(v is MISSING for v in values):
-            return np.stack(values)[where]  # one stacked array, fresh memory
+            stacked = np.stack(values)  # one array, fresh memory
+            return stacked if where is None else stacked[where]
+        if where is None:
+            return values
         if len(frames) == len(idx):
             return [values[j] for j in where.tolist()]
-        return [copy.deepcopy(values[j]) for j in where.tolist()]
+        return [copy.deepcopy(values[j]) for j in where.tolist()]  # repeated rows never share arrays
 
     def _present(self, col: _Col, frames: np.ndarray) -> np.ndarray | None:
         """Which of ``frames`` carry the column (None: all of them)."""
@@ -1432,6 +1437,14 @@ def _split(arr: np.ndarray, sizes: np.ndarray | None) -> list[np.ndarray]:
             return list(arr)
         return [arr[j, :n] for j, n in enumerate(sizes.tolist())]
     return [row if keep.all() else row[keep] for row, keep in zip(arr, sizes, strict=True)]
+
+
+def _sorted_unique(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(sorted unique rows, where each index is among them); None when ``idx`` is already so."""
+    if len(idx) < 2 or bool((idx[1:] > idx[:-1]).all()):
+        return idx, None
+    frames, where = np.unique(idx, return_inverse=True)
+    return frames, where
 
 
 def _take(ds: Any, rows: np.ndarray) -> Any:
