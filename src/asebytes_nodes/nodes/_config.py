@@ -8,7 +8,7 @@ by hand or by ``dvc exp run -S`` fails with Pydantic's message naming the field.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -237,7 +237,7 @@ class Sample(_Model):
 class Split(_Model):
     """A seeded split into named parts by fraction; the node keeps ``part``."""
 
-    fractions: dict[str, float] = Field(
+    fractions: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
         description="Share of the frames in each part, at most 1 in all (cut in alphabetical name order).",
     )
@@ -248,8 +248,8 @@ class Split(_Model):
 
     @model_validator(mode="after")
     def _valid(self) -> Split:
-        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions.values()):
-            raise ValueError("fractions must be a non-empty mapping of shares between 0 and 1")
+        if not self.fractions:
+            raise ValueError("fractions must name at least one part")
         if sum(self.fractions.values()) > 1 + 1e-9:
             raise ValueError(f"fractions sum to {sum(self.fractions.values()):g}, more than 1")
         if self.part not in self.fractions:

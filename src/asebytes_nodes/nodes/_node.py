@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import zntrack
-from zntrack.config import ZNTRACK_LAZY_VALUE
+from zntrack.config import ZNTRACK_LAZY_VALUE, NodeStatusEnum
 
 from ..io import ASEIO
 from ._ops import git_ignore, store_suffix
@@ -85,8 +85,19 @@ class ConfiguredNode(zntrack.Node):  # type: ignore[misc]  # zntrack has no type
         return self.__dict__.get("config") is ZNTRACK_LAZY_VALUE
 
     def settings(self) -> Any:
-        """The configuration as a validated model (raises Pydantic's ``ValidationError``)."""
-        return self._model.model_validate(self.config)
+        """The configuration as a validated model.
+
+        Raises Pydantic's ``ValidationError``; in a running stage (``zntrack run``) the stage
+        exits instead with that message alone, not a traceback through ZnTrack's CLI.
+        """
+        from pydantic import ValidationError
+
+        try:
+            return self._model.model_validate(self.config)
+        except ValidationError as exc:
+            if self.state.state is NodeStatusEnum.RUNNING:
+                raise SystemExit(f"{self.name}: invalid config in params.yaml\n{exc}") from exc
+            raise
 
 
 class FramesNode(ConfiguredNode):
