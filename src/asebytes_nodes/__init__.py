@@ -22,6 +22,12 @@ _LAZY = {
     "MemoryBackend": "asebytes_nodes.backends._memory",
     "LMDBBackend": "asebytes_nodes.backends._lmdb",
     "ZarrBackend": "asebytes_nodes.backends._zarr",
+    "H5MDBackend": "asebytes_nodes.backends._h5md",
+    "MDTrajBackend": "asebytes_nodes.backends._mdtraj",
+    "ASEFileBackend": "asebytes_nodes.backends._asefile",
+    "convert": "asebytes_nodes.transfer",
+    "copy_frames": "asebytes_nodes.transfer",
+    "set_progress": "asebytes_nodes.progress",
     "HFBackend": "asebytes_nodes.backends._hf",
     "ColumnMapping": "asebytes_nodes.backends._hf_mapping",
     "write_parquet": "asebytes_nodes.backends._arrow",
@@ -54,6 +60,7 @@ _LAZY.update({name: "asebytes_nodes.errors" for name in _ERRORS})
 
 __all__ = [
     "ASEBytesError",
+    "ASEFileBackend",
     "ASEIO",
     "BackendEntry",
     "BackendNotFoundError",
@@ -62,9 +69,11 @@ __all__ = [
     "ColumnMapping",
     "ColumnView",
     "FormatVersionError",
+    "H5MDBackend",
     "HFBackend",
     "InvalidDataError",
     "LMDBBackend",
+    "MDTrajBackend",
     "MISSING",
     "MemoryBackend",
     "MissingExtraError",
@@ -84,19 +93,25 @@ __all__ = [
     "ZarrBackend",
     "__version__",
     "atoms_to_dict",
+    "convert",
+    "copy_frames",
     "dict_to_atoms",
     "list_backends",
     "open_backend",
     "register_backend",
+    "set_progress",
     "write_parquet",
 ]
 
 if TYPE_CHECKING:
     from .backends._arrow import write_parquet
+    from .backends._asefile import ASEFileBackend
     from .backends._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
+    from .backends._h5md import H5MDBackend
     from .backends._hf import HFBackend
     from .backends._hf_mapping import ColumnMapping
     from .backends._lmdb import LMDBBackend
+    from .backends._mdtraj import MDTrajBackend
     from .backends._memory import MemoryBackend
     from .backends._zarr import ZarrBackend
     from .convert import atoms_to_dict, dict_to_atoms
@@ -118,7 +133,9 @@ if TYPE_CHECKING:
         UnsupportedOperationError,
     )
     from .io import ASEIO
+    from .progress import set_progress
     from .registry import BackendEntry, list_backends, open_backend, register_backend
+    from .transfer import convert, copy_frames
     from .views import ColumnView, Ragged, RowView
 
 
