@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["render"]
+__all__ = ["figure", "render"]
 
 COMPARISONS = (  # (ours, peer): ratios reported when both ran without error
     ("ours (LMDB)", "asebytes (LMDB)"),
     ("ours (Zarr)", "asebytes (Zarr)"),
     ("ours (Zarr)", "asebytes (LMDB)"),
     ("ours (Zarr)", "znh5md"),
+    ("ours (H5MD)", "znh5md"),
 )
 _METRICS = (  # (result key, column title)
     ("write_fps", "write/s"),
@@ -163,3 +164,41 @@ def render(results: dict[str, Any]) -> str:
         _skipped_section(results.get("skipped", {})),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def figure(results: dict[str, Any], path: Any) -> bool:
+    """Bar charts (log scale), one row of panels per dataset, saved as a PNG; False without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    datasets = results["datasets"]
+    names = [b for b in next(iter(datasets.values()))["backends"]]
+    fig, axes = plt.subplots(
+        len(datasets),
+        len(_METRICS),
+        figsize=(3.4 * len(_METRICS), 0.32 * len(names) * len(datasets) + 1.5),
+        squeeze=False,
+    )
+    for row, (dataset, data) in zip(axes, datasets.items(), strict=True):
+        for ax, (key, title) in zip(row, _METRICS, strict=True):
+            labels = [b for b in names if "error" not in data["backends"].get(b, {"error": 1})]
+            values = [data["backends"][b][key] for b in labels]
+            colors = ["tab:orange" if b.startswith("ours") else "tab:gray" for b in labels]
+            ax.barh(labels, values, color=colors)
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_title(f"{dataset}: {title}", fontsize=9)
+            ax.invert_yaxis()
+            ax.tick_params(labelsize=7)
+            if ax is not row[0]:
+                ax.set_yticklabels([])
+    fig.suptitle("frames per second, higher is better (orange: asebytes-nodes)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True

@@ -35,7 +35,7 @@ from ase import Atoms
 from .datasets import ethanol, periodic
 from .measure import bench_codec, bench_dataset, bench_lookup
 from .peers import PEERS
-from .report import render
+from .report import figure, render
 
 HERE = Path(__file__).resolve().parent
 PACKAGES = (
@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out_dir / "results.md").write_text(markdown)
+    figure(results, args.out_dir / "results.png")
     print(markdown)
     return 0
 
