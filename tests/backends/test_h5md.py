@@ -269,12 +269,12 @@ def _energy(args: tuple[ASEIO, int]) -> float:
     return float(db[i].get_potential_energy())
 
 
-def test_appends_by_another_process_are_seen(tmp_path: Path) -> None:
+def test_appends_by_another_process(tmp_path: Path) -> None:
     path = tmp_path / "a.h5"
     ASEIO(path).extend(make_frames("ethanol")[:2])
     reader = ASEIO(path, readonly=True)
     assert len(reader) == 2
-    reader.close()  # HDF5 locks: a file open for reading elsewhere cannot be written
+    reader.close()  # HDF5's lock: no other process writes a file this one has open
     ctx = multiprocessing.get_context("fork")
     process = ctx.Process(target=_append, args=(str(path),))
     process.start()

@@ -62,9 +62,10 @@ file is opened for writing; the table (with ``length``) is written last; an exce
 writing shrinks the datasets back and removes what the write created, so the earlier frames stay
 readable. Handles: one h5py handle per file per process, shared by every backend on the file and
 opened read-only (reading never changes the file); a write reopens the file for writing and
-closes it again, so HDF5's exclusive lock is held only while writing; a forked child opens its
-own handle and never closes its parent's; a write by another process is picked up when the
-file's size or mtime changes.
+closes it again, so HDF5's exclusive lock is held only while writing. HDF5's file locks also mean
+that another process cannot write the file while this one has it open (close the store first);
+with locking disabled (``HDF5_USE_FILE_LOCKING=FALSE``) a write elsewhere is picked up when the
+file's size or mtime changes. A forked child opens its own handle and never closes its parent's.
 
 Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused)
 -------------------------------------------------------------------------------
