@@ -31,6 +31,7 @@ from asebytes_nodes import (  # noqa: E402
     UnsupportedOperationError,
 )
 from asebytes_nodes.backends._h5md import H5MDBackend  # noqa: E402
+from asebytes_nodes.registry import resolve_backend  # noqa: E402
 from asebytes_nodes.testing.frames import make_frames  # noqa: E402
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "h5md"
@@ -464,3 +465,4 @@ def test_every_realdata_file_is_covered() -> None:
         "znh5md_v03draft_cu.h5",
     }
     assert {p.name for p in REALDATA.iterdir()} == covered
+    assert {resolve_backend(REALDATA / name).name for name in covered} == {"h5md"}  # .h5 files by content
