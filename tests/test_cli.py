@@ -183,3 +183,15 @@ def test_real_third_party_files_through_the_cli(tmp_path: Path) -> None:
     assert info["backend"] == "mdtraj" and info["frames"] == 100
     assert info["atoms_per_frame"]["min"] == info["atoms_per_frame"]["max"] == 22
     assert run("validate", traj).returncode == 0
+
+
+def test_bench_prints_a_table_for_each_backend(stores: dict[str, Path]) -> None:
+    done = run("bench", "--dataset", "periodic", "--frames", "30", "--backends", "lmdb,zarr")
+    assert done.returncode == 0, done.stderr
+    assert "Benchmark on 30 frames" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| lmdb", "| zarr"))]
+    assert len(rows) == 2
+    data = json.loads(run("bench", stores["lmdb"], "--backends", "zarr", "--json").stdout)
+    assert data["frames"] == len(ASEIO(stores["lmdb"], readonly=True)) and data["zarr"]["write"] > 0
+    bad = run("bench", "--backends", "lmdb,nope")
+    assert bad.returncode == 1 and "got ['nope']" in bad.stderr
