@@ -145,3 +145,17 @@ def test_check_reports_a_record_that_disagrees_with_the_arrays(tmp_path: Path) -
     problems = ZarrBackend(path, readonly=True).check()
     assert any("n_atoms" in p and "record says" in p for p in problems)
     assert any("'calc.energy'" in p and "no present flags, but 3 of 4 frames" in p for p in problems)
+
+
+def test_python_and_numpy_scalars_of_the_same_type_share_a_column(tmp_path: Path) -> None:
+    db = ASEIO(tmp_path / "s.zarr")
+    frames = make_frames("ethanol")
+    for atoms in frames:
+        atoms.calc.results["energy"] = np.float64(atoms.calc.results["energy"])  # as EMT returns it
+    db.extend(frames)
+    db.update(1, calc={"energy": -1.5})
+    db.extend([make_frames("ethanol")[0]])  # a Python float this time
+    energies = ASEIO(tmp_path / "s.zarr", readonly=True)["calc.energy"].to_list()
+    assert energies[1] == -1.5 and type(energies[1]) is np.float64 and len(energies) == 5
+    with pytest.raises(InvalidDataError, match="'calc.energy'.*int"):
+        db.update(2, calc={"energy": 3})

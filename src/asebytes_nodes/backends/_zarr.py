@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..codec import decode_value, encode_value, scalar_type_code, type_code_dtype
+from ..codec import decode_value, encode_value, scalar_misfit, scalar_type_code, type_code_dtype
 from ..convert import copy_row
 from ..errors import (
     InvalidDataError,
@@ -747,8 +747,8 @@ def _encode_batch(
         if data is not None:
             return present, data
     if kind == "scalar":
-        if given and scalar_type_code(given) != spec["type"]:
-            bad = next(v for v in given if scalar_type_code([v]) != spec["type"])
+        bad = scalar_misfit(given, spec["type"])
+        if bad is not None:
             raise _conflict(key, spec, f"a value of type {type(bad).__name__}")
         data = np.zeros(len(values), dtype)
         data[present] = given
