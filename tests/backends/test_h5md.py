@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +301,50 @@ def test_handles_in_one_process_share_the_file(tmp_path: Path) -> None:
     writer.update(0, info={"index": 10})
     assert reader["info.index"].to_list() == [10, 1, 2, 3]
     assert os.path.getsize(path) > 0
+
+
+def test_threads_appending_through_separate_handles(tmp_path: Path) -> None:
+    path = tmp_path / "t.h5"
+    frames = make_frames("ethanol")
+
+    def append(tag: int) -> None:
+        db = ASEIO(path)
+        for step in range(4):
+            batch = make_frames("ethanol")[:2]
+            for atoms in batch:
+                atoms.info["index"] = 100 * tag + step
+            db.extend(batch)
+
+    seen: list[int] = []
+
+    def read() -> None:  # reads while the handle is swapped for writes: never a half-done store
+        db = ASEIO(path)
+        for _ in range(40):
+            if len(db):
+                np.testing.assert_array_equal(db[-1].positions, frames[1].positions)
+            seen.append(len(db))
+
+    ASEIO(path).extend(frames[:2])
+    errors: list[BaseException] = []
+
+    def guarded(target: Any, *args: Any) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:  # surfaced below: a thread's exception would only warn
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(append, tag)) for tag in range(3)]
+    threads.append(threading.Thread(target=guarded, args=(read,)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    db = ASEIO(path, readonly=True)
+    assert len(db) == 26 and len(seen) == 40 and seen == sorted(seen)
+    expected = [0, 1] + [100 * tag + step for tag in range(3) for step in range(4) for _ in range(2)]
+    assert sorted(db["info.index"].to_list()) == sorted(expected)
+    np.testing.assert_array_equal(db[25].positions, frames[1].positions)
 
 
 def test_empty_frames_and_atom_free_rows(tmp_path: Path) -> None:

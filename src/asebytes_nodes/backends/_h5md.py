@@ -475,7 +475,8 @@ class H5MDBackend(WritableBackend):
         self._generation = -1
         self._datasets: dict[str, Any] = {}
         try:
-            self._load()
+            with self._shared.lock:
+                self._load()
         except BaseException:
             self.close()
             raise
@@ -515,6 +516,14 @@ class H5MDBackend(WritableBackend):
             raise StoreCorruptedError(f"{target}: not an H5MD file (no /h5md group)")
         with h5py.File(target, "r") as f:
             return _groups(f)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Hold the file's lock while reading: a write by another thread in this process swaps the
+        handle and must not be seen half done."""
+        with self._shared.lock:
+            self._file()
+            yield
 
     def _file(self) -> Any:
         """The shared read handle; reloads what to read when the file changed."""
@@ -581,21 +590,21 @@ class H5MDBackend(WritableBackend):
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
-        self._file()
-        return self._plan.length
+        with self._reading():
+            return self._plan.length
 
     def keys(self) -> list[str]:
-        self._file()
-        return sorted(self._plan.cols)
+        with self._reading():
+            return sorted(self._plan.cols)
 
     def schema(self) -> dict[str, ColumnInfo]:
-        self._file()
-        table = self._plan.table
-        if table is None:
+        with self._reading():
+            plan = self._plan
+        if plan.table is None:
             return super().schema()
         out = {}
-        for key in sorted(self._plan.cols):
-            spec = table["columns"][key]
+        for key in sorted(plan.cols):
+            spec = plan.table["columns"][key]
             kind = spec["kind"]
             if kind in ("object", "string"):
                 out[key] = ColumnInfo("object" if kind == "object" else "str", (), False)
@@ -606,13 +615,13 @@ class H5MDBackend(WritableBackend):
         return out
 
     def columns(self, index: int = 0) -> list[str]:
-        self._file()
-        frame = np.array([index])
-        return [
-            key
-            for key, col in self._plan.cols.items()
-            if (present := self._present(col, frame)) is None or bool(present[0])
-        ]
+        with self._reading():
+            frame = np.array([index])
+            return [
+                key
+                for key, col in self._plan.cols.items()
+                if (present := self._present(col, frame)) is None or bool(present[0])
+            ]
 
     def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
         return self.read_rows([index], keys)[0]
@@ -623,44 +632,46 @@ class H5MDBackend(WritableBackend):
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
             return []
-        self._file()
-        frames, where = _sorted_unique(idx)
-        cols = self._plan.cols
-        wanted = list(cols.values()) if keys is None else [cols[k] for k in dict.fromkeys(keys) if k in cols]
-        sizes = self._sizes(frames) if any(col.kind == "atom" for col in wanted) else None
-        rows: list[dict[str, Any]] = [{} for _ in frames]
-        for col in wanted:
-            key = col.key
-            for row, value in zip(rows, self._column(col, frames, sizes), strict=True):
-                if value is not MISSING:
-                    row[key] = value
-        if where is None:
-            return rows
-        if len(frames) == len(idx):
-            return [rows[j] for j in where.tolist()]
-        seen: set[int] = set()
-        out = []
-        for j in where.tolist():  # a repeated index gets its own copy, never shared arrays
-            out.append(copy_row(rows[j]) if j in seen else rows[j])
-            seen.add(j)
-        return out
+        with self._reading():
+            frames, where = _sorted_unique(idx)
+            cols = self._plan.cols
+            wanted = (
+                list(cols.values()) if keys is None else [cols[k] for k in dict.fromkeys(keys) if k in cols]
+            )
+            sizes = self._sizes(frames) if any(col.kind == "atom" for col in wanted) else None
+            rows: list[dict[str, Any]] = [{} for _ in frames]
+            for col in wanted:
+                key = col.key
+                for row, value in zip(rows, self._column(col, frames, sizes), strict=True):
+                    if value is not MISSING:
+                        row[key] = value
+            if where is None:
+                return rows
+            if len(frames) == len(idx):
+                return [rows[j] for j in where.tolist()]
+            seen: set[int] = set()
+            out = []
+            for j in where.tolist():  # a repeated index gets its own copy, never shared arrays
+                out.append(copy_row(rows[j]) if j in seen else rows[j])
+                seen.add(j)
+            return out
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
-        self._file()
-        col = self._plan.cols.get(key)
-        if col is None or idx.size == 0:
-            return [MISSING] * len(idx)
-        frames, where = _sorted_unique(idx)
-        values = self._column(col, frames, self._sizes(frames) if col.kind == "atom" else None)
-        if col.kind == "frame" and not any(v is MISSING for v in values):
-            stacked = np.stack(values)  # one array, fresh memory
-            return stacked if where is None else stacked[where]
-        if where is None:
-            return values
-        if len(frames) == len(idx):
-            return [values[j] for j in where.tolist()]
-        return [copy.deepcopy(values[j]) for j in where.tolist()]  # repeated rows never share arrays
+        with self._reading():
+            col = self._plan.cols.get(key)
+            if col is None or idx.size == 0:
+                return [MISSING] * len(idx)
+            frames, where = _sorted_unique(idx)
+            values = self._column(col, frames, self._sizes(frames) if col.kind == "atom" else None)
+            if col.kind == "frame" and not any(v is MISSING for v in values):
+                stacked = np.stack(values)  # one array, fresh memory
+                return stacked if where is None else stacked[where]
+            if where is None:
+                return values
+            if len(frames) == len(idx):
+                return [values[j] for j in where.tolist()]
+            return [copy.deepcopy(values[j]) for j in where.tolist()]  # repeated rows never share arrays
 
     def _present(self, col: _Col, frames: np.ndarray) -> np.ndarray | None:
         """Which of ``frames`` carry the column (None: all of them)."""
@@ -733,15 +744,12 @@ class H5MDBackend(WritableBackend):
         self._check_writable()
         if not rows:
             return
-        self._file()
-        n0 = self._plan.length
         with gc_paused():  # thousands of new objects per batch: see gc_paused
             counts = np.array([_n_atoms(row) for row in rows], np.int64)
-            self._write(np.arange(n0, n0 + len(rows)), list(rows), counts, full=True)
+            self._write(None, list(rows), counts, full=True)
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
-        self._file()
         last = dict(zip(np.asarray(indices, np.int64).tolist(), rows, strict=True))  # the last write wins
         where = np.array(sorted(last), np.int64)
         picked = [last[i] for i in where.tolist()]
@@ -749,7 +757,6 @@ class H5MDBackend(WritableBackend):
 
     def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
-        self._file()
         merged: dict[int, dict[str, Any]] = {}
         for i, update in zip(np.asarray(indices, np.int64).tolist(), updates, strict=True):
             merged.setdefault(i, {}).update(update)
@@ -758,18 +765,32 @@ class H5MDBackend(WritableBackend):
 
     def drop_keys(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str]) -> None:
         self._check_writable()
-        self._file()
         where = np.unique(np.asarray(indices, np.int64))
-        gone = [key for key in keys if key in self._plan.cols]
-        self._write(where, [{} for _ in where], None, full=False, drop=gone)
+        self._write(where, [{} for _ in where], None, full=False, drop=keys)
 
     def _write(
+        self,
+        where: np.ndarray | None,
+        rows: list[dict[str, Any]],
+        counts: np.ndarray | None,
+        full: bool,
+        drop: Sequence[str] = (),
+    ) -> None:
+        """Plan and write under the file's lock: one writer at a time in this process, each
+        planning from the store as it is (``where`` None: append)."""
+        with self._shared.lock:
+            self._file()
+            if where is None:
+                where = np.arange(self._plan.length, self._plan.length + len(rows))
+            self._apply(where, rows, counts, full, [key for key in drop if key in self._plan.cols])
+
+    def _apply(
         self,
         where: np.ndarray,
         rows: list[dict[str, Any]],
         counts: np.ndarray | None,
         full: bool,
-        drop: Sequence[str] = (),
+        drop: Sequence[str],
     ) -> None:
         """Write ``rows`` at the sorted unique rows ``where`` (rows past the end are appended).
 
