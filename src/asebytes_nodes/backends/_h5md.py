@@ -881,7 +881,8 @@ class H5MDBackend(WritableBackend):
             masses = merged.get("arrays.masses")
             if masses is None:
                 masses = atomic_masses[merged.get("arrays.numbers", np.zeros(n, np.int64))]
-            out[j, :n] = momenta / masses[:, None] * _VELOCITY_UNIT[1]
+            with np.errstate(divide="ignore", invalid="ignore"):  # a zero mass: inf, as ASE would give
+                out[j, :n] = momenta / masses[:, None] * _VELOCITY_UNIT[1]
         return out
 
 
