@@ -451,6 +451,24 @@ def test_realdata_znh5md_draft() -> None:
             assert atoms.get_potential_energy() == f["observables/atoms/energy/value"][i, 0]
 
 
+@pytest.mark.parametrize(
+    ("name", "group", "problems"),
+    [
+        ("mdanalysis_test.h5md", None, []),
+        ("mdanalysis_cu.h5md", None, ["h5md/creator: no 'version' attribute"]),
+        (
+            "vmdplugin_halmd_timedependent_box.h5",
+            "A",
+            ["particles/A/box/edges: a time-dependent element without 'step'"],
+        ),
+        ("znh5md_v03draft_cu.h5", None, ["observables/atoms/energy: its steps do not increase"]),
+    ],
+)
+def test_realdata_conformance(name: str, group: str | None, problems: list[str]) -> None:
+    """``check()`` names where real files depart from H5MD (they still open, see above)."""
+    assert H5MDBackend(_realdata(name), readonly=True, particles_group=group).check() == problems
+
+
 def test_every_realdata_file_is_covered() -> None:
     if not REALDATA.exists():
         pytest.skip(f"{REALDATA} is absent")

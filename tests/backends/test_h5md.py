@@ -237,6 +237,27 @@ def test_newer_layout_is_refused(tmp_path: Path) -> None:
         ASEIO(path)
 
 
+def test_check_and_format_info(tmp_path: Path) -> None:
+    path = tmp_path / "k.h5"
+    ASEIO(path).extend(make_frames("keys_on_some_frames"))
+    backend = H5MDBackend(path, readonly=True)
+    info = backend.format_info()
+    assert info["format"] == "asebytes_nodes.h5md" and info["version"] == 1 and info["h5md"] == "1.1"
+    assert info["creator"]["name"] == "asebytes-nodes" and info["particles_group"] == "atoms"
+    assert backend.check() == []
+    backend.close()
+    with h5py.File(path, "a") as f:  # what a writer killed mid-way, or a careless tool, leaves
+        f["particles/atoms/forces/value"].resize(5, axis=0)
+        del f["particles/atoms/box"].attrs["boundary"]
+        del f["observables/atoms/energy/step"]
+    problems = H5MDBackend(path, readonly=True).check()
+    assert "particles/atoms/box: needs the attributes 'dimension' and 'boundary'" in problems
+    assert "observables/atoms/energy: a time-dependent element without 'step'" in problems
+    assert any(
+        p.startswith("particles/atoms/forces/value: shape (5, 9, 3), 'calc.forces' needs") for p in problems
+    )
+
+
 def test_particle_groups(tmp_path: Path) -> None:
     path = tmp_path / "g.h5"
     ASEIO(path, particles_group="solvent").extend(make_frames("no_calculator"))

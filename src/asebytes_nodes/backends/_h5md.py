@@ -137,7 +137,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..validation import PER_ATOM_CALC
-from ._base import MISSING, ColumnInfo, WritableBackend, path_of
+from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record, path_of
 
 try:
     import h5py
@@ -539,6 +539,7 @@ class H5MDBackend(WritableBackend):
         self._generation = self._shared.generation
         self._datasets = {}
         self._own = True
+        self._version, self._creator = (1, 1), {"name": CREATOR, "version": __version__}
         requested = self._options["particles_group"]
         self._group = requested or "atoms"
         self._plan = _Plan()
@@ -554,9 +555,12 @@ class H5MDBackend(WritableBackend):
                 f"{self._path}: an HDF5 file without an /h5md group, so not H5MD; open it with the "
                 "backend that wrote it (for MDTraj files: backend='mdtraj')"
             )
-        _check_version(self._path, h5md)
+        self._version = _check_version(self._path, h5md)
         creator = h5md.get("creator")
-        self._own = isinstance(creator, h5py.Group) and _text(creator.attrs.get("name", "")) == CREATOR
+        self._creator = (
+            {k: _text(v) for k, v in creator.attrs.items()} if isinstance(creator, h5py.Group) else {}
+        )
+        self._own = self._creator.get("name") == CREATOR
         groups = _groups(handle)
         if requested is None and len(groups) > 1:
             raise UnknownKeyError(
@@ -613,6 +617,30 @@ class H5MDBackend(WritableBackend):
                 dtype = str(type_code_dtype(spec["type"]) if kind == "scalar" else np.dtype(spec["dtype"]))
                 out[key] = ColumnInfo(dtype, (-1, *shape) if kind == "atom" else shape, kind == "atom")
         return out
+
+    def key_counts(self) -> dict[str, int]:
+        with self._reading():
+            plan = self._plan
+        if plan.table is not None:
+            return {key: int(plan.table["columns"][key]["count"]) for key in sorted(plan.cols)}
+        return super().key_counts()
+
+    def format_info(self) -> dict[str, Any]:
+        with self._reading():
+            info: dict[str, Any] = {"h5md": ".".join(map(str, self._version)), "creator": self._creator}
+            if self._plan.table is not None:
+                info.update(format=FORMAT_NAME, version=self._plan.table["version"])
+            return {**info, "particles_group": self._group}
+
+    def check(self) -> list[str]:
+        """H5MD conformance of the particle group (metadata, box, elements' value, step and
+        time), this layout's own invariants for stores it wrote, then every row."""
+        with self._reading():
+            handle = self._file()
+            problems = [] if handle is None else _conformance(handle, self._group)
+            if self._plan.table is not None:
+                problems += _invariants(handle, self._group, self._plan)
+        return problems or super().check()
 
     def columns(self, index: int = 0) -> list[str]:
         with self._reading():
@@ -1136,7 +1164,7 @@ def _groups(f: Any) -> list[str]:
     return sorted(name for name, obj in particles.items() if isinstance(obj, h5py.Group))
 
 
-def _check_version(path: Path, h5md: Any) -> None:
+def _check_version(path: Path, h5md: Any) -> tuple[int, int]:
     version = h5md.attrs.get("version")
     if version is None:
         raise StoreCorruptedError(f"{path}: the h5md group has no 'version' attribute, which H5MD requires")
@@ -1152,17 +1180,68 @@ def _check_version(path: Path, h5md: Any) -> None:
             f"{path}: H5MD version {major}.{minor} is newer than the 1.x this asebytes-nodes reads; "
             "upgrade asebytes-nodes"
         )
+    return major, minor
+
+
+def _conformance(f: Any, group: str) -> list[str]:
+    """Where the file departs from H5MD 1.1 around ``group`` (checked by :meth:`H5MDBackend.check`)."""
+    problems = []
+    h5md = f["h5md"]
+    for where, name in (("author", "name"), ("creator", "name"), ("creator", "version")):
+        if not isinstance(h5md.get(where), h5py.Group) or name not in h5md[where].attrs:
+            problems.append(f"h5md/{where}: no '{name}' attribute")
+    box = f.get(f"particles/{group}/box")
+    if not isinstance(box, h5py.Group):
+        problems.append(f"particles/{group}: no box group")
+    elif "dimension" not in box.attrs or "boundary" not in box.attrs:
+        problems.append(f"particles/{group}/box: needs the attributes 'dimension' and 'boundary'")
+    elif any(_text(b) not in ("periodic", "none") for b in np.ravel(box.attrs["boundary"])):
+        problems.append(f"particles/{group}/box: boundary values must be 'periodic' or 'none'")
+    elements: dict[str, Any] = {}  # the group's elements, and global observables
+    for root in (f"particles/{group}", f"observables/{group}"):
+        found = f.get(root)
+        if isinstance(found, h5py.Group):
+            found.visititems(lambda _, obj: elements.update({obj.name: obj} if _timed(obj) else {}))
+    observables = f.get("observables")
+    if isinstance(observables, h5py.Group):
+        elements.update((obj.name, obj) for obj in observables.values() if _timed(obj))
+    for element in elements.values():
+        path, n = element.name.lstrip("/"), len(element["value"])
+        steps = _sampling(element, "step", n)
+        if steps is None:
+            problems.append(f"{path}: a time-dependent element without 'step'")
+        elif isinstance(steps, str) or not _increasing(steps):
+            problems.append(f"{path}: {steps if isinstance(steps, str) else 'its steps do not increase'}")
+        times = _sampling(element, "time", n)
+        if isinstance(times, str):
+            problems.append(f"{path}: {times}")
+    return problems
+
+
+def _invariants(f: Any, group: str, plan: _Plan) -> list[str]:
+    """Where a store this backend wrote departs from its column table."""
+    table, private = plan.table or {}, f"{_PRIVATE}/{group}"
+    n, width, problems = table["length"], table["width"], []
+    for name in ("step", "time", "n_atoms"):
+        if f[f"{private}/{name}"].shape != (n,):
+            problems.append(f"{private}/{name}: {f[f'{private}/{name}'].shape[0]} rows, the table says {n}")
+    if plan.counts is not None and len(plan.counts) and int(plan.counts.max()) > width:
+        problems.append(f"{private}/n_atoms: {int(plan.counts.max())} atoms, wider than the table's {width}")
+    for key, spec in table["columns"].items():
+        ds = f.get(spec["path"])
+        rows = (n, width) if spec["kind"] == "atom" else (n,)
+        if ds is None or ds.shape[: len(rows)] != rows:
+            problems.append(f"{spec['path']}: shape {None if ds is None else ds.shape}, {key!r} needs {rows}")
+        flags = f.get(f"{private}/present/{spec['id']}")
+        carried = n if flags is None else int(np.count_nonzero(flags[:n]))
+        if carried != spec["count"]:
+            problems.append(f"column {key!r}: {carried} frames carry it, the table says {spec['count']}")
+    return problems
 
 
 def _own_plan(path: Path, f: Any, group: str, table: dict[str, Any]) -> _Plan:
     """What to read from a store this backend wrote: its column table says it all."""
-    if table.get("format") != FORMAT_NAME:
-        raise StoreCorruptedError(f"{path}: unknown format record {table.get('format')!r}")
-    if int(table.get("version", 0)) > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{path}: written with H5MD layout version {table['version']}, but this asebytes-nodes "
-            f"reads up to version {FORMAT_VERSION}; upgrade asebytes-nodes"
-        )
+    check_format_record(str(path), table, FORMAT_NAME, FORMAT_VERSION, "H5MD")
     n, private = int(table["length"]), f"{_PRIVATE}/{group}"
     counts = f[f"{private}/n_atoms"][:n] if n else np.zeros(0, np.int64)
     cols = {}
