@@ -95,6 +95,8 @@ Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused
   an unknown unit string raises :class:`~asebytes_nodes.errors.StoreCorruptedError`.
 * ``skipped`` lists every element that was not read, with the reason. A file with several
   particle groups needs ``particles_group=`` (the error lists them; see :meth:`list_groups`).
+  ``check()`` names where a file departs from H5MD 1.1 (metadata, box attributes, elements
+  without or with decreasing steps) and, for stores written here, from the column table.
 
 Files other programs wrote are read-only: writes raise
 :class:`~asebytes_nodes.errors.UnsupportedOperationError` (copy the frames into a new file).
