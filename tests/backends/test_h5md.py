@@ -373,3 +373,16 @@ def test_empty_frames_and_atom_free_rows(tmp_path: Path) -> None:
     ASEIO(path).extend([Atoms(), molecule("H2O"), Atoms()])
     got = ASEIO(path)
     assert [len(a) for a in got] == [0, 3, 0]
+
+
+def test_python_and_numpy_scalars_of_the_same_type_share_a_column(tmp_path: Path) -> None:
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    atoms = bulk("Cu", cubic=True)
+    atoms.calc = EMT()
+    atoms.get_forces()  # EMT's energy is np.float64
+    db = ASEIO(tmp_path / "s.h5")
+    db.extend([atoms, atoms])
+    db.update(0, calc={"energy": -1.0})
+    assert ASEIO(tmp_path / "s.h5", readonly=True)["calc.energy"].to_list()[0] == -1.0

@@ -126,7 +126,7 @@ from ase import units as ase_units
 from ase.data import atomic_masses
 
 from .. import __version__
-from ..codec import decode_value, encode_value, scalar_type_code, type_code_dtype
+from ..codec import decode_value, encode_value, scalar_misfit, scalar_type_code, type_code_dtype
 from ..convert import copy_row, gc_paused
 from ..errors import (
     ASEBytesError,
@@ -1699,8 +1699,8 @@ def _encode(
         return np.array([v if v is not MISSING else "" for v in values], dtype=object)
     dtype = _storage_dtype(spec, table)
     if kind == "scalar":
-        if given and scalar_type_code(given) != spec["type"]:
-            bad = next(v for v in given if scalar_type_code([v]) != spec["type"])
+        bad = scalar_misfit(given, spec["type"])
+        if bad is not None:
             raise _conflict(key, spec, f"a value of type {type(bad).__name__}")
         data = np.full(n, _fill(dtype), dtype)
         data[present] = given
