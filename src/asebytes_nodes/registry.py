@@ -123,7 +123,7 @@ _BUILTIN = (
     BackendEntry(
         "h5md",
         _B + "_h5md:H5MDBackend",
-        (".h5", ".h5md", ".hdf5"),
+        (".h5", ".h5md", ".hdf5", ".zarrmd"),
         (),
         "h5md",
         sniff=_B + "_h5md:sniff",
