@@ -32,7 +32,7 @@ from asebytes_nodes import (  # noqa: E402
 )
 from asebytes_nodes.backends._h5md import H5MDBackend  # noqa: E402
 from asebytes_nodes.registry import resolve_backend  # noqa: E402
-from asebytes_nodes.testing.frames import make_frames  # noqa: E402
+from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "h5md"
 KJ_MOL = kJ / mol  # eV
@@ -393,6 +393,30 @@ def test_realdata_zarrtraj_varied_steps() -> None:
         np.testing.assert_array_equal(a.info["obsv3"], [4, 6, 8])  # no steps: time-independent
     assert varied["info.obsv1"].to_list() == [None, 4, None, 6, None]  # steps 1, 3, 5 (offset 1)
     assert varied["info.obsv2"].to_list() == [None, 4, None, 6, None]
+
+
+def test_realdata_zarrmd_reads_as_its_h5md_twin() -> None:
+    """zarrtraj's H5MD-in-Zarr-v2 copy of the varied-steps file gives the very same frames as the
+    HDF5 file, and stays read-only whatever ``readonly`` says."""
+    pytest.importorskip("zarr")
+    path = REALDATA.parent / "zarrmd" / "COORDINATES_VARIED_STEPS_ZARRMD.zarrmd"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent (real third-party files live in ../shared/realdata/)")
+    twin_path = _realdata("zarrtraj_COORDINATES_VARIED_STEPS_H5MD.h5md")
+    twin = ASEIO(twin_path, readonly=True)
+    db = ASEIO(path)
+    assert len(db) == len(twin) == 5
+    for i, (a, b) in enumerate(zip(db, twin, strict=True)):
+        assert_atoms_equal(a, b, f"frame {i}")
+    backend, twin_backend = H5MDBackend(path, readonly=False), H5MDBackend(twin_path, readonly=True)
+    assert [backend.columns(i) for i in range(5)] == [twin_backend.columns(i) for i in range(5)]
+    assert backend.skipped == twin_backend.skipped and backend.check() == twin_backend.check()
+    before = sorted((p.relative_to(path), p.stat().st_mtime_ns) for p in path.rglob("*"))
+    with pytest.raises(UnsupportedOperationError, match="another program"):
+        backend.extend([{"arrays.numbers": np.ones(5, np.int64)}])
+    with pytest.raises(UnsupportedOperationError, match="another program"):
+        db.extend([twin[0]])
+    assert sorted((p.relative_to(path), p.stat().st_mtime_ns) for p in path.rglob("*")) == before
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,8 @@ Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused
 
 Files other programs wrote are read-only: writes raise
 :class:`~asebytes_nodes.errors.UnsupportedOperationError` (copy the frames into a new file).
+H5MD stored in a Zarr v2 directory ("zarrmd", as zarrtraj writes it) is read the same way through
+the h5py-like view in :mod:`._h5md_zarr` (needs zarr), and is always read-only.
 
 Version history
 ---------------
@@ -140,6 +142,7 @@ from ..errors import (
 )
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record, path_of
+from ._h5md_zarr import ZarrDataset, ZarrGroup, is_zarr_dir, open_zarr
 
 try:
     import h5py
@@ -288,7 +291,7 @@ def sniff(path: str | os.PathLike[str]) -> bool:
         if not h5py.is_hdf5(path):
             return False
         with h5py.File(path, "r") as f:
-            return isinstance(f.get("h5md"), h5py.Group)
+            return _is_group(f.get("h5md"))
     except Exception:
         return False
 
@@ -327,6 +330,10 @@ class _SharedFile:
             if self.file is not None and stamp != self.stamp:
                 self.file.close()
                 self.file = None
+                self.generation += 1
+            if self.file is None and stamp is not None and is_zarr_dir(self.path):
+                self.file = open_zarr(self.path)  # H5MD in Zarr v2 ("zarrmd"): read-only
+                self.stamp = stamp
                 self.generation += 1
             if self.file is None and stamp is not None:
                 try:
@@ -550,7 +557,7 @@ class H5MDBackend(WritableBackend):
                 raise StoreNotFoundError(f"{self._path}: no such H5MD file (opened read-only)")
             return
         h5md = handle.get("h5md")
-        if not isinstance(h5md, h5py.Group):
+        if not _is_group(h5md):
             if len(handle) == 0 and not self.readonly:
                 return
             raise StoreCorruptedError(
@@ -559,9 +566,7 @@ class H5MDBackend(WritableBackend):
             )
         self._version = _check_version(self._path, h5md)
         creator = h5md.get("creator")
-        self._creator = (
-            {k: _text(v) for k, v in creator.attrs.items()} if isinstance(creator, h5py.Group) else {}
-        )
+        self._creator = {k: _text(v) for k, v in creator.attrs.items()} if _is_group(creator) else {}
         self._own = self._creator.get("name") == CREATOR
         groups = _groups(handle)
         if requested is None and len(groups) > 1:
@@ -1161,9 +1166,9 @@ def _text(value: Any) -> str:
 
 def _groups(f: Any) -> list[str]:
     particles = f.get("particles")
-    if not isinstance(particles, h5py.Group):
+    if not _is_group(particles):
         return []
-    return sorted(name for name, obj in particles.items() if isinstance(obj, h5py.Group))
+    return sorted(name for name, obj in particles.items() if _is_group(obj))
 
 
 def _check_version(path: Path, h5md: Any) -> tuple[int, int]:
@@ -1190,10 +1195,10 @@ def _conformance(f: Any, group: str) -> list[str]:
     problems = []
     h5md = f["h5md"]
     for where, name in (("author", "name"), ("creator", "name"), ("creator", "version")):
-        if not isinstance(h5md.get(where), h5py.Group) or name not in h5md[where].attrs:
+        if not _is_group(h5md.get(where)) or name not in h5md[where].attrs:
             problems.append(f"h5md/{where}: no '{name}' attribute")
     box = f.get(f"particles/{group}/box")
-    if not isinstance(box, h5py.Group):
+    if not _is_group(box):
         problems.append(f"particles/{group}: no box group")
     elif "dimension" not in box.attrs or "boundary" not in box.attrs:
         problems.append(f"particles/{group}/box: needs the attributes 'dimension' and 'boundary'")
@@ -1202,10 +1207,10 @@ def _conformance(f: Any, group: str) -> list[str]:
     elements: dict[str, Any] = {}  # the group's elements, and global observables
     for root in (f"particles/{group}", f"observables/{group}"):
         found = f.get(root)
-        if isinstance(found, h5py.Group):
+        if _is_group(found):
             found.visititems(lambda _, obj: elements.update({obj.name: obj} if _timed(obj) else {}))
     observables = f.get("observables")
-    if isinstance(observables, h5py.Group):
+    if _is_group(observables):
         elements.update((obj.name, obj) for obj in observables.values() if _timed(obj))
     for element in elements.values():
         path, n = element.name.lstrip("/"), len(element["value"])
@@ -1262,9 +1267,19 @@ def _own_plan(path: Path, f: Any, group: str, table: dict[str, Any]) -> _Plan:
     return _Plan(length=n, cols=cols, counts=counts, table=table)
 
 
+def _is_group(obj: Any) -> bool:
+    """An h5py group, or a zarrmd group seen through the same API."""
+    return isinstance(obj, (h5py.Group, ZarrGroup))
+
+
+def _is_dataset(obj: Any) -> bool:
+    """An h5py dataset, or a zarrmd array seen through the same API."""
+    return isinstance(obj, (h5py.Dataset, ZarrDataset))
+
+
 def _timed(obj: Any) -> bool:
     """Is ``obj`` a time-dependent H5MD element (a group holding a ``value`` dataset)?"""
-    return isinstance(obj, h5py.Group) and isinstance(obj.get("value"), h5py.Dataset)
+    return _is_group(obj) and _is_dataset(obj.get("value"))
 
 
 def _origin(obj: Any, default: str | None) -> str | None:
@@ -1275,7 +1290,7 @@ def _origin(obj: Any, default: str | None) -> str | None:
 def _sampling(obj: Any, name: str, n: int) -> np.ndarray | str | None:
     """``step`` or ``time`` of an element's ``n`` samples (explicit, or scalar with ``offset``)."""
     ds = obj.get(name)
-    if not isinstance(ds, h5py.Dataset):
+    if not _is_dataset(ds):
         return None
     if ds.shape == ():
         increment = ds[()]
@@ -1332,7 +1347,7 @@ def _foreign_col(obj: Any, key: str, atom: bool, frames: _Frames, plan: _Plan) -
         plan.skipped[path] = f"gives {key}, already read from {plan.cols[key].element}"
         return None
     col = _Col(key, "atom" if atom else "frame", dtype=_DTYPES.get(key), element=path)
-    if isinstance(obj, h5py.Dataset):  # time-independent: the same value on every frame
+    if _is_dataset(obj):  # time-independent: the same value on every frame
         data = obj
         col.const = obj[()]
     elif _timed(obj):
@@ -1381,7 +1396,7 @@ def _foreign_plan(f: Any, group: str) -> _Plan:
     """What to read from a particle group another program wrote (see the module notes)."""
     part = f[f"particles/{group}"]
     box = part.get("box")
-    if isinstance(box, h5py.Group) and "dimension" in box.attrs:
+    if _is_group(box) and "dimension" in box.attrs:
         dimension = int(np.asarray(box.attrs["dimension"]).reshape(-1)[0])
         if dimension != 3:
             raise UnsupportedOperationError(f"{part.name}: a {dimension}-dimensional box; ASE frames are 3-D")
@@ -1397,9 +1412,7 @@ def _foreign_plan(f: Any, group: str) -> _Plan:
             steps if isinstance(steps, np.ndarray) and _increasing(steps) else None,
         )
     else:
-        fixed = [
-            part[n] for n in ("position", *names) if isinstance(part.get(n), h5py.Dataset) and part[n].ndim
-        ]
+        fixed = [part[n] for n in ("position", *names) if _is_dataset(part.get(n)) and part[n].ndim]
         frames = _Frames(1 if fixed else 0, fixed[0].shape[0] if fixed else 0, None)
     plan.length = frames.length
     ordered = [n for n in _PARTICLE_KEYS if n in names] + [n for n in names if n not in _PARTICLE_KEYS]
@@ -1426,13 +1439,13 @@ def _foreign_plan(f: Any, group: str) -> _Plan:
 def _foreign_box(box: Any, frames: _Frames, plan: _Plan) -> None:
     """cell from ``box/edges`` (zeros without), pbc from ``box/pbc`` or ``boundary``."""
     boundary: Any = None
-    if isinstance(box, h5py.Group):
+    if _is_group(box):
         for name, key in (("edges", "cell"), ("pbc", "pbc")):
             if name in box and (col := _foreign_col(box[name], key, False, frames, plan)) is not None:
                 col.kind = "frame"
                 plan.cols[key] = col
         boundary = box.attrs.get("boundary")
-        if boundary is None and isinstance(box.get("boundary"), h5py.Dataset):
+        if boundary is None and _is_dataset(box.get("boundary")):
             boundary = box["boundary"][()]
     plan.cols.setdefault("cell", _Col("cell", "frame", const=np.zeros((3, 3))))
     periodic = [False] * 3 if boundary is None else [_text(b) == "periodic" for b in np.ravel(boundary)]
@@ -1442,16 +1455,16 @@ def _foreign_box(box: Any, frames: _Frames, plan: _Plan) -> None:
 def _foreign_observables(f: Any, group: str, frames: _Frames, plan: _Plan) -> None:
     """The group's observables, then global ones (see the module notes for the keys)."""
     observables = f.get("observables")
-    if not isinstance(observables, h5py.Group):
+    if not _is_group(observables):
         return
-    per_particle = isinstance(f.get("h5md/modules/thermodynamics"), h5py.Group)
+    per_particle = _is_group(f.get("h5md/modules/thermodynamics"))
     own = observables.get(group)
-    entries = [own[n] for n in sorted(own)] if isinstance(own, h5py.Group) and not _timed(own) else []
+    entries = [own[n] for n in sorted(own)] if _is_group(own) and not _timed(own) else []
     entries += [observables[n] for n in sorted(observables) if observables[n] is not own or _timed(own)]
     groups = set(_groups(f))
     for obj in entries:
         name = obj.name.rsplit("/", 1)[1]
-        if isinstance(obj, h5py.Group) and not _timed(obj):
+        if _is_group(obj) and not _timed(obj):
             if name not in groups:
                 plan.skipped[obj.name.lstrip("/")] = (
                     "a group of observables (nested observables are not read)"
@@ -1483,7 +1496,10 @@ def _padding(f: Any, part: Any, plan: _Plan) -> tuple[_Col, Any] | None:
     col = plan.cols.get("arrays.id")
     if col is not None and col.rows is None:
         ds = f[col.path] if col.path is not None else part["id"]
-        if ds.id.get_create_plist().fill_value_defined() == h5py.h5d.FILL_VALUE_USER_DEFINED:
+        if (
+            isinstance(ds, h5py.Dataset)
+            and ds.id.get_create_plist().fill_value_defined() == h5py.h5d.FILL_VALUE_USER_DEFINED
+        ):
             return col, ds.fillvalue
     for key in ("arrays.positions", "arrays.numbers"):
         col = plan.cols.get(key)
