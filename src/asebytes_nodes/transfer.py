@@ -20,7 +20,7 @@ from .indexing import normalize_indices
 from .io import ASEIO
 from .progress import progress
 
-__all__ = ["convert", "copy_frames"]
+__all__ = ["convert", "copy_frames", "remove_store"]
 
 #: Frames per chunk when the backends do not suggest more.
 CHUNK_FRAMES = 1000
@@ -86,7 +86,7 @@ def convert(
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final}: already exists; pass overwrite=True (--overwrite) to replace it")
     partial = final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
-    _remove(partial)
+    remove_store(partial)
     try:
         with ASEIO(partial, **options) as dst:
             count = copy_frames(
@@ -97,14 +97,14 @@ def convert(
                 show_progress=show_progress,
                 desc=f"converting to {final.name}",
             )
-        _remove(final)
+        remove_store(final)
         os.replace(partial, final)
     finally:
-        _remove(partial)
+        remove_store(partial)
     return count
 
 
-def _remove(path: Path) -> None:
+def remove_store(path: Path) -> None:
     """Delete a store (a file, its LMDB lock file, or a directory) if it exists."""
     if path.is_dir():
         shutil.rmtree(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import CacheMismatchError
 from ..io import ASEIO
-from ..transfer import _remove
+from ..transfer import remove_store
 from ._config import CacheConfig
 from ._load import Load
 from ._ops import git_ignore, lock_file, write_store
@@ -25,11 +25,11 @@ def cache_frames(source: str, config: CacheConfig, target: Path, scratch: Path) 
     try:
         frames = ASEIO(source, readonly=True, cache_to=scratch, **config.source_options)
     except CacheMismatchError:
-        _remove(scratch)
+        remove_store(scratch)
         frames = ASEIO(source, readonly=True, cache_to=scratch, **config.source_options)
     with frames:
         count = write_store(frames, target, config.store, chunk_size=config.chunk_size)
-    _remove(scratch)
+    remove_store(scratch)
     return count
 
 
