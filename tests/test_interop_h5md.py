@@ -47,6 +47,17 @@ def _frames_with_momenta() -> list[Any]:
     return frames
 
 
+def _assert_same_structure_and_results(a: Any, b: Any) -> None:
+    """Numbers, positions, cell, pbc, energy, forces and stress are exactly equal."""
+    np.testing.assert_array_equal(a.numbers, b.numbers)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.cell.array, b.cell.array)
+    np.testing.assert_array_equal(a.pbc, b.pbc)
+    assert a.get_potential_energy() == b.get_potential_energy()
+    np.testing.assert_array_equal(a.get_forces(), b.get_forces())
+    np.testing.assert_array_equal(a.get_stress(), b.get_stress())
+
+
 # -- our files in other programs -----------------------------------------------------------------
 def test_znh5md_reads_our_files(tmp_path: Path) -> None:
     znh5md = pytest.importorskip("znh5md")
@@ -56,13 +67,7 @@ def test_znh5md_reads_our_files(tmp_path: Path) -> None:
     got = znh5md.IO(path)[:]
     assert len(got) == len(frames)
     for a, b in zip(frames, got, strict=True):
-        np.testing.assert_array_equal(a.numbers, b.numbers)
-        np.testing.assert_array_equal(a.positions, b.positions)
-        np.testing.assert_array_equal(a.cell.array, b.cell.array)
-        np.testing.assert_array_equal(a.pbc, b.pbc)
-        assert a.get_potential_energy() == b.get_potential_energy()
-        np.testing.assert_array_equal(a.get_forces(), b.get_forces())
-        np.testing.assert_array_equal(a.get_stress(), b.get_stress())
+        _assert_same_structure_and_results(a, b)
         np.testing.assert_array_equal(a.get_momenta(), b.get_momenta())
     assert got[0].info["smiles"] == "CCO" and got[3].info["index"] == 3
 
@@ -97,13 +102,7 @@ def test_znh5md_files_open_in_ours(tmp_path: Path) -> None:
     db = ASEIO(path, readonly=True)
     assert len(db) == len(frames)
     for a, b in zip(frames, db, strict=True):
-        np.testing.assert_array_equal(a.numbers, b.numbers)
-        np.testing.assert_array_equal(a.positions, b.positions)
-        np.testing.assert_array_equal(a.cell.array, b.cell.array)
-        np.testing.assert_array_equal(a.pbc, b.pbc)
-        assert a.get_potential_energy() == b.get_potential_energy()
-        np.testing.assert_array_equal(a.get_forces(), b.get_forces())
-        np.testing.assert_array_equal(a.get_stress(), b.get_stress())
+        _assert_same_structure_and_results(a, b)
     assert db[5].info["smiles"] == "CCO"  # znh5md's JSON text, decoded
     assert db[5].info["meta"] == {"source": "test", "nested": {"n": 0, "ok": True}}
     with pytest.raises(UnsupportedOperationError, match="written by another program.*new file"):
