@@ -16,16 +16,19 @@ from asebytes_nodes.testing.frames import make_frames  # noqa: E402
 
 
 class ZarrStore(StoreFactory):
-    def __init__(self, path: Path, cache_bytes: int = 64 << 20) -> None:
+    def __init__(self, path: Path, cache_bytes: int = 64 << 20, compressor: str = "lz4") -> None:
         self.path = path
         self.cache_bytes = cache_bytes
+        self.compressor = compressor
 
     def seed(self, frames: list[Atoms]) -> None:
-        with ASEIO(self.path) as db:
+        with ASEIO(self.path, compressor=self.compressor) as db:
             db.extend(frames)
 
     def open(self, readonly: bool = False) -> ZarrBackend:
-        return ZarrBackend(self.path, readonly=readonly, cache_bytes=self.cache_bytes)
+        return ZarrBackend(
+            self.path, readonly=readonly, cache_bytes=self.cache_bytes, compressor=self.compressor
+        )
 
 
 class TestZarrContract(WritableContract):
@@ -35,11 +38,12 @@ class TestZarrContract(WritableContract):
 
 
 class TestZarrContractUncached(WritableContract):
-    """The same contract with the decoded-column cache off: every read goes to zarr."""
+    """The same contract with the decoded-column cache off, so every read goes to zarr, and
+    gzip, which only zarr writes: new arrays go through zarr's own writer, not ``_zarr_shards``."""
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> StoreFactory:
-        return ZarrStore(tmp_path / "frames.zarr", cache_bytes=0)
+        return ZarrStore(tmp_path / "frames.zarr", cache_bytes=0, compressor="gzip")
 
 
 def test_cached_reader_sees_in_place_updates_by_another_handle(tmp_path: Path) -> None:

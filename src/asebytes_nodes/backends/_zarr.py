@@ -69,9 +69,11 @@ from ..errors import (
 )
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record
+from ._zarr_shards import chunk_codec, handles, write_new_array
 
 try:
     import zarr
+    from zarr.api import asynchronous as zarr_async
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
     from zarr.core.sync import sync as zarr_sync
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -148,6 +150,8 @@ class ZarrBackend(WritableBackend):
             "shard_bytes": shard_bytes,
         }
         self._compressors = _compressors(compressor, clevel)
+        # new arrays of a local store are written directly, in zarr's layout (see _zarr_shards)
+        self._direct = None if self._remote else chunk_codec(compressor, clevel)
         self._open()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -300,11 +304,12 @@ class ZarrBackend(WritableBackend):
             shard = max(1, layout["shard_bytes"] // max(row_bytes * chunk, 1)) * chunk
         return chunk, shard
 
-    def _create(self, name: str, rows: int, tail: tuple[int, ...], dtype: Any, scale: float = 1.0) -> Any:
+    async def _create(self, name: str, rows: int, tail: tuple[int, ...], dtype: Any, scale: float) -> Any:
         dtype = np.dtype(dtype)
         chunk, shard = self._rows_per_chunk(int(np.prod(tail, dtype=np.int64)) * dtype.itemsize, scale)
-        arr = self._group.create_array(
-            name,
+        arr = await zarr_async.create_array(
+            self._group.store_path,
+            name=name,
             shape=(rows, *tail),
             chunks=(chunk, *tail),
             shards=(shard, *tail),
@@ -313,8 +318,20 @@ class ZarrBackend(WritableBackend):
             fill_value=np.zeros((), dtype)[()],
             overwrite=True,
         )
-        self._arrays[name] = arr
+        self._arrays[name] = zarr.Array(arr)
         return arr
+
+    def _committed_arrays(self) -> set[str]:
+        """Arrays that hold committed frames; any other name may be (re)created from scratch."""
+        names = {"n_atoms"} if self._meta["length"] else set()
+        for spec in self._meta["columns"].values():
+            base = spec["id"] + "/"
+            names.add(base + "values")
+            if spec["kind"] == "object":
+                names.add(base + "sizes")
+            if spec.get("present", True):
+                names.add(base + "present")
+        return names
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -486,7 +503,7 @@ class ZarrBackend(WritableBackend):
                 batches[key] = _encode_batch(key, spec, values, counts, present)
             columns[key] = spec
         n1, atoms1 = n0 + len(rows), atoms0 + int(counts.sum())
-        self._deferred = []  # the arrays' data is written concurrently, after their metadata
+        self._deferred = []  # every array is created or grown, then written, in one concurrent batch
         try:
             self._write_range("n_atoms", n0, n1, counts, (), np.int64)
             for key, spec in columns.items():
@@ -508,17 +525,40 @@ class ZarrBackend(WritableBackend):
         dtype: Any,
         scale: float = 1.0,
     ) -> None:
-        """Write ``data`` at rows ``start:stop`` of array ``name``, growing or creating it."""
-        if name in self._group:
-            arr = self._array(name)
-            if arr.shape[0] != stop:
-                arr.resize((stop, *arr.shape[1:]))
+        """Write ``data`` at rows ``start:stop`` of array ``name``, growing or creating it.
+
+        Inside ``extend`` the write joins the batch run at its end; otherwise it runs now.
+        """
+        dtype = np.dtype(dtype)
+        if self._direct is not None and handles(dtype) and name not in self._committed_arrays():
+            chunk, shard = self._rows_per_chunk(int(np.prod(tail, dtype=np.int64)) * dtype.itemsize, scale)
+            data = np.asarray(data, dtype).reshape(stop - start, *tail)
+            write_new_array(Path(self._target), name, stop, start, data, chunk, shard, self._direct)
+            self._arrays.pop(name, None)
+            return
+        put = self._put(name, start, stop, data, tail, dtype, scale)
+        if self._deferred is not None:
+            self._deferred.append(put)
         else:
-            arr = self._create(name, stop, tail, dtype, scale)
-        if stop > start and self._deferred is not None:
-            self._deferred.append(arr.async_array.setitem(slice(start, stop), data))
-        elif stop > start:
-            arr[start:stop] = data
+            zarr_sync(put)
+
+    async def _put(
+        self, name: str, start: int, stop: int, data: Any, tail: tuple[int, ...], dtype: Any, scale: float
+    ) -> None:
+        if name in self._committed_arrays():
+            arr = self._arrays.get(name)
+            arr = arr.async_array if arr is not None else await self._open_async(name)
+            if arr.shape[0] != stop:
+                await arr.resize((stop, *arr.shape[1:]))
+        else:
+            arr = await self._create(name, stop, tail, dtype, scale)
+        if stop > start:
+            await arr.setitem(slice(start, stop), data)
+
+    async def _open_async(self, name: str) -> Any:
+        arr = await zarr_async.open_array(store=self._group.store_path, path=name, zarr_format=3)
+        self._arrays[name] = zarr.Array(arr)
+        return arr
 
     def _append_column(
         self,

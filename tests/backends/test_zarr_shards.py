@@ -1,0 +1,118 @@
+"""The direct writer of new Zarr arrays writes exactly what zarr writes, and zarr reads it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import molecule
+
+zarr = pytest.importorskip("zarr")
+
+from zarr.codecs import BloscCodec  # noqa: E402
+
+from asebytes_nodes import ASEIO  # noqa: E402
+from asebytes_nodes.backends._zarr_shards import chunk_codec, handles, write_new_array  # noqa: E402
+from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
+
+# (rows, start, chunk rows, shard rows): one shard, rows before start, a single row, several
+# shards with a partial last chunk, and a write that starts in the last chunk
+GEOMETRIES = [(10, 0, 4, 8), (10, 3, 4, 8), (1, 0, 4, 8), (100, 50, 7, 21), (17, 16, 4, 4)]
+
+
+def _data(dtype: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    if dtype == "?":
+        return np.ones(shape, bool)  # no all-fill chunk: zarr would skip writing it
+    return np.random.default_rng(seed).integers(1, 100, shape).astype(dtype)
+
+
+def _zarr_written(
+    root: Path, name: str, rows: int, start: int, data: np.ndarray, chunk: int, shard: int, cname
+):
+    group = zarr.open_group(root, mode="w")
+    tail = data.shape[1:]
+    arr = group.create_array(
+        name,
+        shape=(rows, *tail),
+        chunks=(chunk, *tail),
+        shards=(shard, *tail),
+        dtype=data.dtype,
+        compressors=BloscCodec(cname=cname, clevel=5, shuffle="shuffle") if cname else None,
+        fill_value=np.zeros((), data.dtype)[()],
+    )
+    arr[start:rows] = data
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("cname", ["lz4", "zstd", None])
+@pytest.mark.parametrize("tail", [(), (3,), (3, 3)])
+@pytest.mark.parametrize("dtype", ["f8", "f4", "i8", "u1", "?", "c16"])
+def test_same_files_as_zarr(tmp_path: Path, dtype: str, tail: tuple[int, ...], cname, geometry) -> None:
+    rows, start, chunk, shard = geometry
+    data = _data(dtype, (rows - start, *tail))
+    _zarr_written(tmp_path / "zarr.zarr", "c1/values", rows, start, data, chunk, shard, cname)
+    zarr.open_group(tmp_path / "ours.zarr", mode="w")
+    write_new_array(
+        tmp_path / "ours.zarr", "c1/values", rows, start, data, chunk, shard, chunk_codec(cname, 5)
+    )
+
+    theirs, ours = _files(tmp_path / "zarr.zarr"), _files(tmp_path / "ours.zarr")
+    assert sorted(ours) == sorted(theirs)
+    for name, content in theirs.items():
+        if name.endswith("zarr.json"):  # same document; zarr's whitespace may differ
+            assert json.loads(ours[name]) == json.loads(content), name
+        else:
+            assert ours[name] == content, name
+    back = zarr.open_array(tmp_path / "ours.zarr", path="c1/values", mode="r")[:]
+    np.testing.assert_array_equal(back[start:], data)
+    assert not back[:start].any()
+
+
+def test_zero_chunks_are_kept_with_their_sign(tmp_path: Path) -> None:
+    data = np.array([[-0.0, 0.0, -0.0]] * 9)
+    zarr.open_group(tmp_path / "s.zarr", mode="w")
+    write_new_array(tmp_path / "s.zarr", "v", 9, 0, data, 4, 8, chunk_codec("lz4", 5))
+    back = zarr.open_array(tmp_path / "s.zarr", path="v", mode="r")[:]
+    np.testing.assert_array_equal(np.signbit(back), np.signbit(data))
+
+
+def test_leftover_of_an_interrupted_write_is_replaced(tmp_path: Path) -> None:
+    root = tmp_path / "s.zarr"
+    zarr.open_group(root, mode="w")
+    write_new_array(root, "v", 40, 0, np.arange(40.0), 4, 8, chunk_codec("lz4", 5))
+    write_new_array(root, "v", 5, 0, np.arange(5.0) + 100, 4, 8, chunk_codec("lz4", 5))
+    assert sorted(p.name for p in (root / "v" / "c").iterdir()) == ["0"]  # no stale shards 1..4
+    np.testing.assert_array_equal(zarr.open_array(root, path="v", mode="r")[:], np.arange(5.0) + 100)
+
+
+def test_only_what_zarr_names_plainly_is_handled() -> None:
+    assert chunk_codec("gzip", 5) is None and chunk_codec("zstd-raw", 3) is None
+    assert chunk_codec(None, 5) is not None and chunk_codec("blosclz", 1) is not None
+    assert handles(np.dtype("<f8")) and handles(np.dtype("?"))
+    assert not handles(np.dtype(">f8")) and not handles(np.dtype("U3")) and not handles(np.dtype("O"))
+
+
+def test_direct_and_zarr_written_stores_hold_the_same_frames(tmp_path: Path) -> None:
+    """lz4 stores get new arrays from this module, gzip stores from zarr: same frames back."""
+    frames = (
+        make_frames("keys_on_some_frames") + make_frames("periodic_variable_n") + make_frames("constraints")
+    )
+    extra = molecule("CO")
+    extra.info["only_here"] = 1.5
+    extra.arrays["only_here_too"] = np.array([1.0, -0.0])
+    for compressor in ("lz4", "gzip"):
+        path = tmp_path / f"{compressor}.zarr"
+        with ASEIO(str(path), compressor=compressor) as db:
+            db.extend(frames[:4])
+            db.extend(frames[4:])  # appends to existing arrays go through zarr in both stores
+            db[1] = extra  # new columns on an existing store: created by the same path
+        with ASEIO(str(path)) as db:
+            expected = [frames[0], extra, *frames[2:]]
+            for j, (got, want) in enumerate(zip(db[:].to_list(), expected, strict=True)):
+                assert_atoms_equal(want, got, f"{compressor} frame {j}")
