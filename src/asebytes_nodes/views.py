@@ -8,6 +8,7 @@ chunks of ``chunk_size`` rows per backend call.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -209,7 +210,7 @@ def _join(parts: list[Any]) -> Any:
     """Chunks of one column as one list, or one array when every chunk is an array."""
     if parts and all(isinstance(p, np.ndarray) for p in parts):
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
-    return [v for p in parts for v in p]
+    return list(chain.from_iterable(parts))
 
 
 def _none(value: Any) -> Any:
@@ -235,7 +236,6 @@ def _check_present(key: str, values: Any, rows: IndexArray) -> None:
 def _stack(key: str, values: Any, rows: IndexArray) -> np.ndarray:
     if isinstance(values, np.ndarray):
         return values
-    _check_present(key, values, rows)
     if not values:
         return np.zeros(0)
     try:
@@ -243,7 +243,8 @@ def _stack(key: str, values: Any, rows: IndexArray) -> np.ndarray:
     except ValueError:  # numpy refuses sequences of different shapes
         stacked = None
     if stacked is not None and stacked.dtype != object:
-        return stacked
+        return stacked  # a MISSING among the values would have made it an object array
+    _check_present(key, values, rows)
     shapes = sorted({np.shape(v) for v in values})
     if key.startswith(("arrays.", "calc.")) and len({s[1:] for s in shapes}) == 1:
         raise RaggedColumnError(
