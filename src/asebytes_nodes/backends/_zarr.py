@@ -34,6 +34,11 @@ writes in place. Every commit bumps ``generation``, so a reader that sees the sa
 record knows nothing was written since (local stores re-read ``zarr.json`` directly
 before each read, a few tens of microseconds).
 
+Arrays a local store does not hold yet (every array on a store's first ``extend``) are
+written by :mod:`._zarr_shards` in exactly the files zarr writes, without zarr's
+per-array and per-chunk async overhead; appends to existing arrays, remote stores and
+compressors other than Blosc go through zarr, all arrays of one ``extend`` in one batch.
+
 Reading keeps a decoded copy of whole columns, up to ``cache_bytes`` (64 MiB) per
 handle, least recently used first out: zarr v3 costs a fixed ~0.5-1 ms per array read,
 which would otherwise dominate column reads and random access on small stores. The
@@ -292,21 +297,24 @@ class ZarrBackend(WritableBackend):
             starts, stops = starts - lo, stops - lo
         return [slab[a:b] for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
 
-    def _rows_per_chunk(self, row_bytes: int, scale: float = 1.0) -> tuple[int, int]:
+    def _chunking(self, tail: tuple[int, ...], dtype: np.dtype[Any], scale: float) -> tuple[int, int]:
+        """Rows per chunk and per shard for an array of rows shaped ``tail`` (``scale``: per-atom
+        arrays count ``chunk_frames``/``shard_frames`` in mean atoms per frame)."""
         layout = self._layout
+        row_bytes = max(int(np.prod(tail, dtype=np.int64)) * dtype.itemsize, 1)
         if layout["chunk_frames"]:
             chunk = max(1, int(layout["chunk_frames"] * scale))
         else:
-            chunk = max(1, layout["chunk_bytes"] // max(row_bytes, 1))
+            chunk = max(1, layout["chunk_bytes"] // row_bytes)
         if layout["shard_frames"]:
             shard = max(1, int(layout["shard_frames"] * scale) // chunk) * chunk
         else:
-            shard = max(1, layout["shard_bytes"] // max(row_bytes * chunk, 1)) * chunk
+            shard = max(1, layout["shard_bytes"] // (row_bytes * chunk)) * chunk
         return chunk, shard
 
     async def _create(self, name: str, rows: int, tail: tuple[int, ...], dtype: Any, scale: float) -> Any:
         dtype = np.dtype(dtype)
-        chunk, shard = self._rows_per_chunk(int(np.prod(tail, dtype=np.int64)) * dtype.itemsize, scale)
+        chunk, shard = self._chunking(tail, dtype, scale)
         arr = await zarr_async.create_array(
             self._group.store_path,
             name=name,
@@ -531,7 +539,7 @@ class ZarrBackend(WritableBackend):
         """
         dtype = np.dtype(dtype)
         if self._direct is not None and handles(dtype) and name not in self._committed_arrays():
-            chunk, shard = self._rows_per_chunk(int(np.prod(tail, dtype=np.int64)) * dtype.itemsize, scale)
+            chunk, shard = self._chunking(tail, dtype, scale)
             data = np.asarray(data, dtype).reshape(stop - start, *tail)
             write_new_array(Path(self._target), name, stop, start, data, chunk, shard, self._direct)
             self._arrays.pop(name, None)
