@@ -13,8 +13,13 @@ zarr = pytest.importorskip("zarr")
 
 from zarr.codecs import BloscCodec  # noqa: E402
 
-from asebytes_nodes import ASEIO  # noqa: E402
-from asebytes_nodes.backends._zarr_shards import chunk_codec, handles, write_new_array  # noqa: E402
+from asebytes_nodes import ASEIO, StoreCorruptedError  # noqa: E402
+from asebytes_nodes.backends._zarr_shards import (  # noqa: E402
+    chunk_codec,
+    handles,
+    write_new_array,
+    write_rows,
+)
 from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
 
 # (rows, start, chunk rows, shard rows): one shard, rows before start, a single row, several
@@ -72,6 +77,78 @@ def test_same_files_as_zarr(tmp_path: Path, dtype: str, tail: tuple[int, ...], c
     back = zarr.open_array(tmp_path / "ours.zarr", path="c1/values", mode="r")[:]
     np.testing.assert_array_equal(back[start:], data)
     assert not back[:start].any()
+
+
+# (first rows, total rows, chunk rows, shard rows): appends inside a chunk, at a chunk
+# boundary, across shards, and into a shard whose first chunks are complete
+APPENDS = [(5, 10, 4, 8), (8, 20, 4, 8), (3, 4, 4, 8), (30, 100, 7, 21), (22, 23, 4, 12)]
+
+
+@pytest.mark.parametrize("geometry", APPENDS)
+@pytest.mark.parametrize("cname", ["lz4", None])
+@pytest.mark.parametrize("tail", [(), (3,)])
+@pytest.mark.parametrize("dtype", ["f8", "u1", "?"])
+def test_appends_give_the_same_files_as_zarr(
+    tmp_path: Path, dtype: str, tail: tuple[int, ...], cname, geometry
+) -> None:
+    first, rows, chunk, shard = geometry
+    head, rest = _data(dtype, (first, *tail), 1), _data(dtype, (rows - first, *tail), 2)
+    _zarr_written(tmp_path / "zarr.zarr", "v", first, 0, head, chunk, shard, cname)
+    arr = zarr.open_array(tmp_path / "zarr.zarr", path="v", mode="r+")
+    arr.resize((rows, *tail))
+    arr[first:] = rest
+    zarr.open_group(tmp_path / "ours.zarr", mode="w")
+    write_new_array(tmp_path / "ours.zarr", "v", first, 0, head, chunk, shard, chunk_codec(cname, 5))
+    assert write_rows(tmp_path / "ours.zarr", "v", rows, first, rest, chunk_codec(cname, 5))
+
+    theirs, ours = _files(tmp_path / "zarr.zarr"), _files(tmp_path / "ours.zarr")
+    assert sorted(ours) == sorted(theirs)
+    for name, content in theirs.items():
+        if name.endswith("zarr.json"):
+            assert json.loads(ours[name]) == json.loads(content), name
+        else:
+            assert ours[name] == content, name
+    back = zarr.open_array(tmp_path / "ours.zarr", path="v", mode="r")[:]
+    np.testing.assert_array_equal(back, np.concatenate([head, rest]))
+
+
+def test_rewriting_from_a_row_keeps_earlier_rows_and_drops_shards_past_the_end(tmp_path: Path) -> None:
+    root, codec = tmp_path / "s.zarr", chunk_codec("lz4", 5)
+    zarr.open_group(root, mode="w")
+    write_new_array(root, "v", 40, 0, np.arange(40.0), 4, 8, codec)  # 5 shards
+    assert write_rows(root, "v", 14, 10, np.full(4, -1.0), codec)  # an uncommitted tail cut back
+    expected = np.concatenate([np.arange(10.0), np.full(4, -1.0)])
+    np.testing.assert_array_equal(zarr.open_array(root, path="v", mode="r")[:], expected)
+    assert sorted(p.name for p in (root / "v" / "c").iterdir()) == ["0", "1"]
+    assert not list(root.rglob("*.partial"))
+
+
+def test_rows_of_arrays_laid_out_otherwise_are_left_to_zarr(tmp_path: Path) -> None:
+    root = tmp_path / "s.zarr"
+    group = zarr.open_group(root, mode="w")
+    group.create_array(
+        "gz", shape=(4,), chunks=(2,), shards=(4,), dtype="f8", compressors=zarr.codecs.GzipCodec()
+    )
+    write_new_array(root, "f8", 4, 0, np.arange(4.0), 2, 4, chunk_codec("lz4", 5))
+    before = _files(root)
+    assert not write_rows(root, "gz", 6, 4, np.ones(2), chunk_codec("lz4", 5))  # another codec
+    assert not write_rows(root, "f8", 6, 4, np.ones(2, "f4"), chunk_codec("lz4", 5))  # another dtype
+    assert not write_rows(root, "f8", 6, 4, np.ones(2), chunk_codec("zstd", 5))  # another compressor
+    assert not write_rows(root, "absent", 6, 4, np.ones(2), chunk_codec("lz4", 5))
+    assert _files(root) == before
+
+
+def test_a_damaged_shard_index_is_reported_not_overwritten(tmp_path: Path) -> None:
+    root, codec = tmp_path / "s.zarr", chunk_codec("lz4", 5)
+    zarr.open_group(root, mode="w")
+    write_new_array(root, "v", 6, 0, np.arange(6.0), 4, 8, codec)
+    shard = root / "v" / "c" / "0"
+    damaged = bytearray(shard.read_bytes())
+    damaged[-10] ^= 0xFF
+    shard.write_bytes(bytes(damaged))
+    with pytest.raises(StoreCorruptedError, match="checksum"):
+        write_rows(root, "v", 8, 6, np.ones(2), codec)
+    assert shard.read_bytes() == bytes(damaged)
 
 
 def test_zero_chunks_are_kept_with_their_sign(tmp_path: Path) -> None:

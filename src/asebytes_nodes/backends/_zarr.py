@@ -34,10 +34,11 @@ writes in place. Every commit bumps ``generation``, so a reader that sees the sa
 record knows nothing was written since (local stores re-read ``zarr.json`` directly
 before each read, a few tens of microseconds).
 
-Arrays a local store does not hold yet (every array on a store's first ``extend``) are
-written by :mod:`._zarr_shards` in exactly the files zarr writes, without zarr's
-per-array and per-chunk async overhead; appends to existing arrays, remote stores and
-compressors other than Blosc go through zarr, all arrays of one ``extend`` in one batch.
+In a local store with a Blosc compressor (or none), :mod:`._zarr_shards` writes the
+arrays: exactly the files zarr writes, without zarr's fixed per-array and per-chunk
+async cost, and every rewritten file is replaced atomically. Remote stores, other
+compressors and arrays laid out differently go through zarr, all arrays of one
+``extend`` in one concurrent batch.
 
 Reading keeps a decoded copy of whole columns, up to ``cache_bytes`` (64 MiB) per
 handle, least recently used first out: zarr v3 costs a fixed ~0.5-1 ms per array read,
@@ -74,7 +75,7 @@ from ..errors import (
 )
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record
-from ._zarr_shards import chunk_codec, handles, write_new_array
+from ._zarr_shards import chunk_codec, handles, write_new_array, write_rows
 
 try:
     import zarr
@@ -538,12 +539,15 @@ class ZarrBackend(WritableBackend):
         Inside ``extend`` the write joins the batch run at its end; otherwise it runs now.
         """
         dtype = np.dtype(dtype)
-        if self._direct is not None and handles(dtype) and name not in self._committed_arrays():
-            chunk, shard = self._chunking(tail, dtype, scale)
+        if self._direct is not None and handles(dtype):
             data = np.asarray(data, dtype).reshape(stop - start, *tail)
-            write_new_array(Path(self._target), name, stop, start, data, chunk, shard, self._direct)
-            self._arrays.pop(name, None)
-            return
+            root, fresh = Path(self._target), name not in self._committed_arrays()
+            if fresh:
+                chunk, shard = self._chunking(tail, dtype, scale)
+                write_new_array(root, name, stop, start, data, chunk, shard, self._direct)
+            if fresh or write_rows(root, name, stop, start, data, self._direct):
+                self._arrays.pop(name, None)  # its zarr handle would hold the old shape
+                return
         put = self._put(name, start, stop, data, tail, dtype, scale)
         if self._deferred is not None:
             self._deferred.append(put)

@@ -28,6 +28,7 @@ the documents and files against zarr's, byte for byte, and that zarr reads them 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,9 @@ import google_crc32c
 import numpy as np
 from numcodecs import Blosc
 
-__all__ = ["ChunkCodec", "chunk_codec", "handles", "write_new_array"]
+from ..errors import StoreCorruptedError
+
+__all__ = ["ChunkCodec", "write_rows", "chunk_codec", "handles", "write_new_array"]
 
 _EMPTY = np.uint64(2**64 - 1)
 _BLOSC = ("lz4", "lz4hc", "zstd", "zlib", "blosclz")
@@ -57,6 +60,12 @@ class ChunkCodec:
             return []
         config = {"typesize": itemsize, "cname": self.cname, "clevel": self.clevel}
         return [{"name": "blosc", "configuration": {**config, "shuffle": "shuffle", "blocksize": 0}}]
+
+    def decoder(self, itemsize: int) -> Callable[[bytes], bytes]:
+        if self.cname is None:
+            return bytes
+        blosc = Blosc(self.cname, self.clevel, Blosc.SHUFFLE, blocksize=0, typesize=itemsize)
+        return lambda raw: bytes(blosc.decode(raw))
 
     def encoder(self, itemsize: int) -> Encoder:
         if self.cname is None:
@@ -139,28 +148,107 @@ def write_new_array(
             doc.write_bytes(_GROUP_DOC)
     document = array_document((rows, *tail), dtype, chunk, shard, codec)
     (folder / "zarr.json").write_text(json.dumps(document, indent=2))
+    _write_shards(folder, rows, start, data, chunk, shard, codec, atomic=False)
+
+
+def write_rows(root: Path, name: str, stop: int, start: int, data: np.ndarray, codec: ChunkCodec) -> bool:
+    """Write ``data`` at rows ``start:stop`` of the existing array ``name``, which then has
+    ``stop`` rows; rows before ``start`` keep their bytes.
+
+    Returns False, having written nothing, when the array is not laid out as this module
+    writes it (another codec, dtype or chunk order): zarr must do it. Every file is
+    replaced atomically, so an interrupted append leaves the rows before ``start`` intact.
+    """
+    folder = root / name
+    try:
+        document = json.loads((folder / "zarr.json").read_bytes())
+        rows, tail = document["shape"][0], tuple(document["shape"][1:])
+        shard = document["chunk_grid"]["configuration"]["chunk_shape"][0]
+        chunk = document["codecs"][0]["configuration"]["chunk_shape"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return False
+    if tail != data.shape[1:] or document != array_document((rows, *tail), data.dtype, chunk, shard, codec):
+        return False
+    _write_shards(folder, stop, start, data, chunk, shard, codec, atomic=True)
+    for s in range(-(-stop // shard), -(-rows // shard)):  # shards past the new end, as zarr's resize
+        shutil.rmtree(folder / f"c/{s}", ignore_errors=True)
+        (folder / f"c/{s}").unlink(missing_ok=True)
+    if rows != stop:
+        document["shape"][0] = stop
+        _replace_file(folder / "zarr.json", json.dumps(document, indent=2).encode())
+    return True
+
+
+def _write_shards(
+    folder: Path,
+    rows: int,
+    start: int,
+    data: np.ndarray,
+    chunk: int,
+    shard: int,
+    codec: ChunkCodec,
+    atomic: bool,
+) -> None:
+    """Shard files for rows ``start:rows`` holding ``data``; chunks before ``start`` are kept
+    from the shard on disk (the one ``start`` falls in), or left unwritten."""
+    dtype, tail = data.dtype, data.shape[1:]
     encode = codec.encoder(dtype.itemsize)
     per_shard = shard // chunk
     suffix = "/0" * len(tail)
     for s in range(start // shard, -(-rows // shard)):
         lo = s * shard
+        path = folder / f"c/{s}{suffix}"
+        old = _read_shard(path, per_shard) if lo < start else {}
         index = np.full((per_shard, 2), _EMPTY, np.uint64)
         parts, offset = [], 0
         for j in range(per_shard):
             a, b = lo + j * chunk, lo + (j + 1) * chunk
-            if b <= start or a >= rows:
+            if a >= rows or (b <= start and j not in old):
                 continue
-            piece = data[max(a, start) - start : min(b, rows) - start]
-            if len(piece) < chunk:  # a chunk part-filled: zarr pads it with the fill value
-                padded = np.zeros((chunk, *tail), dtype)
-                padded[max(a, start) - a : max(a, start) - a + len(piece)] = piece
-                piece = padded
-            encoded = encode(np.ascontiguousarray(piece))
+            if b <= start:  # wholly before the write: its bytes as they are
+                encoded = old[j]
+            else:
+                piece = data[max(a, start) - start : min(b, rows) - start]
+                if len(piece) < chunk:  # part-filled: earlier rows from disk, the rest 0 like zarr
+                    padded = np.zeros((chunk, *tail), dtype)
+                    if a < start and j in old:
+                        decoded = codec.decoder(dtype.itemsize)(old[j])
+                        padded[: start - a] = np.frombuffer(decoded, dtype).reshape(chunk, *tail)[: start - a]
+                    padded[max(a, start) - a : max(a, start) - a + len(piece)] = piece
+                    piece = padded
+                encoded = encode(np.ascontiguousarray(piece))
             parts.append(encoded)
             index[j] = offset, len(encoded)
             offset += len(encoded)
         raw = index.astype("<u8").tobytes()
         parts += [raw, google_crc32c.value(raw).to_bytes(4, "little")]
-        path = folder / f"c/{s}{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"".join(parts))
+        if atomic:
+            _replace_file(path, b"".join(parts))
+        else:
+            path.write_bytes(b"".join(parts))
+
+
+def _read_shard(path: Path, per_shard: int) -> dict[int, bytes]:
+    """Encoded inner chunks of a shard file by position; {} when there is no file."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    size = 16 * per_shard
+    raw, crc = blob[-size - 4 : -4], blob[-4:]
+    if len(blob) < size + 4 or google_crc32c.value(raw).to_bytes(4, "little") != crc:
+        raise StoreCorruptedError(f"{path}: shard index does not match its checksum")
+    index = np.frombuffer(raw, "<u8").reshape(per_shard, 2)
+    return {
+        j: blob[int(offset) : int(offset) + int(length)]
+        for j, (offset, length) in enumerate(index.tolist())
+        if offset != _EMPTY
+    }
+
+
+def _replace_file(path: Path, content: bytes) -> None:
+    """Write ``content`` beside ``path`` and move it into place: readers see old or new, whole."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    temporary.write_bytes(content)
+    os.replace(temporary, path)
