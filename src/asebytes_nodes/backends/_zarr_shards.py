@@ -1,4 +1,4 @@
-"""New sharded Zarr v3 arrays written straight to a local store, in zarr's own layout.
+"""Sharded Zarr v3 arrays of a local store written directly, in zarr's own layout.
 
 zarr-python 3.1 sends every array and every inner chunk through its asynchronous codec
 pipeline: about 1 ms to create an array and 1 ms more to write it, plus event-loop and
@@ -6,8 +6,9 @@ thread hops per chunk, whatever the data size. A store's first ``extend`` create
 column at once, so for a batch of a thousand frames that fixed cost was most of the
 write (periodic-1000: 35 of 58 ms).
 
-When :class:`~asebytes_nodes.backends.ZarrBackend` creates an array in a local store, it
-writes it here instead, in the files zarr itself writes for the same ``create_array`` and
+:class:`~asebytes_nodes.backends.ZarrBackend` writes the arrays of a local store here
+instead (:func:`write_new_array` to create one, :func:`write_rows` to append or rewrite
+rows), in the files zarr itself writes for the same ``create_array``, ``resize`` and
 ``arr[start:stop] = data``::
 
     <name>/zarr.json            the array document (sharding_indexed codec, index at the end)
@@ -19,10 +20,11 @@ writes it here instead, in the files zarr itself writes for the same ``create_ar
 
 Chunks are padded with the fill value (0) to full size, like zarr; unlike zarr, a chunk
 that is all zeros is written rather than skipped, so ``-0.0`` keeps its sign. Rows
-before ``start`` are never written and read as the fill value. Only Blosc compressors
-and no compression are handled (:func:`chunk_codec`); any other codec, a remote store
-or an existing array goes through zarr. ``tests/backends/test_zarr_shards.py`` checks
-the documents and files against zarr's, byte for byte, and that zarr reads them back.
+before ``start`` keep their bytes (a new array: they read as the fill value). Rewritten
+files are replaced atomically. Only Blosc compressors and no compression are handled
+(:func:`chunk_codec`); other codecs, arrays laid out otherwise and remote stores go
+through zarr. ``tests/backends/test_zarr_shards.py`` checks documents and files against
+zarr's, byte for byte, for new arrays and appends, and that zarr reads them back.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from numcodecs import Blosc
 
 from ..errors import StoreCorruptedError
 
-__all__ = ["ChunkCodec", "write_rows", "chunk_codec", "handles", "write_new_array"]
+__all__ = ["ChunkCodec", "chunk_codec", "handles", "write_new_array", "write_rows"]
 
 _EMPTY = np.uint64(2**64 - 1)
 _BLOSC = ("lz4", "lz4hc", "zstd", "zlib", "blosclz")
