@@ -54,6 +54,17 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _assert_same_files(theirs_root: Path, ours_root: Path) -> None:
+    """Same file names; same bytes, or the same JSON document (zarr's whitespace may differ)."""
+    theirs, ours = _files(theirs_root), _files(ours_root)
+    assert sorted(ours) == sorted(theirs)
+    for name, content in theirs.items():
+        if name.endswith("zarr.json"):
+            assert json.loads(ours[name]) == json.loads(content), name
+        else:
+            assert ours[name] == content, name
+
+
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("cname", ["lz4", "zstd", None])
 @pytest.mark.parametrize("tail", [(), (3,), (3, 3)])
@@ -67,13 +78,7 @@ def test_same_files_as_zarr(tmp_path: Path, dtype: str, tail: tuple[int, ...], c
         tmp_path / "ours.zarr", "c1/values", rows, start, data, chunk, shard, chunk_codec(cname, 5)
     )
 
-    theirs, ours = _files(tmp_path / "zarr.zarr"), _files(tmp_path / "ours.zarr")
-    assert sorted(ours) == sorted(theirs)
-    for name, content in theirs.items():
-        if name.endswith("zarr.json"):  # same document; zarr's whitespace may differ
-            assert json.loads(ours[name]) == json.loads(content), name
-        else:
-            assert ours[name] == content, name
+    _assert_same_files(tmp_path / "zarr.zarr", tmp_path / "ours.zarr")
     back = zarr.open_array(tmp_path / "ours.zarr", path="c1/values", mode="r")[:]
     np.testing.assert_array_equal(back[start:], data)
     assert not back[:start].any()
@@ -101,13 +106,7 @@ def test_appends_give_the_same_files_as_zarr(
     write_new_array(tmp_path / "ours.zarr", "v", first, 0, head, chunk, shard, chunk_codec(cname, 5))
     assert write_rows(tmp_path / "ours.zarr", "v", rows, first, rest, chunk_codec(cname, 5))
 
-    theirs, ours = _files(tmp_path / "zarr.zarr"), _files(tmp_path / "ours.zarr")
-    assert sorted(ours) == sorted(theirs)
-    for name, content in theirs.items():
-        if name.endswith("zarr.json"):
-            assert json.loads(ours[name]) == json.loads(content), name
-        else:
-            assert ours[name] == content, name
+    _assert_same_files(tmp_path / "zarr.zarr", tmp_path / "ours.zarr")
     back = zarr.open_array(tmp_path / "ours.zarr", path="v", mode="r")[:]
     np.testing.assert_array_equal(back, np.concatenate([head, rest]))
 
