@@ -163,3 +163,22 @@ def test_python_and_numpy_scalars_of_the_same_type_share_a_column(tmp_path: Path
     assert energies[1] == -1.5 and type(energies[1]) is np.float64 and len(energies) == 5
     with pytest.raises(InvalidDataError, match="'calc.energy'.*int"):
         db.update(2, calc={"energy": 3})
+
+
+@pytest.mark.parametrize("blocked", ["zarr", "numcodecs"])
+def test_without_the_extra_the_error_names_the_install(blocked: str) -> None:
+    """Every module the backend needs, its own shard writer's included, fails as MissingExtraError."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from asebytes_nodes.errors import MissingExtraError\n"
+        "try:\n"
+        "    import asebytes_nodes.backends._zarr\n"
+        "except MissingExtraError as exc:\n"
+        "    print('MissingExtraError:', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert 'pip install "asebytes-nodes[zarr]"' in out.stdout

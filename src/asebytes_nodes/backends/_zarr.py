@@ -75,13 +75,14 @@ from ..errors import (
 )
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record
-from ._zarr_shards import chunk_codec, handles, write_new_array, write_rows
 
 try:
     import zarr
     from zarr.api import asynchronous as zarr_async
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
     from zarr.core.sync import sync as zarr_sync
+
+    from ._zarr_shards import chunk_codec, handles, write_new_array, write_rows  # numcodecs, crc32c: zarr's
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError(
         'The Zarr backend needs zarr>=3. Run: pip install "asebytes-nodes[zarr]"'
