@@ -6,12 +6,15 @@ either ``asebytes_nodes.errors.UnknownKeyError`` or plain ``KeyError``.
 
 from __future__ import annotations
 
+import errno
 import io
 
 __all__ = [
     "ASEBytesError",
     "BackendNotFoundError",
     "CacheMismatchError",
+    "ConcurrentCommitError",
+    "DiskFullError",
     "FormatVersionError",
     "InvalidDataError",
     "MissingExtraError",
@@ -21,8 +24,10 @@ __all__ = [
     "RowIndexError",
     "SerializationError",
     "StoreCorruptedError",
+    "StoreLockedError",
     "StoreNotFoundError",
     "UnknownKeyError",
+    "UnsafeStoreError",
     "UnsupportedOperationError",
 ]
 
@@ -72,6 +77,37 @@ class StoreCorruptedError(ASEBytesError, OSError):
 
 class StoreNotFoundError(ASEBytesError, FileNotFoundError):
     """A path opened read-only (or for reading) that does not exist."""
+
+
+class UnsafeStoreError(StoreCorruptedError):
+    """A store that points outside itself (external links, virtual datasets, external raw
+    storage, names with ``..``) or holds values this package never writes; refused unread."""
+
+
+class DiskFullError(ASEBytesError, OSError):
+    """A write that ran out of disk space; the store stays at its last committed state.
+
+    ``errno`` is :data:`errno.ENOSPC` and ``filename`` the store's location.
+    """
+
+    def __init__(self, store: str, detail: str = "") -> None:
+        message = (
+            f"no space left on the device holding {store!r}{': ' + detail if detail else ''}; "
+            "nothing of this write was kept (the store is at its last committed state): "
+            "free some space and repeat the write"
+        )
+        super().__init__(errno.ENOSPC, message, store)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class StoreLockedError(ASEBytesError, TimeoutError):
+    """Another writer held the store's lock for longer than the timeout."""
+
+
+class ConcurrentCommitError(ASEBytesError, RuntimeError):
+    """Another writer committed to a store without locks (an object store) while this one wrote."""
 
 
 class FormatVersionError(StoreCorruptedError):

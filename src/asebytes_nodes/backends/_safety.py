@@ -1,0 +1,177 @@
+"""What every local, file-based backend needs to keep its promises under faults.
+
+- :class:`StoreLock`: one writer at a time per store, across processes (``fcntl.flock``
+  on a lock file), waiting up to a timeout and then raising
+  :class:`~asebytes_nodes.errors.StoreLockedError` naming the store and the holder
+  (the lock file records the holder's pid and host). Readers may take the lock shared to
+  wait out a writer's commit. ``flock`` locks belong to an open file description, so two
+  handles in one process serialise too; they are released by the kernel when a process
+  dies, so a killed writer never leaves a stale lock.
+- :func:`require_space`: refuse a write that cannot fit before its first byte, for
+  libraries that do not fail cleanly when the disk fills (HDF5, memory-mapped files).
+- :func:`disk_full`: translate a low-level ``ENOSPC``/``EDQUOT``/``EFBIG`` error into
+  :class:`~asebytes_nodes.errors.DiskFullError` naming the store.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import DiskFullError, StoreLockedError
+
+__all__ = ["DEFAULT_LOCK_TIMEOUT", "StoreLock", "disk_full", "is_disk_full", "require_space"]
+
+#: Seconds a writer waits for another writer's lock before giving up.
+DEFAULT_LOCK_TIMEOUT = 60.0
+#: Kept free on top of a write's own estimate: file-system metadata, library overhead.
+_SPACE_MARGIN = 1 << 20
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class StoreLock:
+    """An advisory lock on a store, held through the file ``path``.
+
+    >>> lock = StoreLock("frames.zarr/.lock", store="frames.zarr")  # doctest: +SKIP
+    >>> with lock.exclusive():  # doctest: +SKIP
+    ...     ...  # write and commit
+
+    Re-entrant within one handle: a nested ``exclusive()`` inside a held one is a no-op.
+    """
+
+    def __init__(self, path: str | Path, *, store: str, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+        self.path = Path(path)
+        self.store = store
+        self.timeout = timeout
+        self._fd: int | None = None
+        self._depth = 0
+
+    def _open(self, create: bool) -> int | None:
+        if self._fd is None:
+            flags = os.O_RDWR | (os.O_CREAT if create else 0)
+            try:
+                self._fd = os.open(self.path, flags, 0o644)
+            except FileNotFoundError:
+                if create:
+                    raise
+                return None
+        return self._fd
+
+    def holder(self) -> str:
+        """Who holds (or last held) the lock, as the lock file records it."""
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            return "unknown"
+        return text or "unknown"
+
+    def _acquire(self, fd: int, mode: int) -> None:
+        deadline = time.monotonic() + self.timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"{self.store!r} is locked by another writer ({self.holder()}) and stayed locked "
+                        f"for {self.timeout:g} s; wait for it to finish, or pass a longer lock_timeout="
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lock alone for the duration (one writer at a time)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        fd = self._open(create=True)
+        assert fd is not None  # create=True either opens or raises
+        self._acquire(fd, fcntl.LOCK_EX)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError:  # a full disk must not stop the lock from working
+            pass
+        self._depth = 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        """Wait out a writer's critical section; no-op if no writer ever made the lock file."""
+        if self._depth:
+            yield
+            return
+        fd = self._open(create=False)
+        if fd is None:
+            yield
+            return
+        self._acquire(fd, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lock file (releasing any lock this handle holds)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._depth = 0
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"path": self.path, "store": self.store, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["path"], store=state["store"], timeout=state["timeout"])  # type: ignore[misc, arg-type]
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def require_space(path: str | Path, nbytes: int, *, store: str) -> None:
+    """Raise :class:`DiskFullError` if the file system of ``path`` cannot take ``nbytes`` more."""
+    stats = os.statvfs(_existing_parent(Path(path)))
+    free = stats.f_bavail * stats.f_frsize
+    if nbytes + _SPACE_MARGIN > free:
+        raise DiskFullError(
+            store, f"this write needs about {nbytes + _SPACE_MARGIN:,} bytes and {free:,} are free"
+        )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Is ``exc`` (or anything it was raised from) an out-of-space error?"""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def disk_full(exc: BaseException, store: str) -> DiskFullError:
+    """The package error for an out-of-space ``exc`` (raise it ``from exc``)."""
+    return DiskFullError(store, f"{type(exc).__name__}: {exc}")
