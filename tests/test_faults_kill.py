@@ -124,10 +124,11 @@ def _trial(seed_path: Path, work: Path, suffix: str, name: str, delay: float) ->
     before, after = model(name)
     with ASEIO(path, readonly=True) as db:
         got = signatures(db)
-    assert got in (before, after), (
-        f"{suffix} {name}: after a kill {delay * 1e3:.2f} ms in, the store holds neither the frames "
-        f"before nor those after the operation ({len(got)} rows; before {len(before)}, after {len(after)})"
-    )
+    if got not in (before, after):
+        pytest.fail(
+            f"{suffix} {name}: after a kill {delay * 1e3:.2f} ms in, the store holds neither the frames "
+            f"before nor those after it ({len(got)} rows; {len(before)} before, {len(after)} after)"
+        )
     with ASEIO(path) as db:
         assert signatures(db) in (before, after)
         assert db.backend.check() == []
