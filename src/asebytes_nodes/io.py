@@ -78,12 +78,16 @@ class ASEIO:
         """``db[i]`` -> Atoms; ``db[a:b]``, ``db[[i, j]]``, ``db[array]`` -> RowView;
         ``db["calc.energy"]``, ``db[["calc.energy", "calc.forces"]]`` -> ColumnView."""
         if isinstance(index, (int, np.integer)):
+            if index >= 0 and not self._backend.length_known():  # a stream without a count: read forward
+                return dict_to_atoms(self._backend.read_row(int(index)))
             return dict_to_atoms(self._backend.read_row(normalize_index(index, len(self._backend))))
         if is_key_index(index):
             return self[:][index]
         return RowView(self._backend, normalize_indices(index, len(self._backend)))
 
     def __iter__(self) -> Iterator[Atoms]:
+        if not self._backend.length_known():
+            return (dict_to_atoms(row) for row in self._backend.iter_rows())
         return iter(self[:])
 
     def chunked(self, size: int = DEFAULT_CHUNK_SIZE) -> Iterator[list[Atoms]]:
@@ -94,6 +98,10 @@ class ASEIO:
     def columns(self) -> list[str]:
         """Every key carried by at least one row, sorted."""
         return self._backend.keys()
+
+    def keys(self, index: int) -> list[str]:
+        """Keys row ``index`` carries (negative indices count from the end), in the backend's order."""
+        return self._backend.columns(normalize_index(index, len(self._backend)))
 
     @property
     def schema(self) -> dict[str, ColumnInfo]:

@@ -190,6 +190,17 @@ def _flat(arr: pa.Array, column: str) -> list[Any]:
 
 
 # -- reading: one reader per flat key -------------------------------------------------------
+def _fill_nulls(stacked: np.ndarray, arr: pa.Array) -> list[Any]:
+    """One cell or pbc per row: a null row (or an all-null column, Arrow's ``null`` type) is a
+    zero cell or a non-periodic pbc, as ASE builds an Atoms without them."""
+    valid = np.ones(len(arr), dtype=bool) if not arr.null_count else (
+        arr.is_valid().to_numpy(zero_copy_only=False)
+    )
+    out = np.zeros((len(arr), *stacked.shape[1:]), dtype=stacked.dtype)
+    out[valid] = stacked
+    return list(out)
+
+
 def _place(stacked: Any, arr: pa.Array) -> list[Any]:
     """One value per row from values stacked over the non-null rows."""
     if not arr.null_count:
@@ -240,9 +251,9 @@ class Reader:
         if kind == "positions":
             return self._positions(arr, rows)
         if kind == "cell":
-            return _place(self._per_frame(arr, rows, (9,)).reshape(-1, 3, 3).astype(np.float64), arr)
+            return _fill_nulls(self._per_frame(arr, rows, (9,)).reshape(-1, 3, 3).astype(np.float64), arr)
         if kind == "pbc":
-            return _place(self._per_frame(arr, rows, (3,)) != 0, arr)
+            return _fill_nulls(self._per_frame(arr, rows, (3,)) != 0, arr)
         return _place(self._stress(table, arr, rows), arr)
 
     def _fail(self, rows: np.ndarray, what: str) -> InvalidDataError:
@@ -253,6 +264,8 @@ class Reader:
 
     def _per_frame(self, arr: pa.Array, rows: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
         """The non-null rows as one (rows, size) array; every row must hold one of ``sizes`` numbers."""
+        if pa.types.is_null(arr.type):  # every row null
+            return np.zeros((0, sizes[0]))
         nested = _nested(arr)
         if nested is None:
             raise self._fail(rows, f"lists of {' or '.join(map(str, sizes))} numbers")

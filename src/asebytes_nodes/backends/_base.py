@@ -11,7 +11,7 @@ checked, non-negative integers (see :mod:`asebytes_nodes.indexing`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -114,6 +114,17 @@ class ReadableBackend(ABC):
         """Values of one key for several rows: a list with :data:`MISSING` where a row lacks
         it, or (for columnar stores, when every row has it) one stacked numpy array."""
         return [row.get(key, MISSING) for row in self.read_rows(indices, [key])]
+
+    def length_known(self) -> bool:
+        """Does ``len()`` answer without reading everything? False only for streams without a count."""
+        return True
+
+    def iter_rows(self, keys: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every row in order, in batches of :attr:`read_batch_size`; streams override this to
+        read forward without knowing their length."""
+        n = len(self)
+        for start in range(0, n, self.read_batch_size):
+            yield from self.read_rows(np.arange(start, min(start + self.read_batch_size, n)), keys)
 
     def keys(self) -> list[str]:
         """Every key carried by at least one row, sorted. The default reads the key list of every row."""

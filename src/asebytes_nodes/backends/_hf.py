@@ -31,8 +31,10 @@ column names (flat layout, ColabFit, OPTIMADE), else ``ColumnMapping()``.
 Length and order
 ----------------
 A downloaded dataset knows its length. A stream takes it from the split info
-(``dataset.info.splits[split].num_examples``); without one, ``len()`` raises
-``UnsupportedOperationError`` (open it with ``streaming=False``, which downloads it).
+(``dataset.info.splits[split].num_examples``); without one, iteration and ``db[i]`` still
+work (reading forward; a row past the end raises ``RowIndexError``), while ``len()`` raises
+``UnsupportedOperationError`` until the stream has been read to its end, after which it is
+known (or open it with ``streaming=False``, which downloads it).
 Should a stream end before that length, or run past it, reading raises
 ``StoreCorruptedError``. Streams read forward; reading a row behind the current position
 restarts the stream from its beginning (use ``cache_to=`` to avoid re-reading).
@@ -48,7 +50,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import MissingExtraError, StoreCorruptedError, UnknownKeyError, UnsupportedOperationError
+from ..errors import (
+    MissingExtraError,
+    RowIndexError,
+    StoreCorruptedError,
+    UnknownKeyError,
+    UnsupportedOperationError,
+)
 from ._base import MISSING, ReadableBackend
 from ._hf_mapping import COLABFIT, OPTIMADE, ColumnMapping, detect_mapping
 
@@ -57,7 +65,7 @@ if TYPE_CHECKING:
 
     from ._arrow import Reader
 
-__all__ = ["HFBackend", "accepts"]
+__all__ = ["HFBackend", "accepts", "hub_repository"]
 
 _DATASET_TYPES = ("Dataset", "IterableDataset", "DatasetDict", "IterableDatasetDict")
 _SCHEME_MAPPINGS = {"colabfit": COLABFIT, "optimade": OPTIMADE}
@@ -117,13 +125,42 @@ def _load(uri: str, split: str | None, name: str | None, streaming: bool | None,
                 )
             data = datasets.load_dataset(builder, data_files=str(local), streaming=bool(streaming), **kwargs)
         else:
-            data = datasets.load_dataset(str(local), name=name, streaming=bool(streaming), **kwargs)
+            data = _load_split(str(local), split, uri, name=name, streaming=bool(streaming), **kwargs)
         return _pick_split(data, split, uri)
     if "trust_remote_code" in inspect.signature(datasets.load_dataset).parameters:  # datasets 3
         kwargs["trust_remote_code"] = False
     stream = True if streaming is None else streaming
-    data = datasets.load_dataset(rest, name=name, streaming=stream, revision=revision, **kwargs)
+    repo = hub_repository(uri)
+    data = _load_split(repo, split, uri, name=name, streaming=stream, revision=revision, **kwargs)
     return _pick_split(data, split, uri)
+
+
+def _load_split(path: str, split: str | None, uri: str, **kwargs: Any) -> Any:
+    """``datasets.load_dataset`` of one split only (a download of one split, not all), with
+    our error listing the splits when ``split`` names none of them."""
+    datasets = _datasets()
+    try:
+        return datasets.load_dataset(path, split=split, **kwargs)
+    except ValueError as exc:
+        if split is None or "Unknown split" not in str(exc):
+            raise
+        return _pick_split(datasets.load_dataset(path, **kwargs), split, uri)  # raises, listing them
+
+
+def hub_repository(uri: str) -> str:
+    """The Hub repository id a non-local URI names.
+
+    ColabFit publishes its datasets under the ``colabfit`` organisation, so
+    ``colabfit://MD22_Ac_Ala3_NHMe`` is ``colabfit/MD22_Ac_Ala3_NHMe``; a name with a slash
+    is taken as it is, and ``hf://`` and ``optimade://`` name the repository in full.
+
+    >>> hub_repository("colabfit://MD22"), hub_repository("colabfit://someone/MD22")
+    ('colabfit/MD22', 'someone/MD22')
+    """
+    scheme, rest = uri.split("://", 1)
+    if scheme.lower() == "colabfit" and "/" not in rest:
+        return f"colabfit/{rest}"
+    return rest
 
 
 class _Stream:
@@ -135,6 +172,7 @@ class _Stream:
         self._batches: Iterator[pa.Table] | None = None
         self._table: pa.Table | None = None
         self._start = 0  # dataset row of self._table's first row
+        self.ended_at: int | None = None  # rows in the stream, once it has been read to its end
 
     def _advance(self) -> bool:
         if self._batches is None:
@@ -143,7 +181,16 @@ class _Stream:
         elif self._table is not None:
             self._start += self._table.num_rows
         self._table = next(self._batches, None)
+        if self._table is None:
+            self.ended_at = self._start
         return self._table is not None
+
+    def tables(self) -> Iterator[tuple[int, pa.Table]]:
+        """Every batch from the start, with the dataset row of its first row."""
+        self._batches = None
+        while self._advance():
+            assert self._table is not None
+            yield self._start, self._table
 
     def first(self) -> pa.Table:
         """The first batch (for the column names), leaving the stream at its start."""
@@ -153,8 +200,8 @@ class _Stream:
         assert self._table is not None
         return self._table
 
-    def take(self, rows: np.ndarray, length: int) -> pa.Table:
-        """Rows ``rows`` (ascending, unique) as one table."""
+    def take(self, rows: np.ndarray, length: int | None) -> pa.Table:
+        """Rows ``rows`` (ascending, unique) as one table; ``length`` is the split info's count, if any."""
         import pyarrow as pa
 
         if self._table is None or rows[0] < self._start:
@@ -164,12 +211,16 @@ class _Stream:
         k = 0
         while k < len(rows):
             table = self._table
+            if table is None and length is None:
+                raise RowIndexError(
+                    f"row {int(rows[k])} is past the end of the stream, which holds {self._start} rows"
+                )
             if table is None:
                 raise StoreCorruptedError(
                     f"the stream ended after {self._start} rows, but its split info claims {length}"
                 )
             end = self._start + table.num_rows
-            if end > length:
+            if length is not None and end > length:
                 raise StoreCorruptedError(
                     f"the stream holds more rows than the {length} its split info claims"
                 )
@@ -311,17 +362,42 @@ class HFBackend(ReadableBackend):
         self.__init__(state["source"], **state["options"])  # type: ignore[misc]
 
     # -- reading -----------------------------------------------------------------------------
-    def __len__(self) -> int:
-        if self._stream is None:
-            return int(self._data.num_rows)
+    def _claimed_length(self) -> int | None:
+        """The row count of a stream's split info, if it has one."""
         splits = self._data.info.splits
         split = str(self._data.split) if self._data.split is not None else None
         if splits and split in splits and splits[split].num_examples:
             return int(splits[split].num_examples)
-        raise UnsupportedOperationError(
-            f"the length of the stream {self._uri or 'dataset'} is unknown: it has no split info with "
-            "a row count. Open it with streaming=False, which downloads it"
-        )
+        return None
+
+    def __len__(self) -> int:
+        if self._stream is None:
+            return int(self._data.num_rows)
+        length = self._claimed_length()
+        if length is None:
+            length = self._stream.ended_at
+        if length is None:
+            raise UnsupportedOperationError(
+                f"the length of the stream {self._uri or 'dataset'} is unknown until it has been read to "
+                "its end: it has no split info with a row count. Iterate over it (which works without a "
+                "length), or open it with streaming=False, which downloads it"
+            )
+        return length
+
+    def length_known(self) -> bool:
+        """Does ``len()`` answer without reading the whole stream?"""
+        return self._stream is None or self._claimed_length() is not None or self._stream.ended_at is not None
+
+    def iter_rows(self, keys: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every row in order, reading a stream forward once; needs no length."""
+        from ._arrow import table_to_rows
+
+        if self._stream is None:
+            yield from super().iter_rows(keys)
+            return
+        for start, table in self._stream.tables():
+            rows = np.arange(start, start + table.num_rows)
+            yield from table_to_rows(table, self._readers, rows, keys)
 
     def _view(self, columns: tuple[str, ...]) -> Any:
         """The downloaded dataset restricted to ``columns``, in Arrow format (kept per column set)."""
@@ -338,7 +414,8 @@ class HFBackend(ReadableBackend):
             unique, where = np.unique(rows, return_inverse=True)
             import pyarrow as pa
 
-            table = self._stream.take(unique, len(self)).select(list(columns))
+            known = self._claimed_length()
+            table = self._stream.take(unique, known).select(list(columns))
             return table if len(unique) == len(rows) and (where == np.arange(len(rows))).all() else (
                 table.take(pa.array(where))
             )
@@ -390,7 +467,8 @@ class HFBackend(ReadableBackend):
                     nulls[column] = self._data.data.column(column).null_count
                 else:  # a selection of rows (shuffle, select, filter): count those
                     nulls[column] = self._view((column,))[range(n)].column(0).null_count
-            counts = {k: n - nulls[r.column] for k, r in self._readers.items()}
+            filled = ("cell", "pbc")  # a null cell is a zero cell, null pbc non-periodic: never missing
+            counts = {k: n - (0 if r.kind in filled else nulls[r.column]) for k, r in self._readers.items()}
             self._counts = {k: c for k, c in sorted(counts.items()) if c}
         return dict(self._counts)
 
