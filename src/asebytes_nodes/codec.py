@@ -26,17 +26,27 @@ code  Python type                  payload
 ====  ===========================  ==============================================
 
 Object, void (structured) and datetime dtypes are refused at encode time.
+
+Decoding untrusted bytes
+------------------------
+Decoding refuses, with :class:`~asebytes_nodes.errors.UnsafeStoreError` naming where
+in the value it sits, every msgpack extension type this package never writes: unknown
+codes, and msgpack's own timestamp (code -1, which msgpack would turn into a
+``msgpack.Timestamp`` before any hook sees it), as well as arrays of dtypes outside
+bool/int/float/complex/fixed-width strings. Arrays are only ever views of or copies out
+of the stored bytes (``numpy.frombuffer``): no pickle, no ``allow_pickle``, no object arrays.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .errors import SerializationError, StoreCorruptedError
+from .errors import SerializationError, StoreCorruptedError, UnsafeStoreError
 
 __all__ = [
     "CODEC_VERSION",
@@ -110,23 +120,105 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"objects of type {type(obj).__name__} cannot be stored")
 
 
+def _stored_dtype(data: bytes) -> tuple[np.dtype[Any], int]:
+    """The dtype named at the start of an array or scalar payload, and where its data starts."""
+    n = data[0]
+    dtype = np.dtype(data[1 : 1 + n].decode())
+    if dtype.kind not in _ALLOWED_KINDS:
+        raise UnsafeStoreError(
+            f"refusing a stored numpy value of dtype {dtype.str!r}: this package stores only bool, "
+            "integer, float, complex and fixed-width string arrays; the file was not written by it"
+        )
+    return dtype, 1 + n
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == _EXT_NDARRAY:
-        n = data[0]
-        dtype = np.dtype(data[1 : 1 + n].decode())
-        ndim = data[1 + n]
-        start = 2 + n + 8 * ndim
-        shape = struct.unpack_from(f"<{ndim}Q", data, 2 + n)
+        dtype, at = _stored_dtype(data)
+        ndim = data[at]
+        start = at + 1 + 8 * ndim
+        shape = struct.unpack_from(f"<{ndim}Q", data, at + 1)
         return np.frombuffer(data, dtype, offset=start).reshape(shape).copy()
     if code == _EXT_SCALAR:
-        n = data[0]
-        return np.frombuffer(data, np.dtype(data[1 : 1 + n].decode()), count=1, offset=1 + n)[0]
+        dtype, at = _stored_dtype(data)
+        return np.frombuffer(data, dtype, count=1, offset=at)[0]
     if code == _EXT_TUPLE:
         return tuple(_unpack(data))
     if code == _EXT_COMPLEX:
         real, imag = struct.unpack("<dd", data)
         return complex(real, imag)
-    raise StoreCorruptedError(f"unknown msgpack extension type {code}; the file is damaged or newer")
+    raise UnsafeStoreError(_foreign_message(code))
+
+
+def _foreign_message(code: int) -> str:
+    return (
+        f"msgpack extension type {code} is not one this package writes (it writes only codes "
+        f"{_EXT_NDARRAY}-{_EXT_COMPLEX}); refusing the value: the file was damaged or written by "
+        "another program, read it with the program that wrote it"
+    )
+
+
+class _Foreign:
+    """Marks where a refused extension sat, while locating it for the error message."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _locating_hook(code: int, data: bytes) -> Any:
+    try:
+        return _ext_hook(code, data)
+    except (UnsafeStoreError, ValueError, TypeError) as exc:
+        return _Foreign(str(exc) if isinstance(exc, UnsafeStoreError) else _foreign_message(code))
+
+
+# msgpack's timestamp extension (code -1) as it appears on the wire: fixext 4, fixext 8 or
+# ext 8 of length 12. msgpack decodes it itself (no ext_hook), so a decoded value is walked
+# for timestamps only where these bytes occur: a C-speed scan instead of a Python walk per row.
+_TIMESTAMP_WIRE = re.compile(rb"\xd6\xff|\xd7\xff|\xc7\x0c\xff")
+
+
+def _find_foreign(value: Any, where: str) -> tuple[str, str] | None:
+    """``(position, reason)`` of the first refused extension inside a decoded value, or None."""
+    if isinstance(value, _Foreign):
+        return where, value.reason
+    if isinstance(value, msgpack.Timestamp):
+        return where, _foreign_message(-1)
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _find_foreign(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
+def _refusal(found: tuple[str, str] | None) -> UnsafeStoreError:
+    where, reason = found or ("a value", _foreign_message(-1))
+    return UnsafeStoreError(f"{where}: {reason}")
+
+
+def _refuse_foreign(data: Any, decoded: Any, where: str, end: int | None = None) -> None:
+    """Refuse a decoded value holding a msgpack timestamp (see ``_TIMESTAMP_WIRE``)."""
+    if _TIMESTAMP_WIRE.search(data, 0, len(data) if end is None else end) is None:
+        return
+    found = _find_foreign(decoded, where)
+    if found is not None:
+        raise _refusal(found)
+
+
+def _locate_foreign(data: Any, row: bool) -> UnsafeStoreError:
+    """The error for bytes whose decoding met a refused extension, naming where it sits."""
+    try:
+        value = msgpack.unpackb(data, ext_hook=_locating_hook, raw=False, strict_map_key=False)
+        found = _find_foreign(value[0], "key") if row else _find_foreign(value, "value")
+    except Exception:  # noqa: BLE001 - the position only improves the message
+        found = None
+    return _refusal(found)
 
 
 def _pack(obj: Any) -> bytes:
@@ -150,11 +242,15 @@ def decode_value(data: bytes) -> Any:
     """Decode bytes written by :func:`encode_value`."""
     _require_msgpack()
     try:
-        return _unpack(data)
+        value = _unpack(data)
+    except UnsafeStoreError:
+        raise _locate_foreign(data, row=False) from None
     except StoreCorruptedError:
         raise
     except Exception as exc:
         raise StoreCorruptedError(f"cannot decode stored value: {exc}") from exc
+    _refuse_foreign(data, value, "value")
+    return value
 
 
 def encode_row(row: dict[str, Any]) -> bytes:
@@ -209,7 +305,10 @@ def _layout(code: bytes) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...], int
             key, dtype_code, shape, offset = flat[j : j + 4]
             dtype = np.dtype(dtype_code)
             if dtype.kind not in _ALLOWED_KINDS or not isinstance(key, str):
-                raise StoreCorruptedError(f"refusing stored array {key!r} of dtype {dtype_code!r}")
+                raise UnsafeStoreError(
+                    f"refusing stored array {key!r} of dtype {dtype_code!r}: this package stores only "
+                    "bool, integer, float, complex and fixed-width string arrays under string keys"
+                )
             entries.append((key, dtype, tuple(int(d) for d in shape), int(offset)))
         layout = tuple(entries)
         if len(_LAYOUTS) > 4096:  # ragged stores have many layouts; keep the cache bounded
@@ -226,6 +325,12 @@ def decode_row(data: Any, keys: Any = None) -> dict[str, Any]:
     _require_msgpack()
     try:
         plain, code, raw = _unpack(data)
+    except UnsafeStoreError:
+        raise _locate_foreign(data, row=True) from None
+    except Exception as exc:
+        raise StoreCorruptedError(f"cannot decode stored row: {exc}") from exc
+    try:
+        _refuse_foreign(data, plain, "key", len(data) - len(raw))
         layout = _layout(code)
         if keys is not None:
             wanted = set(keys)
