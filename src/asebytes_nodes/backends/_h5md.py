@@ -93,6 +93,12 @@ Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused
 * Units: values with a unit string for length, velocity, force, energy, pressure, mass, charge or
   time are converted to ASE units; data without a unit string (reduced units) is taken as it is;
   an unknown unit string raises :class:`~asebytes_nodes.errors.StoreCorruptedError`.
+* Files whose ``h5md/creator`` is ``znh5md`` are read as znh5md reads them: values are in ASE
+  units whatever the label (it labels ASE velocities ``Angstrom/fs``), and an all-NaN value of
+  a result or custom element means the frame has none (a frame written without a calculator).
+* A per-atom element narrower than the group (znh5md writes forces only as wide as the largest
+  frame that has them) is read for the frames that fit in it; larger frames lack the key.
+  Elements that cannot be read are listed in ``skipped`` and named in a warning at open.
 * ``skipped`` lists every element that was not read, with the reason. A file with several
   particle groups needs ``particles_group=`` (the error lists them; see :meth:`list_groups`).
   ``check()`` names where a file departs from H5MD 1.1 (metadata, box attributes, elements
@@ -116,6 +122,7 @@ import operator
 import os
 import re
 import threading
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -204,6 +211,8 @@ _PARTICLE_KEYS = {
     "momentum": "arrays.momenta",
     "velocity": "arrays.momenta",
 }
+# Keys whose NaN is a value even in znh5md's files (padding is told apart by the mask).
+_FRAME_AXIS_KEYS = frozenset({"arrays.positions", "arrays.numbers", "cell", "pbc"})
 _QUANTITY = {
     "arrays.positions": "length",
     "cell": "length",
@@ -415,6 +424,8 @@ class _Col:
     velocity: bool = False  # another program's velocity, handed out as momenta
     json: bool = False  # znh5md's JSON text
     element: str = ""  # other files: the element read
+    width: int | None = None  # other files: particles of a per-atom element narrower than the group
+    nan_missing: bool = False  # znh5md files: an all-NaN value means "this frame has none"
 
 
 @dataclass
@@ -425,6 +436,7 @@ class _Plan:
     mask: tuple[_Col, Any] | None = None  # other files: element marking padding, and its fill value
     table: dict[str, Any] | None = None  # own files: the column table
     skipped: dict[str, str] = field(default_factory=dict)
+    znh5md: bool = False  # other files: written by znh5md (units and NaN read its way)
 
 
 class H5MDBackend(WritableBackend):
@@ -582,7 +594,14 @@ class H5MDBackend(WritableBackend):
                 self._plan = _own_plan(self._path, handle, self._group, table)
             elif self._group in groups:
                 self._own = False
-                self._plan = _foreign_plan(handle, self._group)
+                self._plan = _foreign_plan(handle, self._group, self._creator.get("name") == "znh5md")
+                if self._plan.skipped:
+                    warnings.warn(
+                        f"{self._path}: elements not read: "
+                        + "; ".join(f"{k} ({why})" for k, why in sorted(self._plan.skipped.items())),
+                        UserWarning,
+                        stacklevel=2,
+                    )
             elif self.readonly or not self._own:
                 found = ", ".join(groups) or "none"
                 raise UnknownKeyError(f"{self._path} has no particle group {self._group!r}; it has: {found}")
@@ -652,11 +671,18 @@ class H5MDBackend(WritableBackend):
     def columns(self, index: int = 0) -> list[str]:
         with self._reading():
             frame = np.array([index])
-            return [
+            cols = self._plan.cols
+            keys = [
                 key
-                for key, col in self._plan.cols.items()
+                for key, col in cols.items()
                 if (present := self._present(col, frame)) is None or bool(present[0])
             ]
+        # Whether znh5md's NaN or a narrower element gives this frame a value shows only in the value.
+        unsure = [k for k in keys if cols[k].nan_missing or cols[k].width is not None]
+        if unsure:
+            found = self.read_row(index, unsure)
+            keys = [k for k in keys if k not in unsure or k in found]
+        return keys
 
     def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
         return self.read_rows([index], keys)[0]
@@ -735,12 +761,18 @@ class H5MDBackend(WritableBackend):
     def _column(self, col: _Col, frames: np.ndarray, sizes: np.ndarray | None) -> list[Any]:
         """Values of ``col`` at sorted unique ``frames``, MISSING where a frame lacks it."""
         present = self._present(col, frames)
+        if col.width is not None and sizes is not None:  # frames with more particles lack it
+            fits = sizes <= col.width if sizes.ndim == 1 else ~sizes[:, col.width :].any(axis=1)
+            present = fits if present is None else present & fits
+            sizes = sizes if sizes.ndim == 1 else sizes[:, : col.width]
         picked = frames if present is None else frames[present]
         part = sizes if sizes is None or present is None else sizes[present]
         if col.velocity:
             values = self._momenta(col, picked, part)
         else:
             values = _convert(col, self._raw(col, picked), part)
+        if col.nan_missing:
+            values = [MISSING if _all_nan(v) else v for v in values]
         if present is None:
             return values
         out: list[Any] = [MISSING] * len(frames)
@@ -1341,7 +1373,12 @@ class _Frames:
 
 
 def _foreign_col(obj: Any, key: str, atom: bool, frames: _Frames, plan: _Plan) -> _Col | None:
-    """How to read element ``obj`` as ``key``, or None (the reason goes to ``plan.skipped``)."""
+    """How to read element ``obj`` as ``key``, or None (the reason goes to ``plan.skipped``).
+
+    In znh5md's files (``plan.znh5md``) values are in ASE units whatever their unit label says
+    (znh5md labels ASE velocities ``Angstrom/fs`` and ignores units when reading), and an all-NaN
+    value of a result or custom element marks a frame that has none, as znh5md reads them.
+    """
     path = obj.name.lstrip("/")
     if key in plan.cols:
         plan.skipped[path] = f"gives {key}, already read from {plan.cols[key].element}"
@@ -1372,16 +1409,19 @@ def _foreign_col(obj: Any, key: str, atom: bool, frames: _Frames, plan: _Plan) -
         plan.skipped[path] = "a group without a value dataset"
         return None
     shape = tuple(data.shape[1:] if col.path is not None else np.shape(col.const))
-    if atom and (not shape or shape[0] != frames.width):
+    if atom and (not shape or shape[0] > frames.width or (shape[0] < frames.width and col.path is None)):
         plan.skipped[path] = f"{shape[0] if shape else 0} particles, the group has {frames.width}"
         return None
+    if atom and shape[0] < frames.width:  # written only for frames of at most that many particles
+        col.width = shape[0]
+    col.nan_missing = plan.znh5md and key not in _FRAME_AXIS_KEYS
     if h5py.check_string_dtype(data.dtype) is not None:
         col.kind = "string"
         col.json = _ORIGIN in getattr(obj, "attrs", {})
     elif not atom and (shape == () or (key == "calc.energy" and shape == (1,))):
         col.kind = "scalar"
     quantity = "velocity" if key == "arrays.momenta" and path.endswith("velocity") else _QUANTITY.get(key)
-    unit = data.attrs.get("unit")
+    unit = None if plan.znh5md else data.attrs.get("unit")
     if quantity is not None and unit is not None:
         try:
             col.scale = unit_factor(_text(unit), quantity)
@@ -1392,15 +1432,16 @@ def _foreign_col(obj: Any, key: str, atom: bool, frames: _Frames, plan: _Plan) -
     return col
 
 
-def _foreign_plan(f: Any, group: str) -> _Plan:
-    """What to read from a particle group another program wrote (see the module notes)."""
+def _foreign_plan(f: Any, group: str, znh5md: bool = False) -> _Plan:
+    """What to read from a particle group another program wrote (see the module notes);
+    ``znh5md``: the file's creator is znh5md, read with its conventions."""
     part = f[f"particles/{group}"]
     box = part.get("box")
     if _is_group(box) and "dimension" in box.attrs:
         dimension = int(np.asarray(box.attrs["dimension"]).reshape(-1)[0])
         if dimension != 3:
             raise UnsupportedOperationError(f"{part.name}: a {dimension}-dimensional box; ASE frames are 3-D")
-    plan = _Plan()
+    plan = _Plan(znh5md=znh5md)
     names = sorted(name for name in part if name != "box")
     clock = next((part[n] for n in (*_PARTICLE_KEYS, *names) if n in part and _timed(part[n])), None)
     if clock is not None:
@@ -1536,6 +1577,14 @@ def _convert(col: _Col, data: Any, sizes: np.ndarray | None) -> list[Any]:
         return list(arr)
     arr = arr.reshape(len(arr))
     return list(arr) if col.code is not None and col.code[0] == "n" else arr.tolist()
+
+
+def _all_nan(value: Any) -> bool:
+    """Is ``value`` a float (array) that is NaN throughout? znh5md's mark of a missing value."""
+    if isinstance(value, float):
+        return value != value
+    arr = np.asarray(value)
+    return arr.dtype.kind in "fc" and arr.size > 0 and bool(np.isnan(arr).all())
 
 
 def _json(text: str) -> Any:
