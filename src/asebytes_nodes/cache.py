@@ -25,6 +25,9 @@ identical and the first one is used. An interrupted append leaves no partial row
 half-filled cache resumes where it stopped. Column views of fully cached rows read the
 cache; otherwise they read the source and fill nothing.
 
+A stream without a row count (its length is recorded as unknown) is cached the same way:
+rows are read forward as they are asked for, and iteration runs until the stream ends.
+
 A cache filled from another source, split, configuration, mapping or length refuses to
 open with :class:`~asebytes_nodes.errors.CacheMismatchError`. To reset a cache, delete it
 (for LMDB: the file and its ``-lock`` file) or choose another ``cache_to`` path.
@@ -34,13 +37,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .backends._base import ReadableBackend, WritableBackend, check_format_record
-from .errors import CacheMismatchError, StoreCorruptedError, UnsupportedOperationError
+from .errors import CacheMismatchError, RowIndexError, StoreCorruptedError, UnsupportedOperationError
 
 __all__ = ["CACHE_FORMAT_VERSION", "CachedBackend"]
 
@@ -54,7 +57,7 @@ def source_record(source: ReadableBackend) -> dict[str, Any]:
     """What identifies ``source`` to a cache, as plain JSON types."""
     hook = getattr(source, "cache_record", None)
     record = dict(hook()) if callable(hook) else {"backend": source.name, "location": source.location}
-    record["length"] = len(source)
+    record["length"] = len(source) if source.length_known() else None  # a stream without a count
     result: dict[str, Any] = json.loads(json.dumps(record, sort_keys=True, default=str))
     return result
 
@@ -88,7 +91,8 @@ class CachedBackend(ReadableBackend):
             )
         self._cache: WritableBackend = store
         self._record = source_record(source)
-        self._index = np.full(len(source), -1, dtype=np.int64)
+        self._bounded = source.length_known()
+        self._index = np.full(len(source) if self._bounded else 0, -1, dtype=np.int64)
         self._scanned = 0  # cache rows already looked at
         self._check_header()
         self._scan()
@@ -132,7 +136,9 @@ class CachedBackend(ReadableBackend):
         numbers = np.fromiter(
             (int(v) if isinstance(v, (int, np.integer)) else -1 for v in values), np.int64, stop - start
         )
-        if (numbers >= len(self._index)).any():
+        if not self._bounded:
+            self._grow(int(numbers.max(initial=-1)) + 1)
+        elif (numbers >= len(self._index)).any():
             raise StoreCorruptedError(
                 f"{self._where()}: a cached row claims source row {int(numbers.max())}, but the source "
                 f"has {len(self._index)} rows; delete the cache to reset it"
@@ -142,8 +148,17 @@ class CachedBackend(ReadableBackend):
         self._index[rows[keep]] = start + first[keep]
         self._scanned = stop
 
+    def _grow(self, size: int) -> None:
+        """Make room in the index of a source of unknown length for rows below ``size``."""
+        if size > len(self._index):
+            grown = np.full(max(size, 2 * len(self._index)), -1, dtype=np.int64)
+            grown[: len(self._index)] = self._index
+            self._index = grown
+
     def _locate(self, rows: np.ndarray) -> np.ndarray:
         """Cache rows of source ``rows``, filling the cache with those it lacks."""
+        if not self._bounded:
+            self._grow(int(rows.max()) + 1)
         where = self._index[rows]
         if (where < 0).any():
             self._scan()
@@ -158,7 +173,29 @@ class CachedBackend(ReadableBackend):
 
     # -- reading ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._index) if self._bounded else len(self._source)
+
+    def length_known(self) -> bool:
+        return self._bounded or self._source.length_known()
+
+    def iter_rows(self, keys: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every row in order through the cache; for a stream without a count, until it ends."""
+        if self._bounded:
+            yield from super().iter_rows(keys)
+            return
+        start = 0
+        while True:
+            batch = np.arange(start, start + self.read_batch_size)
+            try:
+                rows = self.read_rows(batch, keys)
+            except RowIndexError:  # the stream ends inside this batch: finish row by row
+                for i in batch.tolist():
+                    try:
+                        yield self.read_row(i, keys)
+                    except RowIndexError:
+                        return
+            yield from rows
+            start += self.read_batch_size
 
     def read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
@@ -180,6 +217,8 @@ class CachedBackend(ReadableBackend):
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         rows = np.asarray(indices, dtype=np.int64)
+        if not self._bounded and rows.size:
+            self._grow(int(rows.max()) + 1)
         where = self._index[rows]
         if (where < 0).any():
             self._scan()

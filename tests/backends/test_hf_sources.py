@@ -116,3 +116,16 @@ def test_keys_of_one_row() -> None:
     assert "arrays.positions" in db.keys(0)
     with pytest.raises(IndexError):
         db.keys(2)
+
+
+def test_stream_without_row_count_through_a_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "cache.lmdb"
+    stream = stream_without_count(tmp_path, 6)
+    db = ASEIO(HFBackend(stream, batch_size=4), cache_to=cache)
+    assert db[3].info["k"] == 3  # read forward, kept in the cache
+    assert [a.info["k"] for a in db] == list(range(6))
+    with pytest.raises(RowIndexError):
+        db[8]
+    again = ASEIO(HFBackend(stream), cache_to=cache)
+    assert again[5].info["k"] == 5  # served by the cache, filled by the first handle
+    assert len(ASEIO(cache, readonly=True)) == 7  # the header row and six frames
