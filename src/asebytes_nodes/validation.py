@@ -26,7 +26,8 @@ __all__ = [
 NAMESPACES = ("arrays", "calc", "info")
 TOP_LEVEL_KEYS = ("cell", "pbc", "constraints")
 _PREFIXES = tuple(ns + "." for ns in NAMESPACES)
-# calc results whose first axis runs over atoms, with their per-atom shapes
+# calc results whose first axis runs over atoms, with their per-atom shapes: every ASE output
+# whose shape starts with ``natoms`` (``ase.outputs``; a test keeps the two in step)
 PER_ATOM_CALC = {
     "forces": ((3,),),
     "energies": ((),),
@@ -34,6 +35,7 @@ PER_ATOM_CALC = {
     "stresses": ((6,), (3, 3)),
     "magmoms": ((), (3,)),
     "charges": ((),),
+    "born_effective_charges": ((3, 3),),
 }
 _ALLOWED_DTYPE_KINDS = frozenset("biufcUS")
 
