@@ -1,0 +1,393 @@
+"""Crash-safe writes of HDF5 files (H5MD and MDTraj backends): an undo journal, one writer at a
+time, space checks and checksum errors.
+
+HDF5 rewrites its metadata (B-trees, object headers, free-space lists, the superblock) in place
+and keeps no journal of its own, so a process killed mid-write can leave every earlier frame
+unreadable or changed. Writes therefore go through :func:`journaled`, which opens the file with
+h5py's ``fileobj`` driver over :class:`_UndoFile`:
+
+Design (a byte-level rollback journal, like SQLite's)
+-----------------------------------------------------
+* Before the first overwrite of any byte that lies inside the file's length at the start of
+  the write, the old content of the touched 4 KiB pages is appended to ``<file>-journal``
+  (one record per run of pages: offset, length, bytes, CRC-32). Bytes past the old end need no
+  undo: the file is cut back to its old length. Plain ``write`` calls reach the page cache,
+  which outlives a killed process, and the journal record always lands before the store's own
+  write, so a kill at any moment leaves a journal that can undo everything written so far.
+* Commit: close the HDF5 file (HDF5 flushes its caches through the driver), ``fsync`` the
+  store, delete the journal. The deletion is the commit point.
+* Recovery ("hot journal"): whoever opens the store next, reader or writer, finds the journal,
+  takes the writer lock, writes the old bytes back, cuts the file to its old length (or
+  deletes a file the write created) and deletes the journal. A reader without write
+  permission on the folder gets :class:`~asebytes_nodes.errors.StoreCorruptedError` saying
+  so. A torn last record (a kill while appending it) fails its CRC and is ignored: the store
+  write it preceded never happened.
+* One writer at a time: :class:`~._safety.StoreLock` on ``<file>.lock`` (exclusive for a write
+  from planning to commit, waiting up to ``lock_timeout``, then
+  :class:`~asebytes_nodes.errors.StoreLockedError` naming the holder).
+* Readers (ours) open the file through HDF5's own ``sec2`` driver and hold ``<file>.lock``
+  shared for each read call, so a read never overlaps a write: readers wait out a write (where
+  they would otherwise see a half-written file) and reopen when the file changed (size or
+  mtime). Reads never go through the Python driver. HDF5's own file lock, which a reader
+  holds while the file is open, does not stop a write through the ``fileobj`` driver: a write
+  no longer fails because another process has the store open. Other programs (h5py, znh5md,
+  MDAnalysis) that keep the file open across one of our writes see the new content only after
+  reopening it, as with any HDF5 file changed by another process.
+* Full disk: :func:`journaled` checks free space for the write's estimate first (HDF5 must never
+  hit ``ENOSPC`` itself, which crashed it with the ``sec2`` driver); if a write or the journal
+  still runs out of space, the write is rolled back from the journal and
+  :class:`~asebytes_nodes.errors.DiskFullError` is raised. The journal itself needs at most the
+  size of the pages the write overwrites.
+* Checksums: chunked datasets get HDF5's ``fletcher32`` filter (:data:`CHECKSUM`);
+  :func:`checked` turns HDF5's checksum failure into StoreCorruptedError naming the dataset and
+  rows, and :func:`checksum_problems` scans every chunk of a file for ``check()``.
+
+Cost: writes go through Python callbacks (one per HDF5 I/O call, a few hundred per write);
+overwritten pages are copied once to the journal; one ``fsync`` per write. Kill -9 safe; power
+loss is covered for the store (fsync before the journal is deleted) but not for the journal's
+records, which are not fsynced one by one (that would cost an fsync per overwritten page run).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext, suppress
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import DiskFullError, StoreCorruptedError
+from ._safety import DEFAULT_LOCK_TIMEOUT, StoreLock, disk_full, is_disk_full, require_space
+
+__all__ = [
+    "CHECKSUM",
+    "JOURNAL_SUFFIX",
+    "LOCK_SUFFIX",
+    "checked",
+    "checksum_problems",
+    "journaled",
+    "reading",
+    "recover",
+    "store_lock",
+]
+
+JOURNAL_SUFFIX = "-journal"
+LOCK_SUFFIX = ".lock"
+#: Dataset creation options that add a checksum to every chunk.
+CHECKSUM: dict[str, Any] = {"fletcher32": True}
+_PAGE = 4096
+_MAGIC = b"asebytes-undo-1\n"
+_HEAD = struct.Struct("<QB")  # old length, 1 if the write created the file
+_REC = struct.Struct("<QI")  # offset, length (then the bytes, then CRC-32 of header + bytes)
+_CRC = struct.Struct("<I")
+
+
+class _Locks:
+    """This process's StoreLock per store path (re-made after fork: flock locks are shared
+    with the parent through an inherited descriptor)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.locks: dict[str, StoreLock] = {}
+        self.shared_depth: dict[str, int] = {}
+        self.mutex = threading.RLock()
+
+
+_LOCKS = _Locks()
+
+
+def store_lock(path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> StoreLock:
+    """The writer lock of the HDF5 file ``path`` (``<path>.lock``), one per path per process."""
+    global _LOCKS
+    if _LOCKS.pid != os.getpid():
+        _LOCKS = _Locks()  # the parent's descriptors stay open (closing would not unlock it)
+    key = os.path.realpath(path)
+    with _LOCKS.mutex:
+        lock = _LOCKS.locks.get(key)
+        if lock is None:
+            lock = _LOCKS.locks[key] = StoreLock(f"{path}{LOCK_SUFFIX}", store=str(path), timeout=timeout)
+        lock.timeout = timeout
+        return lock
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Hold the store's lock shared for one read call (no-op inside this process's own write),
+    after rolling back an interrupted write if one left its journal."""
+    lock = store_lock(path)
+    key = os.path.realpath(path)
+    with _LOCKS.mutex:
+        depth = _LOCKS.shared_depth.get(key, 0)
+        if depth == 0 and os.path.exists(f"{path}{JOURNAL_SUFFIX}"):
+            recover(path)
+        context = lock.shared() if depth == 0 else nullcontext()
+        context.__enter__()
+        _LOCKS.shared_depth[key] = depth + 1
+    try:
+        yield
+    finally:
+        with _LOCKS.mutex:
+            _LOCKS.shared_depth[key] -= 1
+            if _LOCKS.shared_depth[key] == 0:
+                context.__exit__(None, None, None)
+
+
+def recover(path: Path) -> bool:
+    """Roll back the write a killed process left half done; True if there was one."""
+    journal = Path(f"{path}{JOURNAL_SUFFIX}")
+    if not journal.exists():
+        return False
+    lock = store_lock(path)
+    try:
+        with lock.exclusive():
+            if not journal.exists():  # another process recovered first
+                return False
+            _roll_back(path, journal)
+    except PermissionError as exc:
+        raise StoreCorruptedError(
+            f"{path}: an interrupted write left {journal.name}, and rolling it back needs write "
+            "permission on the file and its folder; open the store once where you can write it"
+        ) from exc
+    return True
+
+
+def _roll_back(path: Path, journal: Path) -> None:
+    data = journal.read_bytes()
+    head = len(_MAGIC) + _HEAD.size
+    if len(data) < head + _CRC.size or not data.startswith(_MAGIC):
+        journal.unlink()  # torn before the first store byte was written
+        return
+    if _CRC.unpack_from(data, head)[0] != zlib.crc32(data[:head]):
+        journal.unlink()
+        return
+    old_length, created = _HEAD.unpack_from(data, len(_MAGIC))
+    if created:
+        with suppress(FileNotFoundError):
+            path.unlink()
+        journal.unlink()
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        pos = head + _CRC.size
+        while pos + _REC.size <= len(data):
+            offset, length = _REC.unpack_from(data, pos)
+            end = pos + _REC.size + length
+            if end + _CRC.size > len(data) or _CRC.unpack_from(data, end)[0] != zlib.crc32(data[pos:end]):
+                break  # torn record: the store write it preceded never happened
+            _pwrite_all(fd, data[pos + _REC.size : end], offset)
+            pos = end + _CRC.size
+        os.ftruncate(fd, old_length)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    journal.unlink()
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+class _UndoFile:
+    """The file object h5py writes through: saves old pages to the journal before overwriting."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.journal_path = Path(f"{path}{JOURNAL_SUFFIX}")
+        self.created = not path.exists()
+        self.old_length = 0 if self.created else path.stat().st_size
+        self.saved = np.zeros(0, bool)  # pages whose old bytes are in the journal
+        self.pos = 0
+        self.failed = False
+        self.journal = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            head = _MAGIC + _HEAD.pack(self.old_length, self.created)
+            self.journal_end = len(head) + _CRC.size
+            _pwrite_all(self.journal, head + _CRC.pack(zlib.crc32(head)), 0)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except BaseException:
+            os.close(self.journal)
+            self.journal_path.unlink()
+            raise
+
+    # -- the file-object interface h5py's fileobj driver calls ------------------------------
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = pos if whence == 0 else self.pos + pos if whence == 1 else os.fstat(self.fd).st_size + pos
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, size: int = -1) -> bytes:
+        size = os.fstat(self.fd).st_size - self.pos if size < 0 else size
+        data = os.pread(self.fd, size, self.pos)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = os.pread(self.fd, len(view), self.pos)
+        view[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def write(self, data: Any) -> int:
+        if self.failed:
+            raise OSError(errno.EIO, f"{self.path}: this write already failed and is being rolled back")
+        view = memoryview(data).cast("B")
+        try:
+            if self.pos < self.old_length:
+                self._save(self.pos, min(self.pos + len(view), self.old_length))
+            _pwrite_all(self.fd, view, self.pos)
+        except BaseException:
+            self.failed = True  # nothing more reaches the file; the journal undoes what did
+            raise
+        self.pos += len(view)
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self.pos if size is None else size
+        if size < self.old_length:
+            self._save(size, self.old_length)
+        os.ftruncate(self.fd, size)
+        return size
+
+    def flush(self) -> None:
+        """Nothing to do: every write is already in the page cache."""
+
+    # -- the journal ---------------------------------------------------------------------------
+    def _save(self, lo: int, hi: int) -> None:
+        """Append the old bytes of the pages overlapping [lo, hi) not yet in the journal."""
+        first, last = lo // _PAGE, (hi - 1) // _PAGE + 1
+        if len(self.saved) < last:  # grown geometrically: one flag per page of the old file
+            grown = np.zeros(max(last, 2 * len(self.saved)), bool)
+            grown[: len(self.saved)] = self.saved
+            self.saved = grown
+        todo = np.flatnonzero(~self.saved[first:last]) + first
+        if not len(todo):
+            return
+        runs = np.split(todo, np.flatnonzero(np.diff(todo) != 1) + 1)
+        for run in runs:
+            start = int(run[0]) * _PAGE
+            stop = min((int(run[-1]) + 1) * _PAGE, self.old_length)
+            old = os.pread(self.fd, stop - start, start)
+            record = _REC.pack(start, len(old)) + old
+            _pwrite_all(self.journal, record + _CRC.pack(zlib.crc32(record)), self.journal_end)
+            self.journal_end += len(record) + _CRC.size
+            self.saved[run] = True
+
+    def commit(self) -> None:
+        """Make the write durable, then delete the journal: the commit point."""
+        os.fsync(self.fd)
+        self.close_files()
+        self.journal_path.unlink()
+
+    def roll_back(self) -> None:
+        """Undo everything this write changed (after an error; the HDF5 file is closed)."""
+        self.close_files()
+        _roll_back(self.path, self.journal_path)
+
+    def close_files(self) -> None:
+        self.failed = True
+        for name in ("fd", "journal"):
+            fd = getattr(self, name, None)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+
+@contextmanager
+def journaled(path: Path, nbytes: int, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[Any]:
+    """An ``h5py.File`` open for writing whose changes all land or none do.
+
+    ``nbytes``: the write's estimated size, checked against free space first. Hold
+    :func:`store_lock` exclusive around the whole write (planning included); this takes it too.
+    An exception rolls the file back; out of space becomes DiskFullError.
+    """
+    store = str(path)
+    with store_lock(path, timeout).exclusive():
+        recover(path)
+        require_space(path, nbytes, store=store)
+        undo = _UndoFile(path)
+        handle = None
+        try:
+            handle = h5py.File(undo, "w" if undo.created else "r+")
+            yield handle
+            handle.close()
+            undo.commit()
+        except BaseException as exc:
+            if handle is not None:
+                with suppress(Exception):
+                    handle.close()
+            undo.roll_back()
+            if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                raise disk_full(exc, store) from exc
+            raise
+
+
+def estimate(values: Any) -> int:
+    """Bytes a write of ``values`` (arrays, object arrays of arrays, or lists of them) needs."""
+    if isinstance(values, np.ndarray):
+        if values.dtype != object:
+            return values.nbytes
+        return sum(estimate(v) for v in values.ravel().tolist()) + 16 * values.size
+    if isinstance(values, list | tuple):
+        return sum(estimate(v) for v in values)
+    if isinstance(values, bytes | str):
+        return len(values)
+    return 16
+
+
+@contextmanager
+def checked(ds: Any, rows: Any = None) -> Iterator[None]:
+    """Turn HDF5's failure to read a damaged chunk into StoreCorruptedError naming ``ds`` and rows."""
+    try:
+        yield
+    except OSError as exc:
+        text = str(exc)
+        if "filter" not in text and "checksum" not in text.lower() and "read" not in text.lower():
+            raise
+        raise _damaged(ds, rows, exc) from exc
+
+
+def _damaged(ds: Any, rows: Any, exc: BaseException) -> StoreCorruptedError:
+    where = "" if rows is None else f" rows {_span(rows)}"
+    return StoreCorruptedError(
+        f"{ds.file.filename}: dataset {ds.name}{where} is damaged ({exc}); the file's checksums or "
+        "structure do not match what was written; restore the file from a copy"
+    )
+
+
+def _span(rows: Any) -> str:
+    if isinstance(rows, slice):
+        return f"{rows.start}-{rows.stop - 1}"
+    arr = np.asarray(rows).ravel()
+    return f"{int(arr.min())}-{int(arr.max())}" if arr.size else "none"
+
+
+def checksum_problems(f: Any) -> list[str]:
+    """Every chunk of every dataset in ``f`` that fails its checksum or cannot be read, by rows."""
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset) or obj.shape is None or not obj.shape:
+            return
+        step = obj.chunks[0] if obj.chunks else max(1, obj.shape[0])
+        for start in range(0, obj.shape[0], step):
+            stop = min(start + step, obj.shape[0])
+            try:
+                obj[start:stop]
+            except OSError as exc:
+                found.append(f"dataset /{name} rows {start}-{stop - 1}: damaged ({exc})")
+
+    f.visititems(visit)
+    return found
