@@ -232,7 +232,7 @@ def test_newer_layout_is_refused(tmp_path: Path) -> None:
     ASEIO(path).extend(make_frames("ethanol")[:1])
     with h5py.File(path, "a") as f:
         group = f["parameters/asebytes_nodes/atoms"]
-        group.attrs["asebytes_nodes"] = group.attrs["asebytes_nodes"].replace('"version": 1', '"version": 7')
+        group.attrs["asebytes_nodes"] = group.attrs["asebytes_nodes"].replace('"version": 2', '"version": 7')
     with pytest.raises(FormatVersionError, match="layout version 7"):
         ASEIO(path)
 
@@ -242,7 +242,7 @@ def test_check_and_format_info(tmp_path: Path) -> None:
     ASEIO(path).extend(make_frames("keys_on_some_frames"))
     backend = H5MDBackend(path, readonly=True)
     info = backend.format_info()
-    assert info["format"] == "asebytes_nodes.h5md" and info["version"] == 1 and info["h5md"] == "1.1"
+    assert info["format"] == "asebytes_nodes.h5md" and info["version"] == 2 and info["h5md"] == "1.1"
     assert info["creator"]["name"] == "asebytes-nodes" and info["particles_group"] == "atoms"
     assert backend.check() == []
     backend.close()

@@ -97,10 +97,8 @@ def test_scalar_columns_follow_every_write(tmp_path: Path) -> None:
 
 
 def block_codes(db: ASEIO) -> dict[str, str]:
-    from asebytes_nodes.backends._lmdb import _META_SCALARS, _read_meta
-
     with db.backend._txn() as txn:  # type: ignore[attr-defined]
-        return _read_meta(txn, _META_SCALARS)
+        return db.backend._book(txn).codes  # type: ignore[attr-defined]
 
 
 def test_a_file_replaced_under_the_same_name_is_read_afresh(tmp_path: Path) -> None:

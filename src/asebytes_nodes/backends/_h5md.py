@@ -150,6 +150,7 @@ from ..errors import (
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record, path_of
 from ._h5md_zarr import ZarrDataset, ZarrGroup, is_zarr_dir, open_zarr
+from ._hdf5_journal import CHECKSUM, checked, checksum_problems, estimate, journaled, reading, store_lock
 
 try:
     import h5py
@@ -159,7 +160,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["H5MDBackend", "sniff"]
 
 FORMAT_NAME = "asebytes_nodes.h5md"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CREATOR = "asebytes-nodes"
 _PRIVATE = "parameters/asebytes_nodes"
 _TABLE = "asebytes_nodes"
@@ -348,7 +349,7 @@ class _SharedFile:
                 try:
                     self.file = h5py.File(self.path, "r")
                 except OSError as exc:
-                    if h5py.is_hdf5(self.path):  # a lock held by a writer elsewhere
+                    if h5py.is_hdf5(self.path):
                         raise
                     raise StoreCorruptedError(f"{self.path}: cannot open as HDF5 ({exc})") from exc
                 self.stamp = stamp
@@ -356,25 +357,18 @@ class _SharedFile:
             return self.file
 
     @contextmanager
-    def writer(self) -> Iterator[Any]:
-        """The file opened for writing (created if needed) for one write, closed afterwards."""
+    def writer(self, nbytes: int) -> Iterator[Any]:
+        """The file opened for writing (created if needed) for one all-or-nothing write of about
+        ``nbytes``, closed afterwards (see :mod:`._hdf5_journal`)."""
         with self.lock:
             self._forget_if_forked()
             if self.file is not None:
                 self.file.close()
                 self.file = None
             try:
-                handle = h5py.File(self.path, "a")
-            except OSError as exc:
-                exc.add_note(
-                    f"{self.path}: HDF5 refuses to open the file for writing while another process "
-                    "has it open (file locking); close it there first"
-                )
-                raise
-            try:
-                yield handle
+                with journaled(self.path, nbytes) as handle:
+                    yield handle
             finally:
-                handle.close()
                 self.stamp = None
                 self.generation += 1
 
@@ -496,7 +490,7 @@ class H5MDBackend(WritableBackend):
         self._generation = -1
         self._datasets: dict[str, Any] = {}
         try:
-            with self._shared.lock:
+            with self._shared.lock, reading(self._path):
                 self._load()
         except BaseException:
             self.close()
@@ -541,8 +535,8 @@ class H5MDBackend(WritableBackend):
     @contextmanager
     def _reading(self) -> Iterator[None]:
         """Hold the file's lock while reading: a write by another thread in this process swaps the
-        handle and must not be seen half done."""
-        with self._shared.lock:
+        handle and must not be seen half done; another process's write is waited out."""
+        with self._shared.lock, reading(self._path):
             self._file()
             yield
 
@@ -663,6 +657,9 @@ class H5MDBackend(WritableBackend):
         time), this layout's own invariants for stores it wrote, then every row."""
         with self._reading():
             handle = self._file()
+            damaged = checksum_problems(handle)  # damaged chunks first: the checks below read them
+            if damaged:
+                return damaged
             problems = [] if handle is None else _conformance(handle, self._group)
             if self._plan.table is not None:
                 problems += _invariants(handle, self._group, self._plan)
@@ -844,8 +841,9 @@ class H5MDBackend(WritableBackend):
         drop: Sequence[str] = (),
     ) -> None:
         """Plan and write under the file's lock: one writer at a time in this process, each
-        planning from the store as it is (``where`` None: append)."""
-        with self._shared.lock:
+        planning from the store as it is (``where`` None: append); one writer per file across
+        processes (the store lock, held from planning to commit)."""
+        with self._shared.lock, store_lock(self._path).exclusive():
             self._file()
             if where is None:
                 where = np.arange(self._plan.length, self._plan.length + len(rows))
@@ -916,7 +914,9 @@ class H5MDBackend(WritableBackend):
         if "arrays.momenta" in columns and (full or touched & set(batches)):
             table["velocity"] = True
             velocity = self._velocities(where, rows, all_counts[where], width, full, drop)
-        with self._shared.writer() as f, _Journal(f) as journal:
+        payload = estimate([velocity, *(data for _, _, data in batches.values())])
+        nbytes = 2 * payload + len(batches) * (1 << 17)  # data, its journal, and chunk rewrites
+        with self._shared.writer(nbytes) as f, _Journal(f) as journal:
             writer = _Writer(f, journal, self._group, self._options, table, n0, new)
             writer.layout(rows[0].get("pbc") if full else None)
             writer.clock(where if counts is not None else where[:0], all_counts)
@@ -1064,16 +1064,19 @@ class _Writer:
         rows = max(1, _CHUNK_BYTES // np.dtype(dtype).itemsize)
         extra = {} if fill is None else {"fillvalue": fill}
         return self.journal.dataset(
-            path, shape=(n,), maxshape=(None,), chunks=(rows,), dtype=dtype, **extra, **self._filters()
+            path, shape=(n,), maxshape=(None,), chunks=(rows,), dtype=dtype, **extra, **self._filters(dtype)
         )
 
-    def _filters(self) -> dict[str, Any]:
-        """Compression options of every dataset."""
+    def _filters(self, dtype: Any) -> dict[str, Any]:
+        """Compression options of every dataset, and a checksum per chunk (fixed-size values
+        only: HDF5 keeps variable-length ones outside the chunk)."""
+        checksum = {} if np.dtype(dtype).kind == "O" else CHECKSUM
         if self.options["compression"] is None:
-            return {}
+            return checksum
         return {
             "compression": self.options["compression"],
             "compression_opts": self.options["compression_opts"],
+            **checksum,
         }
 
     def clock(self, where: np.ndarray, counts: np.ndarray) -> None:
@@ -1126,7 +1129,7 @@ class _Writer:
             chunks=(max(1, _CHUNK_BYTES // max(1, row_bytes)), *(max(1, s) for s in shape[1:])),
             dtype=dtype,
             **options,
-            **self._filters(),
+            **self._filters(dtype),
         )
         if unit is not None:
             ds.attrs["unit"] = unit
@@ -1619,6 +1622,11 @@ def _sorted_unique(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 def _take(ds: Any, rows: np.ndarray) -> Any:
     """Rows ``rows`` of a dataset: one slab read when they are dense, else a selection."""
     rows = np.asarray(rows, np.int64)
+    with checked(ds, rows):  # a chunk failing its checksum: StoreCorruptedError naming ds and rows
+        return _take_rows(ds, rows)
+
+
+def _take_rows(ds: Any, rows: np.ndarray) -> Any:
     if not len(rows):
         return ds[0:0]
     if len(rows) > 1 and not (np.diff(rows) > 0).all():

@@ -50,10 +50,10 @@ records, which are not fsynced one by one (that would cost an fsync per overwrit
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
 import threading
+import traceback
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
@@ -63,7 +63,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import DiskFullError, StoreCorruptedError
+from ..errors import ASEBytesError, DiskFullError, StoreCorruptedError
 from ._safety import DEFAULT_LOCK_TIMEOUT, StoreLock, disk_full, is_disk_full, require_space
 
 __all__ = [
@@ -103,8 +103,10 @@ class _Locks:
 _LOCKS = _Locks()
 
 
-def store_lock(path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> StoreLock:
-    """The writer lock of the HDF5 file ``path`` (``<path>.lock``), one per path per process."""
+def store_lock(path: Path, timeout: float | None = None) -> StoreLock:
+    """The writer lock of the HDF5 file ``path`` (``<path>.lock``), one per path per process;
+    ``timeout`` (seconds, default :data:`~._safety.DEFAULT_LOCK_TIMEOUT`) sets how long its
+    writers wait, for this process."""
     global _LOCKS
     if _LOCKS.pid != os.getpid():
         _LOCKS = _Locks()  # the parent's descriptors stay open (closing would not unlock it)
@@ -112,15 +114,18 @@ def store_lock(path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> StoreLock:
     with _LOCKS.mutex:
         lock = _LOCKS.locks.get(key)
         if lock is None:
-            lock = _LOCKS.locks[key] = StoreLock(f"{path}{LOCK_SUFFIX}", store=str(path), timeout=timeout)
-        lock.timeout = timeout
+            lock = StoreLock(f"{path}{LOCK_SUFFIX}", store=str(path), timeout=DEFAULT_LOCK_TIMEOUT)
+            _LOCKS.locks[key] = lock
+        if timeout is not None:
+            lock.timeout = timeout
         return lock
 
 
 @contextmanager
 def reading(path: Path) -> Iterator[None]:
     """Hold the store's lock shared for one read call (no-op inside this process's own write),
-    after rolling back an interrupted write if one left its journal."""
+    after rolling back an interrupted write if one left its journal. Whatever HDF5 raises
+    while reading (damaged metadata or chunks) becomes StoreCorruptedError naming the store."""
     lock = store_lock(path)
     key = os.path.realpath(path)
     with _LOCKS.mutex:
@@ -132,11 +137,24 @@ def reading(path: Path) -> Iterator[None]:
         _LOCKS.shared_depth[key] = depth + 1
     try:
         yield
+    except Exception as exc:
+        if depth or isinstance(exc, ASEBytesError) or not _from_h5py(exc):
+            raise
+        raise StoreCorruptedError(
+            f"{path}: HDF5 cannot read the file ({type(exc).__name__}: {exc}); it is damaged or "
+            "truncated; restore it from a copy"
+        ) from exc
     finally:
         with _LOCKS.mutex:
             _LOCKS.shared_depth[key] -= 1
             if _LOCKS.shared_depth[key] == 0:
                 context.__exit__(None, None, None)
+
+
+def _from_h5py(exc: BaseException) -> bool:
+    """Was ``exc`` raised inside h5py (HDF5 failing on the file), not by our own code?"""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and "h5py" in frames[-1].filename
 
 
 def recover(path: Path) -> bool:
@@ -207,58 +225,101 @@ class _UndoFile:
         self.old_length = 0 if self.created else path.stat().st_size
         self.saved = np.zeros(0, bool)  # pages whose old bytes are in the journal
         self.pos = 0
-        self.failed = False
-        self.journal = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.failure: OSError | None = None  # the first error writing the file or the journal
+        self.spill: dict[int, bytearray] | None = None  # pages written after it, kept in memory
+        self.size = 0  # the file's length as HDF5 sees it once spilling
+        self.fd: int | None = None
+        self.journal: int | None = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             head = _MAGIC + _HEAD.pack(self.old_length, self.created)
             self.journal_end = len(head) + _CRC.size
             _pwrite_all(self.journal, head + _CRC.pack(zlib.crc32(head)), 0)
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except BaseException:
-            os.close(self.journal)
+            self.close_files()
             self.journal_path.unlink()
             raise
 
     # -- the file-object interface h5py's fileobj driver calls ------------------------------
+    # HDF5 must never see a failed write: on a full disk it has crashed (segfaults in h5py's
+    # close and dealloc). So after the first error the rest of the write goes to memory
+    # ("spill"), HDF5 finishes and closes cleanly, and :func:`journaled` rolls back and raises.
+    def _length(self) -> int:
+        return self.size if self.spill is not None else os.fstat(self.fd).st_size  # type: ignore[arg-type]
+
     def seek(self, pos: int, whence: int = 0) -> int:
-        self.pos = pos if whence == 0 else self.pos + pos if whence == 1 else os.fstat(self.fd).st_size + pos
+        self.pos = pos if whence == 0 else self.pos + pos if whence == 1 else self._length() + pos
         return self.pos
 
     def tell(self) -> int:
         return self.pos
 
+    def _pread(self, size: int, pos: int) -> bytes:
+        if self.spill is None:
+            return os.pread(self.fd, size, pos)  # type: ignore[arg-type]
+        size = max(0, min(size, self.size - pos))
+        if not size:
+            return b""
+        first, last = pos // _PAGE, (pos + size - 1) // _PAGE + 1
+        data = b"".join(bytes(self._page(p)) for p in range(first, last))
+        return data[pos - first * _PAGE : pos - first * _PAGE + size]
+
+    def _page(self, p: int) -> bytearray:
+        page = self.spill.get(p) if self.spill is not None else None
+        if page is None:
+            page = bytearray(_PAGE)
+            if self.fd is not None:
+                old = os.pread(self.fd, _PAGE, p * _PAGE)
+                page[: len(old)] = old
+        return page
+
     def read(self, size: int = -1) -> bytes:
-        size = os.fstat(self.fd).st_size - self.pos if size < 0 else size
-        data = os.pread(self.fd, size, self.pos)
+        data = self._pread(self._length() - self.pos if size < 0 else size, self.pos)
         self.pos += len(data)
         return data
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        data = os.pread(self.fd, len(view), self.pos)
+        data = self._pread(len(view), self.pos)
         view[: len(data)] = data
         self.pos += len(data)
         return len(data)
 
     def write(self, data: Any) -> int:
-        if self.failed:
-            raise OSError(errno.EIO, f"{self.path}: this write already failed and is being rolled back")
         view = memoryview(data).cast("B")
-        try:
-            if self.pos < self.old_length:
-                self._save(self.pos, min(self.pos + len(view), self.old_length))
-            _pwrite_all(self.fd, view, self.pos)
-        except BaseException:
-            self.failed = True  # nothing more reaches the file; the journal undoes what did
-            raise
+        if self.spill is None:
+            try:
+                if self.pos < self.old_length:
+                    self._save(self.pos, min(self.pos + len(view), self.old_length))
+                _pwrite_all(self.fd, view, self.pos)  # type: ignore[arg-type]
+            except OSError as exc:  # the journal holds what reached the file
+                self._start_spilling(exc)
+        if self.spill is not None:
+            for p in range(self.pos // _PAGE, (self.pos + len(view) - 1) // _PAGE + 1):
+                page = self.spill[p] = self._page(p)
+                lo, hi = max(self.pos, p * _PAGE), min(self.pos + len(view), (p + 1) * _PAGE)
+                page[lo - p * _PAGE : hi - p * _PAGE] = view[lo - self.pos : hi - self.pos]
+            self.size = max(self.size, self.pos + len(view))
         self.pos += len(view)
         return len(view)
 
+    def _start_spilling(self, exc: OSError | None) -> None:
+        if self.spill is None:
+            self.failure = self.failure or exc
+            self.size = os.fstat(self.fd).st_size if self.fd is not None else 0
+            self.spill = {}
+
     def truncate(self, size: int | None = None) -> int:
         size = self.pos if size is None else size
-        if size < self.old_length:
-            self._save(size, self.old_length)
-        os.ftruncate(self.fd, size)
+        if self.spill is None:
+            try:
+                if size < self.old_length:
+                    self._save(size, self.old_length)
+                os.ftruncate(self.fd, size)  # type: ignore[arg-type]
+            except OSError as exc:
+                self._start_spilling(exc)
+        if self.spill is not None:
+            self.size = size
         return size
 
     def flush(self) -> None:
@@ -297,7 +358,8 @@ class _UndoFile:
         _roll_back(self.path, self.journal_path)
 
     def close_files(self) -> None:
-        self.failed = True
+        """Close both files; later calls (h5py may close the HDF5 file late) go to memory."""
+        self._start_spilling(None)
         for name in ("fd", "journal"):
             fd = getattr(self, name, None)
             if fd is not None:
@@ -306,7 +368,7 @@ class _UndoFile:
 
 
 @contextmanager
-def journaled(path: Path, nbytes: int, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[Any]:
+def journaled(path: Path, nbytes: int, timeout: float | None = None) -> Iterator[Any]:
     """An ``h5py.File`` open for writing whose changes all land or none do.
 
     ``nbytes``: the write's estimated size, checked against free space first. Hold
@@ -320,9 +382,13 @@ def journaled(path: Path, nbytes: int, timeout: float = DEFAULT_LOCK_TIMEOUT) ->
         undo = _UndoFile(path)
         handle = None
         try:
-            handle = h5py.File(undo, "w" if undo.created else "r+")
+            # New files get HDF5 1.8's formats: checksummed superblock, object headers and group
+            # indexes (so metadata damage is detected), readable by every HDF5 since 1.8.
+            handle = h5py.File(undo, "w", libver=("v108", "v108")) if undo.created else h5py.File(undo, "r+")
             yield handle
             handle.close()
+            if undo.failure is not None:
+                raise undo.failure
             undo.commit()
         except BaseException as exc:
             if handle is not None:
@@ -360,6 +426,7 @@ def checked(ds: Any, rows: Any = None) -> Iterator[None]:
 
 
 def _damaged(ds: Any, rows: Any, exc: BaseException) -> StoreCorruptedError:
+    ds = getattr(ds, "_dset", ds)  # h5py's asstr() wrapper
     where = "" if rows is None else f" rows {_span(rows)}"
     return StoreCorruptedError(
         f"{ds.file.filename}: dataset {ds.name}{where} is damaged ({exc}); the file's checksums or "
@@ -377,6 +444,8 @@ def _span(rows: Any) -> str:
 def checksum_problems(f: Any) -> list[str]:
     """Every chunk of every dataset in ``f`` that fails its checksum or cannot be read, by rows."""
     found: list[str] = []
+    if not isinstance(f, h5py.Group):  # no file yet, or H5MD in Zarr (no HDF5 checksums)
+        return found
 
     def visit(name: str, obj: Any) -> None:
         if not isinstance(obj, h5py.Dataset) or obj.shape is None or not obj.shape:

@@ -1,7 +1,7 @@
 """LMDB backend: one file, one msgpack blob per row, atomic batch writes.
 
-On-disk layout
---------------
+On-disk layout (version 2)
+--------------------------
 A single LMDB data file at the given path (``subdir=False``) plus LMDB's
 ``<path>-lock`` file beside it. One unnamed database holds:
 
@@ -17,24 +17,36 @@ key                    value
 ``b"r" + u64 BE i``    row ``i``, encoded by :mod:`asebytes_nodes.codec`
 =====================  =====================================================
 
+In version 2 every value but ``m:format`` ends with 4 bytes: the little-endian
+CRC-32 (zlib) of the value, computed starting from the CRC-32 of its key (see
+:mod:`._lmdb_check`). A damaged row or block is refused with
+:class:`~asebytes_nodes.errors.StoreCorruptedError` naming it; ``check()``
+reports each. Before mapping a file, its two LMDB meta pages are read and a file
+shorter than the pages they claim is refused (LMDB would die with ``SIGBUS``).
+
 Rows sort after all other keys, so appends use LMDB's append mode. A column
 whose values all share one exact scalar type (Python ``float`` -> code ``f``,
 ``int`` in int64 range -> ``i``, ``bool`` -> ``b``, a numpy scalar -> ``n`` +
-``dtype.str``) is also kept in blocks, so reading it (``db["calc.energy"]``)
-costs one LMDB read per 512 rows instead of decoding every row; a column that
-stops being one type loses its blocks and is read from the rows. Rows stay the
-source of truth; blocks are written in the same transaction. The length is
-committed in the same transaction as the rows, so a reader never sees a
-half-written ``extend`` and a killed writer leaves the earlier rows intact.
+``dtype.str``) is also kept in blocks (:mod:`._lmdb_blocks`), so reading it
+(``db["calc.energy"]``) costs one LMDB read per 512 rows instead of decoding
+every row; a column that stops being one type loses its blocks and is read from
+the rows. Rows stay the source of truth; blocks are written in the same
+transaction. The length is committed in the same transaction as the rows, so a
+reader never sees a half-written ``extend`` and a killed writer leaves the
+earlier rows intact.
 
 Version history
 ---------------
-1. First layout (asebytes-nodes 0.1).
+1. First layout (asebytes-nodes 0.1): values without checksums.
+2. A CRC-32 after every value but the format record (issue 12). Version 1 stores
+   are read and written in their own layout (no checksums); new stores are version 2.
 
 Process rules (py-lmdb): one environment per file per process, shared by
 every handle on that path; an environment inherited through ``fork`` is
 closed and reopened in the child; reads open no write transaction, so the
-data file's bytes are unchanged by reading.
+data file's bytes are unchanged by reading. A write that fails in LMDB (a full
+disk) closes the environment, and every handle reopens it on its next use, so
+an environment LMDB marked unusable after a failed commit is never used again.
 """
 
 from __future__ import annotations
@@ -49,21 +61,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..codec import (
-    decode_row,
-    decode_value,
-    encode_row,
-    encode_value,
-    maybe_scalar,
-    scalar_type_code,
-    type_code_dtype,
-)
+from ..codec import decode_row, decode_value, encode_row, encode_value
 from ..errors import (
     MissingExtraError,
     StoreCorruptedError,
     StoreNotFoundError,
 )
 from ._base import MISSING, WritableBackend, check_format_record
+from ._lmdb_blocks import (
+    META_KEYS,
+    META_SCALARS,
+    Bookkeeping,
+    describe_key,
+    read_meta,
+    read_scalar_column,
+)
+from ._lmdb_check import Sealed, Unsealed, check_file, free_bytes, lmdb_failure
+from ._safety import disk_full, is_disk_full, require_space
 
 try:
     import lmdb
@@ -75,34 +89,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["LMDBBackend"]
 
 FORMAT_NAME = "asebytes_nodes.lmdb"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _META_FORMAT = b"m:format"
 _META_LENGTH = b"m:length"
-_META_KEYS = b"m:keys"
-_META_SCALARS = b"m:scalars"
-_BLOCK = 512  # rows per scalar column block
 _U64 = struct.Struct(">Q")
 _INITIAL_MAP_SIZE = 1 << 30  # address space only: the file grows with its data
-
-
-def _read_scalar_column(txn: Any, key: str, code: str, rows: np.ndarray) -> list[Any]:
-    """One scalar column from its blocks: one LMDB read per block, no row decoding."""
-    dtype = type_code_dtype(code)
-    blocks = rows // _BLOCK
-    unique = np.unique(blocks)
-    masks = np.zeros((len(unique), _BLOCK), bool)
-    values = np.zeros((len(unique), _BLOCK), dtype)
-    for j, block in enumerate(unique.tolist()):
-        raw = txn.get(_block_key(key, block))
-        if raw is not None:
-            masks[j] = np.frombuffer(raw, bool, _BLOCK)
-            values[j] = np.frombuffer(raw, dtype, _BLOCK, _BLOCK)
-    where = np.searchsorted(unique, blocks), rows % _BLOCK
-    picked = values[where]
-    out: list[Any] = picked.tolist() if code in ("f", "i", "b") else list(picked)
-    for j in np.flatnonzero(~masks[where]).tolist():
-        out[j] = MISSING
-    return out
+_PAGE_OVERHEAD = 64  # bytes LMDB adds per stored value (node header, page slack), roughly
 
 
 def _row_key(i: int) -> bytes:
@@ -165,6 +157,7 @@ def _acquire_env(path: Path, readonly: bool, map_size: int) -> _SharedEnv:
         writable = not readonly or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
         if not writable and not readonly:
             raise PermissionError(f"{path}: the file or its folder is not writable")
+        check_file(path)
         try:
             # An explicit map_size is honoured (LMDB raises it to the data already stored);
             # the default reserves address space only, the file grows with its data.
@@ -182,11 +175,23 @@ def _acquire_env(path: Path, readonly: bool, map_size: int) -> _SharedEnv:
         except lmdb.InvalidError as exc:
             raise StoreCorruptedError(f"{path}: not an LMDB file or damaged ({exc})") from exc
         except lmdb.Error as exc:
+            if is_disk_full(exc):
+                raise disk_full(exc, str(path)) from exc
             raise StoreCorruptedError(f"{path}: cannot open as LMDB ({exc})") from exc
         shared = _SharedEnv(env, writable, key, _inode(path))
         shared.users = 1
         _ENVS[shared.key] = shared
         return shared
+
+
+def _discard_env(shared: _SharedEnv) -> None:
+    """Close an environment after a failed commit; every handle on it reopens the file."""
+    with _ENVS_LOCK:
+        if _ENVS.get(shared.key) is shared:
+            del _ENVS[shared.key]
+        if not shared.stale and shared.pid == os.getpid():
+            shared.env.close()
+        shared.stale = True
 
 
 def _release_env(shared: _SharedEnv) -> None:
@@ -256,13 +261,25 @@ class LMDBBackend(WritableBackend):
             else:
                 fmt = decode_value(bytes(raw))
         if fmt is None:
+            self._seal = Sealed
             if not self.readonly:
-                with self._write_txn() as txn:
+
+                def init(txn: Any) -> None:
                     txn.put(_META_FORMAT, encode_value({"format": FORMAT_NAME, "version": FORMAT_VERSION}))
-                    txn.put(_META_LENGTH, _U64.pack(0))
-                    txn.put(_META_KEYS, encode_value({}))
+                    self._put(txn, _META_LENGTH, _U64.pack(0))
+                    self._put(txn, META_KEYS, encode_value({}))
+                    self._put(txn, META_SCALARS, encode_value({}))
+
+                self._write(init, 0)
             return
         check_format_record(str(self._path), fmt, FORMAT_NAME, FORMAT_VERSION, "LMDB")
+        version = fmt.get("version")
+        if version not in (Unsealed.version, Sealed.version):
+            raise StoreCorruptedError(
+                f"{self._path}: format record names layout version {version!r}; this package "
+                f"reads versions 1 and {FORMAT_VERSION}: the record is damaged"
+            )
+        self._seal = Sealed if version == Sealed.version else Unsealed
 
     @property
     def _env(self) -> Any:
@@ -304,14 +321,14 @@ class LMDBBackend(WritableBackend):
             break
         try:
             yield txn
+        except lmdb.Error as exc:  # LMDB met a damaged page (MDB_CORRUPTED, MDB_PAGE_NOTFOUND...)
+            raise lmdb_failure(self._path, exc) from exc
+        except StoreCorruptedError as exc:
+            if str(self._path) in str(exc):
+                raise
+            raise type(exc)(f"{self._path}: {exc}") from exc
         finally:
             txn.abort()
-
-    @contextmanager
-    def _write_txn(self) -> Iterator[Any]:
-        with self._env_lock():
-            with self._env.begin(write=True) as txn:
-                yield txn
 
     @contextmanager
     def _env_lock(self) -> Iterator[None]:
@@ -319,34 +336,81 @@ class LMDBBackend(WritableBackend):
         with self._shared.lock:
             yield
 
-    def _write(self, work: Any) -> None:
-        """Run ``work(txn)`` in one write transaction, growing the map and retrying when full."""
-        env = self._env
+    def _write(self, work: Any, nbytes: int) -> None:
+        """Run ``work(txn)`` in one write transaction, growing the map and retrying when full.
+
+        ``nbytes`` (about what the write stores) is checked against the free disk space
+        first; a write LMDB fails on a full disk raises :class:`DiskFullError`, and the
+        environment is reopened, since LMDB may have marked it unusable.
+        """
+        require_space(self._path, nbytes + _PAGE_OVERHEAD * 64, store=str(self._path))
         while True:
+            env = self._env
             try:
-                with self._write_txn() as txn:
+                with self._env_lock(), env.begin(write=True) as txn:
                     work(txn)
                 return
             except lmdb.MapFullError:
                 env.set_mapsize(env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
                 env.set_mapsize(0)
+            except lmdb.Error as exc:
+                assert self._shared is not None
+                _discard_env(self._shared)
+                if is_disk_full(exc) or free_bytes(self._path) < nbytes + (1 << 20):
+                    raise disk_full(exc, str(self._path)) from exc
+                raise lmdb_failure(self._path, exc) from exc
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full(exc, str(self._path)) from exc
+                raise
+
+    def _put(self, txn: Any, key: bytes, value: bytes) -> None:
+        txn.put(key, self._seal.wrap(key, value))
+
+    def _record(self, txn: Any, key: bytes) -> Any:
+        """The stored value of ``key`` without its checksum (None if absent); refuses damage."""
+        raw = txn.get(key)
+        if raw is None:
+            return None
+        body = self._seal.unwrap(key, raw)
+        if body is None:
+            raise self._damaged(key)
+        return body
+
+    def _damaged(self, key: bytes) -> StoreCorruptedError:
+        return StoreCorruptedError(
+            f"{self._path}: {describe_key(key)} fails its checksum: the file is damaged; restore "
+            "it from a copy, or run `asebytes check` to list every damaged row"
+        )
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
         with self._txn() as txn:
             return self._length(txn)
 
-    @staticmethod
-    def _length(txn: Any) -> int:
-        raw = txn.get(_META_LENGTH)
-        return 0 if raw is None else int(_U64.unpack(raw)[0])
+    def _length(self, txn: Any) -> int:
+        raw = self._record(txn, _META_LENGTH)
+        if raw is None:
+            if txn.get(_META_FORMAT) is None:  # a new file, before its format record
+                return 0
+            raise StoreCorruptedError(f"{self._path}: the row count record is missing: the file is damaged")
+        if len(raw) != _U64.size:
+            raise self._damaged(_META_LENGTH)
+        return int(_U64.unpack(raw)[0])
 
     def _get(self, txn: Any, i: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
-        raw = txn.get(_row_key(i))
+        key = _row_key(i)
+        raw = txn.get(key)
         if raw is None:
             raise StoreCorruptedError(f"{self._path}: row {i} is missing from the file")
-        return decode_row(raw, keys)
+        body = self._seal.unwrap(key, raw)
+        if body is None:
+            raise self._damaged(key)
+        try:
+            return decode_row(body, keys)
+        except StoreCorruptedError as exc:
+            raise type(exc)(f"{self._path}: row {i}: {exc}") from exc
 
     def columns(self, index: int = 0) -> list[str]:
         with self._txn() as txn:
@@ -365,11 +429,16 @@ class LMDBBackend(WritableBackend):
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any]:
         with self._txn() as txn:
-            code = _read_meta(txn, _META_SCALARS).get(key)
-            if code is not None:
-                return _read_scalar_column(txn, key, code, np.asarray(indices, dtype=np.int64))
+            get = self._getter(txn)
+            code = read_meta(get, META_SCALARS, self._seal is Sealed).get(key)
             keys = (key,)
-            return [self._get(txn, i, keys).get(key, MISSING) for i in np.asarray(indices).tolist()]
+
+            def from_rows(rows: Any) -> list[Any]:
+                return [self._get(txn, i, keys).get(key, MISSING) for i in rows]
+
+            if code is not None:
+                return read_scalar_column(get, key, code, np.asarray(indices, dtype=np.int64), from_rows)
+            return from_rows(np.asarray(indices).tolist())
 
     def keys(self) -> list[str]:
         with self._txn() as txn:
@@ -384,72 +453,102 @@ class LMDBBackend(WritableBackend):
             raw = txn.get(_META_FORMAT)
         return dict(decode_value(bytes(raw))) if raw is not None else {}
 
-    @staticmethod
-    def _key_counts(txn: Any) -> dict[str, int]:
-        return _read_meta(txn, _META_KEYS)
+    def _key_counts(self, txn: Any) -> dict[str, int]:
+        return read_meta(self._getter(txn), META_KEYS)
+
+    def _getter(self, txn: Any) -> Any:
+        return lambda key: self._record(txn, key)
+
+    def _book(self, txn: Any) -> Bookkeeping:
+        put = self._put
+        strict = self._seal is Sealed  # version 2 writes every meta record at creation
+        return Bookkeeping(txn, self._getter(txn), lambda key, value: put(txn, key, value), strict)
+
+    def _move(self, txn: Any, src: int, dst: int) -> None:
+        """Move row ``src`` to ``dst``, checking its checksum and sealing it for its new key."""
+        body = self._record(txn, _row_key(src))
+        if body is None:
+            raise StoreCorruptedError(f"{self._path}: row {src} is missing from the file")
+        self._put(txn, _row_key(dst), bytes(body))
+
+    def check(self) -> list[str]:
+        """Inherited row checks, after verifying the checksum of every other record."""
+        problems: list[str] = []
+        try:
+            with self._txn() as txn:
+                for key, raw in txn.cursor():
+                    if key[:1] == b"r":  # rows sort last; the inherited check reads them
+                        break
+                    if key != _META_FORMAT and self._seal.unwrap(key, raw) is None:
+                        problems.append(str(self._damaged(bytes(key))))
+        except StoreCorruptedError as exc:
+            problems.append(str(exc))
+        return problems + super().check()
 
     # -- writing -----------------------------------------------------------------------------
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
         blobs = [encode_row(r) for r in rows]  # every row encodes before the transaction starts
+        wrap = self._seal.wrap
 
         def work(txn: Any) -> None:
             n = self._length(txn)
-            book = _Bookkeeping(txn)
+            book = self._book(txn)
             book.appended(n, rows)
+            keys = [_row_key(i) for i in range(n, n + len(blobs))]
             txn.cursor().putmulti(
-                [(_row_key(n + k), blob) for k, blob in enumerate(blobs)], append=True
+                [(key, wrap(key, blob)) for key, blob in zip(keys, blobs, strict=True)], append=True
             )
-            txn.put(_META_LENGTH, _U64.pack(n + len(blobs)))
+            self._put(txn, _META_LENGTH, _U64.pack(n + len(blobs)))
             book.commit()
 
         if blobs:
-            self._write(work)
+            self._write(work, _size(blobs))
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
         blobs = [encode_row(r) for r in rows]
 
         def work(txn: Any) -> None:
-            book = _Bookkeeping(txn)
+            book = self._book(txn)
             for i, row, blob in zip(np.asarray(indices).tolist(), rows, blobs, strict=True):
                 book.replaced(i, self._get(txn, i), row)
-                txn.put(_row_key(i), blob)
+                self._put(txn, _row_key(i), blob)
             book.commit()
 
-        self._write(work)
+        self._write(work, _size(blobs))
 
     def update_rows(
         self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]
     ) -> None:
         self._check_writable()
-        for update in updates:
-            encode_row(update)  # refuse unserialisable values before the transaction
+        blobs = [encode_row(update) for update in updates]  # refuse unserialisable values first
 
         def work(txn: Any) -> None:
-            book = _Bookkeeping(txn)
+            book = self._book(txn)
             for i, update in zip(np.asarray(indices).tolist(), updates, strict=True):
                 old = self._get(txn, i)
                 new = {**old, **update}
                 book.replaced(i, old, new)
-                txn.put(_row_key(i), encode_row(new))
+                self._put(txn, _row_key(i), encode_row(new))
             book.commit()
 
-        self._write(work)
+        self._write(work, 2 * _size(blobs))
 
     def drop_keys(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str]) -> None:
         self._check_writable()
+        rows = np.asarray(indices).tolist()
 
         def work(txn: Any) -> None:
-            book = _Bookkeeping(txn)
-            for i in np.asarray(indices).tolist():
+            book = self._book(txn)
+            for i in rows:
                 old = self._get(txn, i)
                 new = {k: v for k, v in old.items() if k not in keys}
                 book.replaced(i, old, new)
-                txn.put(_row_key(i), encode_row(new))
+                self._put(txn, _row_key(i), encode_row(new))
             book.commit()
 
-        self._write(work)
+        self._write(work, _PAGE_OVERHEAD * len(rows))
 
     def insert_rows(self, index: int, rows: Sequence[dict[str, Any]]) -> None:
         """Insert before ``index``; moves every later row, so it costs O(rows after index)."""
@@ -460,17 +559,17 @@ class LMDBBackend(WritableBackend):
         def work(txn: Any) -> None:
             n = self._length(txn)
             for i in range(n - 1, index - 1, -1):
-                txn.put(_row_key(i + k), bytes(txn.get(_row_key(i))))
+                self._move(txn, i, i + k)
             for j, blob in enumerate(blobs):
-                txn.put(_row_key(index + j), blob)
-            txn.put(_META_LENGTH, _U64.pack(n + k))
-            book = _Bookkeeping(txn)
+                self._put(txn, _row_key(index + j), blob)
+            self._put(txn, _META_LENGTH, _U64.pack(n + k))
+            book = self._book(txn)
             book.inserted(rows)
             book.rebuild_from(index, n + k, lambda i, keys: self._get(txn, i, keys))
             book.commit()
 
         if blobs:
-            self._write(work)
+            self._write(work, _size(blobs))
 
     def delete_rows(self, indices: Sequence[int] | np.ndarray) -> None:
         """Delete rows; moves every later row, so it costs O(rows after the first deleted)."""
@@ -481,7 +580,7 @@ class LMDBBackend(WritableBackend):
 
         def work(txn: Any) -> None:
             n = self._length(txn)
-            book = _Bookkeeping(txn)
+            book = self._book(txn)
             for i in drop:
                 book.replaced(None, self._get(txn, i), {})
             dropset = set(drop)
@@ -489,148 +588,17 @@ class LMDBBackend(WritableBackend):
             for i in range(drop[0], n):
                 if i in dropset:
                     continue
-                txn.put(_row_key(target), bytes(txn.get(_row_key(i))))
+                self._move(txn, i, target)
                 target += 1
             for i in range(target, n):
                 txn.delete(_row_key(i))
-            txn.put(_META_LENGTH, _U64.pack(target))
+            self._put(txn, _META_LENGTH, _U64.pack(target))
             book.rebuild_from(drop[0], target, lambda i, keys: self._get(txn, i, keys))
             book.commit()
 
-        self._write(work)
+        self._write(work, 0)
 
 
-def _count(counts: dict[str, int], row: dict[str, Any], sign: int) -> None:
-    for key in row:
-        left = counts.get(key, 0) + sign
-        if left > 0:
-            counts[key] = left
-        else:
-            counts.pop(key, None)
-
-
-def _block_key(key: str, block: int) -> bytes:
-    return _block_prefix(key) + _U64.pack(block)
-
-
-def _block_prefix(key: str) -> bytes:
-    name = key.encode()
-    return b"c" + struct.pack(">H", len(name)) + name
-
-
-class _Bookkeeping:
-    """What one write transaction must keep in step with the rows: key counts and the
-    scalar column blocks (see the layout at the top of the module)."""
-
-    def __init__(self, txn: Any) -> None:
-        self.txn = txn
-        self.counts: dict[str, int] = _read_meta(txn, _META_KEYS)
-        self.codes: dict[str, str] = _read_meta(txn, _META_SCALARS)
-        self.blocks: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def _block(self, key: str, block: int) -> tuple[np.ndarray, np.ndarray]:
-        found = self.blocks.get((key, block))
-        if found is None:
-            dtype = type_code_dtype(self.codes[key])
-            raw = self.txn.get(_block_key(key, block))
-            if raw is None:
-                found = (np.zeros(_BLOCK, bool), np.zeros(_BLOCK, dtype))
-            else:
-                found = (
-                    np.frombuffer(raw, bool, _BLOCK).copy(),
-                    np.frombuffer(raw, dtype, _BLOCK, _BLOCK).copy(),
-                )
-            self.blocks[(key, block)] = found
-        return found
-
-    def _fill(self, key: str, start: int, values: list[Any]) -> None:
-        """Write values of rows ``start, start + 1, ...`` (MISSING where absent)."""
-        present = np.fromiter((v is not MISSING for v in values), bool, len(values))
-        data = np.zeros(len(values), type_code_dtype(self.codes[key]))
-        data[present] = [v for v in values if v is not MISSING]
-        stop = start + len(values)
-        for block in range(start // _BLOCK, (stop - 1) // _BLOCK + 1):
-            lo, hi = max(start, block * _BLOCK), min(stop, (block + 1) * _BLOCK)
-            mask, vals = self._block(key, block)
-            mask[lo - block * _BLOCK : hi - block * _BLOCK] = present[lo - start : hi - start]
-            vals[lo - block * _BLOCK : hi - block * _BLOCK] = data[lo - start : hi - start]
-
-    def _demote(self, key: str) -> None:
-        """The column stopped being one scalar type: drop its blocks, read it from rows."""
-        del self.codes[key]
-        self.blocks = {k: v for k, v in self.blocks.items() if k[0] != key}
-        prefix = _block_prefix(key)
-        cursor = self.txn.cursor()
-        if cursor.set_range(prefix):
-            while cursor.key().startswith(prefix) and cursor.delete():
-                pass
-
-    def appended(self, start: int, rows: Sequence[dict[str, Any]]) -> None:
-        known = set(self.counts)
-        seen: set[str] = set()
-        for row in rows:
-            _count(self.counts, row, +1)
-            seen.update(row)
-        for key in seen - (known - self.codes.keys()):  # new keys and block columns
-            if key not in self.codes and not maybe_scalar(next(r[key] for r in rows if key in r)):
-                continue  # a new key whose first value is no scalar: read from rows
-            values = [row.get(key, MISSING) for row in rows]
-            present = [v for v in values if v is not MISSING]
-            if not present:
-                continue
-            code = scalar_type_code(present)
-            if key not in self.codes and key not in known and code is not None:
-                self.codes[key] = code
-            if key in self.codes:
-                if code == self.codes[key]:
-                    self._fill(key, start, values)
-                else:
-                    self._demote(key)
-
-    def inserted(self, rows: Sequence[dict[str, Any]]) -> None:
-        for row in rows:
-            _count(self.counts, row, +1)
-
-    def replaced(self, i: int | None, old: dict[str, Any], new: dict[str, Any]) -> None:
-        """Row ``i`` changed from ``old`` to ``new`` (``i`` None: rows move, rebuild follows)."""
-        _count(self.counts, old, -1)
-        _count(self.counts, new, +1)
-        if i is None:
-            return
-        for key in (old.keys() | new.keys()) & self.codes.keys():
-            if key not in new:
-                self._fill(key, i, [MISSING])
-            elif scalar_type_code([new[key]]) == self.codes[key]:
-                self._fill(key, i, [new[key]])
-            else:
-                self._demote(key)
-
-    def rebuild_from(self, first: int, length: int, read: Any) -> None:
-        """Rows from ``first`` on moved: rewrite every scalar block from there."""
-        start = first // _BLOCK * _BLOCK
-        keys = list(self.codes)
-        rows = [read(i, keys) for i in range(start, length)]
-        for key in keys:
-            prefix = _block_prefix(key)
-            cursor = self.txn.cursor()
-            if cursor.set_range(_block_key(key, start // _BLOCK)):
-                while cursor.key().startswith(prefix) and cursor.delete():
-                    pass
-            self.blocks = {k: v for k, v in self.blocks.items() if k[0] != key}
-            values = [row.get(key, MISSING) for row in rows]
-            present = [v for v in values if v is not MISSING]
-            if present and scalar_type_code(present) != self.codes[key]:
-                self._demote(key)
-            elif present:
-                self._fill(key, start, values)
-
-    def commit(self) -> None:
-        for (key, block), (mask, vals) in self.blocks.items():
-            self.txn.put(_block_key(key, block), mask.tobytes() + vals.tobytes())
-        self.txn.put(_META_KEYS, encode_value(self.counts))
-        self.txn.put(_META_SCALARS, encode_value(self.codes))
-
-
-def _read_meta(txn: Any, key: bytes) -> dict[str, Any]:
-    raw = txn.get(key)
-    return {} if raw is None else decode_value(bytes(raw))
+def _size(blobs: Sequence[bytes]) -> int:
+    """About the bytes LMDB needs to store ``blobs`` (values, node headers, page slack)."""
+    return sum(map(len, blobs)) + _PAGE_OVERHEAD * len(blobs)

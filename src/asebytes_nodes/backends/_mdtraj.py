@@ -45,20 +45,20 @@ the datasets its first frames carry. Atom names default to element symbols and t
 to ``UNK`` 1; the root attribute ``asebytes_nodes_topology`` lists the topology keys that
 came from the frames, and only those are read back. Rows cannot be inserted, deleted or lose
 keys, and datasets written without an unlimited first axis cannot grow. Each write call opens,
-flushes and closes the file (several milliseconds), so append in batches.
+commits and closes the file (several milliseconds), so append in batches.
 
-An ``extend`` writes every other dataset first and ``coordinates`` last, flushing after each:
-rows past ``len(coordinates)`` are ignored and overwritten by the next ``extend``, so a
-process killed mid-write leaves the earlier extends whole. HDF5 keeps no journal; this holds
-because uncompressed chunks (the default) are rewritten in place. A compressed chunk that
-gains rows moves, and HDF5 may give its old space to a later write of the same session while
-the file on disk still points there. Flushing after each dataset narrows that window (no
-damage in 60 kills of a gzip writer) but cannot close it: ``compression="gzip"`` (MDTraj's
-own default) trades that safety for size, and so does appending to a gzip file from MDTraj.
+Every write is all or nothing, also when the process is killed or the disk fills: it goes
+through the undo journal of :mod:`._hdf5_journal` (``<file>-journal`` while it runs,
+``<file>.lock`` serialising writers across processes; readers wait out a write), so
+compression is as safe as none. Frame datasets carry HDF5's ``fletcher32`` checksum per chunk
+(PyTables, hence mdtraj, reads it); a damaged chunk raises StoreCorruptedError naming the
+dataset and rows.
 
 Version history
 ---------------
 ``conventionVersion`` 1.0 and 1.1 are read; 1.1 is written; a major version above 1 is refused.
+Files written since asebytes-nodes issue 12 carry ``fletcher32`` checksums on their frame
+datasets (same conventions; older files without them are read as before).
 
 Process rules: one read-only ``h5py.File`` per file per process, shared by every handle on
 it. A write closes it (HDF5 cannot open a file for writing that the process holds read-only)
@@ -95,6 +95,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ._base import MISSING, WritableBackend, path_of
+from ._hdf5_journal import CHECKSUM, checked, checksum_problems, estimate, journaled, reading, store_lock
 
 try:
     import h5py
@@ -216,8 +217,7 @@ class MDTrajBackend(WritableBackend):
         Refuse every write.
     compression
         ``None`` (the default) or ``"gzip"`` (MDTraj's own choice: zlib level 1 with shuffle),
-        for new files. Compressed chunks move in the file as they grow, which HDF5 cannot do
-        crash-safely: see "Writing" at the top of the module.
+        for new files.
     title
         The ``title`` root attribute of a new file.
     """
@@ -243,7 +243,8 @@ class MDTrajBackend(WritableBackend):
         self._key = os.path.realpath(self._path)
         self._shared: _Shared | None = None
         self._meta = _Meta(stamp=None)
-        self._refresh()
+        with reading(self._path):
+            self._refresh()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -364,15 +365,24 @@ class MDTrajBackend(WritableBackend):
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
-        self._refresh()
-        return self._meta.length
+        with reading(self._path):
+            self._refresh()
+            return self._meta.length
 
     def keys(self) -> list[str]:
-        self._refresh()
-        return list(self._meta.keys)
+        with reading(self._path):
+            self._refresh()
+            return list(self._meta.keys)
 
     def columns(self, index: int = 0) -> list[str]:
         return list(self._meta.keys)
+
+    def check(self) -> list[str]:
+        """Chunks failing their checksum (by dataset and rows), then every row."""
+        with reading(self._path):
+            self._refresh()
+            damaged = checksum_problems(self._file()) if self._meta.stamp is not None else []
+        return damaged or super().check()
 
     def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
         return self.read_rows([index], keys)[0]
@@ -384,7 +394,9 @@ class MDTrajBackend(WritableBackend):
         if idx.size == 0:
             return []
         frames, where = _unique(idx)
-        values = self._read(frames, self._meta.keys if keys is None else keys)
+        with reading(self._path):  # another process's write is waited out, then seen whole
+            self._refresh()
+            values = self._read(frames, self._meta.keys if keys is None else keys)
         rows: list[dict[str, Any]] = [{} for _ in frames]
         for key, column in values.items():
             if key in self._meta.topology:  # one topology for every frame: a copy each
@@ -404,12 +416,14 @@ class MDTrajBackend(WritableBackend):
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
-        if key not in self._meta.keys:
-            return [MISSING] * len(idx)
-        if idx.size == 0:
-            return []
-        frames, where = _unique(idx)
-        values = self._read(frames, [key])[key]
+        with reading(self._path):
+            self._refresh()
+            if key not in self._meta.keys:
+                return [MISSING] * len(idx)
+            if idx.size == 0:
+                return []
+            frames, where = _unique(idx)
+            values = self._read(frames, [key])[key]
         if key in self._meta.topology:
             return np.repeat(values[None], len(idx), axis=0)
         return [values[j] for j in where.tolist()] if isinstance(values, list) else values[where]
@@ -444,9 +458,10 @@ class MDTrajBackend(WritableBackend):
             ds = shared.datasets.get(name)
             if ds is None:
                 ds = shared.datasets[name] = self._file()[name]
-            if name in _PER_ATOM.values():
-                return _take(ds, frames).astype(np.float64) * meta.scales[name]
-            raw = meta.whole[name] = ds[: meta.length]
+            with checked(ds, frames):
+                if name in _PER_ATOM.values():
+                    return _take(ds, frames).astype(np.float64) * meta.scales[name]
+                raw = meta.whole[name] = ds[: meta.length]
         return raw[frames].astype(np.float64) * meta.scales[name]
 
     def _cells(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -482,6 +497,10 @@ class MDTrajBackend(WritableBackend):
         self._check_writable()
         if not rows:
             return
+        with store_lock(self._path).exclusive():  # plan from the last commit, one writer at a time
+            self._extend(rows)
+
+    def _extend(self, rows: Sequence[dict[str, Any]]) -> None:
         self._refresh()
         data, topology = self._encode(rows, lambda j: f"frame {j}")
         start = self._meta.length
@@ -490,14 +509,13 @@ class MDTrajBackend(WritableBackend):
                 f"{self._path}: dataset {self._meta.fixed[0]!r} has a fixed size and cannot grow; "
                 "write the frames to a new file"
             )
-        with self._writer() as f:
+        with self._writer(estimate(list(data.values()))) as f:
             if topology is not None:
                 self._initialize(f, data, topology)
             for name in sorted(data, key=lambda name: name == "coordinates"):  # the count last
                 ds = f[name]
                 ds.resize(start + len(rows), axis=0)
                 ds[start:] = data[name]
-                f.flush()  # before later writes can reuse the space of a moved chunk (see top)
         self._written(start + len(rows), reload=topology is not None)
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
@@ -505,43 +523,36 @@ class MDTrajBackend(WritableBackend):
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
             return
-        self._refresh()
-        data, _ = self._encode(rows, lambda j: f"row {int(idx[j])}")
-        targets, last = np.unique(idx[::-1], return_index=True)  # a repeated row: the last value wins
-        source = len(idx) - 1 - last
-        with self._writer() as f:
-            for name, values in data.items():
-                f[name][targets] = values[source]
-                f.flush()
-        self._written(self._meta.length)
+        with store_lock(self._path).exclusive():
+            self._refresh()
+            data, _ = self._encode(rows, lambda j: f"row {int(idx[j])}")
+            targets, last = np.unique(idx[::-1], return_index=True)  # a repeated row: the last value wins
+            source = len(idx) - 1 - last
+            with self._writer(2 * estimate(list(data.values())) + len(data) * (1 << 17)) as f:
+                for name, values in data.items():
+                    f[name][targets] = values[source]
+            self._written(self._meta.length)
 
     def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
-        self._refresh()
-        idx = np.asarray(indices, dtype=np.int64).tolist()
-        merged: dict[int, dict[str, Any]] = {}
-        for i, row, update in zip(idx, self.read_rows(idx), updates, strict=True):
-            merged[i] = {**merged.get(i, row), **update}
-        self.set_rows(list(merged), list(merged.values()))
+        with store_lock(self._path).exclusive():  # read and rewrite as one step
+            self._refresh()
+            idx = np.asarray(indices, dtype=np.int64).tolist()
+            merged: dict[int, dict[str, Any]] = {}
+            for i, row, update in zip(idx, self.read_rows(idx), updates, strict=True):
+                merged[i] = {**merged.get(i, row), **update}
+            self.set_rows(list(merged), list(merged.values()))
 
     @contextmanager
-    def _writer(self) -> Iterator[Any]:
-        """The file opened for writing for one call; every handle of this process reloads after."""
+    def _writer(self, nbytes: int) -> Iterator[Any]:
+        """The file opened for one all-or-nothing write of about ``nbytes`` (see
+        :mod:`._hdf5_journal`); every handle of this process reloads after."""
         with _LOCK:
             shared = self._share()
             _drop_file(shared)
             try:
-                try:
-                    f = h5py.File(self._path, "r+" if self._path.exists() else "w-")
-                except OSError as exc:
-                    raise type(exc)(
-                        f"{self._path}: cannot open for writing ({exc}); close other HDF5 handles on "
-                        "this file (h5py, mdtraj, other processes) first"
-                    ) from exc
-                try:
+                with journaled(self._path, nbytes) as f:
                     yield f
-                finally:
-                    f.close()
             finally:
                 shared.generation += 1
                 self._meta.stamp = None  # whatever happened, look again before the next use
@@ -566,7 +577,7 @@ class MDTrajBackend(WritableBackend):
         for name, values in data.items():
             tail = values.shape[1:]
             chunk = max(1, min(16384, (64 << 10) // (4 * math.prod(tail))))
-            kwargs = compression if self._options["compression"] else {}
+            kwargs = {**(compression if self._options["compression"] else {}), **CHECKSUM}
             ds = f.create_dataset(
                 name, shape=(0, *tail), maxshape=(None, *tail), dtype="f4", chunks=(chunk, *tail), **kwargs
             )

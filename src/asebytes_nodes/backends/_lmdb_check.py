@@ -1,0 +1,149 @@
+"""Integrity of an LMDB store's file: what LMDB's meta pages claim, checksums on values.
+
+- :func:`check_file` reads LMDB's two meta pages (the first two pages of the file) before
+  the file is memory-mapped and refuses a file shorter than the pages its newest meta page
+  says are in use. LMDB itself maps the file without that check, so a truncated file would
+  kill the reading process with ``SIGBUS`` on the first access past its end.
+- :class:`Sealed` (layout version 2) appends a CRC-32 to every stored value except the
+  format record; the CRC starts from the CRC of the value's key, so a value found under
+  another key (a damaged key or branch page) fails its check too. :class:`Unsealed`
+  (layout version 1) stores values as they are.
+- :func:`lmdb_failure` turns an error LMDB raised while reading into
+  :class:`~asebytes_nodes.errors.StoreCorruptedError` naming the store.
+
+LMDB meta page (``lmdb/mdb.c``, 64-bit builds; native byte order): a 16-byte page header,
+then ``mm_magic`` u32 = 0xBEEFC0DE, ``mm_version`` u32 = 1, address and map size (2 x u64),
+two 48-byte database records (free pages, main; the free-pages record's first u32 is the
+page size; ``md_root`` is each record's last u64), ``mm_last_pg`` u64, ``mm_txnid`` u64.
+Commit ``t`` writes meta page ``t % 2``, so the two pages hold consecutive transaction ids
+(both 0 in a new file).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreCorruptedError
+
+__all__ = ["Sealed", "Unsealed", "check_file", "lmdb_failure"]
+
+_MAGIC = 0xBEEFC0DE
+_DATA_VERSION = 1
+_PAGE_HEADER = 16
+# magic, version, (address, map size), page size, (free db), free root, (main db), main root, last, txnid
+_META_FIELDS = struct.Struct("<II16xI36xQ40xQQQ")
+_META_SIZE = _PAGE_HEADER + _META_FIELDS.size
+_NO_PAGE = 2**64 - 1  # an empty database's root
+_CRC = struct.Struct("<I")
+
+
+def _meta(head: bytes, offset: int) -> dict[str, int]:
+    magic, version, psize, free_root, main_root, last, txnid = _META_FIELDS.unpack_from(
+        head, offset + _PAGE_HEADER
+    )
+    return {
+        "magic": magic, "version": version, "psize": psize, "free_root": free_root,
+        "main_root": main_root, "last": last, "txnid": txnid,
+    }
+
+
+def check_file(path: Path) -> None:
+    """Refuse a file LMDB would map past its end (or that is no LMDB file at all).
+
+    Raises :class:`StoreCorruptedError` naming ``path`` and what its meta pages claim.
+    A missing file passes (it is about to be created).
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    advice = "restore the file from a copy, or delete it (and its -lock file) to start a new store"
+
+    def refuse(what: str) -> StoreCorruptedError:
+        return StoreCorruptedError(f"{path}: {what}; an LMDB store needs its meta pages intact: {advice}")
+
+    with open(path, "rb") as f:
+        head = f.read(_META_SIZE)
+        if len(head) < _META_SIZE:
+            raise refuse(f"the file has {size} bytes, less than LMDB's first meta page (truncated?)")
+        first = _meta(head, 0)
+        psize = first["psize"]
+        if first["magic"] != _MAGIC or first["version"] != _DATA_VERSION:
+            raise refuse("not an LMDB file, or its first meta page is damaged")
+        if psize < 512 or psize > 65536 or psize & (psize - 1):
+            raise refuse(f"the first meta page names an impossible page size {psize}")
+        f.seek(psize)
+        head = f.read(_META_SIZE)
+    if len(head) < _META_SIZE:
+        raise refuse(f"the file has {size} bytes, less than LMDB's two meta pages (truncated?)")
+    second = _meta(head, 0)
+    if second["magic"] != _MAGIC or second["version"] != _DATA_VERSION or second["psize"] != psize:
+        raise refuse("the second meta page is damaged")
+    t0, t1 = first["txnid"], second["txnid"]
+    if not (t0 == t1 == 0 or (t0 % 2 == 0 and t1 % 2 == 1 and abs(t0 - t1) == 1)):
+        raise refuse(f"the meta pages name transactions {t0} and {t1}, which LMDB never writes")
+    newest, older = (second, first) if t1 > t0 else (first, second)
+    last = newest["last"]
+    if last < older["last"] or last < 1:
+        raise refuse(f"the newest meta page claims {last + 1} pages, fewer than the older one")
+    for root in (newest["free_root"], newest["main_root"]):
+        if root != _NO_PAGE and not 2 <= root <= last:
+            raise refuse(f"the newest meta page names root page {root} outside pages 2..{last}")
+    if size < (last + 1) * psize:
+        raise refuse(
+            f"the file has {size} bytes but its newest meta page says {last + 1} pages of "
+            f"{psize} bytes ({(last + 1) * psize} bytes) are in use (truncated?)"
+        )
+
+
+class Unsealed:
+    """Layout version 1: values stored as they are, without a checksum."""
+
+    version = 1
+
+    @staticmethod
+    def wrap(key: bytes, value: bytes) -> bytes:
+        return value
+
+    @staticmethod
+    def unwrap(key: bytes, raw: Any) -> Any:
+        return raw
+
+
+class Sealed:
+    """Layout version 2: every value is followed by a little-endian CRC-32 of key and value."""
+
+    version = 2
+
+    @staticmethod
+    def wrap(key: bytes, value: bytes) -> bytes:
+        return value + _CRC.pack(zlib.crc32(value, zlib.crc32(key)))
+
+    @staticmethod
+    def unwrap(key: bytes, raw: Any) -> Any:
+        """The value without its checksum, or None when the checksum does not match."""
+        end = len(raw) - 4
+        if end < 0:
+            return None
+        body = raw[:end]
+        if zlib.crc32(body, zlib.crc32(key)) != _CRC.unpack_from(raw, end)[0]:
+            return None
+        return body
+
+
+def lmdb_failure(path: Path, exc: BaseException) -> StoreCorruptedError:
+    """The package error for an LMDB error met while reading ``path`` (raise it ``from exc``)."""
+    return StoreCorruptedError(
+        f"{path}: LMDB cannot read its pages ({type(exc).__name__}: {exc}); the file is damaged: "
+        "restore it from a copy, or run `asebytes check` to see which rows are still readable"
+    )
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes free to unprivileged writers on the file system holding ``path``."""
+    stats = os.statvfs(path.parent)
+    return stats.f_bavail * stats.f_frsize
