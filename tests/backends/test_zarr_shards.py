@@ -1,4 +1,5 @@
-"""The direct writer of new Zarr arrays writes exactly what zarr writes, and zarr reads it."""
+"""The direct writer of new Zarr arrays writes exactly what zarr writes (compressor, then a crc32c of
+each chunk), and zarr reads it; copies share unchanged shard files; damage is found chunk by chunk."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ase.build import molecule
 
 zarr = pytest.importorskip("zarr")
 
-from zarr.codecs import BloscCodec  # noqa: E402
+from zarr.codecs import BloscCodec, Crc32cCodec  # noqa: E402
 
 from asebytes_nodes import ASEIO, StoreCorruptedError  # noqa: E402
 from asebytes_nodes.backends._zarr_shards import (  # noqa: E402
@@ -44,7 +45,9 @@ def _zarr_written(
         chunks=(chunk, *tail),
         shards=(shard, *tail),
         dtype=data.dtype,
-        compressors=BloscCodec(cname=cname, clevel=5, shuffle="shuffle") if cname else None,
+        compressors=[BloscCodec(cname=cname, clevel=5, shuffle="shuffle"), Crc32cCodec()]
+        if cname
+        else [Crc32cCodec()],
         fill_value=np.zeros((), data.dtype)[()],
     )
     arr[start:rows] = data

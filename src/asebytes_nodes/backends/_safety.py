@@ -43,12 +43,17 @@ class StoreLock:
     ...     ...  # write and commit
 
     Re-entrant within one handle: a nested ``exclusive()`` inside a held one is a no-op.
+    With ``clear``, the holder is erased on release, so the file is empty between writes
+    (a lock file inside a DVC-tracked store then does not change its hash).
     """
 
-    def __init__(self, path: str | Path, *, store: str, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+    def __init__(
+        self, path: str | Path, *, store: str, timeout: float = DEFAULT_LOCK_TIMEOUT, clear: bool = False
+    ) -> None:
         self.path = Path(path)
         self.store = store
         self.timeout = timeout
+        self.clear = clear
         self._fd: int | None = None
         self._depth = 0
 
@@ -110,6 +115,11 @@ class StoreLock:
             yield
         finally:
             self._depth = 0
+            if self.clear:
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     @contextmanager
@@ -136,10 +146,12 @@ class StoreLock:
             self._depth = 0
 
     def __getstate__(self) -> dict[str, object]:
-        return {"path": self.path, "store": self.store, "timeout": self.timeout}
+        return {"path": self.path, "store": self.store, "timeout": self.timeout, "clear": self.clear}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(state["path"], store=state["store"], timeout=state["timeout"])  # type: ignore[misc, arg-type]
+        self.__init__(  # type: ignore[misc]
+            state["path"], store=state["store"], timeout=state["timeout"], clear=state.get("clear", False)  # type: ignore[arg-type]
+        )
 
 
 def _existing_parent(path: Path) -> Path:

@@ -12,16 +12,21 @@ rows), in the files zarr itself writes for the same ``create_array``, ``resize``
 ``arr[start:stop] = data``::
 
     <name>/zarr.json            the array document (sharding_indexed codec, index at the end)
-    <name>/c/<s>[/0...]         shard s: its inner chunks, each the bytes codec then the
-                                compressor, in order; then the index, (offset, nbytes) as
+    <name>/c/<s>[/0...]         shard s: its inner chunks, each the bytes codec, the
+                                compressor, then (layout version 2) a crc32c of the
+                                compressed bytes (uint32 LE), in order; then the index, (offset, nbytes) as
                                 little-endian uint64 per inner chunk (2**64-1 twice for a
                                 chunk never written), then the index's crc32c (uint32 LE)
     <parent>/zarr.json          an empty group document for each parent folder
 
 Chunks are padded with the fill value (0) to full size, like zarr; unlike zarr, a chunk
 that is all zeros is written rather than skipped, so ``-0.0`` keeps its sign. Rows
-before ``start`` keep their bytes (a new array: they read as the fill value). Rewritten
-files are replaced atomically. Only Blosc compressors and no compression are handled
+outside the written range keep their bytes (a new array: they read as the fill value).
+Rewritten files are replaced atomically (written beside, then ``os.replace``; the
+temporary file is removed if the write fails), and no file is ever modified in place:
+that is what lets :func:`copy_rows` build a new version of an array whose untouched
+shard files are hard links to the old version's (copy-on-write). :func:`verify_array`
+checks every chunk's checksum, for ``check()``. Only Blosc compressors and no compression are handled
 (:func:`chunk_codec`); other codecs, arrays laid out otherwise and remote stores go
 through zarr. ``tests/backends/test_zarr_shards.py`` checks documents and files against
 zarr's, byte for byte, for new arrays and appends, and that zarr reads them back.
@@ -29,6 +34,7 @@ zarr's, byte for byte, for new arrays and appends, and that zarr reads them back
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -42,7 +48,15 @@ from numcodecs import Blosc
 
 from ..errors import StoreCorruptedError
 
-__all__ = ["ChunkCodec", "chunk_codec", "handles", "write_new_array", "write_rows"]
+__all__ = [
+    "ChunkCodec",
+    "chunk_codec",
+    "copy_rows",
+    "handles",
+    "verify_array",
+    "write_new_array",
+    "write_rows",
+]
 
 _EMPTY = np.uint64(2**64 - 1)
 _BLOSC = ("lz4", "lz4hc", "zstd", "zlib", "blosclz")
@@ -52,28 +66,51 @@ Encoder = Callable[[np.ndarray], bytes]
 
 
 class ChunkCodec:
-    """The compressor stage of a chunk's codec chain: its JSON and an encoder per item size."""
+    """The stages after the bytes codec of a chunk's chain: compressor (Blosc or none) and,
+    when ``checksum``, a crc32c of the compressed bytes. Gives their JSON and byte coders."""
 
-    def __init__(self, cname: str | None, clevel: int) -> None:
-        self.cname, self.clevel = cname, clevel
+    def __init__(self, cname: str | None, clevel: int, checksum: bool = True) -> None:
+        self.cname, self.clevel, self.checksum = cname, clevel, checksum
+
+    def variant(self, checksum: bool) -> ChunkCodec:
+        """The same compressor with or without the checksum stage."""
+        return self if checksum == self.checksum else ChunkCodec(self.cname, self.clevel, checksum)
 
     def document(self, itemsize: int) -> list[dict[str, Any]]:
-        if self.cname is None:
-            return []
-        config = {"typesize": itemsize, "cname": self.cname, "clevel": self.clevel}
-        return [{"name": "blosc", "configuration": {**config, "shuffle": "shuffle", "blocksize": 0}}]
+        stages: list[dict[str, Any]] = []
+        if self.cname is not None:
+            config = {"typesize": itemsize, "cname": self.cname, "clevel": self.clevel}
+            config |= {"shuffle": "shuffle", "blocksize": 0}
+            stages.append({"name": "blosc", "configuration": config})
+        return stages + ([{"name": "crc32c"}] if self.checksum else [])
+
+    def _blosc(self, itemsize: int) -> Blosc:
+        return Blosc(self.cname, self.clevel, Blosc.SHUFFLE, blocksize=0, typesize=itemsize)
 
     def decoder(self, itemsize: int) -> Callable[[bytes], bytes]:
-        if self.cname is None:
-            return bytes
-        blosc = Blosc(self.cname, self.clevel, Blosc.SHUFFLE, blocksize=0, typesize=itemsize)
-        return lambda raw: bytes(blosc.decode(raw))
+        """Encoded chunk -> raw bytes; raises ValueError on a checksum mismatch."""
+        blosc = None if self.cname is None else self._blosc(itemsize)
+        checksum = self.checksum
+
+        def decode(raw: bytes) -> bytes:
+            if checksum:
+                raw, crc = raw[:-4], raw[-4:]
+                if google_crc32c.value(raw).to_bytes(4, "little") != crc:
+                    raise ValueError("chunk does not match its crc32c checksum")
+            return bytes(raw) if blosc is None else bytes(blosc.decode(raw))
+
+        return decode
 
     def encoder(self, itemsize: int) -> Encoder:
-        if self.cname is None:
-            return np.ndarray.tobytes
-        blosc = Blosc(self.cname, self.clevel, Blosc.SHUFFLE, blocksize=0, typesize=itemsize)
-        return lambda chunk: bytes(blosc.encode(chunk))
+        blosc = None if self.cname is None else self._blosc(itemsize)
+        if not self.checksum:
+            return np.ndarray.tobytes if blosc is None else lambda chunk: bytes(blosc.encode(chunk))
+
+        def encode(chunk: np.ndarray) -> bytes:
+            raw = chunk.tobytes() if blosc is None else bytes(blosc.encode(chunk))
+            return raw + google_crc32c.value(raw).to_bytes(4, "little")
+
+        return encode
 
 
 def chunk_codec(compressor: str | None, clevel: int) -> ChunkCodec | None:
@@ -125,6 +162,20 @@ def array_document(
     }
 
 
+def _new_folder(root: Path, name: str) -> Path:
+    """An empty folder for array ``name`` (an uncommitted leftover there is removed) and
+    group documents for its parents."""
+    folder = root / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for parent in Path(name).parents:
+        doc = root / parent / "zarr.json"
+        if str(parent) != "." and not doc.exists():
+            doc.write_bytes(_GROUP_DOC)
+    return folder
+
+
 def write_new_array(
     root: Path,
     name: str,
@@ -139,18 +190,36 @@ def write_new_array(
 
     Whatever was at ``name`` before (an uncommitted leftover) is removed first.
     """
-    dtype, tail = data.dtype, data.shape[1:]
-    folder = root / name
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    for parent in Path(name).parents:
-        doc = root / parent / "zarr.json"
-        if str(parent) != "." and not doc.exists():
-            doc.write_bytes(_GROUP_DOC)
-    document = array_document((rows, *tail), dtype, chunk, shard, codec)
+    folder = _new_folder(root, name)
+    document = array_document((rows, *data.shape[1:]), data.dtype, chunk, shard, codec)
     (folder / "zarr.json").write_text(json.dumps(document, indent=2))
-    _write_shards(folder, rows, start, data, chunk, shard, codec, atomic=False)
+    _write_shards(folder, folder, rows, start, data, chunk, shard, codec, atomic=False)
+
+
+def _our_layout(
+    folder: Path, data: np.ndarray, codec: ChunkCodec
+) -> tuple[dict[str, Any], ChunkCodec] | None:
+    """The array document at ``folder`` and its codec, if this module writes it that way
+    (with or without chunk checksums); None otherwise (another codec, dtype or chunk order)."""
+    try:
+        document = json.loads((folder / "zarr.json").read_bytes())
+        rows, tail = document["shape"][0], tuple(document["shape"][1:])
+        shard = document["chunk_grid"]["configuration"]["chunk_shape"][0]
+        chunk = document["codecs"][0]["configuration"]["chunk_shape"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    if tail != data.shape[1:]:
+        return None
+    for variant in (codec, codec.variant(not codec.checksum)):
+        if document == array_document((rows, *tail), data.dtype, chunk, shard, variant):
+            return document, variant
+    return None
+
+
+def _geometry(document: dict[str, Any]) -> tuple[int, int]:
+    """(chunk rows, shard rows) of an array document."""
+    shard = document["chunk_grid"]["configuration"]["chunk_shape"][0]
+    return document["codecs"][0]["configuration"]["chunk_shape"][0], shard
 
 
 def write_rows(root: Path, name: str, stop: int, start: int, data: np.ndarray, codec: ChunkCodec) -> bool:
@@ -162,16 +231,13 @@ def write_rows(root: Path, name: str, stop: int, start: int, data: np.ndarray, c
     replaced atomically, so an interrupted append leaves the rows before ``start`` intact.
     """
     folder = root / name
-    try:
-        document = json.loads((folder / "zarr.json").read_bytes())
-        rows, tail = document["shape"][0], tuple(document["shape"][1:])
-        shard = document["chunk_grid"]["configuration"]["chunk_shape"][0]
-        chunk = document["codecs"][0]["configuration"]["chunk_shape"][0]
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+    found = _our_layout(folder, data, codec)
+    if found is None:
         return False
-    if tail != data.shape[1:] or document != array_document((rows, *tail), data.dtype, chunk, shard, codec):
-        return False
-    _write_shards(folder, stop, start, data, chunk, shard, codec, atomic=True)
+    document, codec = found
+    rows = document["shape"][0]
+    chunk, shard = _geometry(document)
+    _write_shards(folder, folder, stop, start, data, chunk, shard, codec, atomic=True)
     for s in range(-(-stop // shard), -(-rows // shard)):  # shards past the new end, as zarr's resize
         shutil.rmtree(folder / f"c/{s}", ignore_errors=True)
         (folder / f"c/{s}").unlink(missing_ok=True)
@@ -181,7 +247,48 @@ def write_rows(root: Path, name: str, stop: int, start: int, data: np.ndarray, c
     return True
 
 
+def copy_rows(
+    root: Path, source: str, name: str, rows: int, start: int, data: np.ndarray, codec: ChunkCodec
+) -> bool:
+    """Create array ``name``: array ``source``'s first ``rows`` rows, with rows
+    ``start:start + len(data)`` replaced by ``data`` (rows after them keep their place).
+
+    The copy-on-write step of a replacement: shard files that hold no replaced row are
+    hard links to ``source``'s (copies where the file system cannot link), so the cost
+    is the shards that change. ``source`` is never modified. Returns False, having
+    written nothing, when ``source`` is not laid out as this module writes it.
+    """
+    found = _our_layout(root / source, data, codec)
+    if found is None:
+        return False
+    document, codec = found
+    chunk, shard = _geometry(document)
+    stop = start + len(data)
+    old, folder = root / source, _new_folder(root, name)
+    suffix = "/0" * (data.ndim - 1)
+    touched = range(start // shard, -(-stop // shard)) if stop > start else range(0)
+    for s in range(-(-rows // shard)):
+        if s not in touched and (old / f"c/{s}{suffix}").exists():
+            (folder / f"c/{s}{suffix}").parent.mkdir(parents=True, exist_ok=True)
+            _link(old / f"c/{s}{suffix}", folder / f"c/{s}{suffix}")
+    if stop > start:
+        _write_shards(old, folder, rows, start, data, chunk, shard, codec, atomic=False)
+    document["shape"][0] = rows
+    (folder / "zarr.json").write_text(json.dumps(document, indent=2))
+    return True
+
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        shutil.copyfile(source, target)  # no hard links here (another file system, a share)
+
+
 def _write_shards(
+    source: Path,
     folder: Path,
     rows: int,
     start: int,
@@ -191,31 +298,32 @@ def _write_shards(
     codec: ChunkCodec,
     atomic: bool,
 ) -> None:
-    """Shard files for rows ``start:rows`` holding ``data``; chunks before ``start`` are kept
-    from the shard on disk (the one ``start`` falls in), or left unwritten."""
+    """Shard files in ``folder`` (of an array of ``rows`` rows) for the shards rows
+    ``start:start + len(data)`` fall in, holding ``data`` there; their other chunks are
+    kept from ``source``'s shard files (the same folder for appends), or left unwritten."""
     dtype, tail = data.dtype, data.shape[1:]
+    stop = start + len(data)
     encode = codec.encoder(dtype.itemsize)
     per_shard = shard // chunk
     suffix = "/0" * len(tail)
-    for s in range(start // shard, -(-rows // shard)):
+    for s in range(start // shard, -(-min(stop, rows) // shard)):
         lo = s * shard
-        path = folder / f"c/{s}{suffix}"
-        old = _read_shard(path, per_shard) if lo < start else {}
+        old = _read_shard(source / f"c/{s}{suffix}", per_shard) if lo < start or lo + shard > stop else {}
         index = np.full((per_shard, 2), _EMPTY, np.uint64)
         parts, offset = [], 0
         for j in range(per_shard):
             a, b = lo + j * chunk, lo + (j + 1) * chunk
-            if a >= rows or (b <= start and j not in old):
+            if a >= rows or ((b <= start or a >= stop) and j not in old):
                 continue
-            if b <= start:  # wholly before the write: its bytes as they are
+            if b <= start or a >= stop:  # wholly outside the write: its bytes as they are
                 encoded = old[j]
             else:
-                piece = data[max(a, start) - start : min(b, rows) - start]
-                if len(piece) < chunk:  # part-filled: earlier rows from disk, the rest 0 like zarr
+                piece = data[max(a, start) - start : min(b, stop) - start]
+                if len(piece) < chunk:  # part-filled: other rows from the old chunk, else 0 like zarr
                     padded = np.zeros((chunk, *tail), dtype)
-                    if a < start and j in old:
+                    if j in old:
                         decoded = codec.decoder(dtype.itemsize)(old[j])
-                        padded[: start - a] = np.frombuffer(decoded, dtype).reshape(chunk, *tail)[: start - a]
+                        padded[:] = np.frombuffer(decoded, dtype).reshape(chunk, *tail)
                     padded[max(a, start) - a : max(a, start) - a + len(piece)] = piece
                     piece = padded
                 encoded = encode(np.ascontiguousarray(piece))
@@ -224,11 +332,33 @@ def _write_shards(
             offset += len(encoded)
         raw = index.astype("<u8").tobytes()
         parts += [raw, google_crc32c.value(raw).to_bytes(4, "little")]
+        path = folder / f"c/{s}{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
         if atomic:
             _replace_file(path, b"".join(parts))
         else:
             path.write_bytes(b"".join(parts))
+
+
+def _shard_chunks(blob: bytes, per_shard: int, where: Path) -> dict[int, bytes]:
+    """Encoded inner chunks of a shard file's bytes by position."""
+    size = 16 * per_shard
+    raw, crc = blob[-size - 4 : -4], blob[-4:]
+    if len(blob) < size + 4 or google_crc32c.value(raw).to_bytes(4, "little") != crc:
+        raise StoreCorruptedError(
+            f"{where}: shard index does not match its checksum (the file is damaged or cut short); "
+            "restore the store from a copy"
+        )
+    index = np.frombuffer(raw, "<u8").reshape(per_shard, 2)
+    chunks = {}
+    for j, (offset, length) in enumerate(index.tolist()):
+        if offset != _EMPTY:
+            if offset + length > len(blob) - size - 4:
+                raise StoreCorruptedError(
+                    f"{where}: chunk {j} lies outside the shard file; restore the store from a copy"
+                )
+            chunks[j] = blob[int(offset) : int(offset) + int(length)]
+    return chunks
 
 
 def _read_shard(path: Path, per_shard: int) -> dict[int, bytes]:
@@ -237,20 +367,67 @@ def _read_shard(path: Path, per_shard: int) -> dict[int, bytes]:
         blob = path.read_bytes()
     except FileNotFoundError:
         return {}
-    size = 16 * per_shard
-    raw, crc = blob[-size - 4 : -4], blob[-4:]
-    if len(blob) < size + 4 or google_crc32c.value(raw).to_bytes(4, "little") != crc:
-        raise StoreCorruptedError(f"{path}: shard index does not match its checksum")
-    index = np.frombuffer(raw, "<u8").reshape(per_shard, 2)
-    return {
-        j: blob[int(offset) : int(offset) + int(length)]
-        for j, (offset, length) in enumerate(index.tolist())
-        if offset != _EMPTY
-    }
+    return _shard_chunks(blob, per_shard, path)
+
+
+def _codec_of(document: dict[str, Any]) -> ChunkCodec:
+    """The codec an array document names (checked against the whole document by the caller)."""
+    try:
+        stages = document["codecs"][0]["configuration"]["codecs"][1:]
+        blosc = next((c["configuration"] for c in stages if c.get("name") == "blosc"), None)
+        checksum = any(c.get("name") == "crc32c" for c in stages)
+        if blosc is None:
+            return ChunkCodec(None, 5, checksum)
+        return ChunkCodec(blosc["cname"], blosc["clevel"], checksum)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ChunkCodec(None, 5)
+
+
+def verify_array(root: Path, name: str, rows: int, dtype: np.dtype[Any]) -> list[str] | None:
+    """Problems of array ``name``'s first ``rows`` rows, one per damaged shard or chunk
+    (missing, cut short, checksum or decoding failure); None when the array is not laid
+    out as this module writes it (the caller checks it another way)."""
+    folder = root / name
+    try:
+        document = json.loads((folder / "zarr.json").read_bytes())
+        tail = tuple(document["shape"][1:])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"{name}: array document unreadable ({exc})"]
+    found = _our_layout(folder, np.zeros((0, *tail), dtype), _codec_of(document))
+    if found is None:
+        return None
+    document, codec = found
+    chunk, shard = _geometry(document)
+    if document["shape"][0] < rows:
+        return [f"{name}: {document['shape'][0]} rows, needs {rows}"]
+    decode = codec.decoder(dtype.itemsize)
+    expected = chunk * int(np.prod(tail, dtype=np.int64)) * dtype.itemsize
+    problems, suffix = [], "/0" * len(tail)
+    for s in range(-(-rows // shard)):
+        path = folder / f"c/{s}{suffix}"
+        try:
+            chunks = _shard_chunks(path.read_bytes(), shard // chunk, path.relative_to(root))
+        except (OSError, StoreCorruptedError) as exc:
+            problems.append(f"{name}: shard {s}: {exc}")
+            continue
+        for j in range(min(shard // chunk, -(-(rows - s * shard) // chunk))):
+            try:
+                if j not in chunks:
+                    raise ValueError("chunk missing")
+                if len(decode(chunks[j])) != expected:
+                    raise ValueError("chunk decodes to the wrong size")
+            except Exception as exc:  # noqa: BLE001 - any decoding failure is damage to report
+                problems.append(f"{name}: shard {s} chunk {j}: {exc}")
+    return problems
 
 
 def _replace_file(path: Path, content: bytes) -> None:
-    """Write ``content`` beside ``path`` and move it into place: readers see old or new, whole."""
+    """Write ``content`` beside ``path`` and move it into place: readers see old or new, whole.
+    A failed write (a full disk) leaves no temporary file."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
+    try:
+        temporary.write_bytes(content)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
