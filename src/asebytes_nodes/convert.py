@@ -30,7 +30,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.cell import Cell
 from ase.constraints import dict2constraint
 
-from .errors import InvalidDataError, UnknownKeyError
+from .errors import InvalidDataError, StoreCorruptedError, UnknownKeyError
 from .validation import TOP_LEVEL_KEYS, check_frame, unknown_key_message
 
 __all__ = [
@@ -157,6 +157,22 @@ def _snapshot(atoms: Atoms) -> Atoms:
     return snap
 
 
+def _rebuild_constraints(constraints: list[dict[str, Any]]) -> list[Any]:
+    """ASE constraint objects from stored dicts; one ASE cannot rebuild is a clear error."""
+    out = []
+    for constraint in constraints:
+        try:
+            out.append(dict2constraint(_copy.deepcopy(constraint)))
+        except Exception as exc:
+            name = constraint.get("name") if isinstance(constraint, dict) else type(constraint).__name__
+            raise StoreCorruptedError(
+                f"a stored constraint of class {name!r} cannot be rebuilt by ase.constraints.dict2constraint "
+                f"({type(exc).__name__}: {exc}); it was written by another tool or another ASE version: "
+                "read the row's other keys with a column view (db[i:i+1][keys])"
+            ) from exc
+    return out
+
+
 def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
     """Build ``Atoms`` from a flat row, taking ownership of its arrays (no copies).
 
@@ -206,9 +222,7 @@ def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
         "_pbc": pbc,
         "arrays": {"numbers": numbers, "positions": positions, **arrays},
         "_celldisp": np.zeros((3, 1)),
-        "_constraints": (
-            [dict2constraint(_copy.deepcopy(c)) for c in constraints] if constraints else []
-        ),
+        "_constraints": _rebuild_constraints(constraints) if constraints else [],
         "info": info,
         "_calc": None,
     }

@@ -14,7 +14,7 @@ from .errors import InvalidDataError, UnsupportedOperationError
 from .indexing import is_key_index, normalize_index, normalize_indices
 from .registry import open_backend
 from .validation import validate_row
-from .views import DEFAULT_CHUNK_SIZE, RowView
+from .views import DEFAULT_CHUNK_SIZE, RowView, atoms_of_rows
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -79,8 +79,10 @@ class ASEIO:
         ``db["calc.energy"]``, ``db[["calc.energy", "calc.forces"]]`` -> ColumnView."""
         if isinstance(index, (int, np.integer)):
             if index >= 0 and not self._backend.length_known():  # a stream without a count: read forward
-                return dict_to_atoms(self._backend.read_row(int(index)))
-            return dict_to_atoms(self._backend.read_row(normalize_index(index, len(self._backend))))
+                row = int(index)
+            else:
+                row = normalize_index(index, len(self._backend))
+            return atoms_of_rows([self._backend.read_row(row)], [row])[0]
         if is_key_index(index):
             return self[:][index]
         return RowView(self._backend, normalize_indices(index, len(self._backend)))

@@ -5,6 +5,7 @@ Errors name the key (and, through ``where``, the frame or row) and say what is a
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -145,6 +146,7 @@ def validate_row(
                     f"{prefix}'constraints' must be a list of ASE constraint dicts "
                     f"(constraint.todict()), got {type(value).__name__}"
                 )
+            check_constraints(prefix, value)
         try:
             check_value(key, value)
         except SerializationError as exc:
@@ -193,6 +195,22 @@ def _per_atom(
     return arr
 
 
+def check_constraints(prefix: str, constraints: list[dict[str, Any]]) -> None:
+    """Refuse constraint dicts ASE cannot rebuild, such as a user-defined ``FixConstraint``
+    subclass stored by its ``todict()``: it would be written, then fail on every read."""
+    from ase.constraints import dict2constraint
+
+    for j, constraint in enumerate(constraints):
+        try:
+            dict2constraint(copy.deepcopy(constraint))
+        except Exception as exc:
+            raise InvalidDataError(
+                f"{prefix}constraint {j} ({constraint.get('name', 'unnamed')}) cannot be rebuilt by "
+                f"ase.constraints.dict2constraint ({type(exc).__name__}: {exc}); only constraints ASE "
+                "can rebuild are stored: remove it (del atoms.constraints[...]) or use one of ASE's classes"
+            ) from None
+
+
 def check_frame(row: dict[str, Any], n: int) -> None:
     """Fast checks of a row built by :func:`atoms_to_dict` (messages without a location)."""
     for key, value in row.items():
@@ -215,3 +233,4 @@ def check_frame(row: dict[str, Any], n: int) -> None:
             check_value(key, value)
         elif key == "constraints":
             check_value(key, value)
+            check_constraints("", value)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .backends._base import MISSING
 from .convert import dict_to_atoms, gc_paused
-from .errors import MissingValueError, RaggedColumnError, UnknownKeyError
+from .errors import MissingValueError, RaggedColumnError, StoreCorruptedError, UnknownKeyError
 from .indexing import IndexArray, is_key_index, normalize_index, normalize_indices
 
 if TYPE_CHECKING:
@@ -27,6 +27,19 @@ __all__ = ["ColumnView", "Ragged", "RowView", "DEFAULT_CHUNK_SIZE"]
 
 DEFAULT_CHUNK_SIZE = 1024
 
+
+
+def atoms_of_rows(rows: list[dict[str, Any]], indices: Any) -> list[Atoms]:
+    """Atoms of ``rows`` (store rows ``indices``); a row that cannot become Atoms is named."""
+    try:
+        return [dict_to_atoms(row) for row in rows]
+    except StoreCorruptedError:
+        for i, row in zip(indices, rows, strict=True):  # the error path only: find the row
+            try:
+                dict_to_atoms(row)
+            except StoreCorruptedError as exc:
+                raise StoreCorruptedError(f"row {int(i)}: {exc}") from exc
+        raise
 
 class Ragged(NamedTuple):
     """A per-atom column of frames with different atom counts.
@@ -94,7 +107,7 @@ class RowView(_View):
             return ColumnView(self._backend, self._indices, keys, single=isinstance(index, str))
         if isinstance(index, (int, np.integer)):
             row = int(self._indices[normalize_index(index, len(self._indices))])
-            return dict_to_atoms(self._backend.read_row(row))
+            return atoms_of_rows([self._backend.read_row(row)], [row])[0]
         return RowView(self._backend, self._narrow(index))
 
     def __iter__(self) -> Iterator[Atoms]:
@@ -105,8 +118,7 @@ class RowView(_View):
         """Lists of up to ``size`` Atoms, each read with one backend call."""
         for chunk in self._chunks(size):
             with gc_paused():  # rows and Atoms are thousands of young objects: see gc_paused
-                rows = self._backend.read_rows(chunk)
-                atoms = [dict_to_atoms(row) for row in rows]
+                atoms = atoms_of_rows(self._backend.read_rows(chunk), chunk)
             yield atoms
 
     def to_list(self) -> list[Atoms]:
