@@ -8,7 +8,8 @@ one flat namespace for every backend:
 * ``calc.<name>``: results of the attached calculator (``energy``, ``forces``, ...)
 * ``info.<name>``: frame metadata from ``atoms.info``
 * ``cell`` (3x3 float), ``pbc`` (3 bools), ``constraints`` (list of ASE
-  constraint dicts, present only when the frame has constraints)
+  constraint dicts, present only when the frame has constraints), ``celldisp``
+  (ASE's cell displacement, shape (3,) or (3, 1) as ASE holds it, present only when not zero)
 
 Values are kept exactly: a Python ``int`` stays ``int``, numpy dtypes and shapes
 are kept, NaN is a value. A frame without calculator results comes back without
@@ -71,6 +72,8 @@ def atoms_to_dict(atoms: Atoms) -> dict[str, Any]:
                 row["calc." + name] = value
     if atoms.constraints:
         row["constraints"] = [c.todict() for c in atoms.constraints]
+    if atoms._celldisp.any():  # the cell's displacement (ASE's celldisp), kept only when set
+        row["celldisp"] = np.array(atoms._celldisp, dtype=np.float64)  # (3,) or ASE's default (3, 1)
     return row
 
 
@@ -221,7 +224,7 @@ def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
         "_cellobj": cellobj,
         "_pbc": pbc,
         "arrays": {"numbers": numbers, "positions": positions, **arrays},
-        "_celldisp": np.zeros((3, 1)),
+        "_celldisp": np.zeros((3, 1)) if (disp := top.get("celldisp")) is None else np.array(disp, float),
         "_constraints": _rebuild_constraints(constraints) if constraints else [],
         "info": info,
         "_calc": None,

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 NAMESPACES = ("arrays", "calc", "info")
-TOP_LEVEL_KEYS = ("cell", "pbc", "constraints")
+TOP_LEVEL_KEYS = ("cell", "pbc", "constraints", "celldisp")
 _PREFIXES = tuple(ns + "." for ns in NAMESPACES)
 # calc results whose first axis runs over atoms, with their per-atom shapes: every ASE output
 # whose shape starts with ``natoms`` (``ase.outputs``; a test keeps the two in step)
@@ -44,7 +44,7 @@ _ALLOWED_DTYPE_KINDS = frozenset("biufcUS")
 def unknown_key_message(key: object) -> str:
     return (
         f"key {key!r} is not in the flat namespace; keys are 'arrays.<name>', 'calc.<name>', "
-        "'info.<name>', 'cell', 'pbc' or 'constraints'"
+        "'info.<name>', 'cell', 'pbc', 'constraints' or 'celldisp'"
     )
 
 
@@ -138,6 +138,8 @@ def validate_row(
             value = _shaped(prefix, key, value, ((6,), (3, 3)))
         elif key == "cell":
             value = _shaped(prefix, key, value, ((3, 3),))
+        elif key == "celldisp":
+            value = _shaped(prefix, key, value, ((3,), (3, 1)))
         elif key == "pbc":
             value = _shaped(prefix, key, value, ((3,),), dtype=bool)
         elif key == "constraints":
