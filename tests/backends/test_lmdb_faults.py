@@ -275,19 +275,22 @@ def test_full_disk_keeps_the_last_commit_and_recovers(tmp_path: Path) -> None:
 
 def test_full_disk_inside_lmdb_commit_reopens_the_environment(tmp_path: Path) -> None:
     """A write that passes the free-space estimate but fails in LMDB's own commit."""
-    with small_disk(8) as disk:
+    with small_disk(16) as disk:
         path = disk / "frames.lmdb"
         db = ASEIO(path)
         db.extend([versioned_frame(i) for i in range(10)])
-        ballast = fill_disk(disk, keep_free=(1 << 20) + (200 << 10))
-        # rows just over half a page each go to overflow pages: LMDB uses twice the estimate
-        big = [{**atoms_to_dict(versioned_frame(10 + k)), "info.pad": "x" * 2100} for k in range(300)]
-        with pytest.raises(DiskFullError):
+        # rows of ~2.8 kB go to overflow pages: LMDB uses ~4.2 kB each (8.4 MB), more than
+        # the estimate checked before the write (5.6 MB + 1 MiB margin) and than the free space
+        big = [{**atoms_to_dict(versioned_frame(10 + k)), "info.pad": "x" * 2000} for k in range(2000)]
+        ballast = fill_disk(disk, keep_free=7_500_000)
+        with pytest.raises(DiskFullError) as caught:
             db.backend.extend(big)
-        assert len(db) == 10
+        assert isinstance(caught.value.__cause__, lmdb.Error)  # raised by LMDB's commit
+        assert len(db) == 10 and frame_version(db[9]) == (9, 0)
+        assert run_in_child(read_count, (str(path), 10)) == 0
         ballast.unlink()
         db.backend.extend(big)
-        assert len(db) == 310 and frame_version(db[9]) == (9, 0)
+        assert len(db) == 2010 and frame_version(db[9]) == (9, 0)
         db.close()
 
 
