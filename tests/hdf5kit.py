@@ -9,6 +9,7 @@ the operation ran to completion (before) and not at all (after), written by the 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -42,11 +43,16 @@ from asebytes_nodes import ASEIO
 BACKENDS: dict[str, dict[str, Any]] = {"h5md": {"backend": "h5md"}, "mdtraj": {"backend": "mdtraj"}}
 
 
+@functools.cache
+def _fullerene() -> Atoms:
+    return molecule("C60", cell=np.eye(3) * 20.0, pbc=True)
+
+
 def md_frame(i: int, v: int = 0) -> Atoms:
     """Frame ``i`` in version ``v`` for MDTraj files (one atom count, periodic, energy, time)."""
-    atoms = molecule("CH3CH2OH", cell=np.eye(3) * 12.0, pbc=True)
+    atoms = _fullerene().copy()
     rng = np.random.default_rng(1000 * v + i)
-    atoms.positions += 6.0 + rng.normal(scale=0.05, size=atoms.positions.shape)
+    atoms.positions += 10.0 + rng.normal(scale=0.05, size=atoms.positions.shape)
     atoms.calc = SinglePointCalculator(atoms, energy=float(i + 1000 * v))
     atoms.info["time"] = float(i)
     return atoms
@@ -187,7 +193,7 @@ def overflow(path: str, backend: str, report: str) -> None:
     """Child: extend in batches until the disk is full; write what happened to ``report``."""
     out: dict[str, Any] = {"committed": 0}
     with open_store(path, backend, compression=None) as db:
-        i, size = 0, 300 if backend == "h5md" else 1000  # about 100 kB a batch either way
+        i, size = 0, 300  # about 100-300 kB a batch
         while True:
             batch = [frame(backend, j) for j in range(i, i + size)]
             try:
@@ -360,7 +366,7 @@ def writers_and_reader(tmp: Path, backend: str) -> dict[str, Any]:
     procs = [
         ctx.Process(target=writer, args=(str(path), backend, 10_000, 6, 50)),
         ctx.Process(target=writer, args=(str(path), backend, 20_000, 6, 50)),
-        ctx.Process(target=reader, args=(str(path), backend, 4.0, str(report))),
+        ctx.Process(target=reader, args=(str(path), backend, 2.5, str(report))),
     ]
     for proc in procs:
         proc.start()
@@ -384,7 +390,7 @@ def locked_out(tmp: Path, backend: str) -> None:
 
     path = build(tmp / "locked.h5", backend, 5, compression=None)
     db = open_store(path, backend)  # opened first: readers wait for a writer too
-    proc = _context().Process(target=hold_lock, args=(str(path), 3.0))
+    proc = _context().Process(target=hold_lock, args=(str(path), 2.0))
     proc.start()
     try:
         deadline, lockfile = time.monotonic() + 10, Path(f"{path}.lock")
