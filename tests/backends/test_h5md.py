@@ -10,6 +10,8 @@ import multiprocessing
 import os
 import pickle
 import threading
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from asebytes_nodes import (  # noqa: E402
 from asebytes_nodes.backends._h5md import H5MDBackend, sniff  # noqa: E402
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract  # noqa: E402
 from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
+from asebytes_nodes.testing.properties import PropertyContract  # noqa: E402
 
 
 class H5MDStore(StoreFactory):
@@ -49,6 +52,12 @@ class TestH5MDContract(WritableContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> StoreFactory:
         return H5MDStore(tmp_path / "frames.h5")
+
+
+class TestH5MDProperties(PropertyContract):
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> Callable[[], StoreFactory]:
+        return lambda: H5MDStore(tmp_path / f"{uuid.uuid4().hex}.h5")
 
 
 def _same_object(a: Any, b: Any) -> bool:
@@ -375,7 +384,9 @@ def test_empty_frames_and_atom_free_rows(tmp_path: Path) -> None:
     assert [len(a) for a in got] == [0, 3, 0]
 
 
-def test_python_and_numpy_scalars_of_the_same_type_share_a_column(tmp_path: Path) -> None:
+def test_a_value_of_another_scalar_type_is_refused_never_converted(tmp_path: Path) -> None:
+    """Issues 19/20: an H5MD column holds one exact type; float and np.float64 mix only within
+    one extend (an encoded column)."""
     from ase.build import bulk
     from ase.calculators.emt import EMT
 
@@ -384,5 +395,10 @@ def test_python_and_numpy_scalars_of_the_same_type_share_a_column(tmp_path: Path
     atoms.get_forces()  # EMT's energy is np.float64
     db = ASEIO(tmp_path / "s.h5")
     db.extend([atoms, atoms])
-    db.update(0, calc={"energy": -1.0})
+    before = (tmp_path / "s.h5").read_bytes()
+    for value, given in ((-1.0, "float"), ("7", "str"), (None, "NoneType")):
+        with pytest.raises(InvalidDataError, match=f"row 0: column 'calc.energy' stores .*'n<f8'.*{given}"):
+            db.update(0, calc={"energy": value})
+    assert (tmp_path / "s.h5").read_bytes() == before
+    db.update(0, calc={"energy": np.float64(-1.0)})
     assert ASEIO(tmp_path / "s.h5", readonly=True)["calc.energy"].to_list()[0] == -1.0

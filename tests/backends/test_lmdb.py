@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from ase.build import molecule
 from asebytes_nodes import ASEIO, FormatVersionError, LMDBBackend, StoreCorruptedError
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract
 from asebytes_nodes.testing.frames import make_frames
+from asebytes_nodes.testing.properties import PropertyContract
 
 
 class LMDBStore(StoreFactory):
@@ -31,6 +34,14 @@ class TestLMDBContract(WritableContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> StoreFactory:
         return LMDBStore(tmp_path / "frames.lmdb")
+
+
+class TestLMDBProperties(PropertyContract):
+    refuses_storable_values = False
+
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> Callable[[], StoreFactory]:
+        return lambda: LMDBStore(tmp_path / f"{uuid.uuid4().hex}.lmdb")
 
 
 def test_single_file_and_pathlib(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from ase import Atoms
 from ase.build import molecule
 
 from asebytes_nodes import ASEIO, MemoryBackend
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract
+from asebytes_nodes.testing.properties import PropertyContract
 
 
 class MemoryStore(StoreFactory):
@@ -29,6 +32,14 @@ class TestMemoryContract(WritableContract):
     @pytest.fixture
     def store(self) -> StoreFactory:
         return MemoryStore()
+
+
+class TestMemoryProperties(PropertyContract):
+    refuses_storable_values = False
+
+    @pytest.fixture
+    def make_store(self) -> Callable[[], StoreFactory]:
+        return MemoryStore
 
 
 def test_instances_are_isolated() -> None:

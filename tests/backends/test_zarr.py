@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +12,10 @@ from ase import Atoms
 
 zarr = pytest.importorskip("zarr")
 
-from asebytes_nodes import ASEIO, FormatVersionError, InvalidDataError, ZarrBackend  # noqa: E402
+from asebytes_nodes import ASEIO, FormatVersionError, ZarrBackend  # noqa: E402
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract  # noqa: E402
 from asebytes_nodes.testing.frames import make_frames  # noqa: E402
+from asebytes_nodes.testing.properties import PropertyContract  # noqa: E402
 
 
 class ZarrStore(StoreFactory):
@@ -44,6 +47,12 @@ class TestZarrContractUncached(WritableContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> StoreFactory:
         return ZarrStore(tmp_path / "frames.zarr", cache_bytes=0, compressor="gzip")
+
+
+class TestZarrProperties(PropertyContract):
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> Callable[[], StoreFactory]:
+        return lambda: ZarrStore(tmp_path / f"{uuid.uuid4().hex}.zarr")
 
 
 def test_cached_reader_sees_in_place_updates_by_another_handle(tmp_path: Path) -> None:
@@ -116,15 +125,19 @@ def test_ragged_without_padding(tmp_path: Path) -> None:
     np.testing.assert_array_equal(group["n_atoms"][:], [len(a) for a in frames])
 
 
-def test_conflicting_column_is_refused_before_writing(tmp_path: Path) -> None:
+def test_a_value_of_another_type_turns_the_column_into_an_object_column(tmp_path: Path) -> None:
+    """Issue 20: never converted; the column is rewritten as msgpack values, every frame exact."""
     frames = make_frames("ethanol")
     db = ASEIO(tmp_path / "c.zarr")
     db.extend(frames[:2])
-    bad = make_frames("ethanol")[2]
-    bad.info["index"] = "two"  # stored as int
-    with pytest.raises(InvalidDataError, match=r"'info.index'.*str"):
-        db.extend([frames[3], bad])
-    assert len(ASEIO(tmp_path / "c.zarr", readonly=True)) == 2
+    other = make_frames("ethanol")[2]
+    other.info["index"] = "two"  # stored as int
+    db.extend([frames[3], other])
+    again = ASEIO(tmp_path / "c.zarr", readonly=True)
+    assert again["info.index"].to_list() == [0, 1, 3, "two"]
+    columns = zarr.open_group(str(tmp_path / "c.zarr"), mode="r").attrs["asebytes_nodes"]["columns"]
+    assert columns["info.index"]["kind"] == "object" and columns["calc.energy"]["kind"] == "scalar"
+    assert ZarrBackend(tmp_path / "c.zarr", readonly=True).check() == []
 
 
 def test_newer_format_version_is_refused(tmp_path: Path) -> None:
@@ -151,7 +164,7 @@ def test_check_reports_a_record_that_disagrees_with_the_arrays(tmp_path: Path) -
     assert any("'calc.energy'" in p and "no present flags, but 3 of 4 frames" in p for p in problems)
 
 
-def test_python_and_numpy_scalars_of_the_same_type_share_a_column(tmp_path: Path) -> None:
+def test_python_and_numpy_scalars_keep_their_types(tmp_path: Path) -> None:
     db = ASEIO(tmp_path / "s.zarr")
     frames = make_frames("ethanol")
     for atoms in frames:
@@ -159,10 +172,10 @@ def test_python_and_numpy_scalars_of_the_same_type_share_a_column(tmp_path: Path
     db.extend(frames)
     db.update(1, calc={"energy": -1.5})
     db.extend([make_frames("ethanol")[0]])  # a Python float this time
+    db.update(2, calc={"energy": 3})
     energies = ASEIO(tmp_path / "s.zarr", readonly=True)["calc.energy"].to_list()
-    assert energies[1] == -1.5 and type(energies[1]) is np.float64 and len(energies) == 5
-    with pytest.raises(InvalidDataError, match="'calc.energy'.*int"):
-        db.update(2, calc={"energy": 3})
+    assert energies[1:3] == [-1.5, 3] and len(energies) == 5  # issue 19: each frame keeps its type
+    assert [type(e) for e in energies] == [np.float64, float, int, np.float64, float]
 
 
 @pytest.mark.parametrize("blocked", ["zarr", "numcodecs"])

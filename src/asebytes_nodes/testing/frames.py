@@ -5,7 +5,7 @@ Used by the contract suite and available to third-party backend authors.
 
 from __future__ import annotations
 
-import math
+import cmath
 from typing import Any
 
 import numpy as np
@@ -150,8 +150,8 @@ def assert_values_equal(a: Any, b: Any, where: str = "") -> None:
         assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
         for j, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_values_equal(x, y, f"{where}[{j}]")
-    elif isinstance(a, (float, np.floating)) and math.isnan(a):
-        assert math.isnan(b), f"{where}: {a!r} != {b!r}"
+    elif isinstance(a, (float, complex, np.inexact)) and cmath.isnan(a):
+        assert cmath.isnan(b), f"{where}: {a!r} != {b!r}"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
 

@@ -1,0 +1,252 @@
+"""Property tests of the write contract: random frames round-trip exactly or are refused whole.
+
+Test matrix
+-----------
+* frames (:func:`atoms_frames`): 0-4 atoms, counts varying across frames; random cell and pbc;
+  per-atom custom arrays of random dtypes and tails (zero-length axes included); calculator
+  results (``float`` or ``np.float64`` energies, forces of two dtypes, stress, custom results of
+  any value kind); ``info`` values of every storable kind (:func:`values`): Python ``int`` (the
+  whole 64-bit range), ``float`` (NaN, inf), ``bool``, ``complex``, ``str`` with NUL bytes,
+  ``bytes``, ``None``, numpy scalars of random dtypes, arrays of random dtypes and shapes with
+  zero-length axes (``(0,)``, ``(2, 0)``, ``(0, 3)``) and 0-d arrays, nested lists, tuples and
+  dicts; constraints (``FixAtoms``, ``FixCartesian``, ``FixBondLengths``);
+* property: ``extend`` of one or more batches, each followed by a read through a fresh handle,
+  gives back exactly what was written (types, dtypes, shapes, NaN), or the ``extend`` is refused
+  with :class:`~asebytes_nodes.errors.InvalidDataError` / :class:`~asebytes_nodes.errors.SerializationError`
+  naming the frame and a key, and the store is unchanged: the same frames, the same bytes on
+  disk, and no file where there was none.
+
+How to use
+----------
+Subclass :class:`PropertyContract` and provide a ``make_store`` fixture: a callable returning a
+new, empty :class:`~asebytes_nodes.testing.contract.StoreFactory` on each call (each hypothesis
+example needs its own store). A backend that stores every storable value (no column types)
+sets ``refuses_storable_values = False``, so a refusal is a failure there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms, FixBondLengths, FixCartesian
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ..convert import atoms_to_dict
+from ..errors import InvalidDataError, SerializationError
+from ..io import ASEIO
+from .contract import StoreFactory
+from .frames import assert_values_equal
+
+__all__ = [
+    "PropertyContract",
+    "atoms_frames",
+    "read_rows",
+    "store_digest",
+    "values",
+]
+
+# dtypes of stored arrays and numpy scalars: every kind the validation allows, both byte orders
+DTYPES = [
+    np.dtype(d)
+    for d in "? i1 u1 <i2 <i4 <i8 <u8 <f2 <f4 <f8 >f8 >i4 <c8 <c16 <U3 |S3".split()
+]
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.just("\x00"), max_size=6)
+_NAMES = st.text("abxy._/ 0", min_size=1, max_size=4)
+
+
+def _array(dtype: np.dtype[Any], shape: Any) -> st.SearchStrategy[np.ndarray]:
+    if dtype.kind == "f":  # every float, NaN and inf included
+        return hnp.arrays(dtype, shape, elements=st.floats(width=8 * min(dtype.itemsize, 8)))
+    return hnp.arrays(dtype, shape)
+
+
+_SHAPES = st.sampled_from([(), (0,), (2, 0), (0, 3), (1,), (3,), (2, 2)]) | hnp.array_shapes(
+    min_dims=0, max_dims=3, min_side=0, max_side=3
+)
+ARRAYS = st.tuples(st.sampled_from(DTYPES), _SHAPES).flatmap(lambda a: _array(*a))
+NUMPY_SCALARS = st.sampled_from([d for d in DTYPES if d.kind in "biufc"]).flatmap(
+    lambda d: _array(d, ()).map(lambda a: a[()])
+)
+SCALARS = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(),
+    st.booleans(),
+    st.complex_numbers(),
+    _TEXT,
+    st.binary(max_size=4),
+    st.none(),
+    NUMPY_SCALARS,
+)
+
+
+def values() -> st.SearchStrategy[Any]:
+    """Any value ``atoms.info`` may hold: scalars, numpy values, nested lists/tuples/dicts."""
+    leaves = SCALARS | ARRAYS
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.lists(inner, max_size=3).map(tuple),
+            st.dictionaries(_TEXT | st.integers(-5, 5), inner, max_size=3),
+        ),
+        max_leaves=5,
+    )
+
+
+@st.composite
+def _per_atom(draw: Any, n: int) -> np.ndarray:
+    dtype = draw(st.sampled_from(DTYPES))
+    tail = draw(st.sampled_from([(), (0,), (3,), (2, 0), (1, 2)]))
+    return draw(_array(dtype, (n, *tail)))
+
+
+@st.composite
+def atoms_frames(draw: Any, max_atoms: int = 4, n_atoms: int | None = None) -> Atoms:
+    """One random frame (see the module docstring); ``n_atoms`` fixes its atom count."""
+    n = draw(st.integers(0, max_atoms)) if n_atoms is None else n_atoms
+    finite = st.floats(-100, 100, allow_nan=False)
+    atoms = Atoms(
+        numbers=draw(hnp.arrays(np.int64, n, elements=st.integers(1, 100))),
+        positions=draw(hnp.arrays(np.float64, (n, 3), elements=finite)),
+        cell=draw(st.none() | hnp.arrays(np.float64, (3, 3), elements=finite)),
+        pbc=draw(hnp.arrays(bool, 3)),
+    )
+    names = st.sampled_from(["x", "y.z", "w/v", "momenta", "tags"])
+    for name in draw(st.lists(names, unique=True, max_size=2)):
+        if name == "momenta":
+            atoms.arrays[name] = draw(hnp.arrays(np.float64, (n, 3), elements=finite))
+        elif name == "tags":
+            atoms.arrays[name] = draw(hnp.arrays(np.int64, n))
+        else:
+            atoms.arrays[name] = draw(_per_atom(n))
+    results: dict[str, Any] = {}
+    if draw(st.booleans()):
+        energy = draw(st.floats())
+        results["energy"] = draw(st.sampled_from([float, np.float64]))(energy)
+    if draw(st.booleans()):
+        results["forces"] = draw(hnp.arrays(draw(st.sampled_from(["<f8", "<f4"])), (n, 3), elements=finite))
+    if draw(st.booleans()):
+        results["stress"] = draw(hnp.arrays(np.float64, 6, elements=finite))
+    results.update(draw(st.dictionaries(st.sampled_from(["extra", "score", "e.x"]), values(), max_size=2)))
+    if results:
+        atoms.calc = SinglePointCalculator(atoms)
+        atoms.calc.results.update(results)
+    atoms.info.update(draw(st.dictionaries(_NAMES, values(), max_size=4)))
+    if n and draw(st.booleans()):
+        index = st.integers(0, n - 1)
+        fixed = draw(st.lists(index, min_size=1, max_size=n, unique=True))
+        constraints: list[Any] = [FixAtoms(indices=fixed)]
+        if draw(st.booleans()):
+            mask = draw(st.lists(st.booleans(), min_size=3, max_size=3))
+            constraints.append(FixCartesian(draw(index), mask=mask))
+        if n > 1 and draw(st.booleans()):
+            pair = draw(st.lists(index, min_size=2, max_size=2, unique=True))
+            constraints.append(FixBondLengths([pair]))
+        atoms.set_constraint(constraints)
+    return atoms
+
+
+def read_rows(store: StoreFactory) -> list[dict[str, Any]]:
+    """Every frame of the store as a flat row, through a fresh read-only handle."""
+    with ASEIO(store.open(readonly=True)) as db:
+        return [atoms_to_dict(atoms) for atoms in db]
+
+
+def assert_rows_equal(expected: list[dict[str, Any]], got: list[dict[str, Any]], where: str) -> None:
+    """Exact equality of rows (key order within a row is not part of the contract)."""
+    assert len(got) == len(expected), f"{where}: {len(got)} frames, expected {len(expected)}"
+    for i, (a, b) in enumerate(zip(expected, got, strict=True)):
+        assert_values_equal({k: a[k] for k in sorted(a)}, {k: b[k] for k in sorted(b)}, f"{where} row {i}")
+
+
+def store_digest(location: str | None) -> dict[str, str] | None:
+    """SHA-256 of every file of a store (lock files aside); None where nothing exists."""
+    if location is None or "://" in location or not os.path.exists(location):
+        return None
+    root = Path(location)
+    files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
+    return {
+        str(p.relative_to(root.parent)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in files
+        if "lock" not in p.name
+    }
+
+
+def check_refusal(exc: BaseException, keys: set[str], rows: int) -> None:
+    """A refusal names a frame (or row) of the call and one of that frame's keys."""
+    text = str(exc)
+    found = re.search(r"\b(?:frame|row) (\d+)", text)
+    assert found, f"the error does not name the frame: {text}"
+    assert int(found.group(1)) < rows, f"the error names frame {found.group(1)} of {rows}: {text}"
+    assert any(repr(k) in text for k in keys), f"the error names none of the frame's keys: {text}"
+
+
+def _keys(atoms: Any) -> set[str]:
+    return set(atoms_to_dict(atoms)) if isinstance(atoms, Atoms) else set()
+
+
+class PropertyContract:
+    """Random batches of frames through ``extend``: exact round trip, or refused and unchanged."""
+
+    refuses_storable_values: ClassVar[bool] = True
+    max_atoms: ClassVar[int] = 4
+
+    @pytest.fixture
+    def make_store(self) -> Callable[[], StoreFactory]:  # pragma: no cover - always overridden
+        raise NotImplementedError("provide a `make_store` fixture returning new StoreFactory objects")
+
+    def check_extends(self, make_store: Callable[[], StoreFactory], batches: list[list[Atoms]]) -> None:
+        store = make_store()
+        store.seed([])
+        expected: list[dict[str, Any]] = []
+        for b, batch in enumerate(batches):
+            db = ASEIO(store.open())
+            location = db.backend.location
+            before = store_digest(location)
+            rows = [atoms_to_dict(a) for a in batch]
+            try:
+                db.extend(batch)
+            except (InvalidDataError, SerializationError) as exc:
+                db.close()
+                if not self.refuses_storable_values:
+                    raise
+                bad = re.search(r"\bframe (\d+)", str(exc))
+                check_refusal(exc, _keys(batch[int(bad.group(1))]) if bad else set(), len(batch))
+                assert store_digest(location) == before, f"batch {b}: a refused extend changed the files"
+                if before is None and location is not None:
+                    assert not os.path.exists(location), f"batch {b}: a refused extend left {location}"
+                    continue
+            else:
+                db.close()
+                expected.extend(rows)
+            assert_rows_equal(expected, read_rows(store), f"after batch {b}")
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(batches=st.data())
+    def test_extend_round_trips_or_refuses(
+        self, make_store: Callable[[], StoreFactory], batches: Any
+    ) -> None:
+        frames = atoms_frames(self.max_atoms)
+        self.check_extends(make_store, batches.draw(st.lists(st.lists(frames, min_size=1, max_size=3),
+                                                             min_size=1, max_size=3)))
+
+    @pytest.mark.slow
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(batches=st.data())
+    def test_extend_round_trips_or_refuses_long(
+        self, make_store: Callable[[], StoreFactory], batches: Any
+    ) -> None:
+        frames = atoms_frames(self.max_atoms)
+        self.check_extends(make_store, batches.draw(st.lists(st.lists(frames, min_size=1, max_size=4),
+                                                             min_size=1, max_size=4)))
