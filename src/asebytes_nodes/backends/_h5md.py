@@ -124,7 +124,7 @@ import re
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,13 +135,14 @@ from ase import units as ase_units
 from ase.data import atomic_masses
 
 from .. import __version__
-from ..codec import decode_value, encode_value, scalar_misfit, scalar_type_code, type_code_dtype
+from ..codec import decode_value, encode_value, scalar_type_code, type_code_dtype
 from ..convert import copy_row, gc_paused
 from ..errors import (
     ASEBytesError,
     FormatVersionError,
     InvalidDataError,
     MissingExtraError,
+    SerializationError,
     StoreCorruptedError,
     StoreNotFoundError,
     UnknownKeyError,
@@ -903,7 +904,7 @@ class H5MDBackend(WritableBackend):
             batches[key] = (
                 at,
                 present,
-                _encode(key, spec, values, present, all_counts[at], table, key in new),
+                _encode(key, spec, values, present, all_counts[at], table, key in new, _labels(at, n0)),
             )
         for key in drop:
             absent = np.zeros(len(where), bool)
@@ -1727,7 +1728,13 @@ def _given(values: list[Any], present: np.ndarray) -> list[Any]:
 
 def _infer(key: str, given: list[Any], counts: np.ndarray) -> tuple[str, str, list[int], str | None]:
     """(kind, dtype, per-row shape, scalar type code) of a new column from its values (``counts``:
-    atom counts of their frames)."""
+    atom counts of their frames).
+
+    Values HDF5 cannot hold exactly in a typed dataset go to an encoded (object) column: 0-d
+    arrays (a dataset row would read back as a numpy scalar), zero-length axes in a row (HDF5
+    chunks cannot be empty) and strings with NUL characters (variable-length HDF5 strings end at
+    the first NUL).
+    """
     per_atom = key.startswith("arrays.") or (key.startswith("calc.") and key[5:] in PER_ATOM_CALC)
     if given and set(map(type, given)) == {np.ndarray}:
         dtypes = set(map(_DTYPE, given))
@@ -1735,17 +1742,24 @@ def _infer(key: str, given: list[Any], counts: np.ndarray) -> tuple[str, str, li
         tails = {shape[1:] if per_atom else shape for shape in shapes}
         if len(dtypes) == 1 and len(tails) == 1 and (dtype := dtypes.pop()).kind in _NUMERIC:
             tail = list(tails.pop())
-            if not per_atom:
+            if not per_atom and tail and 0 not in tail:
                 return "frame", dtype.str, tail, None
-            if [shape[0] if shape else -1 for shape in shapes] == counts.tolist():
+            lengths = [shape[0] if shape else -1 for shape in shapes]
+            if per_atom and 0 not in tail and lengths == counts.tolist():
                 return "atom", dtype.str, tail, None
     if given and not per_atom:
         code = scalar_type_code(given)
         if code is not None and type_code_dtype(code).kind in _NUMERIC:
             return "scalar", type_code_dtype(code).str, [], code
-        if set(map(type, given)) == {str}:
+        if set(map(type, given)) == {str} and not any("\x00" in v for v in given):
             return "string", "str", [], None
     return "object", "object", [], None
+
+
+def _labels(at: np.ndarray, n0: int) -> Callable[[int], str]:
+    """Names of the values written at file rows ``at`` in messages: "frame j" of an extend
+    (rows from the committed length ``n0`` on), "row i" of a replaced frame."""
+    return lambda j: f"frame {int(at[j]) - n0}" if at[j] >= n0 else f"row {int(at[j])}"
 
 
 def _encode(
@@ -1756,31 +1770,40 @@ def _encode(
     counts: np.ndarray,
     table: dict[str, Any],
     fresh: bool,
+    label: Callable[[int], str] = "frame {}".format,
 ) -> Any:
     """The data to write for rows of one column (``fresh``: the spec was just inferred from these
-    values, so they fit); refuses values that do not fit the stored column."""
+    values, so they fit); refuses values that do not fit the stored column exactly, naming
+    value ``j`` as ``label(j)``: nothing is converted."""
     given = _given(values, present)
     kind, n = spec["kind"], len(values)
     if kind == "object":
         blobs = np.empty(n, object)
         for j, value in enumerate(values):
-            blobs[j] = _EMPTY_BLOB if value is MISSING else np.frombuffer(encode_value(value), np.uint8)
+            try:
+                blobs[j] = _EMPTY_BLOB if value is MISSING else np.frombuffer(encode_value(value), np.uint8)
+            except SerializationError as exc:
+                raise SerializationError(f"{label(j)}: key {key!r}: {exc}; nothing was written") from exc
         return blobs
     if kind == "string":
-        if not set(map(type, given)) <= {str}:
-            raise _conflict(key, spec, type(next(v for v in given if type(v) is not str)).__name__)
+        if not set(map(type, given)) <= {str} or any("\x00" in v for v in given):
+            j = next(j for j, v in enumerate(values) if v is not MISSING and
+                      (type(v) is not str or "\0" in v))
+            got = "a string with a NUL character" if type(values[j]) is str else type(values[j]).__name__
+            raise _conflict(key, spec, got, label(j))
         return np.array([v if v is not MISSING else "" for v in values], dtype=object)
     dtype = _storage_dtype(spec, table)
     if kind == "scalar":
-        bad = scalar_misfit(given, spec["type"])
-        if bad is not None:
-            raise _conflict(key, spec, f"a value of type {type(bad).__name__}")
+        if given and scalar_type_code(given) != spec["type"]:  # exact types only: never convert
+            code = spec["type"]
+            j = next(j for j, v in enumerate(values) if v is not MISSING and scalar_type_code([v]) != code)
+            raise _conflict(key, spec, f"a value of type {type(values[j]).__name__}", label(j))
         data = np.full(n, _fill(dtype), dtype)
         data[present] = given
         return data
     tail = tuple(spec["shape"])
     if not fresh:
-        _check_arrays(key, spec, given, counts[present])
+        _check_arrays(key, spec, given, counts[present], lambda j: label(int(np.flatnonzero(present)[j])))
     if kind == "frame" and present.all():
         return np.array(given, dtype) if given else np.zeros((0, *tail), dtype)
     if kind == "frame":
@@ -1797,7 +1820,9 @@ def _encode(
     return data
 
 
-def _check_arrays(key: str, spec: dict[str, Any], given: list[Any], counts: np.ndarray) -> None:
+def _check_arrays(
+    key: str, spec: dict[str, Any], given: list[Any], counts: np.ndarray, label: Callable[[int], str]
+) -> None:
     """Refuse arrays of another dtype or shape than the column's (whole passes over the values;
     the culprit is looked for only on failure)."""
     stored, tail = np.dtype(spec["dtype"]), tuple(spec["shape"])
@@ -1813,16 +1838,17 @@ def _check_arrays(key: str, spec: dict[str, Any], given: list[Any], counts: np.n
     if fits:
         return
     expected = [(c, *tail) for c in counts.tolist()] if spec["kind"] == "atom" else [tail] * len(given)
-    bad = next(
-        v
-        for v, shape in zip(given, expected, strict=True)
+    j = next(
+        j
+        for j, (v, shape) in enumerate(zip(given, expected, strict=True))
         if type(v) is not np.ndarray or v.dtype != stored or v.shape != shape
     )
+    bad = given[j]
     what = f"dtype {bad.dtype}, shape {bad.shape}" if isinstance(bad, np.ndarray) else type(bad).__name__
-    raise _conflict(key, spec, what)
+    raise _conflict(key, spec, what, label(j))
 
 
-def _conflict(key: str, spec: dict[str, Any], got: str) -> InvalidDataError:
+def _conflict(key: str, spec: dict[str, Any], got: str, where: str) -> InvalidDataError:
     stored = {
         "scalar": f"scalars of type code {spec.get('type')!r}",
         "string": "strings",
@@ -1831,6 +1857,6 @@ def _conflict(key: str, spec: dict[str, Any], got: str) -> InvalidDataError:
         f"{', '.join(map(str, spec['shape']))})",
     }[spec["kind"]]
     return InvalidDataError(
-        f"column {key!r} stores {stored}, but got {got}; nothing was written. Convert the value to "
-        "the stored type, or use another key"
+        f"{where}: column {key!r} stores {stored}, but got {got}; nothing was written. An H5MD column "
+        "holds one type: convert the value to the stored type, or use another key"
     )
