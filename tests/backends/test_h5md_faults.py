@@ -76,3 +76,23 @@ def test_damaged_files(tmp_path: Path) -> None:
 def test_damaged_files_many(tmp_path: Path) -> None:
     counts = hdf5kit.damage(tmp_path, BACKEND, flips=300, cuts=60, seed=1)
     print("H5MD damage outcomes:", counts)
+
+
+def test_layout_1_store_opens_and_takes_writes(tmp_path: Path) -> None:
+    """``tests/data/h5md_v1.h5``: 6 frames written by layout 1 (commit e04f21f), no checksums."""
+    import h5py
+    from faultkit import frame_version, versioned_frame
+
+    from asebytes_nodes import ASEIO
+
+    path = hdf5kit.copy_store(Path(__file__).parents[1] / "data" / "h5md_v1.h5", tmp_path / "v1.h5")
+    with ASEIO(path) as db:
+        assert db.backend.format_info()["version"] == 1
+        assert [frame_version(a) for a in db] == [(i, 0) for i in range(6)]
+        assert db.backend.check() == []
+        db.extend([versioned_frame(i) for i in range(6, 9)])
+    with ASEIO(path, readonly=True) as db:
+        assert [frame_version(a) for a in db] == [(i, 0) for i in range(9)]
+        assert db.backend.format_info()["version"] == 1 and db.backend.check() == []
+    with h5py.File(path, "r") as f:
+        assert not f["particles/atoms/position/value"].fletcher32

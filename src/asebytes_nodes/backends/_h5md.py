@@ -4,7 +4,7 @@ files written by other programs, read lazily with numpy over frames.
 >>> from asebytes_nodes import ASEIO
 >>> db = ASEIO("frames.h5", author_name="Jane Doe", compression="lzf")  # doctest: +SKIP
 
-On-disk layout (layout version 1)
+On-disk layout (layout version 2)
 ---------------------------------
 One store is one particle group ``<g>`` (``particles_group``, default ``atoms``); ``T`` frames,
 ``W`` the largest atom count so far::
@@ -34,7 +34,7 @@ One store is one particle group ``<g>`` (``particles_group``, default ``atoms``)
         encoded/c<k>               vlen uint8 (T,): values without an H5MD element (dicts, lists,
                                    None, string arrays, constraints ...), encoded by asebytes_nodes.codec
 
-The table is ``{"format": "asebytes_nodes.h5md", "version": 1, "length": T, "width": W,
+The table is ``{"format": "asebytes_nodes.h5md", "version": 2, "length": T, "width": W,
 "padded": atom counts ever differed, "timestep": fs, "next": column id counter, "velocity": bool,
 "columns": {key: {"id", "kind", "path", "dtype", "shape", "type", "count", "flags"}}}``, kinds
 ``atom`` (per-atom numbers), ``frame`` (per-frame arrays), ``scalar`` (one exact scalar type, see
@@ -58,14 +58,15 @@ without its unit; znh5md takes the exact ``momenta`` instead.
 
 Writes: append (``extend``) and replace in place (``set_rows``, ``update_rows``, ``drop_keys``); no
 insert or delete, which would move every dataset. Every value is checked and encoded before the
-file is opened for writing; the table (with ``length``) is written last; an exception while
-writing shrinks the datasets back and removes what the write created, so the earlier frames stay
-readable. Handles: one h5py handle per file per process, shared by every backend on the file and
-opened read-only (reading never changes the file); a write reopens the file for writing and
-closes it again, so HDF5's exclusive lock is held only while writing. HDF5's file locks also mean
-that another process cannot write the file while this one has it open (close the store first);
-with locking disabled (``HDF5_USE_FILE_LOCKING=FALSE``) a write elsewhere is picked up when the
-file's size or mtime changes. A forked child opens its own handle and never closes its parent's.
+file is opened for writing; the table (with ``length``) is written last. Every write is all or
+nothing, also under kill -9 and a full disk: it goes through the undo journal of
+:mod:`._hdf5_journal` (``<file>-journal`` while it runs; an interrupted write is rolled back by
+the next open), writers are serialised across processes by ``<file>.lock`` (waiting, then
+StoreLockedError), and readers wait out a write. Handles: one h5py handle per file per process,
+shared by every backend on the file and opened read-only (reading never changes the file, but
+the first open after a killed write rolls it back); a write closes it and writes through h5py's
+``fileobj`` driver; every handle reopens when the file's size or mtime changes. A forked child
+opens its own handle and never closes its parent's.
 
 Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused)
 -------------------------------------------------------------------------------
@@ -112,6 +113,10 @@ the h5py-like view in :mod:`._h5md_zarr` (needs zarr), and is always read-only.
 Version history
 ---------------
 1. First layout (asebytes-nodes 0.1).
+2. Fixed-size datasets carry HDF5's ``fletcher32`` checksum per chunk (a damaged chunk raises
+   StoreCorruptedError naming dataset and rows; ``check()`` lists them); new files use HDF5
+   1.8's object formats (checksummed metadata). Same groups and datasets otherwise: version 1
+   stores are read, and written as version 1 (datasets they gain get checksums).
 """
 
 from __future__ import annotations
