@@ -40,6 +40,7 @@ from asebytes_nodes import (
     DiskFullError,
     LMDBBackend,
     StoreCorruptedError,
+    StoreLockedError,
     UnsafeStoreError,
 )
 from asebytes_nodes.codec import encode_row
@@ -339,3 +340,33 @@ def test_two_writers_and_a_reader(tmp_path: Path) -> None:
         versions = collections.Counter(frame_version(a)[1] for a in db)
         assert versions == {1: WRITES * BATCH, 2: WRITES * BATCH}
         assert db.backend.check() == []
+
+
+def hold_writer_lock(path: str, seconds: float, ready: str) -> None:
+    """Child: hold the store's writer lock the way a writer mid-commit does."""
+    from asebytes_nodes.backends._lmdb_lock import WriterLock
+
+    with WriterLock(Path(path), store=path, timeout=5).exclusive():
+        Path(ready).touch()
+        time.sleep(seconds)
+
+
+def test_a_writer_waits_for_the_lock_then_gives_up_naming_the_holder(tmp_path: Path) -> None:
+    path = build(tmp_path / "locked.lmdb", 3)
+    before = path.read_bytes()
+    ready = tmp_path / "ready"
+    holder = _context().Process(target=hold_writer_lock, args=(str(path), 3.0, str(ready)))
+    holder.start()
+    try:
+        while not ready.exists():
+            time.sleep(0.01)
+        db = ASEIO(path, lock_timeout=0.5)
+        assert frame_version(db[2]) == (2, 0)  # readers never wait
+        with pytest.raises(StoreLockedError, match=rf"locked.lmdb.*pid {holder.pid}"):
+            db.append(versioned_frame(3))
+        assert path.read_bytes() == before and files_below(path) == {"locked.lmdb", "locked.lmdb-lock"}
+        db.backend._lock_timeout = 30  # type: ignore[attr-defined]
+        db.append(versioned_frame(3))  # waits for the holder, then writes
+        assert [frame_version(a) for a in db] == [(i, 0) for i in range(4)]
+    finally:
+        holder.join(10)

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,7 +64,6 @@ from ..codec import decode_row, decode_value, encode_row, encode_value
 from ..errors import (
     MissingExtraError,
     StoreCorruptedError,
-    StoreNotFoundError,
 )
 from ._base import MISSING, WritableBackend, check_format_record
 from ._lmdb_blocks import (
@@ -76,8 +74,10 @@ from ._lmdb_blocks import (
     read_meta,
     read_scalar_column,
 )
-from ._lmdb_check import Sealed, Unsealed, check_file, free_bytes, lmdb_failure
-from ._safety import disk_full, is_disk_full, require_space
+from ._lmdb_check import Sealed, Unsealed, free_bytes, lmdb_failure
+from ._lmdb_env import SharedEnv, acquire_env, discard_env, release_env
+from ._lmdb_lock import WriterLock
+from ._safety import DEFAULT_LOCK_TIMEOUT, disk_full, is_disk_full, require_space
 
 try:
     import lmdb
@@ -93,114 +93,11 @@ FORMAT_VERSION = 2
 _META_FORMAT = b"m:format"
 _META_LENGTH = b"m:length"
 _U64 = struct.Struct(">Q")
-_INITIAL_MAP_SIZE = 1 << 30  # address space only: the file grows with its data
 _PAGE_OVERHEAD = 64  # bytes LMDB adds per stored value (node header, page slack), roughly
 
 
 def _row_key(i: int) -> bytes:
     return b"r" + _U64.pack(i)
-
-
-class _SharedEnv:
-    """One open LMDB environment, shared by every handle on the same file in this process."""
-
-    def __init__(self, env: Any, writable: bool, key: str, inode: int) -> None:
-        self.env = env
-        self.writable = writable
-        self.key = key
-        self.inode = inode
-        self.stale = False
-        self.pid = os.getpid()
-        self.users = 0
-        self.lock = threading.RLock()
-
-
-# Keyed by real path. A file replaced under the same name (a conversion moved into
-# place) has a new inode: its old environment is closed and marked stale, and every
-# handle on it reopens the new file on its next use.
-_ENVS: dict[str, _SharedEnv] = {}
-_ENVS_LOCK = threading.Lock()
-
-
-def _inode(path: Path) -> int:
-    try:
-        return path.stat().st_ino
-    except FileNotFoundError:
-        return -1
-
-
-def _acquire_env(path: Path, readonly: bool, map_size: int) -> _SharedEnv:
-    key = os.path.realpath(path)
-    with _ENVS_LOCK:
-        shared = _ENVS.get(key)
-        if shared is not None and shared.inode != _inode(path):
-            shared.env.close()
-            shared.stale = True
-            del _ENVS[key]
-            shared = None
-        if shared is not None and shared.pid != os.getpid():  # inherited through fork
-            shared.env.close()
-            shared = None
-        if shared is not None and (readonly or shared.writable):
-            shared.users += 1
-            return shared
-        if shared is not None:  # a writer needs an environment opened for writing
-            if shared.users:
-                raise PermissionError(
-                    f"{path}: already opened read-only in this process because the file is not "
-                    "writable; a writable handle cannot share it"
-                )
-            shared.env.close()
-        exists = path.exists()
-        if not exists and readonly:
-            raise StoreNotFoundError(f"{path}: no such LMDB store (opened read-only)")
-        writable = not readonly or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
-        if not writable and not readonly:
-            raise PermissionError(f"{path}: the file or its folder is not writable")
-        check_file(path)
-        try:
-            # An explicit map_size is honoured (LMDB raises it to the data already stored);
-            # the default reserves address space only, the file grows with its data.
-            size = map_size or max(_INITIAL_MAP_SIZE, 2 * path.stat().st_size if exists else 0)
-            env = lmdb.open(
-                str(path),
-                subdir=False,
-                readonly=not writable,
-                lock=os.access(path.parent, os.W_OK) or Path(str(path) + "-lock").exists(),
-                map_size=size,
-                max_dbs=0,
-                meminit=False,
-                max_readers=1024,
-            )
-        except lmdb.InvalidError as exc:
-            raise StoreCorruptedError(f"{path}: not an LMDB file or damaged ({exc})") from exc
-        except lmdb.Error as exc:
-            if is_disk_full(exc):
-                raise disk_full(exc, str(path)) from exc
-            raise StoreCorruptedError(f"{path}: cannot open as LMDB ({exc})") from exc
-        shared = _SharedEnv(env, writable, key, _inode(path))
-        shared.users = 1
-        _ENVS[shared.key] = shared
-        return shared
-
-
-def _discard_env(shared: _SharedEnv) -> None:
-    """Close an environment after a failed commit; every handle on it reopens the file."""
-    with _ENVS_LOCK:
-        if _ENVS.get(shared.key) is shared:
-            del _ENVS[shared.key]
-        if not shared.stale and shared.pid == os.getpid():
-            shared.env.close()
-        shared.stale = True
-
-
-def _release_env(shared: _SharedEnv) -> None:
-    with _ENVS_LOCK:
-        shared.users -= 1
-        if shared.users <= 0 and _ENVS.get(shared.key) is shared:
-            del _ENVS[shared.key]
-            if shared.pid == os.getpid():
-                shared.env.close()
 
 
 class LMDBBackend(WritableBackend):
@@ -218,6 +115,9 @@ class LMDBBackend(WritableBackend):
     map_size
         Initial address space in bytes (default 1 GiB, or twice the file); it doubles on
         demand whenever a write finds it full.
+    lock_timeout
+        Seconds a write waits for another process's write to finish before raising
+        :class:`~asebytes_nodes.errors.StoreLockedError` (see :mod:`._lmdb_lock`).
     """
 
     name: ClassVar[str] = "lmdb"
@@ -228,7 +128,12 @@ class LMDBBackend(WritableBackend):
     supports_drop_keys: ClassVar[bool] = True
 
     def __init__(
-        self, path: str | os.PathLike[str], *, readonly: bool = False, map_size: int = 0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        map_size: int = 0,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         path = str(path)
         if path.startswith("lmdb://"):
@@ -236,12 +141,13 @@ class LMDBBackend(WritableBackend):
         self._path = Path(path).expanduser()
         self.readonly = readonly
         self._map_size = map_size
-        self._shared: _SharedEnv | None = None
+        self._lock_timeout = lock_timeout
+        self._shared: SharedEnv | None = None
         self._open()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _open(self) -> None:
-        self._shared = _acquire_env(self._path, self.readonly, self._map_size)
+        self._shared = acquire_env(self._path, self.readonly, self._map_size)
         try:
             self._check_format()
         except BaseException:
@@ -296,13 +202,19 @@ class LMDBBackend(WritableBackend):
     def close(self) -> None:
         if self._shared is not None:
             shared, self._shared = self._shared, None
-            _release_env(shared)
+            release_env(shared)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": str(self._path), "readonly": self.readonly, "map_size": self._map_size}
+        return {
+            "path": str(self._path), "readonly": self.readonly, "map_size": self._map_size,
+            "lock_timeout": self._lock_timeout,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], readonly=state["readonly"], map_size=state["map_size"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["path"], readonly=state["readonly"], map_size=state["map_size"],
+            lock_timeout=state.get("lock_timeout", DEFAULT_LOCK_TIMEOUT),
+        )
 
     @property
     def location(self) -> str:
@@ -331,10 +243,16 @@ class LMDBBackend(WritableBackend):
             txn.abort()
 
     @contextmanager
-    def _env_lock(self) -> Iterator[None]:
-        assert self._shared is not None
-        with self._shared.lock:
-            yield
+    def _writer_lock(self) -> Iterator[None]:
+        """This process's threads, then every process, one writer at a time."""
+        shared = self._shared
+        assert shared is not None
+        with shared.lock:
+            if shared.writer is None:
+                shared.writer = WriterLock(self._path, store=str(self._path), timeout=self._lock_timeout)
+            shared.writer.timeout = self._lock_timeout
+            with shared.writer.exclusive():
+                yield
 
     def _write(self, work: Any, nbytes: int) -> None:
         """Run ``work(txn)`` in one write transaction, growing the map and retrying when full.
@@ -347,7 +265,7 @@ class LMDBBackend(WritableBackend):
         while True:
             env = self._env
             try:
-                with self._env_lock(), env.begin(write=True) as txn:
+                with self._writer_lock(), env.begin(write=True) as txn:
                     work(txn)
                 return
             except lmdb.MapFullError:
@@ -356,7 +274,7 @@ class LMDBBackend(WritableBackend):
                 env.set_mapsize(0)
             except lmdb.Error as exc:
                 assert self._shared is not None
-                _discard_env(self._shared)
+                discard_env(self._shared)
                 if is_disk_full(exc) or free_bytes(self._path) < nbytes + (1 << 20):
                     raise disk_full(exc, str(self._path)) from exc
                 raise lmdb_failure(self._path, exc) from exc

@@ -54,6 +54,8 @@ class StoreLock:
         self.store = store
         self.timeout = timeout
         self.clear = clear
+        #: Write the holder into the lock file? (False for a lock taken on a data file.)
+        self.records_holder = True
         self._fd: int | None = None
         self._depth = 0
 
@@ -106,8 +108,9 @@ class StoreLock:
         assert fd is not None  # create=True either opens or raises
         self._acquire(fd, fcntl.LOCK_EX)
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            if self.records_holder:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         except OSError:  # a full disk must not stop the lock from working
             pass
         self._depth = 1

@@ -1,0 +1,138 @@
+"""Open LMDB environments of this process, one per file, shared by every handle on it.
+
+py-lmdb refuses to open one file twice in a process, so handles share an environment.
+An environment inherited through ``fork`` is reopened in the child; one whose file was
+replaced under the same name (new inode), or whose commit failed (LMDB may then refuse
+every later transaction), is closed and marked stale, and each handle reopens the file on
+its next use. Before a file is mapped, :func:`._lmdb_check.check_file` refuses one shorter
+than its meta pages claim.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreCorruptedError, StoreNotFoundError
+from ._lmdb_check import check_file
+from ._lmdb_lock import WriterLock
+from ._safety import disk_full, is_disk_full
+
+try:
+    import lmdb
+except ImportError:  # pragma: no cover - _lmdb raises the MissingExtraError first
+    lmdb = None
+
+__all__ = ["acquire_env", "discard_env", "release_env"]
+
+_INITIAL_MAP_SIZE = 1 << 30  # address space only: the file grows with its data
+
+
+class SharedEnv:
+    """One open LMDB environment, shared by every handle on the same file in this process."""
+
+    def __init__(self, env: Any, writable: bool, key: str, inode: int) -> None:
+        self.env = env
+        self.writable = writable
+        self.key = key
+        self.inode = inode
+        self.stale = False
+        self.pid = os.getpid()
+        self.users = 0
+        self.lock = threading.RLock()  # one writing thread at a time in this process
+        self.writer: WriterLock | None = None  # one writing process at a time
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.env.close()
+
+
+# Keyed by real path. A file replaced under the same name (a conversion moved into
+# place) has a new inode: its old environment is closed and marked stale, and every
+# handle on it reopens the new file on its next use.
+_ENVS: dict[str, SharedEnv] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _inode(path: Path) -> int:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return -1
+
+
+def acquire_env(path: Path, readonly: bool, map_size: int) -> SharedEnv:
+    key = os.path.realpath(path)
+    with _ENVS_LOCK:
+        shared = _ENVS.get(key)
+        if shared is not None and shared.inode != _inode(path):
+            shared.close()
+            shared.stale = True
+            del _ENVS[key]
+            shared = None
+        if shared is not None and shared.pid != os.getpid():  # inherited through fork
+            shared.env.close()  # the writer lock's descriptor stays: closing it would unlock the parent
+            shared = None
+        if shared is not None and (readonly or shared.writable):
+            shared.users += 1
+            return shared
+        if shared is not None:  # a writer needs an environment opened for writing
+            if shared.users:
+                raise PermissionError(
+                    f"{path}: already opened read-only in this process because the file is not "
+                    "writable; a writable handle cannot share it"
+                )
+            shared.close()
+        exists = path.exists()
+        if not exists and readonly:
+            raise StoreNotFoundError(f"{path}: no such LMDB store (opened read-only)")
+        writable = not readonly or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+        if not writable and not readonly:
+            raise PermissionError(f"{path}: the file or its folder is not writable")
+        check_file(path)
+        try:
+            # An explicit map_size is honoured (LMDB raises it to the data already stored);
+            # the default reserves address space only, the file grows with its data.
+            size = map_size or max(_INITIAL_MAP_SIZE, 2 * path.stat().st_size if exists else 0)
+            env = lmdb.open(
+                str(path),
+                subdir=False,
+                readonly=not writable,
+                lock=os.access(path.parent, os.W_OK) or Path(str(path) + "-lock").exists(),
+                map_size=size,
+                max_dbs=0,
+                meminit=False,
+                max_readers=1024,
+            )
+        except lmdb.InvalidError as exc:
+            raise StoreCorruptedError(f"{path}: not an LMDB file or damaged ({exc})") from exc
+        except lmdb.Error as exc:
+            if is_disk_full(exc):
+                raise disk_full(exc, str(path)) from exc
+            raise StoreCorruptedError(f"{path}: cannot open as LMDB ({exc})") from exc
+        shared = SharedEnv(env, writable, key, _inode(path))
+        shared.users = 1
+        _ENVS[shared.key] = shared
+        return shared
+
+
+def discard_env(shared: SharedEnv) -> None:
+    """Close an environment after a failed commit; every handle on it reopens the file."""
+    with _ENVS_LOCK:
+        if _ENVS.get(shared.key) is shared:
+            del _ENVS[shared.key]
+        if not shared.stale and shared.pid == os.getpid():
+            shared.close()
+        shared.stale = True
+
+
+def release_env(shared: SharedEnv) -> None:
+    with _ENVS_LOCK:
+        shared.users -= 1
+        if shared.users <= 0 and _ENVS.get(shared.key) is shared:
+            del _ENVS[shared.key]
+            if shared.pid == os.getpid():
+                shared.close()
