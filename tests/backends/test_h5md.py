@@ -34,6 +34,7 @@ from asebytes_nodes.backends._h5md import H5MDBackend, sniff  # noqa: E402
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract  # noqa: E402
 from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
 from asebytes_nodes.testing.properties import PropertyContract  # noqa: E402
+from asebytes_nodes.testing.stateful import StatefulContract  # noqa: E402
 
 
 class H5MDStore(StoreFactory):
@@ -54,7 +55,7 @@ class TestH5MDContract(WritableContract):
         return H5MDStore(tmp_path / "frames.h5")
 
 
-class TestH5MDProperties(PropertyContract):
+class TestH5MDProperties(PropertyContract, StatefulContract):
     @pytest.fixture
     def make_store(self, tmp_path: Path) -> Callable[[], StoreFactory]:
         return lambda: H5MDStore(tmp_path / f"{uuid.uuid4().hex}.h5")

@@ -16,6 +16,7 @@ from asebytes_nodes import ASEIO, FormatVersionError, LMDBBackend, StoreCorrupte
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract
 from asebytes_nodes.testing.frames import make_frames
 from asebytes_nodes.testing.properties import PropertyContract
+from asebytes_nodes.testing.stateful import StatefulContract
 
 
 class LMDBStore(StoreFactory):
@@ -36,7 +37,7 @@ class TestLMDBContract(WritableContract):
         return LMDBStore(tmp_path / "frames.lmdb")
 
 
-class TestLMDBProperties(PropertyContract):
+class TestLMDBProperties(PropertyContract, StatefulContract):
     refuses_storable_values = False
 
     @pytest.fixture

@@ -11,6 +11,7 @@ from ase.build import molecule
 from asebytes_nodes import ASEIO, MemoryBackend
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract
 from asebytes_nodes.testing.properties import PropertyContract
+from asebytes_nodes.testing.stateful import StatefulContract
 
 
 class MemoryStore(StoreFactory):
@@ -34,7 +35,7 @@ class TestMemoryContract(WritableContract):
         return MemoryStore()
 
 
-class TestMemoryProperties(PropertyContract):
+class TestMemoryProperties(PropertyContract, StatefulContract):
     refuses_storable_values = False
 
     @pytest.fixture

@@ -16,6 +16,7 @@ from asebytes_nodes import ASEIO, FormatVersionError, ZarrBackend  # noqa: E402
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract  # noqa: E402
 from asebytes_nodes.testing.frames import make_frames  # noqa: E402
 from asebytes_nodes.testing.properties import PropertyContract  # noqa: E402
+from asebytes_nodes.testing.stateful import StatefulContract  # noqa: E402
 
 
 class ZarrStore(StoreFactory):
@@ -49,7 +50,7 @@ class TestZarrContractUncached(WritableContract):
         return ZarrStore(tmp_path / "frames.zarr", cache_bytes=0, compressor="gzip")
 
 
-class TestZarrProperties(PropertyContract):
+class TestZarrProperties(PropertyContract, StatefulContract):
     @pytest.fixture
     def make_store(self, tmp_path: Path) -> Callable[[], StoreFactory]:
         return lambda: ZarrStore(tmp_path / f"{uuid.uuid4().hex}.zarr")

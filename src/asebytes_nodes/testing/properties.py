@@ -184,16 +184,50 @@ def store_digest(location: str | None) -> dict[str, str] | None:
 
 
 def check_refusal(exc: BaseException, keys: set[str], rows: int) -> None:
-    """A refusal names a frame (or row) of the call and one of that frame's keys."""
+    """A refusal names a frame (or row) of the call and one of that frame's keys, or a key it
+    lacks, or says what is wrong with the frame as a whole (its atoms)."""
     text = str(exc)
     found = re.search(r"\b(?:frame|row) (\d+)", text)
     assert found, f"the error does not name the frame: {text}"
     assert int(found.group(1)) < rows, f"the error names frame {found.group(1)} of {rows}: {text}"
-    assert any(repr(k) in text for k in keys), f"the error names none of the frame's keys: {text}"
+    named = any(repr(k) in text for k in keys) or re.search(r"lacks '[a-z]+\.", text) or "atoms" in text
+    assert named, f"the error names none of the frame's keys: {text}"
 
 
 def _keys(atoms: Any) -> set[str]:
     return set(atoms_to_dict(atoms)) if isinstance(atoms, Atoms) else set()
+
+
+def _h(energy: Any = None, n: int = 1, **info: Any) -> Atoms:
+    atoms = Atoms("H" * n)
+    atoms.info.update(info)
+    if energy is not None:
+        atoms.calc = SinglePointCalculator(atoms)
+        atoms.calc.results["energy"] = energy
+    return atoms
+
+
+# the minimal cases of issues 19 and 20, as batches of extends
+KNOWN_CASES: dict[str, Callable[[], list[list[Atoms]]]] = {
+    "empty (0, 3) info": lambda: [[_h(e=np.zeros((0, 3))), _h(e=np.zeros((0, 3)))]],
+    "empty (2, 0) and (0,) info": lambda: [[_h(e=np.zeros((2, 0)), f=np.zeros(0, np.int32))]],
+    "empty tail per-atom": lambda: [
+        [_arrays(Atoms("H2"), x=np.zeros((2, 0))), _arrays(Atoms("H"), x=np.zeros((1, 0)))]
+    ],
+    "0-d arrays": lambda: [[_h(x=np.array(220, np.uint8), y=np.array(1.5))], [_h(x=np.array(3, np.uint8))]],
+    "float then np.float64": lambda: [[_h(1.5, x=1)], [_h(np.float64(2.5), x=np.int64(2))]],
+    "float and np.float64 in one extend": lambda: [[_h(1.5), _h(np.float64(2.5))]],
+    "str into a float32 column": lambda: [[_h(x=np.float32(1))], [_h(x="7")]],
+    "None into a float column": lambda: [[_h(x=1.0)], [_h(x=None)]],
+    "misfits in an int column": lambda: [[_h(x=1)], [_h(x="")], [_h(x=[2.0])], [_h(x=None)]],
+    "NUL string first": lambda: [[_h(s="a\x00b")], [_h(s="ab")]],
+    "NUL string later": lambda: [[_h(s="ab")], [_h(s="a\x00b")]],
+}
+
+
+def _arrays(atoms: Atoms, **arrays: np.ndarray) -> Atoms:
+    atoms.arrays.update(arrays)
+    return atoms
 
 
 class PropertyContract:
@@ -231,6 +265,52 @@ class PropertyContract:
                 db.close()
                 expected.extend(rows)
             assert_rows_equal(expected, read_rows(store), f"after batch {b}")
+
+    @pytest.mark.parametrize("case", sorted(KNOWN_CASES))
+    def test_known_cases(self, make_store: Callable[[], StoreFactory], case: str) -> None:
+        self.check_extends(make_store, KNOWN_CASES[case]())
+
+    @pytest.mark.parametrize("path", ["set", "slice", "update", "insert"])
+    def test_a_refused_replacement_writes_nothing(
+        self, make_store: Callable[[], StoreFactory], path: str
+    ) -> None:
+        """Issue 20: ``db[0] = b`` with a new atom count and a value of another type."""
+        store = make_store()
+        try:
+            store.seed([_h(n=2, a=1), _h(n=1, a=2)])
+        except InvalidDataError:
+            pytest.skip("the store cannot hold an int in info (capability)")
+        db = ASEIO(store.open())
+        expected = read_rows(store)
+        before = store_digest(db.backend.location)
+        new = _h(n=3, a="x")
+        try:
+            if path == "set":
+                db[0] = new
+            elif path == "slice":
+                db[0:2] = [_h(n=2, a=3), new]
+            elif path == "update":
+                db.update(1, info={"a": "x"})
+            elif db.backend.supports_insert:
+                db.insert(1, new)
+            else:
+                return
+        except (InvalidDataError, SerializationError) as exc:
+            if not self.refuses_storable_values:
+                raise
+            check_refusal(exc, {"info.a"}, 3)
+            assert store_digest(db.backend.location) == before
+            assert_rows_equal(expected, read_rows(store), "after the refused write")
+            return
+        if path == "set":
+            expected[0] = atoms_to_dict(new)
+        elif path == "slice":
+            expected[:2] = [atoms_to_dict(_h(n=2, a=3)), atoms_to_dict(new)]
+        elif path == "update":
+            expected[1]["info.a"] = "x"
+        else:
+            expected.insert(1, atoms_to_dict(new))
+        assert_rows_equal(expected, read_rows(store), "after the write")
 
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
     @given(batches=st.data())
