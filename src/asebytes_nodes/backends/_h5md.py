@@ -961,12 +961,11 @@ class H5MDBackend(WritableBackend):
 
 # -- the write session ---------------------------------------------------------------------------
 class _Journal:
-    """Undo log of one write: an exception deletes what it created and shrinks what it grew."""
+    """The structural edits of one write (groups made, datasets replaced). A failed write needs no
+    undo here: :func:`._hdf5_journal.journaled` puts the file's old bytes back."""
 
     def __init__(self, f: Any) -> None:
         self.f = f
-        self.created: list[str] = []
-        self.shapes: dict[str, tuple[int, ...]] = {}
         self.backups: dict[str, str] = {}
         self.groups: dict[str, Any] = {}  # groups known to exist (HDF5 lookups of missing paths are slow)
 
@@ -974,21 +973,9 @@ class _Journal:
         return self
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        f = self.f
         if kind is None:
             for backup in self.backups.values():
-                del f[backup]
-            return
-        for path in reversed(self.created):
-            if path in f:
-                del f[path]
-        for path, backup in self.backups.items():
-            if path in f:
-                del f[path]
-            f.move(backup, path)
-        for path, shape in self.shapes.items():
-            if path in f and f[path].shape != shape:
-                f[path].resize(shape)
+                del self.f[backup]
 
     def group(self, path: str, new: bool = False) -> Any:
         """The group at ``path`` (``new``: known not to exist), created and logged with its parents."""
@@ -999,23 +986,20 @@ class _Journal:
                 parent = path.rpartition("/")[0]
                 if parent:
                     self.group(parent)
-                self.created.append(path)
                 group = self.f.create_group(path)
             self.groups[path] = group
         return group
 
     def dataset(self, path: str, **kwargs: Any) -> Any:
         parent, _, name = path.rpartition("/")
-        self.created.append(path)
         return self.group(parent).create_dataset(name, **kwargs)
 
     def resize(self, ds: Any, shape: tuple[int, ...]) -> None:
         if ds.shape != shape:
-            self.shapes.setdefault(ds.name, ds.shape)
             ds.resize(shape)
 
     def set_aside(self, path: str) -> None:
-        """Move ``path`` out of the way; restored on failure, deleted on success."""
+        """Move ``path`` out of the way; deleted when the write succeeds."""
         backup = f"{path}.replaced"
         self.f.move(path, backup)
         self.backups[path] = backup

@@ -97,6 +97,7 @@ class _Locks:
         self.pid = os.getpid()
         self.locks: dict[str, StoreLock] = {}
         self.shared_depth: dict[str, int] = {}
+        self.writing: set[str] = set()  # stores this process is writing: their journal is live
         self.mutex = threading.RLock()
 
 
@@ -160,7 +161,7 @@ def _from_h5py(exc: BaseException) -> bool:
 def recover(path: Path) -> bool:
     """Roll back the write a killed process left half done; True if there was one."""
     journal = Path(f"{path}{JOURNAL_SUFFIX}")
-    if not journal.exists():
+    if not journal.exists() or os.path.realpath(path) in _LOCKS.writing:
         return False
     lock = store_lock(path)
     try:
@@ -375,12 +376,13 @@ def journaled(path: Path, nbytes: int, timeout: float | None = None) -> Iterator
     :func:`store_lock` exclusive around the whole write (planning included); this takes it too.
     An exception rolls the file back; out of space becomes DiskFullError.
     """
-    store = str(path)
+    store, key = str(path), os.path.realpath(path)
     with store_lock(path, timeout).exclusive():
         recover(path)
         require_space(path, nbytes, store=store)
         undo = _UndoFile(path)
         handle = None
+        _LOCKS.writing.add(key)
         try:
             # New files get HDF5 1.8's formats: checksummed superblock, object headers and group
             # indexes (so metadata damage is detected), readable by every HDF5 since 1.8.
@@ -398,6 +400,8 @@ def journaled(path: Path, nbytes: int, timeout: float | None = None) -> Iterator
             if is_disk_full(exc) and not isinstance(exc, DiskFullError):
                 raise disk_full(exc, store) from exc
             raise
+        finally:
+            _LOCKS.writing.discard(key)
 
 
 def estimate(values: Any) -> int:
