@@ -401,7 +401,10 @@ class LMDBBackend(WritableBackend):
                         problems.append(str(self._damaged(bytes(key))))
         except StoreCorruptedError as exc:
             problems.append(str(exc))
-        return problems + super().check()
+        try:
+            return problems + super().check()
+        except StoreCorruptedError as exc:  # no row count: the rows cannot be enumerated
+            return [*problems, str(exc)]
 
     # -- writing -----------------------------------------------------------------------------
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
