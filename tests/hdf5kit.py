@@ -286,9 +286,19 @@ def expected_states(seed: Path, work: Path, backend: str, name: str) -> tuple[li
     return state(seed, backend), state(done, backend)
 
 
-def assert_recovered(path: Path, backend: str, before: list[Any], after: list[Any], what: str) -> None:
-    """After a kill: the store opens, holds the old or the new frames, passes check(), takes a write."""
+def assert_recovered(
+    path: Path, backend: str, before: list[Any], after: list[Any], what: str, write_first: bool = False
+) -> None:
+    """After a kill: the store opens, holds the old or the new frames, passes check(), takes a
+    write. ``write_first``: the first to open the store is a writer (else a reader)."""
+    if write_first:
+        with open_store(path, backend) as db:
+            db.append(frame(backend, 4000))
     got = state(path, backend)  # read-only open: rolls the interrupted write back
+    if write_first:
+        with open_store(path, backend, readonly=True) as db:
+            assert matches(backend, db[len(got) - 1]) == 4000, what
+        got = got[:-1]
     assert got in (before, after), (
         f"{what}: {len(got)} frames match neither the {len(before)} before nor the {len(after)} after"
     )
@@ -312,7 +322,8 @@ def kill_at_io(seed: Path, work: Path, backend: str, name: str, trials: int) -> 
         code = run_in_child(operate_killed_at, (str(path), backend, name, k, after_call))
         assert code == -signal.SIGKILL, f"{name}: the child ended with {code}, not by the kill"
         moment = "commit" if k == 0 else f"write call {k}/{total} ({'after' if after_call else 'before'})"
-        assert_recovered(path, backend, before, after, f"{backend} {name} killed at {moment}")
+        what = f"{backend} {name} killed at {moment}"
+        assert_recovered(path, backend, before, after, what, write_first=n % 2 == 1)
     return len(cases)
 
 

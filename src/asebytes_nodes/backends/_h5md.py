@@ -849,7 +849,7 @@ class H5MDBackend(WritableBackend):
         """Plan and write under the file's lock: one writer at a time in this process, each
         planning from the store as it is (``where`` None: append); one writer per file across
         processes (the store lock, held from planning to commit)."""
-        with self._shared.lock, store_lock(self._path).exclusive():
+        with self._shared.lock, store_lock(self._path).exclusive(), reading(self._path):
             self._file()
             if where is None:
                 where = np.arange(self._plan.length, self._plan.length + len(rows))
@@ -1702,8 +1702,9 @@ def _new_spec(
     root, name = place or ("particles" if kind == "atom" else "observables", key.partition(".")[2] or key)
     taken = {other["path"] for other in table["columns"].values()}
     path = f"{root}/{group}/{name}/value"
-    if place is None and ((root, name) in _RESERVED or name in (".", "..") or "/" in name or path in taken):
-        name = key.replace("%", "%25").replace("/", "%2F")
+    odd = name in (".", "..") or "/" in name or "\0" in name  # not an HDF5 link name as it is
+    if place is None and ((root, name) in _RESERVED or odd or path in taken):
+        name = key.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
         path = f"{root}/{group}/{name}/value"
         if path in taken:
             path = f"{root}/{group}/{name}~{cid}/value"

@@ -497,7 +497,7 @@ class MDTrajBackend(WritableBackend):
         self._check_writable()
         if not rows:
             return
-        with store_lock(self._path).exclusive():  # plan from the last commit, one writer at a time
+        with store_lock(self._path).exclusive(), reading(self._path):  # plan from the last commit
             self._extend(rows)
 
     def _extend(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -523,7 +523,7 @@ class MDTrajBackend(WritableBackend):
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
             return
-        with store_lock(self._path).exclusive():
+        with store_lock(self._path).exclusive(), reading(self._path):
             self._refresh()
             data, _ = self._encode(rows, lambda j: f"row {int(idx[j])}")
             targets, last = np.unique(idx[::-1], return_index=True)  # a repeated row: the last value wins
@@ -535,7 +535,7 @@ class MDTrajBackend(WritableBackend):
 
     def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
-        with store_lock(self._path).exclusive():  # read and rewrite as one step
+        with store_lock(self._path).exclusive(), reading(self._path):  # read and rewrite as one step
             self._refresh()
             idx = np.asarray(indices, dtype=np.int64).tolist()
             merged: dict[int, dict[str, Any]] = {}
