@@ -60,9 +60,24 @@ def check_key(key: object) -> str:
 _PLAIN_TYPES = frozenset((type(None), bool, float, str, bytes, complex))
 
 
+def _check_text(key: str, text: str) -> None:
+    """Refuse strings UTF-8 cannot encode (lone surrogates), which no backend can store."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise SerializationError(
+                f"key {key!r}: string {text!r} cannot be encoded as UTF-8 ({exc.reason}); "
+                "store valid text, or bytes"
+            ) from None
+
+
 def check_value(key: str, value: Any, _depth: int = 0) -> None:
     """Raise ``SerializationError`` unless ``value`` is made of storable types."""
     kind = type(value)
+    if kind is str:
+        _check_text(key, value)
+        return
     if kind in _PLAIN_TYPES:
         return
     if kind is int:
@@ -92,12 +107,17 @@ def check_value(key: str, value: Any, _depth: int = 0) -> None:
                     f"key {key!r}: dict key {name!r} of type {type(name).__name__} cannot be "
                     "stored; use str or int keys"
                 )
+            if isinstance(name, str):
+                _check_text(key, name)
             check_value(key, item, _depth + 1)
         return
     if isinstance(value, int):  # int subclasses (IntEnum, ...): range-check as int
         check_value(key, int(value), _depth)
         return
-    if isinstance(value, (float, str, bytes, complex)):  # other builtin subclasses
+    if isinstance(value, str):  # str subclasses
+        _check_text(key, value)
+        return
+    if isinstance(value, (float, bytes, complex)):  # other builtin subclasses
         return
     raise SerializationError(
         f"key {key!r}: value of type {type(value).__name__} cannot be stored; store numbers, "
@@ -128,8 +148,11 @@ def validate_row(
     for key, value in row.items():
         try:
             check_key(key)
+            _check_text(key, key)
         except UnknownKeyError as exc:
             raise UnknownKeyError(prefix + str(exc)) from None
+        except SerializationError as exc:
+            raise SerializationError(prefix + str(exc)) from None
         if key.startswith("arrays."):
             value = _per_atom(prefix, key, value, n, ((3,),) if key == "arrays.positions" else None)
         elif key.startswith("calc.") and key[5:] in PER_ATOM_CALC:
@@ -216,6 +239,8 @@ def check_constraints(prefix: str, constraints: list[dict[str, Any]]) -> None:
 def check_frame(row: dict[str, Any], n: int) -> None:
     """Fast checks of a row built by :func:`atoms_to_dict` (messages without a location)."""
     for key, value in row.items():
+        if not key.isascii():
+            _check_text(key, key)
         space = key[:5]
         if space == "array":
             if type(value) is not np.ndarray or value.ndim == 0 or len(value) != n:

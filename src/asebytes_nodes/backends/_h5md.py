@@ -1702,8 +1702,9 @@ def _new_spec(
     root, name = place or ("particles" if kind == "atom" else "observables", key.partition(".")[2] or key)
     taken = {other["path"] for other in table["columns"].values()}
     path = f"{root}/{group}/{name}/value"
-    if place is None and ((root, name) in _RESERVED or name in (".", "..") or "/" in name or path in taken):
-        name = key.replace("%", "%25").replace("/", "%2F")
+    odd = name in (".", "..") or "/" in name or "\0" in name  # not an HDF5 link name as it is
+    if place is None and ((root, name) in _RESERVED or odd or path in taken):
+        name = key.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
         path = f"{root}/{group}/{name}/value"
         if path in taken:
             path = f"{root}/{group}/{name}~{cid}/value"

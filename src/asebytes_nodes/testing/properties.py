@@ -42,7 +42,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ..convert import atoms_to_dict
+from ..convert import atoms_to_dict, rows_from_atoms
 from ..errors import InvalidDataError, SerializationError
 from ..io import ASEIO
 from .contract import StoreFactory
@@ -61,8 +61,9 @@ DTYPES = [
     np.dtype(d)
     for d in "? i1 u1 <i2 <i4 <i8 <u8 <f2 <f4 <f8 >f8 >i4 <c8 <c16 <U3 |S3".split()
 ]
-_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.just("\x00"), max_size=6)
-_NAMES = st.text("abxy._/ 0", min_size=1, max_size=4)
+# text with NUL characters, and now and then a lone surrogate (not UTF-8: must be refused)
+_TEXT = st.text(st.characters(codec="utf-8") | st.just("\x00") | st.just("\udc80"), max_size=6)
+_NAMES = st.text("abxy._/ 0\x00", min_size=1, max_size=4)
 
 
 def _array(dtype: np.dtype[Any], shape: Any) -> st.SearchStrategy[np.ndarray]:
@@ -194,6 +195,15 @@ def check_refusal(exc: BaseException, keys: set[str], rows: int) -> None:
     assert named, f"the error names none of the frame's keys: {text}"
 
 
+def storable(frames: list[Atoms]) -> bool:
+    """Do the frames pass the checks every backend shares (before any backend sees them)?"""
+    try:
+        rows_from_atoms(frames, show_progress=False)
+    except InvalidDataError:
+        return False
+    return True
+
+
 def _keys(atoms: Any) -> set[str]:
     return set(atoms_to_dict(atoms)) if isinstance(atoms, Atoms) else set()
 
@@ -222,6 +232,8 @@ KNOWN_CASES: dict[str, Callable[[], list[list[Atoms]]]] = {
     "misfits in an int column": lambda: [[_h(x=1)], [_h(x="")], [_h(x=[2.0])], [_h(x=None)]],
     "NUL string first": lambda: [[_h(s="a\x00b")], [_h(s="ab")]],
     "NUL string later": lambda: [[_h(s="ab")], [_h(s="a\x00b")]],
+    "NUL and slash in keys": lambda: [[_h(**{"a\x00b": 1, "/": 2.0, "..": "x"})]],
+    "lone surrogate": lambda: [[_h(s="a")], [_h(s="a\udc80")], [_h(**{"\udc80": 1})]],
 }
 
 
@@ -253,7 +265,7 @@ class PropertyContract:
                 db.extend(batch)
             except (InvalidDataError, SerializationError) as exc:
                 db.close()
-                if not self.refuses_storable_values:
+                if not self.refuses_storable_values and storable(batch):
                     raise
                 bad = re.search(r"\bframe (\d+)", str(exc))
                 check_refusal(exc, _keys(batch[int(bad.group(1))]) if bad else set(), len(batch))
@@ -312,7 +324,7 @@ class PropertyContract:
             expected.insert(1, atoms_to_dict(new))
         assert_rows_equal(expected, read_rows(store), "after the write")
 
-    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
     @given(batches=st.data())
     def test_extend_round_trips_or_refuses(
         self, make_store: Callable[[], StoreFactory], batches: Any

@@ -40,6 +40,7 @@ from hypothesis.stateful import (
 from ..convert import atoms_to_dict, copy_row
 from ..errors import InvalidDataError, SerializationError
 from ..io import ASEIO
+from ..validation import validate_row
 from .contract import StoreFactory
 from .properties import (
     _NAMES,
@@ -47,6 +48,7 @@ from .properties import (
     atoms_frames,
     check_refusal,
     read_rows,
+    storable,
     store_digest,
     values,
 )
@@ -86,14 +88,14 @@ class WriteModel(RuleBasedStateMachine):
         self.db.close()
 
     def _write(self, op: Callable[[], None], change: Callable[[], None], keys: set[str], rows: int,
-               must_refuse: bool = False) -> None:
+               must_refuse: bool = False, frames: list[Atoms] | None = None) -> None:
         """Run ``op`` on the store; on success apply ``change`` to the list, on refusal check that
         the error names the frame and a key and that no file changed."""
         before = store_digest(self.backend.location)
         try:
             op()
         except (InvalidDataError, SerializationError) as exc:
-            if not (self.refuses or must_refuse):
+            if not (self.refuses or must_refuse or (frames is not None and not storable(frames))):
                 raise
             check_refusal(exc, keys, len(self.model) + rows)
             assert store_digest(self.backend.location) == before, f"a refused write changed the files: {exc}"
@@ -109,12 +111,13 @@ class WriteModel(RuleBasedStateMachine):
     def extend(self, frames: list[Atoms]) -> None:
         rows = [self._row(a) for a in frames]
         self._write(lambda: self.db.extend(frames), lambda: self.model.extend(rows),
-                    set().union(*rows), len(rows))
+                    set().union(*rows), len(rows), frames=frames)
 
     @rule(frame=FRAMES)
     def append(self, frame: Atoms) -> None:
         row = self._row(frame)
-        self._write(lambda: self.db.append(frame), lambda: self.model.append(row), set(row), 1)
+        self._write(lambda: self.db.append(frame), lambda: self.model.append(row), set(row), 1,
+                    frames=[frame])
 
     @precondition(lambda self: self.model)
     @rule(data=st.data(), frame=FRAMES)
@@ -126,7 +129,7 @@ class WriteModel(RuleBasedStateMachine):
         def change() -> None:
             self.model[i] = row
 
-        self._write(lambda: self.db.__setitem__(i, frame), change, set(row), 1)
+        self._write(lambda: self.db.__setitem__(i, frame), change, set(row), 1, frames=[frame])
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
@@ -142,7 +145,7 @@ class WriteModel(RuleBasedStateMachine):
                 self.model[i] = row
 
         self._write(lambda: self.db.__setitem__(slice(start, stop), frames), change,
-                    set().union(*rows), max(len(rows), 1))
+                    set().union(*rows), max(len(rows), 1), frames=frames)
 
     @precondition(lambda self: self.model)
     @rule(data=st.data(), info=st.dictionaries(_NAMES, values(), max_size=2), energy=st.none() | st.floats())
@@ -155,7 +158,14 @@ class WriteModel(RuleBasedStateMachine):
         def change() -> None:
             self.model[i] = {**self.model[i], **new}
 
-        self._write(lambda: self.db.update(i, info=info, calc=calc), change, set(new), i + 1)
+        try:
+            validate_row(new)
+        except InvalidDataError:
+            invalid = True
+        else:
+            invalid = False
+        self._write(lambda: self.db.update(i, info=info, calc=calc), change, set(new), i + 1,
+                    must_refuse=invalid)
 
     @precondition(lambda self: self.backend.supports_insert)
     @rule(data=st.data(), frame=FRAMES)
@@ -163,7 +173,8 @@ class WriteModel(RuleBasedStateMachine):
         n = len(self.model)
         i = data.draw(st.integers(-n - 1, n + 1))
         row = self._row(frame)
-        self._write(lambda: self.db.insert(i, frame), lambda: self.model.insert(i, row), set(row), 1)
+        self._write(lambda: self.db.insert(i, frame), lambda: self.model.insert(i, row), set(row), 1,
+                    frames=[frame])
 
     @precondition(lambda self: self.backend.supports_delete and self.model)
     @rule(data=st.data())
@@ -228,7 +239,7 @@ class StatefulContract:
         )
 
     def test_random_writes_match_a_list(self, make_store: Callable[[], StoreFactory]) -> None:
-        self.run_model(make_store, 10, 8)
+        self.run_model(make_store, 8, 6)
 
     @pytest.mark.slow
     def test_random_writes_match_a_list_long(self, make_store: Callable[[], StoreFactory]) -> None:
