@@ -76,7 +76,8 @@ def check_value(key: str, value: Any, _depth: int = 0) -> None:
     """Raise ``SerializationError`` unless ``value`` is made of storable types."""
     kind = type(value)
     if kind is str:
-        _check_text(key, value)
+        if not value.isascii():  # the common case costs one C call
+            _check_text(key, value)
         return
     if kind in _PLAIN_TYPES:
         return
