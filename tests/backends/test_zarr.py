@@ -13,6 +13,7 @@ from ase import Atoms
 zarr = pytest.importorskip("zarr")
 
 from asebytes_nodes import ASEIO, FormatVersionError, ZarrBackend  # noqa: E402
+from asebytes_nodes.backends._zarr_txn import seal  # noqa: E402
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract  # noqa: E402
 from asebytes_nodes.testing.frames import make_frames  # noqa: E402
 from asebytes_nodes.testing.properties import PropertyContract  # noqa: E402
@@ -159,7 +160,7 @@ def test_check_reports_a_record_that_disagrees_with_the_arrays(tmp_path: Path) -
     meta = dict(group.attrs["asebytes_nodes"])
     meta["atoms"] += 1
     meta["columns"]["calc.energy"]["count"] = 3
-    group.attrs["asebytes_nodes"] = meta
+    group.attrs["asebytes_nodes"] = seal(meta)  # a consistent record that disagrees with the arrays
     problems = ZarrBackend(path, readonly=True).check()
     assert any("n_atoms" in p and "record says" in p for p in problems)
     assert any("'calc.energy'" in p and "no present flags, but 3 of 4 frames" in p for p in problems)
@@ -177,6 +178,26 @@ def test_python_and_numpy_scalars_keep_their_types(tmp_path: Path) -> None:
     energies = ASEIO(tmp_path / "s.zarr", readonly=True)["calc.energy"].to_list()
     assert energies[1:3] == [-1.5, 3] and len(energies) == 5  # issue 19: each frame keeps its type
     assert [type(e) for e in energies] == [np.float64, float, int, np.float64, float]
+
+
+def test_version_1_columns_of_empty_rows_and_0d_arrays_read_and_grow(tmp_path: Path) -> None:
+    """Issue 19: version-1 code stored (0, 3), (n, 0) and 0-d values in typed columns, then failed
+    every read (ZeroDivisionError) or gave numpy scalars; they read exactly and take new frames."""
+    import shutil
+
+    path = tmp_path / "old.zarr"
+    shutil.copytree(Path(__file__).parent.parent / "data" / "zarr_v1_empty_rows.zarr", path)
+    db = ASEIO(path)
+    new = Atoms("H", info={"e": np.zeros((0, 3)), "z": np.array(7, np.uint8)})
+    new.arrays["t"] = np.zeros((1, 0), np.int32)
+    db.extend([new])
+    got = list(ASEIO(path, readonly=True))
+    assert all(type(a.info["z"]) is np.ndarray and a.info["z"].shape == () for a in got)
+    assert [int(a.info["z"]) for a in got] == [5, 6, 7]
+    assert all(a.info["z"].dtype == np.uint8 and a.info["e"].shape == (0, 3) for a in got)
+    assert [a.arrays["t"].shape for a in got] == [(2, 0), (3, 0), (1, 0)]
+    assert all(a.arrays["t"].dtype == np.int32 for a in got)
+    assert ZarrBackend(path, readonly=True).check() == []
 
 
 @pytest.mark.parametrize("blocked", ["zarr", "numcodecs"])
