@@ -156,6 +156,7 @@ from ..errors import (
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record, path_of
 from ._h5md_zarr import ZarrDataset, ZarrGroup, is_zarr_dir, open_zarr
+from ._hdf5_guard import refuse_outside_links
 from ._hdf5_journal import CHECKSUM, checked, checksum_problems, estimate, journaled, reading, store_lock
 
 try:
@@ -307,7 +308,7 @@ def sniff(path: str | os.PathLike[str]) -> bool:
         if not h5py.is_hdf5(path):
             return False
         with h5py.File(path, "r") as f:
-            return _is_group(f.get("h5md"))
+            return isinstance(f.get("h5md", getlink=True), h5py.HardLink) and _is_group(f["h5md"])
     except Exception:
         return False
 
@@ -353,7 +354,7 @@ class _SharedFile:
                 self.generation += 1
             if self.file is None and stamp is not None:
                 try:
-                    self.file = h5py.File(self.path, "r")
+                    self.file = refuse_outside_links(h5py.File(self.path, "r"), self.path)
                 except OSError as exc:
                     if h5py.is_hdf5(self.path):
                         raise
@@ -535,7 +536,7 @@ class H5MDBackend(WritableBackend):
             raise StoreNotFoundError(f"{target}: no such file")
         if not sniff(target):
             raise StoreCorruptedError(f"{target}: not an H5MD file (no /h5md group)")
-        with h5py.File(target, "r") as f:
+        with refuse_outside_links(h5py.File(target, "r"), target) as f:
             return _groups(f)
 
     @contextmanager

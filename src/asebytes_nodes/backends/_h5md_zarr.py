@@ -5,6 +5,13 @@ The H5MD backend's reader for files of other programs walks h5py objects; :class
 by path, ``get``, ``attrs``, iteration, ``name``, ``visititems``; dataset ``shape``, ``ndim``,
 ``dtype``, slicing and ``asstr``). Zarr strings are reported with h5py's string dtype so the
 reader's string test holds for both. Nothing here writes: zarrmd stores open read-only.
+
+A zarrmd store is a directory, so it could reach outside itself through the file system: a
+symbolic link (a chunk linked to ``/etc/passwd``, an array directory linked elsewhere), a FIFO or
+device that blocks or never ends, or a path with ``..`` handed to zarr. :func:`open_zarr` walks
+the directory once (names and link targets only, no data) and refuses all of these with
+:class:`~asebytes_nodes.errors.UnsafeStoreError`; symbolic links that stay inside the store are
+allowed. Paths looked up later are checked segment by segment.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import MissingExtraError, StoreCorruptedError
+from ..errors import MissingExtraError, StoreCorruptedError, UnsafeStoreError
 
 
 def is_zarr_dir(path: str | os.PathLike[str]) -> bool:
@@ -31,10 +38,47 @@ def open_zarr(path: Path) -> ZarrGroup:
         import zarr
     except ImportError as exc:  # pragma: no cover - zarr ships with the zarr extra
         raise MissingExtraError('Reading zarrmd needs zarr. Run: pip install "asebytes-nodes[zarr]"') from exc
+    _refuse_escapes(path)
     try:
         return ZarrGroup(zarr.open_group(str(path), mode="r", zarr_format=2))
     except (OSError, ValueError, KeyError) as exc:
         raise StoreCorruptedError(f"{path}: cannot open as a Zarr v2 group ({exc})") from exc
+
+
+def _unsafe(where: str | os.PathLike[str], problem: str) -> UnsafeStoreError:
+    return UnsafeStoreError(
+        f"{os.fspath(where)} {problem}; a zarrmd store must hold only its own directories and regular "
+        "files, so it was not read: copy the store with its links resolved (cp -rL) if you trust them"
+    )
+
+
+def _refuse_escapes(path: Path) -> None:
+    """Raise :class:`UnsafeStoreError` for a link leaving the store or a file that is not regular."""
+    root = os.path.realpath(path)
+    stack = [os.fspath(path)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if os.path.commonpath([root, target]) != root:
+                        raise _unsafe(entry.path, f"is a symbolic link to {target}, outside the store")
+                    if not (os.path.isfile(target) or os.path.isdir(target)):
+                        raise _unsafe(entry.path, "is a symbolic link to a missing or special file")
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif not entry.is_file(follow_symlinks=False):
+                    raise _unsafe(entry.path, "is neither a directory nor a regular file (a FIFO or device)")
+
+
+def _checked_key(where: str, path: str) -> str:
+    """``path`` relative to a group, refused when a segment is empty, ``.`` or ``..``."""
+    key = path.strip("/")
+    if any(part in ("", ".", "..") or "\\" in part for part in key.split("/")):
+        raise _unsafe(
+            f"{where}: the path {path!r}", "has an empty, '.' or '..' segment or a backslash"
+        )
+    return key
 
 
 def _wrap(obj: Any) -> ZarrGroup | ZarrDataset:
@@ -52,7 +96,7 @@ class ZarrGroup:
         self.name = "/" + group.path.strip("/")
 
     def __getitem__(self, path: str) -> ZarrGroup | ZarrDataset:
-        return _wrap(self._group[path.strip("/")])
+        return _wrap(self._group[_checked_key(self.name, path)])
 
     def get(self, path: str, default: Any = None) -> Any:
         try:

@@ -95,6 +95,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ._base import MISSING, WritableBackend, path_of
+from ._hdf5_guard import refuse_outside_links
 from ._hdf5_journal import CHECKSUM, checked, checksum_problems, estimate, journaled, reading, store_lock
 
 try:
@@ -288,9 +289,10 @@ class MDTrajBackend(WritableBackend):
                 _drop_file(shared)
             if shared.file is None:
                 try:
-                    shared.file = h5py.File(self._path, "r")
+                    handle = h5py.File(self._path, "r")
                 except OSError as exc:
                     raise StoreCorruptedError(f"{self._path}: cannot open as HDF5 ({exc})") from exc
+                shared.file = refuse_outside_links(handle, self._path)
                 shared.stat = stat
             return shared.file
 
