@@ -6,6 +6,7 @@ What other programs make of our files, and ours of theirs, is in ``tests/test_in
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import pickle
@@ -31,6 +32,7 @@ from asebytes_nodes import (  # noqa: E402
     UnknownKeyError,
 )
 from asebytes_nodes.backends._h5md import H5MDBackend, sniff  # noqa: E402
+from asebytes_nodes.backends._hdf5_journal import seal  # noqa: E402
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract  # noqa: E402
 from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
 from asebytes_nodes.testing.properties import PropertyContract  # noqa: E402
@@ -242,7 +244,8 @@ def test_newer_layout_is_refused(tmp_path: Path) -> None:
     ASEIO(path).extend(make_frames("ethanol")[:1])
     with h5py.File(path, "a") as f:
         group = f["parameters/asebytes_nodes/atoms"]
-        group.attrs["asebytes_nodes"] = group.attrs["asebytes_nodes"].replace('"version": 2', '"version": 7')
+        text = group.attrs["asebytes_nodes"].replace('"version": 2', '"version": 7')
+        seal(group.attrs, "asebytes_nodes", json.loads(text))  # a consistent record of a newer layout
     with pytest.raises(FormatVersionError, match="layout version 7"):
         ASEIO(path)
 

@@ -96,3 +96,18 @@ def test_layout_1_store_opens_and_takes_writes(tmp_path: Path) -> None:
         assert db.backend.format_info()["version"] == 1 and db.backend.check() == []
     with h5py.File(path, "r") as f:
         assert not f["particles/atoms/position/value"].fletcher32
+
+
+def test_damaged_table_is_refused(tmp_path: Path) -> None:
+    """The column table is JSON in an attribute (unchecksummed heap storage when large): a change
+    that still parses, here one more frame, fails its CRC-32 instead of reading wrong rows."""
+    import h5py
+
+    from asebytes_nodes import StoreCorruptedError
+
+    path = hdf5kit.build(tmp_path / "t.h5", BACKEND, 20)
+    with h5py.File(path, "a") as f:
+        attrs = f["parameters/asebytes_nodes/atoms"].attrs
+        attrs["asebytes_nodes"] = attrs["asebytes_nodes"].replace('"length": 20', '"length": 21')
+    with pytest.raises(StoreCorruptedError, match="CRC-32"):
+        hdf5kit.open_store(path, BACKEND, readonly=True)

@@ -157,7 +157,18 @@ from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record, path_of
 from ._h5md_zarr import ZarrDataset, ZarrGroup, is_zarr_dir, open_zarr
 from ._hdf5_guard import refuse_outside_links
-from ._hdf5_journal import CHECKSUM, checked, checksum_problems, estimate, journaled, reading, store_lock
+from ._hdf5_journal import (
+    CHECKSUM,
+    checked,
+    checksum_problems,
+    estimate,
+    journaled,
+    reading,
+    recover,
+    seal,
+    store_lock,
+    unseal,
+)
 
 try:
     import h5py
@@ -344,6 +355,8 @@ class _SharedFile:
         with self.lock:
             self._forget_if_forked()
             stamp = self._stat()
+            if (self.file is None or stamp != self.stamp) and recover(self.path):  # a killed write
+                stamp = self._stat()
             if self.file is not None and stamp != self.stamp:
                 self.file.close()
                 self.file = None
@@ -589,7 +602,7 @@ class H5MDBackend(WritableBackend):
             )
         self._group = requested or (groups[0] if groups else "atoms")
         raw = handle.get(f"{_PRIVATE}/{self._group}")
-        table = json.loads(raw.attrs[_TABLE]) if raw is not None and _TABLE in raw.attrs else None
+        table = unseal(raw.attrs, _TABLE, str(self._path)) if raw is not None else None
         try:
             if table is not None:
                 self._plan = _own_plan(self._path, handle, self._group, table)
@@ -1176,8 +1189,8 @@ class _Writer:
             _put(ds, where, data)
 
     def commit(self) -> None:
-        """Publish the table: the one write that makes the new rows visible."""
-        self.f[self.private].attrs[_TABLE] = json.dumps(self.table)
+        """Publish the table (with its CRC-32): the one write that makes the new rows visible."""
+        seal(self.f[self.private].attrs, _TABLE, self.table)
 
 
 # -- module helpers ------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ records, which are not fsynced one by one (that would cost an fsync per overwrit
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import struct
 import threading
@@ -75,7 +77,9 @@ __all__ = [
     "journaled",
     "reading",
     "recover",
+    "seal",
     "store_lock",
+    "unseal",
 ]
 
 JOURNAL_SUFFIX = "-journal"
@@ -90,11 +94,10 @@ _CRC = struct.Struct("<I")
 
 
 class _Locks:
-    """This process's StoreLock per store path (re-made after fork: flock locks are shared
-    with the parent through an inherited descriptor)."""
+    """This process's StoreLock per store, keyed by real path."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
+        self.keys: dict[str, str] = {}  # path as given -> real path (one syscall per component)
         self.locks: dict[str, StoreLock] = {}
         self.shared_depth: dict[str, int] = {}
         self.writing: set[str] = set()  # stores this process is writing: their journal is live
@@ -104,14 +107,29 @@ class _Locks:
 _LOCKS = _Locks()
 
 
+def _forget_locks() -> None:
+    """In a forked child: flock locks of inherited descriptors are the parent's; start afresh
+    (the parent's descriptors stay open: closing one would not unlock it either)."""
+    global _LOCKS
+    _LOCKS = _Locks()
+
+
+os.register_at_fork(after_in_child=_forget_locks)
+
+
+def _key(path: Path) -> str:
+    name = os.fspath(path)
+    key = _LOCKS.keys.get(name)
+    if key is None:
+        key = _LOCKS.keys[name] = os.path.realpath(name)
+    return key
+
+
 def store_lock(path: Path, timeout: float | None = None) -> StoreLock:
     """The writer lock of the HDF5 file ``path`` (``<path>.lock``), one per path per process;
     ``timeout`` (seconds, default :data:`~._safety.DEFAULT_LOCK_TIMEOUT`) sets how long its
     writers wait, for this process."""
-    global _LOCKS
-    if _LOCKS.pid != os.getpid():
-        _LOCKS = _Locks()  # the parent's descriptors stay open (closing would not unlock it)
-    key = os.path.realpath(path)
+    key = _key(path)
     with _LOCKS.mutex:
         lock = _LOCKS.locks.get(key)
         if lock is None:
@@ -124,15 +142,12 @@ def store_lock(path: Path, timeout: float | None = None) -> StoreLock:
 
 @contextmanager
 def reading(path: Path) -> Iterator[None]:
-    """Hold the store's lock shared for one read call (no-op inside this process's own write),
-    after rolling back an interrupted write if one left its journal. Whatever HDF5 raises
-    while reading (damaged metadata or chunks) becomes StoreCorruptedError naming the store."""
-    lock = store_lock(path)
-    key = os.path.realpath(path)
+    """Hold the store's lock shared for one read call (no-op inside this process's own write).
+    Whatever HDF5 raises while reading (damaged metadata or chunks) becomes
+    StoreCorruptedError naming the store. Call :func:`recover` before (re)opening the file."""
+    lock, key = store_lock(path), _key(path)
     with _LOCKS.mutex:
         depth = _LOCKS.shared_depth.get(key, 0)
-        if depth == 0 and os.path.exists(f"{path}{JOURNAL_SUFFIX}"):
-            recover(path)
         context = lock.shared() if depth == 0 else nullcontext()
         context.__enter__()
         _LOCKS.shared_depth[key] = depth + 1
@@ -159,11 +174,18 @@ def _from_h5py(exc: BaseException) -> bool:
 
 
 def recover(path: Path) -> bool:
-    """Roll back the write a killed process left half done; True if there was one."""
+    """Roll back the write a killed process left half done; True if there was one. Call it
+    before opening the file, also inside :func:`reading` (the shared lock is let go for it)."""
     journal = Path(f"{path}{JOURNAL_SUFFIX}")
-    if not journal.exists() or os.path.realpath(path) in _LOCKS.writing:
+    key = _key(path)
+    if not journal.exists() or key in _LOCKS.writing:
         return False
     lock = store_lock(path)
+    # flock cannot turn a shared lock into an exclusive one while another reader holds it
+    # shared too (both would wait): let ours go, recover, take it again.
+    reader = _LOCKS.shared_depth.get(key, 0) > 0 and not lock._depth and lock._fd is not None
+    if reader:
+        fcntl.flock(lock._fd, fcntl.LOCK_UN)
     try:
         with lock.exclusive():
             if not journal.exists():  # another process recovered first
@@ -174,6 +196,9 @@ def recover(path: Path) -> bool:
             f"{path}: an interrupted write left {journal.name}, and rolling it back needs write "
             "permission on the file and its folder; open the store once where you can write it"
         ) from exc
+    finally:
+        if reader:
+            lock._acquire(lock._fd, fcntl.LOCK_SH)  # waits up to the timeout, like shared()
     return True
 
 
@@ -376,7 +401,7 @@ def journaled(path: Path, nbytes: int, timeout: float | None = None) -> Iterator
     :func:`store_lock` exclusive around the whole write (planning included); this takes it too.
     An exception rolls the file back; out of space becomes DiskFullError.
     """
-    store, key = str(path), os.path.realpath(path)
+    store, key = str(path), _key(path)
     with store_lock(path, timeout).exclusive():
         recover(path)
         require_space(path, nbytes, store=store)
@@ -402,6 +427,33 @@ def journaled(path: Path, nbytes: int, timeout: float | None = None) -> Iterator
             raise
         finally:
             _LOCKS.writing.discard(key)
+
+
+def seal(attrs: Any, name: str, record: Any) -> None:
+    """Write ``record`` as JSON into attribute ``name`` with its CRC-32 in ``name + "_crc32"``
+    (large attributes live in HDF5 storage that has no checksum of its own)."""
+    text = json.dumps(record)
+    attrs[name] = text
+    attrs[f"{name}_crc32"] = np.uint32(zlib.crc32(text.encode()))
+
+
+def unseal(attrs: Any, name: str, where: str) -> Any:
+    """The JSON record in attribute ``name`` (None if absent), checked against its CRC-32 when
+    it has one (records written before the CRC existed have none)."""
+    if name not in attrs:
+        return None
+    text = attrs[name]
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    crc = attrs.get(f"{name}_crc32")
+    if crc is not None and int(crc) != zlib.crc32(text.encode()):
+        raise StoreCorruptedError(
+            f"{where}: the record in attribute {name!r} fails its CRC-32 check; the file is damaged; "
+            "restore it from a copy"
+        )
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise StoreCorruptedError(f"{where}: the record in attribute {name!r} is not JSON ({exc})") from exc
 
 
 def estimate(values: Any) -> int:

@@ -96,7 +96,16 @@ from ..errors import (
 )
 from ._base import MISSING, WritableBackend, path_of
 from ._hdf5_guard import refuse_outside_links
-from ._hdf5_journal import CHECKSUM, checked, checksum_problems, estimate, journaled, reading, store_lock
+from ._hdf5_journal import (
+    CHECKSUM,
+    checked,
+    checksum_problems,
+    estimate,
+    journaled,
+    reading,
+    recover,
+    store_lock,
+)
 
 try:
     import h5py
@@ -285,6 +294,8 @@ class MDTrajBackend(WritableBackend):
         with _LOCK:
             shared = self._share()
             stat = _stat(self._path)
+            if (shared.file is None or shared.stat != stat) and recover(self._path):  # a killed write
+                stat = _stat(self._path)
             if shared.file is not None and shared.stat != stat:
                 _drop_file(shared)
             if shared.file is None:
@@ -574,7 +585,8 @@ class MDTrajBackend(WritableBackend):
             if name in f:  # left by a write that stopped before its first frame
                 del f[name]
         text = topology[0].encode("utf-8")
-        f.create_dataset("topology", data=np.array([text], dtype=f"S{max(len(text), 1)}"))
+        blob = np.array([text], dtype=f"S{max(len(text), 1)}")
+        f.create_dataset("topology", data=blob, chunks=(1,), **CHECKSUM)  # chunked: checksummed
         compression = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
         for name, values in data.items():
             tail = values.shape[1:]
