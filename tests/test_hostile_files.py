@@ -20,19 +20,22 @@ Test matrix:
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import ase.io
 import numpy as np
 import pytest
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from asebytes_nodes import ASEIO, UnsafeStoreError
+from asebytes_nodes import ASEIO, StoreCorruptedError, UnsafeStoreError
 from asebytes_nodes.backends import _xyzindex
+from asebytes_nodes.backends._asefile import ASEFileBackend
 from asebytes_nodes.testing.frames import assert_values_equal
 
 h5py = pytest.importorskip("h5py")
@@ -227,3 +230,161 @@ def test_zarrmd_fifo_and_dotdot_paths_are_refused(tmp_path: Path) -> None:
     group = open_zarr(_zarrmd(tmp_path / "again"))
     with pytest.raises(UnsafeStoreError, match=r"the path '\.\./victim' has an empty, '\.' or '\.\.'"):
         group["../victim"]
+
+
+# -- extxyz: absurd counts, truncation, the offset cache --------------------------------------------
+def _xyz(tmp_path: Path, n: int = 6) -> tuple[Path, list[dict]]:
+    path = tmp_path / "f.xyz"
+    ase.io.write(path, _frames(n))
+    with ASEFileBackend(path, index_cache=False) as db:
+        return path, db.read_rows(range(len(db)))
+
+
+@pytest.mark.parametrize("frame", [0, 3])
+def test_absurd_atom_count_is_refused_at_once(tmp_path: Path, frame: int) -> None:
+    path, _ = _xyz(tmp_path)
+    lines = path.read_text().splitlines(keepends=True)
+    line = frame * (9 + 2)  # ethanol: 9 atom lines, a count and a comment line per frame
+    lines[line] = f"{10**12}\n"
+    path.write_text("".join(lines))
+    start = time.perf_counter()
+    where = rf"{path}: frame {frame} \(line {line + 1}, byte \d+\)"
+    with pytest.raises(StoreCorruptedError, match=rf"{where} declares 1000000000000 atoms"):
+        ASEIO(path)
+    assert time.perf_counter() - start < 5
+
+
+def _truncation_outcome(path: Path, size: int, original: bytes, expected: list[dict]) -> str:
+    path.write_bytes(original[:size])
+    try:
+        with ASEFileBackend(path, index_cache=False) as db:
+            rows = db.read_rows(range(len(db)))
+    except StoreCorruptedError as exc:
+        assert str(path) in str(exc)
+        return "error"
+    assert_rows_equal(rows, expected[: len(rows)])  # never a shorter or changed frame
+    return "exact"
+
+
+def test_truncated_extxyz_gives_a_clean_error_or_exact_frames(tmp_path: Path) -> None:
+    path, expected = _xyz(tmp_path)
+    original = path.read_bytes()
+    start_of_last_frame = sum(len(x) for x in original.splitlines(keepends=True)[: 5 * 11])
+    offsets = set(range(start_of_last_frame, len(original)))  # every offset in the last frame
+    offsets |= set(random.Random(12).sample(range(start_of_last_frame), 60))
+    outcomes = {size: _truncation_outcome(path, size, original, expected) for size in sorted(offsets)}
+    exact_inside_last = {s for s, got in outcomes.items() if got == "exact" and s > start_of_last_frame}
+    assert exact_inside_last == set()  # a cut anywhere inside the last frame is an error
+    assert "exact" in outcomes.values()  # a cut between frames leaves the earlier ones, exact
+
+
+def test_truncated_frame_error_names_the_frame(tmp_path: Path) -> None:
+    path, _ = _xyz(tmp_path)
+    original = path.read_bytes()
+    path.write_bytes(original[: len(original) - 7])  # inside the last atom line of frame 5
+    with pytest.raises(StoreCorruptedError, match=rf"{path}: frame 5 \(line 56, byte \d+\) .*line end"):
+        ASEIO(path)
+    path.write_bytes(original[: original.rfind(b"\n", 0, len(original) - 1) + 1])  # its last line gone
+    with pytest.raises(StoreCorruptedError, match=rf"{path}: frame 5 .*declares 9 atoms, but"):
+        ASEIO(path)
+
+
+def test_index_cache_ignores_planted_links_fifos_and_crafted_tables(tmp_path: Path, cache_home: Path) -> None:
+    path, expected = _xyz(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    target = cache_home / "extxyz-index" / _xyzindex._cache_name(str(path))
+    target.parent.mkdir(parents=True)
+    for pid in range(os.getpid() - 50, os.getpid() + 50):  # the temporary names used to be predictable
+        target.with_name(f"{target.name}.{pid}.tmp").symlink_to(victim)
+    target.symlink_to(victim)
+    with ASEFileBackend(path) as db:
+        assert_rows_equal(db.read_rows(range(len(db))), expected)
+    assert victim.read_text() == "precious"
+    assert target.is_file() and not target.is_symlink()
+    stamp, table = _xyzindex._load(target, str(path))  # type: ignore[misc]
+    crafted = np.array([[0, 10**12, 0], [table[-1, 0], 0, 0]], dtype=np.int64)
+    _xyzindex._save(target, str(path), stamp, crafted)  # the right stamp, an absurd table
+    with ASEFileBackend(path) as db:
+        assert_rows_equal(db.read_rows(range(len(db))), expected)
+    target.unlink()
+    os.mkfifo(target)  # reading a FIFO would block forever
+    done = _in_child(
+        "from asebytes_nodes.backends._asefile import ASEFileBackend\n"
+        f"print(len(ASEFileBackend({str(path)!r})))\n"
+    )
+    assert done.stdout.strip() == str(len(expected)), done.stderr
+
+
+def test_index_cache_survives_an_overlong_file_name(tmp_path: Path) -> None:
+    path = tmp_path / ("x" * 240 + ".xyz")  # the cache file name would exceed 255 bytes
+    ase.io.write(path, _frames(2))
+    assert len(ASEIO(path)) == 2
+
+
+# -- ase.io fallback: nothing runs ------------------------------------------------------------------
+def test_python_file_is_never_executed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "structure.py"
+    path.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    with pytest.raises(UnsafeStoreError, match=rf"{path}: ase.io would read it as 'py', and it is Python"):
+        ASEIO(path)
+    with pytest.raises(UnsafeStoreError, match="Python source"):
+        ASEFileBackend(path, format="py")
+    assert not marker.exists()
+
+
+def test_castep_cell_runs_no_program(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ASE's CASTEP reader runs ``castep`` to build its keyword file: a fake one leaves a marker."""
+    marker = tmp_path / "MARKER"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "castep"
+    fake.write_text(f"#!/bin/sh\necho ran > {marker}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "a.cell"
+    path.write_text("%BLOCK LATTICE_CART\n3 0 0\n0 3 0\n0 0 3\n%ENDBLOCK LATTICE_CART\n"
+                    "%BLOCK POSITIONS_FRAC\nH 0 0 0\n%ENDBLOCK POSITIONS_FRAC\n")
+    with pytest.raises(UnsafeStoreError, match="castep-cell"):
+        ASEIO(path)
+    assert not marker.exists() and not (tmp_path / "castep_keywords.json").exists()
+
+
+def test_hdf5_read_through_another_library_is_checked_first(tmp_path: Path) -> None:
+    path, _, target = _store(tmp_path, "h5md-foreign")
+    _plant(path, target, "external-storage", tmp_path / "outside")
+    renamed = path.rename(path.with_suffix(".dat"))  # no backend claims .dat: ase.io's znh5md reader
+    with pytest.raises(UnsafeStoreError, match="external file"):
+        ASEFileBackend(renamed, format="znh5md")
+
+
+# -- .traj --------------------------------------------------------------------------------------------
+def test_damaged_traj_gives_a_clean_error_or_exact_frames(tmp_path: Path) -> None:
+    path = tmp_path / "t.traj"
+    ase.io.write(path, _frames(10))
+    original = path.read_bytes()
+    with ASEFileBackend(path) as db:
+        expected = db.read_rows(range(len(db)))
+    rng = random.Random(7)
+    outcomes = {"error": 0, "exact": 0, "changed": 0}
+    for size in rng.sample(range(len(original)), 60):
+        outcomes[_truncation_outcome(path, size, original, expected)] += 1
+    for offset in rng.sample(range(len(original)), 60):
+        damaged = bytearray(original)
+        damaged[offset] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(damaged))
+        try:
+            with ASEFileBackend(path) as db:
+                rows = db.read_rows(range(len(db)))
+        except StoreCorruptedError:
+            outcomes["error"] += 1
+            continue
+        try:  # ULM keeps no checksums: a flip inside array bytes reads as a changed number
+            assert_rows_equal(rows, expected)
+            outcomes["exact"] += 1
+        except AssertionError:
+            outcomes["changed"] += 1
+    assert outcomes["error"] > 0 and sum(outcomes.values()) == 120

@@ -9,7 +9,9 @@
 5. an extension shared by several backends (``.h5``) is decided by each backend's
    content sniffer on an existing file, else the first one registered for it;
 6. an existing file with an unregistered extension goes to the first *fallback*
-   backend whose sniffer accepts it (ASE's reader, for every format ``ase.io`` knows);
+   backend whose sniffer accepts it (ASE's reader, for every format ``ase.io`` reads
+   without running code or touching other files; it refuses the others, such as Python
+   source, with ``UnsafeStoreError`` saying why: see ``_asefile.UNSAFE_FORMATS``);
 7. anything else is an error that lists what is registered.
 
 Objects that are not paths (a ``datasets.Dataset``, say) go to the first backend

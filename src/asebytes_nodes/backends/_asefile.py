@@ -24,6 +24,16 @@ Access paths
   files): ``ase.io.read(path, ":")`` once at open; the rows are kept in memory
   and copied on every read. ASE has no random access for these formats.
 
+Untrusted files
+---------------
+Reading a file runs no code and touches no other file. Formats whose ``ase.io`` reader
+would break that are refused with :class:`~asebytes_nodes.errors.UnsafeStoreError` before
+anything is read (see ``UNSAFE_FORMATS``: Python source, CASTEP cells, whose reader may
+run the ``castep`` program and write ``castep_keywords.json``, and database servers). Files
+of other formats whose content is HDF5 (NetCDF-4, znh5md) go through the same check
+as the H5MD backend first (no external links, virtual datasets or external storage).
+Old pickle-based ``.traj`` files are refused by ASE itself and never unpickled.
+
 ``keys()`` reads only what decides a frame's keys (the extxyz comment line, the
 header of a ULM item), then one full frame per distinct layout.
 
@@ -78,11 +88,30 @@ from ase.io.formats import filetype, get_compression, ioformats
 from ase.io.trajectory import TrajectoryReader
 
 from ..convert import atoms_to_dict, copy_row, gc_paused
-from ..errors import BackendNotFoundError, ReadOnlyError, StoreCorruptedError, StoreNotFoundError
+from ..errors import (
+    BackendNotFoundError,
+    MissingExtraError,
+    ReadOnlyError,
+    StoreCorruptedError,
+    StoreNotFoundError,
+    UnsafeStoreError,
+)
 from ._base import ReadableBackend, path_of
 from ._xyzindex import build_index, cache_dir
 
-__all__ = ["ASEFileBackend", "sniff"]
+__all__ = ["UNSAFE_FORMATS", "ASEFileBackend", "sniff"]
+
+#: ``ase.io`` formats never read, and why: reading them could run code or touch other files.
+UNSAFE_FORMATS: dict[str, str] = {
+    "py": "it is Python source, which reading would execute",
+    "castep-cell": (
+        "ASE's reader builds a CASTEP calculator, which runs the castep program (and writes "
+        "castep_keywords.json) when it finds no keyword file"
+    ),
+    "mysql": "it names a database server, which reading would connect to",
+    "postgresql": "it names a database server, which reading would connect to",
+}
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # at byte 0, 512, 1024, 2048 ... (after a user block)
 
 Indices = Sequence[int] | np.ndarray
 _READ_BLOCK = 1 << 24  # most bytes read in one system call for consecutive extxyz frames
@@ -90,17 +119,26 @@ _KEYS_BATCH = 4096  # frames whose signatures keys() reads at once
 
 
 def sniff(path: Path) -> bool:
-    """True when ``ase.io`` recognises a format it can read in the existing file ``path``.
+    """True when ``ase.io`` recognises a format it can read in the existing file ``path``, or
+    one named by its extension that is refused as unsafe (the backend then says why).
 
     Used by the registry for files whose extension no backend claims; never raises.
     """
     try:
         if not os.path.isfile(path):
             return False
+        if _unsafe_by_extension(Path(path)):
+            return True
         fmt = ioformats.get(filetype(os.fspath(path), read=True, guess=False))
         return fmt is not None and bool(fmt.can_read)
     except Exception:  # any failure to recognise the file means "not ours"
         return False
+
+
+def _unsafe_by_extension(path: Path) -> str | None:
+    """The unsafe format ``path``'s extension names (ASE names ``x.py`` 'py' but cannot place it)."""
+    name = path.suffix.lower().lstrip(".")
+    return name if name in UNSAFE_FORMATS else None
 
 
 def _detect_format(path: Path, format: str | None) -> str:
@@ -111,6 +149,8 @@ def _detect_format(path: Path, format: str | None) -> str:
             return "extxyz"
         if suffix == ".traj":
             return "traj"
+        format = _unsafe_by_extension(path)
+    if format is None:
         try:
             format = filetype(os.fspath(path), read=True, guess=False)
         except Exception as exc:  # ase raises several types for files it cannot place
@@ -118,11 +158,47 @@ def _detect_format(path: Path, format: str | None) -> str:
                 f"{path}: ase.io does not recognise the format of this file ({exc}); "
                 "pass format=<an ase.io format name> or open it with another backend"
             ) from exc
+    if format in UNSAFE_FORMATS:
+        raise UnsafeStoreError(
+            f"{path}: ase.io would read it as {format!r}, and {UNSAFE_FORMATS[format]}; asebytes_nodes "
+            "reads no format that runs code or touches other files: convert it with ase.io yourself "
+            "if you trust it"
+        )
     fmt = ioformats.get(format)
     if fmt is None or not fmt.can_read:
-        readable = ", ".join(sorted(name for name, f in ioformats.items() if f.can_read))
+        safe = (name for name, f in ioformats.items() if f.can_read and name not in UNSAFE_FORMATS)
+        readable = ", ".join(sorted(safe))
         raise BackendNotFoundError(f"ase.io cannot read the format {format!r}; readable formats: {readable}")
     return str(format)
+
+
+def _is_hdf5(path: Path) -> bool:
+    """Does ``path`` carry the HDF5 signature where libhdf5 looks for it?"""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        at = 0
+        while at + len(_HDF5_SIGNATURE) <= size:
+            f.seek(at)
+            if f.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+                return True
+            at = 512 if at == 0 else 2 * at
+    return False
+
+
+def _refuse_hdf5_escapes(path: Path) -> None:
+    """Check an HDF5 file that another library will read (see the module docstring)."""
+    if not _is_hdf5(path):
+        return
+    try:
+        import h5py
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{path} is an HDF5 file, which is read only after h5py has checked that it points "
+            'nowhere outside itself; install it with: pip install "asebytes-nodes[h5md]"'
+        ) from exc
+    from ._hdf5_guard import refuse_outside_links
+
+    refuse_outside_links(h5py.File(path, "r"), path).close()
 
 
 class _Frames(ABC):
@@ -333,6 +409,8 @@ class _LoadedFrames(_Frames):
     def __init__(self, path: Path, fmt: str) -> None:
         images: Any = []  # an empty file holds no frames (some ASE readers refuse it instead)
         if not path.is_file() or path.stat().st_size > 0:
+            if path.is_file():
+                _refuse_hdf5_escapes(path)
             try:
                 images = ase.io.read(os.fspath(path), index=":", format=fmt)  # a list for ":"
             except Exception as exc:  # every ASE reader has its own errors

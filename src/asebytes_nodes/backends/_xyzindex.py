@@ -6,6 +6,15 @@ same walk as ``ase.io.extxyz.read_xyz``, which also stops at the first blank
 count line). Newlines are found with numpy, block by block, so memory stays
 bounded for files of any size; the Python work is a few operations per frame.
 
+Damaged and hostile files: a count line declaring more atoms than the rest of the file can
+hold (an atom line takes at least 2 bytes) is refused at once, before any skip or allocation;
+a frame cut short, or whose last line has no line end (the file may be cut inside that line,
+and a cut number still parses), is refused; errors name the file, frame, line and count.
+A cache file is read only when it is a regular file owned by this user (never through a
+symbolic link or from a FIFO), its table must describe a well-formed walk over the file's
+bytes, and it is written under a fresh random name, so a file planted in a shared cache folder
+can make us neither read nor write anything else.
+
 The cache layout and its version history are documented in
 :mod:`asebytes_nodes.backends._asefile`.
 """
@@ -16,6 +25,8 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +131,24 @@ class _LineEnds:
         return self.ends[self.k - 1]
 
 
+def _line_of(fd: int, pos: int) -> int:
+    """1-based line number of byte ``pos`` (counted on the error path only)."""
+    lines, at = 1, 0
+    while at < pos:
+        chunk = os.pread(fd, min(_BLOCK, pos - at), at)
+        if not chunk:
+            break
+        lines, at = lines + chunk.count(b"\n"), at + len(chunk)
+    return lines
+
+
+def _damaged(fd: int, path: str, frame: int, pos: int, problem: str) -> StoreCorruptedError:
+    return StoreCorruptedError(
+        f"{path}: frame {frame} (line {_line_of(fd, pos)}, byte {pos}) {problem}; the file is "
+        "truncated or corrupted, or not extxyz/xyz: restore it, or cut it before that frame"
+    )
+
+
 def _scan(fd: int, path: str, size: int, start: int, first_frame: int) -> FrameIndex:
     """Frame rows from byte ``start`` (a frame start) to the end of the file."""
     rows: list[tuple[int, int, int]] = []
@@ -135,22 +164,27 @@ def _scan(fd: int, path: str, size: int, start: int, first_frame: int) -> FrameI
         except ValueError:
             natoms = -1
         if natoms < 0:
-            raise StoreCorruptedError(
-                f"{path}: frame {frame} (byte {pos}) should start with its number of atoms, found "
-                f"{text[:60]!r}; the file is not extxyz/xyz or is corrupted"
+            found = f"should start with its number of atoms, found {text[:60]!r}"
+            raise _damaged(fd, path, frame, pos, found)
+        if 2 * natoms > size - end:  # checked before skipping: a count of 10**12 costs nothing
+            raise _damaged(
+                fd, path, frame, pos, f"declares {natoms} atoms, but {natoms} atom lines need at least "
+                f"{2 * natoms} bytes and only {size - end} follow (truncated, or not a count)"
             )
         last = lines.skip(natoms + 1)  # the comment and atom lines
         if last is None:
-            raise StoreCorruptedError(
-                f"{path}: frame {frame} (byte {pos}) declares {natoms} atoms but the file ends before "
-                "its last atom line; the file is truncated"
-            )
+            raise _damaged(fd, path, frame, pos, f"declares {natoms} atoms, but the file ends first")
         nvec = 0
         while (nxt := lines.peek()) is not None and lines.text(last + 1, nxt).lstrip().startswith(b"VEC"):
             lines.skip(1)
             nvec, last = nvec + 1, nxt
         if nvec > 3:
-            raise StoreCorruptedError(f"{path}: frame {frame} (byte {pos}) has more than 3 VEC lines")
+            raise _damaged(fd, path, frame, pos, "has more than 3 VEC lines")
+        if last >= size:  # _LineEnds ends an unterminated last line at `size`
+            raise _damaged(
+                fd, path, frame, pos, "ends in a line without a line end, so the file may be cut inside "
+                "that line (truncated); if the file is complete, append a newline to it"
+            )
         rows.append((pos, natoms, nvec))
         pos = min(last + 1, size)
     rows.append((pos, 0, 0))
@@ -188,10 +222,39 @@ def _cache_name(path: str) -> str:
     return f"{Path(real).name}-{hashlib.sha256(real.encode()).hexdigest()[:16]}.abnidx"
 
 
+def _read_own_file(target: Path) -> bytes:
+    """The bytes of ``target`` if it is a regular file owned by this user, read without following
+    a symbolic link or blocking on a FIFO; else OSError."""
+    fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            raise OSError(f"{target}: not a regular file of this user")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def _well_formed(table: FrameIndex, size: int) -> bool:
+    """Does ``table`` describe a walk over ``size`` bytes: frames from byte 0, in order, each long
+    enough for its atom lines, at most 3 VEC lines? (So a crafted cache claims no memory.)"""
+    starts, natoms, nvec = table[:, 0], table[:-1, 1], table[:-1, 2]
+    spans = np.diff(starts)
+    return bool(
+        starts[0] == 0
+        and starts[-1] <= size
+        and (spans > 0).all()
+        and (natoms >= 0).all()
+        and (2 * natoms <= spans).all()
+        and ((nvec >= 0) & (nvec <= 3)).all()
+    )
+
+
 def _load(target: Path, path: str) -> tuple[dict[str, Any], FrameIndex] | None:
     """(stamp, table) from a cache file of this version for this path, else None."""
     try:
-        raw = target.read_bytes()
+        raw = _read_own_file(target)
         if not raw.startswith(_MAGIC):
             return None
         size = int.from_bytes(raw[8:12], "little")
@@ -205,7 +268,8 @@ def _load(target: Path, path: str) -> tuple[dict[str, Any], FrameIndex] | None:
         ):
             return None
         table = np.frombuffer(body, dtype="<i8").reshape(-1, 3).astype(np.int64)
-        return header["stamp"], table
+        stamp = header["stamp"]
+        return (stamp, table) if _well_formed(table, int(stamp["size"])) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -220,11 +284,15 @@ def _save(target: Path, path: str, stamp: dict[str, Any], table: FrameIndex) -> 
         "stamp": stamp,
     }
     meta = json.dumps(header).encode()
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    tmp: str | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(_MAGIC + len(meta).to_bytes(4, "little") + meta + table.astype("<i8").tobytes())
-        os.replace(tmp, target)
+        # A fresh name (O_EXCL): a predictable one could be a planted link to another file.
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_MAGIC + len(meta).to_bytes(4, "little") + meta + table.astype("<i8").tobytes())
+        os.replace(tmp, target)  # replaces a link planted at `target`, never what it points to
     except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
