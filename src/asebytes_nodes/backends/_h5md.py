@@ -114,9 +114,11 @@ Version history
 ---------------
 1. First layout (asebytes-nodes 0.1).
 2. Fixed-size datasets carry HDF5's ``fletcher32`` checksum per chunk (a damaged chunk raises
-   StoreCorruptedError naming dataset and rows; ``check()`` lists them); new files use HDF5
-   1.8's object formats (checksummed metadata). Same groups and datasets otherwise: version 1
-   stores are read, and written as version 1 (datasets they gain get checksums).
+   StoreCorruptedError naming dataset and rows; ``check()`` lists them); the table has its
+   CRC-32 in the attribute ``asebytes_nodes_crc32``; new files use HDF5 1.8's object formats
+   (checksummed metadata). Same groups and datasets otherwise: version 1 stores are read, and
+   written as version 1 (datasets they gain get checksums). Strings and encoded values
+   (variable-length, in HDF5's global heap) have no checksum.
 """
 
 from __future__ import annotations

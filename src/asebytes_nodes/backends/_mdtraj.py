@@ -50,15 +50,15 @@ commits and closes the file (several milliseconds), so append in batches.
 Every write is all or nothing, also when the process is killed or the disk fills: it goes
 through the undo journal of :mod:`._hdf5_journal` (``<file>-journal`` while it runs,
 ``<file>.lock`` serialising writers across processes; readers wait out a write), so
-compression is as safe as none. Frame datasets carry HDF5's ``fletcher32`` checksum per chunk
-(PyTables, hence mdtraj, reads it); a damaged chunk raises StoreCorruptedError naming the
-dataset and rows.
+compression is as safe as none. Frame datasets and the topology carry HDF5's ``fletcher32``
+checksum per chunk (PyTables, hence mdtraj, reads it); a damaged chunk raises
+StoreCorruptedError naming the dataset and rows.
 
 Version history
 ---------------
 ``conventionVersion`` 1.0 and 1.1 are read; 1.1 is written; a major version above 1 is refused.
 Files written since asebytes-nodes issue 12 carry ``fletcher32`` checksums on their frame
-datasets (same conventions; older files without them are read as before).
+datasets and a chunked topology (same conventions; older files without them are read as before).
 
 Process rules: one read-only ``h5py.File`` per file per process, shared by every handle on
 it. A write closes it (HDF5 cannot open a file for writing that the process holds read-only)
