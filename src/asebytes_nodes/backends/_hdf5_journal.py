@@ -16,14 +16,16 @@ Design (a byte-level rollback journal, like SQLite's)
   write, so a kill at any moment leaves a journal that can undo everything written so far.
 * Commit: close the HDF5 file (HDF5 flushes its caches through the driver), ``fsync`` the
   store, delete the journal. The deletion is the commit point.
-* Recovery ("hot journal"): whoever opens the store next, reader or writer, finds the journal,
-  takes the writer lock, writes the old bytes back, cuts the file to its old length (or
-  deletes a file the write created) and deletes the journal. A reader without write
+* Recovery ("hot journal", :func:`recover`): whoever next opens the file (a reader's handle
+  (re)opening because the file changed, or any writer) finds the journal, takes the writer
+  lock, writes the old bytes back, cuts the file to its old length (or deletes a file the
+  write created) and deletes the journal. A journal whose write never touched the file is
+  harmless and waits for the next writer. A reader without write
   permission on the folder gets :class:`~asebytes_nodes.errors.StoreCorruptedError` saying
   so. A torn last record (a kill while appending it) fails its CRC and is ignored: the store
   write it preceded never happened.
 * One writer at a time: :class:`~._safety.StoreLock` on ``<file>.lock`` (exclusive for a write
-  from planning to commit, waiting up to ``lock_timeout``, then
+  from planning to commit, waiting up to 60 s (``store_lock(path, timeout=...)``), then
   :class:`~asebytes_nodes.errors.StoreLockedError` naming the holder).
 * Readers (ours) open the file through HDF5's own ``sec2`` driver and hold ``<file>.lock``
   shared for each read call, so a read never overlaps a write: readers wait out a write (where
@@ -38,9 +40,14 @@ Design (a byte-level rollback journal, like SQLite's)
   still runs out of space, the write is rolled back from the journal and
   :class:`~asebytes_nodes.errors.DiskFullError` is raised. The journal itself needs at most the
   size of the pages the write overwrites.
-* Checksums: chunked datasets get HDF5's ``fletcher32`` filter (:data:`CHECKSUM`);
-  :func:`checked` turns HDF5's checksum failure into StoreCorruptedError naming the dataset and
-  rows, and :func:`checksum_problems` scans every chunk of a file for ``check()``.
+* Checksums: chunked datasets get HDF5's ``fletcher32`` filter (:data:`CHECKSUM`); new files
+  use HDF5 1.8's object formats, whose superblock, object headers and group indexes carry
+  checksums; JSON records in attributes are sealed with a CRC-32 (:func:`seal`). :func:`checked`
+  turns HDF5's checksum failure into StoreCorruptedError naming the dataset and rows,
+  :func:`reading` turns any other HDF5 failure while reading into StoreCorruptedError naming
+  the file, and :func:`checksum_problems` scans every chunk of a file for ``check()``. Not
+  covered: variable-length values (strings, encoded objects), which HDF5 keeps in its global
+  heap without a checksum.
 
 Cost: writes go through Python callbacks (one per HDF5 I/O call, a few hundred per write);
 overwritten pages are copied once to the journal; one ``fsync`` per write. Kill -9 safe; power
