@@ -19,6 +19,7 @@ Test matrix:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -388,3 +389,49 @@ def test_damaged_traj_gives_a_clean_error_or_exact_frames(tmp_path: Path) -> Non
         except AssertionError:
             outcomes["changed"] += 1
     assert outcomes["error"] > 0 and sum(outcomes.values()) == 120
+
+
+# -- hf:// local folders --------------------------------------------------------------------------
+def _hf_variants(tmp_path: Path) -> dict[str, Path]:
+    """Folders that would make ``datasets`` read ``secret`` (outside them), by kind."""
+    datasets = pytest.importorskip("datasets")
+    secret = datasets.Dataset.from_dict({"a": [666]})
+    secret.save_to_disk(tmp_path / "secret")
+    secret.to_parquet(tmp_path / "secret.parquet")
+    plain = datasets.Dataset.from_dict({"a": [1, 2]})
+    folders = {}
+    for kind in ("state-dotdot", "state-absolute", "split-dotdot", "readme-dotdot", "readme-absolute",
+                 "readme-url", "symlink"):
+        folder = folders[kind] = tmp_path / kind
+        if kind.startswith("state"):
+            plain.save_to_disk(folder)
+            state = json.loads((folder / "state.json").read_text())
+            name = "secret/data-00000-of-00001.arrow"
+            name = "../" + name if kind == "state-dotdot" else str(tmp_path / name)
+            state["_data_files"] = [{"filename": name}]
+            (folder / "state.json").write_text(json.dumps(state))
+        elif kind == "split-dotdot":
+            datasets.DatasetDict({"train": plain}).save_to_disk(folder)
+            (folder / "dataset_dict.json").write_text(json.dumps({"splits": ["../secret"]}))
+        else:
+            folder.mkdir()
+            plain.to_parquet(folder / "data.parquet")
+            pattern = {
+                "readme-dotdot": "../secret.parquet",
+                "readme-absolute": str(tmp_path / "secret.parquet"),
+                "readme-url": "https://example.invalid/secret.parquet",
+                "symlink": "*.parquet",
+            }[kind]
+            card = "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+            card += f"    path: {pattern}\n---\n"
+            (folder / "README.md").write_text(card)
+            if kind == "symlink":
+                (folder / "leak.parquet").symlink_to(tmp_path / "secret.parquet")
+    return folders
+
+
+def test_local_hf_folders_read_nothing_outside_themselves(tmp_path: Path) -> None:
+    for kind, folder in _hf_variants(tmp_path).items():
+        with pytest.raises(UnsafeStoreError, match=rf"{tmp_path}/{kind}.*(leaves the folder|not a plain name|"
+                           "not a file name inside|outside the store)"):
+            ASEIO(f"hf://{folder}", split="train")

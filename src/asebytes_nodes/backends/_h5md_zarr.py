@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from ..errors import MissingExtraError, StoreCorruptedError, UnsafeStoreError
+from ._confine import is_plain_name, refuse_escapes
 
 
 def is_zarr_dir(path: str | os.PathLike[str]) -> bool:
@@ -38,7 +39,7 @@ def open_zarr(path: Path) -> ZarrGroup:
         import zarr
     except ImportError as exc:  # pragma: no cover - zarr ships with the zarr extra
         raise MissingExtraError('Reading zarrmd needs zarr. Run: pip install "asebytes-nodes[zarr]"') from exc
-    _refuse_escapes(path)
+    refuse_escapes(path, _unsafe)
     try:
         return ZarrGroup(zarr.open_group(str(path), mode="r", zarr_format=2))
     except (OSError, ValueError, KeyError) as exc:
@@ -52,29 +53,10 @@ def _unsafe(where: str | os.PathLike[str], problem: str) -> UnsafeStoreError:
     )
 
 
-def _refuse_escapes(path: Path) -> None:
-    """Raise :class:`UnsafeStoreError` for a link leaving the store or a file that is not regular."""
-    root = os.path.realpath(path)
-    stack = [os.fspath(path)]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                if entry.is_symlink():
-                    target = os.path.realpath(entry.path)
-                    if os.path.commonpath([root, target]) != root:
-                        raise _unsafe(entry.path, f"is a symbolic link to {target}, outside the store")
-                    if not (os.path.isfile(target) or os.path.isdir(target)):
-                        raise _unsafe(entry.path, "is a symbolic link to a missing or special file")
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif not entry.is_file(follow_symlinks=False):
-                    raise _unsafe(entry.path, "is neither a directory nor a regular file (a FIFO or device)")
-
-
 def _checked_key(where: str, path: str) -> str:
     """``path`` relative to a group, refused when a segment is empty, ``.`` or ``..``."""
     key = path.strip("/")
-    if any(part in ("", ".", "..") or "\\" in part for part in key.split("/")):
+    if not all(is_plain_name(part) for part in key.split("/")):
         raise _unsafe(
             f"{where}: the path {path!r}", "has an empty, '.' or '..' segment or a backslash"
         )

@@ -14,7 +14,9 @@ Sources
   ``.arrow`` file through ``datasets.load_dataset("parquet" | "arrow", data_files=...)``
   (one split, ``train``);
   any other folder through ``datasets.load_dataset(folder)``, which finds its data files
-  and splits. ``hf:///abs/path`` and ``hf://relative/path`` both work.
+  and splits. ``hf:///abs/path`` and ``hf://relative/path`` both work. A folder whose
+  recorded names (split names, ``state.json`` data files, README ``data_files`` patterns) or
+  symbolic links lead outside it is refused with ``UnsafeStoreError`` (see :mod:`._hf_local`).
 * otherwise ``rest`` is a Hub repository id (``user/dataset``), loaded with
   ``datasets.load_dataset(rest, name=..., revision=...)``. ``datasets`` >= 4 runs no
   dataset scripts; with datasets 3 this backend passes ``trust_remote_code=False``.
@@ -58,6 +60,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ._base import MISSING, ReadableBackend
+from ._hf_local import refuse_unsafe_folder
 from ._hf_mapping import COLABFIT, OPTIMADE, ColumnMapping, detect_mapping
 
 if TYPE_CHECKING:
@@ -114,6 +117,8 @@ def _load(uri: str, split: str | None, name: str | None, streaming: bool | None,
     local = Path(rest).expanduser()
     kwargs: dict[str, Any] = {"cache_dir": cache_dir}
     if local.exists():
+        if local.is_dir():
+            refuse_unsafe_folder(local)  # names in the folder must not lead outside it
         if (local / "dataset_info.json").is_file() or (local / "dataset_dict.json").is_file():
             return _pick_split(datasets.load_from_disk(str(local)), split, uri)
         if local.is_file():
