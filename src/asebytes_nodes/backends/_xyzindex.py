@@ -230,8 +230,8 @@ def _read_own_file(target: Path) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
             raise OSError(f"{target}: not a regular file of this user")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read()
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            return f.readall()
     finally:
         os.close(fd)
 
@@ -239,15 +239,15 @@ def _read_own_file(target: Path) -> bytes:
 def _well_formed(table: FrameIndex, size: int) -> bool:
     """Does ``table`` describe a walk over ``size`` bytes: frames from byte 0, in order, each long
     enough for its atom lines, at most 3 VEC lines? (So a crafted cache claims no memory.)"""
-    starts, natoms, nvec = table[:, 0], table[:-1, 1], table[:-1, 2]
-    spans = np.diff(starts)
+    starts = table[:, 0]
+    spans = starts[1:] - starts[:-1]
+    # natoms >= 0 and 2 * natoms < spans (so spans > 0) in one pass; unsigned view: 0 <= nvec <= 3
     return bool(
         starts[0] == 0
         and starts[-1] <= size
+        and (np.minimum(table[:-1, 1], spans - 2 * table[:-1, 1]) >= 0).all()
         and (spans > 0).all()
-        and (natoms >= 0).all()
-        and (2 * natoms <= spans).all()
-        and ((nvec >= 0) & (nvec <= 3)).all()
+        and (table[:-1, 2].view(np.uint64) <= 3).all()
     )
 
 
