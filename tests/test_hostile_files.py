@@ -140,6 +140,16 @@ def test_soft_links_inside_the_file_still_read(tmp_path: Path, layout: str) -> N
     assert len(ASEIO(path, readonly=True, **options)[:]) == len(expected)
 
 
+def test_a_file_that_passed_is_checked_again_once_changed(tmp_path: Path) -> None:
+    path, options, target = _store(tmp_path, "h5md-own")
+    for _ in range(2):  # the second open is answered from what this process remembers
+        with ASEIO(path, readonly=True) as db:
+            assert len(db[:]) == 6
+    _plant(path, target, "virtual", tmp_path / "outside")
+    with pytest.raises(UnsafeStoreError, match="virtual dataset"):
+        ASEIO(path, readonly=True)
+
+
 def _in_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
 

@@ -16,7 +16,10 @@ same file. Filters come from plugins installed on this machine, never from the f
 :func:`refuse_outside_links` walks the *links* only (``H5Lvisit``, which recurses through hard
 links and never resolves soft or external ones), then opens each dataset reached through a hard
 link once, by address, to read its creation property list (``H5Dopen`` opens no source file; only
-reading or sizing a VDS does). No data is read. Cost: about 10 us per link on a typical store.
+reading or sizing a VDS does). No data is read. Cost (2-core machine, medians): 250-350 us on
+typical H5MD files (25-40 links), 66 us on an MDTraj file, 2 ms on a file of 100 links. A file
+that passed is remembered in this process by device, inode, size, mtime and ctime (ctime cannot
+be set back by a user), so reopening it unchanged costs one ``fstat``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ if TYPE_CHECKING:
     import h5py
 
 __all__ = ["refuse_outside_links"]
+
+_PASSED: set[tuple[int, ...]] = set()  # identities of files that passed in this process
+_PASSED_MAX = 4096
 
 _WHAT = "external links, virtual datasets or external raw storage (files that make HDF5 read other files)"
 
@@ -46,12 +52,28 @@ def _refuse(where: str | os.PathLike[str], name: bytes, problem: str) -> UnsafeS
 def refuse_outside_links(handle: h5py.File, where: str | os.PathLike[str]) -> h5py.File:
     """Return ``handle`` when nothing in the file points outside it, else close it and raise
     :class:`~asebytes_nodes.errors.UnsafeStoreError` naming the first offending object."""
+    identity = _identity(handle)
+    if identity is not None and identity in _PASSED:
+        return handle
     try:
         _check(handle.id, where)
     except BaseException:
         handle.close()
         raise
+    if identity is not None:
+        if len(_PASSED) >= _PASSED_MAX:
+            _PASSED.clear()
+        _PASSED.add(identity)
     return handle
+
+
+def _identity(handle: h5py.File) -> tuple[int, ...] | None:
+    """What identifies this version of the open file, or None for a driver without a descriptor."""
+    try:
+        st = os.fstat(handle.id.get_vfd_handle())
+    except (OSError, TypeError, ValueError, RuntimeError):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _check(fid: Any, where: str | os.PathLike[str]) -> None:
