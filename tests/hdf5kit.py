@@ -174,7 +174,7 @@ def operate_killed_at(path: str, backend: str, name: str, k: int, after: bool) -
     real_commit = _hdf5_journal._UndoFile.commit
 
     def commit_then_die(self: Any) -> None:  # k past the last call: die between fsync and unlink
-        os.fsync(self.fd)
+        os.fdatasync(self.fd)
         os.kill(os.getpid(), signal.SIGKILL)
 
     _hdf5_journal._UndoFile.write = dying  # type: ignore[method-assign]

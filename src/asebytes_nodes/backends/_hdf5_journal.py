@@ -381,7 +381,7 @@ class _UndoFile:
 
     def commit(self) -> None:
         """Make the write durable, then delete the journal: the commit point."""
-        os.fsync(self.fd)
+        os.fdatasync(self.fd)  # data and length; the mtime can wait
         self.close_files()
         self.journal_path.unlink()
 
