@@ -65,7 +65,7 @@ import threading
 import traceback
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,8 @@ class _Locks:
     def __init__(self) -> None:
         self.keys: dict[str, str] = {}  # path as given -> real path (one syscall per component)
         self.locks: dict[str, StoreLock] = {}
-        self.shared_depth: dict[str, int] = {}
+        self.shared_depth: dict[str, int] = {}  # read calls in progress (all threads)
+        self.shared: dict[str, Any] = {}  # the held shared-lock context of each store being read
         self.writing: set[str] = set()  # stores this process is writing: their journal is live
         self.mutex = threading.RLock()
 
@@ -155,13 +156,14 @@ def reading(path: Path) -> Iterator[None]:
     lock, key = store_lock(path), _key(path)
     with _LOCKS.mutex:
         depth = _LOCKS.shared_depth.get(key, 0)
-        context = lock.shared() if depth == 0 else nullcontext()
-        context.__enter__()
+        if depth == 0:  # the first read call (of any thread) takes the lock, the last lets it go
+            context = _LOCKS.shared[key] = lock.shared()
+            context.__enter__()
         _LOCKS.shared_depth[key] = depth + 1
     try:
         yield
     except Exception as exc:
-        if depth or isinstance(exc, ASEBytesError) or not _from_h5py(exc):
+        if isinstance(exc, ASEBytesError) or not _from_h5py(exc):
             raise
         raise StoreCorruptedError(
             f"{path}: HDF5 cannot read the file ({type(exc).__name__}: {exc}); it is damaged or "
@@ -171,7 +173,7 @@ def reading(path: Path) -> Iterator[None]:
         with _LOCKS.mutex:
             _LOCKS.shared_depth[key] -= 1
             if _LOCKS.shared_depth[key] == 0:
-                context.__exit__(None, None, None)
+                _LOCKS.shared.pop(key).__exit__(None, None, None)
 
 
 def _from_h5py(exc: BaseException) -> bool:
