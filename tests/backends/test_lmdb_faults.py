@@ -14,6 +14,7 @@ import collections
 import errno
 import json
 import shutil
+import struct
 import sys
 import time
 from pathlib import Path
@@ -210,9 +211,10 @@ def test_rows_holding_extension_types_we_never_write_are_refused(tmp_path: Path,
 
     path = build(tmp_path / "h.lmdb", 3)
     env = lmdb.open(str(path), subdir=False)
-    with env.begin(write=True) as txn:  # an attacker computes a valid checksum
+    with env.begin(write=True) as txn:  # an attacker computes valid checksums and stamps
         key = b"r" + (1).to_bytes(8, "big")
         txn.put(key, Sealed.wrap(key, hostile_row(HOSTILE[kind])))
+        txn.put(b"m:length", Sealed.wrap(b"m:length", struct.pack(">QQ", 3, txn.id())))
     env.close()
     with ASEIO(path, readonly=True) as db:
         with pytest.raises(UnsafeStoreError, match=r"row 1: key\['info.when'\]"):
@@ -370,3 +372,23 @@ def test_a_writer_waits_for_the_lock_then_gives_up_naming_the_holder(tmp_path: P
         assert [frame_version(a) for a in db] == [(i, 0) for i in range(4)]
     finally:
         holder.join(10)
+
+
+def test_an_old_copy_of_the_row_count_is_refused(tmp_path: Path) -> None:
+    """A damaged branch page can lead LMDB to a freed page holding an older, valid-looking
+    copy of ``m:length`` (fewer rows); the record's transaction id gives it away."""
+    path = tmp_path / "old.lmdb"
+    with ASEIO(path) as db:
+        db.extend([versioned_frame(i) for i in range(5)])
+    env = lmdb.open(str(path), subdir=False)
+    with env.begin() as txn:
+        old_count = txn.get(b"m:length")
+    env.close()
+    with ASEIO(path) as db:
+        db.extend([versioned_frame(i) for i in range(5, 9)])
+    env = lmdb.open(str(path), subdir=False)
+    with env.begin(write=True) as txn:
+        txn.put(b"m:length", old_count)  # checksum valid, content from an earlier commit
+    env.close()
+    with pytest.raises(StoreCorruptedError, match="row count record was written by transaction"):
+        len(ASEIO(path, readonly=True))

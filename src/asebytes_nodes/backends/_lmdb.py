@@ -9,7 +9,8 @@ A single LMDB data file at the given path (``subdir=False``) plus LMDB's
 key                    value
 =====================  =====================================================
 ``b"m:format"``        msgpack ``{"format": "asebytes_nodes.lmdb", "version": N}``
-``b"m:length"``        number of rows, u64 big endian
+``b"m:length"``        number of rows, u64 big endian; version 2 adds the LMDB
+                       transaction id of the last write (u64 big endian)
 ``b"m:keys"``          msgpack ``{key: number of rows carrying it}``
 ``b"m:scalars"``       msgpack ``{key: type code}`` of scalar columns kept in blocks
 ``b"c" + u16 BE len``  block ``b`` of a scalar column: 512 presence bytes (bool),
@@ -21,8 +22,11 @@ In version 2 every value but ``m:format`` ends with 4 bytes: the little-endian
 CRC-32 (zlib) of the value, computed starting from the CRC-32 of its key (see
 :mod:`._lmdb_check`). A damaged row or block is refused with
 :class:`~asebytes_nodes.errors.StoreCorruptedError` naming it; ``check()``
-reports each. Before mapping a file, its two LMDB meta pages are read and a file
-shorter than the pages they claim is refused (LMDB would die with ``SIGBUS``).
+reports each. Every write rewrites ``m:length`` with its own transaction id, and a
+reader refuses one older than the snapshot it reads: a damaged page pointer that leads to
+a freed page holding an old copy of the record would otherwise show fewer rows. Before
+mapping a file, its two LMDB meta pages are read and a file shorter than the pages they
+claim is refused (LMDB would die with ``SIGBUS``).
 
 Rows sort after all other keys, so appends use LMDB's append mode. A column
 whose values all share one exact scalar type (Python ``float`` -> code ``f``,
@@ -38,8 +42,9 @@ earlier rows intact.
 Version history
 ---------------
 1. First layout (asebytes-nodes 0.1): values without checksums.
-2. A CRC-32 after every value but the format record (issue 12). Version 1 stores
-   are read and written in their own layout (no checksums); new stores are version 2.
+2. A CRC-32 after every value but the format record, and the last write's transaction
+   id in ``m:length`` (issue 12). Version 1 stores are read and written in their own
+   layout (no checksums); new stores are version 2.
 
 Process rules (py-lmdb): one environment per file per process, shared by
 every handle on that path; an environment inherited through ``fork`` is
@@ -93,6 +98,7 @@ FORMAT_VERSION = 2
 _META_FORMAT = b"m:format"
 _META_LENGTH = b"m:length"
 _U64 = struct.Struct(">Q")
+_STAMP = struct.Struct(">QQ")  # row count, transaction id of the last write (layout 2)
 _PAGE_OVERHEAD = 64  # bytes LMDB adds per stored value (node header, page slack), roughly
 
 
@@ -142,6 +148,7 @@ class LMDBBackend(WritableBackend):
         self.readonly = readonly
         self._map_size = map_size
         self._lock_timeout = lock_timeout
+        self._writing: Any = None  # the write transaction in progress, if any
         self._shared: SharedEnv | None = None
         self._open()
 
@@ -266,7 +273,10 @@ class LMDBBackend(WritableBackend):
             env = self._env
             try:
                 with self._writer_lock(), env.begin(write=True) as txn:
+                    self._writing = txn
                     work(txn)
+                    if self._seal is Sealed:
+                        self._put(txn, _META_LENGTH, _STAMP.pack(self._length(txn), txn.id()))
                 return
             except lmdb.MapFullError:
                 env.set_mapsize(env.info()["map_size"] * 2)
@@ -313,9 +323,21 @@ class LMDBBackend(WritableBackend):
             if txn.get(_META_FORMAT) is None:  # a new file, before its format record
                 return 0
             raise StoreCorruptedError(f"{self._path}: the row count record is missing: the file is damaged")
-        if len(raw) != _U64.size:
+        if self._seal is Unsealed or len(raw) == _U64.size:  # layout 1, or written in this transaction
+            if len(raw) != _U64.size:
+                raise self._damaged(_META_LENGTH)
+            return int(_U64.unpack(raw)[0])
+        if len(raw) != _STAMP.size:
             raise self._damaged(_META_LENGTH)
-        return int(_U64.unpack(raw)[0])
+        n, written = _STAMP.unpack(raw)
+        last = txn.id() - 1 if txn is self._writing else txn.id()  # a write's id is the next one
+        if written < last:  # (a compacting copy restarts ids: newer ones pass)
+            raise StoreCorruptedError(
+                f"{self._path}: the row count record was written by transaction {written}, but the "
+                f"file's last commit is transaction {last}: a damaged page leads to an old copy "
+                "of it; restore the file from a copy"
+            )
+        return int(n)
 
     def _get(self, txn: Any, i: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
         key = _row_key(i)
