@@ -19,6 +19,7 @@ Test matrix:
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -263,6 +264,29 @@ def test_absurd_atom_count_is_refused_at_once(tmp_path: Path, frame: int) -> Non
     with pytest.raises(StoreCorruptedError, match=rf"{where} declares 1000000000000 atoms"):
         ASEIO(path)
     assert time.perf_counter() - start < 5
+
+
+def test_absurd_atom_count_in_a_compressed_file_is_refused_at_once(tmp_path: Path) -> None:
+    """Compressed files go to ase.io, whose reader loops once per declared atom: walked first."""
+    path, expected = _xyz(tmp_path)
+    for atoms in ase.io.read(path, ":"):
+        atoms.pbc = True
+        atoms.cell = [5, 6, 7]
+        ase.io.write(tmp_path / "vec.xyz.gz", atoms, format="extxyz", vec_cell=True, append=True)
+    plain = gzip.compress(path.read_bytes())
+    (tmp_path / "f.xyz.gz").write_bytes(plain)
+    with ASEFileBackend(tmp_path / "f.xyz.gz") as db:
+        assert_rows_equal(db.read_rows(range(len(db))), expected)
+    assert len(ASEFileBackend(tmp_path / "vec.xyz.gz")) == len(expected)
+    (tmp_path / "cut.xyz.gz").write_bytes(gzip.compress(path.read_bytes()[:-7]))
+    with pytest.raises(StoreCorruptedError, match=r"cut.xyz.gz: frame 5 \(line 66\) ends in a line without"):
+        ASEFileBackend(tmp_path / "cut.xyz.gz")
+    (tmp_path / "absurd.xyz.gz").write_bytes(gzip.compress(f"{10**12}\ncomment\nH 0 0 0\n".encode()))
+    done = _in_child(
+        "from asebytes_nodes.backends._asefile import ASEFileBackend\n"
+        f"ASEFileBackend({str(tmp_path / 'absurd.xyz.gz')!r})\n"
+    )
+    assert "frame 0 (line 1) declares 1000000000000 atoms, but the file ends" in done.stderr, done.stderr
 
 
 def _truncation_outcome(path: Path, size: int, original: bytes, expected: list[dict]) -> str:

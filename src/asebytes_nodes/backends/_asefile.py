@@ -22,7 +22,9 @@ Access paths
   decodes the first and the last frame only.
 * **every other format** ``ase.io`` reads (and compressed ``.gz``/``.bz2``/``.xz``
   files): ``ase.io.read(path, ":")`` once at open; the rows are kept in memory
-  and copied on every read. ASE has no random access for these formats.
+  and copied on every read. ASE has no random access for these formats. Compressed
+  extxyz is first walked line by line with the indexer's checks (absurd counts, cut
+  frames), which ASE's reader lacks (it loops once per declared atom past the end).
 
 Untrusted files
 ---------------
@@ -84,7 +86,7 @@ from typing import Any, ClassVar
 import ase.io
 import numpy as np
 from ase.io.extxyz import key_val_str_to_dict, read_xyz
-from ase.io.formats import filetype, get_compression, ioformats
+from ase.io.formats import filetype, get_compression, ioformats, open_with_compression
 from ase.io.trajectory import TrajectoryReader
 
 from ..convert import atoms_to_dict, copy_row, gc_paused
@@ -97,7 +99,7 @@ from ..errors import (
     UnsafeStoreError,
 )
 from ._base import ReadableBackend, path_of
-from ._xyzindex import build_index, cache_dir
+from ._xyzindex import build_index, cache_dir, check_stream
 
 __all__ = ["UNSAFE_FORMATS", "ASEFileBackend", "sniff"]
 
@@ -411,6 +413,9 @@ class _LoadedFrames(_Frames):
         if not path.is_file() or path.stat().st_size > 0:
             if path.is_file():
                 _refuse_hdf5_escapes(path)
+            if fmt == "extxyz":  # compressed: ASE's reader would spin on an absurd atom count
+                with open_with_compression(os.fspath(path), "rb") as stream:
+                    check_stream(stream, os.fspath(path))
             try:
                 images = ase.io.read(os.fspath(path), index=":", format=fmt)  # a list for ":"
             except Exception as exc:  # every ASE reader has its own errors

@@ -21,12 +21,15 @@ The cache layout and its version history are documented in
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ import numpy as np
 
 from ..errors import StoreCorruptedError
 
-__all__ = ["CACHE_ENV", "FrameIndex", "build_index", "cache_dir"]
+__all__ = ["CACHE_ENV", "FrameIndex", "build_index", "cache_dir", "check_stream"]
 
 CACHE_ENV = "ASEBYTES_NODES_CACHE_DIR"
 CACHE_FORMAT = "asebytes_nodes.xyz-index"
@@ -131,6 +134,10 @@ class _LineEnds:
         return self.ends[self.k - 1]
 
 
+def _at(fd: int, pos: int) -> str:
+    return f"line {_line_of(fd, pos)}, byte {pos}"
+
+
 def _line_of(fd: int, pos: int) -> int:
     """1-based line number of byte ``pos`` (counted on the error path only)."""
     lines, at = 1, 0
@@ -142,11 +149,47 @@ def _line_of(fd: int, pos: int) -> int:
     return lines
 
 
-def _damaged(fd: int, path: str, frame: int, pos: int, problem: str) -> StoreCorruptedError:
+def _damaged(path: str, frame: int, where: str, problem: str) -> StoreCorruptedError:
     return StoreCorruptedError(
-        f"{path}: frame {frame} (line {_line_of(fd, pos)}, byte {pos}) {problem}; the file is "
-        "truncated or corrupted, or not extxyz/xyz: restore it, or cut it before that frame"
+        f"{path}: frame {frame} ({where}) {problem}; the file is truncated or corrupted, or not "
+        "extxyz/xyz: restore it, or cut it before that frame"
     )
+
+
+_UNTERMINATED = (
+    "ends in a line without a line end, so the file may be cut inside that line (truncated); "
+    "if the file is complete, append a newline to it"
+)
+
+
+def check_stream(lines: Iterable[bytes], path: str) -> None:
+    """Walk the lines of a (decompressed) extxyz/xyz stream as :func:`build_index` walks a file,
+    keeping nothing, and raise its errors; ASE's own reader would loop once per declared atom
+    past the end of the stream (10**12 times for a count of 10**12)."""
+    stream = iter(lines)
+    frame = number = 0
+    last = b"\n"
+    for line in stream:
+        number, last = number + 1, line
+        if frame and line.lstrip().startswith(b"VEC"):
+            continue
+        if not line.strip():
+            return  # ASE stops at a blank count line too
+        try:
+            natoms = int(line) if len(line) <= _MAX_COUNT_LINE else -1
+        except ValueError:
+            natoms = -1
+        if natoms < 0:
+            found = f"should start with its number of atoms, found {line[:60]!r}"
+            raise _damaged(path, frame, f"line {number}", found)
+        # the comment and atom lines, consumed in C, keeping only the last (islice stops at the end)
+        tail = collections.deque(enumerate(itertools.islice(stream, natoms + 1), 1), maxlen=1)
+        body, last = tail[0] if tail else (0, last)
+        if body < natoms + 1:
+            raise _damaged(path, frame, f"line {number}", f"declares {natoms} atoms, but the file ends first")
+        number, frame = number + body, frame + 1
+    if not last.endswith(b"\n"):
+        raise _damaged(path, max(frame - 1, 0), f"line {number}", _UNTERMINATED)
 
 
 def _scan(fd: int, path: str, size: int, start: int, first_frame: int) -> FrameIndex:
@@ -165,26 +208,23 @@ def _scan(fd: int, path: str, size: int, start: int, first_frame: int) -> FrameI
             natoms = -1
         if natoms < 0:
             found = f"should start with its number of atoms, found {text[:60]!r}"
-            raise _damaged(fd, path, frame, pos, found)
+            raise _damaged(path, frame, _at(fd, pos), found)
         if 2 * natoms > size - end:  # checked before skipping: a count of 10**12 costs nothing
             raise _damaged(
-                fd, path, frame, pos, f"declares {natoms} atoms, but {natoms} atom lines need at least "
+                path, frame, _at(fd, pos), f"declares {natoms} atoms, but {natoms} atom lines need at least "
                 f"{2 * natoms} bytes and only {size - end} follow (truncated, or not a count)"
             )
         last = lines.skip(natoms + 1)  # the comment and atom lines
         if last is None:
-            raise _damaged(fd, path, frame, pos, f"declares {natoms} atoms, but the file ends first")
+            raise _damaged(path, frame, _at(fd, pos), f"declares {natoms} atoms, but the file ends first")
         nvec = 0
         while (nxt := lines.peek()) is not None and lines.text(last + 1, nxt).lstrip().startswith(b"VEC"):
             lines.skip(1)
             nvec, last = nvec + 1, nxt
         if nvec > 3:
-            raise _damaged(fd, path, frame, pos, "has more than 3 VEC lines")
+            raise _damaged(path, frame, _at(fd, pos), "has more than 3 VEC lines")
         if last >= size:  # _LineEnds ends an unterminated last line at `size`
-            raise _damaged(
-                fd, path, frame, pos, "ends in a line without a line end, so the file may be cut inside "
-                "that line (truncated); if the file is complete, append a newline to it"
-            )
+            raise _damaged(path, frame, _at(fd, pos), _UNTERMINATED)
         rows.append((pos, natoms, nvec))
         pos = min(last + 1, size)
     rows.append((pos, 0, 0))
