@@ -324,7 +324,7 @@ class PropertyContract:
             expected.insert(1, atoms_to_dict(new))
         assert_rows_equal(expected, read_rows(store), "after the write")
 
-    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
     @given(batches=st.data())
     def test_extend_round_trips_or_refuses(
         self, make_store: Callable[[], StoreFactory], batches: Any

@@ -239,7 +239,7 @@ class StatefulContract:
         )
 
     def test_random_writes_match_a_list(self, make_store: Callable[[], StoreFactory]) -> None:
-        self.run_model(make_store, 8, 6)
+        self.run_model(make_store, 6, 6)
 
     @pytest.mark.slow
     def test_random_writes_match_a_list_long(self, make_store: Callable[[], StoreFactory]) -> None:
