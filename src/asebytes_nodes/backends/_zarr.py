@@ -1,17 +1,19 @@
-"""Zarr backend: one typed column per key, ragged per-atom arrays, sharded, crash-safe appends.
+"""Zarr backend: one typed column per key, ragged per-atom arrays, sharded, crash-safe writes.
 
-On-disk layout (version 1)
+On-disk layout (version 2)
 --------------------------
-A Zarr v3 group. Its attribute ``asebytes_nodes`` holds::
+A Zarr v3 group. Its attribute ``asebytes_nodes`` (the *record*) holds::
 
-    {"format": "asebytes_nodes.zarr", "version": 1, "generation": commits so far,
-     "length": committed frames, "atoms": committed atoms,
+    {"format": "asebytes_nodes.zarr", "version": 2, "generation": commits so far,
+     "length": committed frames, "atoms": committed atoms, "n_atoms": "n_atoms" or "n<k>",
+     "next_id": first unused array number, "retired": [arrays the last commit replaced],
      "columns": {key: {"id": "c3", "kind": ..., "dtype": ..., "shape": [...],
-                       "type": ..., "count": frames carrying it, "nbytes": ...}}}
+                       "type": ..., "count": frames carrying it, "nbytes": ...}},
+     "crc": crc32c of the record's canonical JSON (sorted keys, no spaces) without "crc"}
 
 and its arrays are::
 
-    n_atoms          int64 (frames,)     atom count per frame; per-atom offsets are its cumsum
+    <n_atoms>        int64 (frames,)     atom count per frame; per-atom offsets are its cumsum
     c<k>/present     bool  (frames,)     does frame i carry the key? Only once some frame
                                          lacks it (``"present": true`` in its record); until
                                          then every frame carries it
@@ -21,19 +23,57 @@ and its arrays are::
                      kind "atom":   (atoms, *shape)      per-atom arrays, all frames concatenated
                      kind "object": uint8 (nbytes,)      msgpack values (strings, lists, dicts, ...)
     c<k>/sizes       int64 (frames,)     kind "object" only: bytes of frame i's value
+    .asebytes-lock   empty file          the writers' lock (local stores; see below)
 
-Column names are ids (``c0``, ``c1``...) so keys may hold dots and slashes. Arrays are
-chunked along their first axis to about ``chunk_bytes`` and sharded to about
-``shard_bytes``, so a store is a few files per column whatever its length.
+Column names are ids (``c0``, ``c1``...) so keys may hold dots and slashes; an id is
+never reused within a store. Arrays are chunked along their first axis to about
+``chunk_bytes`` and sharded to about ``shard_bytes``, so a store is a few files per
+column whatever its length. Every chunk's codec chain ends in ``crc32c`` (version 2),
+so a damaged chunk is an error, never wrong numbers.
 
-An ``extend`` writes its data past the committed length and commits ``length``
-(with the column table) last, in the group's metadata: a writer killed mid-way
-leaves a store that opens with the earlier frames. Data past ``length`` is ignored
-and overwritten by the next ``extend``. Replacing rows (``db[i] = atoms``, ``update``)
-writes in place. Every commit bumps ``generation``, so a reader that sees the same
-record knows nothing was written since (local stores re-read ``zarr.json`` directly
-before each read, a few tens of microseconds).
+Commits and crashes
+-------------------
+The record is the only thing a commit writes, and it is written last (zarr replaces
+``zarr.json`` atomically). Every write leaves each array the committed record names
+readable with its committed content, at every moment:
 
+- ``extend``/``append`` write past the committed length of the existing arrays (files
+  replaced atomically, committed chunks kept byte for byte) and into new arrays, then
+  commit ``length``. Data past ``length`` is ignored and overwritten by the next write.
+- Replacements (``db[i] = atoms``, slice assignment, ``update``, ``drop``) are
+  copy-on-write: every column they touch gets a new id whose arrays are the old ones
+  with the rows replaced, all rows of one call in one pass; the commit points the
+  record at the new ids and lists the old ones as ``retired``. In a local store the
+  new array's unchanged shard files are hard links to the old one's (so a replacement
+  costs the shards it changes, plus the whole ``present`` flags of the column); in an
+  object store, or for arrays that zarr writes (other compressors), the columns touched
+  are copied whole. A changed atom count rewrites per-atom columns from that frame on.
+- The next writer deletes the retired arrays, and in a local store every other array
+  and ``*.partial`` file no record names (left by a killed or failed writer); readers
+  never delete anything.
+
+A kill at any moment therefore leaves every frame at its old or its new version. A full
+disk raises :class:`~asebytes_nodes.errors.DiskFullError`; what the write had made is
+removed and the store stays at its last commit.
+
+Concurrency
+-----------
+Local stores: writers take ``<store>/.asebytes-lock`` (``flock``, see
+:class:`~._safety.StoreLock`) for a whole write, so two writers take turns; the file is
+empty between writes (the holder is written into it only while the lock is held), and
+readers never create, lock or change it, so reading leaves a DVC-tracked store as it was.
+Readers take no lock: a read that meets a file being replaced (a checksum mismatch) or an
+array deleted under it (the record's generation changed) is read again, up to a few
+times, from the current record. Object stores (``s3://``...) have no lock: run one writer
+at a time. A writer that finds the record's generation changed between its start and its
+commit raises :class:`~asebytes_nodes.errors.ConcurrentCommitError` and commits nothing;
+new arrays there carry a random suffix so two writers never write the same array. Rows
+appended by two simultaneous ``extend`` calls still land in the same places, so the
+loser may have overwritten rows the winner committed: on object stores, serialise
+writers yourself (one writing process per store).
+
+Writing and reading fast
+------------------------
 In a local store with a Blosc compressor (or none), :mod:`._zarr_shards` writes the
 arrays: exactly the files zarr writes, without zarr's fixed per-array and per-chunk
 async cost, and every rewritten file is replaced atomically. Remote stores, other
@@ -48,7 +88,12 @@ cache is dropped whenever the record changes; values returned are always fresh c
 Version history
 ---------------
 1. First layout (asebytes-nodes 0.1). ``generation`` was added later within version 1
-   (a record without it reads as generation 0).
+   (a record without it reads as generation 0). Replacements wrote in place.
+2. Chunk checksums (``crc32c`` after the compressor) on new arrays; the record's own
+   ``crc``; copy-on-write replacements (``n_atoms``, ``next_id``, ``retired`` in the
+   record; the atom-count array may be renamed ``n<k>``); the writers' lock file.
+   Version-1 stores open and are written in the version-2 way (their arrays keep no
+   chunk checksums until a replacement rewrites them); the first commit marks them 2.
 """
 
 from __future__ import annotations
@@ -56,8 +101,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from itertools import chain
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -65,24 +112,37 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..codec import decode_value, encode_value, scalar_misfit, scalar_type_code, type_code_dtype
+from ..codec import decode_value, encode_value, scalar_type_code, type_code_dtype
 from ..convert import copy_row
 from ..errors import (
+    ASEBytesError,
+    ConcurrentCommitError,
+    DiskFullError,
     InvalidDataError,
     MissingExtraError,
+    SerializationError,
     StoreCorruptedError,
     StoreNotFoundError,
 )
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record
+from ._safety import DEFAULT_LOCK_TIMEOUT, StoreLock, disk_full, is_disk_full
+from ._zarr_txn import array_names, check_inside, check_record, collect_garbage, new_name, seal, verify_seal
 
 try:
     import zarr
     from zarr.api import asynchronous as zarr_async
-    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+    from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
     from zarr.core.sync import sync as zarr_sync
 
-    from ._zarr_shards import chunk_codec, handles, write_new_array, write_rows  # numcodecs, crc32c: zarr's
+    from ._zarr_rewrite import CopyOnWrite
+    from ._zarr_shards import (  # numcodecs, crc32c: zarr's
+        chunk_codec,
+        handles,
+        verify_array,
+        write_new_array,
+        write_rows,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError(
         'The Zarr backend needs zarr>=3. Run: pip install "asebytes-nodes[zarr]"'
@@ -91,14 +151,17 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["ZarrBackend"]
 
 FORMAT_NAME = "asebytes_nodes.zarr"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LOCK_NAME = ".asebytes-lock"
 _ATTR = "asebytes_nodes"
+_READ_ATTEMPTS = 5  # a read that meets a file being replaced is repeated, then reported as damage
+_WRITE_ALL = {"write_empty_chunks": True}  # zarr writes all-zero shards too: a missing one is damage
 _NUMERIC = frozenset("biufc")
 _DTYPE = attrgetter("dtype")
 _SLAB_BYTES = 64 << 20  # read a contiguous slab instead of scattered chunks below this size
 
 
-class ZarrBackend(WritableBackend):
+class ZarrBackend(CopyOnWrite, WritableBackend):
     """Frames in a Zarr v3 group, local or at any fsspec URL (``s3://``, ``gs://``...).
 
     >>> from asebytes_nodes import ASEIO
@@ -121,6 +184,9 @@ class ZarrBackend(WritableBackend):
         per chunk and ``shard_bytes`` (32 MiB) per shard.
     cache_bytes
         Decoded columns kept in memory by this handle for repeated reads; 0 turns it off.
+    lock_timeout
+        Seconds a writer of a local store waits for another writer before
+        :class:`~asebytes_nodes.errors.StoreLockedError`.
     """
 
     name: ClassVar[str] = "zarr"
@@ -142,6 +208,7 @@ class ZarrBackend(WritableBackend):
         chunk_bytes: int = 64 << 10,
         shard_bytes: int = 32 << 20,
         cache_bytes: int = 64 << 20,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         self._target = os.fspath(target)
         self._cache_limit = cache_bytes
@@ -159,7 +226,21 @@ class ZarrBackend(WritableBackend):
         self._compressors = _compressors(compressor, clevel)
         # new arrays of a local store are written directly, in zarr's layout (see _zarr_shards)
         self._direct = None if self._remote else chunk_codec(compressor, clevel)
-        self._open()
+        self._lock_timeout = lock_timeout
+        # writers hold it exclusively; readers only ever wait on it shared, and never create it
+        where = Path(self._target) / LOCK_NAME
+        lock = StoreLock(where, store=self._target, timeout=lock_timeout, clear=True)
+        self._lock = None if self._remote else lock
+        self._next_id = 0
+        self._created: list[str] = []
+        self._began = 0
+        self._touched = False
+        try:
+            self._open()
+        except OSError as exc:
+            if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                raise disk_full(exc, self._target) from exc
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _open(self) -> None:
@@ -183,11 +264,20 @@ class ZarrBackend(WritableBackend):
                     f"{self._target}: a Zarr group, but not an asebytes-nodes store (no {_ATTR!r} attribute)"
                 )
             meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
+            meta = seal({**meta, "generation": 0, "n_atoms": "n_atoms", "next_id": 0, "retired": []})
             if not self.readonly:
                 self._group.attrs[_ATTR] = meta
         else:
-            check_format_record(self._target, meta, FORMAT_NAME, FORMAT_VERSION, "Zarr")
+            self._check(meta)
         self._meta: dict[str, Any] = meta
+
+    def _check(self, meta: Any) -> None:
+        """Refuse a record of another format or version, damaged, or naming foreign paths."""
+        check_format_record(self._target, meta, FORMAT_NAME, FORMAT_VERSION, "Zarr")
+        verify_seal(self._target, meta)
+        check_record(self._target, meta)
+        if not self._remote:
+            check_inside(Path(self._target), array_names(meta))
 
     def _refresh(self) -> None:
         """Re-read the committed metadata (another process may have written)."""
@@ -199,11 +289,25 @@ class ZarrBackend(WritableBackend):
             except (OSError, ValueError):
                 pass  # let zarr report what is wrong
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
-        group = zarr.open_group(self._target, mode="r" if self.readonly else "a", **kwargs)
-        meta: Any = group.attrs.asdict().get(_ATTR, self._meta)
+        try:
+            group = zarr.open_group(self._target, mode="r" if self.readonly else "a", **kwargs)
+            meta: Any = group.attrs.asdict().get(_ATTR, self._meta)
+        except (ValueError, OSError, zarr.errors.BaseZarrError) as exc:
+            if isinstance(exc, ASEBytesError):
+                raise
+            raise StoreCorruptedError(
+                f"{self._target}: the group's record cannot be read ({type(exc).__name__}: {exc}); "
+                "restore the store from a copy"
+            ) from exc
         if meta != self._meta:
-            self._group, self._meta, self._arrays, self._offsets = group, meta, {}, None
-            self._cache.clear()
+            self._check(meta)
+            self._group, self._meta = group, meta
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drop everything read under an older record: array handles, offsets, decoded columns."""
+        self._arrays, self._offsets = {}, None
+        self._cache.clear()
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -212,6 +316,7 @@ class ZarrBackend(WritableBackend):
             "storage_options": self._storage_options,
             "layout": self._layout,
             "cache_bytes": self._cache_limit,
+            "lock_timeout": self._lock_timeout,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -220,8 +325,13 @@ class ZarrBackend(WritableBackend):
             readonly=state["readonly"],
             storage_options=state["storage_options"],
             cache_bytes=state["cache_bytes"],
+            lock_timeout=state.get("lock_timeout", DEFAULT_LOCK_TIMEOUT),
             **state["layout"],
         )
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
 
     @property
     def location(self) -> str:
@@ -231,14 +341,65 @@ class ZarrBackend(WritableBackend):
     def _array(self, name: str) -> Any:
         arr = self._arrays.get(name)
         if arr is None:
-            arr = self._arrays[name] = self._group[name]
+            self._touched = True
+            try:
+                arr = self._group[name]
+            except Exception as exc:  # noqa: BLE001 - whatever zarr raises on a damaged document
+                raise _ReadFailure(name) from exc
+            self._check_array(name, arr)
+            self._arrays[name] = arr
         return arr
+
+    def _check_array(self, name: str, arr: Any) -> None:
+        """Refuse an array whose document disagrees with the record: a damaged ``zarr.json``
+        could otherwise send reads to chunks that do not exist (read as zeros)."""
+        base, _, leaf = name.partition("/")
+        spec = next((s for s in self._meta["columns"].values() if s["id"] == base), None)
+        if leaf == "values" and spec is not None and spec["kind"] != "object":
+            dtype, tail = np.dtype(spec["dtype"]), tuple(spec["shape"])
+        else:
+            dtype, tail = np.dtype({"present": bool, "values": np.uint8}.get(leaf, np.int64)), ()
+        metadata = arr.metadata
+        separator = getattr(metadata.chunk_key_encoding, "separator", "/")
+        if arr.dtype != dtype or tuple(arr.shape[1:]) != tail or separator != "/" or arr.fill_value != 0:
+            raise StoreCorruptedError(
+                f"{self._target}: array {name!r} is {arr.dtype} {arr.shape} (fill {arr.fill_value!r}, "
+                f"chunk keys {separator!r}) but the record says {dtype} (n, {', '.join(map(str, tail))}) "
+                "filled with 0 under '/': its zarr.json is damaged. Restore the store from a copy"
+            )
+        inner = getattr(metadata.codecs[0], "codecs", ())
+        if not self._remote and any(isinstance(c, Crc32cCodec) for c in inner):
+            # zarr reads a missing or emptied shard file as zeros; version-2 arrays have every
+            # shard written (write_empty_chunks), so a missing one is damage
+            rows = self._extents().get(name, (0, dtype))[0]
+            shard = arr.shards[0] if arr.shards else arr.chunks[0]
+            index_bytes = 16 * (shard // arr.chunks[0]) + 4 if arr.shards else 1
+            folder = Path(self._target) / name / "c"
+            for s in range(-(-rows // shard)):
+                path = folder.joinpath(str(s), *["0"] * len(tail))
+                size = path.stat().st_size if path.is_file() else -1
+                if size < index_bytes:
+                    raise _ReadFailure(name) from StoreCorruptedError(
+                        f"{path}: shard file {'missing' if size < 0 else 'cut short'}"
+                    )
+
+    def _read(self, name: str, select: Callable[[Any], np.ndarray]) -> np.ndarray:
+        """``select(array)``, with any failure to decode reported as a :class:`_ReadFailure`."""
+        arr = self._array(name)
+        self._touched = True
+        try:
+            return select(arr)
+        except Exception as exc:  # noqa: BLE001 - checksum, codec, missing file: retried, then reported
+            raise _ReadFailure(name) from exc
+
+    def _counts_name(self) -> str:
+        return str(self._meta.get("n_atoms", "n_atoms"))
 
     def _atom_offsets(self) -> np.ndarray:
         """Cumulative atom counts of the committed frames (length + 1 entries)."""
         n = self._meta["length"]
         if self._offsets is None or len(self._offsets) != n + 1:
-            counts = self._slab("n_atoms", n, 0, n)
+            counts = self._slab(self._counts_name(), n, 0, n)
             self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
         return self._offsets
 
@@ -257,7 +418,9 @@ class ZarrBackend(WritableBackend):
         nbytes = extent * arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
         if nbytes > self._cache_limit:
             return None
-        hit = self._cache[name] = arr[:extent] if extent else np.zeros((0, *arr.shape[1:]), arr.dtype)
+        hit = self._cache[name] = (
+            self._read(name, lambda a: a[:extent]) if extent else np.zeros((0, *arr.shape[1:]), arr.dtype)
+        )
         held = sum(a.nbytes for a in self._cache.values())
         while held > self._cache_limit:
             held -= self._cache.popitem(last=False)[1].nbytes
@@ -269,7 +432,7 @@ class ZarrBackend(WritableBackend):
         if cached is not None:
             return cached[lo:hi].copy()
         arr = self._array(name)
-        return arr[lo:hi] if hi > lo else np.zeros((0, *arr.shape[1:]), arr.dtype)
+        return self._read(name, lambda a: a[lo:hi]) if hi > lo else np.zeros((0, *arr.shape[1:]), arr.dtype)
 
     def _take(self, name: str, extent: int, frames: np.ndarray) -> np.ndarray:
         """Rows ``frames`` (sorted, unique) of array ``name``: a private copy."""
@@ -280,9 +443,9 @@ class ZarrBackend(WritableBackend):
         arr = self._array(name)
         row_bytes = arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
         if (hi - lo) * row_bytes <= _SLAB_BYTES or hi - lo <= 2 * len(frames):
-            slab = arr[lo:hi]
+            slab = self._read(name, lambda a: a[lo:hi])
             return slab if hi - lo == len(frames) else slab[frames - lo]
-        return arr.oindex[frames]
+        return self._read(name, lambda a: a.oindex[frames])
 
     def _take_ragged(self, name: str, offsets: np.ndarray, frames: np.ndarray) -> list[np.ndarray]:
         """Per-frame pieces of a ragged (concatenated) array for sorted unique ``frames``."""
@@ -327,13 +490,14 @@ class ZarrBackend(WritableBackend):
             compressors=self._compressors,
             fill_value=np.zeros((), dtype)[()],
             overwrite=True,
+            config=_WRITE_ALL,
         )
         self._arrays[name] = zarr.Array(arr)
         return arr
 
     def _committed_arrays(self) -> set[str]:
         """Arrays that hold committed frames; any other name may be (re)created from scratch."""
-        names = {"n_atoms"} if self._meta["length"] else set()
+        names = {self._counts_name()} if self._meta["length"] else set()
         for spec in self._meta["columns"].values():
             base = spec["id"] + "/"
             names.add(base + "values")
@@ -357,11 +521,44 @@ class ZarrBackend(WritableBackend):
     def format_info(self) -> dict[str, Any]:
         return {k: self._meta[k] for k in ("format", "version", "generation") if k in self._meta}
 
-    def check(self) -> list[str]:
-        """The layout's own invariants (array lengths, counts, offsets), then every row."""
-        self._refresh()
-        n, atoms, where = self._meta["length"], self._meta["atoms"], self._target
+    def _extents(self) -> dict[str, tuple[int, np.dtype[Any]]]:
+        """Committed rows and dtype of every array the record uses."""
+        n, atoms = self._meta["length"], self._meta["atoms"]
+        out = {self._counts_name(): (n, np.dtype(np.int64))} if n else {}
+        for spec in self._meta["columns"].values():
+            base, kind = spec["id"] + "/", spec["kind"]
+            if spec.get("present", True):
+                out[base + "present"] = (n, np.dtype(bool))
+            if kind == "object":
+                out[base + "sizes"] = (n, np.dtype(np.int64))
+                out[base + "values"] = (spec["nbytes"], np.dtype(np.uint8))
+            else:
+                out[base + "values"] = (atoms if kind == "atom" else n, np.dtype(spec["dtype"]))
+        return out
+
+    def _verify_chunks(self) -> list[str]:
+        """One problem per damaged chunk or shard of every committed array."""
         problems = []
+        for name, (rows, dtype) in self._extents().items():
+            found = None if self._remote else verify_array(Path(self._target), name, rows, dtype)
+            if found is None:  # laid out by zarr: decode it whole, with zarr's own checks
+                try:
+                    self._read(name, lambda a, rows=rows: a[:rows])
+                    found = []
+                except (_ReadFailure, StoreCorruptedError) as exc:
+                    found = [f"{name}: cannot be decoded ({_cause(exc)})"]
+            problems += [f"{self._target}/{problem}" for problem in found]
+        return problems
+
+    def check(self) -> list[str]:
+        """Every chunk's checksum, the layout's own invariants (array lengths, counts, offsets),
+        then every row. Each damaged chunk is reported with its array, shard and chunk."""
+        self._refresh()
+        problems = self._verify_chunks()
+        if problems:  # rows in damaged chunks cannot be read: report the damage itself
+            return problems
+        n, atoms, where = self._meta["length"], self._meta["atoms"], self._target
+        counts = self._counts_name()
 
         def short(name: str, extent: int) -> bool:
             if name not in self._group:
@@ -372,8 +569,8 @@ class ZarrBackend(WritableBackend):
                 return True
             return False
 
-        if not short("n_atoms", n) and int(self._slab("n_atoms", n, 0, n).sum()) != atoms:
-            problems.append(f"{where}/n_atoms: sums to {int(self._atom_offsets()[-1])}, record says {atoms}")
+        if not short(counts, n) and int(self._slab(counts, n, 0, n).sum()) != atoms:
+            problems.append(f"{where}/{counts}: sums to {int(self._atom_offsets()[-1])}, record says {atoms}")
         for key, spec in self._meta["columns"].items():
             base = f"{spec['id']}/"
             if not spec.get("present", True):
@@ -404,7 +601,45 @@ class ZarrBackend(WritableBackend):
                 out[key] = ColumnInfo(dtype, (-1, *shape) if per_atom else shape, per_atom)
         return out
 
+    def _guarded(self, read: Callable[[], Any]) -> Any:
+        """``read()`` against one committed record. Repeated when it met a file being replaced
+        (a checksum mismatch) or the record changed under it (its arrays may be collected),
+        the last time holding the writers' lock shared; reported as damage if it still fails."""
+        for attempt in range(_READ_ATTEMPTS):
+            last = attempt + 1 == _READ_ATTEMPTS
+            with self._lock.shared() if last and self._lock is not None else nullcontext():
+                if attempt:
+                    self._forget()
+                    self._refresh()
+                generation, self._touched = self._meta.get("generation", 0), False
+                try:
+                    out = read()
+                except _ReadFailure as failure:
+                    if last:
+                        raise self._damaged(failure) from failure.__cause__
+                    time.sleep(0.0005 * 3**attempt)  # 20 ms in all: a writer's file replacement
+                    continue
+            if last or not self._touched:
+                return out
+            self._refresh()
+            if self._meta.get("generation", 0) == generation:
+                return out
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    def _damaged(self, failure: _ReadFailure) -> StoreCorruptedError:
+        base = failure.name.partition("/")[0]
+        key = next((k for k, spec in self._meta["columns"].items() if spec["id"] == base), None)
+        what = f"column {key!r} (array {failure.name})" if key else f"array {failure.name}"
+        return StoreCorruptedError(
+            f"{self._target}: {what} cannot be read ({_cause(failure)}): its chunks are damaged or cut "
+            "short, and a checksummed store never returns such data. check() lists every damaged "
+            "chunk; restore the store from a copy"
+        )
+
     def columns(self, index: int = 0) -> list[str]:
+        return self._guarded(lambda: self._columns(index))  # type: ignore[no-any-return]
+
+    def _columns(self, index: int) -> list[str]:
         n = self._meta["length"]
         return [
             k
@@ -418,6 +653,11 @@ class ZarrBackend(WritableBackend):
 
     def read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        return self._guarded(lambda: self._read_rows(indices, keys))  # type: ignore[no-any-return]
+
+    def _read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None
     ) -> list[dict[str, Any]]:
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
@@ -445,6 +685,9 @@ class ZarrBackend(WritableBackend):
         return out
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
+        return self._guarded(lambda: self._read_column(key, indices))  # type: ignore[no-any-return]
+
+    def _read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         spec = self._meta["columns"].get(key)
         idx = np.asarray(indices, dtype=np.int64)
         if spec is None or not spec["count"]:
@@ -469,8 +712,13 @@ class ZarrBackend(WritableBackend):
         if kind == "scalar":
             values = self._take(base + "/values", length, frames)
             return (values.tolist() if spec["type"] in ("f", "i", "b") else list(values)), present
+        if kind in ("frame", "atom") and 0 in spec["shape"]:  # written before issue 19: no data to read
+            return self._empty_values(spec, frames), present
         if kind == "frame":
-            return self._take(base + "/values", length, frames), present
+            values = self._take(base + "/values", length, frames)
+            if not spec["shape"]:  # 0-d arrays stay 0-d arrays, not the numpy scalars iteration gives
+                return [v.reshape(()) for v in values[:, None]], present
+            return values, present
         if kind == "atom":
             offsets = self._atom_offsets()
             return self._take_ragged(base + "/values", offsets, frames), present
@@ -480,12 +728,65 @@ class ZarrBackend(WritableBackend):
             decode_value(b.tobytes()) if p else None for b, p in zip(blobs, present, strict=True)
         ], present
 
+    def _empty_values(self, spec: dict[str, Any], frames: np.ndarray) -> list[np.ndarray]:
+        """Values of a column whose rows hold no element (a zero-length axis): zarr cannot read
+        its empty chunk grid, and nothing needs reading. Stores written now keep such values in
+        object columns; this reads the typed columns of older stores."""
+        dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+        if spec["kind"] == "frame":
+            return [np.zeros(shape, dtype) for _ in frames.tolist()]
+        offsets = self._atom_offsets()
+        return [np.zeros((int(offsets[i + 1] - offsets[i]), *shape), dtype) for i in frames.tolist()]
+
     # -- writing -----------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write: the writers' lock (local stores), the current record, earlier writes'
+        garbage removed. On failure, what the write made is removed and a full disk becomes
+        a :class:`DiskFullError`; the store stays at its last commit."""
+        self._check_writable()
+        with self._lock.exclusive() if self._lock is not None else nullcontext():
+            self._refresh()
+            self._began = int(self._meta.get("generation", 0))
+            self._next_id = max(int(self._meta.get("next_id", 0)), _first_free(self._meta))
+            self._created = []
+            try:
+                self._collect(self._meta.get("retired", []))
+                yield
+            except BaseException as exc:
+                self._deferred = None
+                self._forget()
+                with suppress(Exception):  # best effort: the next writer collects what is left
+                    self._collect(self._created)
+                if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                    raise disk_full(exc, self._target) from exc
+                raise
+
+    def _collect(self, names: Sequence[str]) -> None:
+        """Remove arrays no record uses: ``names`` (retired or made by a failed write); in a
+        local store (whose lock we hold) also every other unused array and temporary file."""
+        if not self._remote:
+            collect_garbage(Path(self._target), self._meta, everything=True)
+            return
+        for name in names:
+            if name not in array_names(self._meta):
+                zarr_sync(self._group.store.delete_dir(name))
+
+    def _new_id(self, prefix: str) -> str:
+        """A name no array of this store has had: ``c<k>`` for columns, ``n<k>`` for atom counts."""
+        name = new_name(prefix, self._next_id, self._remote)
+        self._next_id += 1
+        self._created.append(name)
+        return name
+
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
         if not rows:
             return
-        self._refresh()
+        with self._writing():
+            self._extend(rows)
+
+    def _extend(self, rows: Sequence[dict[str, Any]]) -> None:
         meta = self._meta
         n0, atoms0 = meta["length"], meta["atoms"]
         carried = Counter(chain.from_iterable(rows))  # key -> rows carrying it, in C
@@ -495,6 +796,8 @@ class ZarrBackend(WritableBackend):
             counts = np.array([_n_atoms(r) for r in rows], dtype=np.int64)
         columns = {k: dict(v) for k, v in meta["columns"].items()}
         batches: dict[str, tuple[np.ndarray, Any]] = {}
+        widened: dict[str, tuple[np.ndarray, Any]] = {}  # columns rewritten whole as object columns
+        retired: list[str] = []
         for key, count in carried.items():  # plan and check every column before anything is written
             everywhere = count == len(rows)
             values = list(map(itemgetter(key), rows)) if everywhere else [r.get(key, MISSING) for r in rows]
@@ -502,28 +805,38 @@ class ZarrBackend(WritableBackend):
             spec = columns.get(key)
             if spec is None:  # a new column: guess from its first value, check all; mixed? look at all
                 first = next(j for j, v in enumerate(values) if v is not MISSING)
-                cid = f"c{len(columns)}"
+                cid = self._new_id("c")
                 spec = _infer_spec(key, values[first : first + 1], counts[first : first + 1], cid)
                 try:
                     batches[key] = _encode_batch(key, spec, values, counts, present)
-                except InvalidDataError:
+                except _Misfit:
                     spec = _infer_spec(key, values, counts, cid)
                     batches[key] = _encode_batch(key, spec, values, counts, present)
             else:
-                batches[key] = _encode_batch(key, spec, values, counts, present)
+                try:
+                    batches[key] = _encode_batch(key, spec, values, counts, present)
+                except _Misfit:  # a value of another type: the column holds several types from now on
+                    spec = _object_spec(self._new_id("c"))
+                    retired.append(columns[key]["id"])
+                    stored = self._stored_values(columns[key])
+                    widened[key] = _encode_batch(key, spec, stored + values, counts)
             columns[key] = spec
         n1, atoms1 = n0 + len(rows), atoms0 + int(counts.sum())
         self._deferred = []  # every array is created or grown, then written, in one concurrent batch
         try:
-            self._write_range("n_atoms", n0, n1, counts, (), np.int64)
+            self._write_range(self._counts_name(), n0, n1, counts, (), np.int64)
             for key, spec in columns.items():
-                present, data = batches.get(key, (np.zeros(len(rows), bool), None))
-                self._append_column(spec, present, data, counts, n0, n1, atoms0, atoms1)
+                if key in widened:
+                    present, data = widened[key]
+                    self._append_column(spec, present, data, counts, 0, n1, 0, atoms1)
+                else:
+                    present, data = batches.get(key, (np.zeros(len(rows), bool), None))
+                    self._append_column(spec, present, data, counts, n0, n1, atoms0, atoms1)
                 spec["count"] += int(present.sum())
             zarr_sync(_gather(self._deferred))
         finally:
             self._deferred = None
-        self._commit(length=n1, atoms=atoms1, columns=columns)
+        self._commit(retired=retired, length=n1, atoms=atoms1, columns=columns)
 
     def _write_range(
         self,
@@ -560,9 +873,10 @@ class ZarrBackend(WritableBackend):
     ) -> None:
         if name in self._committed_arrays():
             arr = self._arrays.get(name)
-            arr = arr.async_array if arr is not None else await self._open_async(name)
+            arr = arr.async_array.with_config(_WRITE_ALL) if arr is not None else await self._open_async(name)
             if arr.shape[0] != stop:
                 await arr.resize((stop, *arr.shape[1:]))
+            self._arrays[name] = zarr.Array(arr)  # the handle readers use sees the new shape
         else:
             arr = await self._create(name, stop, tail, dtype, scale)
         if stop > start:
@@ -570,6 +884,7 @@ class ZarrBackend(WritableBackend):
 
     async def _open_async(self, name: str) -> Any:
         arr = await zarr_async.open_array(store=self._group.store_path, path=name, zarr_format=3)
+        arr = arr.with_config(_WRITE_ALL)
         self._arrays[name] = zarr.Array(arr)
         return arr
 
@@ -610,109 +925,123 @@ class ZarrBackend(WritableBackend):
                 data = np.zeros((n1 - n0, *tail), dtype)
             self._write_range(base + "/values", n0, n1, data, tail, dtype)
 
-    def _commit(self, **changes: Any) -> None:
-        """Publish new metadata: the one write that makes appended data visible."""
-        meta = {**self._meta, **changes, "generation": int(self._meta.get("generation", 0)) + 1}
+    def _commit(self, retired: Sequence[str] = (), **changes: Any) -> None:
+        """Publish the new record: the one write that makes a write visible. ``retired``:
+        arrays it stops using (the next writer deletes them)."""
+        if self._remote and self._remote_generation() != self._began:
+            raise ConcurrentCommitError(
+                f"{self._target}: another writer committed to this store while this write ran "
+                f"(generation {self._began} became {self._remote_generation()}); this write was not "
+                "committed. Object stores have no lock: run one writer at a time, then repeat the write"
+            )
+        meta = {
+            **self._meta,
+            "n_atoms": self._counts_name(),
+            **changes,
+            "version": FORMAT_VERSION,
+            "generation": self._began + 1,
+            "next_id": self._next_id,
+            "retired": sorted(set(retired)),
+        }
+        meta = seal(meta)
         self._group.attrs[_ATTR] = meta
         self._meta = meta
+        self._created = []
         self._offsets = None
         self._cache.clear()
 
+    def _remote_generation(self) -> int:
+        """The generation of the record as the object store holds it now."""
+        group = zarr.open_group(self._target, mode="r", storage_options=self._storage_options)
+        return int(group.attrs.asdict().get(_ATTR, {}).get("generation", 0))
+
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
-        for i, row in zip(np.asarray(indices).tolist(), rows, strict=True):
-            self._set_atom_count(i, _n_atoms(row))
-            gone = [k for k in self._meta["columns"] if k not in row]
-            self._replace(i, row, gone)
+        latest = {int(i): row for i, row in zip(np.asarray(indices).tolist(), rows, strict=True)}
+        order = sorted(latest)  # a repeated row: the last value wins, as in a list
+        rows = [latest[i] for i in order]
+        with self._writing():
+            known = self._meta["columns"]
+            removed = [{k for k in known if k not in row} for row in rows]
+            counts = np.fromiter(map(_n_atoms, rows), np.int64, len(rows))
+            self._rewrite(np.array(order, np.int64), rows, removed, counts)
 
     def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
+        merged: dict[int, dict[str, Any]] = {}
         for i, update in zip(np.asarray(indices).tolist(), updates, strict=True):
-            self._replace(i, update, [])
+            merged.setdefault(int(i), {}).update(update)
+        order = sorted(merged)
+        with self._writing():
+            self._rewrite(np.array(order, np.int64), [merged[i] for i in order], [()] * len(order))
 
     def drop_keys(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str]) -> None:
         self._check_writable()
-        for i in np.asarray(indices).tolist():
-            self._replace(i, {}, [k for k in keys if k in self._meta["columns"]])
+        order = np.unique(np.asarray(indices, np.int64))
+        with self._writing():
+            gone = {k for k in keys if k in self._meta["columns"]}
+            if gone and len(order):
+                self._rewrite(order, [{}] * len(order), [gone] * len(order))
 
-    def _replace(self, i: int, values: dict[str, Any], gone: list[str]) -> None:
-        """Set ``values`` and remove ``gone`` keys in frame ``i``, checking every value first."""
+    def _encode_rows(
+        self,
+        key: str,
+        spec: dict[str, Any] | None,
+        values: list[Any],
+        counts: np.ndarray,
+        indices: np.ndarray,
+        dropping: np.ndarray,
+        label: Callable[[int], str],
+    ) -> tuple[dict[str, Any], Any, np.ndarray | None]:
+        """How the replaced rows ``indices`` store ``values`` of ``key`` (MISSING: not set):
+        ``(spec, data, None)``, or for a column widened to an object column
+        ``(spec, data of every frame, present flags of every frame)``."""
+        if spec is None:  # a new column: guess from its first value, check all; mixed? look at all
+            first = next(j for j, v in enumerate(values) if v is not MISSING)
+            cid = self._new_id("c")
+            spec = _infer_spec(key, values[first : first + 1], counts[first : first + 1], cid)
+            try:
+                return spec, _encode_batch(key, spec, values, counts, label=label)[1], None
+            except _Misfit:
+                spec = _infer_spec(key, values, counts, cid)
+                return spec, _encode_batch(key, spec, values, counts, label=label)[1], None
+        if all(v is MISSING for v in values):  # only removals: nothing to encode
+            if spec["kind"] == "object":
+                return spec, (b"", np.zeros(len(values), np.int64)), None
+            rows = int(counts.sum()) if spec["kind"] == "atom" else len(values)
+            return spec, np.zeros((rows, *spec["shape"]), spec["dtype"]), None
+        try:
+            return spec, _encode_batch(key, spec, values, counts, label=label)[1], None
+        except _Misfit:  # a value of another type: the column holds several types from now on
+            stored = self._stored_values(spec)
+            for i, value, gone in zip(indices.tolist(), values, dropping.tolist(), strict=True):
+                if value is not MISSING or gone:
+                    stored[i] = value
+            wide = _object_spec(self._new_id("c"))
+            present, data = _encode_batch(key, wide, stored, np.zeros(len(stored), np.int64))
+            return wide, data, present
+
+    def _stored_values(self, spec: dict[str, Any]) -> list[Any]:
+        """Every committed frame's value of a column, MISSING where a frame lacks it."""
         n = self._meta["length"]
-        columns = {k: dict(v) for k, v in self._meta["columns"].items()}
-        count = np.array([_n_atoms_of(self, i)], np.int64)
-        plans = {}
-        for key, value in values.items():
-            spec = columns.get(key) or _infer_spec(key, [value], count, f"c{len(columns)}")
-            if key not in columns:  # a key the store has not seen: an all-absent column first
-                columns[key] = spec
-                self._append_column(spec, np.zeros(n, bool), None, np.zeros(n), 0, n, 0, self._meta["atoms"])
-            plans[key] = _encode_batch(key, spec, [value], count)
-        for key, (_, data) in plans.items():
-            self._write_value(columns[key], i, data)
-            columns[key]["count"] += self._set_present(columns[key], i, True)
-        for key in gone:
-            columns[key]["count"] += self._set_present(columns[key], i, False)
-        self._commit(columns=columns)
+        if not n or not spec["count"]:
+            return [MISSING] * n
+        values, present = self._read_values(spec, np.arange(n))
+        return [v if p else MISSING for v, p in zip(values, present.tolist(), strict=True)]
 
-    def _set_present(self, spec: dict[str, Any], i: int, value: bool) -> int:
-        """Flag frame ``i``; returns the change in the column's count."""
-        if not spec.get("present", True):  # every frame carries it so far
-            if value:
-                return 0
-            n = self._meta["length"]
-            self._write_range(spec["id"] + "/present", 0, n, np.ones(n, bool), (), bool)
-            spec["present"] = True
-        arr = self._array(spec["id"] + "/present")
-        was = bool(arr[i])
-        if was != value:
-            arr[i] = value
-        return int(value) - int(was)
 
-    def _write_value(self, spec: dict[str, Any], i: int, data: Any) -> None:
-        base, kind = spec["id"], spec["kind"]
-        if kind == "atom":
-            offsets = self._atom_offsets()
-            self._array(base + "/values")[offsets[i] : offsets[i + 1]] = data
-        elif kind == "object":
-            blob, _ = data
-            offsets = self._byte_offsets(spec)
-            self._splice(
-                base + "/values",
-                int(offsets[i]),
-                int(offsets[i + 1]),
-                np.frombuffer(blob, np.uint8),
-                spec["nbytes"],
-            )
-            spec["nbytes"] += len(blob) - int(offsets[i + 1] - offsets[i])
-            self._array(base + "/sizes")[i] = len(blob)
-        else:
-            self._array(base + "/values")[i] = data[0]
+class _ReadFailure(Exception):
+    """Array ``name`` could not be read (its cause says why); :meth:`ZarrBackend._guarded`
+    decides whether that was a writer's file replacement or damage."""
 
-    def _splice(self, name: str, start: int, stop: int, new: np.ndarray, total: int) -> None:
-        """Replace rows ``start:stop`` of a ragged array by ``new``, moving the rows after them."""
-        arr = self._array(name)
-        tail = arr[stop:total] if total > stop else arr[0:0]
-        end = start + len(new) + len(tail)
-        if arr.shape[0] < end or len(new) != stop - start:
-            arr.resize((max(end, 1), *arr.shape[1:]))
-        if len(new):
-            arr[start : start + len(new)] = new
-        if len(tail) and len(new) != stop - start:
-            arr[start + len(new) : end] = tail
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
-    def _set_atom_count(self, i: int, count: int) -> None:
-        """Frame ``i`` gets ``count`` atoms: move every per-atom column's later atoms."""
-        offsets = self._atom_offsets()
-        old = int(offsets[i + 1] - offsets[i])
-        if old == count:
-            return
-        total = int(offsets[-1])
-        for spec in self._meta["columns"].values():
-            if spec["kind"] == "atom":
-                zeros = np.zeros((count, *spec["shape"]), spec["dtype"])
-                self._splice(spec["id"] + "/values", int(offsets[i]), int(offsets[i + 1]), zeros, total)
-        self._array("n_atoms")[i] = count
-        self._commit(atoms=total - old + count)
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}"
 
 
 async def _gather(writes: list[Any]) -> None:
@@ -720,15 +1049,16 @@ async def _gather(writes: list[Any]) -> None:
     await asyncio.gather(*writes)
 
 
-def _compressors(name: str | None, level: int) -> Any:
+def _compressors(name: str | None, level: int) -> list[Any]:
+    """The bytes-to-bytes stages of new arrays that zarr writes: the compressor, then a checksum."""
     if name in (None, "none"):
-        return None
+        return [Crc32cCodec()]
     if name == "gzip":
-        return GzipCodec(level=level)
+        return [GzipCodec(level=level), Crc32cCodec()]
     if name == "zstd-raw":
-        return ZstdCodec(level=level)
+        return [ZstdCodec(level=level), Crc32cCodec()]
     if name in ("lz4", "lz4hc", "zstd", "zlib", "blosclz"):
-        return BloscCodec(cname=name, clevel=level, shuffle="shuffle")  # type: ignore[arg-type]
+        return [BloscCodec(cname=name, clevel=level, shuffle="shuffle"), Crc32cCodec()]  # type: ignore[arg-type]
     raise ValueError(
         f"unknown compressor {name!r}; use 'lz4', 'lz4hc', 'zstd', 'zlib', 'blosclz', 'gzip' or None"
     )
@@ -741,9 +1071,10 @@ def _n_atoms(row: dict[str, Any]) -> int:
     return 0
 
 
-def _n_atoms_of(backend: ZarrBackend, i: int) -> int:
-    offsets = backend._atom_offsets()
-    return int(offsets[i + 1] - offsets[i])
+def _first_free(meta: dict[str, Any]) -> int:
+    """One past the largest array number a record uses (version-1 records keep no counter)."""
+    numbers = [int(name[1:].partition("x")[0]) for name in array_names(meta) if name[1:2].isdigit()]
+    return max(numbers, default=-1) + 1
 
 
 def _is_per_atom_key(key: str) -> bool:
@@ -751,9 +1082,12 @@ def _is_per_atom_key(key: str) -> bool:
 
 
 def _signature(given: list[Any]) -> set[Any]:
-    """The distinct (dtype, shape) of numeric numpy values; None stands for anything else."""
+    """The distinct (dtype, shape) of numeric numpy values; None stands for anything else (zarr
+    hands back native byte order, so arrays of the other byte order count as anything else)."""
     return {
-        (v.dtype.str, v.shape) if type(v) is np.ndarray and v.dtype.kind in _NUMERIC else None for v in given
+        (v.dtype.str, v.shape) if type(v) is np.ndarray and v.dtype.kind in _NUMERIC and v.dtype.isnative
+        else None
+        for v in given
     }
 
 
@@ -766,25 +1100,35 @@ def _infer_spec(key: str, values: list[Any], counts: np.ndarray, column_id: str)
     if None not in signature:
         dtypes = {dtype for dtype, _ in signature}
         tails = {shape[1:] for _, shape in signature if shape}
-        if _is_per_atom_key(key) and len(dtypes) == 1 and len(tails) == 1:
+        # a zero-length axis in a row (a value of shape (2, 0)) makes zarr's chunk grid empty:
+        # such values go to an object column, which keeps any shape
+        if _is_per_atom_key(key) and len(dtypes) == 1 and len(tails) == 1 and 0 not in (tail := tails.pop()):
             lengths = np.fromiter((v.shape[0] if v.ndim else -1 for v in given), np.int64, len(given))
             if np.array_equal(lengths, counts[present]):
-                return {**spec, "kind": "atom", "dtype": dtypes.pop(), "shape": list(tails.pop())}
+                return {**spec, "kind": "atom", "dtype": dtypes.pop(), "shape": list(tail)}
         if len(signature) == 1 and not _is_per_atom_key(key):
             dtype, shape = signature.pop()
-            return {**spec, "kind": "frame", "dtype": dtype, "shape": list(shape)}
+            if 0 not in shape:
+                return {**spec, "kind": "frame", "dtype": dtype, "shape": list(shape)}
     code = scalar_type_code(given)
     if code is not None:
         return {**spec, "kind": "scalar", "type": code, "dtype": type_code_dtype(code).str, "shape": []}
-    return {**spec, "kind": "object", "nbytes": 0}
+    return _object_spec(column_id)
 
 
 def _encode_batch(
-    key: str, spec: dict[str, Any], values: list[Any], counts: np.ndarray, present: np.ndarray | None = None
+    key: str,
+    spec: dict[str, Any],
+    values: list[Any],
+    counts: np.ndarray,
+    present: np.ndarray | None = None,
+    label: Callable[[int], str] = "frame {}".format,
 ) -> tuple[np.ndarray, Any]:
-    """(present flags, data to write) for one column of a batch; refuses values that do not fit.
+    """(present flags, data to write) for one column of a batch.
 
-    ``present`` may be given when the caller knows every row carries the key.
+    ``present`` may be given when the caller knows every row carries the key. A value that does
+    not fit the column exactly raises :class:`InvalidDataError` (the caller widens the column
+    to an object column); ``label(j)`` names value ``j`` in messages ("frame 3", "row 7").
     """
     if present is None:
         present = np.fromiter((v is not MISSING for v in values), bool, len(values))
@@ -792,26 +1136,29 @@ def _encode_batch(
     given = values if everywhere else [v for v in values if v is not MISSING]
     kind = spec["kind"]
     if kind == "object":
-        blobs = [encode_value(v) if v is not MISSING else b"" for v in values]
-        return present, (b"".join(blobs), np.array([len(b) for b in blobs], np.int64))
+        return present, _encode_objects(key, values, label)
     dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+    if 0 in shape:  # an older store's typed column of empty rows: zarr cannot grow it, so widen it
+        raise _conflict(key, spec, "a value for a column zarr cannot write", label(0))
     if kind in ("atom", "frame") and everywhere:
         data = _stack_uniform(given, kind, dtype, shape, counts)
         if data is not None:
             return present, data
     if kind == "scalar":
-        bad = scalar_misfit(given, spec["type"])
-        if bad is not None:
-            raise _conflict(key, spec, f"a value of type {type(bad).__name__}")
+        if given and scalar_type_code(given) != spec["type"]:  # exact types only: never convert
+            code = spec["type"]
+            j = next(j for j, v in enumerate(values) if v is not MISSING and scalar_type_code([v]) != code)
+            raise _conflict(key, spec, f"a value of type {type(values[j]).__name__}", label(j))
         data = np.zeros(len(values), dtype)
         data[present] = given
         return present, data
     expected = [(dtype.str, (c, *shape) if kind == "atom" else shape) for c in counts[present].tolist()]
     got = [(v.dtype.str, v.shape) if type(v) is np.ndarray else None for v in given]
     if got != expected:  # one list comparison in C; find the culprit only on failure
-        bad = next(v for v, g, e in zip(given, got, expected, strict=True) if g != e)
+        j = next(j for j, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e)
+        bad = given[j]
         what = f"dtype {bad.dtype}, shape {bad.shape}" if isinstance(bad, np.ndarray) else type(bad).__name__
-        raise _conflict(key, spec, what)
+        raise _conflict(key, spec, what, label(int(np.flatnonzero(present)[j])))
     if kind == "atom":
         if present.all():
             return present, np.concatenate(given) if given else np.zeros((0, *shape), dtype)
@@ -850,14 +1197,39 @@ def _stack_uniform(
     return data if data.shape[1:] == shape else None
 
 
-def _conflict(key: str, spec: dict[str, Any], got: str) -> InvalidDataError:
+def _encode_objects(key: str, values: list[Any], label: Callable[[int], str]) -> tuple[bytes, np.ndarray]:
+    """(msgpack blobs joined, size of each) of an object column's values; MISSING takes 0 bytes."""
+    blobs = []
+    for j, value in enumerate(values):
+        try:
+            blobs.append(encode_value(value) if value is not MISSING else b"")
+        except SerializationError as exc:
+            raise SerializationError(f"{label(j)}: key {key!r}: {exc}; nothing was written") from exc
+    return b"".join(blobs), np.fromiter(map(len, blobs), np.int64, len(blobs))
+
+
+def _object_spec(column_id: str) -> dict[str, Any]:
+    """A new object column: msgpack values, which hold every storable value exactly."""
+    return {"id": column_id, "count": 0, "present": False, "kind": "object", "nbytes": 0}
+
+
+def _fresh_id(columns: dict[str, Any]) -> str:
+    """A column id no column of the record uses (a widened column leaves its old id unused)."""
+    return f"c{max((int(spec['id'][1:]) for spec in columns.values()), default=-1) + 1}"
+
+
+class _Misfit(InvalidDataError):
+    """A value that does not fit its column's stored type exactly (the column is widened)."""
+
+
+def _conflict(key: str, spec: dict[str, Any], got: str, where: str) -> _Misfit:
     stored = {
         "scalar": f"Python/numpy scalars of type code {spec.get('type')!r}",
         "frame": f"arrays of dtype {spec.get('dtype')} and shape {tuple(spec.get('shape', ()))}",
         "atom": f"per-atom arrays of dtype {spec.get('dtype')} and shape (n_atoms, "
         f"{', '.join(map(str, spec.get('shape', ())))})",
     }[spec["kind"]]
-    return InvalidDataError(
-        f"column {key!r} stores {stored}, but got {got}; nothing was written. Convert the value "
+    return _Misfit(
+        f"{where}: column {key!r} stores {stored}, but got {got}; nothing was written. Convert the value "
         "to the stored type, or use another key"
     )

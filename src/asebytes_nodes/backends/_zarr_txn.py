@@ -122,8 +122,9 @@ def seal(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def verify_seal(where: str, meta: dict[str, Any]) -> None:
-    """Refuse a record whose checksum does not match (version-1 records carry none)."""
-    if "crc" in meta and meta["crc"] != google_crc32c.value(_canonical(meta)):
+    """Refuse a record whose checksum is missing or does not match (version-1 records carry none)."""
+    sealed = "crc" in meta or int(meta.get("version", 1)) < 2
+    if not sealed or ("crc" in meta and meta["crc"] != google_crc32c.value(_canonical(meta))):
         raise StoreCorruptedError(
             f"{where}: the store's record does not match its checksum (the group's zarr.json is "
             "damaged); its length and column table cannot be trusted. Restore the store from a copy"
