@@ -372,22 +372,6 @@ def scalar_type_code(values: Sequence[Any]) -> str | None:
     return None
 
 
-_SCALAR_TWINS = {"f": "n<f8", "n<f8": "f", "i": "n<i8", "n<i8": "i", "b": "n|b1", "n|b1": "b"}
-
-
-def scalar_misfit(values: Sequence[Any], stored: str) -> Any | None:
-    """The first value that does not fit a scalar column of type code ``stored``, or None.
-
-    Python and numpy scalars of the same kind fit each other's columns (an EMT energy is
-    ``np.float64``, a hand-set one ``float``): they hold the same values, and reads give the
-    column's stored type.
-    """
-    if not values or scalar_type_code(values) == stored:
-        return None
-    fits = {stored, _SCALAR_TWINS.get(stored)}
-    return next((v for v in values if scalar_type_code([v]) not in fits), None)
-
-
 def maybe_scalar(value: Any) -> bool:
     """Could ``value`` belong to a scalar column (cheap test before :func:`scalar_type_code`)?"""
     return type(value) in (float, int, bool) or isinstance(value, np.generic)
