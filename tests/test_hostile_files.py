@@ -469,3 +469,33 @@ def test_local_hf_folders_read_nothing_outside_themselves(tmp_path: Path) -> Non
         with pytest.raises(UnsafeStoreError, match=rf"{tmp_path}/{kind}.*(leaves the folder|not a plain name|"
                            "not a file name inside|outside the store)"):
             ASEIO(f"hf://{folder}", split="train")
+
+
+@pytest.mark.slow
+def test_every_truncation_of_an_extxyz_file_is_an_error_or_exact(tmp_path: Path) -> None:
+    path, expected = _xyz(tmp_path, n=4)
+    original = path.read_bytes()
+    frame_ends = {sum(map(len, original.splitlines(keepends=True)[: 11 * k])) for k in range(5)}
+    for size in range(len(original)):
+        outcome = _truncation_outcome(path, size, original, expected)
+        assert outcome == "error" or size in frame_ends, size
+
+
+@pytest.mark.slow
+def test_many_truncations_and_flips_of_a_traj_never_crash(tmp_path: Path) -> None:
+    path = tmp_path / "t.traj"
+    ase.io.write(path, _frames(10))
+    original = path.read_bytes()
+    with ASEFileBackend(path) as db:
+        expected = db.read_rows(range(len(db)))
+    for size in range(0, len(original), 7):
+        _truncation_outcome(path, size, original, expected)  # asserts: an error or exact frames
+    for offset in range(0, len(original), 11):
+        damaged = bytearray(original)
+        damaged[offset] ^= 0x10
+        path.write_bytes(bytes(damaged))
+        try:  # a clean error or frames (ULM has no checksums); never another exception
+            with ASEFileBackend(path) as db:
+                db.read_rows(range(len(db)))
+        except StoreCorruptedError:
+            pass
