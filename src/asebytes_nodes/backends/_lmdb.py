@@ -274,9 +274,12 @@ class LMDBBackend(WritableBackend):
             try:
                 with self._writer_lock(), env.begin(write=True) as txn:
                     self._writing = txn
-                    work(txn)
-                    if self._seal is Sealed:
-                        self._put(txn, _META_LENGTH, _STAMP.pack(self._length(txn), txn.id()))
+                    try:
+                        work(txn)
+                        if self._seal is Sealed:
+                            self._put(txn, _META_LENGTH, _STAMP.pack(self._length(txn), txn.id()))
+                    finally:
+                        self._writing = None
                 return
             except lmdb.MapFullError:
                 env.set_mapsize(env.info()["map_size"] * 2)
