@@ -1,8 +1,8 @@
 """The read-only contract on ASE files (extxyz, traj), plus their own promises.
 
 Test matrix: the contract on ``.xyz`` and ``.traj`` files written by ``ase.io.write``;
-extxyz dialects (VEC cells, CRLF, blank line, plain xyz; a missing final newline is refused, see
-tests/test_hostile_files.py) and a
+extxyz dialects (VEC cells, CRLF, no final newline (read, with a warning), blank line, plain
+xyz) and a
 real libAtoms file against ``ase.io.read``; the offset cache (reuse, change, append,
 unwritable folders); laziness of ``.traj``; damaged files; the ``ase.io`` fallback.
 """
@@ -143,7 +143,7 @@ def _periodic_text() -> str:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("dialect", ["vec_cell", "crlf", "blank_line_ends", "plain_xyz"])
+@pytest.mark.parametrize("dialect", ["vec_cell", "crlf", "no_final_newline", "blank_line_ends", "plain_xyz"])
 def test_extxyz_dialects_match_ase(tmp_path: Path, dialect: str) -> None:
     path = tmp_path / "d.xyz"
     if dialect == "vec_cell":
@@ -154,11 +154,17 @@ def test_extxyz_dialects_match_ase(tmp_path: Path, dialect: str) -> None:
     else:
         text = {
             "crlf": _periodic_text().replace("\n", "\r\n"),
+            "no_final_newline": _periodic_text().rstrip("\n"),
             "blank_line_ends": "1\n\nAr 0 0 0\n\n  \n3\nignored by ASE\n",
             "plain_xyz": "3\nwater, by hand\nO 0 0 0.1\nH 0.7 0 -0.5\nH -0.7 0 -0.5\n1\n\nNe 1 2 3\n",
         }[dialect]
         path.write_bytes(text.encode())
-    assert_same_as_ase(path, ASEIO(path))
+    if dialect == "no_final_newline":
+        with pytest.warns(UserWarning, match="without a line end"):
+            db = ASEIO(path)
+    else:
+        db = ASEIO(path)
+    assert_same_as_ase(path, db)
 
 
 def _cache_file(cache: Path) -> Path:

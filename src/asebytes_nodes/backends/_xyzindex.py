@@ -8,8 +8,9 @@ bounded for files of any size; the Python work is a few operations per frame.
 
 Damaged and hostile files: a count line declaring more atoms than the rest of the file can
 hold (an atom line takes at least 2 bytes) is refused at once, before any skip or allocation;
-a frame cut short, or whose last line has no line end (the file may be cut inside that line,
-and a cut number still parses), is refused; errors name the file, frame, line and count.
+a frame cut short is refused; errors name the file, frame, line and count. A file whose last
+line has no line end is read as it is (some writers omit the final newline), with a warning:
+if it was cut inside that line, a cut number still parses.
 A cache file is read only when it is a regular file owned by this user (never through a
 symbolic link or from a FIFO), its table must describe a well-formed walk over the file's
 bytes, and it is written under a fresh random name, so a file planted in a shared cache folder
@@ -29,6 +30,7 @@ import json
 import os
 import stat
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -156,10 +158,14 @@ def _damaged(path: str, frame: int, where: str, problem: str) -> StoreCorruptedE
     )
 
 
-_UNTERMINATED = (
-    "ends in a line without a line end, so the file may be cut inside that line (truncated); "
-    "if the file is complete, append a newline to it"
-)
+def _unterminated(path: str, frame: int, where: str) -> None:
+    warnings.warn(
+        f"{path}: frame {frame} ({where}) ends in a line without a line end; it is read as it is, "
+        "but if the file was cut inside that line its last number may be incomplete: check the "
+        "file's end, or append a newline to a complete file to silence this",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def check_stream(lines: Iterable[bytes], path: str) -> None:
@@ -189,7 +195,7 @@ def check_stream(lines: Iterable[bytes], path: str) -> None:
             raise _damaged(path, frame, f"line {number}", f"declares {natoms} atoms, but the file ends first")
         number, frame = number + body, frame + 1
     if not last.endswith(b"\n"):
-        raise _damaged(path, max(frame - 1, 0), f"line {number}", _UNTERMINATED)
+        _unterminated(path, max(frame - 1, 0), f"line {number}")
 
 
 def _scan(fd: int, path: str, size: int, start: int, first_frame: int) -> FrameIndex:
@@ -224,7 +230,7 @@ def _scan(fd: int, path: str, size: int, start: int, first_frame: int) -> FrameI
         if nvec > 3:
             raise _damaged(path, frame, _at(fd, pos), "has more than 3 VEC lines")
         if last >= size:  # _LineEnds ends an unterminated last line at `size`
-            raise _damaged(path, frame, _at(fd, pos), _UNTERMINATED)
+            _unterminated(path, frame, _at(fd, pos))
         rows.append((pos, natoms, nvec))
         pos = min(last + 1, size)
     rows.append((pos, 0, 0))
