@@ -50,7 +50,8 @@ readable with its committed content, at every moment:
   are copied whole. A changed atom count rewrites per-atom columns from that frame on.
 - The next writer deletes the retired arrays, and in a local store every other array
   and ``*.partial`` file no record names (left by a killed or failed writer); readers
-  never delete anything.
+  never delete anything. (:mod:`._zarr_rewrite` builds replacements, :mod:`._zarr_txn`
+  checks, seals and cleans up after records, :mod:`._zarr_read` guards every read.)
 
 A kill at any moment therefore leaves every frame at its old or its new version. A full
 disk raises :class:`~asebytes_nodes.errors.DiskFullError`; what the write had made is
@@ -92,8 +93,8 @@ Version history
 2. Chunk checksums (``crc32c`` after the compressor) on new arrays; the record's own
    ``crc``; copy-on-write replacements (``n_atoms``, ``next_id``, ``retired`` in the
    record; the atom-count array may be renamed ``n<k>``); the writers' lock file.
-   Version-1 stores open and are written in the version-2 way (their arrays keep no
-   chunk checksums until a replacement rewrites them); the first commit marks them 2.
+   Version-1 stores open and are written in the version-2 way (their arrays keep their
+   codec, without chunk checksums; new columns get them); the first commit marks them 2.
 """
 
 from __future__ import annotations
@@ -101,7 +102,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
@@ -135,11 +135,11 @@ try:
     from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
     from zarr.core.sync import sync as zarr_sync
 
+    from ._zarr_read import CheckedReads, _ReadFailure
     from ._zarr_rewrite import CopyOnWrite
     from ._zarr_shards import (  # numcodecs, crc32c: zarr's
         chunk_codec,
         handles,
-        verify_array,
         write_new_array,
         write_rows,
     )
@@ -154,14 +154,13 @@ FORMAT_NAME = "asebytes_nodes.zarr"
 FORMAT_VERSION = 2
 LOCK_NAME = ".asebytes-lock"
 _ATTR = "asebytes_nodes"
-_READ_ATTEMPTS = 5  # a read that meets a file being replaced is repeated, then reported as damage
 _WRITE_ALL = {"write_empty_chunks": True}  # zarr writes all-zero shards too: a missing one is damage
 _NUMERIC = frozenset("biufc")
 _DTYPE = attrgetter("dtype")
 _SLAB_BYTES = 64 << 20  # read a contiguous slab instead of scattered chunks below this size
 
 
-class ZarrBackend(CopyOnWrite, WritableBackend):
+class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
     """Frames in a Zarr v3 group, local or at any fsspec URL (``s3://``, ``gs://``...).
 
     >>> from asebytes_nodes import ASEIO
@@ -350,48 +349,6 @@ class ZarrBackend(CopyOnWrite, WritableBackend):
             self._arrays[name] = arr
         return arr
 
-    def _check_array(self, name: str, arr: Any) -> None:
-        """Refuse an array whose document disagrees with the record: a damaged ``zarr.json``
-        could otherwise send reads to chunks that do not exist (read as zeros)."""
-        base, _, leaf = name.partition("/")
-        spec = next((s for s in self._meta["columns"].values() if s["id"] == base), None)
-        if leaf == "values" and spec is not None and spec["kind"] != "object":
-            dtype, tail = np.dtype(spec["dtype"]), tuple(spec["shape"])
-        else:
-            dtype, tail = np.dtype({"present": bool, "values": np.uint8}.get(leaf, np.int64)), ()
-        metadata = arr.metadata
-        separator = getattr(metadata.chunk_key_encoding, "separator", "/")
-        if arr.dtype != dtype or tuple(arr.shape[1:]) != tail or separator != "/" or arr.fill_value != 0:
-            raise StoreCorruptedError(
-                f"{self._target}: array {name!r} is {arr.dtype} {arr.shape} (fill {arr.fill_value!r}, "
-                f"chunk keys {separator!r}) but the record says {dtype} (n, {', '.join(map(str, tail))}) "
-                "filled with 0 under '/': its zarr.json is damaged. Restore the store from a copy"
-            )
-        inner = getattr(metadata.codecs[0], "codecs", ())
-        if not self._remote and any(isinstance(c, Crc32cCodec) for c in inner):
-            # zarr reads a missing or emptied shard file as zeros; version-2 arrays have every
-            # shard written (write_empty_chunks), so a missing one is damage
-            rows = self._extents().get(name, (0, dtype))[0]
-            shard = arr.shards[0] if arr.shards else arr.chunks[0]
-            index_bytes = 16 * (shard // arr.chunks[0]) + 4 if arr.shards else 1
-            folder = Path(self._target) / name / "c"
-            for s in range(-(-rows // shard)):
-                path = folder.joinpath(str(s), *["0"] * len(tail))
-                size = path.stat().st_size if path.is_file() else -1
-                if size < index_bytes:
-                    raise _ReadFailure(name) from StoreCorruptedError(
-                        f"{path}: shard file {'missing' if size < 0 else 'cut short'}"
-                    )
-
-    def _read(self, name: str, select: Callable[[Any], np.ndarray]) -> np.ndarray:
-        """``select(array)``, with any failure to decode reported as a :class:`_ReadFailure`."""
-        arr = self._array(name)
-        self._touched = True
-        try:
-            return select(arr)
-        except Exception as exc:  # noqa: BLE001 - checksum, codec, missing file: retried, then reported
-            raise _ReadFailure(name) from exc
-
     def _counts_name(self) -> str:
         return str(self._meta.get("n_atoms", "n_atoms"))
 
@@ -408,12 +365,15 @@ class ZarrBackend(CopyOnWrite, WritableBackend):
         sizes = self._slab(spec["id"] + "/sizes", n, 0, n)
         return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
 
-    def _cached(self, name: str, extent: int) -> np.ndarray | None:
-        """The first ``extent`` rows of array ``name``, decoded, if they fit in the cache."""
+    def _cached(self, name: str, extent: int, fill: bool = True) -> np.ndarray | None:
+        """The first ``extent`` rows of array ``name``, decoded, if they fit in the cache
+        (without ``fill``: only if they are there already)."""
         hit = self._cache.get(name)
         if hit is not None and len(hit) == extent:
             self._cache.move_to_end(name)
             return hit
+        if not fill:
+            return None
         arr = self._array(name)
         nbytes = extent * arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
         if nbytes > self._cache_limit:
@@ -426,9 +386,10 @@ class ZarrBackend(CopyOnWrite, WritableBackend):
             held -= self._cache.popitem(last=False)[1].nbytes
         return hit
 
-    def _slab(self, name: str, extent: int, lo: int, hi: int) -> np.ndarray:
-        """Rows ``lo:hi`` of array ``name`` (committed rows: ``extent``) as a private copy."""
-        cached = self._cached(name, extent)
+    def _slab(self, name: str, extent: int, lo: int, hi: int, fill: bool = True) -> np.ndarray:
+        """Rows ``lo:hi`` of array ``name`` (committed rows: ``extent``) as a private copy;
+        ``fill=False`` reads only those rows unless the whole array is cached already."""
+        cached = self._cached(name, extent, fill)
         if cached is not None:
             return cached[lo:hi].copy()
         arr = self._array(name)
@@ -521,73 +482,6 @@ class ZarrBackend(CopyOnWrite, WritableBackend):
     def format_info(self) -> dict[str, Any]:
         return {k: self._meta[k] for k in ("format", "version", "generation") if k in self._meta}
 
-    def _extents(self) -> dict[str, tuple[int, np.dtype[Any]]]:
-        """Committed rows and dtype of every array the record uses."""
-        n, atoms = self._meta["length"], self._meta["atoms"]
-        out = {self._counts_name(): (n, np.dtype(np.int64))} if n else {}
-        for spec in self._meta["columns"].values():
-            base, kind = spec["id"] + "/", spec["kind"]
-            if spec.get("present", True):
-                out[base + "present"] = (n, np.dtype(bool))
-            if kind == "object":
-                out[base + "sizes"] = (n, np.dtype(np.int64))
-                out[base + "values"] = (spec["nbytes"], np.dtype(np.uint8))
-            else:
-                out[base + "values"] = (atoms if kind == "atom" else n, np.dtype(spec["dtype"]))
-        return out
-
-    def _verify_chunks(self) -> list[str]:
-        """One problem per damaged chunk or shard of every committed array."""
-        problems = []
-        for name, (rows, dtype) in self._extents().items():
-            found = None if self._remote else verify_array(Path(self._target), name, rows, dtype)
-            if found is None:  # laid out by zarr: decode it whole, with zarr's own checks
-                try:
-                    self._read(name, lambda a, rows=rows: a[:rows])
-                    found = []
-                except (_ReadFailure, StoreCorruptedError) as exc:
-                    found = [f"{name}: cannot be decoded ({_cause(exc)})"]
-            problems += [f"{self._target}/{problem}" for problem in found]
-        return problems
-
-    def check(self) -> list[str]:
-        """Every chunk's checksum, the layout's own invariants (array lengths, counts, offsets),
-        then every row. Each damaged chunk is reported with its array, shard and chunk."""
-        self._refresh()
-        problems = self._verify_chunks()
-        if problems:  # rows in damaged chunks cannot be read: report the damage itself
-            return problems
-        n, atoms, where = self._meta["length"], self._meta["atoms"], self._target
-        counts = self._counts_name()
-
-        def short(name: str, extent: int) -> bool:
-            if name not in self._group:
-                problems.append(f"{where}/{name}: array missing")
-                return True
-            if self._array(name).shape[0] < extent:
-                problems.append(f"{where}/{name}: {self._array(name).shape[0]} rows, needs {extent}")
-                return True
-            return False
-
-        if not short(counts, n) and int(self._slab(counts, n, 0, n).sum()) != atoms:
-            problems.append(f"{where}/{counts}: sums to {int(self._atom_offsets()[-1])}, record says {atoms}")
-        for key, spec in self._meta["columns"].items():
-            base = f"{spec['id']}/"
-            if not spec.get("present", True):
-                if spec["count"] != n:
-                    problems.append(f"column {key!r}: no present flags, but {spec['count']} of {n} frames")
-            elif not short(base + "present", n):
-                carried = int(self._slab(base + "present", n, 0, n).sum())
-                if carried != spec["count"]:
-                    problems.append(f"column {key!r}: {carried} frames flagged, record says {spec['count']}")
-            if spec["kind"] == "object":
-                if not short(base + "sizes", n) and int(self._byte_offsets(spec)[-1]) != spec["nbytes"]:
-                    problems.append(f"column {key!r}: value sizes do not add up to {spec['nbytes']} bytes")
-                short(base + "values", spec["nbytes"])
-            else:
-                short(base + "values", atoms if spec["kind"] == "atom" else n)
-        return problems or super().check()
-
     def schema(self) -> dict[str, ColumnInfo]:
         out = {}
         for key in self.keys():
@@ -600,41 +494,6 @@ class ZarrBackend(CopyOnWrite, WritableBackend):
                 dtype = str(np.dtype(spec["dtype"]))
                 out[key] = ColumnInfo(dtype, (-1, *shape) if per_atom else shape, per_atom)
         return out
-
-    def _guarded(self, read: Callable[[], Any]) -> Any:
-        """``read()`` against one committed record. Repeated when it met a file being replaced
-        (a checksum mismatch) or the record changed under it (its arrays may be collected),
-        the last time holding the writers' lock shared; reported as damage if it still fails."""
-        for attempt in range(_READ_ATTEMPTS):
-            last = attempt + 1 == _READ_ATTEMPTS
-            with self._lock.shared() if last and self._lock is not None else nullcontext():
-                if attempt:
-                    self._forget()
-                    self._refresh()
-                generation, self._touched = self._meta.get("generation", 0), False
-                try:
-                    out = read()
-                except _ReadFailure as failure:
-                    if last:
-                        raise self._damaged(failure) from failure.__cause__
-                    time.sleep(0.0005 * 3**attempt)  # 20 ms in all: a writer's file replacement
-                    continue
-            if last or not self._touched:
-                return out
-            self._refresh()
-            if self._meta.get("generation", 0) == generation:
-                return out
-        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
-
-    def _damaged(self, failure: _ReadFailure) -> StoreCorruptedError:
-        base = failure.name.partition("/")[0]
-        key = next((k for k, spec in self._meta["columns"].items() if spec["id"] == base), None)
-        what = f"column {key!r} (array {failure.name})" if key else f"array {failure.name}"
-        return StoreCorruptedError(
-            f"{self._target}: {what} cannot be read ({_cause(failure)}): its chunks are damaged or cut "
-            "short, and a checksummed store never returns such data. check() lists every damaged "
-            "chunk; restore the store from a copy"
-        )
 
     def columns(self, index: int = 0) -> list[str]:
         return self._guarded(lambda: self._columns(index))  # type: ignore[no-any-return]
@@ -1028,20 +887,6 @@ class ZarrBackend(CopyOnWrite, WritableBackend):
             return [MISSING] * n
         values, present = self._read_values(spec, np.arange(n))
         return [v if p else MISSING for v, p in zip(values, present.tolist(), strict=True)]
-
-
-class _ReadFailure(Exception):
-    """Array ``name`` could not be read (its cause says why); :meth:`ZarrBackend._guarded`
-    decides whether that was a writer's file replacement or damage."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-def _cause(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc
-    return f"{type(cause).__name__}: {cause}"
 
 
 async def _gather(writes: list[Any]) -> None:

@@ -36,7 +36,7 @@ class CopyOnWrite:
     _direct: Any
     _atom_offsets: Callable[[], np.ndarray]
     _byte_offsets: Callable[[dict[str, Any]], np.ndarray]
-    _slab: Callable[[str, int, int, int], np.ndarray]
+    _slab: Callable[..., np.ndarray]
     _write_range: Callable[..., None]
     _new_id: Callable[[str], str]
     _counts_name: Callable[[], str]
@@ -202,7 +202,7 @@ class CopyOnWrite:
             self._derive(old, new, n, n, 0, data, tail, dtype, 1.0)
             return
         lo, hi = int(rows[0]), int(rows[-1]) + 1
-        slab = self._slab(old, n, lo, hi)
+        slab = self._slab(old, n, lo, hi, False)  # only these rows: a replacement reads no more
         slab[rows - lo] = data
         self._derive(old, new, n, n, lo, slab, tail, dtype, 1.0)
 
@@ -230,7 +230,7 @@ class CopyOnWrite:
             self._derive(old, new, total, total, 0, np.zeros((0, *tail), dtype), tail, dtype, scale)
             return total
         lo, hi = int(bounds[rows[0]]), int(bounds[rows[-1] + 1])
-        slab = self._slab(old, total, lo, hi)
+        slab = self._slab(old, total, lo, hi, False)
         parts, cursor = [], lo
         for i, piece in zip(rows.tolist(), pieces, strict=True):
             parts += [slab[cursor - lo : bounds[i] - lo], np.asarray(piece, dtype).reshape(-1, *tail)]
@@ -239,7 +239,7 @@ class CopyOnWrite:
         if len(middle) == hi - lo:  # same size: the rows after keep their place
             self._derive(old, new, total, total, lo, middle, tail, dtype, scale)
             return total
-        data = np.concatenate([middle, self._slab(old, total, hi, total)])
+        data = np.concatenate([middle, self._slab(old, total, hi, total, False)])
         self._derive(old, new, total, lo + len(data), lo, data, tail, dtype, scale)
         return lo + len(data)
 
