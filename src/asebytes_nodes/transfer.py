@@ -20,10 +20,13 @@ from .indexing import normalize_indices
 from .io import ASEIO
 from .progress import progress
 
-__all__ = ["convert", "copy_frames", "remove_store"]
+__all__ = ["SIDE_SUFFIXES", "convert", "copy_frames", "remove_store", "side_files"]
 
 #: Frames per chunk when the backends do not suggest more.
 CHUNK_FRAMES = 1000
+#: Files a single-file store keeps beside itself: LMDB's ``-lock``, and the HDF5 backends'
+#: writer lock and undo journal (:mod:`asebytes_nodes.backends._hdf5_journal`).
+SIDE_SUFFIXES = ("-lock", ".lock", "-journal")
 
 
 def _as_io(target: Any, **options: Any) -> ASEIO:
@@ -104,12 +107,17 @@ def convert(
     return count
 
 
+def side_files(path: Path) -> list[Path]:
+    """The files a single-file store at ``path`` may keep beside itself (see SIDE_SUFFIXES)."""
+    return [path.with_name(path.name + suffix) for suffix in SIDE_SUFFIXES]
+
+
 def remove_store(path: Path) -> None:
-    """Delete a store (a file, its LMDB lock file, or a directory) if it exists."""
+    """Delete a store (a file with its side files, or a directory) if it exists."""
     if path.is_dir():
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
-    lock = path.with_name(path.name + "-lock")
-    if lock.exists():
-        lock.unlink()
+    for side in side_files(path):
+        if side.exists():
+            side.unlink()

@@ -70,12 +70,13 @@ def test_fingerprint_follows_the_data(tmp_path: Path, frames: list[Atoms]) -> No
     assert fingerprint(ASEIO(SelectedRows(a, [0, 1]))) != fingerprint(ASEIO(SelectedRows(a, [0, 2])))
 
 
-def test_lock_file_is_git_ignored_once(tmp_path: Path) -> None:
+def test_side_files_are_git_ignored_once(tmp_path: Path) -> None:
     (tmp_path / ".gitignore").write_text("/frames.lmdb\n")
     for _ in range(2):
         git_ignore(tmp_path / "frames.lmdb")
     git_ignore(tmp_path / "frames.lmdb", "a", "frames.lmdb-lock")
-    assert (tmp_path / ".gitignore").read_text() == "/frames.lmdb\n/frames.lmdb-lock\n/a\n"
+    sides = "/frames.lmdb-lock\n/frames.lmdb.lock\n/frames.lmdb-journal\n"
+    assert (tmp_path / ".gitignore").read_text() == "/frames.lmdb\n" + sides + "/a\n"
 
 
 def test_cache_resumes_a_partial_download(tmp_path: Path, store: ASEIO, frames: list[Atoms]) -> None:

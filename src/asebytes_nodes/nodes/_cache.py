@@ -6,10 +6,10 @@ from pathlib import Path
 
 from ..errors import CacheMismatchError
 from ..io import ASEIO
-from ..transfer import remove_store
+from ..transfer import remove_store, side_files
 from ._config import CacheConfig
 from ._load import Load
-from ._ops import git_ignore, lock_file, write_store
+from ._ops import git_ignore, write_store
 
 __all__ = ["Cache", "cache_frames"]
 
@@ -52,5 +52,5 @@ class Cache(Load):
 
     def fetch(self, config: CacheConfig, target: Path) -> int:
         scratch = target.with_name(".download.lmdb")
-        git_ignore(target, scratch.name, lock_file(scratch).name)
+        git_ignore(target, scratch.name, *(side.name for side in side_files(scratch)))
         return cache_frames(self.source, config, target, scratch)

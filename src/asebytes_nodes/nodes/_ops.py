@@ -19,7 +19,7 @@ import numpy as np
 from ..backends._base import ColumnInfo, ReadableBackend
 from ..io import ASEIO
 from ..registry import list_backends
-from ..transfer import convert
+from ..transfer import convert, side_files
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -32,7 +32,6 @@ __all__ = [
     "fingerprint",
     "git_ignore",
     "iter_chunks",
-    "lock_file",
     "store_size",
     "store_suffix",
     "write_store",
@@ -70,18 +69,13 @@ def as_aseio(frames: Any) -> ASEIO:
     return memory
 
 
-def lock_file(path: Path) -> Path:
-    """The ``<path>-lock`` file LMDB keeps beside a single-file store (opening it, even to read,
-    rewrites it: it must stay outside what DVC and git track)."""
-    return Path(f"{path}-lock")
-
-
 def git_ignore(path: Path, *names: str) -> None:
     """List ``names`` (files beside ``path``) in the ``.gitignore`` of its folder, where DVC
-    lists its outputs; by default the lock file of the store at ``path``."""
+    lists its outputs; by default the side files of the store at ``path`` (lock files, which
+    opening a store may rewrite, and an undo journal: they stay outside what DVC and git track)."""
     ignore = path.parent / ".gitignore"
     lines = ignore.read_text().splitlines() if ignore.exists() else []
-    wanted = [f"/{name}" for name in names or (lock_file(path).name,)]
+    wanted = [f"/{name}" for name in names or [side.name for side in side_files(path)]]
     if missing := [line for line in wanted if line not in lines]:
         ignore.write_text("\n".join([*lines, *missing]) + "\n")
 
