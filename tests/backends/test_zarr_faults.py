@@ -94,10 +94,12 @@ def _extend_batches(path: str, first: int, batches: int, size: int) -> None:
             db.extend([versioned_frame(i, 0) for i in range(start, start + size)])
 
 
-def test_two_writer_processes_take_turns(tmp_path: Path) -> None:
+@pytest.mark.parametrize("existing", [True, False])
+def test_two_writer_processes_take_turns(tmp_path: Path, existing: bool) -> None:
+    """Both batches land, whether the store exists or both processes create it at once."""
     import multiprocessing as mp
 
-    path = _store(tmp_path / "w.zarr", 10)
+    path = _store(tmp_path / "w.zarr", 10) if existing else tmp_path / "w.zarr"
     ctx = mp.get_context("forkserver")
     procs = [ctx.Process(target=_extend_batches, args=(str(path), first, 8, 40)) for first in (1000, 2000)]
     for proc in procs:
@@ -108,7 +110,7 @@ def test_two_writer_processes_take_turns(tmp_path: Path) -> None:
     with ASEIO(path, readonly=True) as db:
         seen = sorted(frame_version(atoms)[0] for atoms in db)
         assert db.backend.check() == []
-    assert seen == [*range(10), *range(1000, 1320), *range(2000, 2320)]
+    assert seen == [*range(10 if existing else 0), *range(1000, 1320), *range(2000, 2320)]
 
 
 def test_a_held_lock_times_out_naming_the_store_and_holder(tmp_path: Path) -> None:

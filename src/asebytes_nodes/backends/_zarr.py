@@ -264,8 +264,14 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
                 )
             meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
             meta = seal({**meta, "generation": 0, "n_atoms": "n_atoms", "next_id": 0, "retired": []})
-            if not self.readonly:
-                self._group.attrs[_ATTR] = meta
+            if not self.readonly:  # under the lock: never over a record another writer just made
+                with self._lock.exclusive() if self._lock is not None else nullcontext():
+                    found = zarr.open_group(self._target, mode="a", **kwargs).attrs.asdict().get(_ATTR)
+                    if found is None:
+                        self._group.attrs[_ATTR] = meta
+                    else:
+                        meta = found
+                        self._check(meta)
         else:
             self._check(meta)
         self._meta: dict[str, Any] = meta
