@@ -280,4 +280,31 @@ def open_backend(
         )
     entry = resolve_backend(target, backend)
     cls = entry.load()
-    return cls(os.fspath(target), readonly=readonly, **options)  # type: ignore[call-arg]
+    try:
+        return cls(os.fspath(target), readonly=readonly, **options)  # type: ignore[call-arg]
+    except TypeError as exc:
+        unknown = _unknown_options(cls, options)
+        if not unknown:
+            raise
+        raise TypeError(
+            f"the {entry.name} backend has no option {', '.join(map(repr, unknown))}; its options are "
+            f"{', '.join(_options_of(cls)) or 'none'}: check the spelling, or pass backend=... to use another"
+        ) from exc
+
+
+def _options_of(cls: type) -> list[str]:
+    """Keyword options a backend's constructor takes (besides ``readonly``)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "readonly"]
+
+
+def _unknown_options(cls: type, options: dict[str, Any]) -> list[str]:
+    import inspect
+
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return []
+    known = {p.name for p in params}
+    return [name for name in options if name not in known]

@@ -56,6 +56,7 @@ an environment LMDB marked unusable after a failed commit is never used again.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from collections.abc import Iterator, Sequence
@@ -80,7 +81,7 @@ from ._lmdb_blocks import (
     read_scalar_column,
 )
 from ._lmdb_check import Sealed, Unsealed, free_bytes, lmdb_failure
-from ._lmdb_env import SharedEnv, acquire_env, discard_env, release_env
+from ._lmdb_env import EnvOptions, SharedEnv, acquire_env, discard_env, release_env
 from ._lmdb_lock import WriterLock
 from ._safety import DEFAULT_LOCK_TIMEOUT, disk_full, is_disk_full, require_space
 
@@ -124,6 +125,15 @@ class LMDBBackend(WritableBackend):
     lock_timeout
         Seconds a write waits for another process's write to finish before raising
         :class:`~asebytes_nodes.errors.StoreLockedError` (see :mod:`._lmdb_lock`).
+    max_readers, sync, readahead
+        LMDB's environment options: concurrent read transactions (default 1024, raise it for
+        more reader threads and processes; fixed by whoever creates the ``-lock`` file), fsync at every commit (``sync=False`` is faster
+        and still safe against a killed process, not against power loss), OS read-ahead
+        (``readahead=False`` helps random reads of stores larger than memory).
+    lock
+        ``False`` opens a read-only store without LMDB's lock file (read-only media, or a
+        DVC-tracked store no process writes); default: the lock file where the folder is
+        writable. Handles on one file in one process must agree on these four.
     """
 
     name: ClassVar[str] = "lmdb"
@@ -140,6 +150,10 @@ class LMDBBackend(WritableBackend):
         readonly: bool = False,
         map_size: int = 0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        max_readers: int = 1024,
+        sync: bool = True,
+        readahead: bool = True,
+        lock: bool | None = None,
     ) -> None:
         path = str(path)
         if path.startswith("lmdb://"):
@@ -148,13 +162,14 @@ class LMDBBackend(WritableBackend):
         self.readonly = readonly
         self._map_size = map_size
         self._lock_timeout = lock_timeout
+        self._env_options = EnvOptions(max_readers=max_readers, sync=sync, readahead=readahead, lock=lock)
         self._writing: Any = None  # the write transaction in progress, if any
         self._shared: SharedEnv | None = None
         self._open()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _open(self) -> None:
-        self._shared = acquire_env(self._path, self.readonly, self._map_size)
+        self._shared = acquire_env(self._path, self.readonly, self._map_size, self._env_options)
         try:
             self._check_format()
         except BaseException:
@@ -214,13 +229,14 @@ class LMDBBackend(WritableBackend):
     def __getstate__(self) -> dict[str, Any]:
         return {
             "path": str(self._path), "readonly": self.readonly, "map_size": self._map_size,
-            "lock_timeout": self._lock_timeout,
+            "lock_timeout": self._lock_timeout, "env": self._env_options,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
             state["path"], readonly=state["readonly"], map_size=state["map_size"],
             lock_timeout=state.get("lock_timeout", DEFAULT_LOCK_TIMEOUT),
+            **dataclasses.asdict(state.get("env", EnvOptions())),
         )
 
     @property

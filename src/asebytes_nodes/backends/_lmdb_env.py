@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreCorruptedError, StoreNotFoundError
+from ..errors import InvalidDataError, StoreCorruptedError, StoreNotFoundError
 from ._lmdb_check import check_file
 from ._lmdb_lock import WriterLock
 from ._safety import disk_full, is_disk_full
@@ -25,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - _lmdb raises the MissingExtraError first
     lmdb = None
 
-__all__ = ["acquire_env", "discard_env", "release_env"]
+__all__ = ["EnvOptions", "acquire_env", "discard_env", "release_env"]
 
 _INITIAL_MAP_SIZE = 1 << 30  # address space only: the file grows with its data
 
@@ -33,8 +34,9 @@ _INITIAL_MAP_SIZE = 1 << 30  # address space only: the file grows with its data
 class SharedEnv:
     """One open LMDB environment, shared by every handle on the same file in this process."""
 
-    def __init__(self, env: Any, writable: bool, key: str, inode: int) -> None:
+    def __init__(self, env: Any, writable: bool, key: str, inode: int, options: EnvOptions) -> None:
         self.env = env
+        self.options = options
         self.writable = writable
         self.key = key
         self.inode = inode
@@ -64,7 +66,36 @@ def _inode(path: Path) -> int:
         return -1
 
 
-def acquire_env(path: Path, readonly: bool, map_size: int) -> SharedEnv:
+@dataclass(frozen=True)
+class EnvOptions:
+    """LMDB environment options a handle may choose (see :class:`~._lmdb.LMDBBackend`).
+
+    One environment serves every handle on a file in a process, so handles that open it at
+    the same time must agree on these.
+    """
+
+    max_readers: int = 1024
+    sync: bool = True
+    readahead: bool = True
+    lock: bool | None = None  # None: LMDB's lock file where the folder is writable
+
+    def __post_init__(self) -> None:
+        readers = self.max_readers
+        if isinstance(readers, bool) or not isinstance(readers, int) or readers < 1:
+            raise InvalidDataError(f"max_readers must be a positive int, got {self.max_readers!r}")
+        for name in ("sync", "readahead"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidDataError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.lock is not None and not isinstance(self.lock, bool):
+            raise InvalidDataError(f"lock must be True, False or None, got {self.lock!r}")
+
+
+def acquire_env(path: Path, readonly: bool, map_size: int, options: EnvOptions = EnvOptions()) -> SharedEnv:
+    if options.lock is False and not readonly:
+        raise InvalidDataError(
+            f"{path}: lock=False is for read-only stores (read-only media, no writer anywhere); "
+            "open it with readonly=True, or keep LMDB's lock"
+        )
     key = os.path.realpath(path)
     with _ENVS_LOCK:
         shared = _ENVS.get(key)
@@ -76,6 +107,11 @@ def acquire_env(path: Path, readonly: bool, map_size: int) -> SharedEnv:
         if shared is not None and shared.pid != os.getpid():  # inherited through fork
             shared.env.close()  # the writer lock's descriptor stays: closing it would unlock the parent
             shared = None
+        if shared is not None and shared.options != options:
+            raise InvalidDataError(
+                f"{path}: already open in this process with {shared.options}; LMDB keeps one "
+                f"environment per file and process, so a handle cannot open it with {options}"
+            )
         if shared is not None and (readonly or shared.writable):
             shared.users += 1
             return shared
@@ -101,11 +137,17 @@ def acquire_env(path: Path, readonly: bool, map_size: int) -> SharedEnv:
                 str(path),
                 subdir=False,
                 readonly=not writable,
-                lock=os.access(path.parent, os.W_OK) or Path(str(path) + "-lock").exists(),
+                lock=(
+                    options.lock
+                    if options.lock is not None
+                    else os.access(path.parent, os.W_OK) or Path(str(path) + "-lock").exists()
+                ),
                 map_size=size,
                 max_dbs=0,
                 meminit=False,
-                max_readers=1024,
+                max_readers=options.max_readers,
+                sync=options.sync,
+                readahead=options.readahead,
             )
         except lmdb.InvalidError as exc:
             raise StoreCorruptedError(f"{path}: not an LMDB file or damaged ({exc})") from exc
@@ -113,7 +155,7 @@ def acquire_env(path: Path, readonly: bool, map_size: int) -> SharedEnv:
             if is_disk_full(exc):
                 raise disk_full(exc, str(path)) from exc
             raise StoreCorruptedError(f"{path}: cannot open as LMDB ({exc})") from exc
-        shared = SharedEnv(env, writable, key, _inode(path))
+        shared = SharedEnv(env, writable, key, _inode(path), options)
         shared.users = 1
         _ENVS[shared.key] = shared
         return shared
