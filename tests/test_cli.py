@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 from asebytes_nodes import ASEIO
+from asebytes_nodes.backends._lmdb import FORMAT_VERSION as LMDB_VERSION
+from asebytes_nodes.backends._zarr import FORMAT_VERSION as ZARR_VERSION
+from asebytes_nodes.backends._zarr_txn import seal
 from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames
 
 SCRIPT = Path(sys.executable).with_name("asebytes-nodes")
@@ -49,7 +52,7 @@ def test_info_json_matches_the_store(stores: dict[str, Path]) -> None:
     db = ASEIO(stores["lmdb"], readonly=True)
     counts = [len(a) for a in db]
     assert data["backend"] == "lmdb" and data["frames"] == len(db)
-    assert data["format"] == {"format": "asebytes_nodes.lmdb", "version": 1}
+    assert data["format"] == {"format": "asebytes_nodes.lmdb", "version": LMDB_VERSION}
     assert data["atoms_per_frame"]["min"] == min(counts) and data["atoms_per_frame"]["max"] == max(counts)
     assert data["atoms_per_frame"]["total"] == sum(counts)
     carried = sum("energy" in a.calc.results for a in db if a.calc is not None)
@@ -64,7 +67,7 @@ def test_info_json_matches_the_store(stores: dict[str, Path]) -> None:
 def test_info_text_names_every_column(stores: dict[str, Path]) -> None:
     done = run("info", stores["zarr"])
     assert done.returncode == 0, done.stderr
-    assert "zarr (format asebytes_nodes.zarr, version 1)" in done.stdout
+    assert f"zarr (format asebytes_nodes.zarr, version {ZARR_VERSION})" in done.stdout
     for key in ASEIO(stores["zarr"], readonly=True).columns:
         assert f"  {key} " in done.stdout
     assert "frames    20" in done.stdout and "per frame (min / mean / max)" in done.stdout
@@ -140,7 +143,11 @@ def test_validate_passes_a_good_store_and_lists_problems(stores: dict[str, Path]
     group = zarr.open_group(str(broken), mode="a")
     meta = dict(group.attrs["asebytes_nodes"])
     meta["columns"]["calc.energy"]["count"] = 7
-    group.attrs["asebytes_nodes"] = meta
+    group.attrs["asebytes_nodes"] = meta  # the record's checksum no longer matches
+    damaged = run("validate", broken)
+    assert damaged.returncode == 1 and "does not match its checksum" in damaged.stderr
+    meta.pop("crc", None)
+    group.attrs["asebytes_nodes"] = seal(meta)  # checksum-valid, but inconsistent with the arrays
     bad = run("validate", broken)
     assert bad.returncode == 1
     assert f"{broken}: column 'calc.energy': no present flags, but 7 of 20 frames" in bad.stdout

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from asebytes_nodes import ASEIO
 from asebytes_nodes.nodes import Cache, Convert, Load
 from asebytes_nodes.testing.frames import assert_atoms_equal
+from asebytes_nodes.transfer import side_files
 
 
 def run_all(*nodes: type[zntrack.Node]) -> None:
@@ -50,7 +51,7 @@ def test_load_then_convert(project: Path, frames: list[Atoms], backend: str) -> 
         assert_atoms_equal(out[j], frames[i], where=f"row {j}")
     assert out.backend.name == backend
     ignored = (project / "nodes" / "Load" / ".gitignore").read_text().split()
-    assert ignored == ["/frames.lmdb-lock"]  # the lock file beside the LMDB output
+    assert ignored == [f"/{side.name}" for side in side_files(Path("frames.lmdb"))]  # beside the output
 
 
 def test_convert_from_a_path_and_cache(project: Path, frames: list[Atoms]) -> None:
@@ -118,7 +119,9 @@ def test_cache_and_load_a_dataset_uri(project: Path, frames: list[Atoms]) -> Non
     # the cache_to scratch store is gone once the copy is complete, and would be git-ignored
     assert sorted(p.name for p in (project / "nodes" / "Cache").iterdir()) == [".gitignore", "frames.lmdb"]
     ignored = (project / "nodes" / "Cache" / ".gitignore").read_text().split()
-    assert ignored == ["/frames.lmdb-lock", "/.download.lmdb", "/.download.lmdb-lock"]
+    sides = [f"/{side.name}" for side in side_files(Path("frames.lmdb"))]
+    scratch = [f"/{side.name}" for side in side_files(Path(".download.lmdb"))]
+    assert ignored == [*sides, "/.download.lmdb", *scratch]
     cached, loaded = zntrack.from_rev("Cache").frames, zntrack.from_rev("Load").frames
     assert len(cached) == len(frames) and len(loaded) == 5
     assert_atoms_equal(cached[-1], frames[-1])
