@@ -1064,11 +1064,6 @@ def _object_spec(column_id: str) -> dict[str, Any]:
     return {"id": column_id, "count": 0, "present": False, "kind": "object", "nbytes": 0}
 
 
-def _fresh_id(columns: dict[str, Any]) -> str:
-    """A column id no column of the record uses (a widened column leaves its old id unused)."""
-    return f"c{max((int(spec['id'][1:]) for spec in columns.values()), default=-1) + 1}"
-
-
 class _Misfit(InvalidDataError):
     """A value that does not fit its column's stored type exactly (the column is widened)."""
 
