@@ -64,3 +64,42 @@ def test_errors_inherit_root_and_builtin(cls: type, builtin: type) -> None:
 
 def test_unknown_key_message_is_not_quoted_twice() -> None:
     assert str(errors.UnknownKeyError("no row carries 'x'")) == "no row carries 'x'"
+
+
+def test_dependencies_cover_every_import() -> None:
+    """msgpack is needed by every backend that stores objects (Zarr, H5MD, Arrow, LMDB), so it is a
+    core dependency; _zarr_shards imports numcodecs and google_crc32c itself, so [zarr] lists them."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    found = [Requirement(r) for r in requires("asebytes-nodes") or []]
+    core = {r.name for r in found if r.marker is None}
+    assert {"msgpack", "numpy", "ase"} <= core
+    zarr_extra = {r.name for r in found if r.marker is not None and r.marker.evaluate({"extra": "zarr"})}
+    assert {"zarr", "numcodecs", "google-crc32c"} <= zarr_extra
+
+
+def test_fast_atoms_match_ase_constructor() -> None:
+    """``dict_to_atoms`` fills an Atoms' attributes directly (no constructor): a new ASE release
+    that adds or renames an attribute must fail here, not in a user's hands."""
+    import numpy as np
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.constraints import FixAtoms
+
+    from asebytes_nodes import atoms_to_dict, dict_to_atoms
+
+    public = Atoms("H2O", positions=np.eye(3), cell=4 * np.eye(3), pbc=[True, False, True])
+    public.set_constraint(FixAtoms([0]))
+    public.info["label"] = "water"
+    public.calc = SinglePointCalculator(public, energy=-1.5, forces=np.ones((3, 3)))
+    fast = dict_to_atoms(atoms_to_dict(public))
+    assert sorted(vars(fast)) == sorted(vars(public))
+    assert type(fast.cell) is type(public.cell) and sorted(vars(fast.cell)) == sorted(vars(public.cell))
+    assert fast == public and fast.info == public.info
+    assert sorted(vars(fast.calc)) == sorted(vars(public.calc))
+    assert fast.calc.results.keys() == public.calc.results.keys()
+    assert fast.calc.check_state(fast) == [] and fast.get_potential_energy() == -1.5
+    fast.positions[0] += 0.1  # a moved atom invalidates the results, as with ASE's own
+    assert fast.calc.check_state(fast) != []

@@ -66,7 +66,7 @@ _EXT_TUPLE = 3
 _EXT_COMPLEX = 4
 _ALLOWED_KINDS = frozenset("biufcUS")
 
-try:  # msgpack ships with the [lmdb] extra; the codec is only used by those backends.
+try:  # a core dependency; imported here, not at package import, to keep `import asebytes_nodes` light
     import msgpack
 except ImportError:  # pragma: no cover - exercised only without the extra
     msgpack = None
@@ -77,8 +77,8 @@ def _require_msgpack() -> Any:
         from .errors import MissingExtraError
 
         raise MissingExtraError(
-            "The row codec needs msgpack, which is not installed. "
-            'Run: pip install "asebytes-nodes[lmdb]"'
+            "The row codec needs msgpack, a dependency of asebytes-nodes that is not installed "
+            "here; run: pip install msgpack"
         )
     return msgpack
 
