@@ -103,3 +103,16 @@ def test_fast_atoms_match_ase_constructor() -> None:
     assert fast.calc.check_state(fast) == [] and fast.get_potential_energy() == -1.5
     fast.positions[0] += 0.1  # a moved atom invalidates the results, as with ASE's own
     assert fast.calc.check_state(fast) != []
+
+
+def test_convert_is_the_function_in_any_import_order() -> None:
+    """The Atoms-to-rows module is ``rows``: importing ``ASEIO`` first no longer makes the
+    package attribute ``convert`` the module instead of the store-conversion function."""
+    code = (
+        "from asebytes_nodes import ASEIO\n"
+        "import asebytes_nodes\n"
+        "from asebytes_nodes import convert\n"
+        "print(convert.__module__, convert.__name__, asebytes_nodes.convert is convert)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["asebytes_nodes.transfer", "convert", "True"]

@@ -55,7 +55,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 import asebytes_nodes
 from asebytes_nodes import ASEIO, ColumnView, LMDBBackend, RowView
 from asebytes_nodes.backends._base import READ_ONLY_MESSAGE
-from asebytes_nodes.convert import atoms_to_dict
+from asebytes_nodes.rows import atoms_to_dict
 
 CHILD_TIMEOUT = 60.0  # seconds; generous, but every wait is bounded
 NAMES = ("H2O", "CH4", "NH3", "CO2", "C2H6")

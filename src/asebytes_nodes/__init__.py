@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "ASEIO": "asebytes_nodes.io",
-    "atoms_to_dict": "asebytes_nodes.convert",
-    "dict_to_atoms": "asebytes_nodes.convert",
+    "atoms_to_dict": "asebytes_nodes.rows",
+    "dict_to_atoms": "asebytes_nodes.rows",
     "ReadableBackend": "asebytes_nodes.backends._base",
     "WritableBackend": "asebytes_nodes.backends._base",
     "ColumnInfo": "asebytes_nodes.backends._base",
@@ -122,7 +122,6 @@ if TYPE_CHECKING:
     from .backends._mdtraj import MDTrajBackend
     from .backends._memory import MemoryBackend
     from .backends._zarr import ZarrBackend
-    from .convert import atoms_to_dict, dict_to_atoms
     from .errors import (
         ASEBytesError,
         BackendNotFoundError,
@@ -147,6 +146,7 @@ if TYPE_CHECKING:
     from .io import ASEIO
     from .progress import set_progress
     from .registry import BackendEntry, list_backends, open_backend, register_backend
+    from .rows import atoms_to_dict, dict_to_atoms
     from .transfer import convert, copy_frames
     from .views import ColumnView, Ragged, RowView
 

@@ -183,7 +183,7 @@ def _print_info(data: dict[str, Any]) -> None:
 def _print_frame(target: str, index: int, backend: str | None) -> None:
     import numpy as np
 
-    from .convert import atoms_to_dict
+    from .rows import atoms_to_dict
 
     with _open(target, backend) as db:
         n = len(db)

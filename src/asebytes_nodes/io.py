@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backends._base import ColumnInfo, ReadableBackend, WritableBackend
-from .convert import dict_to_atoms, rows_from_atoms
 from .errors import InvalidDataError, UnsupportedOperationError
 from .indexing import is_key_index, normalize_index, normalize_indices
 from .registry import open_backend
+from .rows import dict_to_atoms, rows_from_atoms
 from .validation import validate_row
 from .views import DEFAULT_CHUNK_SIZE, RowView, atoms_of_rows
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .backends._base import MISSING
-from .convert import dict_to_atoms, gc_paused
 from .errors import MissingValueError, RaggedColumnError, StoreCorruptedError, UnknownKeyError
 from .indexing import IndexArray, is_key_index, normalize_index, normalize_indices
+from .rows import dict_to_atoms, gc_paused
 
 if TYPE_CHECKING:
     from ase import Atoms

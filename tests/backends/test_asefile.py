@@ -24,7 +24,7 @@ from ase.io.trajectory import TrajectoryReader
 from asebytes_nodes import ASEIO, BackendNotFoundError, ReadOnlyError, StoreCorruptedError, StoreNotFoundError
 from asebytes_nodes.backends import _xyzindex
 from asebytes_nodes.backends._asefile import ASEFileBackend, sniff
-from asebytes_nodes.convert import atoms_to_dict
+from asebytes_nodes.rows import atoms_to_dict
 from asebytes_nodes.testing.contract import ReadableContract, StoreFactory
 from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames
 

@@ -45,7 +45,7 @@ from asebytes_nodes import (
     UnsafeStoreError,
 )
 from asebytes_nodes.codec import encode_row
-from asebytes_nodes.convert import atoms_to_dict
+from asebytes_nodes.rows import atoms_to_dict
 
 lmdb = pytest.importorskip("lmdb")
 

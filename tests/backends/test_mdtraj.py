@@ -52,8 +52,8 @@ from asebytes_nodes import (  # noqa: E402
 )
 from asebytes_nodes.backends._base import READ_ONLY_MESSAGE  # noqa: E402
 from asebytes_nodes.backends._mdtraj import MDTrajBackend, sniff  # noqa: E402
-from asebytes_nodes.convert import atoms_to_dict  # noqa: E402
 from asebytes_nodes.registry import resolve_backend  # noqa: E402
+from asebytes_nodes.rows import atoms_to_dict  # noqa: E402
 from asebytes_nodes.testing.contract import StoreFactory  # noqa: E402
 from asebytes_nodes.testing.frames import assert_atoms_equal  # noqa: E402
 from asebytes_nodes.testing.properties import KNOWN_CASES, PropertyContract  # noqa: E402

@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..codec import decode_value, encode_value, scalar_type_code
-from ..convert import rows_from_atoms
 from ..errors import InvalidDataError, MissingExtraError, StoreCorruptedError
+from ..rows import rows_from_atoms
 from ..validation import PER_ATOM_CALC, check_key
 from ._base import MISSING
 from ._hf_mapping import ColumnMapping

@@ -2,7 +2,7 @@
 every other ``ase.io`` format through ``ase.io.read``.
 
 Frame ``i`` is what ``ase.io.read(path, index=i)`` returns, taken apart by
-:func:`~asebytes_nodes.convert.atoms_to_dict` (so values keep ASE's types: the
+:func:`~asebytes_nodes.rows.atoms_to_dict` (so values keep ASE's types: the
 extxyz reader gives numpy scalars for numbers of the comment line, ``.traj``
 keeps only ASE's standard per-atom arrays and JSON-encodable info). One change:
 per-atom string columns, which ASE returns as object arrays, come back as
@@ -89,7 +89,6 @@ from ase.io.extxyz import key_val_str_to_dict, read_xyz
 from ase.io.formats import filetype, get_compression, ioformats, open_with_compression
 from ase.io.trajectory import TrajectoryReader
 
-from ..convert import atoms_to_dict, copy_row, gc_paused
 from ..errors import (
     BackendNotFoundError,
     MissingExtraError,
@@ -98,6 +97,7 @@ from ..errors import (
     StoreNotFoundError,
     UnsafeStoreError,
 )
+from ..rows import atoms_to_dict, copy_row, gc_paused
 from ._base import ReadableBackend, path_of
 from ._xyzindex import build_index, cache_dir, check_stream
 

@@ -143,7 +143,6 @@ from ase.data import atomic_masses
 
 from .. import __version__
 from ..codec import decode_value, encode_value, scalar_type_code, type_code_dtype
-from ..convert import copy_row, gc_paused
 from ..errors import (
     ASEBytesError,
     FormatVersionError,
@@ -155,6 +154,7 @@ from ..errors import (
     UnknownKeyError,
     UnsupportedOperationError,
 )
+from ..rows import copy_row, gc_paused
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record, path_of
 from ._h5md_zarr import ZarrDataset, ZarrGroup, is_zarr_dir, open_zarr

@@ -127,9 +127,10 @@ class LMDBBackend(WritableBackend):
         :class:`~asebytes_nodes.errors.StoreLockedError` (see :mod:`._lmdb_lock`).
     max_readers, sync, readahead
         LMDB's environment options: concurrent read transactions (default 1024, raise it for
-        more reader threads and processes; fixed by whoever creates the ``-lock`` file), fsync at every commit (``sync=False`` is faster
-        and still safe against a killed process, not against power loss), OS read-ahead
-        (``readahead=False`` helps random reads of stores larger than memory).
+        more reader threads and processes; fixed by whoever creates the ``-lock`` file), fsync
+        at every commit (``sync=False`` is faster and still safe against a killed process, not
+        against power loss), OS read-ahead (``readahead=False`` helps random reads of stores
+        larger than memory).
     lock
         ``False`` opens a read-only store without LMDB's lock file (read-only media, or a
         DVC-tracked store no process writes); default: the lock file where the folder is

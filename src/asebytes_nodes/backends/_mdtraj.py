@@ -85,7 +85,6 @@ from ase import units
 from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 
 from .. import __version__
-from ..convert import copy_row
 from ..errors import (
     FormatVersionError,
     InvalidDataError,
@@ -94,6 +93,7 @@ from ..errors import (
     StoreNotFoundError,
     UnsupportedOperationError,
 )
+from ..rows import copy_row
 from ._base import MISSING, WritableBackend, path_of
 from ._hdf5_guard import refuse_outside_links
 from ._hdf5_journal import (

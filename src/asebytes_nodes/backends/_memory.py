@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..convert import copy_row
+from ..rows import copy_row
 from ._base import WritableBackend
 
 __all__ = ["MemoryBackend"]

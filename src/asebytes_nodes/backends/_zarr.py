@@ -113,7 +113,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..codec import decode_value, encode_value, scalar_type_code, type_code_dtype
-from ..convert import copy_row
 from ..errors import (
     ASEBytesError,
     ConcurrentCommitError,
@@ -124,6 +123,7 @@ from ..errors import (
     StoreCorruptedError,
     StoreNotFoundError,
 )
+from ..rows import copy_row
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record
 from ._safety import DEFAULT_LOCK_TIMEOUT, StoreLock, disk_full, is_disk_full

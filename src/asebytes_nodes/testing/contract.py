@@ -32,7 +32,6 @@ from ase import Atoms
 from ase.build import molecule
 
 from ..backends._base import READ_ONLY_MESSAGE, ReadableBackend
-from ..convert import atoms_to_dict
 from ..errors import (
     InvalidDataError,
     MissingValueError,
@@ -43,6 +42,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..io import ASEIO
+from ..rows import atoms_to_dict
 from .frames import FRAME_KINDS, assert_atoms_equal, assert_values_equal, make_frames
 
 __all__ = ["ReadableContract", "StoreFactory", "WritableContract"]

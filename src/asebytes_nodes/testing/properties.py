@@ -42,9 +42,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ..convert import atoms_to_dict, rows_from_atoms
 from ..errors import InvalidDataError, SerializationError
 from ..io import ASEIO
+from ..rows import atoms_to_dict, rows_from_atoms
 from .contract import StoreFactory
 from .frames import assert_values_equal
 
