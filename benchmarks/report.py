@@ -143,7 +143,7 @@ def render(results: dict[str, Any]) -> str:
     commit = meta["git"]
     repeats = meta.get("repeats", 3)
     if meta.get("git_at_end", commit) != commit:
-        commit += f" (src/ changed to {meta['git_at_end']} during the run)"
+        commit += f" (the package changed to {meta['git_at_end']} during the run)"
     head = (
         f"# Storage benchmark ({meta['mode']})\n\n"
         f"{meta['date']} · {meta['platform']} · {meta['cpus']} CPUs · "

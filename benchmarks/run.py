@@ -84,9 +84,9 @@ def _git(*args: str) -> str:
 
 
 def _git_state() -> str:
-    """Commit of the measured code, with "+dirty" when src/ has uncommitted changes."""
+    """Commit of the measured code, with "+dirty" when the package has uncommitted changes."""
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+dirty" if _git("status", "--porcelain", "src") else "")
+    return commit + ("+dirty" if _git("status", "--porcelain", "asebytes_nodes") else "")
 
 
 def _version(package: str) -> str:
@@ -135,7 +135,7 @@ def run(config: Config) -> dict[str, Any]:
             config.lookup_sizes, workdir, repeats=config.repeats, log=_log
         )
     results["notes"] = {cls.name: cls.note for cls in peers}
-    results["meta"]["git_at_end"] = _git_state()  # src/ may change while a long run goes on
+    results["meta"]["git_at_end"] = _git_state()  # the package may change while a long run goes on
     results["runtime_seconds"] = time.perf_counter() - start
     return results
 
