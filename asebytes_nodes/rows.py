@@ -38,6 +38,7 @@ __all__ = [
     "atoms_to_dict",
     "copy_row",
     "dict_to_atoms",
+    "expand_rows",
     "gc_paused",
     "rows_from_atoms",
 ]
@@ -256,6 +257,17 @@ def gc_paused() -> Iterator[None]:
 def copy_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """Deep copy of a row, fast for numpy arrays (used by in-memory stores and caches)."""
     return {key: _copy_value(value) for key, value in row.items()}
+
+
+def expand_rows(rows: list[dict[str, Any]], where: np.ndarray) -> list[dict[str, Any]]:
+    """``rows[j]`` for each ``j`` in ``where`` (rows read once per unique index, handed out in
+    the caller's order); a repeated index gets its own copy, so no two rows share arrays."""
+    seen: set[int] = set()
+    out = []
+    for j in where.tolist():
+        out.append(copy_row(rows[j]) if j in seen else rows[j])
+        seen.add(j)
+    return out
 
 
 def _copy_value(value: Any) -> Any:

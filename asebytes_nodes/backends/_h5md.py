@@ -154,7 +154,7 @@ from ..errors import (
     UnknownKeyError,
     UnsupportedOperationError,
 )
-from ..rows import copy_row, gc_paused
+from ..rows import expand_rows, gc_paused
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record, path_of
 from ._h5md_zarr import ZarrDataset, ZarrGroup, is_zarr_dir, open_zarr
@@ -729,12 +729,7 @@ class H5MDBackend(WritableBackend):
                 return rows
             if len(frames) == len(idx):
                 return [rows[j] for j in where.tolist()]
-            seen: set[int] = set()
-            out = []
-            for j in where.tolist():  # a repeated index gets its own copy, never shared arrays
-                out.append(copy_row(rows[j]) if j in seen else rows[j])
-                seen.add(j)
-            return out
+            return expand_rows(rows, where)
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)

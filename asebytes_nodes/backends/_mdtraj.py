@@ -93,7 +93,7 @@ from ..errors import (
     StoreNotFoundError,
     UnsupportedOperationError,
 )
-from ..rows import copy_row
+from ..rows import expand_rows
 from ._base import MISSING, WritableBackend, path_of
 from ._hdf5_guard import refuse_outside_links
 from ._hdf5_journal import (
@@ -420,12 +420,7 @@ class MDTrajBackend(WritableBackend):
                     row[key] = value
         if len(frames) == len(idx):
             return [rows[j] for j in where.tolist()]
-        seen: set[int] = set()
-        out = []
-        for j in where.tolist():  # a repeated index gets its own copy, never shared arrays
-            out.append(copy_row(rows[j]) if j in seen else rows[j])
-            seen.add(j)
-        return out
+        return expand_rows(rows, where)
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)

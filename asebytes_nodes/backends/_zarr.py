@@ -123,7 +123,7 @@ from ..errors import (
     StoreCorruptedError,
     StoreNotFoundError,
 )
-from ..rows import copy_row
+from ..rows import expand_rows
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record
 from ._safety import DEFAULT_LOCK_TIMEOUT, StoreLock, disk_full, is_disk_full
@@ -542,12 +542,7 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
                 rows[j][key] = values[j]
         if len(frames) == len(idx) and (where == np.arange(len(idx))).all():
             return rows
-        seen: set[int] = set()
-        out = []
-        for j in where.tolist():  # a repeated index gets its own copy, never shared arrays
-            out.append(copy_row(rows[j]) if j in seen else rows[j])
-            seen.add(j)
-        return out
+        return expand_rows(rows, where)
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         return self._guarded(lambda: self._read_column(key, indices))  # type: ignore[no-any-return]
