@@ -1,4 +1,4 @@
-"""A user backend with only __len__, columns and read_row works with every view.
+"""A user backend with only __len__ and read_rows works with every view.
 
 It is seeded with rows built by ``atoms_to_dict`` and kept in a plain list, so the
 read contract checks ASEIO's default batch, column, key and schema paths.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 from ase import Atoms
 
@@ -25,13 +26,11 @@ class ListBackend(ReadableBackend):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def columns(self, index: int = 0) -> list[str]:
-        return list(self.rows[index])
-
-    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
-        row = self.rows[index]
-        picked = {k: v for k, v in row.items() if keys is None or k in keys}
-        return {k: v.copy() if hasattr(v, "copy") else v for k, v in picked.items()}
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        picked = [{k: v for k, v in self.rows[int(i)].items() if keys is None or k in keys} for i in indices]
+        return [{k: v.copy() if hasattr(v, "copy") else v for k, v in row.items()} for row in picked]
 
 
 class ListStore(StoreFactory):

@@ -1,15 +1,23 @@
 """The backend protocol: what a store must do so that ``ASEIO`` can use it.
 
-A readable backend implements three methods: ``__len__``, ``columns(index)``
-and ``read_row(index, keys)``. Everything else (batch reads, column reads, the
-key list, the schema) has a working default built on those, which a backend
-overrides only to go faster. A writable backend adds an atomic ``extend``,
-``set_rows`` and ``update_rows``. Row numbers passed to a backend are always
-checked, non-negative integers (see :mod:`asebytes_nodes.indexing`).
+A readable backend implements two methods: ``__len__`` and the batch read
+``read_rows(indices, keys)``. Everything else (the single-row read, the per-row
+key list ``columns``, column reads, the key list, the schema) has a working
+default built on those, which a backend overrides only to go faster. A writable
+backend adds an atomic ``extend``, ``set_rows`` and ``update_rows``. Row numbers
+passed to a backend are always checked, non-negative integers (see
+:mod:`asebytes_nodes.indexing`).
+
+A backend class also owns its edges: ``supports_groups`` with ``list_groups``
+(several isolated datasets in one store, opened with ``group=``), and
+``side_suffixes`` with ``remove_store`` and ``store_size`` (the files a store keeps
+beside itself, such as LMDB's ``-lock``).
 """
 
 from __future__ import annotations
 
+import re
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +26,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import FormatVersionError, ReadOnlyError, StoreCorruptedError, UnsupportedOperationError
+from ..errors import (
+    FormatVersionError,
+    InvalidDataError,
+    ReadOnlyError,
+    StoreCorruptedError,
+    UnsupportedOperationError,
+)
 
 __all__ = [
     "MISSING",
@@ -27,6 +41,7 @@ __all__ = [
     "ReadableBackend",
     "WritableBackend",
     "check_format_record",
+    "check_group_name",
 ]
 
 READ_ONLY_MESSAGE = "the store is read-only: open it with readonly=False to modify it"
@@ -68,7 +83,7 @@ class ColumnInfo:
 class ReadableBackend(ABC):
     """A store of flat rows that can be read.
 
-    Subclasses must implement ``__len__``, :meth:`columns` and :meth:`read_row`.
+    Subclasses must implement ``__len__`` and :meth:`read_rows`.
     """
 
     #: Short name used in messages and in the registry.
@@ -86,6 +101,10 @@ class ReadableBackend(ABC):
     supports_drop_keys: ClassVar[bool] = False
     #: Rows per backend call when views stream many rows (columnar stores read more at once).
     read_batch_size: ClassVar[int] = 1024
+    #: Does the constructor take ``group=`` (several isolated datasets in one store)?
+    supports_groups: ClassVar[bool] = False
+    #: Files a store keeps beside itself, as suffixes of its path (LMDB's ``-lock``, say).
+    side_suffixes: ClassVar[tuple[str, ...]] = ()
 
     readonly: bool = True
 
@@ -94,21 +113,23 @@ class ReadableBackend(ABC):
         """Number of rows."""
 
     @abstractmethod
-    def columns(self, index: int = 0) -> list[str]:
-        """Keys carried by row ``index``."""
-
-    @abstractmethod
-    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
-        """Row ``index`` as a new dict, restricted to ``keys`` that it carries (all if None).
-
-        The caller owns the returned values: they must not share memory with any cache.
-        """
-
     def read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
-        """Several rows in one call; backends override this to batch their I/O."""
-        return [self.read_row(int(i), keys) for i in indices]
+        """Rows ``indices`` (checked, non-negative, possibly repeated) as new dicts, each
+        restricted to the ``keys`` it carries (all if None).
+
+        The caller owns the returned values: they must not share memory with any cache,
+        nor with another returned row (a repeated index gives a copy).
+        """
+
+    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """Row ``index`` as a new dict; the default reads a batch of one."""
+        return self.read_rows([index], keys)[0]
+
+    def columns(self, index: int = 0) -> list[str]:
+        """Keys carried by row ``index``; the default reads the row."""
+        return list(self.read_row(index))
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         """Values of one key for several rows: a list with :data:`MISSING` where a row lacks
@@ -157,6 +178,44 @@ class ReadableBackend(ABC):
             for key in self.columns(i):
                 counts[key] = counts.get(key, 0) + 1
         return dict(sorted(counts.items()))
+
+    def cache_record(self) -> dict[str, Any]:
+        """What identifies this store to a cache of its rows (plain JSON values)."""
+        return {"backend": self.name, "location": self.location}
+
+    @classmethod
+    def list_groups(cls, target: str | Path) -> list[str]:
+        """Names of the groups stored at ``target``, sorted; ``[]`` for backends without groups."""
+        return []
+
+    @classmethod
+    def side_files(cls, target: str | Path) -> list[Path]:
+        """The files beside the store at ``target`` named by :attr:`side_suffixes`."""
+        path = _local_path(cls, target, "list the side files of")
+        return [path.with_name(path.name + suffix) for suffix in cls.side_suffixes]
+
+    @classmethod
+    def remove_store(cls, target: str | Path) -> None:
+        """Delete the store at ``target`` (a file or a directory) and its side files, if they exist."""
+        path = _local_path(cls, target, "remove")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        for side in cls.side_files(path):
+            side.unlink(missing_ok=True)
+
+    @classmethod
+    def store_size(cls, target: str | Path) -> int:
+        """Bytes on disk of the store at ``target`` with its side files (0 if nothing exists)."""
+        path = _local_path(cls, target, "measure")
+        total = 0
+        for item in [path, *cls.side_files(path)]:
+            if item.is_dir():
+                total += sum(f.stat().st_size for f in item.rglob("*") if f.is_file())
+            elif item.is_file():
+                total += item.stat().st_size
+        return total
 
     def format_info(self) -> dict[str, Any]:
         """What the store says about itself: format name and layout version, where it has them."""
@@ -237,9 +296,7 @@ class WritableBackend(ReadableBackend):
         """Replace whole rows."""
 
     @abstractmethod
-    def update_rows(
-        self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]
-    ) -> None:
+    def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
         """Merge ``updates[k]`` into row ``indices[k]``: given keys are set, others kept."""
 
     def insert_rows(self, index: int, rows: Sequence[dict[str, Any]]) -> None:
@@ -290,6 +347,29 @@ def check_format_record(where: str, record: Any, name: str, version: int, layout
             f"{where}: written with {layout} layout version {record['version']}, but this "
             f"asebytes-nodes reads up to version {version}; upgrade asebytes-nodes"
         )
+
+
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_group_name(store: str, group: Any) -> str:
+    """``group`` if it is a valid group name (``[A-Za-z0-9_.-]+``, not ``.`` or ``..``)."""
+    if not isinstance(group, str) or not _GROUP_NAME.fullmatch(group) or group in (".", ".."):
+        raise InvalidDataError(
+            f"{store}: invalid group name {group!r}; a group name is a non-empty string of letters, "
+            "digits, '_', '.' and '-' (not '.' or '..'): rename the group"
+        )
+    return group
+
+
+def _local_path(cls: type[ReadableBackend], target: str | Path, what: str) -> Path:
+    text = str(target)
+    if "://" in text:
+        raise UnsupportedOperationError(
+            f"the {cls.name} backend cannot {what} {text!r}: only local paths are supported here; "
+            "use the object store's own tools for URIs"
+        )
+    return path_of(text)
 
 
 def path_of(target: str | Path) -> Path:

@@ -44,11 +44,13 @@ class MemoryBackend(WritableBackend):
     def columns(self, index: int = 0) -> list[str]:
         return list(self._rows[index])
 
-    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
-        row = self._rows[index]
-        if keys is not None:
-            row = {k: row[k] for k in keys if k in row}
-        return copy_row(row)
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        if keys is None:
+            return [copy_row(self._rows[int(i)]) for i in indices]
+        picked = [self._rows[int(i)] for i in indices]
+        return [copy_row({k: row[k] for k in keys if k in row}) for row in picked]
 
     def keys(self) -> list[str]:
         found: set[str] = set()
@@ -66,9 +68,7 @@ class MemoryBackend(WritableBackend):
         for i, row in zip(indices, new, strict=True):
             self._rows[int(i)] = row
 
-    def update_rows(
-        self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]
-    ) -> None:
+    def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
         new = [copy_row(u) for u in updates]
         for i, update in zip(indices, new, strict=True):
