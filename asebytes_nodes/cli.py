@@ -101,6 +101,7 @@ def info(target: str, backend: str | None = None) -> dict[str, Any]:
             "path": target,
             "backend": db.backend.name,
             "format": db.backend.format_info(),
+            "groups": db.list_groups(target, backend),
             "frames": len(db),
             "atoms_per_frame": atoms,
             "elements": [chemical_symbols[z] for z in scan["elements"]],
@@ -141,6 +142,7 @@ def _print_info(data: dict[str, Any]) -> None:
         ("path", data["path"]),
         ("backend", data["backend"] + version),
         ("frames", f"{data['frames']:,}"),
+        ("groups", ", ".join(data["groups"]) or "none"),
         (
             "atoms",
             f"{atoms['min']} / {atoms['mean']:.1f} / {atoms['max']} per frame (min / mean / max), "

@@ -11,7 +11,7 @@ import numpy as np
 from .backends._base import ColumnInfo, ReadableBackend, WritableBackend
 from .errors import InvalidDataError, UnsupportedOperationError
 from .indexing import is_key_index, normalize_index, normalize_indices
-from .registry import open_backend
+from .registry import open_backend, resolve_backend
 from .rows import dict_to_atoms, rows_from_atoms
 from .validation import validate_row
 from .views import DEFAULT_CHUNK_SIZE, RowView, atoms_of_rows
@@ -40,6 +40,10 @@ class ASEIO:
         or a backend instance. The backend is chosen by :func:`asebytes_nodes.registry.open_backend`.
     backend
         Name of a registered backend, to override the choice by extension.
+    group
+        One of several isolated datasets in the store (own length, keys and schema), for
+        backends whose ``supports_groups`` is True (LMDB, Zarr, H5MD); see :meth:`list_groups`.
+        Without it the store's default dataset is opened.
     readonly
         Open the store read-only: every write raises :class:`~asebytes_nodes.errors.ReadOnlyError`.
     cache_to
@@ -55,15 +59,27 @@ class ASEIO:
         target: str | os.PathLike[str] | ReadableBackend | None = None,
         *,
         backend: str | None = None,
+        group: str | None = None,
         readonly: bool = False,
         cache_to: str | os.PathLike[str] | WritableBackend | None = None,
         **options: Any,
     ) -> None:
+        if group is not None:
+            options["group"] = group
         self._backend = open_backend(target, backend=backend, readonly=readonly, **options)
         if cache_to is not None:
             from .cache import CachedBackend
 
             self._backend = CachedBackend(self._backend, cache_to)
+
+    @classmethod
+    def list_groups(cls, target: str | os.PathLike[str], backend: str | None = None) -> list[str]:
+        """Names of the groups in the store at ``target`` (``[]`` for backends without groups).
+
+        >>> ASEIO.list_groups("memory://")
+        []
+        """
+        return resolve_backend(target, backend).load().list_groups(os.fspath(target))
 
     @property
     def backend(self) -> ReadableBackend:
@@ -224,4 +240,3 @@ class ASEIO:
 
     def __repr__(self) -> str:
         return f"ASEIO({self._backend!r})"
-

@@ -212,9 +212,7 @@ def resolve_backend(target: str | os.PathLike[str], backend: str | None = None) 
         try:
             return _TABLE[backend]
         except KeyError:
-            raise BackendNotFoundError(
-                f"no backend named {backend!r}; registered: {_describe()}"
-            ) from None
+            raise BackendNotFoundError(f"no backend named {backend!r}; registered: {_describe()}") from None
     text = os.fspath(target)
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
@@ -256,7 +254,8 @@ def open_backend(
 
     ``target`` is a backend instance (returned as is; no options allowed), a
     path (``str`` or ``os.PathLike``) or a URI. ``backend`` names a registered
-    backend explicitly. ``readonly`` and ``options`` go to the backend's constructor.
+    backend explicitly. ``readonly`` and ``options`` go to the backend's constructor;
+    a ``group`` option is checked first (a valid name, a backend with groups).
     """
     from .backends._base import ReadableBackend
 
@@ -274,12 +273,15 @@ def open_backend(
         _load_plugins()
         for entry in _TABLE.values():
             if entry.takes(target):
-                return entry.load()(target, readonly=readonly, **options)  # type: ignore[call-arg]
+                cls = entry.load()
+                _check_group(cls, type(target).__name__, options)
+                return cls(target, readonly=readonly, **options)  # type: ignore[call-arg]
         raise TypeError(
             f"cannot open a store from {type(target).__name__}; pass a path, a URI or a backend instance"
         )
     entry = resolve_backend(target, backend)
     cls = entry.load()
+    _check_group(cls, os.fspath(target), options)
     try:
         return cls(os.fspath(target), readonly=readonly, **options)  # type: ignore[call-arg]
     except TypeError as exc:
@@ -290,6 +292,22 @@ def open_backend(
             f"the {entry.name} backend has no option {', '.join(map(repr, unknown))}; its options are "
             f"{', '.join(_options_of(cls)) or 'none'}: check the spelling, or pass backend=... to use another"
         ) from exc
+
+
+def _check_group(cls: type[ReadableBackend], where: str, options: dict[str, Any]) -> None:
+    """Refuse ``group=`` for a backend without groups, and an invalid group name."""
+    from .backends._base import check_group_name
+    from .errors import UnsupportedOperationError
+
+    if "group" not in options:
+        return
+    if not cls.supports_groups:
+        raise UnsupportedOperationError(
+            f"{where}: the {cls.name} backend keeps one dataset per store and cannot open "
+            f"group {options['group']!r}; leave out group=, or use a backend with groups "
+            "(supports_groups: the built-in LMDB, Zarr and H5MD backends)"
+        )
+    check_group_name(where, options["group"])
 
 
 def _options_of(cls: type) -> list[str]:
