@@ -19,8 +19,10 @@ whose ``accepts(obj)`` predicate says yes.
 
 Third-party backends register through the ``asebytes_nodes.backends`` entry-point
 group: the entry point names a :class:`BackendEntry` or a backend class with
-``name``, ``extensions`` and ``schemes`` attributes. A plugin that fails to load
-is skipped with a warning.
+``name``, ``extensions`` and ``schemes`` attributes. Entry points are read once per
+process, and only when steps 2-5 find nothing in the table as it stands (before the
+fallback of step 6), so opening a built-in store never pays for discovery;
+:func:`list_backends` reads them too. A plugin that fails to load is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class BackendEntry:
         except MissingExtraError:
             raise
         except ImportError as exc:
+            if (exc.name or "").startswith("asebytes_nodes"):
+                raise  # our own module is broken: not a missing extra
             hint = f'pip install "asebytes-nodes[{self.extra}]"' if self.extra else "its package"
             raise MissingExtraError(
                 f"the {self.name!r} backend cannot be imported ({exc}); install it with: {hint}"
@@ -110,45 +114,60 @@ def _call_hook(hook: Callable[[Any], bool] | str | None, arg: Any) -> bool:
 
 
 _B = "asebytes_nodes.backends."
+#: The built-in backends. These rows are the one place their extensions and schemes are
+#: written: each class reads its own row (``extensions = builtin("lmdb").extensions``).
 _BUILTIN = (
-    BackendEntry("lmdb", "asebytes_nodes.backends._lmdb:LMDBBackend", (".lmdb",), ("lmdb",), "lmdb"),
-    BackendEntry("memory", "asebytes_nodes.backends._memory:MemoryBackend", (), ("memory",)),
     BackendEntry(
-        "zarr",
-        "asebytes_nodes.backends._zarr:ZarrBackend",
-        (".zarr",),
-        ("s3", "gs", "gcs", "az", "abfs"),
-        "zarr",
+        name="lmdb", target=_B + "_lmdb:LMDBBackend", extensions=(".lmdb",), schemes=("lmdb",), extra="lmdb"
+    ),
+    BackendEntry(name="memory", target=_B + "_memory:MemoryBackend", schemes=("memory",)),
+    BackendEntry(
+        name="zarr",
+        target=_B + "_zarr:ZarrBackend",
+        extensions=(".zarr",),
+        schemes=("s3", "gs", "gcs", "az", "abfs"),
+        extra="zarr",
     ),
     # .h5 is shared: an existing file is sniffed (an /h5md group, or MDTraj's "Pande"
     # conventions); a new .h5 file is H5MD, the first one listed.
     BackendEntry(
-        "h5md",
-        _B + "_h5md:H5MDBackend",
-        (".h5", ".h5md", ".hdf5", ".zarrmd"),
-        (),
-        "h5md",
+        name="h5md",
+        target=_B + "_h5md:H5MDBackend",
+        extensions=(".h5", ".h5md", ".hdf5", ".zarrmd"),
+        extra="h5md",
         sniff=_B + "_h5md:sniff",
     ),
-    BackendEntry("mdtraj", _B + "_mdtraj:MDTrajBackend", (".h5",), (), "h5md", sniff=_B + "_mdtraj:sniff"),
     BackendEntry(
-        "ase",
-        _B + "_asefile:ASEFileBackend",
-        (".xyz", ".extxyz", ".traj"),
-        (),
-        None,
+        name="mdtraj",
+        target=_B + "_mdtraj:MDTrajBackend",
+        extensions=(".h5",),
+        extra="h5md",
+        sniff=_B + "_mdtraj:sniff",
+    ),
+    BackendEntry(
+        name="ase",
+        target=_B + "_asefile:ASEFileBackend",
+        extensions=(".xyz", ".extxyz", ".traj"),
         sniff=_B + "_asefile:sniff",
         fallback=True,
     ),
     BackendEntry(
-        "hf",
-        _B + "_hf:HFBackend",
-        (),
-        ("hf", "colabfit", "optimade"),
-        "hf",
+        name="hf",
+        target=_B + "_hf:HFBackend",
+        schemes=("hf", "colabfit", "optimade"),
+        extra="hf",
         accepts=_B + "_hf:accepts",
     ),
 )
+
+
+def builtin(name: str) -> BackendEntry:
+    """The built-in registry row ``name`` (plugins and overrides do not change it)."""
+    for entry in _BUILTIN:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no built-in backend named {name!r}")
+
 
 _TABLE: dict[str, BackendEntry] = {entry.name: entry for entry in _BUILTIN}
 _plugins_loaded = False
@@ -173,10 +192,11 @@ def register_backend(entry: BackendEntry | type, *, override: bool = False) -> B
     return entry
 
 
-def _load_plugins() -> None:
+def _load_plugins() -> bool:
+    """Read the entry points once per process; True if this call read them."""
     global _plugins_loaded
     if _plugins_loaded:
-        return
+        return False
     _plugins_loaded = True
     from importlib.metadata import entry_points
 
@@ -189,6 +209,7 @@ def _load_plugins() -> None:
                 RuntimeWarning,
                 stacklevel=2,
             )
+    return True
 
 
 def list_backends() -> Mapping[str, BackendEntry]:
@@ -206,8 +227,19 @@ def _describe() -> str:
 
 
 def resolve_backend(target: str | os.PathLike[str], backend: str | None = None) -> BackendEntry:
-    """The registry line for a path or URI, in the documented order."""
-    _load_plugins()
+    """The registry line for a path or URI, in the documented order.
+
+    Plugins (entry points) are read only when the table as it stands matches nothing,
+    once per process: opening a store of a built-in backend never pays for discovery.
+    """
+    try:
+        return _match(target, backend, fallback=False)
+    except BackendNotFoundError:
+        _load_plugins()
+    return _match(target, backend, fallback=True)
+
+
+def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: bool) -> BackendEntry:
     if backend is not None:
         try:
             return _TABLE[backend]
@@ -237,7 +269,7 @@ def resolve_backend(target: str | os.PathLike[str], backend: str | None = None) 
                 f"({', '.join(e.name for e in matches)}) recognises its content; pass backend=..."
             )
         return matches[0]
-    if path.is_file():
+    if fallback and path.is_file():
         for entry in _TABLE.values():
             if entry.fallback and entry.sniffs(path):
                 return entry
@@ -270,12 +302,14 @@ def open_backend(
     if target is None:
         target = "memory://"
     if not isinstance(target, (str, os.PathLike)):
-        _load_plugins()
-        for entry in _TABLE.values():
-            if entry.takes(target):
-                cls = entry.load()
-                _check_group(cls, type(target).__name__, options)
-                return cls(target, readonly=readonly, **options)  # type: ignore[call-arg]
+        for _ in range(2):
+            for entry in _TABLE.values():
+                if entry.takes(target):
+                    cls = entry.load()
+                    _check_group(cls, type(target).__name__, options)
+                    return cls(target, readonly=readonly, **options)  # type: ignore[call-arg]
+            if not _load_plugins():
+                break
         raise TypeError(
             f"cannot open a store from {type(target).__name__}; pass a path, a URI or a backend instance"
         )

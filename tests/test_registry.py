@@ -96,20 +96,21 @@ def test_missing_extra_names_the_install(tmp_path: Path, clean_registry: None) -
 def test_entry_point_plugins_load_and_broken_ones_warn(
     tmp_path: Path, clean_registry: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "my_plugin.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_plugin.py").write_text(
+        textwrap.dedent("""
         from asebytes_nodes import MemoryBackend
 
         class PluginBackend(MemoryBackend):
             name = "plugin"
             extensions = (".plug",)
             schemes = ("plug",)
-    """))
+    """)
+    )
     dist = tmp_path / "my_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[asebytes_nodes.backends]\nplugin = my_plugin:PluginBackend\n"
-        "broken = no_such_plugin_module:Thing\n"
+        "[asebytes_nodes.backends]\nplugin = my_plugin:PluginBackend\nbroken = no_such_plugin_module:Thing\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry._plugins_loaded = False
@@ -120,3 +121,61 @@ def test_entry_point_plugins_load_and_broken_ones_warn(
     assert type(db.backend).__name__ == "PluginBackend"
     assert registry.resolve_backend(tmp_path / "x.plug").name == "plugin"
     sys.modules.pop("my_plugin", None)
+
+
+@pytest.mark.parametrize("entry", registry._BUILTIN, ids=lambda e: e.name)
+def test_builtin_classes_declare_their_registry_row(entry: BackendEntry) -> None:
+    try:
+        cls = entry.load()
+    except MissingExtraError as exc:
+        pytest.skip(str(exc))
+    assert (cls.name, cls.extensions, cls.schemes) == (entry.name, entry.extensions, entry.schemes)
+    assert registry.builtin(entry.name) is entry
+
+
+def test_builtin_targets_open_without_reading_entry_points(tmp_path: Path) -> None:
+    """Issue 15: a cold open that the built-in table resolves never pays for plugin discovery."""
+    script = textwrap.dedent(f"""
+        import sys
+        from asebytes_nodes import ASEIO, registry
+        ASEIO({str(tmp_path / "a.lmdb")!r}).close()
+        ASEIO("memory://")
+        registry.resolve_backend({str(tmp_path / "b.h5")!r})
+        assert not registry._plugins_loaded, "entry points were read"
+        try:
+            ASEIO({str(tmp_path / "c.nothing")!r})
+        except Exception:
+            pass
+        assert registry._plugins_loaded, "entry points were not read when nothing matched"
+    """)
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_plugins_are_read_when_nothing_else_matches(
+    tmp_path: Path, clean_registry: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "late_plugin.py").write_text(
+        textwrap.dedent("""
+        from asebytes_nodes import MemoryBackend
+
+        class LateBackend(MemoryBackend):
+            name = "late"
+            extensions = (".late", ".xyz")
+            schemes = ("late",)
+    """)
+    )
+    dist = tmp_path / "late_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: late-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[asebytes_nodes.backends]\nlate = late_plugin:LateBackend\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._plugins_loaded = False
+    assert registry.resolve_backend(tmp_path / "a.xyz").name == "ase"  # the built-in table answers
+    assert not registry._plugins_loaded
+    assert type(ASEIO("late://x").backend).__name__ == "LateBackend"  # no match: entry points read
+    assert registry._plugins_loaded
+    assert registry.resolve_backend(tmp_path / "a.late").name == "late"
+    sys.modules.pop("late_plugin", None)

@@ -97,6 +97,7 @@ from ..errors import (
     StoreNotFoundError,
     UnsafeStoreError,
 )
+from ..registry import builtin
 from ..rows import atoms_to_dict, copy_row, gc_paused
 from ._base import ReadableBackend, path_of
 from ._xyzindex import build_index, cache_dir, check_stream
@@ -462,7 +463,8 @@ class ASEFileBackend(ReadableBackend):
     """
 
     name: ClassVar[str] = "ase"
-    extensions: ClassVar[tuple[str, ...]] = (".xyz", ".extxyz", ".traj")
+    extensions: ClassVar[tuple[str, ...]] = builtin("ase").extensions
+    schemes: ClassVar[tuple[str, ...]] = builtin("ase").schemes
     supports_write: ClassVar[bool] = False
 
     def __init__(

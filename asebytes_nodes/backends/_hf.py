@@ -59,6 +59,7 @@ from ..errors import (
     UnknownKeyError,
     UnsupportedOperationError,
 )
+from ..registry import builtin
 from ._base import MISSING, ReadableBackend
 from ._hf_local import refuse_unsafe_folder
 from ._hf_mapping import COLABFIT, OPTIMADE, ColumnMapping, detect_mapping
@@ -266,7 +267,8 @@ class HFBackend(ReadableBackend):
     """
 
     name: ClassVar[str] = "hf"
-    schemes: ClassVar[tuple[str, ...]] = ("hf", "colabfit", "optimade")
+    extensions: ClassVar[tuple[str, ...]] = builtin("hf").extensions
+    schemes: ClassVar[tuple[str, ...]] = builtin("hf").schemes
     read_batch_size: ClassVar[int] = 4096
 
     def __init__(

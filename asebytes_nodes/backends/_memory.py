@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..registry import builtin
 from ..rows import copy_row
 from ._base import WritableBackend
 
@@ -29,7 +30,8 @@ class MemoryBackend(WritableBackend):
     """
 
     name: ClassVar[str] = "memory"
-    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    extensions: ClassVar[tuple[str, ...]] = builtin("memory").extensions
+    schemes: ClassVar[tuple[str, ...]] = builtin("memory").schemes
     supports_insert: ClassVar[bool] = True
     supports_delete: ClassVar[bool] = True
     supports_drop_keys: ClassVar[bool] = True
@@ -51,6 +53,16 @@ class MemoryBackend(WritableBackend):
             return [copy_row(self._rows[int(i)]) for i in indices]
         picked = [self._rows[int(i)] for i in indices]
         return [copy_row({k: row[k] for k in keys if k in row}) for row in picked]
+
+    def read_batch(
+        self, indices: np.ndarray, keys: list[str] | None = None, *, fill: dict[str, Any] | None = None,
+        atoms: np.ndarray | slice | None = None,
+    ) -> dict[str, Any]:
+        """Assembled straight from the stored rows (no per-row copy: the assembly copies)."""
+        from ..batch import assemble
+
+        rows = [self._rows[i] for i in np.asarray(indices).tolist()]
+        return assemble(rows, np.asarray(indices), keys, fill=fill or {}, atoms=atoms, shared=True)
 
     def keys(self) -> list[str]:
         found: set[str] = set()
