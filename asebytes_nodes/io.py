@@ -112,6 +112,11 @@ class ASEIO:
         """Lists of up to ``size`` Atoms, each read with one backend call."""
         return self[:].chunked(size)
 
+    def batches(self, batch_size: int, **options: Any) -> Iterator[dict[str, Any]]:
+        """Training batches of arrays covering every frame once; see :meth:`RowView.batches`
+        (``keys``, ``shuffle``, ``seed``, ``drop_last``, ``fill``, ``atoms``)."""
+        return self[:].batches(batch_size, **options)
+
     @property
     def columns(self) -> list[str]:
         """Every key carried by at least one row, sorted."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from . import batch as _batch
 from .backends._base import MISSING
 from .errors import MissingValueError, RaggedColumnError, StoreCorruptedError, UnknownKeyError
 from .indexing import IndexArray, is_key_index, normalize_index, normalize_indices
@@ -92,6 +93,13 @@ class _View:
     def _narrow(self, index: Any) -> IndexArray:
         return self._indices[normalize_indices(index, len(self._indices))]
 
+    def _to_batch(self, keys: Any, fill: Any, atoms: Any) -> dict[str, Any]:
+        size = max(DEFAULT_CHUNK_SIZE * 16, self._backend.read_batch_size)
+        return _batch.read_batch(self._backend, self._indices, keys, fill=fill, atoms=atoms, chunk_size=size)
+
+    def _batches(self, batch_size: int, keys: Any, **options: Any) -> Iterator[dict[str, Any]]:
+        return _batch.iter_batches(self._backend, self._indices, batch_size, keys=keys, **options)
+
 
 class RowView(_View):
     """Rows of a store, read as ``Atoms`` on demand.
@@ -124,6 +132,22 @@ class RowView(_View):
     def to_list(self) -> list[Atoms]:
         """Every row as Atoms."""
         return [atoms for chunk in self.chunked(self._backend.read_batch_size) for atoms in chunk]
+
+    def to_batch(self, keys: str | Sequence[str] | None = None, *, fill: Any = None, atoms: Any = None) -> dict[str, Any]:
+        """These rows as one batch of arrays, no Atoms built (format: :mod:`asebytes_nodes.batch`).
+
+        ``keys=None`` takes every numeric key the rows share; ``fill`` (one value, or
+        ``{key: value}``) stands in for rows lacking a key; ``atoms`` selects atoms per frame.
+        """
+        return self._to_batch(keys, fill, atoms)
+
+    def batches(
+        self, batch_size: int, *, keys: str | Sequence[str] | None = None, shuffle: bool = False,
+        seed: int | None = None, drop_last: bool = False, fill: Any = None, atoms: Any = None,
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`to_batch` dicts of ``batch_size`` rows covering every row once (an epoch)."""
+        return self._batches(batch_size, keys, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                             fill=fill, atoms=atoms)
 
     def __repr__(self) -> str:
         return f"<RowView of {len(self)} rows from {self._backend!r}>"
@@ -197,20 +221,41 @@ class ColumnView(_View):
         """``{key: [values]}`` with ``None`` where a row lacks the key."""
         return {k: [_none(v) for v in vs] for k, vs in self._read_all().items()}
 
-    def to_numpy(self) -> Any:
+    def to_batch(self, *, fill: Any = None, atoms: Any = None) -> dict[str, Any]:
+        """This view's keys as one batch of arrays (see :meth:`RowView.to_batch`)."""
+        return self._to_batch(self._keys, fill, atoms)
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
+        drop_last: bool = False, fill: Any = None, atoms: Any = None,
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`to_batch` dicts of ``batch_size`` rows covering every row once (an epoch)."""
+        return self._batches(batch_size, self._keys, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                             fill=fill, atoms=atoms)
+
+    def to_numpy(self, *, atoms: Any = None) -> Any:
         """One stacked array (one key) or ``{key: array}`` (several keys).
 
         Per-atom values of frames with different atom counts cannot stack: use
-        :meth:`to_ragged` for the concatenated values plus offsets.
+        :meth:`to_ragged` for the concatenated values plus offsets. ``atoms`` keeps only those
+        atoms (indices or a slice) of per-atom keys, read through :meth:`to_batch`.
         """
+        if atoms is not None:
+            return self._pick(_batch.columns_of_batch(self.to_batch(atoms=atoms), self._keys, ragged=False))
         values = self._read_all()
         arrays = {k: _stack(k, vs, self._indices) for k, vs in values.items()}
         return arrays[self._keys[0]] if self._single else arrays
 
-    def to_ragged(self) -> Any:
-        """Per-atom values concatenated along the atom axis, plus ``offsets`` (length n + 1)."""
+    def to_ragged(self, *, atoms: Any = None) -> Any:
+        """Per-atom values concatenated along the atom axis, plus ``offsets`` (length n + 1);
+        ``atoms`` keeps only those atoms of every frame."""
+        if atoms is not None:
+            return self._pick(_batch.columns_of_batch(self.to_batch(atoms=atoms), self._keys, ragged=True))
         values = self._read_all()
         result = {k: _ragged(k, vs, self._indices) for k, vs in values.items()}
+        return result[self._keys[0]] if self._single else result
+
+    def _pick(self, result: dict[str, Any]) -> Any:
         return result[self._keys[0]] if self._single else result
 
     def __repr__(self) -> str:

@@ -136,6 +136,17 @@ class ReadableBackend(ABC):
         it, or (for columnar stores, when every row has it) one stacked numpy array."""
         return [row.get(key, MISSING) for row in self.read_rows(indices, [key])]
 
+    def read_batch(
+        self, indices: np.ndarray, keys: list[str] | None = None, *, fill: dict[str, Any] | None = None,
+        atoms: np.ndarray | slice | None = None,
+    ) -> dict[str, Any]:
+        """Rows ``indices`` (non-empty) as one training batch of arrays (see :mod:`asebytes_nodes.batch`
+        for the format and the arguments); the default assembles ``read_rows``, backends override
+        it to decode straight to arrays."""
+        from ..batch import read_batch_default
+
+        return read_batch_default(self, indices, keys, fill=fill, atoms=atoms)
+
     def length_known(self) -> bool:
         """Does ``len()`` answer without reading everything? False only for streams without a count."""
         return True

@@ -1,0 +1,422 @@
+"""Training batches as flat numpy arrays, without building ``Atoms`` (issue 15).
+
+A batch of rows ``indices`` is one dict:
+
+* ``"n_atoms"``: atoms per frame, ``int64``, in the order of ``indices`` (repeats allowed);
+* every per-frame key (``calc.energy``, ``cell``, ``info.*`` numbers...) stacked to
+  ``(n_frames, ...)``;
+* every per-atom key (``arrays.*`` and ASE's per-atom results such as ``calc.forces``)
+  concatenated along atoms to ``(total_atoms, ...)``: frame ``i`` is
+  ``values[offsets[i]:offsets[i + 1]]`` with ``offsets = [0, *cumsum(n_atoms)]``;
+* non-numeric keys (strings, dicts, lists) as lists, one value per frame.
+
+Values keep their stored dtypes (float64 stays float64). ``keys=None`` means every numeric key
+all the rows carry. A requested key that some rows lack raises a ``KeyError`` naming the rows
+unless ``fill`` gives a value for them (one value for every key, or ``{key: value}``); the fill
+broadcasts to the key's per-frame (or per-atom) shape. ``atoms`` (integer indices, negative from
+each frame's end, or a slice) keeps only those atoms of every frame in per-atom keys.
+
+Backends produce batches through :meth:`ReadableBackend.read_batch`, whose default
+(:func:`read_batch_default`) is built on ``read_rows``; a backend overrides it to decode
+straight to arrays. :func:`assemble` and :func:`atom_gather` are the shared, vectorised
+pieces such an override can reuse.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .backends._base import MISSING
+from .errors import MissingExtraError, RaggedColumnError, RowIndexError, StoreCorruptedError, UnknownKeyError
+from .validation import PER_ATOM_CALC, check_key
+
+if TYPE_CHECKING:
+    from .backends._base import ReadableBackend
+    from .io import ASEIO
+    from .views import RowView
+
+__all__ = [
+    "AtomSelection",
+    "BatchDataset",
+    "assemble",
+    "atom_gather",
+    "iter_batches",
+    "merge_batches",
+    "read_batch",
+    "read_batch_default",
+    "to_tensors",
+]
+
+#: What backends receive as ``atoms``: a 1-D ``int64`` array (negative counts from each
+#: frame's end), a slice, or None for every atom.
+AtomSelection = np.ndarray | slice | None
+
+_NUMERIC_KINDS = frozenset("biufc")
+_SCALARS = (bool, int, float, complex, np.bool_, np.number)
+
+
+def is_per_atom(key: str) -> bool:
+    """Does ``key`` run over atoms (``arrays.*`` and ASE's per-atom calculator results)?"""
+    return key.startswith("arrays.") or (key.startswith("calc.") and key[5:] in PER_ATOM_CALC)
+
+
+def _is_numeric(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in _NUMERIC_KINDS
+    return isinstance(value, _SCALARS)
+
+
+# -- arguments -------------------------------------------------------------------------------------
+def normalize_keys(keys: str | Sequence[str] | None) -> list[str] | None:
+    """``None`` or a list of checked, distinct keys (a single key may be given as a string)."""
+    if keys is None:
+        return None
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    for key in keys:
+        check_key(key)
+    return list(dict.fromkeys(keys))
+
+
+def normalize_fill(fill: Any, keys: list[str] | None) -> dict[str, Any]:
+    """``{key: fill value}``: a mapping is taken as is, any other value fills every requested key."""
+    if fill is None:
+        return {}
+    if isinstance(fill, Mapping):
+        return dict(fill)
+    return {key: fill for key in keys or ()}
+
+
+def normalize_atoms(atoms: Any) -> AtomSelection:
+    """A slice, or a 1-D ``int64`` array of atom indices (negative counts from each frame's end)."""
+    if atoms is None or isinstance(atoms, slice):
+        return atoms
+    arr = np.asarray(atoms)
+    if arr.dtype == bool:
+        raise TypeError("atoms= takes atom indices or a slice, not a boolean mask; use np.flatnonzero(mask)")
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        raise TypeError(f"atoms= takes a 1-D list of integer atom indices or a slice, got {arr.dtype} {arr.shape}")
+    return arr.astype(np.int64)
+
+
+# -- atom selection --------------------------------------------------------------------------------
+def atom_gather(counts: np.ndarray, atoms: np.ndarray | slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the selected atoms sit in per-atom values concatenated over frames of ``counts``
+    atoms, and the new counts. Vectorised per distinct atom count (one pass for fixed topology).
+
+    Raises ``RowIndexError`` naming the store ``rows`` whose frames are too small for an index.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    distinct, group = np.unique(counts, return_inverse=True)
+    chosen = []
+    for n in distinct.tolist():
+        if isinstance(atoms, slice):
+            local = np.arange(n, dtype=np.int64)[atoms]
+        else:
+            local = np.where(atoms < 0, atoms + n, atoms)
+            bad = (local < 0) | (local >= n)
+            if bad.any():
+                raise _atom_index_error(int(atoms[np.argmax(bad)]), n, counts, rows)
+        chosen.append(local)
+    new_counts = np.array([len(c) for c in chosen], dtype=np.int64)[group.ravel()]
+    new_starts = np.cumsum(new_counts) - new_counts
+    gather = np.empty(int(new_counts.sum()), dtype=np.int64)
+    for g, local in enumerate(chosen):
+        frames = np.flatnonzero(group.ravel() == g)
+        if len(local) and len(frames):
+            dest = new_starts[frames][:, None] + np.arange(len(local))
+            gather[dest.ravel()] = (starts[frames][:, None] + local).ravel()
+    return gather, new_counts
+
+
+def _atom_index_error(index: int, n: int, counts: np.ndarray, rows: np.ndarray) -> RowIndexError:
+    where = [int(r) for r in np.asarray(rows)[counts == n][:10]]
+    shown = ", ".join(map(str, where)) + (" ..." if (counts == n).sum() > 10 else "")
+    spread = f"; the frames here have {counts.min()} to {counts.max()} atoms" if counts.min() != counts.max() else ""
+    return RowIndexError(
+        f"atom index {index} is out of range for the {n} atoms of rows {shown}{spread}: "
+        "select atoms every frame has (atoms= is meant for fixed-topology data)"
+    )
+
+
+def _split_selection(gather: np.ndarray, counts: np.ndarray, new_counts: np.ndarray) -> list[np.ndarray]:
+    """Per-frame local atom indices from a gather array (for per-atom values kept as lists)."""
+    starts = np.cumsum(counts) - counts
+    local = gather - np.repeat(starts, new_counts)
+    return np.split(local, np.cumsum(new_counts)[:-1])
+
+
+# -- assembly --------------------------------------------------------------------------------------
+def assemble(
+    rows: Sequence[Mapping[str, Any]],
+    indices: np.ndarray,
+    keys: list[str] | None,
+    *,
+    fill: Mapping[str, Any],
+    atoms: AtomSelection,
+    shared: bool = False,
+) -> dict[str, Any]:
+    """One batch from row dicts (store rows ``indices``, each carrying ``arrays.numbers``).
+
+    One ``np.stack`` or ``np.concatenate`` per key. ``shared=True`` says the rows belong to a
+    store (an in-memory backend): arrays are copied by the assembly anyway, list values are
+    deep-copied here.
+    """
+    counts = np.fromiter((len(row.get("arrays.numbers", ())) for row in rows), np.int64, len(rows))
+    if keys is None:
+        keys = _shared_numeric_keys(rows)
+    gather, new_counts = (None, counts) if atoms is None else atom_gather(counts, atoms, indices)
+    batch: dict[str, Any] = {"n_atoms": new_counts}
+    for key in keys:
+        values = [row.get(key, MISSING) for row in rows]
+        missing = [j for j, v in enumerate(values) if v is MISSING]
+        if missing and key not in fill:
+            raise _missing_error(key, [int(indices[j]) for j in missing], len(rows))
+        present = next((v for v in values if v is not MISSING), MISSING)
+        per_atom = is_per_atom(key)
+        if present is not MISSING and not _is_numeric(present):
+            for j in missing:
+                values[j] = copy.deepcopy(fill[key])
+            if per_atom and gather is not None:
+                picks = _split_selection(gather, counts, new_counts)
+                values = [np.asarray(v)[p] for v, p in zip(values, picks, strict=True)]
+            batch[key] = copy.deepcopy(values) if shared else values
+            continue
+        if missing:
+            _fill_in(key, values, missing, fill[key], present, counts if per_atom else None)
+        batch[key] = _join_atoms(key, values, counts, gather) if per_atom else _stack(key, values)
+    return batch
+
+
+def _shared_numeric_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    common = set(rows[0]).intersection(*rows[1:])
+    return sorted(k for k in common if _is_numeric(rows[0][k]))
+
+
+def _missing_error(key: str, rows: list[int], total: int) -> UnknownKeyError:
+    shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+    return UnknownKeyError(
+        f"{len(rows)} of the {total} rows do not carry {key!r} (rows {shown}); pass fill= a value "
+        f"for them (fill={{{key!r}: 0.0}} or one value for every key), or select rows that carry it"
+    )
+
+
+def _fill_in(key: str, values: list[Any], missing: list[int], fill: Any, present: Any,
+             counts: np.ndarray | None) -> None:
+    """Put ``fill`` broadcast to the key's shape (per frame, or per atom of each frame) at ``missing``."""
+    if present is MISSING:  # no row carries it: the fill's own shape and dtype
+        dtype, tail = np.asarray(fill).dtype, np.shape(fill)
+    else:
+        stored = np.asarray(present)
+        dtype = np.result_type(stored.dtype, fill)
+        tail = stored.shape[1:] if counts is not None else stored.shape
+    try:
+        for j in missing:
+            shape = tail if counts is None else (int(counts[j]), *tail)
+            values[j] = np.full(shape, fill, dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"fill value {fill!r} for {key!r} does not fit its shape {tail}: {exc}") from exc
+
+
+def _stack(key: str, values: list[Any]) -> np.ndarray:
+    try:
+        return np.stack(values)
+    except ValueError as exc:
+        shapes = sorted({np.shape(v) for v in values})
+        raise RaggedColumnError(
+            f"{key!r} has values of different shapes ({shapes[:3]} ...) and cannot stack into one "
+            "batch array; leave it out of keys= or read it with db[...][key].to_list()"
+        ) from exc
+
+
+def _join_atoms(key: str, values: list[Any], counts: np.ndarray, gather: np.ndarray | None) -> np.ndarray:
+    try:
+        joined = np.concatenate(values)
+    except ValueError as exc:
+        raise RaggedColumnError(f"{key!r}: per-atom shapes differ beyond the atom axis ({exc})") from exc
+    if len(joined) != counts.sum():
+        bad = [j for j, v in enumerate(values) if len(v) != counts[j]]
+        raise StoreCorruptedError(f"{key!r} does not have one value per atom in batch positions {bad[:10]}")
+    return joined if gather is None else joined[gather]
+
+
+def empty_batch(backend: ReadableBackend, keys: list[str] | None, fill: Mapping[str, Any]) -> dict[str, Any]:
+    """The batch of no rows: zero-length arrays of the keys' stored dtypes and shapes (from the schema)."""
+    batch: dict[str, Any] = {"n_atoms": np.zeros(0, dtype=np.int64)}
+    if not keys:
+        return batch
+    schema = backend.schema()
+    for key in keys:
+        info = schema.get(key)
+        if info is None:
+            if key not in fill:
+                raise UnknownKeyError(f"no row carries the key {key!r}; pass fill= or leave it out of keys=")
+            dtype, shape = np.asarray(fill[key]).dtype, np.shape(fill[key])
+        else:
+            try:
+                dtype, shape = np.dtype(info.dtype), tuple(info.shape[1:] if info.per_atom else info.shape)
+            except TypeError:  # str, dict, list: a list
+                dtype, shape = np.dtype(object), ()
+        batch[key] = [] if dtype.kind not in _NUMERIC_KINDS else np.zeros((0, *shape), dtype=dtype)
+    return batch
+
+
+def merge_batches(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batches of consecutive row chunks as one batch (keys every part has)."""
+    common = [k for k in parts[0] if all(k in p for p in parts[1:])]
+    merged: dict[str, Any] = {}
+    for key in common:
+        chunks = [p[key] for p in parts]
+        if isinstance(chunks[0], np.ndarray):
+            merged[key] = np.concatenate(chunks)
+        else:
+            merged[key] = [v for chunk in chunks for v in chunk]
+    return merged
+
+
+def columns_of_batch(batch: Mapping[str, Any], keys: list[str], *, ragged: bool) -> dict[str, Any]:
+    """Column-view results from a batch: per-atom keys as ``Ragged`` (``ragged=True``) or stacked
+    to ``(n_frames, n_selected, ...)``; per-frame keys as arrays."""
+    from .views import Ragged
+
+    counts = batch["n_atoms"]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = batch[key]
+        if not is_per_atom(key) or not isinstance(values, np.ndarray):
+            if ragged:
+                raise RaggedColumnError(f"{key!r} has no atom axis; use .to_numpy()")
+            out[key] = values if isinstance(values, np.ndarray) else np.asarray(values)
+        elif ragged:
+            out[key] = Ragged(values, offsets)
+        elif len(counts) and (counts != counts[0]).any():
+            raise RaggedColumnError(
+                f"{key!r}: the selected atoms number {counts.min()} to {counts.max()} per frame and "
+                "cannot stack into one array; use .to_ragged(atoms=...)"
+            )
+        else:
+            out[key] = values.reshape(len(counts), -1 if len(values) else 0, *values.shape[1:])
+    return out
+
+
+# -- entry points ----------------------------------------------------------------------------------
+def read_batch_default(
+    backend: ReadableBackend,
+    indices: np.ndarray,
+    keys: list[str] | None = None,
+    *,
+    fill: Mapping[str, Any] | None = None,
+    atoms: AtomSelection = None,
+) -> dict[str, Any]:
+    """The default ``read_batch``: one ``read_rows`` call, then :func:`assemble`."""
+    wanted = None if keys is None else list(dict.fromkeys([*keys, "arrays.numbers"]))
+    rows = backend.read_rows(indices, wanted)
+    return assemble(rows, np.asarray(indices), keys, fill=fill or {}, atoms=atoms)
+
+
+def read_batch(
+    backend: ReadableBackend,
+    indices: np.ndarray,
+    keys: str | Sequence[str] | None = None,
+    *,
+    fill: Any = None,
+    atoms: Any = None,
+    chunk_size: int | None = None,
+) -> dict[str, Any]:
+    """A batch of checked row numbers ``indices``: arguments normalised, the backend's
+    ``read_batch`` called once per chunk of ``chunk_size`` rows (all at once if None)."""
+    keys = normalize_keys(keys)
+    fills = normalize_fill(fill, keys)
+    selection = normalize_atoms(atoms)
+    if len(indices) == 0:
+        return empty_batch(backend, keys, fills)
+    size = chunk_size or len(indices)
+    parts = [
+        backend.read_batch(indices[start : start + size], keys, fill=fills, atoms=selection)
+        for start in range(0, len(indices), size)
+    ]
+    return parts[0] if len(parts) == 1 else merge_batches(parts)
+
+
+def iter_batches(
+    backend: ReadableBackend,
+    indices: np.ndarray,
+    batch_size: int,
+    *,
+    keys: str | Sequence[str] | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    drop_last: bool = False,
+    fill: Any = None,
+    atoms: Any = None,
+) -> Iterator[dict[str, Any]]:
+    """Batches of ``batch_size`` rows covering ``indices`` once (shuffled with ``seed`` if asked)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    keys, selection = normalize_keys(keys), normalize_atoms(atoms)
+    fills = normalize_fill(fill, keys)
+    order = np.random.default_rng(seed).permutation(indices) if shuffle else indices
+    stop = len(order) - len(order) % batch_size if drop_last else len(order)
+    for start in range(0, stop, batch_size):
+        part = order[start : start + batch_size]
+        yield backend.read_batch(part, keys, fill=fills, atoms=selection)
+
+
+# -- PyTorch ---------------------------------------------------------------------------------------
+def to_tensors(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """Numeric arrays of a batch as ``torch`` tensors sharing their memory (``torch.from_numpy``);
+    read-only arrays are copied first; lists stay lists."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingExtraError("to_tensors needs PyTorch: pip install torch") from exc
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in _NUMERIC_KINDS:
+            if not value.flags.writeable or any(s < 0 for s in value.strides):
+                value = value.copy()
+            out[key] = torch.from_numpy(value)
+        else:
+            out[key] = value
+    return out
+
+
+class BatchDataset:
+    """A map-style dataset whose items are whole batches, for ``torch.utils.data.DataLoader``.
+
+    ``dataset[[i, j, k]]`` is the batch of those frames (tensors when ``tensors=True``). Use it
+    with ``DataLoader(dataset, batch_size=None, sampler=BatchSampler(RandomSampler(dataset),
+    batch_size=32, drop_last=False))``: each worker gets the store by pickling (or fork), and
+    the backends reopen their files in the worker process.
+    """
+
+    def __init__(
+        self,
+        source: ASEIO | RowView,
+        *,
+        keys: str | Sequence[str] | None = None,
+        fill: Any = None,
+        atoms: Any = None,
+        tensors: bool = True,
+    ) -> None:
+        from .io import ASEIO
+
+        self.view = source[:] if isinstance(source, ASEIO) else source
+        self.keys, self.fill, self.atoms, self.tensors = normalize_keys(keys), fill, atoms, tensors
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def __getitem__(self, indices: int | Sequence[int]) -> dict[str, Any]:
+        index = [indices] if isinstance(indices, (int, np.integer)) else list(indices)
+        batch = self.view[index].to_batch(self.keys, fill=self.fill, atoms=self.atoms)
+        return to_tensors(batch) if self.tensors else batch
