@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backends._base import MISSING
-from .errors import MissingExtraError, RaggedColumnError, RowIndexError, StoreCorruptedError, UnknownKeyError
+from .errors import (
+    InvalidDataError,
+    MissingExtraError,
+    RaggedColumnError,
+    RowIndexError,
+    StoreCorruptedError,
+    UnknownKeyError,
+)
 from .validation import PER_ATOM_CALC, check_key
 
 if TYPE_CHECKING:
@@ -100,12 +107,16 @@ def normalize_atoms(atoms: Any) -> AtomSelection:
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     if arr.dtype.kind not in "iu" or arr.ndim != 1:
-        raise TypeError(f"atoms= takes a 1-D list of integer atom indices or a slice, got {arr.dtype} {arr.shape}")
+        raise TypeError(
+            f"atoms= takes a 1-D list of integer atom indices or a slice, got {arr.dtype} {arr.shape}"
+        )
     return arr.astype(np.int64)
 
 
 # -- atom selection --------------------------------------------------------------------------------
-def atom_gather(counts: np.ndarray, atoms: np.ndarray | slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def atom_gather(
+    counts: np.ndarray, atoms: np.ndarray | slice, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Where the selected atoms sit in per-atom values concatenated over frames of ``counts``
     atoms, and the new counts. Vectorised per distinct atom count (one pass for fixed topology).
 
@@ -138,7 +149,11 @@ def atom_gather(counts: np.ndarray, atoms: np.ndarray | slice, rows: np.ndarray)
 def _atom_index_error(index: int, n: int, counts: np.ndarray, rows: np.ndarray) -> RowIndexError:
     where = [int(r) for r in np.asarray(rows)[counts == n][:10]]
     shown = ", ".join(map(str, where)) + (" ..." if (counts == n).sum() > 10 else "")
-    spread = f"; the frames here have {counts.min()} to {counts.max()} atoms" if counts.min() != counts.max() else ""
+    spread = (
+        f"; the frames here have {counts.min()} to {counts.max()} atoms"
+        if counts.min() != counts.max()
+        else ""
+    )
     return RowIndexError(
         f"atom index {index} is out of range for the {n} atoms of rows {shown}{spread}: "
         "select atoms every frame has (atoms= is meant for fixed-topology data)"
@@ -180,7 +195,7 @@ def assemble(
             raise _missing_error(key, [int(indices[j]) for j in missing], len(rows))
         present = next((v for v in values if v is not MISSING), MISSING)
         per_atom = is_per_atom(key)
-        if present is not MISSING and not _is_numeric(present):
+        if not _is_numeric(fill[key] if present is MISSING else present):
             for j in missing:
                 values[j] = copy.deepcopy(fill[key])
             if per_atom and gather is not None:
@@ -209,21 +224,23 @@ def _missing_error(key: str, rows: list[int], total: int) -> UnknownKeyError:
     )
 
 
-def _fill_in(key: str, values: list[Any], missing: list[int], fill: Any, present: Any,
-             counts: np.ndarray | None) -> None:
+def _fill_in(
+    key: str, values: list[Any], missing: list[int], fill: Any, present: Any, counts: np.ndarray | None
+) -> None:
     """Put ``fill`` broadcast to the key's shape (per frame, or per atom of each frame) at ``missing``."""
-    if present is MISSING:  # no row carries it: the fill's own shape and dtype
-        dtype, tail = np.asarray(fill).dtype, np.shape(fill)
-    else:
-        stored = np.asarray(present)
-        dtype = np.result_type(stored.dtype, fill)
-        tail = stored.shape[1:] if counts is not None else stored.shape
+    stored = np.asarray(fill if present is MISSING else present)  # no row carries it: the fill's own
+    tail = stored.shape[1:] if counts is not None and present is not MISSING else stored.shape
     try:
+        if isinstance(fill, (str, bytes)):  # np.result_type would read a string as a dtype name
+            raise TypeError("a string cannot fill a numeric key")
+        dtype = stored.dtype if present is MISSING else np.result_type(stored.dtype, fill)
         for j in missing:
             shape = tail if counts is None else (int(counts[j]), *tail)
             values[j] = np.full(shape, fill, dtype=dtype)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"fill value {fill!r} for {key!r} does not fit its shape {tail}: {exc}") from exc
+        raise InvalidDataError(
+            f"fill value {fill!r} for {key!r} does not fit its stored shape {tail} and dtype: {exc}"
+        ) from exc
 
 
 def _stack(key: str, values: list[Any]) -> np.ndarray:

@@ -29,7 +29,6 @@ __all__ = ["ColumnView", "Ragged", "RowView", "DEFAULT_CHUNK_SIZE"]
 DEFAULT_CHUNK_SIZE = 1024
 
 
-
 def atoms_of_rows(rows: list[dict[str, Any]], indices: Any) -> list[Atoms]:
     """Atoms of ``rows`` (store rows ``indices``); a row that cannot become Atoms is named."""
     try:
@@ -41,6 +40,7 @@ def atoms_of_rows(rows: list[dict[str, Any]], indices: Any) -> list[Atoms]:
             except StoreCorruptedError as exc:
                 raise StoreCorruptedError(f"row {int(i)}: {exc}") from exc
         raise
+
 
 class Ragged(NamedTuple):
     """A per-atom column of frames with different atom counts.
@@ -133,7 +133,9 @@ class RowView(_View):
         """Every row as Atoms."""
         return [atoms for chunk in self.chunked(self._backend.read_batch_size) for atoms in chunk]
 
-    def to_batch(self, keys: str | Sequence[str] | None = None, *, fill: Any = None, atoms: Any = None) -> dict[str, Any]:
+    def to_batch(
+        self, keys: str | Sequence[str] | None = None, *, fill: Any = None, atoms: Any = None
+    ) -> dict[str, Any]:
         """These rows as one batch of arrays, no Atoms built (format: :mod:`asebytes_nodes.batch`).
 
         ``keys=None`` takes every numeric key the rows share; ``fill`` (one value, or
@@ -142,12 +144,20 @@ class RowView(_View):
         return self._to_batch(keys, fill, atoms)
 
     def batches(
-        self, batch_size: int, *, keys: str | Sequence[str] | None = None, shuffle: bool = False,
-        seed: int | None = None, drop_last: bool = False, fill: Any = None, atoms: Any = None,
+        self,
+        batch_size: int,
+        *,
+        keys: str | Sequence[str] | None = None,
+        shuffle: bool = False,
+        seed: int | None = None,
+        drop_last: bool = False,
+        fill: Any = None,
+        atoms: Any = None,
     ) -> Iterator[dict[str, Any]]:
         """:meth:`to_batch` dicts of ``batch_size`` rows covering every row once (an epoch)."""
-        return self._batches(batch_size, keys, shuffle=shuffle, seed=seed, drop_last=drop_last,
-                             fill=fill, atoms=atoms)
+        return self._batches(
+            batch_size, keys, shuffle=shuffle, seed=seed, drop_last=drop_last, fill=fill, atoms=atoms
+        )
 
     def __repr__(self) -> str:
         return f"<RowView of {len(self)} rows from {self._backend!r}>"
@@ -160,9 +170,7 @@ class ColumnView(_View):
     refuses them with an error naming the rows.
     """
 
-    def __init__(
-        self, backend: ReadableBackend, indices: IndexArray, keys: list[str], single: bool
-    ) -> None:
+    def __init__(self, backend: ReadableBackend, indices: IndexArray, keys: list[str], single: bool) -> None:
         super().__init__(backend, indices)
         self._keys = keys
         self._single = single
@@ -226,12 +234,19 @@ class ColumnView(_View):
         return self._to_batch(self._keys, fill, atoms)
 
     def batches(
-        self, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
-        drop_last: bool = False, fill: Any = None, atoms: Any = None,
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int | None = None,
+        drop_last: bool = False,
+        fill: Any = None,
+        atoms: Any = None,
     ) -> Iterator[dict[str, Any]]:
         """:meth:`to_batch` dicts of ``batch_size`` rows covering every row once (an epoch)."""
-        return self._batches(batch_size, self._keys, shuffle=shuffle, seed=seed, drop_last=drop_last,
-                             fill=fill, atoms=atoms)
+        return self._batches(
+            batch_size, self._keys, shuffle=shuffle, seed=seed, drop_last=drop_last, fill=fill, atoms=atoms
+        )
 
     def to_numpy(self, *, atoms: Any = None) -> Any:
         """One stacked array (one key) or ``{key: array}`` (several keys).
@@ -318,9 +333,7 @@ def _ragged(key: str, values: Any, rows: IndexArray) -> Ragged:
     _check_present(key, values, rows)
     arrays = [np.asarray(v) for v in values]
     if any(a.ndim == 0 for a in arrays):
-        raise RaggedColumnError(
-            f"{key!r} holds scalars, which have no atom axis; use .to_numpy()"
-        )
+        raise RaggedColumnError(f"{key!r} holds scalars, which have no atom axis; use .to_numpy()")
     offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
     np.cumsum([len(a) for a in arrays], out=offsets[1:])
     if not arrays:

@@ -27,7 +27,9 @@ def store(tmp_path: Path) -> Path:
 def test_dataloader_with_two_workers_covers_the_epoch(store: Path) -> None:
     db = ASEIO(store, readonly=True)
     dataset = BatchDataset(db, keys=["calc.energy", "arrays.positions", "calc.forces"])
-    sampler = BatchSampler(RandomSampler(dataset, generator=torch.Generator().manual_seed(0)), 4, drop_last=False)
+    sampler = BatchSampler(
+        RandomSampler(dataset, generator=torch.Generator().manual_seed(0)), 4, drop_last=False
+    )
     loader = DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=2)
     energies, atoms_seen = [], 0
     for batch in loader:

@@ -36,7 +36,9 @@ from .frames import assert_values_equal, make_frames
 __all__ = ["BatchContract", "expected_batch"]
 
 
-def expected_batch(frames: list[Atoms], order: list[int], keys: list[str], atoms: Any = None) -> dict[str, Any]:
+def expected_batch(
+    frames: list[Atoms], order: list[int], keys: list[str], atoms: Any = None
+) -> dict[str, Any]:
     """The batch of ``frames[order]`` computed from the frames themselves (frame by frame)."""
     rows = [atoms_to_dict(frames[i]) for i in order]
     picks = [np.arange(len(r["arrays.numbers"]))[atoms if atoms is not None else slice(None)] for r in rows]
@@ -55,7 +57,8 @@ def numeric_shared_keys(frames: list[Atoms], order: list[int]) -> list[str]:
     common = set(rows[0]).intersection(*rows[1:])
     numeric = (bool, int, float, np.bool_, np.number)
     return sorted(
-        k for k in common
+        k
+        for k in common
         if (isinstance(rows[0][k], np.ndarray) and rows[0][k].dtype.kind in "biufc")
         or isinstance(rows[0][k], numeric)
     )
@@ -95,7 +98,9 @@ class BatchContract:
         store.seed(frames)
         return ASEIO(store.open(readonly=True))
 
-    @pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 0, 3, 1], [2]], ids=["all", "shuffled-repeats", "one"])
+    @pytest.mark.parametrize(
+        "order", [[0, 1, 2, 3], [3, 0, 3, 1], [2]], ids=["all", "shuffled-repeats", "one"]
+    )
     def test_fixed_every_numeric_key(self, store: StoreFactory, order: list[int]) -> None:
         frames = self.fixed_frames()
         db = self.open(store, frames)
@@ -114,7 +119,9 @@ class BatchContract:
         assert got["n_atoms"].tolist() == [len(frames[i]) for i in order]
         offsets = np.concatenate([[0], np.cumsum(got["n_atoms"])])
         for j, i in enumerate(order):
-            np.testing.assert_array_equal(got["arrays.positions"][offsets[j] : offsets[j + 1]], frames[i].positions)
+            np.testing.assert_array_equal(
+                got["arrays.positions"][offsets[j] : offsets[j + 1]], frames[i].positions
+            )
 
     def test_explicit_keys_and_column_view(self, store: StoreFactory) -> None:
         frames = self.fixed_frames()
@@ -144,7 +151,11 @@ class BatchContract:
         for fill in (-7.0, {key: -7.0}):
             got = db[:].to_batch([key], fill=fill)
             for i, r in enumerate(rows):
-                value = got[key][i] if not is_per_atom(key) else got[key][sum(len(a) for a in frames[:i]):][: len(frames[i])]
+                value = (
+                    got[key][i]
+                    if not is_per_atom(key)
+                    else got[key][sum(len(a) for a in frames[:i]) :][: len(frames[i])]
+                )
                 if key in r:
                     assert_values_equal(np.asarray(r[key]), np.asarray(value), f"row {i}")
                 else:
@@ -159,7 +170,9 @@ class BatchContract:
         frames = self.fixed_frames()
         db = self.open(store, frames)
         empty = db[[]].to_batch()
-        assert list(empty) == ["n_atoms"] and empty["n_atoms"].dtype == np.int64 and len(empty["n_atoms"]) == 0
+        assert (
+            list(empty) == ["n_atoms"] and empty["n_atoms"].dtype == np.int64 and len(empty["n_atoms"]) == 0
+        )
         rows = [atoms_to_dict(a) for a in frames]
         keys = [k for k in ("calc.energy", "arrays.positions") if k in rows[0]]
         got = db[[]].to_batch(keys)
@@ -199,7 +212,9 @@ class BatchContract:
             expected = expected_batch(frames, order, ["arrays.positions", "calc.forces"], atoms)
             assert_batch_equal(expected, db[order].to_batch(["arrays.positions", "calc.forces"], atoms=atoms))
         small = [i for i in range(len(frames)) if counts[i] < max(counts)]
-        with pytest.raises(IndexError, match=rf"atom index {max(counts) - 1} .*rows {small[0]}.*{min(counts)} to"):
+        with pytest.raises(
+            IndexError, match=rf"atom index {max(counts) - 1} .*rows {small[0]}.*{min(counts)} to"
+        ):
             db[:].to_batch(["arrays.positions"], atoms=[max(counts) - 1])
         with pytest.raises(ValueError, match="to_ragged"):
             db[:]["arrays.positions"].to_numpy(atoms=slice(0, 2))
