@@ -111,3 +111,6 @@ class TestMDTrajBatches(BatchContract):
 
     def sparse_frames(self) -> list[Atoms] | None:
         return None
+
+    def typed_frames(self) -> list[Atoms] | None:
+        return None

@@ -3,7 +3,8 @@
 Test matrix
 -----------
 * data: fixed atom count (:meth:`BatchContract.fixed_frames`), variable atom counts
-  (:meth:`ragged_frames`), keys on some frames only (:meth:`sparse_frames`); a backend that
+  (:meth:`ragged_frames`), keys on some frames only (:meth:`sparse_frames`), per-atom arrays of
+  several dtypes (:meth:`typed_frames`); a backend that
   cannot hold a kind returns None from its hook and those tests skip (capability, not name);
 * indices: any order, repeats, a single row, the empty list, row views and column views;
 * keys: ``None`` (every numeric key all rows share), explicit numeric, non-numeric (lists),
@@ -92,6 +93,10 @@ class BatchContract:
         """Frames carrying different keys, or None when the backend cannot hold them."""
         return make_frames("keys_on_some_frames")
 
+    def typed_frames(self) -> list[Atoms] | None:
+        """A frame with per-atom arrays of several dtypes (float32, int, bool, str), or None."""
+        return make_frames("per_atom_arrays")
+
     def open(self, store: StoreFactory, frames: list[Atoms] | None) -> ASEIO:
         if frames is None:
             pytest.skip("the backend cannot hold these frames")
@@ -122,6 +127,17 @@ class BatchContract:
             np.testing.assert_array_equal(
                 got["arrays.positions"][offsets[j] : offsets[j + 1]], frames[i].positions
             )
+
+    def test_stored_dtypes_kept(self, store: StoreFactory) -> None:
+        frames = self.typed_frames()
+        db = self.open(store, frames)
+        order = [0, 0]
+        got = db[order].to_batch()
+        assert_batch_equal(expected_batch(frames, order, numeric_shared_keys(frames, order)), got)
+        assert got["arrays.custom_f32"].dtype == np.float32 and got["arrays.flags"].dtype == bool
+        labels = db[order].to_batch(["arrays.labels"], atoms=[1, 0])["arrays.labels"]
+        assert isinstance(labels, list) and len(labels) == 2
+        assert_values_equal(frames[0].arrays["labels"][[1, 0]], labels[1])
 
     def test_explicit_keys_and_column_view(self, store: StoreFactory) -> None:
         frames = self.fixed_frames()
