@@ -1,0 +1,88 @@
+"""The batch pieces on their own: a user backend that only has ``read_rows`` gets ``to_batch``;
+chunked reads merge; the atom gather on mixed atom counts; the argument checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from asebytes_nodes import ASEIO
+from asebytes_nodes.backends._base import ReadableBackend
+from asebytes_nodes.batch import atom_gather, merge_batches, read_batch
+from asebytes_nodes.rows import atoms_to_dict
+from asebytes_nodes.testing.batches import expected_batch, numeric_shared_keys
+from asebytes_nodes.testing.frames import assert_values_equal, make_frames
+
+
+class ListBackend(ReadableBackend):
+    """The smallest user backend: a length and ``read_rows``; it counts its calls."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows, self.calls = rows, 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        self.calls += 1
+        return [{k: v for k, v in self.rows[int(i)].items() if keys is None or k in keys} for i in indices]
+
+
+def test_user_backend_inherits_to_batch_built_on_read_rows() -> None:
+    frames = make_frames("periodic_variable_n")
+    backend = ListBackend([atoms_to_dict(a) for a in frames])
+    db = ASEIO(backend)
+    order = [4, 1, 1, 0]
+    got = db[order].to_batch()
+    expected = expected_batch(frames, order, numeric_shared_keys(frames, order))
+    assert list(got) == list(expected)
+    for key in expected:
+        assert_values_equal(expected[key], got[key], key)
+    assert backend.calls == 1
+
+
+def test_chunks_merge_into_one_batch() -> None:
+    frames = make_frames("periodic_variable_n")
+    backend = ListBackend([atoms_to_dict(a) for a in frames])
+    indices = np.array([3, 0, 4, 2, 1])
+    whole = read_batch(backend, indices, ["arrays.positions", "calc.energy", "pbc"])
+    calls = backend.calls
+    parts = read_batch(backend, indices, ["arrays.positions", "calc.energy", "pbc"], chunk_size=2)
+    assert backend.calls - calls == 3
+    for key in whole:
+        assert_values_equal(whole[key], parts[key], key)
+    merged = merge_batches(
+        [{"n_atoms": np.array([1]), "a": [1], "b": np.zeros(1)}, {"n_atoms": np.array([2]), "a": [2]}]
+    )
+    assert list(merged) == ["n_atoms", "a"] and merged["a"] == [1, 2]
+
+
+def test_atom_gather_mixed_counts() -> None:
+    counts = np.array([3, 5, 3, 0])
+    gather, new = atom_gather(counts, slice(1, 3), np.arange(4))
+    assert new.tolist() == [2, 2, 2, 0]
+    assert gather.tolist() == [1, 2, 4, 5, 9, 10]
+    gather, new = atom_gather(counts[:3], np.array([-1, 0]), np.array([7, 8, 9]))
+    assert new.tolist() == [2, 2, 2] and gather.tolist() == [2, 0, 7, 3, 10, 8]
+    with pytest.raises(IndexError, match=r"atom index 4 .*3 atoms of rows 7, 9; the frames here have 3 to 5"):
+        atom_gather(counts[:3], np.array([4]), np.array([7, 8, 9]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"keys": ["energy"]}, KeyError, "flat namespace"),
+        ({"atoms": [[0, 1]]}, TypeError, "1-D"),
+        ({"atoms": [0.5]}, TypeError, "integer"),
+    ],
+)
+def test_arguments_are_checked(kwargs: dict[str, Any], error: type, match: str) -> None:
+    db = ASEIO("memory://")
+    db.extend(make_frames("ethanol"))
+    with pytest.raises(error, match=match):
+        db[[0]].to_batch(**kwargs)
