@@ -19,6 +19,7 @@ __all__ = [
     "InvalidDataError",
     "MissingExtraError",
     "MissingValueError",
+    "PartitionError",
     "RaggedColumnError",
     "ReadOnlyError",
     "RowIndexError",
@@ -120,6 +121,10 @@ class UnsupportedOperationError(ASEBytesError, io.UnsupportedOperation):
 
 class ReadOnlyError(UnsupportedOperationError):
     """A write to a store opened read-only."""
+
+
+class PartitionError(ASEBytesError, RuntimeError):
+    """A partition of a parallel conversion failed; the message names the source range, the cause is chained."""
 
 
 class CacheMismatchError(ASEBytesError, ValueError):

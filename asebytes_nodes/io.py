@@ -239,6 +239,15 @@ class ASEIO:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __add__(self, other: Any) -> ASEIO:
+        """``db1 + db2`` (and ``sum([db1, db2, ...])``): the frames of both, read lazily and read-only."""
+        from .shards import concat
+
+        return concat(self, other) if isinstance(other, (ASEIO, ReadableBackend)) else NotImplemented
+
+    def __radd__(self, other: Any) -> ASEIO:
+        return self if isinstance(other, int) and other == 0 else NotImplemented  # sum() starts at 0
+
     def __reduce__(self) -> tuple[Any, ...]:
         # The backend pickles itself (file backends by path, reopened on load).
         return (ASEIO, (self._backend,))

@@ -158,6 +158,13 @@ _BUILTIN = (
         extra="hf",
         accepts=_B + "_hf:accepts",
     ),
+    # A folder holding a shard manifest, whatever its name (asebytes_nodes.shards).
+    BackendEntry(
+        name="shards",
+        target="asebytes_nodes.shards._backend:ShardedBackend",
+        sniff="asebytes_nodes.shards._manifest:sniff",
+        fallback=True,
+    ),
 )
 
 
@@ -255,6 +262,10 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
             f"no backend for the URI scheme {scheme + '://'!r} in {text!r}; registered: {_describe()}"
         )
     path = Path(text).expanduser()
+    if path.is_dir():  # a folder that names its own format (a shard manifest) wins over its extension
+        for entry in _TABLE.values():
+            if entry.fallback and entry.sniffs(path):
+                return entry
     suffix = path.suffix.lower()
     matches = [e for e in _TABLE.values() if suffix and suffix in e.extensions]
     if len(matches) == 1:

@@ -1,0 +1,294 @@
+"""The sharded dataset as a backend: a manifest and shard stores, read as one list.
+
+The layout and its version history are documented in :mod:`._manifest`. Opening a
+dataset reads the manifest only; a shard is opened (read-only, without lock files) the
+first time one of its rows is read, after checking that its file exists and has the
+size the manifest records. ``len``, ``keys``, ``key_counts`` and the atom counts of all
+frames (:attr:`ShardedBackend.natoms`) need no shard opened.
+
+Writes are appends: :meth:`ShardedBackend.extend` tops up the last shard (written anew
+under another name) and starts new ones, then replaces the manifest. One writer at a
+time holds an ``flock`` on the dataset folder; each write first deletes temporary files
+and shard files no manifest names (what a killed writer leaves).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import os
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..backends._base import ReadableBackend, WritableBackend, path_of
+from ..backends._lmdb_lock import WriterLock
+from ..backends._safety import DEFAULT_LOCK_TIMEOUT
+from ..errors import (
+    InvalidDataError,
+    MissingExtraError,
+    StoreCorruptedError,
+    StoreNotFoundError,
+    UnsupportedOperationError,
+)
+from ..registry import open_backend
+from ._concat import ConcatBackend
+from ._manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST, TEMP_PREFIX, Manifest, ShardEntry, digest
+from ._write import (
+    DEFAULT_SHARD_BYTES,
+    backend_class,
+    frames_per_shard,
+    read_range,
+    remove_path,
+    write_shard,
+)
+
+__all__ = ["ShardedBackend"]
+
+
+class ShardedBackend(ConcatBackend, WritableBackend):
+    """A folder of shard stores with a manifest, read and appended to as one list.
+
+    >>> from asebytes_nodes import ASEIO
+    >>> db = ASEIO("frames/", backend="shards", shard_backend="lmdb", shard_frames=100_000)  # doctest: +SKIP
+    >>> ASEIO("frames/")  # an existing dataset is recognised by its manifest  # doctest: +SKIP
+
+    Parameters
+    ----------
+    target
+        The dataset folder (created with an empty manifest when missing, unless ``readonly``).
+    readonly
+        Refuse every write.
+    shard_backend
+        Registry name of the shard stores (``lmdb``, ``zarr``, ``h5md``); for a new dataset
+        (default ``lmdb``). An existing dataset keeps its own, and a different name is refused.
+    shard_frames, shard_bytes
+        Rows per full shard, or the bytes a shard should hold (default 128 MiB, turned into a
+        row count from the first rows written); for a new dataset.
+    shard_options
+        Options for the shard backend's constructor when writing shards.
+    lock_timeout
+        Seconds a write waits for another writer of the dataset.
+    """
+
+    name: ClassVar[str] = "shards"
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        shard_backend: str | None = None,
+        shard_frames: int | None = None,
+        shard_bytes: int | None = None,
+        shard_options: dict[str, Any] | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        self._folder = path_of(os.fspath(target))
+        self.readonly = readonly
+        self._settings = {
+            "shard_backend": shard_backend,
+            "shard_frames": shard_frames,
+            "shard_bytes": shard_bytes,
+            "shard_options": shard_options,
+            "lock_timeout": lock_timeout,
+        }
+        self._shard_bytes = shard_bytes or DEFAULT_SHARD_BYTES
+        self._shard_options = dict(shard_options or {})
+        if not (self._folder / MANIFEST).is_file():
+            self._create(shard_backend or "lmdb", shard_frames)
+        self._lock = WriterLock(self._folder, store=str(self._folder), timeout=lock_timeout)
+        self._load()
+        if shard_backend is not None and shard_backend != self._manifest.backend:
+            raise InvalidDataError(
+                f"{self._folder}: the dataset's shards are {self._manifest.backend!r} stores, not "
+                f"{shard_backend!r}; drop shard_backend= or write a new dataset"
+            )
+
+    def _create(self, backend: str, shard_frames: int | None) -> None:
+        folder = self._folder
+        if self.readonly:
+            raise StoreNotFoundError(f"{folder}: no sharded dataset here (no {MANIFEST}); check the path")
+        if folder.exists():
+            foreign = sorted(p.name for p in folder.iterdir() if not p.name.startswith(TEMP_PREFIX))
+            if foreign:
+                raise InvalidDataError(
+                    f"{folder}: not a sharded dataset (no {MANIFEST}) and not empty ({', '.join(foreign[:5])}"
+                    "...); choose an empty or new folder"
+                )
+        backend_class(backend)  # an unknown or uninstalled backend fails before any file is made
+        folder.mkdir(parents=True, exist_ok=True)
+        if shard_frames is not None and shard_frames < 1:
+            raise InvalidDataError(f"shard_frames must be at least 1, got {shard_frames}")
+        Manifest(backend=backend, shard_frames=shard_frames or 0).save(folder)
+
+    def _load(self) -> None:
+        try:
+            self._manifest = Manifest.load(self._folder)
+        except FileNotFoundError:
+            raise StoreNotFoundError(f"{self._folder}: the manifest {MANIFEST} is gone") from None
+        self._set_parts(
+            [s.rows for s in self._manifest.shards],
+            [partial(self._open_shard, p) for p in range(len(self._manifest.shards))],
+        )
+        self._natoms: np.ndarray | None = None
+
+    # -- reading -----------------------------------------------------------------------------
+    def _open_shard(self, p: int) -> ReadableBackend:
+        entry = self._manifest.shards[p]
+        path = self._folder / entry.file
+        rows = f"rows {int(self._starts[p])}-{int(self._starts[p + 1]) - 1}"
+        if not path.exists():
+            raise StoreCorruptedError(
+                f"{self._folder}: shard file {entry.file} ({rows}) is missing; restore it "
+                "(dvc checkout / dvc pull), or rewrite the dataset"
+            )
+        size = digest(path)[0] if path.is_dir() else path.stat().st_size
+        if size != entry.size:
+            raise StoreCorruptedError(
+                f"{self._folder}: shard file {entry.file} ({rows}) is {size} bytes, but the manifest "
+                f"says {entry.size}: it was truncated or modified; restore it or rewrite the dataset"
+            )
+        options: dict[str, Any] = {}
+        cls = backend_class(self._manifest.backend)[0]
+        if "lock" in inspect.signature(cls).parameters:
+            options["lock"] = False  # shards never change once named: no lock file in the dataset
+        try:
+            shard = open_backend(os.fspath(path), backend=self._manifest.backend, readonly=True, **options)
+        except MissingExtraError:
+            raise
+        except Exception as exc:
+            raise StoreCorruptedError(
+                f"{self._folder}: shard file {entry.file} ({rows}) cannot be opened: {exc}"
+            ) from exc
+        if len(shard) != entry.rows:
+            shard.close()
+            raise StoreCorruptedError(
+                f"{self._folder}: shard file {entry.file} ({rows}) holds {len(shard)} rows, but the "
+                f"manifest says {entry.rows}; restore it or rewrite the dataset"
+            )
+        return shard
+
+    def _counts(self, p: int) -> dict[str, int]:
+        return self._manifest.shards[p].keys
+
+    def _where(self, p: int) -> str:
+        return f"shard file {self._manifest.shards[p].file}"
+
+    @property
+    def natoms(self) -> np.ndarray:
+        """Atom count of every frame (uint32), from the manifest's array: no shard is opened."""
+        if self._natoms is None:
+            self._natoms = self._manifest.load_natoms(self._folder)
+        return self._natoms
+
+    @property
+    def shards(self) -> list[ShardEntry]:
+        """The manifest's shard entries, in order."""
+        return list(self._manifest.shards)
+
+    @property
+    def location(self) -> str:
+        return os.fspath(self._folder)
+
+    def format_info(self) -> dict[str, Any]:
+        m = self._manifest
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "shard_backend": m.backend,
+            "shards": len(m.shards),
+            "shard_frames": m.shard_frames,
+        }
+
+    def check(self) -> list[str]:
+        """Inherited; also each shard's size and content hash against the manifest, and the atom counts."""
+        problems: list[str] = []
+        for entry in self._manifest.shards:
+            path = self._folder / entry.file
+            if not path.exists():
+                problems.append(f"shard file {entry.file}: missing")
+            elif digest(path) != (entry.size, entry.sha256):
+                problems.append(f"shard file {entry.file}: its bytes differ from the manifest's size/sha256")
+        try:
+            self.natoms
+        except StoreCorruptedError as exc:
+            problems.append(str(exc))
+        if problems:
+            return problems
+        return super().check()
+
+    # -- writing -----------------------------------------------------------------------------
+    def extend(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Inherited; tops up the last shard (as a new file) and starts new ones, then replaces the manifest."""
+        self._check_writable()
+        if not len(rows):
+            return
+        with self._lock.exclusive():
+            self.close()
+            self._load()  # another handle may have written since
+            old = self._manifest
+            self._clean(old)
+            cap = old.shard_frames or frames_per_shard(list(rows[:256]), self._shard_bytes)
+            shards = list(old.shards)
+            natoms = [np.asarray(self.natoms, dtype=np.uint32)]
+            replaced: list[str] = []
+            pos = 0
+            if shards and shards[-1].rows < cap:
+                last = len(shards) - 1
+                pos = min(cap - shards[-1].rows, len(rows))
+                kept = read_range(self._part(last), 0, shards[-1].rows)
+                entry, counts = self._write(last, itertools.chain(kept, rows[:pos]))
+                replaced.append(shards[-1].file)
+                shards[-1] = entry
+                natoms = [natoms[0][: int(self._starts[last])], counts]
+            while pos < len(rows):
+                entry, counts = self._write(len(shards), rows[pos : pos + cap])
+                shards.append(entry)
+                natoms.append(counts)
+                pos += cap
+            new = Manifest(backend=old.backend, shard_frames=cap, shards=shards)
+            new.save_natoms(self._folder, np.concatenate(natoms))
+            new.save(self._folder)
+            self.close()
+            if old.natoms_file and old.natoms_file != new.natoms_file:
+                replaced.append(old.natoms_file)
+            for name in replaced:
+                remove_path(self._folder / name)
+            self._load()
+
+    def _write(self, index: int, rows: Any) -> tuple[ShardEntry, np.ndarray]:
+        return write_shard(self._folder, index, rows, self._manifest.backend, self._shard_options)
+
+    def _clean(self, manifest: Manifest) -> None:
+        """Delete temporary files and shard/atom-count files the manifest does not name."""
+        keep = {s.file for s in manifest.shards} | {manifest.natoms_file}
+        for item in self._folder.iterdir():
+            name = item.name
+            if name.startswith(TEMP_PREFIX) or (name.startswith(("shard-", "natoms-")) and name not in keep):
+                remove_path(item)
+
+    def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
+        self._check_writable()
+        raise UnsupportedOperationError(self._append_only("replace rows"))
+
+    def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
+        self._check_writable()
+        raise UnsupportedOperationError(self._append_only("update rows"))
+
+    def _append_only(self, what: str) -> str:
+        return (
+            f"{self._folder}: a sharded dataset cannot {what}: its shards never change once written "
+            "(so DVC keeps them); copy the frames, changed, into a new dataset (asebytes_nodes.convert)"
+        )
+
+    def _check_writable(self) -> None:
+        WritableBackend._check_writable(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"target": os.fspath(self._folder), "readonly": self.readonly, **self._settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state.pop("target"), **state)  # type: ignore[misc]

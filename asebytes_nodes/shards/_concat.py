@@ -1,0 +1,182 @@
+"""Several stores read as one list: ``db1 + db2``, ``sum(stores)`` and the shards of a dataset.
+
+A row is found by bisection (``np.searchsorted``) over the cumulative lengths of the
+parts; a batch of rows is grouped by part, so each part gets one ``read_rows`` call,
+and handed back in the order asked. Column reads concatenate the parts' columns.
+Parts are opened on first use (a sharded dataset opens only the shards it reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..backends._base import MISSING, ColumnInfo, ReadableBackend
+from ..errors import ReadOnlyError
+
+if TYPE_CHECKING:
+    from ..io import ASEIO
+
+__all__ = ["ConcatBackend", "concat"]
+
+
+class ConcatBackend(ReadableBackend):
+    """Read-only concatenation of readable backends, in order.
+
+    >>> from asebytes_nodes import ASEIO
+    >>> from ase.build import molecule
+    >>> a, b = ASEIO("memory://"), ASEIO("memory://")
+    >>> a.extend([molecule("H2O")]); b.extend([molecule("CH4"), molecule("NH3")])
+    >>> both = a + b
+    >>> len(both), both[1].get_chemical_formula()
+    (3, 'CH4')
+    """
+
+    name: ClassVar[str] = "concat"
+
+    def __init__(self, parts: Sequence[ReadableBackend]) -> None:
+        flat: list[ReadableBackend] = []
+        for part in parts:  # (a + b) + c is one level, not a tree
+            flat.extend(part._parts() if type(part) is ConcatBackend else [part])  # type: ignore[arg-type]
+        self._set_parts([len(p) for p in flat], [_given(p) for p in flat])
+        self._handles = list(flat)
+
+    def _set_parts(self, lengths: Sequence[int], openers: Sequence[Callable[[], ReadableBackend]]) -> None:
+        self._openers = list(openers)
+        self._handles: list[ReadableBackend | None] = [None] * len(openers)
+        self._starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(np.asarray(lengths, dtype=np.int64), out=self._starts[1:])
+
+    def _parts(self) -> list[ReadableBackend]:
+        return [self._part(p) for p in range(len(self._openers))]
+
+    def _part(self, p: int) -> ReadableBackend:
+        handle = self._handles[p]
+        if handle is None:
+            handle = self._handles[p] = self._openers[p]()
+        return handle
+
+    def _locate(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(part, row within the part) of each dataset row."""
+        idx = np.asarray(indices, dtype=np.int64)
+        part = np.searchsorted(self._starts, idx, side="right") - 1
+        return part, idx - self._starts[part]
+
+    def _groups(self, indices: Sequence[int] | np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(part, positions in ``indices``, rows within the part), one group per part touched."""
+        part, local = self._locate(indices)
+        if len(part) and part[0] == part[-1] and (part == part[0]).all():
+            yield int(part[0]), np.arange(len(part)), local
+            return
+        order = np.argsort(part, kind="stable")
+        bounds = np.flatnonzero(np.diff(part[order])) + 1
+        for positions in np.split(order, bounds):
+            if len(positions):
+                yield int(part[positions[0]]), positions, local[positions]
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        out: list[Any] = [None] * len(indices)
+        for p, positions, local in self._groups(indices):
+            for j, row in zip(positions.tolist(), self._part(p).read_rows(local, keys), strict=True):
+                out[j] = row
+        return out
+
+    def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
+        pieces = [(positions, self._part(p).read_column(key, local)) for p, positions, local in self._groups(indices)]
+        if len(pieces) == 1:
+            return pieces[0][1]
+        if pieces and all(isinstance(v, np.ndarray) for _, v in pieces):
+            try:
+                joined = np.concatenate([v for _, v in pieces])
+            except ValueError:  # parts disagree on the trailing shape: per-row values then
+                joined = None
+            if joined is not None and all(v.dtype == joined.dtype for _, v in pieces):  # type: ignore[union-attr]
+                out = np.empty_like(joined)
+                out[np.concatenate([pos for pos, _ in pieces])] = joined
+                return out
+        values: list[Any] = [MISSING] * len(indices)
+        for positions, part_values in pieces:
+            for j, value in zip(positions.tolist(), list(part_values), strict=True):
+                values[j] = value
+        return values
+
+    def columns(self, index: int = 0) -> list[str]:
+        part, local = self._locate([index])
+        return self._part(int(part[0])).columns(int(local[0]))
+
+    def _counts(self, p: int) -> dict[str, int]:
+        """How many rows of part ``p`` carry each key."""
+        return self._part(p).key_counts()
+
+    def key_counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for p in range(len(self._openers)):
+            for key, count in self._counts(p).items():
+                total[key] = total.get(key, 0) + count
+        return dict(sorted(total.items()))
+
+    def keys(self) -> list[str]:
+        return list(self.key_counts())
+
+    def schema(self) -> dict[str, ColumnInfo]:
+        """Inherited; each key described by the first part that carries it."""
+        result: dict[str, ColumnInfo] = {}
+        for p in range(len(self._openers)):
+            wanted = [k for k in self._counts(p) if k not in result]
+            if wanted:
+                described = self._part(p).schema()
+                result.update({k: described[k] for k in wanted if k in described})
+        return dict(sorted(result.items()))
+
+    def _where(self, p: int) -> str:
+        return f"part {p}"
+
+    def check(self) -> list[str]:
+        """Inherited; each part checks itself, its problems prefixed with the part and its first row."""
+        problems: list[str] = []
+        for p in range(len(self._openers)):
+            prefix = f"{self._where(p)} (dataset rows from {int(self._starts[p])})"
+            problems.extend(f"{prefix}: {problem}" for problem in self._part(p).check())
+        return problems
+
+    def format_info(self) -> dict[str, Any]:
+        return {"format": "concatenation", "parts": len(self._openers)}
+
+    def close(self) -> None:
+        for p, handle in enumerate(self._handles):
+            if handle is not None:
+                handle.close()
+                self._handles[p] = None  # an opener reopens it (or hands back the given instance)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"parts": self._parts()}  # each part pickles itself (file stores by path)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["parts"])  # type: ignore[misc]
+
+    def _check_writable(self) -> None:
+        raise ReadOnlyError(
+            "a concatenation of stores (db1 + db2) is read-only; write to one of its stores, or copy "
+            "the frames into a new store: ASEIO('all.lmdb').extend(db1 + db2)"
+        )
+
+
+def _given(backend: ReadableBackend) -> Callable[[], ReadableBackend]:
+    def opener() -> ReadableBackend:
+        return backend
+
+    return opener
+
+
+def concat(*stores: Any) -> ASEIO:
+    """Stores (``ASEIO`` or backends) read as one lazy, read-only ``ASEIO``: what ``db1 + db2`` gives."""
+    from ..io import ASEIO
+
+    return ASEIO(ConcatBackend([s.backend if isinstance(s, ASEIO) else s for s in stores]))

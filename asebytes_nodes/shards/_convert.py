@@ -1,0 +1,251 @@
+"""Converting a store into a sharded dataset, one shard per partition, serially or on Dask.
+
+The source is cut into partitions of ``shard_frames`` rows (the cut depends on the
+source and ``shard_frames`` only, never on the number of workers). Each task reads its
+own rows: an extxyz file by its rows of the byte-offset index (:mod:`.._xyzindex`),
+sent with the task and parsed in the worker; any other store by row range, opened in
+the worker (by path, or from the pickled backend). Each task writes its shard under a
+temporary name, renames it, and records it in a journal file. The manifest is written
+last, in a work folder ``.<name>.partial`` beside the target that is then renamed to
+the target: a failed conversion leaves no dataset, and its rerun keeps every shard whose
+journal entry, source range and hash still match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends._asefile import ASEFileBackend, _ExtxyzFrames
+from ..backends._base import ReadableBackend, path_of
+from ..backends._lmdb_lock import WriterLock
+from ..errors import PartitionError, StoreCorruptedError
+from ..registry import open_backend
+from ..rows import gc_paused
+from ._engines import engine_for
+from ._manifest import MANIFEST, TEMP_PREFIX, Manifest, ShardEntry, digest, sync_folder, write_atomic
+from ._write import DEFAULT_SHARD_BYTES, frames_per_shard, read_range, remove_path, sample_rows, write_shard
+
+__all__ = ["Partition", "convert_sharded", "run_partition"]
+
+_JOURNAL = ".convert-{:05d}.json"
+
+
+class _XyzRange(_ExtxyzFrames):
+    """Frames ``first:first + n`` of an extxyz file, located by the rows of its index sent along."""
+
+    def __init__(self, path: Path, table: np.ndarray, first: int) -> None:
+        self._path, self._table, self._first = path, table, first
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def _corrupt(self, i: int, what: str, exc: Exception) -> StoreCorruptedError:
+        return StoreCorruptedError(
+            f"{self._path}: frame {self._first + i} (byte {int(self._table[i, 0])}) cannot be read as "
+            f"{what}: {type(exc).__name__}: {exc}"
+        )
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One task: source rows ``start:stop`` become shard ``index`` of ``folder``."""
+
+    index: int
+    start: int
+    stop: int
+    source: Any  # a path or URI (opened in the worker), or a picklable backend
+    source_options: dict[str, Any]
+    xyz_table: np.ndarray | None  # extxyz only: index rows start..stop (the last is the end)
+    folder: str
+    backend: str
+    options: dict[str, Any]
+    stamp: str  # what identifies the source version, for the journal
+
+    def describe(self) -> str:
+        where = self.source if isinstance(self.source, str) else repr(self.source)
+        return f"{where}: source rows {self.start}-{self.stop - 1} (partition {self.index})"
+
+    def journal_key(self) -> dict[str, Any]:
+        return {
+            "source": self.stamp,
+            "start": self.start,
+            "stop": self.stop,
+            "backend": self.backend,
+            "options": repr(sorted(self.options.items())),
+        }
+
+    def rows(self) -> Any:
+        """The partition's rows, read in this process."""
+        if self.xyz_table is not None:
+            frames = _XyzRange(Path(self.source), self.xyz_table, self.start)
+            try:
+                n = len(self.xyz_table) - 1
+                for lo in range(0, n, 1000):
+                    with gc_paused():
+                        batch = frames.rows(np.arange(lo, min(lo + 1000, n)), None)
+                    yield from batch
+            finally:
+                frames.close()
+            return
+        backend = self.source
+        if isinstance(backend, str):
+            backend = open_backend(backend, readonly=True, **self.source_options)
+        try:
+            yield from read_range(backend, self.start, self.stop)
+        finally:
+            if backend is not self.source:
+                backend.close()
+
+
+def run_partition(part: Partition) -> dict[str, Any]:
+    """Write one partition's shard (or keep the one a previous run finished); its journal entry."""
+    folder = Path(part.folder)
+    journal = folder / _JOURNAL.format(part.index)
+    try:
+        done = _finished(journal, part)
+        if done is not None:
+            return done
+        entry, natoms = write_shard(folder, part.index, part.rows(), part.backend, part.options)
+        record = {"key": part.journal_key(), "entry": entry.to_json(), "natoms": natoms.tolist()}
+        write_atomic(journal, json.dumps(record).encode())
+        return record
+    except Exception as exc:
+        raise PartitionError(f"{part.describe()} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _finished(journal: Path, part: Partition) -> dict[str, Any] | None:
+    """The journal entry of a shard a previous run wrote for this very partition, if it is intact."""
+    try:
+        record = json.loads(journal.read_bytes())
+        entry = ShardEntry.from_json(record["entry"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    path = Path(part.folder) / entry.file
+    if record.get("key") != part.journal_key() or not path.exists():
+        return None
+    return record if digest(path) == (entry.size, entry.sha256) else None
+
+
+def _stamp(source: Any, backend: ReadableBackend) -> str:
+    """The source's location, size and modification time (or its length, for other stores)."""
+    where = backend.location or repr(backend)
+    if where and os.path.exists(where):
+        st = os.stat(where)
+        return f"{os.path.realpath(where)}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{where}:{len(backend)}"
+
+
+def convert_sharded(
+    source: Any,
+    target: str | os.PathLike[str],
+    *,
+    backend: str = "lmdb",
+    shard_frames: int | None = None,
+    shard_bytes: int | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    source_options: dict[str, Any] | None = None,
+    shard_options: dict[str, Any] | None = None,
+    show_progress: bool | None = None,
+) -> int:
+    """Write every frame of ``source`` as a sharded dataset at the folder ``target``; the frame count.
+
+    >>> convert_sharded("big.extxyz", "big/", backend="lmdb", shard_frames=100_000, workers=8)  # doctest: +SKIP
+
+    ``workers > 1`` starts a ``dask.distributed.LocalCluster`` of that many worker processes
+    (one thread each) for this call; ``scheduler`` names a running cluster's scheduler
+    instead (``"tcp://host:8786"``) or one of Dask's local schedulers (``"synchronous"``).
+    The shards do not depend on the number of workers: the same input gives the same bytes.
+
+    On a SLURM cluster (``pip install dask-jobqueue``), start the workers as jobs and pass the
+    scheduler's address; the target folder must be on a file system every job sees::
+
+        from dask_jobqueue import SLURMCluster
+        cluster = SLURMCluster(cores=1, processes=1, memory="4GB", walltime="02:00:00")
+        cluster.scale(jobs=64)
+        convert_sharded("omat.extxyz", "/scratch/omat/", shard_frames=200_000,
+                        scheduler=cluster.scheduler_address)
+
+    Scripts that start a ``LocalCluster`` must run it under ``if __name__ == "__main__":``
+    (the worker processes import the main module).
+
+    A failing partition raises :class:`~asebytes_nodes.errors.PartitionError` naming its source
+    rows, and no dataset appears at ``target``; the next call keeps the finished shards.
+    """
+    final = path_of(os.fspath(target))
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final}: already exists; pass overwrite=True (--overwrite) to replace it")
+    work = final.with_name(f".{final.name}.partial")
+    work.mkdir(parents=True, exist_ok=True)
+    opened = not isinstance(source, ReadableBackend) and not hasattr(source, "backend")
+    src: ReadableBackend = (
+        open_backend(source, readonly=True, **(source_options or {}))
+        if opened
+        else getattr(source, "backend", source)
+    )
+    try:
+        with WriterLock(work, store=str(final), timeout=0).exclusive():
+            for item in work.iterdir():
+                if item.name.startswith(TEMP_PREFIX):
+                    remove_path(item)
+            n = len(src)
+            cap = shard_frames or frames_per_shard(sample_rows(src, 0, n), shard_bytes or DEFAULT_SHARD_BYTES)
+            tasks = _partitions(source if opened else src, src, n, cap, work, backend, source_options, shard_options)
+            with closing(engine_for(workers, scheduler, show_progress)) as engine:
+                records = engine.map(run_partition, tasks, desc=f"converting to {final.name}")
+            manifest = Manifest(backend=backend, shard_frames=cap)
+            manifest.shards = [ShardEntry.from_json(r["entry"]) for r in records]
+            natoms = [np.asarray(r["natoms"], dtype=np.uint32) for r in records]
+            manifest.save_natoms(work, np.concatenate(natoms) if natoms else np.zeros(0, np.uint32))
+            manifest.save(work)
+            keep = {s.file for s in manifest.shards} | {MANIFEST, manifest.natoms_file}
+            for item in work.iterdir():
+                if item.name not in keep:
+                    remove_path(item)
+        remove_path(final)
+        os.replace(work, final)
+        sync_folder(final.parent)
+    finally:
+        if opened:
+            src.close()
+    return manifest.frames
+
+
+def _partitions(
+    source: Any,
+    src: ReadableBackend,
+    n: int,
+    cap: int,
+    work: Path,
+    backend: str,
+    source_options: dict[str, Any] | None,
+    shard_options: dict[str, Any] | None,
+) -> list[Partition]:
+    table = None
+    if isinstance(src, ASEFileBackend) and isinstance(src._frames, _ExtxyzFrames):
+        table = src._frames._table  # workers parse their own byte ranges
+        source = os.fspath(src.location)
+    elif isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    stamp = _stamp(source, src)
+    return [
+        Partition(
+            index=k,
+            start=start,
+            stop=min(start + cap, n),
+            source=source,
+            source_options=dict(source_options or {}) if table is None else {},
+            xyz_table=None if table is None else table[start : min(start + cap, n) + 1].copy(),
+            folder=os.fspath(work),
+            backend=backend,
+            options=dict(shard_options or {}),
+            stamp=stamp,
+        )
+        for k, start in enumerate(range(0, n, cap))
+    ]

@@ -1,0 +1,119 @@
+"""Where partition tasks run: one small interface, a serial loop and Dask behind it.
+
+Work is cut into independent tasks by a plain function; an engine only maps that
+function over the tasks and returns the results in task order (the shape of
+MDAnalysis' ``analysis/backends.py``). Dask is imported only when a Dask engine is
+chosen; without it installed that fails with the ``pip install`` to run.
+
+* ``workers=1`` and no ``scheduler``: :class:`SerialEngine`, in this process.
+* ``scheduler="synchronous"`` (or ``"threads"``, ``"processes"``): Dask's local
+  schedulers through ``dask.compute`` (the synchronous one gives fast, deterministic tests).
+* ``workers>1``: a ``dask.distributed.LocalCluster`` of ``workers`` processes with one
+  thread each, started here and closed at the end.
+* ``scheduler="tcp://host:8786"``: the scheduler of a running cluster, for instance one a
+  ``dask_jobqueue.SLURMCluster`` started (see :func:`asebytes_nodes.shards.convert_sharded`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from ..errors import MissingExtraError
+from ..progress import progress
+
+__all__ = ["DaskEngine", "Engine", "SerialEngine", "engine_for"]
+
+_LOCAL_SCHEDULERS = ("synchronous", "sync", "single-threaded", "threads", "processes")
+
+
+class Engine(Protocol):
+    """Maps a function over tasks; results come back in task order."""
+
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, desc: str) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class SerialEngine:
+    """Every task in this process, one after the other."""
+
+    def __init__(self, show_progress: bool | None = None) -> None:
+        self._show = show_progress
+
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, desc: str) -> list[Any]:
+        results = []
+        with progress(len(tasks), desc, unit="partitions", enabled=self._show) as bar:
+            for task in tasks:
+                results.append(fn(task))
+                bar.update(1)
+        return results
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class DaskEngine:
+    """Tasks on Dask: a local scheduler, a ``LocalCluster`` of worker processes, or a running cluster."""
+
+    def __init__(self, workers: int, scheduler: str | None, show_progress: bool | None = None) -> None:
+        try:
+            import dask  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtraError(
+                f"parallel conversion needs Dask ({exc}); install it with: pip install \"asebytes-nodes[dask]\""
+            ) from exc
+        self._show = show_progress
+        self._local = scheduler if scheduler in _LOCAL_SCHEDULERS else None
+        self._client: Any = None
+        self._cluster: Any = None
+        if self._local is not None:
+            return
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise MissingExtraError(
+                f"a Dask cluster needs dask.distributed ({exc}); install it with: "
+                'pip install "asebytes-nodes[dask]"'
+            ) from exc
+        if scheduler is None:
+            self._cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            self._client = Client(self._cluster)
+        else:
+            self._client = Client(scheduler)
+
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, desc: str) -> list[Any]:
+        if self._local is not None:
+            import dask
+
+            return list(dask.compute(*[dask.delayed(fn, pure=False)(t) for t in tasks], scheduler=self._local))
+        from distributed import as_completed
+
+        # retries=1: a task whose worker died runs again elsewhere (its shard has a temporary
+        # name until complete, so a killed attempt leaves no partial shard)
+        futures = self._client.map(fn, list(tasks), pure=False, retries=1)
+        try:
+            with progress(len(tasks), desc, unit="partitions", enabled=self._show) as bar:
+                for future in as_completed(futures):
+                    future.result()  # the first failure raises here, with the task's own error
+                    bar.update(1)
+            return [f.result() for f in futures]
+        finally:
+            self._client.cancel(futures)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def engine_for(workers: int, scheduler: str | None, show_progress: bool | None = None) -> Engine:
+    """The serial engine for one worker and no scheduler, else Dask."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1 and scheduler is None:
+        return SerialEngine(show_progress)
+    return DaskEngine(workers, scheduler, show_progress)

@@ -1,0 +1,226 @@
+"""The manifest of a sharded dataset: what a directory of shard stores holds, read without opening one.
+
+On-disk layout (version 1)
+--------------------------
+A directory (any name) holding:
+
+=============================  ========================================================
+name                           content
+=============================  ========================================================
+``asebytes-shards.json``       the manifest (below); its presence makes the directory a dataset
+``shard-NNNNN.nR<ext>``        shard ``NNNNN`` (from 0) holding ``R`` rows, a store of the
+                               shard backend (``.lmdb`` file, ``.zarr`` folder, ``.h5`` file)
+``natoms-<16 hex>.npy``        uint32 atom count of every frame, in dataset order (numpy
+                               ``.npy``); the hex is the start of its sha256
+``.tmp-*``                     temporary files of a writer; ignored by readers, deleted by
+                               the next writer
+``.convert-NNNNN.json``        (inside a conversion's work folder only) the entry of a finished
+                               partition, so a rerun after a crash keeps its shard
+=============================  ========================================================
+
+The manifest is JSON: ``format`` (``"asebytes_nodes.shards"``), ``version``, ``backend``
+(the shard backend's registry name), ``shard_frames`` (rows per full shard), ``frames``,
+``natoms`` (``{"file", "sha256"}``) and ``shards``: one ``{"file", "rows", "size",
+"sha256", "keys"}`` per shard, where ``size`` is bytes on disk, ``sha256`` the digest of
+the store's bytes (a folder store: of its files' relative paths and digests, sorted) and
+``keys`` how many rows carry each key.
+
+Shards are immutable once a manifest names them: a writer that adds rows to the last,
+partly filled shard writes a new file with another row count in its name, and deletes
+the old one only after the new manifest is in place. The manifest is replaced
+atomically (temporary file, ``fsync``, ``os.replace``, ``fsync`` of the folder) after
+every shard it names is on disk, so a crash leaves the previous manifest and its shards.
+
+Version history
+---------------
+1. First layout (asebytes-nodes 0.1, issue 16).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends._base import check_format_record
+from ..errors import StoreCorruptedError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "TEMP_PREFIX",
+    "Manifest",
+    "ShardEntry",
+    "digest",
+    "shard_name",
+    "sniff",
+]
+
+FORMAT_NAME = "asebytes_nodes.shards"
+FORMAT_VERSION = 1
+MANIFEST = "asebytes-shards.json"
+TEMP_PREFIX = ".tmp-"
+_BLOCK = 1 << 22
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as the manifest records it."""
+
+    file: str
+    rows: int
+    size: int
+    sha256: str
+    keys: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "rows": self.rows, "size": self.size, "sha256": self.sha256, "keys": self.keys}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ShardEntry:
+        return cls(str(data["file"]), int(data["rows"]), int(data["size"]), str(data["sha256"]), dict(data["keys"]))
+
+
+@dataclass
+class Manifest:
+    """What a sharded dataset holds; ``natoms`` is loaded on first use."""
+
+    backend: str
+    shard_frames: int
+    shards: list[ShardEntry] = field(default_factory=list)
+    natoms_file: str | None = None
+    natoms_sha256: str | None = None
+
+    @property
+    def frames(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "backend": self.backend,
+            "shard_frames": self.shard_frames,
+            "frames": self.frames,
+            "natoms": {"file": self.natoms_file, "sha256": self.natoms_sha256},
+            "shards": [s.to_json() for s in self.shards],
+        }
+
+    @classmethod
+    def load(cls, folder: Path) -> Manifest:
+        """The manifest of ``folder``; FormatVersionError for a newer layout, StoreCorruptedError for junk."""
+        path = folder / MANIFEST
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise StoreCorruptedError(f"{path}: cannot be read as a shard manifest ({exc})") from exc
+        check_format_record(str(path), data, FORMAT_NAME, FORMAT_VERSION, "sharded dataset")
+        try:
+            manifest = cls(
+                backend=str(data["backend"]),
+                shard_frames=int(data["shard_frames"]),
+                shards=[ShardEntry.from_json(s) for s in data["shards"]],
+                natoms_file=data["natoms"]["file"],
+                natoms_sha256=data["natoms"]["sha256"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreCorruptedError(f"{path}: the manifest lacks or mangles a field ({exc!r})") from exc
+        for entry in manifest.shards:  # names come from a file: never let one point elsewhere
+            if Path(entry.file).name != entry.file or entry.file.startswith("."):
+                raise StoreCorruptedError(f"{path}: refused shard file name {entry.file!r}")
+        if int(data.get("frames", -1)) != manifest.frames:
+            raise StoreCorruptedError(
+                f"{path}: says {data.get('frames')} frames but its shards hold {manifest.frames}"
+            )
+        return manifest
+
+    def save(self, folder: Path) -> None:
+        """Replace the manifest atomically (the shards and natoms file must be on disk already)."""
+        write_atomic(folder / MANIFEST, json.dumps(self.to_json(), indent=1).encode())
+
+    def load_natoms(self, folder: Path) -> np.ndarray:
+        """Atom count of every frame (uint32), checked against the manifest."""
+        if not self.shards:
+            return np.zeros(0, dtype=np.uint32)
+        path = folder / str(self.natoms_file)
+        try:
+            natoms = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise StoreCorruptedError(f"{path}: the atom counts of the dataset cannot be read ({exc})") from exc
+        if natoms.ndim != 1 or len(natoms) != self.frames:
+            raise StoreCorruptedError(f"{path}: holds {natoms.shape} atom counts for {self.frames} frames")
+        return natoms
+
+    def save_natoms(self, folder: Path, natoms: np.ndarray) -> None:
+        """Write ``natoms`` under a content-derived name and record it (the manifest is saved later)."""
+        data = np.ascontiguousarray(natoms, dtype="<u4")
+        tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}-natoms.npy"
+        with open(tmp, "wb") as f:
+            np.save(f, data, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        sha = digest(tmp)[1]
+        name = f"natoms-{sha[:16]}.npy"
+        os.replace(tmp, folder / name)
+        self.natoms_file, self.natoms_sha256 = name, sha
+
+
+def shard_name(index: int, rows: int, extension: str) -> str:
+    """File name of shard ``index`` holding ``rows`` rows (a refilled shard gets a new name)."""
+    return f"shard-{index:05d}.n{rows}{extension}"
+
+
+def digest(path: Path) -> tuple[int, str]:
+    """(bytes on disk, sha256) of a file, or of a folder's files by relative path, sorted."""
+    if path.is_dir():
+        outer = hashlib.sha256()
+        total = 0
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            size, sha = digest(item)
+            total += size
+            outer.update(f"{item.relative_to(path).as_posix()}\0{sha}\n".encode())
+        return total, outer.hexdigest()
+    inner = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            inner.update(block)
+            size += len(block)
+    return size, inner.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file and a rename."""
+    tmp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{path.name}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """``fsync`` a folder so the renames inside it survive a power loss."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sniff(path: Path) -> bool:
+    """Is ``path`` a folder holding a shard manifest? (For the registry; never raises.)"""
+    try:
+        return (Path(path) / MANIFEST).is_file()
+    except OSError:
+        return False

@@ -1,0 +1,112 @@
+"""Writing one shard: a new store under a temporary name, moved into place when complete.
+
+Rows go to the shard backend in chunks of :data:`CHUNK_ROWS`, whatever the caller's
+batches, so the same rows always give the same bytes (an LMDB shard written by one
+worker or by eight is byte-identical, and DVC stores it once).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends._base import ReadableBackend
+from ..codec import encode_row
+from ..registry import resolve_backend
+from ._manifest import TEMP_PREFIX, ShardEntry, digest, shard_name, sync_folder
+
+__all__ = ["CHUNK_ROWS", "DEFAULT_SHARD_BYTES", "backend_class", "frames_per_shard", "remove_path", "write_shard"]
+
+#: Rows per ``extend`` of a shard store; fixed, so shards do not depend on how rows arrive.
+CHUNK_ROWS = 1000
+#: Target shard size when no ``shard_frames`` is given: DVC handles 10-1,000 files of 64 MiB-1 GiB well.
+DEFAULT_SHARD_BYTES = 128 << 20
+_ROW_OVERHEAD = 64  # bytes a store adds per row on top of the encoded row, roughly
+_SAMPLE = 256
+
+
+def backend_class(name: str) -> tuple[type[ReadableBackend], str]:
+    """The backend class registered as ``name`` and the extension its shard files get."""
+    entry = resolve_backend("", name)
+    return entry.load(), (entry.extensions[0] if entry.extensions else "")
+
+
+def frames_per_shard(sample: list[dict[str, Any]], shard_bytes: int) -> int:
+    """Rows per shard so that a shard of rows like ``sample`` holds about ``shard_bytes``."""
+    if not sample:
+        return 1
+    per_row = sum(len(encode_row(row)) for row in sample) / len(sample) + _ROW_OVERHEAD
+    return max(1, int(shard_bytes // per_row))
+
+
+def sample_rows(backend: ReadableBackend, start: int, stop: int) -> list[dict[str, Any]]:
+    """Up to 256 rows spread evenly over ``start:stop`` (to size shards)."""
+    if stop <= start:
+        return []
+    picks = np.unique(np.linspace(start, stop - 1, num=min(_SAMPLE, stop - start)).astype(np.int64))
+    return backend.read_rows(picks)
+
+
+def read_range(backend: ReadableBackend, start: int, stop: int) -> Iterator[dict[str, Any]]:
+    """Rows ``start:stop`` of ``backend``, read in batches."""
+    step = max(CHUNK_ROWS, backend.read_batch_size)
+    for lo in range(start, stop, step):
+        yield from backend.read_rows(np.arange(lo, min(lo + step, stop)))
+
+
+def write_shard(
+    folder: Path, index: int, rows: Iterable[dict[str, Any]], backend: str, options: dict[str, Any]
+) -> tuple[ShardEntry, np.ndarray]:
+    """Write ``rows`` as shard ``index`` of ``folder``; returns its manifest entry and atom counts.
+
+    The store is written under a ``.tmp-`` name, its side files (lock files) removed,
+    and renamed into place; a failure leaves only temporary files, which the next
+    writer deletes.
+    """
+    cls, extension = backend_class(backend)
+    tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}{extension}"
+    counts: Counter[str] = Counter()
+    natoms: list[int] = []
+    try:
+        store = cls(os.fspath(tmp), readonly=False, **options)  # type: ignore[call-arg]
+        try:
+            iterator = iter(rows)
+            while chunk := list(itertools.islice(iterator, CHUNK_ROWS)):
+                store.extend(chunk)  # type: ignore[attr-defined]
+                for row in chunk:
+                    counts.update(row.keys())
+                    natoms.append(len(row.get("arrays.numbers", ())))
+        finally:
+            store.close()
+        for side in folder.glob(f"{tmp.name}?*"):  # lock files beside the store (LMDB's -lock ...)
+            remove_path(side)
+        if tmp.is_file():
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        size, sha = digest(tmp)
+        final = folder / shard_name(index, len(natoms), extension)
+        remove_path(final)  # an unreferenced leftover of an interrupted write
+        os.replace(tmp, final)
+        sync_folder(folder)
+    except BaseException:
+        for leftover in folder.glob(f"{tmp.name}*"):
+            remove_path(leftover)
+        raise
+    entry = ShardEntry(final.name, len(natoms), size, sha, dict(sorted(counts.items())))
+    return entry, np.asarray(natoms, dtype=np.uint32)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or folder if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,146 @@
+"""Sharded datasets and lazy concatenation: the read contract, appends, damaged and newer datasets.
+
+Matrix: the read contract on a sharded LMDB dataset (rows spread over shards of 3 frames,
+written by several extends) and on ``db1 + db2``; appends that top up the last shard;
+a missing, truncated or swapped shard; a manifest of a newer layout; shards of Zarr.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+
+from asebytes_nodes import ASEIO, FormatVersionError, ReadOnlyError, StoreCorruptedError
+from asebytes_nodes.shards import ConcatBackend, ShardedBackend
+from asebytes_nodes.shards._manifest import MANIFEST
+from asebytes_nodes.testing.contract import ReadableContract, StoreFactory
+from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames
+
+
+class ShardedStore(StoreFactory):
+    def __init__(self, path: Path, backend: str = "lmdb") -> None:
+        self.path, self.backend = path, backend
+
+    def seed(self, frames: list[Atoms]) -> None:
+        db = ASEIO(self.path, backend="shards", shard_backend=self.backend, shard_frames=3)
+        db.extend(frames[:4])  # then top up the half-full last shard
+        db.extend(frames[4:])
+
+    def open(self, readonly: bool = False) -> ShardedBackend:
+        return ShardedBackend(self.path, readonly=readonly)
+
+
+class TestShardedContract(ReadableContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> StoreFactory:
+        return ShardedStore(tmp_path / "dataset")
+
+
+class ConcatStore(StoreFactory):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def seed(self, frames: list[Atoms]) -> None:
+        cuts = [0, len(frames) // 3, len(frames) // 2, len(frames)]  # a part may be empty
+        for k in range(3):
+            ASEIO(self.path / f"part{k}.lmdb").extend(frames[cuts[k] : cuts[k + 1]])
+
+    def open(self, readonly: bool = False) -> ConcatBackend:
+        return sum(ASEIO(self.path / f"part{k}.lmdb", readonly=True) for k in range(3)).backend
+
+
+class TestConcatContract(ReadableContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> StoreFactory:
+        return ConcatStore(tmp_path)
+
+
+def test_concat_in_order_and_read_only(tmp_path: Path) -> None:
+    frames = make_frames("periodic_variable_n")
+    a, b = ASEIO(tmp_path / "a.lmdb"), ASEIO(tmp_path / "b.lmdb")
+    a.extend(frames[:2])
+    b.extend(frames[2:])
+    both = sum([a, b])
+    assert len(both) == len(frames)
+    for i, (expected, got) in enumerate(zip(frames, both, strict=True)):
+        assert_atoms_equal(expected, got, f"frame {i}")
+    shuffled = [3, 0, 2, 1]
+    assert [x.get_chemical_formula() for x in both[shuffled]] == [
+        frames[i].get_chemical_formula() for i in shuffled
+    ]
+    assert len(a + b + a) == 2 * len(a) + len(b)
+    with pytest.raises(ReadOnlyError, match="read-only"):
+        both.append(molecule("H2O"))
+
+
+def test_extend_tops_up_the_last_shard(tmp_path: Path) -> None:
+    frames = make_frames("ethanol") * 4
+    db = ASEIO(tmp_path / "ds", backend="shards", shard_frames=5)
+    for k in range(0, len(frames), 3):
+        db.extend(frames[k : k + 3])
+    names = sorted(p.name for p in (tmp_path / "ds").iterdir())
+    shards = [n for n in names if n.startswith("shard-")]
+    assert [s.rows for s in db.backend.shards] == [5] * (len(frames) // 5) + ([len(frames) % 5] if len(frames) % 5 else [])
+    assert len(shards) == len(db.backend.shards)  # replaced shard files are gone
+    again = ASEIO(tmp_path / "ds")  # recognised by its manifest
+    assert isinstance(again.backend, ShardedBackend)
+    assert again.backend.natoms.tolist() == [len(f) for f in frames]
+    assert np.allclose(again["calc.energy"].to_numpy(), [f.get_potential_energy() for f in frames])
+
+
+def test_zarr_shards(tmp_path: Path) -> None:
+    pytest.importorskip("zarr")
+    frames = make_frames("periodic_variable_n")
+    ShardedStore(tmp_path / "z", "zarr").seed(frames)
+    db = ASEIO(tmp_path / "z")
+    assert db.backend.format_info()["shard_backend"] == "zarr"
+    for i, (expected, got) in enumerate(zip(frames, db, strict=True)):
+        assert_atoms_equal(expected, got, f"frame {i}")
+    assert db.backend.check() == []
+
+
+def _dataset(tmp_path: Path) -> Path:
+    frames = [molecule(n) for n in ("H2O", "CH4", "NH3", "CO2", "C2H6", "CH3CH2OH", "H2")]
+    ShardedStore(tmp_path / "ds").seed(frames)
+    return tmp_path / "ds"
+
+
+def test_missing_and_truncated_shard_are_named(tmp_path: Path) -> None:
+    folder = _dataset(tmp_path)
+    first, second = (folder / s.file for s in ShardedBackend(folder).shards[:2])
+    second.unlink()
+    db = ASEIO(folder)
+    assert db[0].get_chemical_formula() == "H2O"  # untouched shards still read
+    with pytest.raises(StoreCorruptedError, match=f"{second.name} \\(rows 3-5\\) is missing"):
+        db[4]
+    with open(first, "r+b") as f:
+        f.truncate(first.stat().st_size // 2)
+    with pytest.raises(StoreCorruptedError, match=f"{first.name} .* truncated or modified"):
+        ASEIO(folder)[0]
+    assert any(second.name in problem for problem in ShardedBackend(folder).check())
+
+
+def test_newer_manifest_and_junk(tmp_path: Path) -> None:
+    folder = _dataset(tmp_path)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "version": 99}))
+    with pytest.raises(FormatVersionError, match="version 99"):
+        ASEIO(folder)
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "frames": 1}))
+    with pytest.raises(StoreCorruptedError, match="says 1 frames"):
+        ASEIO(folder)
+
+
+def test_refuses_rewrites_and_foreign_folders(tmp_path: Path) -> None:
+    db = ASEIO(_dataset(tmp_path))
+    with pytest.raises(Exception, match="cannot replace rows"):
+        db[0] = molecule("H2O")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a sharded dataset"):
+        ASEIO(tmp_path / "other", backend="shards")
