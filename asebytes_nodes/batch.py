@@ -189,8 +189,11 @@ def assemble(
     gather, new_counts = (None, counts) if atoms is None else atom_gather(counts, atoms, indices)
     batch: dict[str, Any] = {"n_atoms": new_counts}
     for key in keys:
-        values = [row.get(key, MISSING) for row in rows]
-        missing = [j for j, v in enumerate(values) if v is MISSING]
+        try:
+            values, missing = [row[key] for row in rows], []
+        except KeyError:  # some rows lack it: find them
+            values = [row.get(key, MISSING) for row in rows]
+            missing = [j for j, v in enumerate(values) if v is MISSING]
         if missing and key not in fill:
             raise _missing_error(key, [int(indices[j]) for j in missing], len(rows))
         present = next((v for v in values if v is not MISSING), MISSING)
@@ -245,7 +248,10 @@ def _fill_in(
 
 def _stack(key: str, values: list[Any]) -> np.ndarray:
     try:
-        return np.stack(values)
+        stacked = np.array(values)  # as np.stack, and fast for Python scalars
+        if stacked.dtype != object:
+            return stacked
+        raise ValueError("object array")
     except ValueError as exc:
         shapes = sorted({np.shape(v) for v in values})
         raise RaggedColumnError(
