@@ -22,7 +22,7 @@ _LAZY = {
     "MemoryBackend": "asebytes_nodes.backends._memory",
     "LMDBBackend": "asebytes_nodes.backends._lmdb",
     "ZarrBackend": "asebytes_nodes.backends._zarr",
-    "H5MDBackend": "asebytes_nodes.backends._h5md",
+    "H5MDBackend": "asebytes_nodes.backends.h5md",
     "MDTrajBackend": "asebytes_nodes.backends._mdtraj",
     "ASEFileBackend": "asebytes_nodes.backends._asefile",
     "convert": "asebytes_nodes.transfer",
@@ -117,7 +117,7 @@ if TYPE_CHECKING:
     from .backends._arrow import write_parquet
     from .backends._asefile import ASEFileBackend
     from .backends._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
-    from .backends._h5md import H5MDBackend
+    from .backends.h5md import H5MDBackend
     from .backends._hf import HFBackend
     from .backends._hf_mapping import ColumnMapping
     from .backends._lmdb import LMDBBackend

@@ -167,7 +167,7 @@ def test_the_check_follows_no_link(tmp_path: Path) -> None:
     code = (
         "import h5py, sys\n"
         "from asebytes_nodes.backends._hdf5_guard import refuse_outside_links\n"
-        "from asebytes_nodes.backends._h5md import sniff, H5MDBackend\n"
+        "from asebytes_nodes.backends.h5md import sniff, H5MDBackend\n"
         f"assert not sniff({str(path)!r})\n"
         "try:\n"
         f"    H5MDBackend.list_groups({str(path)!r})\n"
@@ -237,7 +237,7 @@ def test_zarrmd_fifo_and_dotdot_paths_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsafeStoreError, match="neither a directory nor a regular file"):
         ASEIO(store, readonly=True)
     chunk.unlink()
-    from asebytes_nodes.backends._h5md_zarr import open_zarr
+    from asebytes_nodes.backends.h5md._zarrmd import open_zarr
 
     shutil.rmtree(store)
     group = open_zarr(_zarrmd(tmp_path / "again"))

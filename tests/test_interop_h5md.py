@@ -30,7 +30,7 @@ from asebytes_nodes import (  # noqa: E402
     UnknownKeyError,
     UnsupportedOperationError,
 )
-from asebytes_nodes.backends._h5md import H5MDBackend  # noqa: E402
+from asebytes_nodes.backends.h5md import H5MDBackend  # noqa: E402
 from asebytes_nodes.registry import resolve_backend  # noqa: E402
 from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
 
@@ -276,9 +276,9 @@ def test_several_particle_groups(tmp_path: Path) -> None:
         path, solvent={"position/value": np.zeros((2, 3, 3))}, solute={"position/value": np.ones((2, 1, 3))}
     )
     assert H5MDBackend.list_groups(path) == ["solute", "solvent"]
-    with pytest.raises(UnknownKeyError, match="2 particle groups \\(solute, solvent\\).*particles_group="):
+    with pytest.raises(UnknownKeyError, match="2 particle groups \\(solute, solvent\\).*group="):
         ASEIO(path, readonly=True)
-    assert len(ASEIO(path, readonly=True, particles_group="solute")[0]) == 1
+    assert len(ASEIO(path, readonly=True, group="solute")[0]) == 1
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ __all__ = [
 
 _LAZY = {
     "ASEFileBackend": "._asefile",
-    "H5MDBackend": "._h5md",
+    "H5MDBackend": ".h5md",
     "HFBackend": "._hf",
     "LMDBBackend": "._lmdb",
     "MDTrajBackend": "._mdtraj",
@@ -33,7 +33,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from ._asefile import ASEFileBackend
-    from ._h5md import H5MDBackend
+    from .h5md import H5MDBackend
     from ._hf import HFBackend
     from ._lmdb import LMDBBackend
     from ._mdtraj import MDTrajBackend

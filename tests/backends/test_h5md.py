@@ -31,8 +31,8 @@ from asebytes_nodes import (  # noqa: E402
     StoreNotFoundError,
     UnknownKeyError,
 )
-from asebytes_nodes.backends._h5md import H5MDBackend, sniff  # noqa: E402
 from asebytes_nodes.backends._hdf5_journal import seal  # noqa: E402
+from asebytes_nodes.backends.h5md import H5MDBackend, sniff  # noqa: E402
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract  # noqa: E402
 from asebytes_nodes.testing.frames import assert_atoms_equal, make_frames  # noqa: E402
 from asebytes_nodes.testing.properties import PropertyContract  # noqa: E402
@@ -273,15 +273,61 @@ def test_check_and_format_info(tmp_path: Path) -> None:
 
 def test_particle_groups(tmp_path: Path) -> None:
     path = tmp_path / "g.h5"
-    ASEIO(path, particles_group="solvent").extend(make_frames("no_calculator"))
-    ASEIO(path, particles_group="solute").extend(make_frames("ethanol"))
+    ASEIO(path, group="solvent").extend(make_frames("no_calculator"))
+    ASEIO(path, particles_group="solute").extend(make_frames("ethanol"))  # H5MD's name for group=
     assert H5MDBackend.list_groups(path) == ["solute", "solvent"]
-    assert len(ASEIO(path, particles_group="solvent")) == 2
+    assert len(ASEIO(path, group="solvent")) == 2
     assert len(ASEIO(path, particles_group="solute")) == 4
-    with pytest.raises(UnknownKeyError, match="2 particle groups.*solute, solvent.*particles_group="):
+    with pytest.raises(UnknownKeyError, match="2 particle groups.*solute, solvent.*group="):
         ASEIO(path)
-    with pytest.raises(UnknownKeyError, match="no particle group 'gas'.*solute, solvent"):
-        ASEIO(path, particles_group="gas", readonly=True)
+    with pytest.raises(StoreNotFoundError, match="g.h5 has no particle group 'gas'.*solute, solvent"):
+        ASEIO(path, group="gas", readonly=True)
+    with pytest.raises(StoreNotFoundError, match="missing.h5: no such H5MD file.*group 'gas'"):
+        H5MDBackend(tmp_path / "missing.h5", group="gas", readonly=True)
+    for bad in ("a/b", "", "..", "tr ain"):
+        with pytest.raises(InvalidDataError, match="invalid group name"):
+            H5MDBackend(path, group=bad)
+    with pytest.raises(InvalidDataError, match="same option"):
+        H5MDBackend(path, group="solute", particles_group="solvent")
+
+
+def test_groups_beside_the_default_store(tmp_path: Path) -> None:
+    """The default store (``particles/atoms``) and two groups in one file: each has its own length,
+    keys, schema and column table; writing one group leaves the others as they were."""
+    path = tmp_path / "d.h5"
+    default, train, test = (
+        make_frames("ethanol"),
+        make_frames("periodic_variable_n"),
+        make_frames("no_calculator"),
+    )
+    ASEIO(path).extend(default)
+    with h5py.File(path, "r") as f:
+        table = f["parameters/asebytes_nodes/atoms"].attrs["asebytes_nodes"]
+        positions = f["particles/atoms/position/value"][()]
+    ASEIO(path, group="train").extend(train[:3])
+    ASEIO(path, group="test").extend(test)
+    ASEIO(path, group="train").extend(train[3:])  # append to a group beside others
+    ASEIO(path, group="test")[0] = test[1]  # replace in place in a group
+    test[0] = test[1]
+    with h5py.File(path, "r") as f:
+        assert f["parameters/asebytes_nodes/atoms"].attrs["asebytes_nodes"] == table
+        assert np.array_equal(f["particles/atoms/position/value"][()], positions, equal_nan=True)
+        assert {"atoms", "train", "test"} <= set(f["particles"]) and "train" in f["observables"]
+    assert H5MDBackend.list_groups(path) == ["test", "train"] == ASEIO.list_groups(path)
+    for group, frames in ((None, default), ("atoms", default), ("train", train), ("test", test)):
+        db = ASEIO(path, readonly=True) if group is None else ASEIO(path, group=group, readonly=True)
+        assert len(db) == len(frames)
+        for atoms, expected in zip(db, frames, strict=True):
+            assert_atoms_equal(expected, atoms)
+        db.close()
+    plain, grouped = H5MDBackend(path, readonly=True), H5MDBackend(path, group="train", readonly=True)
+    assert "calc.forces" in plain.keys() and "calc.forces" not in H5MDBackend(path, group="test").keys()
+    assert plain.schema()["arrays.positions"] == grouped.schema()["arrays.positions"]
+    assert grouped.format_info()["particles_group"] == "train" and grouped.check() == []
+    clone = pickle.loads(pickle.dumps(grouped))
+    assert clone.particles_group == "train" and len(clone) == len(train)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5", "d.h5.lock"]  # one lock per file
+    assert H5MDBackend.side_files(path) == [tmp_path / "d.h5.lock", tmp_path / "d.h5-journal"]
 
 
 def test_pickle_reopens_and_forked_children_read(tmp_path: Path) -> None:

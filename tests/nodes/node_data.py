@@ -15,7 +15,7 @@ from asebytes_nodes.testing.frames import make_frames
 
 def _h5md_writable() -> bool:
     try:
-        from asebytes_nodes.backends._h5md import H5MDBackend
+        from asebytes_nodes.backends.h5md import H5MDBackend
     except ImportError:
         return False
     return not inspect.isabstract(H5MDBackend)

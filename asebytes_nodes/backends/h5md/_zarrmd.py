@@ -24,8 +24,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import MissingExtraError, StoreCorruptedError, UnsafeStoreError
-from ._confine import is_plain_name, refuse_escapes
+from ...errors import MissingExtraError, StoreCorruptedError, UnsafeStoreError
+from .._confine import is_plain_name, refuse_escapes
 
 
 def is_zarr_dir(path: str | os.PathLike[str]) -> bool:
@@ -57,9 +57,7 @@ def _checked_key(where: str, path: str) -> str:
     """``path`` relative to a group, refused when a segment is empty, ``.`` or ``..``."""
     key = path.strip("/")
     if not all(is_plain_name(part) for part in key.split("/")):
-        raise _unsafe(
-            f"{where}: the path {path!r}", "has an empty, '.' or '..' segment or a backslash"
-        )
+        raise _unsafe(f"{where}: the path {path!r}", "has an empty, '.' or '..' segment or a backslash")
     return key
 
 

@@ -1,0 +1,155 @@
+"""One read-only h5py handle per HDF5 file per process, shared by every backend open on it
+(H5MD and MDTraj), and what becomes of it after ``fork``.
+
+Rules
+-----
+* One handle per file (keyed by real path) per process, with its dataset lookups cached: HDF5
+  cannot open a file for writing that the process holds open read-only, and h5py lookups cost
+  more than small reads.
+* The handle is reopened when the file's size or mtime changed (another process wrote), after a
+  write a killed process left half done is rolled back (:func:`._hdf5_journal.recover`).
+  ``generation`` counts the (re)openings, so a backend knows when to reload what it parsed.
+* A write closes the handle and writes through :func:`._hdf5_journal.journaled`; the next read
+  reopens it.
+* After ``fork`` the child never uses the parent's handle: HDF5's caches and the descriptor's
+  offset are the parent's. Nor does it close it: closing flushes and may unlock the parent's
+  file. The child keeps the inherited handle referenced (garbage collection would close it) and
+  opens its own on first use; the state is keyed on the process id, and the locks are renewed in
+  the child (a lock another thread of the parent held at the fork would never be released).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from ..errors import StoreCorruptedError
+from ._hdf5_guard import refuse_outside_links
+from ._hdf5_journal import journaled, recover
+
+__all__ = ["SharedFile", "acquire", "open_hdf5", "release"]
+
+
+def open_hdf5(path: Path) -> Any:
+    """``path`` opened read-only with h5py, refused if it points outside itself."""
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        if h5py.is_hdf5(path):
+            raise  # damaged HDF5: reading() names the file and the damage
+        raise StoreCorruptedError(f"{path}: cannot open as HDF5 ({exc})") from exc
+    return refuse_outside_links(handle, path)
+
+
+class SharedFile:
+    """The read-only handle on one file in this process, shared by every backend open on it."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+        self.file: Any = None
+        self.datasets: dict[str, Any] = {}
+        self.pid = os.getpid()
+        self.generation = 0  # bumped whenever the handle is (re)opened: content may have changed
+        self.stamp: tuple[int, int] | None = None
+        self.users = 0
+        self.lock = threading.RLock()
+
+    def _forget_if_forked(self) -> None:
+        if self.pid != os.getpid():
+            _INHERITED.append(self.file)  # the parent's: never used, never closed here
+            self.file, self.datasets, self.pid, self.stamp = None, {}, os.getpid(), None
+            self.generation += 1
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _drop(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file, self.datasets = None, {}
+
+    def reader(self, open_file: Callable[[Path], Any] = open_hdf5) -> Any:
+        """The read-only handle (None while the file does not exist), reopened if the file changed;
+        ``open_file`` opens it when needed."""
+        with self.lock:
+            self._forget_if_forked()
+            stamp = self._stat()
+            if (self.file is None or stamp != self.stamp) and recover(self.path):  # a killed write
+                stamp = self._stat()
+            if self.file is not None and stamp != self.stamp:
+                self._drop()
+                self.generation += 1
+            if self.file is None and stamp is not None:
+                self.file = open_file(self.path)
+                self.stamp = stamp
+                self.generation += 1
+            return self.file
+
+    def dataset(self, name: str) -> Any:
+        """Dataset ``name`` of the current handle (call :meth:`reader` first)."""
+        ds = self.datasets.get(name)
+        if ds is None:
+            ds = self.datasets[name] = self.file[name]
+        return ds
+
+    @contextmanager
+    def writer(self, nbytes: int) -> Iterator[Any]:
+        """The file opened for writing (created if needed) for one all-or-nothing write of about
+        ``nbytes``, closed afterwards (see :mod:`._hdf5_journal`)."""
+        with self.lock:
+            self._forget_if_forked()
+            self._drop()
+            try:
+                with journaled(self.path, nbytes) as handle:
+                    yield handle
+            finally:
+                self.stamp = None
+                self.generation += 1
+
+
+_FILES: dict[str, SharedFile] = {}
+_FILES_LOCK = threading.Lock()
+_INHERITED: list[Any] = []
+
+
+def acquire(path: Path) -> SharedFile:
+    """The shared state of ``path``, counting one more user (give it back with :func:`release`)."""
+    key = os.path.realpath(path)
+    with _FILES_LOCK:
+        shared = _FILES.get(key)
+        if shared is None:
+            shared = _FILES[key] = SharedFile(path, key)
+        shared.users += 1
+        return shared
+
+
+def release(shared: SharedFile) -> None:
+    """One user fewer; the last one closes the handle (unless it is a parent's)."""
+    with _FILES_LOCK:
+        shared.users -= 1
+        if shared.users <= 0 and _FILES.get(shared.key) is shared:
+            del _FILES[shared.key]
+            with shared.lock:
+                if shared.pid == os.getpid():
+                    shared._drop()
+                shared.file, shared.datasets = None, {}
+
+
+def _renew_locks() -> None:
+    global _FILES_LOCK
+    _FILES_LOCK = threading.Lock()
+    for shared in _FILES.values():
+        shared.lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_renew_locks)

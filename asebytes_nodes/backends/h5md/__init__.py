@@ -1,0 +1,146 @@
+"""H5MD backend: frames in H5MD 1.1 files that znh5md, MDAnalysis and pyh5md read, and H5MD 1.x
+files written by other programs, read lazily with numpy over frames.
+
+>>> from asebytes_nodes import ASEIO
+>>> db = ASEIO("frames.h5", author_name="Jane Doe", compression="lzf")  # doctest: +SKIP
+>>> train = ASEIO("frames.h5", group="train")  # another particle group  # doctest: +SKIP
+
+On-disk layout (layout version 2)
+---------------------------------
+One store is one particle group ``<g>`` (``group=``, default ``atoms``); ``T`` frames, ``W`` the
+largest atom count so far. Several stores (groups) share one file, each with its own elements,
+observables and column table, so each has its own length, keys, schema and format record; the
+``h5md`` metadata, the writer lock and the undo journal are the file's::
+
+    h5md/                          version [1, 1]; author (name, email); creator (asebytes-nodes, version)
+    particles/<g>/
+        box/                       dimension 3; boundary ("periodic"/"none", from the first frame's pbc)
+            edges/value            float64 (T, 3, 3) "Angstrom"         <- cell
+            pbc/value              bool (T, 3)                          <- pbc (znh5md's per-frame extension)
+        position/value             float64 (T, W, 3) "Angstrom"         <- arrays.positions
+        species/value              int64 (T, W); float64 padded with NaN once atom counts differ
+                                                                        <- arrays.numbers
+        mass/value, charge/value   (T, W) "amu", "e"                    <- arrays.masses, initial_charges
+        forces/value               (T, W, 3) "eV Angstrom-1"            <- calc.forces
+        momenta/value              (T, W, 3) ASE units                  <- arrays.momenta
+        velocity/value             (T, W, 3) "Angstrom ps-1": momenta / masses, for other readers
+                                   (never read back; znh5md's origin attribute says "info")
+        <name>/value               (T, W, ...)                          <- other arrays.* and per-atom calc.*
+    observables/<g>/
+        energy/value "eV", stress/value "eV Angstrom-3"                 <- calc.energy, calc.stress
+        <name>/value               (T, ...) numbers, or UTF-8 strings   <- other calc.* and info.*
+    parameters/asebytes_nodes/<g>/ attribute "asebytes_nodes": the JSON column table
+        step, time                 int64, float64 (T,): frame i is step i at time i * timestep "fs";
+                                   hard-linked as step/time into every element above
+        n_atoms                    int64 (T,) true atom count of each frame
+        present/c<k>               bool (T,) for a column that some frames lack
+        encoded/c<k>               vlen uint8 (T,): values without an H5MD element (dicts, lists,
+                                   None, string arrays, constraints ...), encoded by asebytes_nodes.codec
+
+The table is ``{"format": "asebytes_nodes.h5md", "version": 2, "length": T, "width": W,
+"padded": atom counts ever differed, "timestep": fs, "next": column id counter, "velocity": bool,
+"columns": {key: {"id", "kind", "path", "dtype", "shape", "type", "count", "flags"}}}``, kinds
+``atom`` (per-atom numbers), ``frame`` (per-frame arrays), ``scalar`` (one exact scalar type, see
+:func:`~asebytes_nodes.codec.scalar_type_code`), ``string`` and ``object`` (encoded). Per-atom
+values are padded to ``W`` with NaN (floats), 0 or False and a frame lacking a key holds the same
+fill value; ``n_atoms`` and ``present`` give every row back exactly. znh5md reads the NaN padding.
+
+A key gets the standard element above, else the part after its namespace (``info.smiles`` ->
+``observables/<g>/smiles``); a name that another key holds, that a standard element reserves or
+that contains ``/`` becomes the whole key with ``/`` written ``%2F`` (``arrays.forces`` next to
+``calc.forces`` -> ``particles/<g>/arrays.forces``). Element groups carry znh5md's
+``ASE_ENTRY_ORIGIN`` attribute (arrays, calc, info) so znh5md files them in the right namespace.
+
+Units: ASE's (Angstrom, eV, amu, e), written as unit strings MDAnalysis knows where one exists.
+Forces stay in eV/Angstrom under the name ``forces``, not the standard ``force``: MDAnalysis reads
+``force`` only in units from its own table (none is eV-based) and raises on any other unit string
+even with ``convert_units=False``, while znh5md ignores units and assumes eV/Angstrom. This way
+znh5md reads our forces and MDAnalysis opens our files with its defaults (positions, velocities,
+box). ``velocity`` is tagged ``info`` for znh5md, which would otherwise rebuild momenta from it
+without its unit; znh5md takes the exact ``momenta`` instead.
+
+Writes: append (``extend``) and replace in place (``set_rows``, ``update_rows``, ``drop_keys``); no
+insert or delete, which would move every dataset. Every value is checked and encoded before the
+file is opened for writing; the table (with ``length``) is written last. Every write is all or
+nothing, also under kill -9 and a full disk: it goes through the undo journal of
+:mod:`.._hdf5_journal` (``<file>-journal`` while it runs; an interrupted write is rolled back by
+the next open), writers (of any group) are serialised across processes by ``<file>.lock``
+(waiting, then StoreLockedError), and readers wait out a write. Handles follow
+:mod:`.._hdf5_files`: one read-only h5py handle per file per process, shared by every backend on
+the file (reading never changes the file, but the first open after a killed write rolls it
+back); a write closes it and writes through h5py's ``fileobj`` driver; every handle reopens when
+the file's size or mtime changes. A forked child opens its own handle and never closes its
+parent's.
+
+Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused)
+-------------------------------------------------------------------------------
+* Frames are the samples of ``position`` (else of the first time-dependent per-atom element);
+  other elements are matched to them by ``step`` (explicit arrays, or scalar step with
+  ``offset``); a frame whose step an element did not sample lacks that key (velocity and force
+  sampled at other steps than position). An element without ``step``, or whose steps do not
+  increase (a broken writer), is matched by index when it has one sample per frame; otherwise an
+  observable is taken as time-independent (same value on every frame) and a per-atom element is
+  skipped. Time-independent datasets (species, mass, box edges...) give every frame the same value.
+* Per-atom elements: position -> arrays.positions, species -> arrays.numbers (int64, from integer
+  or float species), mass -> arrays.masses, charge -> arrays.initial_charges, force/forces ->
+  calc.forces, momenta/momentum -> arrays.momenta, velocity -> arrays.momenta as velocity x mass
+  (masses from ``mass`` or ASE's table; only without a momenta element); any other element ->
+  ``<origin>.<name>`` with znh5md's origin attribute, else ``arrays.<name>``. Padding: particles
+  whose ``id`` equals its fill value are left out, else trailing NaN positions (or species) are.
+* ``box``: edges (cuboid vector or triclinic matrix, fixed or time-dependent) -> cell, zeros when
+  absent; ``boundary`` (fixed- or variable-length strings) or znh5md's ``box/pbc`` -> pbc.
+* Observables of the group (``observables/<g>/*``), then global ones (``observables/*``):
+  energy, and potential_energy unless the file declares the thermodynamics module (which makes it
+  per particle) -> calc.energy, stress -> calc.stress, others -> ``info.<name>``; a global one
+  whose key a group observable already gave is skipped. ``step`` and ``time`` of the frames ->
+  info.step, info.time (in fs when the file gives a time unit). Connectivity (ASE frames have no
+  bonds) and parameters are not read.
+* Units: values with a unit string for length, velocity, force, energy, pressure, mass, charge or
+  time are converted to ASE units; data without a unit string (reduced units) is taken as it is;
+  an unknown unit string raises :class:`~asebytes_nodes.errors.StoreCorruptedError`.
+* Files whose ``h5md/creator`` is ``znh5md`` are read as znh5md reads them: values are in ASE
+  units whatever the label (it labels ASE velocities ``Angstrom/fs``), and an all-NaN value of
+  a result or custom element means the frame has none (a frame written without a calculator).
+* A per-atom element narrower than the group (znh5md writes forces only as wide as the largest
+  frame that has them) is read for the frames that fit in it; larger frames lack the key.
+  Elements that cannot be read are listed in ``skipped`` and named in a warning at open.
+* ``skipped`` lists every element that was not read, with the reason. Without ``group=``, a file
+  with several particle groups opens ``atoms``, and needs ``group=`` if it has no such group (the
+  error lists them; see :meth:`~._backend.H5MDBackend.list_groups`).
+  ``check()`` names where a file departs from H5MD 1.1 (metadata, box attributes, elements
+  without or with decreasing steps) and, for stores written here, from the column table.
+
+Files other programs wrote are read-only: writes raise
+:class:`~asebytes_nodes.errors.UnsupportedOperationError` (copy the frames into a new file).
+H5MD stored in a Zarr v2 directory ("zarrmd", as zarrtraj writes it) is read the same way through
+the h5py-like view in :mod:`._zarrmd` (needs zarr), and is always read-only.
+
+Version history
+---------------
+1. First layout (asebytes-nodes 0.1).
+2. Fixed-size datasets carry HDF5's ``fletcher32`` checksum per chunk (a damaged chunk raises
+   StoreCorruptedError naming dataset and rows; ``check()`` lists them); the table has its
+   CRC-32 in the attribute ``asebytes_nodes_crc32``; new files use HDF5 1.8's object formats
+   (checksummed metadata). Same groups and datasets otherwise: version 1 stores are read, and
+   written as version 1 (datasets they gain get checksums). Strings and encoded values
+   (variable-length, in HDF5's global heap) have no checksum.
+
+Modules
+-------
+``_backend`` (the backend class), ``_plan`` (what to read, stored values to rows), ``_foreign``
+(other programs' files), ``_units``, ``_check`` (``check()`` and the H5MD version), ``_columns``
+(the column table, values checked and encoded), ``_writer`` (the write session), ``_zarrmd``
+(the read-only Zarr v2 view).
+"""
+
+from ...errors import MissingExtraError
+
+try:
+    import h5py  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError('The H5MD backend needs h5py. Run: pip install "asebytes-nodes[h5md]"') from exc
+
+from ._backend import DEFAULT_GROUP, H5MDBackend, sniff
+from ._units import unit_factor
+
+__all__ = ["DEFAULT_GROUP", "H5MDBackend", "sniff", "unit_factor"]

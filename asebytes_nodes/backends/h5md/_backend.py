@@ -1,0 +1,534 @@
+"""The H5MD backend class: opens a particle group of an H5MD file (ours or another program's),
+reads rows and columns through the process's shared handle, and writes our own stores. The
+layout and the rules for other programs' files are described in :mod:`asebytes_nodes.backends.h5md`."""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import h5py
+import numpy as np
+from ase.data import atomic_masses
+
+from ... import __version__
+from ...codec import type_code_dtype
+from ...errors import (
+    ASEBytesError,
+    InvalidDataError,
+    StoreCorruptedError,
+    StoreNotFoundError,
+    UnknownKeyError,
+    UnsupportedOperationError,
+)
+from ...registry import builtin
+from ...rows import expand_rows, gc_paused
+from .._base import MISSING, ColumnInfo, WritableBackend, check_group_name, path_of
+from .._hdf5_files import SharedFile, acquire, open_hdf5, release
+from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, reading, store_lock, unseal
+from ._check import check_version, conformance, invariants
+from ._columns import encode_batch, n_atoms
+from ._foreign import foreign_plan
+from ._plan import (
+    CREATOR,
+    FORMAT_NAME,
+    PRIVATE,
+    TABLE,
+    Col,
+    Plan,
+    all_nan,
+    as_text,
+    convert,
+    is_group,
+    own_plan,
+    particle_groups,
+    sorted_unique,
+    take,
+)
+from ._writer import VELOCITY_SOURCES, velocities, write
+from ._zarrmd import is_zarr_dir, open_zarr
+
+__all__ = ["DEFAULT_GROUP", "H5MDBackend", "sniff"]
+
+#: The particle group of a store opened without ``group=`` (unless the file has only another one).
+DEFAULT_GROUP = "atoms"
+
+
+def sniff(path: str | os.PathLike[str]) -> bool:
+    """Is ``path`` an HDF5 file with an ``/h5md`` group? Never raises, never writes."""
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as f:
+            return isinstance(f.get("h5md", getlink=True), h5py.HardLink) and is_group(f["h5md"])
+    except Exception:
+        return False
+
+
+def _open(path: Path) -> Any:
+    """The file read-only: HDF5, or H5MD in a Zarr v2 directory ("zarrmd")."""
+    return open_zarr(path) if is_zarr_dir(path) else open_hdf5(path)
+
+
+class H5MDBackend(WritableBackend):
+    """Frames in an H5MD file (``.h5``, ``.h5md``, ``.hdf5``), readable by znh5md and MDAnalysis.
+
+    >>> from asebytes_nodes import ASEIO
+    >>> train = ASEIO("frames.h5", group="train")  # doctest: +SKIP
+
+    Parameters
+    ----------
+    target
+        The file; created on the first write. Files written by other programs open read-only.
+    readonly
+        Refuse every write.
+    group
+        The particle group (``particles/<group>``), a dataset of its own in the file: own length,
+        keys and column table. Default: ``atoms`` if the file has it (or no group yet), else the
+        file's only group. ``particles_group`` is the same option under H5MD's name.
+    author_name, author_email
+        Written to ``h5md/author`` when the file is created.
+    compression, compression_opts
+        ``"gzip"`` (default, readable by every HDF5 program; level 0-9, default 4), ``"lzf"``
+        (faster, h5py only) or ``None``.
+    timestep
+        Time between frames in fs, written to the ``time`` datasets when the store is created.
+    """
+
+    name: ClassVar[str] = "h5md"
+    extensions: ClassVar[tuple[str, ...]] = builtin("h5md").extensions
+    schemes: ClassVar[tuple[str, ...]] = builtin("h5md").schemes
+    supports_drop_keys: ClassVar[bool] = True
+    supports_groups: ClassVar[bool] = True
+    side_suffixes: ClassVar[tuple[str, ...]] = (LOCK_SUFFIX, JOURNAL_SUFFIX)
+    read_batch_size: ClassVar[int] = 16384
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        group: str | None = None,
+        particles_group: str | None = None,
+        author_name: str = "N/A",
+        author_email: str | None = None,
+        compression: str | None = "gzip",
+        compression_opts: int | None = None,
+        timestep: float = 1.0,
+    ) -> None:
+        self._path = path_of(os.fspath(target))
+        if compression not in (None, "gzip", "lzf"):
+            raise ValueError(f"unknown compression {compression!r}; use 'gzip', 'lzf' or None")
+        if group is not None and particles_group is not None and group != particles_group:
+            raise InvalidDataError(
+                f"{self._path}: group={group!r} and particles_group={particles_group!r} name the same "
+                "option; give one"
+            )
+        group = group if group is not None else particles_group
+        if group is not None:
+            check_group_name(str(self._path), group)
+        self.readonly = readonly
+        self._options: dict[str, Any] = {
+            "group": group,
+            "author_name": author_name,
+            "author_email": author_email,
+            "compression": compression,
+            "compression_opts": compression_opts,
+            "timestep": timestep,
+        }
+        self._shared: SharedFile = acquire(self._path)
+        self._finalizer = weakref.finalize(self, release, self._shared)
+        self._generation = -1
+        try:
+            with self._shared.lock, reading(self._path):
+                self._load(self._shared.reader(_open))
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self._finalizer()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"target": str(self._path), "readonly": self.readonly, "options": self._options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["target"], readonly=state["readonly"], **state["options"])  # type: ignore[misc]
+
+    @property
+    def location(self) -> str:
+        return str(self._path)
+
+    @property
+    def particles_group(self) -> str:
+        """The particle group this store reads and writes."""
+        return self._group
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Elements of another program's file that were not read, with the reason."""
+        return dict(self._plan.skipped)
+
+    @classmethod
+    def list_groups(cls, target: str | os.PathLike[str]) -> list[str]:
+        """The particle groups in the H5MD file at ``target`` but the default one (``atoms``),
+        sorted: the names to pass as ``group=``."""
+        path = path_of(os.fspath(target))
+        if not path.exists():
+            raise StoreNotFoundError(f"{path}: no such file")
+        shared = acquire(path)
+        try:
+            with shared.lock, reading(path):
+                handle = shared.reader(_open)
+                if not is_group(handle.get("h5md")):
+                    raise StoreCorruptedError(f"{path}: not an H5MD file (no /h5md group)")
+                return [name for name in particle_groups(handle) if name != DEFAULT_GROUP]
+        finally:
+            release(shared)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Hold the file's lock while reading: a write by another thread in this process swaps the
+        handle and must not be seen half done; another process's write is waited out."""
+        with self._shared.lock, reading(self._path):
+            self._file()
+            yield
+
+    def _file(self) -> Any:
+        """The shared read handle; reloads what to read when the file changed."""
+        if not self._finalizer.alive:
+            raise ValueError(f"{self._path}: the store is closed")
+        handle = self._shared.reader(_open)
+        if self._shared.generation != self._generation:
+            self._load(handle)
+        return handle
+
+    def _load(self, handle: Any) -> None:
+        """Read what the file says about this store's particle group (``handle``: None if no file)."""
+        self._generation = self._shared.generation
+        self._own = True
+        self._version, self._creator = (1, 1), {"name": CREATOR, "version": __version__}
+        requested = self._options["group"]
+        self._group = requested or DEFAULT_GROUP
+        self._plan = Plan()
+        if handle is None:
+            if self.readonly:
+                asked = "" if requested is None else f" for group {requested!r}"
+                raise StoreNotFoundError(f"{self._path}: no such H5MD file (opened read-only{asked})")
+            return
+        h5md = handle.get("h5md")
+        if not is_group(h5md):
+            if len(handle) == 0 and not self.readonly:
+                return
+            raise StoreCorruptedError(
+                f"{self._path}: an HDF5 file without an /h5md group, so not H5MD; open it with the "
+                "backend that wrote it (for MDTraj files: backend='mdtraj')"
+            )
+        self._version = check_version(self._path, h5md)
+        creator = h5md.get("creator")
+        self._creator = {k: as_text(v) for k, v in creator.attrs.items()} if is_group(creator) else {}
+        self._own = self._creator.get("name") == CREATOR
+        groups = particle_groups(handle)
+        if requested is None and len(groups) > 1 and DEFAULT_GROUP not in groups:
+            raise UnknownKeyError(
+                f"{self._path} has {len(groups)} particle groups ({', '.join(groups)}); pick one with "
+                "group=..."
+            )
+        if requested is None and DEFAULT_GROUP not in groups and groups:
+            self._group = groups[0]
+        raw = handle.get(f"{PRIVATE}/{self._group}")
+        table = unseal(raw.attrs, TABLE, str(self._path)) if raw is not None else None
+        try:
+            if table is not None:
+                self._plan = own_plan(self._path, handle, self._group, table)
+            elif self._group in groups:
+                self._own = False
+                self._plan = foreign_plan(handle, self._group, self._creator.get("name") == "znh5md")
+                if self._plan.skipped:
+                    warnings.warn(
+                        f"{self._path}: elements not read: "
+                        + "; ".join(f"{k} ({why})" for k, why in sorted(self._plan.skipped.items())),
+                        UserWarning,
+                        stacklevel=2,
+                    )
+            elif self.readonly or not self._own:
+                found = ", ".join(groups) or "none"
+                raise StoreNotFoundError(
+                    f"{self._path} has no particle group {self._group!r}; it has: {found}"
+                )
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            if isinstance(exc, ASEBytesError):
+                raise
+            raise StoreCorruptedError(
+                f"{self._path}: cannot read particle group {self._group!r} as H5MD ({exc})"
+            ) from exc
+
+    # -- reading -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._reading():
+            return self._plan.length
+
+    def keys(self) -> list[str]:
+        with self._reading():
+            return sorted(self._plan.cols)
+
+    def schema(self) -> dict[str, ColumnInfo]:
+        with self._reading():
+            plan = self._plan
+        if plan.table is None:
+            return super().schema()
+        out = {}
+        for key in sorted(plan.cols):
+            spec = plan.table["columns"][key]
+            kind = spec["kind"]
+            if kind in ("object", "string"):
+                out[key] = ColumnInfo("object" if kind == "object" else "str", (), False)
+            else:
+                shape = tuple(spec["shape"])
+                dtype = str(type_code_dtype(spec["type"]) if kind == "scalar" else np.dtype(spec["dtype"]))
+                out[key] = ColumnInfo(dtype, (-1, *shape) if kind == "atom" else shape, kind == "atom")
+        return out
+
+    def key_counts(self) -> dict[str, int]:
+        with self._reading():
+            plan = self._plan
+        if plan.table is not None:
+            return {key: int(plan.table["columns"][key]["count"]) for key in sorted(plan.cols)}
+        return super().key_counts()
+
+    def format_info(self) -> dict[str, Any]:
+        with self._reading():
+            info: dict[str, Any] = {"h5md": ".".join(map(str, self._version)), "creator": self._creator}
+            if self._plan.table is not None:
+                info.update(format=FORMAT_NAME, version=self._plan.table["version"])
+            return {**info, "particles_group": self._group}
+
+    def check(self) -> list[str]:
+        """H5MD conformance of the particle group (metadata, box, elements' value, step and
+        time), this layout's own invariants for stores it wrote, then every row."""
+        with self._reading():
+            handle = self._file()
+            damaged = checksum_problems(handle)  # damaged chunks first: the checks below read them
+            if damaged:
+                return damaged
+            problems = [] if handle is None else conformance(handle, self._group)
+            if self._plan.table is not None:
+                problems += invariants(handle, self._group, self._plan)
+        return problems or super().check()
+
+    def columns(self, index: int = 0) -> list[str]:
+        with self._reading():
+            frame = np.array([index])
+            cols = self._plan.cols
+            keys = [
+                key
+                for key, col in cols.items()
+                if (present := self._present(col, frame)) is None or bool(present[0])
+            ]
+        # Whether znh5md's NaN or a narrower element gives this frame a value shows only in the value.
+        unsure = [k for k in keys if cols[k].nan_missing or cols[k].width is not None]
+        if unsure:
+            found = self.read_row(index, unsure)
+            keys = [k for k in keys if k not in unsure or k in found]
+        return keys
+
+    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        return self.read_rows([index], keys)[0]
+
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0:
+            return []
+        with self._reading():
+            frames, where = sorted_unique(idx)
+            cols = self._plan.cols
+            wanted = (
+                list(cols.values()) if keys is None else [cols[k] for k in dict.fromkeys(keys) if k in cols]
+            )
+            sizes = self._sizes(frames) if any(col.kind == "atom" for col in wanted) else None
+            rows: list[dict[str, Any]] = [{} for _ in frames]
+            for col in wanted:
+                key = col.key
+                for row, value in zip(rows, self._column(col, frames, sizes), strict=True):
+                    if value is not MISSING:
+                        row[key] = value
+            if where is None:
+                return rows
+            if len(frames) == len(idx):
+                return [rows[j] for j in where.tolist()]
+            return expand_rows(rows, where)
+
+    def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64)
+        with self._reading():
+            col = self._plan.cols.get(key)
+            if col is None or idx.size == 0:
+                return [MISSING] * len(idx)
+            frames, where = sorted_unique(idx)
+            values = self._column(col, frames, self._sizes(frames) if col.kind == "atom" else None)
+            if col.kind == "frame" and not any(v is MISSING for v in values):
+                stacked = np.stack(values)  # one array, fresh memory
+                return stacked if where is None else stacked[where]
+            if where is None:
+                return values
+            if len(frames) == len(idx):
+                return [values[j] for j in where.tolist()]
+            return [copy.deepcopy(values[j]) for j in where.tolist()]  # repeated rows never share arrays
+
+    def _present(self, col: Col, frames: np.ndarray) -> np.ndarray | None:
+        """Which of ``frames`` carry the column (None: all of them)."""
+        if col.flags is not None:
+            flags = take(self._shared.dataset(col.flags), frames).astype(bool)
+            return None if flags.all() else flags
+        if col.rows is not None:
+            found = col.rows[frames] >= 0
+            return None if found.all() else found
+        return None
+
+    def _sizes(self, frames: np.ndarray) -> np.ndarray | None:
+        """Atom counts (1-d) or masks of real particles (2-d) of ``frames``; None: no padding."""
+        plan = self._plan
+        if plan.counts is not None:
+            return plan.counts[frames]
+        if plan.mask is None:
+            return None
+        col, fill = plan.mask
+        raw = np.asarray(self._raw(col, frames))
+        if fill is not None:
+            return raw != fill
+        valid = ~np.isnan(raw.reshape(len(frames), raw.shape[1], -1)).all(axis=2)
+        return np.where(valid.any(axis=1), raw.shape[1] - np.argmax(valid[:, ::-1], axis=1), 0)
+
+    def _column(self, col: Col, frames: np.ndarray, sizes: np.ndarray | None) -> list[Any]:
+        """Values of ``col`` at sorted unique ``frames``, MISSING where a frame lacks it."""
+        present = self._present(col, frames)
+        if col.width is not None and sizes is not None:  # frames with more particles lack it
+            fits = sizes <= col.width if sizes.ndim == 1 else ~sizes[:, col.width :].any(axis=1)
+            present = fits if present is None else present & fits
+            sizes = sizes if sizes.ndim == 1 else sizes[:, : col.width]
+        picked = frames if present is None else frames[present]
+        part = sizes if sizes is None or present is None else sizes[present]
+        if col.velocity:
+            values = self._momenta(col, picked, part)
+        else:
+            values = convert(col, self._raw(col, picked), part)
+        if col.nan_missing:
+            values = [MISSING if all_nan(v) else v for v in values]
+        if present is None:
+            return values
+        out: list[Any] = [MISSING] * len(frames)
+        for j, value in zip(np.flatnonzero(present).tolist(), values, strict=True):
+            out[j] = value
+        return out
+
+    def _raw(self, col: Col, frames: np.ndarray) -> Any:
+        """The stored values of ``frames`` (all carrying the column) as one array."""
+        if col.values is not None:
+            return col.values[frames]
+        if col.path is None:
+            return np.repeat(np.asarray(col.const)[None], len(frames), axis=0)
+        ds = self._shared.dataset(col.path)
+        return take(
+            ds.asstr() if col.kind == "string" else ds, frames if col.rows is None else col.rows[frames]
+        )
+
+    def _momenta(self, col: Col, frames: np.ndarray, sizes: np.ndarray | None) -> list[Any]:
+        """Another program's velocities times masses: ASE keeps momenta, not velocities."""
+        velocities = convert(col, self._raw(col, frames), sizes)
+        cols = self._plan.cols
+        masses = self._column(cols["arrays.masses"], frames, sizes) if "arrays.masses" in cols else None
+        numbers = self._column(cols["arrays.numbers"], frames, sizes) if "arrays.numbers" in cols else None
+        out = []
+        for j, v in enumerate(velocities):
+            m = MISSING if masses is None else masses[j]
+            if m is MISSING:
+                z = MISSING if numbers is None else numbers[j]
+                m = np.ones(len(v)) if z is MISSING else atomic_masses[z]
+            out.append(v * m[:, None])
+        return out
+
+    # -- writing -----------------------------------------------------------------------------
+    def extend(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._check_writable()
+        if not rows:
+            return
+        with gc_paused():  # thousands of new objects per batch: see gc_paused
+            counts = np.array([n_atoms(row) for row in rows], np.int64)
+            self._write(None, list(rows), counts, full=True)
+
+    def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
+        self._check_writable()
+        last = dict(zip(np.asarray(indices, np.int64).tolist(), rows, strict=True))  # the last write wins
+        where = np.array(sorted(last), np.int64)
+        picked = [last[i] for i in where.tolist()]
+        self._write(where, picked, np.array([n_atoms(row) for row in picked], np.int64), full=True)
+
+    def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
+        self._check_writable()
+        merged: dict[int, dict[str, Any]] = {}
+        for i, update in zip(np.asarray(indices, np.int64).tolist(), updates, strict=True):
+            merged.setdefault(i, {}).update(update)
+        where = np.array(sorted(merged), np.int64)
+        self._write(where, [merged[i] for i in where.tolist()], None, full=False)
+
+    def drop_keys(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str]) -> None:
+        self._check_writable()
+        where = np.unique(np.asarray(indices, np.int64))
+        self._write(where, [{} for _ in where], None, full=False, drop=keys)
+
+    def _write(
+        self,
+        where: np.ndarray | None,
+        rows: list[dict[str, Any]],
+        counts: np.ndarray | None,
+        full: bool,
+        drop: Sequence[str] = (),
+    ) -> None:
+        """Write ``rows`` at the sorted unique rows ``where`` (None: append; rows past the end are
+        appended), planned from the store as it is, under the file's lock: one writer at a time in
+        this process, one per file across processes (the store lock, held from planning to commit).
+
+        ``full``: each row replaces a whole frame (keys it lacks are cleared); else only the given
+        keys change. ``drop`` clears keys. Every value is checked and encoded first.
+        """
+        with self._shared.lock, store_lock(self._path).exclusive(), reading(self._path):
+            self._file()
+            plan = self._plan
+            if where is None:
+                where = np.arange(plan.length, plan.length + len(rows))
+            if not len(where):
+                return
+            if not self._own:
+                raise UnsupportedOperationError(
+                    f"{self._path} was written by another program; asebytes-nodes writes only H5MD files "
+                    "it created. Copy the frames into a new file: ASEIO('copy.h5').extend(ASEIO(path))"
+                )
+            drop = [key for key in drop if key in plan.cols]
+            batch = encode_batch(
+                plan.table,
+                plan.counts,
+                self._options["timestep"],
+                self._group,
+                where,
+                rows,
+                counts,
+                full,
+                drop,
+            )
+            velocity = None
+            derived = full or not batch.columns.keys().isdisjoint(VELOCITY_SOURCES)
+            if "arrays.momenta" in batch.table["columns"] and derived:
+                batch.table["velocity"] = True
+                stored = [{} for _ in rows] if full else self.read_rows(where, VELOCITY_SOURCES)
+                velocity = velocities(rows, stored, batch.counts[where], batch.table["width"], drop)
+            pbc = rows[0].get("pbc") if full else None
+            write(self._shared, self._group, self._options, batch, where, pbc, velocity)

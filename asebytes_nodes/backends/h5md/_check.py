@@ -1,0 +1,91 @@
+"""What an H5MD file must be: the H5MD version on open, then for ``check()`` where a particle
+group departs from H5MD 1.1 (metadata, box, elements' step and time) and where a store we wrote
+departs from its column table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import FormatVersionError, StoreCorruptedError
+from ._foreign import increasing, sampling
+from ._plan import PRIVATE, Plan, as_text, is_group, timed
+
+__all__ = ["check_version", "conformance", "invariants"]
+
+
+def check_version(path: Path, h5md: Any) -> tuple[int, int]:
+    version = h5md.attrs.get("version")
+    if version is None:
+        raise StoreCorruptedError(f"{path}: the h5md group has no 'version' attribute, which H5MD requires")
+    numbers = np.asarray(version).reshape(-1)
+    major, minor = int(numbers[0]), int(numbers[1]) if len(numbers) > 1 else 0
+    if major < 1:
+        raise FormatVersionError(
+            f"{path}: H5MD version {major}.{minor} predates H5MD 1.0, whose layout this reader "
+            "expects; rewrite the file with an H5MD 1.x writer"
+        )
+    if major > 1:
+        raise FormatVersionError(
+            f"{path}: H5MD version {major}.{minor} is newer than the 1.x this asebytes-nodes reads; "
+            "upgrade asebytes-nodes"
+        )
+    return major, minor
+
+
+def conformance(f: Any, group: str) -> list[str]:
+    """Where the file departs from H5MD 1.1 around ``group`` (checked by :meth:`H5MDBackend.check`)."""
+    problems = []
+    h5md = f["h5md"]
+    for where, name in (("author", "name"), ("creator", "name"), ("creator", "version")):
+        if not is_group(h5md.get(where)) or name not in h5md[where].attrs:
+            problems.append(f"h5md/{where}: no '{name}' attribute")
+    box = f.get(f"particles/{group}/box")
+    if not is_group(box):
+        problems.append(f"particles/{group}: no box group")
+    elif "dimension" not in box.attrs or "boundary" not in box.attrs:
+        problems.append(f"particles/{group}/box: needs the attributes 'dimension' and 'boundary'")
+    elif any(as_text(b) not in ("periodic", "none") for b in np.ravel(box.attrs["boundary"])):
+        problems.append(f"particles/{group}/box: boundary values must be 'periodic' or 'none'")
+    elements: dict[str, Any] = {}  # the group's elements, and global observables
+    for root in (f"particles/{group}", f"observables/{group}"):
+        found = f.get(root)
+        if is_group(found):
+            found.visititems(lambda _, obj: elements.update({obj.name: obj} if timed(obj) else {}))
+    observables = f.get("observables")
+    if is_group(observables):
+        elements.update((obj.name, obj) for obj in observables.values() if timed(obj))
+    for element in elements.values():
+        path, n = element.name.lstrip("/"), len(element["value"])
+        steps = sampling(element, "step", n)
+        if steps is None:
+            problems.append(f"{path}: a time-dependent element without 'step'")
+        elif isinstance(steps, str) or not increasing(steps):
+            problems.append(f"{path}: {steps if isinstance(steps, str) else 'its steps do not increase'}")
+        times = sampling(element, "time", n)
+        if isinstance(times, str):
+            problems.append(f"{path}: {times}")
+    return problems
+
+
+def invariants(f: Any, group: str, plan: Plan) -> list[str]:
+    """Where a store this backend wrote departs from its column table."""
+    table, private = plan.table or {}, f"{PRIVATE}/{group}"
+    n, width, problems = table["length"], table["width"], []
+    for name in ("step", "time", "n_atoms"):
+        if f[f"{private}/{name}"].shape != (n,):
+            problems.append(f"{private}/{name}: {f[f'{private}/{name}'].shape[0]} rows, the table says {n}")
+    if plan.counts is not None and len(plan.counts) and int(plan.counts.max()) > width:
+        problems.append(f"{private}/n_atoms: {int(plan.counts.max())} atoms, wider than the table's {width}")
+    for key, spec in table["columns"].items():
+        ds = f.get(spec["path"])
+        rows = (n, width) if spec["kind"] == "atom" else (n,)
+        if ds is None or ds.shape[: len(rows)] != rows:
+            problems.append(f"{spec['path']}: shape {None if ds is None else ds.shape}, {key!r} needs {rows}")
+        flags = f.get(f"{private}/present/{spec['id']}")
+        carried = n if flags is None else int(np.count_nonzero(flags[:n]))
+        if carried != spec["count"]:
+            problems.append(f"column {key!r}: {carried} frames carry it, the table says {spec['count']}")
+    return problems

@@ -1,0 +1,222 @@
+"""What to read from an H5MD particle group: one :class:`Col` per key, gathered in a
+:class:`Plan`, and the conversion of stored values to row values. Also the names of our own
+layout and the small helpers every H5MD module uses on h5py objects and their zarrmd twins."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ...codec import decode_value
+from .._base import MISSING, check_format_record
+from .._hdf5_journal import checked
+from ._zarrmd import ZarrDataset, ZarrGroup
+
+__all__ = [
+    "CREATOR",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ORIGIN",
+    "PRIVATE",
+    "TABLE",
+    "Col",
+    "Plan",
+    "all_nan",
+    "as_text",
+    "convert",
+    "is_dataset",
+    "is_group",
+    "own_plan",
+    "particle_groups",
+    "sorted_unique",
+    "take",
+    "timed",
+]
+
+FORMAT_NAME = "asebytes_nodes.h5md"
+FORMAT_VERSION = 2
+CREATOR = "asebytes-nodes"
+PRIVATE = "parameters/asebytes_nodes"  # our column table and private datasets, per particle group
+TABLE = "asebytes_nodes"  # the attribute holding the column table
+ORIGIN = "ASE_ENTRY_ORIGIN"  # znh5md's hint: which Atoms namespace an element belongs to
+
+
+@dataclass
+class Col:
+    """How to read one key: from a dataset, a constant, or values computed at open."""
+
+    key: str
+    kind: str  # atom | frame | scalar | string | object
+    path: str | None = None  # the value dataset
+    rows: np.ndarray | None = None  # file row of each frame, -1 where the element has no sample
+    const: Any = None  # raw value of a time-independent element
+    values: np.ndarray | None = None  # one value per frame, computed at open (steps, times)
+    flags: str | None = None  # own files: presence flags of a column some frames lack
+    dtype: str | None = None  # dtype handed out (species may be stored as float)
+    code: str | None = None  # own files: exact scalar type code
+    scale: float = 1.0  # unit factor to ASE units
+    cuboid: bool = False  # box edges stored as a vector
+    velocity: bool = False  # another program's velocity, handed out as momenta
+    json: bool = False  # znh5md's JSON text
+    element: str = ""  # other files: the element read
+    width: int | None = None  # other files: particles of a per-atom element narrower than the group
+    nan_missing: bool = False  # znh5md files: an all-NaN value means "this frame has none"
+
+
+@dataclass
+class Plan:
+    """Everything read at open about one particle group."""
+
+    length: int = 0
+    cols: dict[str, Col] = field(default_factory=dict)
+    counts: np.ndarray | None = None  # own files: atom count of each frame
+    mask: tuple[Col, Any] | None = None  # other files: element marking padding, and its fill value
+    table: dict[str, Any] | None = None  # own files: the column table
+    skipped: dict[str, str] = field(default_factory=dict)
+    znh5md: bool = False  # other files: written by znh5md (units and NaN read its way)
+
+
+def own_plan(path: Path, f: Any, group: str, table: dict[str, Any]) -> Plan:
+    """What to read from a store this backend wrote: its column table says it all."""
+    check_format_record(str(path), table, FORMAT_NAME, FORMAT_VERSION, "H5MD")
+    n, private = int(table["length"]), f"{PRIVATE}/{group}"
+    counts = f[f"{private}/n_atoms"][:n] if n else np.zeros(0, np.int64)
+    cols = {}
+    for key, spec in table["columns"].items():
+        if not spec["count"]:
+            continue
+        kind = spec["kind"]
+        cols[key] = Col(
+            key,
+            kind,
+            path=spec["path"],
+            flags=f"{private}/present/{spec['id']}" if spec["count"] < n else None,
+            dtype=spec["dtype"] if kind in ("atom", "frame") else None,
+            code=spec.get("type"),
+        )
+    return Plan(length=n, cols=cols, counts=counts, table=table)
+
+
+# -- h5py objects and their zarrmd twins --------------------------------------------------------
+def as_text(value: Any) -> str:
+    """A string attribute as str, whether stored fixed-length (bytes) or variable-length."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).rstrip(b"\0").decode("utf-8", "replace")
+    return str(value)
+
+
+def is_group(obj: Any) -> bool:
+    """An h5py group, or a zarrmd group seen through the same API."""
+    return isinstance(obj, (h5py.Group, ZarrGroup))
+
+
+def is_dataset(obj: Any) -> bool:
+    """An h5py dataset, or a zarrmd array seen through the same API."""
+    return isinstance(obj, (h5py.Dataset, ZarrDataset))
+
+
+def timed(obj: Any) -> bool:
+    """Is ``obj`` a time-dependent H5MD element (a group holding a ``value`` dataset)?"""
+    return is_group(obj) and is_dataset(obj.get("value"))
+
+
+def particle_groups(f: Any) -> list[str]:
+    """The particle groups of an open file, sorted."""
+    particles = f.get("particles")
+    if not is_group(particles):
+        return []
+    return sorted(name for name, obj in particles.items() if is_group(obj))
+
+
+# -- stored values to row values ----------------------------------------------------------------
+def convert(col: Col, data: Any, sizes: np.ndarray | None) -> list[Any]:
+    """Per-frame values from the stored values of frames that carry the column."""
+    kind = col.kind
+    if kind == "object":
+        return [decode_value(blob.tobytes()) for blob in data]
+    if kind == "string":
+        texts = [as_text(v) for v in data]
+        return [_json(t) for t in texts] if col.json else texts
+    arr = np.asarray(data)
+    if col.dtype is not None and arr.dtype != col.dtype:
+        if arr.dtype.kind == "f" and np.dtype(col.dtype).kind in "iub":
+            arr = np.nan_to_num(arr, nan=0.0)  # padding of float species
+        arr = arr.astype(col.dtype)
+    if col.scale != 1.0:
+        arr = arr * col.scale
+    if col.cuboid:
+        box = np.zeros((len(arr), 3, 3), arr.dtype)
+        box[:, [0, 1, 2], [0, 1, 2]] = arr
+        arr = box
+    if kind == "atom":
+        return _split(arr, sizes)
+    if kind == "frame":
+        return list(arr)
+    arr = arr.reshape(len(arr))
+    return list(arr) if col.code is not None and col.code[0] == "n" else arr.tolist()
+
+
+def all_nan(value: Any) -> bool:
+    """Is ``value`` a float (array) that is NaN throughout? znh5md's mark of a missing value."""
+    if isinstance(value, float):
+        return value != value
+    arr = np.asarray(value)
+    return arr.dtype.kind in "fc" and arr.size > 0 and bool(np.isnan(arr).all())
+
+
+def _json(value: str) -> Any:
+    """znh5md stores text as JSON and an empty string for a missing value."""
+    if not value:
+        return MISSING
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _split(arr: np.ndarray, sizes: np.ndarray | None) -> list[np.ndarray]:
+    """Per-frame views of a padded (frames, width, ...) array without the padding."""
+    if sizes is None:
+        return list(arr)
+    if sizes.ndim == 1:
+        if (sizes == arr.shape[1]).all():
+            return list(arr)
+        return [arr[j, :n] for j, n in enumerate(sizes.tolist())]
+    return [row if keep.all() else row[keep] for row, keep in zip(arr, sizes, strict=True)]
+
+
+# -- rows of datasets ---------------------------------------------------------------------------
+def sorted_unique(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(sorted unique rows, where each index is among them); None when ``idx`` is already so."""
+    if len(idx) < 2 or bool((idx[1:] > idx[:-1]).all()):
+        return idx, None
+    frames, where = np.unique(idx, return_inverse=True)
+    return frames, where
+
+
+def take(ds: Any, rows: np.ndarray) -> Any:
+    """Rows ``rows`` of a dataset: one slab read when they are dense, else a selection."""
+    rows = np.asarray(rows, np.int64)
+    with checked(ds, rows):  # a chunk failing its checksum: StoreCorruptedError naming ds and rows
+        return _take_rows(ds, rows)
+
+
+def _take_rows(ds: Any, rows: np.ndarray) -> Any:
+    if not len(rows):
+        return ds[0:0]
+    if len(rows) > 1 and not (np.diff(rows) > 0).all():
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return take(ds, unique)[inverse]
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    if hi - lo == len(rows):
+        return ds[lo:hi]
+    if hi - lo <= 4 * len(rows):
+        return ds[lo:hi][rows - lo]
+    return ds[rows]
