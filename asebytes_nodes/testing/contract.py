@@ -10,7 +10,9 @@ Test matrix
 * column kinds: one key, several keys, scalar, per-atom stacked and ragged, missing values;
 * writes (skipped by capability flag, never by backend name): extend, append, set,
   update, insert, delete, drop keys, read-only handles, refused bad input, and a
-  model test of random operations against a plain list.
+  model test of random operations against a plain list;
+* data capabilities (:class:`DataCapabilities`): a format that cannot hold variable atom
+  counts, exact float64 or arbitrary keys says so, and the tests needing them are skipped.
 
 How to use
 ----------
@@ -18,13 +20,17 @@ Subclass :class:`ReadableContract` (read-only backends) or :class:`WritableContr
 and provide a ``store`` fixture returning a :class:`StoreFactory`: ``seed(frames)``
 writes frames (with the backend's own writer or a native tool) and ``open(readonly)``
 opens a fresh handle on the same store. Every comparison goes through a fresh handle.
+A backend with a restricted format sets the capability flags it lacks and overrides
+:meth:`ReadableContract.frames` to give frames its format holds for the kinds it can
+(at least ``"ethanol"``: 4 frames of one atom count with an energy; and
+``"periodic_variable_n"``: 5 frames, of varying atom counts where the format allows).
 """
 
 from __future__ import annotations
 
 import pickle
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -45,7 +51,7 @@ from ..io import ASEIO
 from ..rows import atoms_to_dict
 from .frames import FRAME_KINDS, assert_atoms_equal, assert_values_equal, make_frames
 
-__all__ = ["ReadableContract", "StoreFactory", "WritableContract"]
+__all__ = ["KIND_NEEDS", "DataCapabilities", "ReadableContract", "StoreFactory", "WritableContract"]
 
 
 class StoreFactory(ABC):
@@ -60,12 +66,56 @@ class StoreFactory(ABC):
         """A fresh handle on the store."""
 
 
-class ReadableContract:
+class DataCapabilities:
+    """What a backend's format can hold. Tests skip by these flags, never by backend name."""
+
+    #: Frames of different atom counts (and topologies) in one store.
+    holds_variable_atoms: ClassVar[bool] = True
+    #: Every float64 comes back bit for bit (False: stored in a narrower type, such as float32).
+    holds_exact_float64: ClassVar[bool] = True
+    #: Any ``info``/``arrays``/``calc`` key with values of every storable kind (False: a fixed schema).
+    holds_any_keys: ClassVar[bool] = True
+
+    def require(self, *needs: str) -> None:
+        """Skip the test unless the format holds every capability named (``"variable_atoms"``...)."""
+        missing = [need for need in needs if not getattr(self, f"holds_{need}")]
+        if missing:
+            pytest.skip(f"the format cannot hold: {', '.join(missing)} (capability)")
+
+
+#: The capabilities each kind of :data:`~asebytes_nodes.testing.frames.FRAME_KINDS` needs.
+KIND_NEEDS: dict[str, tuple[str, ...]] = {
+    "ethanol": ("any_keys", "exact_float64"),
+    "no_calculator": ("variable_atoms", "exact_float64"),
+    "all_calc_results": ("any_keys", "exact_float64"),
+    "special_values": ("any_keys", "exact_float64"),
+    "per_atom_arrays": ("any_keys", "exact_float64"),
+    "periodic_variable_n": ("any_keys", "variable_atoms", "exact_float64"),
+    "constraints": ("any_keys", "exact_float64"),
+    "empty_and_single": ("variable_atoms", "exact_float64"),
+    "keys_on_some_frames": ("any_keys", "variable_atoms", "exact_float64"),
+}
+
+
+class ReadableContract(DataCapabilities):
     """Contract tests for every backend; subclasses provide the ``store`` fixture."""
 
     @pytest.fixture
     def store(self) -> StoreFactory:  # pragma: no cover - always overridden
         raise NotImplementedError("provide a `store` fixture returning a StoreFactory")
+
+    def frames(self, kind: str) -> list[Atoms] | None:
+        """Frames of ``kind`` that the format holds, or None where it cannot hold that kind."""
+        if all(getattr(self, f"holds_{need}") for need in KIND_NEEDS[kind]):
+            return make_frames(kind)
+        return None
+
+    def frames_of(self, kind: str) -> list[Atoms]:
+        """:meth:`frames`, skipping the test where the format cannot hold them."""
+        frames = self.frames(kind)
+        if frames is None:
+            pytest.skip(f"the format cannot hold {kind!r} frames (capability)")
+        return frames
 
     def reopen(self, store: StoreFactory, frames: list[Atoms]) -> ASEIO:
         store.seed(frames)
@@ -73,7 +123,7 @@ class ReadableContract:
 
     @pytest.mark.parametrize("kind", sorted(FRAME_KINDS))
     def test_round_trip(self, store: StoreFactory, kind: str) -> None:
-        frames = make_frames(kind)
+        frames = self.frames_of(kind)
         db = self.reopen(store, frames)
         assert len(db) == len(frames)
         for i, (expected, got) in enumerate(zip(frames, db, strict=True)):
@@ -82,16 +132,17 @@ class ReadableContract:
             assert_atoms_equal(frames[i], db[i], f"{kind}[{i}] by index")
 
     def test_loaded_calculator_behaves_like_ase(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        frames = self.frames_of("ethanol")
         atoms = self.reopen(store, frames)[1]
         assert atoms.get_potential_energy() == frames[1].get_potential_energy()
-        np.testing.assert_array_equal(atoms.get_forces(), frames[1].get_forces())
+        if "forces" in frames[1].calc.results:
+            np.testing.assert_array_equal(atoms.get_forces(), frames[1].get_forces())
         atoms.positions += 0.1  # ASE: results of a changed configuration are gone
         with pytest.raises(Exception, match="not available|PropertyNotImplemented"):
             atoms.get_potential_energy()
 
     def test_negative_and_out_of_range(self, store: StoreFactory) -> None:
-        frames = make_frames("periodic_variable_n")
+        frames = self.frames_of("periodic_variable_n")
         db = self.reopen(store, frames)
         assert_atoms_equal(frames[-1], db[-1])
         assert_atoms_equal(frames[0], db[-len(frames)])
@@ -109,7 +160,7 @@ class ReadableContract:
         ids=["slice", "reverse-step", "list-repeat", "numpy", "numpy-negative"],
     )
     def test_row_views(self, store: StoreFactory, index: Any) -> None:
-        frames = make_frames("periodic_variable_n")
+        frames = self.frames_of("periodic_variable_n")
         db = self.reopen(store, frames)
         expected = [frames[i] for i in np.arange(len(frames))[index]]
         view = db[index]
@@ -118,7 +169,7 @@ class ReadableContract:
             assert_atoms_equal(a, b)
 
     def test_views_of_views_and_masks(self, store: StoreFactory) -> None:
-        frames = make_frames("periodic_variable_n")
+        frames = self.frames_of("periodic_variable_n")
         db = self.reopen(store, frames)
         view = db[1:][::2][[1, 0]]  # rows 3, 1
         assert list(view.indices) == [3, 1]
@@ -130,7 +181,7 @@ class ReadableContract:
         assert energies == [frames[i].get_potential_energy() for i in (3, 2, 1)]
 
     def test_chunked(self, store: StoreFactory) -> None:
-        frames = make_frames("periodic_variable_n")
+        frames = self.frames_of("periodic_variable_n")
         db = self.reopen(store, frames)
         chunks = list(db.chunked(2))
         assert [len(c) for c in chunks] == [2, 2, 1]
@@ -140,7 +191,7 @@ class ReadableContract:
             next(db.chunked(0))
 
     def test_scalar_column(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        frames = self.frames_of("ethanol")
         db = self.reopen(store, frames)
         expected = np.array([a.get_potential_energy() for a in frames])
         column = db["calc.energy"]
@@ -151,23 +202,25 @@ class ReadableContract:
         assert column.to_dict() == {"calc.energy": expected.tolist()}
         assert column[-1] == expected[-1]
         assert list(column) == expected.tolist()
+        self.require("any_keys")
         assert db["info.index"].to_list() == [0, 1, 2, 3]
         assert all(type(v) is int for v in db["info.index"].to_list())
 
     def test_several_columns(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        frames = self.frames_of("ethanol")
         db = self.reopen(store, frames)
-        view = db[["calc.energy", "calc.forces"]]
+        view = db[["calc.energy", "arrays.positions"]]
         arrays = view.to_numpy()
-        assert arrays["calc.forces"].shape == (len(frames), 9, 3)
-        np.testing.assert_array_equal(arrays["calc.forces"][2], frames[2].get_forces())
+        assert arrays["arrays.positions"].shape == (len(frames), len(frames[0]), 3)
+        np.testing.assert_array_equal(arrays["arrays.positions"][2], frames[2].positions)
         first = view[0]
-        assert set(first) == {"calc.energy", "calc.forces"}
+        assert set(first) == {"calc.energy", "arrays.positions"}
         assert first["calc.energy"] == frames[0].get_potential_energy()
         assert len(view.to_list()) == len(frames)
 
     def test_ragged_column(self, store: StoreFactory) -> None:
-        frames = make_frames("periodic_variable_n")
+        self.require("variable_atoms")
+        frames = self.frames_of("periodic_variable_n")
         db = self.reopen(store, frames)
         with pytest.raises(RaggedColumnError, match="to_ragged"):
             db["arrays.positions"].to_numpy()
@@ -180,7 +233,7 @@ class ReadableContract:
         np.testing.assert_array_equal(per_frame[4], frames[4].get_forces())
 
     def test_missing_values(self, store: StoreFactory) -> None:
-        frames = make_frames("keys_on_some_frames")
+        frames = self.frames_of("keys_on_some_frames")
         db = self.reopen(store, frames)
         energies = db["calc.energy"].to_list()
         assert energies[1] is None and energies[3] is None
@@ -192,24 +245,29 @@ class ReadableContract:
         assert "calc.energy" in db.columns and "arrays.momenta" in db.columns
 
     def test_unknown_key(self, store: StoreFactory) -> None:
-        db = self.reopen(store, make_frames("ethanol"))
+        db = self.reopen(store, self.frames_of("ethanol"))
         with pytest.raises(KeyError, match=r"'calc.nope'.*calc\.energy"):
             db["calc.nope"]
         with pytest.raises(UnknownKeyError):
             db[["calc.energy", "info.nope"]]
 
     def test_columns_and_schema(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        frames = self.frames_of("ethanol")
         db = self.reopen(store, frames)
         expected = sorted(atoms_to_dict(frames[0]))
         assert db.columns == expected
         schema = db.schema
-        assert schema["calc.forces"].shape == (-1, 3) and schema["calc.forces"].per_atom
-        assert schema["calc.stress"].shape == (6,) and not schema["calc.stress"].per_atom
+        assert set(schema) == set(expected)
         assert schema["arrays.positions"].dtype == "float64"
+        assert schema["arrays.positions"].shape == (-1, 3) and schema["arrays.positions"].per_atom
+        assert schema["cell"].shape == (3, 3) and not schema["cell"].per_atom
+        if "calc.forces" in schema:
+            assert schema["calc.forces"].shape == (-1, 3) and schema["calc.forces"].per_atom
+        if "calc.stress" in schema:
+            assert schema["calc.stress"].shape == (6,) and not schema["calc.stress"].per_atom
 
     def test_key_counts_format_and_check(self, store: StoreFactory) -> None:
-        frames = make_frames("keys_on_some_frames")
+        frames = self.frames("keys_on_some_frames") or self.frames_of("ethanol")
         db = self.reopen(store, frames)
         expected: dict[str, int] = {}
         for atoms in frames:
@@ -220,32 +278,40 @@ class ReadableContract:
         assert db.backend.check() == []
 
     def test_returned_frames_are_independent(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        frames = self.frames_of("ethanol")
         db = self.reopen(store, frames)
         first = db[0]
         first.positions += 1.0
-        first.calc.results["forces"][:] = 0.0
-        first.info["meta"]["source"] = "changed"
+        first.numbers[:] = 1
+        for value in [*first.calc.results.values(), *first.info.values(), *first.arrays.values()]:
+            if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+                value[...] = 0
+            elif isinstance(value, dict):
+                value.clear()
         assert_atoms_equal(frames[0], db[0])
+        twice = db[[2, 2]].to_list()
+        twice[0].positions[:] = 0
+        assert_atoms_equal(frames[2], twice[1])
         column = db["arrays.positions"].to_numpy()
         column[:] = 0
         np.testing.assert_array_equal(db[0].positions, frames[0].positions)
 
     def test_pickle(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        frames = self.frames_of("ethanol")
         db = self.reopen(store, frames)
         for obj in (db, db[1:3], db["calc.energy"]):
             clone = pickle.loads(pickle.dumps(obj))
             assert len(clone) == len(obj)
         clone = pickle.loads(pickle.dumps(db))
         assert_atoms_equal(frames[2], clone[2])
-        assert pickle.loads(pickle.dumps(db[1:3]))[0].info["index"] == 1
+        assert_atoms_equal(frames[1], pickle.loads(pickle.dumps(db[1:3]))[0])
         assert pickle.loads(pickle.dumps(db["calc.energy"])).to_list() == db["calc.energy"].to_list()
 
     def test_context_manager(self, store: StoreFactory) -> None:
-        store.seed(make_frames("ethanol"))
+        frames = self.frames_of("ethanol")
+        store.seed(frames)
         with ASEIO(store.open(readonly=True)) as db:
-            assert len(db) == 4
+            assert len(db) == len(frames)
 
 
 class WritableContract(ReadableContract):
@@ -256,7 +322,7 @@ class WritableContract(ReadableContract):
         return ASEIO(store.open())
 
     def test_extend_append_and_reopen(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol") + make_frames("periodic_variable_n")
+        frames = self.frames_of("ethanol") + self.frames_of("periodic_variable_n")
         db = self.fresh(store)
         db.extend(frames[:3])
         db.append(frames[3])
@@ -269,9 +335,9 @@ class WritableContract(ReadableContract):
             assert_atoms_equal(a, b)
 
     def test_setitem(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        frames = self.frames_of("ethanol")
         db = self.fresh(store, frames)
-        replacement = make_frames("periodic_variable_n")
+        replacement = self.frames_of("periodic_variable_n")
         db[1] = replacement[4]
         db[-1] = replacement[0]
         db[[0, 2]] = [replacement[1], replacement[2]]
@@ -284,7 +350,8 @@ class WritableContract(ReadableContract):
             db[0:1] = replacement[:2]
 
     def test_update(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        self.require("any_keys")
+        frames = self.frames_of("ethanol")
         db = self.fresh(store, frames)
         forces = np.full((9, 3), 0.5)
         db.update(2, calc={"energy": -1.25, "forces": forces}, info={"tag": "new"},
@@ -301,7 +368,8 @@ class WritableContract(ReadableContract):
         assert "calc.energy" in db.columns
 
     def test_update_refuses_bad_values(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        self.require("any_keys")
+        frames = self.frames_of("ethanol")
         db = self.fresh(store, frames)
         with pytest.raises(InvalidDataError, match=r"row 1.*'calc.forces'.*4 rows.*9 atoms"):
             db.update(1, calc={"forces": np.zeros((4, 3))})
@@ -329,7 +397,8 @@ class WritableContract(ReadableContract):
     def test_extend_refuses_bad_input_whole(
         self, store: StoreFactory, bad: str, error: type, match: str
     ) -> None:
-        frames = make_frames("ethanol")
+        self.require("any_keys")
+        frames = self.frames_of("ethanol")
         db = self.fresh(store, frames[:1])
         culprit: Any = molecule("CH3CH2OH")
         if bad == "not atoms":
@@ -350,7 +419,7 @@ class WritableContract(ReadableContract):
         assert_atoms_equal(frames[0], again[0])
 
     def test_readonly_handle(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        frames = self.frames_of("ethanol")
         store.seed(frames)
         db = ASEIO(store.open(readonly=True))
         attempts = [
@@ -369,7 +438,7 @@ class WritableContract(ReadableContract):
         assert len(db) == len(frames)
 
     def test_insert(self, store: StoreFactory) -> None:
-        frames = make_frames("periodic_variable_n")
+        frames = self.frames_of("periodic_variable_n")
         db = self.fresh(store, frames[:3])
         if not db.backend.supports_insert:
             with pytest.raises(UnsupportedOperationError, match="insert"):
@@ -383,7 +452,7 @@ class WritableContract(ReadableContract):
             assert_atoms_equal(a, b)
 
     def test_delete(self, store: StoreFactory) -> None:
-        frames = make_frames("periodic_variable_n")
+        frames = self.frames_of("periodic_variable_n")
         db = self.fresh(store, frames)
         if not db.backend.supports_delete:
             with pytest.raises(UnsupportedOperationError, match="delete"):
@@ -400,12 +469,13 @@ class WritableContract(ReadableContract):
             del db[5]
 
     def test_drop_keys(self, store: StoreFactory) -> None:
-        frames = make_frames("ethanol")
+        frames = self.frames_of("ethanol")
         db = self.fresh(store, frames)
         if not db.backend.supports_drop_keys:
             with pytest.raises(UnsupportedOperationError):
                 db.drop("info.smiles")
             return
+        self.require("any_keys")
         db.drop("info.smiles", [0, 1])
         db.drop(["calc.stress"])
         again = ASEIO(store.open(readonly=True))
@@ -416,6 +486,7 @@ class WritableContract(ReadableContract):
 
     def test_model_against_list(self, store: StoreFactory) -> None:
         """Random operations applied to the store and to a plain list of rows must agree."""
+        self.require("any_keys", "variable_atoms", "exact_float64")
         rng = np.random.default_rng(7)
         pool = make_frames("periodic_variable_n") + make_frames("ethanol") + make_frames("no_calculator")
         db = self.fresh(store)
