@@ -133,6 +133,21 @@ def test_builtin_classes_declare_their_registry_row(entry: BackendEntry) -> None
     assert registry.builtin(entry.name) is entry
 
 
+@pytest.mark.parametrize("entry", registry._BUILTIN, ids=lambda e: e.name)
+def test_builtin_constructors_are_uniform(entry: BackendEntry) -> None:
+    """Every backend is built as ``cls(target, *, readonly=False, **options)``."""
+    import inspect
+
+    try:
+        cls = entry.load()
+    except MissingExtraError as exc:
+        pytest.skip(str(exc))
+    first, *rest = inspect.signature(cls).parameters.values()
+    assert first.name == "target" and first.kind is first.POSITIONAL_OR_KEYWORD
+    assert rest and rest[0].name == "readonly" and rest[0].default is False
+    assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in rest)
+
+
 def test_builtin_targets_open_without_reading_entry_points(tmp_path: Path) -> None:
     """Issue 15: a cold open that the built-in table resolves never pays for plugin discovery."""
     script = textwrap.dedent(f"""

@@ -250,7 +250,7 @@ class HFBackend(ReadableBackend):
 
     Parameters
     ----------
-    source
+    target
         A URI (module docstring) or a ``datasets`` dataset.
     readonly
         Accepted for the registry; the store is always read-only.
@@ -273,9 +273,9 @@ class HFBackend(ReadableBackend):
 
     def __init__(
         self,
-        source: Any,
+        target: Any,
         *,
-        readonly: bool = True,
+        readonly: bool = False,
         mapping: ColumnMapping | dict[str, Any] | None = None,
         split: str | None = None,
         name: str | None = None,
@@ -285,14 +285,14 @@ class HFBackend(ReadableBackend):
         batch_size: int = 4096,
     ) -> None:
         self.readonly = True
-        self._source = source
+        self._source = target
         self._options: dict[str, Any] = {
             "mapping": mapping, "split": split, "name": name, "streaming": streaming,
             "revision": revision, "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
             "batch_size": batch_size,
         }
-        if isinstance(source, (str, os.PathLike)):
-            self._uri: str | None = os.fspath(source)
+        if isinstance(target, (str, os.PathLike)):
+            self._uri: str | None = os.fspath(target)
             if "://" not in self._uri:
                 raise UnsupportedOperationError(
                     f"{self._uri!r}: the hf backend opens hf://, colabfit:// or optimade:// URIs or "
@@ -304,7 +304,7 @@ class HFBackend(ReadableBackend):
             if streaming is not None or revision is not None or name is not None:
                 raise TypeError("streaming=, name= and revision= apply to URIs, not to datasets objects")
             self._uri, scheme = None, "hf"
-            data = _pick_split(source, split, type(source).__name__)
+            data = _pick_split(target, split, type(target).__name__)
         self._data = data
         datasets = _datasets()
         self._stream = None if isinstance(data, datasets.Dataset) else _Stream(data, batch_size)
