@@ -14,21 +14,46 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .options import BACKEND_OPTIONS, OptionField, option_fields
+
 __all__ = ["main"]
 
 PROG = "asebytes-nodes"
 
-# Backend options offered on the command line: flag -> (option name, type, help).
-_WRITE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
-    ("--compressor", "compressor", str, "Zarr: lz4 (default), zstd, lz4hc, zlib, blosclz, gzip or none"),
-    ("--clevel", "clevel", int, "Zarr: compression level"),
-    ("--chunk-frames", "chunk_frames", int, "Zarr: frames per chunk (default: about 64 KiB per chunk)"),
-    ("--shard-frames", "shard_frames", int, "Zarr: frames per shard file (default: about 32 MiB)"),
-    ("--author-name", "author_name", str, "H5MD: author recorded in the file"),
-    ("--author-email", "author_email", str, "H5MD: author's e-mail"),
-    ("--compression", "compression", str, "H5MD: gzip, lzf or none"),
-    ("--particles-group", "particles_group", str, "H5MD: particles group to write"),
-)
+
+def _write_flags() -> dict[str, OptionField]:
+    """The backend options offered by ``convert``, by option name, from :mod:`asebytes_nodes.options`
+    (an option of several backends appears once)."""
+    flags: dict[str, OptionField] = {}
+    for cls in BACKEND_OPTIONS.values():
+        for spec in option_fields(cls):
+            flags.setdefault(spec.name, spec)
+    return flags
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_write_flags(parser: argparse.ArgumentParser) -> None:
+    owners = {
+        name: [b for b, cls in BACKEND_OPTIONS.items() if any(f.name == name for f in option_fields(cls))]
+        for name in _write_flags()
+    }
+    for name, spec in _write_flags().items():
+        choices = None
+        if spec.choices is not None:
+            choices = [*spec.choices, *(["none"] if spec.nullable else [])]
+        default = "" if spec.default is None else f" (default {spec.default})"
+        parser.add_argument(
+            _flag(name),
+            dest=name,
+            type=spec.kind,
+            choices=choices,
+            default=None,
+            help=f"{', '.join(owners[name])}: {spec.help.rstrip('.')}{default}",
+            metavar=None if choices else name.upper(),
+        )
 
 
 def _open(target: str, backend: str | None = None, **options: Any) -> Any:
@@ -38,15 +63,15 @@ def _open(target: str, backend: str | None = None, **options: Any) -> Any:
 
 
 # -- info ----------------------------------------------------------------------------------------
-def _size_on_disk(target: str) -> tuple[int, int] | None:
-    """(bytes, files) of a local store, or None for URIs and in-memory stores."""
-    if "://" in target:
-        return None
+def _size_on_disk(target: str, backend: Any) -> tuple[int, int] | None:
+    """(bytes, files) of a local store with its side files, as its backend counts them; None
+    for URIs and in-memory stores."""
+    from .bench import disk_usage
+
     path = Path(target).expanduser()
-    if path.is_file():
-        return path.stat().st_size, 1
-    files = [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files), len(files)
+    if "://" in target or not path.exists():
+        return None
+    return disk_usage(type(backend), path)
 
 
 def _scan(db: Any, chunk: int = 100_000) -> dict[str, Any]:
@@ -85,7 +110,7 @@ def info(target: str, backend: str | None = None) -> dict[str, Any]:
     with _open(target, backend) as db:
         scan = _scan(db)
         counts, schema, carried = scan["atoms"], db.schema, db.backend.key_counts()
-        size = _size_on_disk(target)
+        size = _size_on_disk(target, db.backend)
         atoms = (
             {
                 "min": int(counts.min()),
@@ -207,13 +232,8 @@ def _print_frame(target: str, index: int, backend: str | None) -> None:
 def _convert(args: argparse.Namespace) -> None:
     from .transfer import convert
 
-    options = {
-        name: getattr(args, name) for _, name, _, _ in _WRITE_OPTIONS if getattr(args, name) is not None
-    }
-    if options.get("compressor") == "none":
-        options["compressor"] = None
-    if options.get("compression") == "none":
-        options["compression"] = None
+    options = {name: getattr(args, name) for name in _write_flags() if getattr(args, name) is not None}
+    options = {name: None if value == "none" else value for name, value in options.items()}
     _check_options(args.dst, args.to_backend, options)
     if args.to_backend:
         options["backend"] = args.to_backend
@@ -232,21 +252,25 @@ def _convert(args: argparse.Namespace) -> None:
 
 
 def _check_options(target: str, backend: str | None, options: dict[str, Any]) -> None:
-    """Refuse options the destination's backend does not take, naming the flags it does."""
-    import inspect
-
+    """Refuse flags the destination's backend does not take, naming those it does, and values
+    its options do not allow."""
+    from .options import check_options
     from .registry import resolve_backend
 
-    cls = resolve_backend(target, backend).load()
-    accepted = [p for p in inspect.signature(cls).parameters if p not in ("target", "readonly", "self")]
-    unknown = [name for name in options if name not in accepted]
+    if not options:
+        return
+    name = resolve_backend(target, backend).name
+    taken = [spec.name for spec in option_fields(BACKEND_OPTIONS[name])] if name in BACKEND_OPTIONS else []
+    unknown = [option for option in options if option not in taken]
     if unknown:
-        flags = {name: flag for flag, name, _, _ in _WRITE_OPTIONS}
-        offered = [flags[n] for n in accepted if n in flags]
         raise ValueError(
-            f"{target}: the {cls.name} backend takes no {', '.join(flags[n] for n in unknown)}"
-            + (f" (it takes {', '.join(offered)})" if offered else "")
+            f"{target}: the {name} backend takes no {', '.join(map(_flag, unknown))}"
+            + (f" (it takes {', '.join(map(_flag, taken))})" if taken else "")
         )
+    try:
+        check_options(name, options)
+    except ValueError as exc:
+        raise ValueError(f"{target}: {exc}") from None
 
 
 # -- validate ------------------------------------------------------------------------------------
@@ -307,8 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-backend", help="backend name for SRC")
     p.add_argument("--to-backend", help="backend name for DST")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    for flag, name, kind, text in _WRITE_OPTIONS:
-        p.add_argument(flag, dest=name, type=kind, default=None, help=text)
+    _add_write_flags(p)
 
     p = sub.add_parser(
         "validate",
@@ -334,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in dataset when no PATH is given",
     )
     p.add_argument("--frames", type=int, default=1000, help="frames to use (default 1000)")
-    p.add_argument("--backends", default="lmdb,zarr,h5md", help="comma-separated backends to measure")
+    every = ",".join(BACKEND_OPTIONS)
+    p.add_argument("--backends", default=every, help=f"comma-separated backends to measure (default {every})")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     return parser
 

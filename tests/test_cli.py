@@ -126,8 +126,12 @@ def test_convert_names_options_the_backend_does_not_take(stores: dict[str, Path]
     assert done.returncode == 1
     assert (
         done.stderr.strip()
-        == f"asebytes-nodes: error: {tmp_path / 'x.lmdb'}: the lmdb backend takes no --compressor"
+        == f"asebytes-nodes: error: {tmp_path / 'x.lmdb'}: the lmdb backend takes no --compressor "
+        "(it takes --map-size)"
     )
+    done = run("convert", stores["lmdb"], tmp_path / "x.zarr", "--compressor", "zstd", "--clevel", "12")
+    assert done.stderr.strip().endswith("x.zarr: clevel 12 is above 9, the maximum for 'zstd'")
+    assert not (tmp_path / "x.zarr").exists()
     assert not (tmp_path / "x.lmdb").exists()
 
 
@@ -202,3 +206,42 @@ def test_bench_prints_a_table_for_each_backend(stores: dict[str, Path]) -> None:
     assert data["frames"] == len(ASEIO(stores["lmdb"], readonly=True)) and data["zarr"]["write"] > 0
     bad = run("bench", "--backends", "lmdb,nope")
     assert bad.returncode == 1 and "got ['nope']" in bad.stderr
+
+
+def test_bench_and_convert_run_without_pydantic(stores: dict[str, Path], tmp_path: Path) -> None:
+    """The core command line needs no pydantic: bench and convert run with it blocked."""
+    code = (
+        "import sys; sys.modules['pydantic'] = None\n"
+        "from asebytes_nodes.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    bench = subprocess.run(
+        [sys.executable, "-c", code, "bench", "--frames", "10", "--backends", "lmdb,zarr", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bench.returncode == 0, bench.stderr
+    assert json.loads(bench.stdout)["zarr"]["read_all"] > 0
+    dst = tmp_path / "out.zarr"
+    args = ["convert", str(stores["lmdb"]), str(dst), "-q", "--compressor", "zstd", "--clevel", "3"]
+    converted = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    assert converted.returncode == 0, converted.stderr
+    assert len(ASEIO(dst, readonly=True)) == len(ASEIO(stores["lmdb"], readonly=True))
+
+
+def test_write_flags_come_from_the_option_descriptions() -> None:
+    """Every option of asebytes_nodes.options is a convert flag, and every one the backend takes."""
+    import inspect
+
+    from asebytes_nodes.options import BACKEND_OPTIONS, option_fields
+    from asebytes_nodes.registry import list_backends
+
+    help_text = run("convert", "--help").stdout
+    for backend, cls in BACKEND_OPTIONS.items():
+        accepted = inspect.signature(list_backends()[backend].load()).parameters
+        for spec in option_fields(cls):
+            assert "--" + spec.name.replace("_", "-") in help_text, spec.name
+            assert spec.name in accepted, f"{backend} does not take {spec.name}"

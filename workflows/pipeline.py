@@ -1,12 +1,14 @@
-"""Build the example pipeline: Load -> Convert (Zarr, LMDB, H5MD) -> Subset (train/val/test) -> Benchmark.
+"""Build the example pipeline: Load -> Convert (Zarr, LMDB, H5MD) -> Split -> Parts -> Benchmark.
 
     python workflows/pipeline.py      # from the repository root: writes dvc.yaml, params.yaml, zntrack.json
     dvc repro                         # runs it
 
 The generated files are committed, so ``dvc repro`` on a fresh clone needs only this package
 installed. The input, ``workflows/data/emt-md.extxyz``, is made by ``workflows/make_dataset.py``
-and committed too. Run this script again after changing the graph here; change parameters in
-``params.yaml`` (or with ``dvc exp run -S``) without rebuilding.
+and committed too. Run this script again after changing the graph here, or an output's backend
+(output names are part of ``dvc.yaml``); change other parameters in ``params.yaml`` or with
+``dvc exp run -S 'Split.config.seed=7'`` without rebuilding: the split is computed once, by the
+Split node, so such a change moves Train, Validation and Test together and they stay disjoint.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import zntrack
 
-from asebytes_nodes.nodes import Benchmark, Convert, Load, Subset
+from asebytes_nodes.nodes import Benchmark, Convert, Load, Part, Split
 
 DATASET = "workflows/data/emt-md.extxyz"
 
@@ -29,12 +31,19 @@ STORES = {
     },
 }
 
-#: One split shared by the three Subset nodes. The parts are disjoint because they split the
-#: same rows (same filters) with the same fractions and seed. The filter drops frames in
-#: which some atom feels more than 10 eV/Å.
+#: The split, computed once by the Split node; the Part nodes Train, Validation and Test read
+#: their rows from it. The filter drops frames in which some atom feels more than 10 eV/Å.
 SPLIT: dict[str, Any] = {
-    "split": {"fractions": {"train": 0.8, "val": 0.1, "test": 0.1}, "seed": 42},
+    "fractions": {"train": 0.8, "val": 0.1, "test": 0.1},
+    "seed": 42,
     "filters": {"max_force": 10.0},
+}
+
+#: Part nodes by name: which part of SPLIT each reads; the training part is also copied to LMDB.
+PARTS: dict[str, dict[str, Any]] = {
+    "Train": {"part": "train", "materialize": {"backend": "lmdb"}},
+    "Validation": {"part": "val"},
+    "Test": {"part": "test"},
 }
 
 BENCHMARK = {
@@ -49,14 +58,6 @@ BENCHMARK = {
 }
 
 
-def part_of_split(part: str, materialize: bool) -> dict[str, Any]:
-    """Subset config selecting ``part`` of SPLIT; the training part is also copied to LMDB."""
-    config: dict[str, Any] = {**SPLIT, "split": {**SPLIT["split"], "part": part}}
-    if materialize:
-        config["materialize"] = {"backend": "lmdb"}
-    return config
-
-
 def build() -> zntrack.Project:
     """The project with every node of the example; call ``.build()`` on it to write the files."""
     with zntrack.Project() as project:
@@ -64,12 +65,9 @@ def build() -> zntrack.Project:
         stores = {
             name: Convert(data=load, name=name, config={"store": store}) for name, store in STORES.items()
         }
-        zarr = stores["ToZarr"]
-        subsets = {
-            name: Subset(data=zarr, name=name, config=part_of_split(part, materialize=name == "Train"))
-            for name, part in (("Train", "train"), ("Validation", "val"), ("Test", "test"))
-        }
-        Benchmark(data=subsets["Train"], config=BENCHMARK)
+        split = Split(data=stores["ToZarr"], config=SPLIT)
+        parts = {name: Part(split=split, name=name, config=config) for name, config in PARTS.items()}
+        Benchmark(data=parts["Train"], config=BENCHMARK)
     return project
 
 

@@ -1,7 +1,9 @@
-"""ZnTrack workflow nodes: Load, Convert, Cache, Subset and Benchmark.
+"""ZnTrack workflow nodes: Load, Cache, Convert, Subset, Split and Part, Benchmark.
 
 Every stage of a pipeline imports this package, so it imports nothing until a name is used.
-Configuration models live beside the nodes (``LoadConfig``, ``SubsetConfig``...).
+Each node lives in a public module of its own (a stage runs
+``zntrack run asebytes_nodes.nodes.load.Load``); the configuration models are in ``_config``
+and derive the backend options from :mod:`asebytes_nodes.options`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
-    "Load": "._load",
-    "Cache": "._cache",
-    "Convert": "._convert",
-    "Subset": "._subset",
-    "Benchmark": "._benchmark",
+    "Load": ".load",
+    "Cache": ".cache",
+    "Convert": ".convert",
+    "Subset": ".subset",
+    "Split": ".split",
+    "Part": ".split",
+    "Benchmark": ".benchmark",
     "BenchmarkConfig": "._config",
     "CacheConfig": "._config",
     "ConvertConfig": "._config",
@@ -23,9 +27,10 @@ _LAZY = {
     "LMDBOptions": "._config",
     "LoadConfig": "._config",
     "Range": "._config",
+    "PartConfig": "._config",
     "Sample": "._config",
     "SliceSpec": "._config",
-    "Split": "._config",
+    "SplitConfig": "._config",
     "StoreSpec": "._config",
     "SubsetConfig": "._config",
     "ZarrOptions": "._config",
@@ -43,10 +48,13 @@ __all__ = [
     "LMDBOptions",
     "Load",
     "LoadConfig",
+    "Part",
+    "PartConfig",
     "Range",
     "Sample",
     "SliceSpec",
     "Split",
+    "SplitConfig",
     "StoreSpec",
     "Subset",
     "SubsetConfig",
@@ -54,8 +62,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._benchmark import Benchmark
-    from ._cache import Cache
     from ._config import (
         BenchmarkConfig,
         CacheConfig,
@@ -64,17 +70,21 @@ if TYPE_CHECKING:
         H5MDOptions,
         LMDBOptions,
         LoadConfig,
+        PartConfig,
         Range,
         Sample,
         SliceSpec,
-        Split,
+        SplitConfig,
         StoreSpec,
         SubsetConfig,
         ZarrOptions,
     )
-    from ._convert import Convert
-    from ._load import Load
-    from ._subset import Subset
+    from .benchmark import Benchmark
+    from .cache import Cache
+    from .convert import Convert
+    from .load import Load
+    from .split import Part, Split
+    from .subset import Subset
 
 
 def __getattr__(name: str) -> Any:

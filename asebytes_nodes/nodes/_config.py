@@ -14,12 +14,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveFloat,
     PositiveInt,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
+
+from ..options import BACKEND_OPTIONS as CORE_OPTIONS
+from ..options import option_fields
 
 __all__ = [
     "BACKEND_OPTIONS",
@@ -31,9 +34,10 @@ __all__ = [
     "LMDBOptions",
     "LoadConfig",
     "Range",
+    "PartConfig",
     "Sample",
     "SliceSpec",
-    "Split",
+    "SplitConfig",
     "StoreSpec",
     "SubsetConfig",
     "ZarrOptions",
@@ -55,80 +59,68 @@ def _check_key(key: str) -> None:
         raise ValueError(str(exc)) from None
 
 
-# -- backend options -------------------------------------------------------------------------
-class LMDBOptions(_Model):
-    """Options of the LMDB backend."""
+# -- backend options: Pydantic models derived from asebytes_nodes.options ---------------------
+def _derived(options: type[Any]) -> type[_Model]:
+    """The Pydantic model of one options dataclass of :mod:`asebytes_nodes.options`: the same
+    fields, defaults, descriptions and limits, its cross-field rules run after validation."""
+    fields: dict[str, Any] = {}
+    for spec in option_fields(options):
+        kind: Any = Literal[spec.choices] if spec.choices else spec.kind  # type: ignore[valid-type]
+        limits = dict(spec.limits)
+        if "pattern" in limits:
+            limits["pattern"] = f"^(?:{limits['pattern']})$"
+        annotation = kind | None if spec.nullable else kind
+        fields[spec.name] = (annotation, Field(default=spec.default, description=spec.help, **limits))
 
-    map_size: int = Field(
-        default=0, ge=0, description="Initial address space in bytes; 0 lets the backend choose."
-    )
-
-
-_BLOSC = ("lz4", "lz4hc", "zstd", "zlib", "blosclz")
-
-
-class ZarrOptions(_Model):
-    """Options of the Zarr backend: compression, chunk and shard sizes."""
-
-    compressor: Literal["lz4", "lz4hc", "zstd", "zlib", "blosclz", "gzip", "zstd-raw"] | None = Field(
-        default="lz4",
-        description="Codec: Blosc with the named compressor, 'gzip', plain 'zstd-raw', or null.",
-    )
-    clevel: int = Field(
-        default=5, ge=0, le=22, description="Compression level (0-9; up to 22 for 'zstd-raw')."
-    )
-    chunk_frames: PositiveInt | None = Field(
-        default=None, description="Rows per chunk (default: from chunk_bytes)."
-    )
-    shard_frames: PositiveInt | None = Field(
-        default=None, description="Rows per shard (default: from shard_bytes)."
-    )
-    chunk_bytes: PositiveInt = Field(default=64 << 10, description="Target bytes per chunk.")
-    shard_bytes: PositiveInt = Field(default=32 << 20, description="Target bytes per shard file.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ZarrOptions:
-        if self.compressor in (*_BLOSC, "gzip") and self.clevel > 9:
-            raise ValueError(f"clevel {self.clevel} is above 9, the maximum for {self.compressor!r}")
-        if self.chunk_frames and self.shard_frames and self.shard_frames < self.chunk_frames:
-            raise ValueError("shard_frames must be at least chunk_frames")
-        if self.shard_bytes < self.chunk_bytes:
-            raise ValueError("shard_bytes must be at least chunk_bytes")
+    def rules(self: _Model) -> _Model:
+        options(**self.model_dump())
         return self
 
-
-class H5MDOptions(_Model):
-    """Options of the H5MD backend; unset ones keep the backend's defaults."""
-
-    author_name: str | None = Field(default=None, description="Author recorded in the file's /h5md group.")
-    author_email: str | None = Field(default=None, description="Author e-mail recorded in the /h5md group.")
-    compression: Literal["gzip", "lzf"] | None = Field(
-        default=None, description="HDF5 filter of the datasets (the backend's default: gzip); null for none."
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        options.__name__,
+        __base__=_Model,
+        __doc__=options.__doc__,
+        __module__=__name__,
+        __validators__={"rules": model_validator(mode="after")(rules)},
+        **fields,
     )
-    compression_opts: int | None = Field(default=None, ge=0, le=9, description="gzip level.")
-    particles_group: str | None = Field(
-        default=None, pattern=r"^[^/]+$", description="Name of the group under /particles."
-    )
-    timestep: PositiveFloat | None = Field(default=None, description="Time between frames, in fs.")
-
-    @model_validator(mode="after")
-    def _level_needs_gzip(self) -> H5MDOptions:
-        if self.compression_opts is not None and self.compression == "lzf":
-            raise ValueError("compression_opts (the gzip level) does not apply to lzf")
-        return self
 
 
-#: Writable backends a node can write, with the model of their options.
-BACKEND_OPTIONS: dict[str, type[_Model]] = {"lmdb": LMDBOptions, "zarr": ZarrOptions, "h5md": H5MDOptions}
+#: Writable backends a node can write, with the Pydantic model of their options.
+BACKEND_OPTIONS: dict[str, type[_Model]] = {name: _derived(cls) for name, cls in CORE_OPTIONS.items()}
+LMDBOptions = BACKEND_OPTIONS["lmdb"]
+ZarrOptions = BACKEND_OPTIONS["zarr"]
+H5MDOptions = BACKEND_OPTIONS["h5md"]
 
 
 class StoreSpec(_Model):
-    """Where a node writes frames: a backend and its options (validated per backend)."""
+    """Where a node writes frames: a backend, its options (validated per backend) and a group."""
 
-    backend: Literal["lmdb", "zarr", "h5md"] = Field(
+    backend: Literal[tuple(BACKEND_OPTIONS)] = Field(  # type: ignore[valid-type]
         default="lmdb", description="Backend of the output store."
     )
     options: dict[str, Any] = Field(default_factory=dict, description="Options of that backend.")
+    group: str | None = Field(
+        default=None, description="Group of the store to write the frames to (backends with groups)."
+    )
+
+    @field_validator("group")
+    @classmethod
+    def _check_group(cls, group: str | None, info: ValidationInfo) -> str | None:
+        if group is None:
+            return None
+        from ..backends._base import check_group_name
+        from ..errors import InvalidDataError
+        from ..registry import list_backends
+
+        backend = info.data.get("backend")
+        try:
+            check_group_name("the output store", group)
+        except InvalidDataError as exc:
+            raise ValueError(str(exc)) from None
+        if backend is not None and not list_backends()[backend].load().supports_groups:
+            raise ValueError(f"the {backend} backend has no groups; remove group or choose another backend")
+        return group
 
     @field_validator("options")
     @classmethod
@@ -144,16 +136,6 @@ class StoreSpec(_Model):
 _CHUNK = Field(default=1000, description="Frames per read/write batch; bounds the memory in use.")
 
 
-class CacheConfig(_Model):
-    """Configuration of :class:`~asebytes_nodes.nodes.Cache`."""
-
-    source_options: dict[str, Any] = Field(
-        default_factory=dict, description="Options for opening the source, e.g. {split: train} for hf://."
-    )
-    store: StoreSpec = Field(default=StoreSpec(), description="Backend of the local copy.")
-    chunk_size: PositiveInt = _CHUNK
-
-
 class SliceSpec(_Model):
     """A Python slice ``start:stop:step`` over rows."""
 
@@ -165,7 +147,21 @@ class SliceSpec(_Model):
         return slice(self.start, self.stop, self.step)
 
 
-class LoadConfig(CacheConfig):
+class _SourceConfig(_Model):
+    """What Load and Cache share: how to open the source and the store to write."""
+
+    source_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options for opening the source, e.g. {split: train} for hf://."
+    )
+    store: StoreSpec = Field(default=StoreSpec(), description="Backend of the output store.")
+    chunk_size: PositiveInt = _CHUNK
+
+
+class CacheConfig(_SourceConfig):
+    """Configuration of :class:`~asebytes_nodes.nodes.Cache`: the whole source, as it is."""
+
+
+class LoadConfig(_SourceConfig):
     """Configuration of :class:`~asebytes_nodes.nodes.Load`."""
 
     split: str | None = Field(
@@ -173,6 +169,11 @@ class LoadConfig(CacheConfig):
     )
     mapping: dict[str, Any] | None = Field(default=None, description="Column mapping for dataset sources.")
     frames: SliceSpec = Field(default=SliceSpec(), description="Range of source frames to keep.")
+
+    def open_options(self) -> dict[str, Any]:
+        """``source_options`` with the split and mapping, when set."""
+        extra = {k: v for k, v in (("split", self.split), ("mapping", self.mapping)) if v}
+        return {**self.source_options, **extra}
 
 
 class ConvertConfig(_Model):
@@ -234,57 +235,69 @@ class Sample(_Model):
         return self
 
 
-class Split(_Model):
-    """A seeded split into named parts by fraction; the node keeps ``part``."""
-
-    fractions: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(
-        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
-        description="Share of the frames in each part, at most 1 in all (cut in alphabetical name order).",
-    )
-    part: str = Field(default="train", description="The part this node selects.")
-    seed: int = Field(
-        default=0, description="Seed of the shuffle; every part of one split must use the same."
-    )
-
-    @model_validator(mode="after")
-    def _valid(self) -> Split:
-        if not self.fractions:
-            raise ValueError("fractions must name at least one part")
-        if sum(self.fractions.values()) > 1 + 1e-9:
-            raise ValueError(f"fractions sum to {sum(self.fractions.values()):g}, more than 1")
-        if self.part not in self.fractions:
-            raise ValueError(f"part {self.part!r} is not one of {sorted(self.fractions)}")
-        return self
-
-
-class SubsetConfig(_Model):
-    """Configuration of :class:`~asebytes_nodes.nodes.Subset`.
-
-    Rows are picked in this order: ``indices`` or ``slice`` (else every row), then
-    ``filters``, then ``sample`` or ``split``.
-    """
+class _RowsConfig(_Model):
+    """Rows picked from upstream frames: ``indices`` or ``slice`` (else every row), then ``filters``."""
 
     indices: list[int] | None = Field(
         default=None, description="Explicit rows (negative counts from the end)."
     )
     slice: SliceSpec | None = Field(default=None, description="A range of rows.")
     filters: Filters = Field(default=Filters(), description="Conditions on each frame.")
-    sample: Sample | None = Field(default=None, description="Seeded random sample of the filtered rows.")
-    split: Split | None = Field(
-        default=None, description="Seeded train/validation/test split of the filtered rows."
-    )
-    materialize: StoreSpec | None = Field(
-        default=None, description="Also write the selected frames to a store of this backend."
-    )
     chunk_size: PositiveInt = Field(default=4096, description="Rows per read while filtering and copying.")
 
     @model_validator(mode="after")
-    def _exclusive(self) -> SubsetConfig:
+    def _exclusive(self) -> _RowsConfig:
         if self.indices is not None and self.slice is not None:
             raise ValueError("give either indices or slice, not both")
-        if self.sample is not None and self.split is not None:
-            raise ValueError("give either sample or split, not both")
         return self
+
+
+_MATERIALIZE = Field(default=None, description="Also write the selected frames to a store of this backend.")
+
+
+class SubsetConfig(_RowsConfig):
+    """Configuration of :class:`~asebytes_nodes.nodes.Subset`: picked rows, then optionally a
+    seeded ``sample`` of them. To cut data into train/validation/test parts use
+    :class:`~asebytes_nodes.nodes.Split` and :class:`~asebytes_nodes.nodes.Part`."""
+
+    sample: Sample | None = Field(default=None, description="Seeded random sample of the filtered rows.")
+    materialize: StoreSpec | None = _MATERIALIZE
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_split(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "split" in data:
+            raise ValueError(
+                "a Subset does not split: one Split node cuts the rows once and a Part node per part "
+                "reads its rows, so the parts stay disjoint whatever their parameters"
+            )
+        return data
+
+
+class SplitConfig(_RowsConfig):
+    """Configuration of :class:`~asebytes_nodes.nodes.Split`: picked rows cut into disjoint parts."""
+
+    fractions: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
+        description="Share of the frames in each part, at most 1 in all (cut in alphabetical name order).",
+    )
+    seed: int = Field(default=0, description="Seed of the shuffle.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> SplitConfig:
+        if not self.fractions:
+            raise ValueError("fractions must name at least one part")
+        if sum(self.fractions.values()) > 1 + 1e-9:
+            raise ValueError(f"fractions sum to {sum(self.fractions.values()):g}, more than 1")
+        return self
+
+
+class PartConfig(_Model):
+    """Configuration of :class:`~asebytes_nodes.nodes.Part`: one part of a Split."""
+
+    part: str = Field(description="Name of the part, one of the Split's fractions.")
+    materialize: StoreSpec | None = _MATERIALIZE
+    chunk_size: PositiveInt = Field(default=4096, description="Rows per read while copying.")
 
 
 class BenchmarkConfig(_Model):

@@ -24,24 +24,30 @@ import zntrack
 from zntrack.config import ZNTRACK_LAZY_VALUE, NodeStatusEnum
 
 from ..io import ASEIO
-from ._ops import git_ignore, store_suffix
+from ..options import store_suffix
+from ._ops import git_ignore
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from ._config import StoreSpec
+
 __all__ = ["ConfiguredNode", "FramesNode", "open_output"]
 
+#: Where this project's example builds its graph (named in messages when it exists).
+_GRAPH_SCRIPT = "workflows/pipeline.py"
 
-def open_output(node: zntrack.Node, path: str | Path) -> ASEIO:
-    """A read-only ASEIO over one output store of ``node``, at the node's revision."""
+
+def open_output(node: zntrack.Node, path: str | Path, group: str | None = None) -> ASEIO:
+    """A read-only ASEIO over one output store of ``node`` (its ``group``), at the node's revision."""
     state = node.state
     if state.rev is None and state.remote is None:
-        return ASEIO(path, readonly=True)
+        return ASEIO(path, readonly=True, group=group)
     tmp = Path(tempfile.mkdtemp(prefix="asebytes-nodes-"))
     local = tmp / Path(path).name
     try:
         state.fs.get(Path(path).as_posix(), local.as_posix(), recursive=True)
-        frames = ASEIO(local, readonly=True)
+        frames = ASEIO(local, readonly=True, group=group)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -61,9 +67,6 @@ class ConfiguredNode(zntrack.Node):  # type: ignore[misc]  # zntrack has no type
     :meth:`settings` when the stage runs, where it was read back from ``params.yaml``.
     """
 
-    # Stage commands read ``zntrack run asebytes_nodes.nodes.<Class>``: stable however the
-    # package's private modules are arranged.
-    _module_: ClassVar[str] = "asebytes_nodes.nodes"
     _model: ClassVar[type[BaseModel]]
 
     def __post_init__(self) -> None:
@@ -104,18 +107,21 @@ class FramesNode(ConfiguredNode):
     """A configured node that writes frames to ``frames_path`` and reads them as :attr:`frames`.
 
     The store is named ``<nwd>/frames<ext>`` after the backend the node is configured with
-    (:meth:`output_backend`), unless ``frames_path`` is given. Subclasses declare the
+    (:meth:`output_store`), unless ``frames_path`` is given. Subclasses declare the
     ``frames_path`` output field with an empty list as default: "no store" (ZnTrack cannot
     pass None on as a dependency).
     """
+
+    #: The config field that holds the output store.
+    _store_field: ClassVar[str] = "store"
 
     if TYPE_CHECKING:
         frames_path: Path | list[Path]
 
     def configured(self, config: Any) -> None:
-        backend = self.output_backend(config)
-        if backend is not None and not self.__dict__.get("frames_path"):
-            self.frames_path = zntrack.nwd / f"frames{store_suffix(backend)}"
+        store = self.output_store(config)
+        if store is not None and not self.__dict__.get("frames_path"):
+            self.frames_path = zntrack.nwd / f"frames{store_suffix(store.backend)}"
 
     @property
     def store_path(self) -> Path | None:
@@ -123,37 +129,67 @@ class FramesNode(ConfiguredNode):
         path = self.frames_path
         return Path(path) if path else None  # type: ignore[arg-type]
 
-    def output_backend(self, config: Any) -> str | None:
-        """The backend of the store this node writes, or None if it writes none."""
-        return str(config.store.backend)
+    def output_store(self, config: Any) -> StoreSpec | None:
+        """The store this node writes (backend, options, group), or None if it writes none."""
+        store: StoreSpec | None = getattr(config, self._store_field)
+        return store
 
-    def store_target(self, config: Any) -> Path:
-        """The output store's path, checked against the configured backend, its folder created.
+    def _raw_store(self) -> dict[str, Any] | None:
+        """The output store's settings as ``params.yaml`` has them, before validation."""
+        config = self.config if isinstance(self.config, dict) else {}
+        if self._store_field in config:
+            raw = config[self._store_field]
+            return raw if isinstance(raw, dict) else None
+        default = self._model.model_fields[self._store_field].get_default(call_default_factory=True)
+        return None if default is None else dict(default.model_dump())
+
+    def settings(self) -> Any:
+        """The configuration as a validated model, once the output store's name is checked.
 
         The output's name is fixed in ``dvc.yaml`` when the graph is built, so a backend
-        changed later in ``params.yaml`` is refused instead of written under the wrong name.
+        changed later in ``params.yaml`` only is refused first, in one line, before the
+        options are checked against the new backend.
         """
-        backend = self.output_backend(config)
+        raw = self._raw_store()
         path = self.store_path
-        if backend is None or path is None:
-            raise ValueError(
-                f"{self.name}: the graph was built without an output store for this node; "
-                "configure the store where the graph is built and build it again"
+        wanted = None if raw is None else str(raw.get("backend", "lmdb"))
+        built = None if path is None else path.suffix
+        expected = None if wanted is None else _suffix_or_none(wanted)
+        if (wanted is None) != (built is None) or (expected and built and built != expected):
+            where = _GRAPH_SCRIPT if Path(_GRAPH_SCRIPT).exists() else "the script that builds the graph"
+            asked = f"a {wanted} store" if wanted else "no store"
+            message = (
+                f"{self.name}: params.yaml asks for {asked} but the graph was built with "
+                f"{path or 'no output store'}; change it in {where} and run that script again "
+                "(output names are part of dvc.yaml)"
             )
-        if path.suffix != store_suffix(backend):
-            raise ValueError(
-                f"{self.name}: the configured backend is {backend!r}, but the graph was built with "
-                f"the output {path} for another backend; change the backend where the graph is "
-                "built and build it again (the output's name is part of dvc.yaml)"
-            )
+            if self.state.state is NodeStatusEnum.RUNNING:
+                raise SystemExit(message)
+            raise ValueError(message)
+        return super().settings()
+
+    def store_target(self, config: Any) -> Path:
+        """The output store's path (checked by :meth:`settings`), its folder created."""
+        store = self.output_store(config)
+        path = self.store_path
+        if store is None or path is None:
+            raise ValueError(f"{self.name}: this node writes no store")
         path.parent.mkdir(parents=True, exist_ok=True)
-        git_ignore(path)
+        git_ignore(path, store.backend)
         return path
 
     @property
     def frames(self) -> ASEIO:
         """The output frames as a lazy, read-only ASEIO, at this node's revision."""
         path = self.store_path
-        if path is None:
+        raw = self._raw_store()
+        if path is None or raw is None:
             raise ValueError(f"{self.name}: this node writes no frames")
-        return open_output(self, path)
+        return open_output(self, path, raw.get("group"))
+
+
+def _suffix_or_none(backend: str) -> str | None:
+    try:
+        return store_suffix(backend)
+    except (KeyError, ValueError):  # an unknown backend: Pydantic reports it
+        return None

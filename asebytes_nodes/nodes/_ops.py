@@ -16,35 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..backends._base import ColumnInfo, ReadableBackend
 from ..io import ASEIO
 from ..registry import list_backends
-from ..transfer import convert, side_files
+from ..selection import SelectedRows
+from ..transfer import convert
 
 if TYPE_CHECKING:
     from ase import Atoms
 
     from ._config import StoreSpec
 
-__all__ = [
-    "SelectedRows",
-    "as_aseio",
-    "fingerprint",
-    "git_ignore",
-    "iter_chunks",
-    "store_size",
-    "store_suffix",
-    "write_store",
-]
-
-
-def store_suffix(backend: str) -> str:
-    """The file extension that the registry maps to ``backend`` alone (``.h5md``, not ``.h5``)."""
-    table = list_backends()
-    for ext in table[backend].extensions:
-        if sum(ext in entry.extensions for entry in table.values()) == 1:
-            return ext
-    raise ValueError(f"the {backend!r} backend has no extension of its own; name the output explicitly")
+__all__ = ["as_aseio", "fingerprint", "git_ignore", "iter_chunks", "write_store"]
 
 
 def iter_chunks(frames: Any, size: int) -> Iterator[list[Atoms]]:
@@ -69,13 +51,15 @@ def as_aseio(frames: Any) -> ASEIO:
     return memory
 
 
-def git_ignore(path: Path, *names: str) -> None:
-    """List ``names`` (files beside ``path``) in the ``.gitignore`` of its folder, where DVC
-    lists its outputs; by default the side files of the store at ``path`` (lock files, which
-    opening a store may rewrite, and an undo journal: they stay outside what DVC and git track)."""
+def git_ignore(path: Path, backend: str, *, itself: bool = False) -> None:
+    """List the side files of the ``backend`` store at ``path`` (lock files, which opening a
+    store may rewrite, and an undo journal), and with ``itself`` the store too, in the
+    ``.gitignore`` of its folder, where DVC lists its outputs: they stay outside what DVC and
+    git track."""
     ignore = path.parent / ".gitignore"
     lines = ignore.read_text().splitlines() if ignore.exists() else []
-    wanted = [f"/{name}" for name in names or [side.name for side in side_files(path)]]
+    sides = list_backends()[backend].load().side_files(path)
+    wanted = [f"/{p.name}" for p in ([path] if itself else []) + sides]
     if missing := [line for line in wanted if line not in lines]:
         ignore.write_text("\n".join([*lines, *missing]) + "\n")
 
@@ -94,21 +78,15 @@ def write_store(
     of Atoms. The store is complete before it replaces ``target``
     (:func:`asebytes_nodes.transfer.convert`). Returns the number of frames written.
     """
+    group = {"group": store.group} if store.group is not None else {}
     return convert(
         as_aseio(frames),
         target,
         indices=rows,
         overwrite=True,
-        destination_options={"backend": store.backend, **store.options},
+        destination_options={"backend": store.backend, **group, **store.options},
         chunk_size=chunk_size,
     )
-
-
-def store_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """``(bytes, files)`` a store takes on disk (LMDB's lock file not counted)."""
-    path = Path(path)
-    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-    return sum(p.stat().st_size for p in files), len(files)
 
 
 def fingerprint(frames: ASEIO) -> str:
@@ -136,47 +114,3 @@ def fingerprint(frames: ASEIO) -> str:
             while block := fh.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()
-
-
-class SelectedRows(ReadableBackend):
-    """Read-only rows ``rows`` of another store, in that order: a subset without a copy.
-
-    ``keys()`` and ``schema()`` describe the whole source store, which may carry keys that
-    none of the selected rows has.
-    """
-
-    name = "selection"
-
-    def __init__(self, source: ASEIO, rows: Sequence[int] | np.ndarray) -> None:
-        self.source = source  # holds the source's handle (and any temporary copy) open
-        self.rows = np.asarray(rows, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def columns(self, index: int = 0) -> list[str]:
-        return self.source.backend.columns(int(self.rows[index]))
-
-    def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
-        return self.source.backend.read_row(int(self.rows[index]), keys)
-
-    def read_rows(
-        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
-    ) -> list[dict[str, Any]]:
-        return self.source.backend.read_rows(self.rows[np.asarray(indices, dtype=np.int64)], keys)
-
-    def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
-        return self.source.backend.read_column(key, self.rows[np.asarray(indices, dtype=np.int64)])
-
-    def keys(self) -> list[str]:
-        return self.source.backend.keys()
-
-    def schema(self) -> dict[str, ColumnInfo]:
-        return self.source.backend.schema()
-
-    @property
-    def location(self) -> str | None:
-        return self.source.backend.location
-
-    def close(self) -> None:
-        self.source.close()

@@ -1,4 +1,4 @@
-"""Row selection for :class:`~asebytes_nodes.nodes.Subset`: indices, slices, filters, samples, splits.
+"""Row selection for Subset and Split: indices, slices, filters, samples, splits.
 
 Filters read only the columns they need, ``chunk_size`` rows at a time, and decide each chunk
 with numpy over all its frames at once.
@@ -17,16 +17,13 @@ from ..views import check_keys
 if TYPE_CHECKING:
     from ..backends._base import ReadableBackend
     from ..io import ASEIO
-    from ._config import Filters, SubsetConfig
+    from ._config import Filters, SplitConfig, SubsetConfig
 
-__all__ = ["filter_rows", "select_rows"]
+__all__ = ["filter_rows", "pick_rows", "select_rows", "split_rows"]
 
 
-def select_rows(frames: ASEIO, config: SubsetConfig) -> IndexArray:
-    """Row numbers of ``frames`` that ``config`` selects, in the order described there.
-
-    Samples and split parts come back sorted, so reading them walks the store forwards.
-    """
+def pick_rows(frames: ASEIO, config: SubsetConfig | SplitConfig) -> IndexArray:
+    """Row numbers of ``frames`` given by ``indices`` or ``slice`` (else every row) that pass ``filters``."""
     n = len(frames)
     if config.indices is not None:
         rows = normalize_indices(config.indices, n)
@@ -34,26 +31,36 @@ def select_rows(frames: ASEIO, config: SubsetConfig) -> IndexArray:
         rows = normalize_indices(config.slice.to_slice(), n)
     else:
         rows = np.arange(n, dtype=np.int64)
-    rows = filter_rows(frames.backend, rows, config.filters, config.chunk_size)
-    if config.sample is not None:
-        sample = config.sample
-        want = sample.n if sample.n is not None else int((sample.fraction or 0) * len(rows))
-        if want > len(rows):
-            raise ValueError(
-                f"sample.n is {want} but only {len(rows)} frames remain after indices/slice and "
-                "filters; lower sample.n or use sample.fraction"
-            )
-        picked = np.random.default_rng(sample.seed).choice(len(rows), want, replace=False)
-        rows = rows[np.sort(picked)]
-    elif config.split is not None:
-        split = config.split
-        order = np.random.default_rng(split.seed).permutation(len(rows))
-        names = sorted(split.fractions)  # params.yaml sorts keys: cut in an order that survives it
-        bounds = np.floor(np.cumsum([split.fractions[k] for k in names]) * len(rows) + 1e-9).astype(int)
-        k = names.index(split.part)
-        start = bounds[k - 1] if k else 0
-        rows = rows[np.sort(order[start : bounds[k]])]
-    return rows
+    return filter_rows(frames.backend, rows, config.filters, config.chunk_size)
+
+
+def select_rows(frames: ASEIO, config: SubsetConfig) -> IndexArray:
+    """Row numbers of ``frames`` that a Subset picks: :func:`pick_rows`, then its sample (sorted,
+    so reading them walks the store forwards)."""
+    rows = pick_rows(frames, config)
+    sample = config.sample
+    if sample is None:
+        return rows
+    want = sample.n if sample.n is not None else int((sample.fraction or 0) * len(rows))
+    if want > len(rows):
+        raise ValueError(
+            f"sample.n is {want} but only {len(rows)} frames remain after indices/slice and "
+            "filters; lower sample.n or use sample.fraction"
+        )
+    picked = np.random.default_rng(sample.seed).choice(len(rows), want, replace=False)
+    return rows[np.sort(picked)]
+
+
+def split_rows(frames: ASEIO, config: SplitConfig) -> dict[str, IndexArray]:
+    """The picked rows cut into disjoint parts, by name: a seeded shuffle cut by fraction in
+    alphabetical order of the names (an order that survives ``params.yaml``, which sorts keys).
+    Each part is sorted."""
+    rows = pick_rows(frames, config)
+    order = np.random.default_rng(config.seed).permutation(len(rows))
+    names = sorted(config.fractions)
+    bounds = np.floor(np.cumsum([config.fractions[k] for k in names]) * len(rows) + 1e-9).astype(int)
+    starts = np.concatenate([[0], bounds[:-1]])
+    return {k: rows[np.sort(order[a:b])] for k, a, b in zip(names, starts, bounds, strict=True)}
 
 
 def filter_rows(backend: ReadableBackend, rows: IndexArray, filters: Filters, chunk_size: int) -> IndexArray:

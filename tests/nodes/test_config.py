@@ -20,6 +20,10 @@ from asebytes_nodes.nodes import (
     Convert,
     ConvertConfig,
     LoadConfig,
+    Part,
+    PartConfig,
+    Split,
+    SplitConfig,
     StoreSpec,
     Subset,
     SubsetConfig,
@@ -50,12 +54,10 @@ BAD: list[tuple[type[BaseModel], dict[str, Any], str]] = [
     ),
     (ConvertConfig, {"chunk_size": 0}, r"chunk_size\n.*greater than 0"),
     (LoadConfig, {"frames": {"step": -1}}, r"frames\.step\n.*greater than 0"),
-    (SubsetConfig, {"split": {"fractions": {"train": 0.8, "test": 0.3}}}, r"split\n.*sum to 1\.1"),
-    (
-        SubsetConfig,
-        {"split": {"part": "val", "fractions": {"train": 1.0}}},
-        r"split\n.*part 'val' is not one of",
-    ),
+    (SplitConfig, {"fractions": {"train": 0.8, "test": 0.3}}, r"fractions sum to 1\.1"),
+    (SplitConfig, {"fractions": {}}, r"fractions must name at least one part"),
+    (PartConfig, {}, r"part\n.*Field required"),
+    (SubsetConfig, {"split": {"fractions": {"train": 1.0}}}, r"a Subset does not split: one Split node"),
     (SubsetConfig, {"sample": {"n": 3, "fraction": 0.5}}, r"sample\n.*exactly one of n and fraction"),
     (SubsetConfig, {"filters": {"elements": ["Cu", "Xx"]}}, r"filters\n.*unknown chemical symbols \['Xx'\]"),
     (
@@ -96,20 +98,41 @@ def test_params_are_plain_values_and_models_are_accepted(tmp_path: Any, monkeypa
         Subset(data=a, name="B", config={"filters": {"elements": ["Cu"]}, "materialize": {"backend": "lmdb"}})
     project.build()
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    assert params["A"]["config"] == {"chunk_size": 1000, "store": {"backend": "zarr", "options": {}}}
+    assert params["A"]["config"] == {
+        "chunk_size": 1000,
+        "store": {"backend": "zarr", "options": {}, "group": None},
+    }
     assert params["B"]["config"]["filters"]["elements"] == ["Cu"]
     stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
     assert stages["A"]["outs"] == ["nodes/A/frames.zarr"]
     assert stages["B"]["outs"] == ["nodes/B/frames.lmdb", "nodes/B/selection.json"]
     assert stages["B"]["deps"] == ["nodes/A/frames.zarr"]
-    assert stages["B"]["cmd"] == "zntrack run asebytes_nodes.nodes.Subset --name B"
+    assert stages["B"]["cmd"] == "zntrack run asebytes_nodes.nodes.subset.Subset --name B"
+
+
+def test_split_parts_depend_on_one_split(tmp_path: Any, monkeypatch: Any) -> None:
+    """One Split node, its parts as Part nodes: a split parameter moves every part at once."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"PartC: part 'c' is not one of the split's \['a', 'b'\]"):
+        with zntrack.Project():
+            split = Split(data=Convert(source="in.lmdb"), config={"fractions": {"a": 0.5, "b": 0.5}})
+            Part(split=split, name="PartC", config={"part": "c"})
+    with zntrack.Project() as project:
+        split = Split(data=Convert(source="in.lmdb", name="A"), config={"fractions": {"a": 0.5, "b": 0.5}})
+        Part(split=split, name="PartA", config={"part": "a", "materialize": {"backend": "lmdb"}})
+        Part(split=split, name="PartB", config={"part": "b"})
+    project.build()
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
+    assert stages["Split"]["outs"] == ["nodes/Split/split.json"]
+    assert stages["PartA"]["deps"] == stages["PartB"]["deps"] == ["nodes/Split/split.json"]
+    assert stages["PartA"]["outs"] == ["nodes/PartA/frames.lmdb", "nodes/PartA/selection.json"]
 
 
 def test_bad_config_fails_when_the_graph_is_built(tmp_path: Any, monkeypatch: Any) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValidationError, match=r"split\.fractions\.train\n.*valid number"):
+    with pytest.raises(ValidationError, match=r"fractions\.train\n.*valid number"):
         with zntrack.Project():
-            Subset(data=None, config={"split": {"fractions": {"train": "most"}}})
+            Split(data=None, config={"fractions": {"train": "most"}})
     with pytest.raises(ValueError, match="give exactly one of data"):
         with zntrack.Project():
             Convert(config={})

@@ -19,9 +19,9 @@ from node_data import needs_h5md
 from pydantic import ValidationError
 
 from asebytes_nodes import ASEIO
+from asebytes_nodes.backends import LMDBBackend
 from asebytes_nodes.nodes import Cache, Convert, Load
 from asebytes_nodes.testing.frames import assert_atoms_equal
-from asebytes_nodes.transfer import side_files
 
 
 def run_all(*nodes: type[zntrack.Node]) -> None:
@@ -51,7 +51,7 @@ def test_load_then_convert(project: Path, frames: list[Atoms], backend: str) -> 
         assert_atoms_equal(out[j], frames[i], where=f"row {j}")
     assert out.backend.name == backend
     ignored = (project / "nodes" / "Load" / ".gitignore").read_text().split()
-    assert ignored == [f"/{side.name}" for side in side_files(Path("frames.lmdb"))]  # beside the output
+    assert ignored == [f"/{side.name}" for side in LMDBBackend.side_files("frames.lmdb")]  # beside the output
 
 
 def test_convert_from_a_path_and_cache(project: Path, frames: list[Atoms]) -> None:
@@ -88,9 +88,16 @@ def test_run_validates_params_again(project: Path) -> None:
     with pytest.raises(SystemExit, match=message) as failed:
         run_all(Convert)
     assert isinstance(failed.value.__cause__, ValidationError)
-    edit_params(project / "params.yaml", "Convert", {"store": {"backend": "lmdb"}})
-    with pytest.raises(ValueError, match=r"backend is 'lmdb', but the graph was built with the output"):
+    # a backend changed in params.yaml only: one line naming the script that builds the graph,
+    # before the old backend's options are checked against the new backend
+    edit_params(project / "params.yaml", "Convert", {"store": {"backend": "lmdb", "options": {"clevel": 3}}})
+    with pytest.raises(SystemExit) as failed:
         run_all(Convert)
+    assert str(failed.value) == (
+        "Convert: params.yaml asks for a lmdb store but the graph was built with nodes/Convert/frames.zarr; "
+        "change it in the script that builds the graph and run that script again "
+        "(output names are part of dvc.yaml)"
+    )
     assert not (project / "nodes" / "Convert" / "frames.zarr").exists()
 
 
@@ -119,8 +126,8 @@ def test_cache_and_load_a_dataset_uri(project: Path, frames: list[Atoms]) -> Non
     # the cache_to scratch store is gone once the copy is complete, and would be git-ignored
     assert sorted(p.name for p in (project / "nodes" / "Cache").iterdir()) == [".gitignore", "frames.lmdb"]
     ignored = (project / "nodes" / "Cache" / ".gitignore").read_text().split()
-    sides = [f"/{side.name}" for side in side_files(Path("frames.lmdb"))]
-    scratch = [f"/{side.name}" for side in side_files(Path(".download.lmdb"))]
+    sides = [f"/{side.name}" for side in LMDBBackend.side_files("frames.lmdb")]
+    scratch = [f"/{side.name}" for side in LMDBBackend.side_files(".download.lmdb")]
     assert ignored == [*sides, "/.download.lmdb", *scratch]
     cached, loaded = zntrack.from_rev("Cache").frames, zntrack.from_rev("Load").frames
     assert len(cached) == len(frames) and len(loaded) == 5

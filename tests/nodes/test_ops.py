@@ -15,10 +15,13 @@ from ase import Atoms
 from node_data import needs_h5md
 
 from asebytes_nodes import ASEIO
+from asebytes_nodes.backends import LMDBBackend
+from asebytes_nodes.bench import Settings, Store, benchmark, figure, markdown_table
 from asebytes_nodes.nodes import BenchmarkConfig, CacheConfig, StoreSpec
-from asebytes_nodes.nodes._bench import benchmark, figure, markdown_table
-from asebytes_nodes.nodes._cache import cache_frames
-from asebytes_nodes.nodes._ops import SelectedRows, fingerprint, git_ignore, store_suffix, write_store
+from asebytes_nodes.nodes._ops import fingerprint, git_ignore, write_store
+from asebytes_nodes.nodes.cache import cache_frames
+from asebytes_nodes.options import store_suffix
+from asebytes_nodes.selection import SelectedRows
 from asebytes_nodes.testing.frames import assert_atoms_equal
 
 BACKENDS = ["lmdb", "zarr", pytest.param("h5md", marks=needs_h5md)]
@@ -73,10 +76,14 @@ def test_fingerprint_follows_the_data(tmp_path: Path, frames: list[Atoms]) -> No
 def test_side_files_are_git_ignored_once(tmp_path: Path) -> None:
     (tmp_path / ".gitignore").write_text("/frames.lmdb\n")
     for _ in range(2):
-        git_ignore(tmp_path / "frames.lmdb")
-    git_ignore(tmp_path / "frames.lmdb", "a", "frames.lmdb-lock")
-    sides = "/frames.lmdb-lock\n/frames.lmdb.lock\n/frames.lmdb-journal\n"
-    assert (tmp_path / ".gitignore").read_text() == "/frames.lmdb\n" + sides + "/a\n"
+        git_ignore(tmp_path / "frames.lmdb", "lmdb")
+    git_ignore(tmp_path / ".scratch.lmdb", "lmdb", itself=True)
+    git_ignore(tmp_path / "frames.zarr", "zarr")  # a directory store keeps nothing beside itself
+    sides = [f"/{p.name}" for p in LMDBBackend.side_files(tmp_path / "frames.lmdb")]
+    scratch = [f"/{p.name}" for p in LMDBBackend.side_files(tmp_path / ".scratch.lmdb")]
+    assert sides, "LMDB names its lock file"
+    lines = (tmp_path / ".gitignore").read_text().splitlines()
+    assert lines == ["/frames.lmdb", *sides, "/.scratch.lmdb", *scratch]
 
 
 def test_cache_resumes_a_partial_download(tmp_path: Path, store: ASEIO, frames: list[Atoms]) -> None:
@@ -106,15 +113,23 @@ def test_benchmark_outputs(tmp_path: Path, store: ASEIO) -> None:
         repeats=1,
         column="calc.forces",
     )
-    results = benchmark(store, config, workdir=tmp_path)
+    settings = Settings(**config.model_dump(exclude={"backends"}))
+    results = benchmark(store, config.backends, settings, workdir=tmp_path)
     assert results["frames"] == 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed.lmdb", "mixed.lmdb-lock"]  # stores removed
     for label in ("lmdb", "zarr-zstd"):
         figures = results[label]
         assert all(figures[k] > 0 for k in ("write", "read_all", "random", "column", "size"))
         assert figures["files"] >= 1
-    assert results["lmdb"]["files"] == 1
+    assert results["lmdb"]["files"] == 1 + len(LMDBBackend.side_suffixes)  # the store and its lock file
     table = markdown_table(results)
     assert "| lmdb |" in table and "| zarr-zstd |" in table and "random reads (frames/s)" in table
     figure(results, tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benchmark_store_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="the lmdb backend takes no compressor; it takes map_size"):
+        Store("lmdb", {"compressor": "zstd"})
+    with pytest.raises(ValueError, match="unknown backend 'sqlite' to write; use one of lmdb, zarr, h5md"):
+        Store("sqlite")

@@ -7,8 +7,9 @@ stage runs, ``from_rev`` still returns the tagged frames), a bad parameter throu
 data that leaves the selected indices alone but still reaches the stages downstream.
 
 Graph: Load (into Zarr) -> Pick (Subset by indices, no copy) -> Bench (Benchmark);
-Load -> Train (Subset by split, materialised as LMDB). Four stages keep the module near 30 s of
-CPU; Convert's ``run`` is exercised without DVC in ``test_nodes_run.py``.
+Load -> Split -> Train (a Part, materialised as LMDB) and Test (a Part, indices only). Six stages
+keep the module near 40 s of CPU; Convert's ``run`` is exercised without DVC in
+``test_nodes_run.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -34,14 +34,15 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
 BUILD = """
 import zntrack
-from asebytes_nodes.nodes import Benchmark, Load, Subset
+from asebytes_nodes.nodes import Benchmark, Load, Part, Split, Subset
 
 with zntrack.Project() as project:
     load = Load(source="data.lmdb",
                 config={"store": {"backend": "zarr", "options": {"chunk_frames": 8, "shard_frames": 64}}})
     pick = Subset(data=load, name="Pick", config={"indices": [0, 2, 4]})
-    split = {"fractions": {"train": 0.5, "test": 0.5}, "seed": 1}
-    Subset(data=load, name="Train", config={"split": split, "materialize": {"backend": "lmdb"}})
+    split = Split(data=load, config={"fractions": {"train": 0.5, "test": 0.5}, "seed": 1})
+    Part(split=split, name="Train", config={"part": "train", "materialize": {"backend": "lmdb"}})
+    Part(split=split, name="Test", config={"part": "test"})
     Benchmark(data=pick, name="Bench",
               config={"backends": {"lmdb": {"backend": "lmdb"}, "zarr": {"backend": "zarr"}},
                       "n_random": 5, "repeats": 1})
@@ -88,7 +89,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (repo / "build.py").write_text(BUILD)
     run(repo, sys.executable, "build.py")
     done = run(repo, "dvc", "repro")
-    assert ran_stages(done.stdout) == ["Bench", "Load", "Pick", "Train"]
+    assert ran_stages(done.stdout) == ["Bench", "Load", "Pick", "Split", "Test", "Train"]
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "v1")
     run(repo, "git", "tag", "v1")
@@ -135,21 +136,18 @@ def test_metrics_and_plots(in_repo: Path) -> None:
     assert "| zarr |" in (in_repo / "nodes" / "Bench" / "benchmark.md").read_text()
 
 
-def set_param(repo: Path, stage: str, key: str, value: Any) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params[stage]["config"][key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-
-
-def test_param_change_reruns_only_affected_stages(in_repo: Path) -> None:
+def test_split_parameter_moves_every_part(in_repo: Path) -> None:
+    """The docs' ``dvc exp run -S`` on the split: every part re-runs, and the parts stay disjoint."""
     import zntrack
 
     before = zntrack.from_rev("Train").indices
-    set_param(in_repo, "Train", "split", {"fractions": {"train": 0.5, "test": 0.5}, "seed": 2})
-    done = run(in_repo, "dvc", "repro")
-    assert ran_stages(done.stdout) == ["Train"]
-    run(in_repo, "git", "commit", "-qam", "split with seed 2")
-    after = zntrack.from_rev("Train")
+    done = run(in_repo, "dvc", "exp", "run", "-S", "Split.config.seed=2")
+    assert ran_stages(done.stdout) == ["Split", "Test", "Train"]
+    run(in_repo, "git", "add", "-A")
+    run(in_repo, "git", "commit", "-qm", "split with seed 2")
+    after, test = zntrack.from_rev("Train"), zntrack.from_rev("Test")
+    assert not set(after.indices.tolist()) & set(test.indices.tolist())
+    assert sorted(after.indices.tolist() + test.indices.tolist()) == list(range(24))
     assert after.indices.tolist() != before.tolist()
     assert [a.info["i"] for a in after.frames] == after.indices.tolist()
     old = zntrack.from_rev("Train", rev="v1")

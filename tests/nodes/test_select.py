@@ -2,7 +2,7 @@
 
 Matrix: filters (atom count, elements, energy per atom, max force, key presence, all at once)
 x stores (LMDB: row store with scalar blocks; Zarr: columnar arrays; memory); indices, slices,
-samples and splits on the filtered rows; error messages for impossible requests.
+samples and splits (Split's disjoint parts) on the filtered rows; error messages for impossible requests.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from ase import Atoms
 
 from asebytes_nodes import ASEIO, RowIndexError, UnknownKeyError, atoms_to_dict
-from asebytes_nodes.nodes import SubsetConfig
-from asebytes_nodes.nodes._select import select_rows
+from asebytes_nodes.nodes import SplitConfig, SubsetConfig
+from asebytes_nodes.nodes._select import select_rows, split_rows
 
 
 def _passes(atoms: Atoms, f: dict[str, Any]) -> bool:
@@ -70,15 +70,8 @@ def test_filters_match_reference(db: ASEIO, frames: list[Atoms], filters: dict[s
 def test_rows_then_filters_then_split(store: ASEIO, frames: list[Atoms]) -> None:
     base = {"slice": {"start": 2, "stop": 30}, "filters": {"max_force": 6.0}}
     kept = [i for i in range(2, 30) if _passes(frames[i], base["filters"])]
-    parts = {
-        part: select_rows(
-            store,
-            SubsetConfig(
-                **base, split={"fractions": {"a": 0.5, "b": 0.25, "c": 0.25}, "part": part, "seed": 9}
-            ),
-        )
-        for part in "abc"
-    }
+    config = SplitConfig(**base, fractions={"a": 0.5, "b": 0.25, "c": 0.25}, seed=9)
+    parts = split_rows(store, config)
     together = np.concatenate(list(parts.values()))
     assert sorted(together.tolist()) == kept  # disjoint parts that cover the filtered rows
     assert [len(p) for p in parts.values()] == [
@@ -87,11 +80,10 @@ def test_rows_then_filters_then_split(store: ASEIO, frames: list[Atoms]) -> None
         len(kept) - 3 * len(kept) // 4,
     ]
     assert all((np.diff(p) > 0).all() for p in parts.values())
-    again = select_rows(
-        store,
-        SubsetConfig(**base, split={"fractions": {"a": 0.5, "b": 0.25, "c": 0.25}, "part": "a", "seed": 9}),
-    )
-    assert again.tolist() == parts["a"].tolist()
+    assert split_rows(store, config)["a"].tolist() == parts["a"].tolist()
+    # fractions below 1 in all leave rows out, never in two parts
+    other = split_rows(store, SplitConfig(**base, fractions={"x": 0.3, "y": 0.3}, seed=1))
+    assert not set(other["x"].tolist()) & set(other["y"].tolist())
 
 
 def test_indices_keep_order_and_accept_negative(store: ASEIO) -> None:

@@ -1,4 +1,8 @@
-"""The Benchmark node: write, read and size figures of several backends on one upstream dataset."""
+"""The Benchmark node: write, read and size figures of several backends on one upstream dataset.
+
+The measurement is :func:`asebytes_nodes.bench.benchmark` (also behind ``asebytes-nodes bench``);
+this node feeds it the upstream frames and writes its results as DVC metrics and plots.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import zntrack
 
-from ._bench import METRICS, benchmark, figure, markdown_table
+from ..bench import METRICS, Settings, benchmark, figure, markdown_table
 from ._config import BenchmarkConfig
 from ._node import ConfiguredNode
 from ._ops import as_aseio
@@ -64,7 +68,8 @@ class Benchmark(ConfiguredNode):
         import pandas as pd
 
         config: BenchmarkConfig = self.settings()
-        results = benchmark(as_aseio(self.data.frames), config)
+        settings = Settings(**config.model_dump(exclude={"backends"}))
+        results = benchmark(as_aseio(self.data.frames), config.backends, settings)
         self.metrics = results
         stores = [label for label, values in results.items() if isinstance(values, dict)]
         for key, _, unit in METRICS:

@@ -6,12 +6,15 @@ from pathlib import Path
 
 from ..errors import CacheMismatchError
 from ..io import ASEIO
-from ..transfer import remove_store, side_files
+from ..registry import list_backends
 from ._config import CacheConfig
-from ._load import Load
 from ._ops import git_ignore, write_store
+from ._source import SourceNode
 
 __all__ = ["Cache", "cache_frames"]
+
+#: Backend of the scratch store that makes an interrupted download resume.
+SCRATCH_BACKEND = "lmdb"
 
 
 def cache_frames(source: str, config: CacheConfig, target: Path, scratch: Path) -> int:
@@ -19,27 +22,28 @@ def cache_frames(source: str, config: CacheConfig, target: Path, scratch: Path) 
 
     Rows pass through a ``cache_to`` store at ``scratch`` (:mod:`asebytes_nodes.cache`), so a
     download that is interrupted resumes where it stopped on the next run; the scratch store
-    is deleted once ``target`` is complete. A scratch store filled from another source is
-    discarded.
+    (an LMDB store) is deleted once ``target`` is complete. A scratch store filled from another
+    source is discarded.
     """
+    remove = list_backends()[SCRATCH_BACKEND].load().remove_store
     try:
         frames = ASEIO(source, readonly=True, cache_to=scratch, **config.source_options)
     except CacheMismatchError:
-        remove_store(scratch)
+        remove(scratch)
         frames = ASEIO(source, readonly=True, cache_to=scratch, **config.source_options)
     with frames:
         count = write_store(frames, target, config.store, chunk_size=config.chunk_size)
-    remove_store(scratch)
+    remove(scratch)
     return count
 
 
-class Cache(Load):
+class Cache(SourceNode):
     """A local copy of a whole source (``hf://``, ``s3://`` Zarr, a network file...).
 
     The copy is a plain store and a DVC output: later stages and fresh clones (after
     ``dvc pull``) read it locally, without the source. While it is made, rows also go to a
     ``cache_to`` scratch store in the node's directory (git-ignored), so an interrupted
-    download resumes. Unlike :class:`Load`, it keeps every frame as it is.
+    download resumes. Unlike :class:`~asebytes_nodes.nodes.Load`, it keeps every frame as it is.
 
     Examples
     --------
@@ -52,5 +56,5 @@ class Cache(Load):
 
     def fetch(self, config: CacheConfig, target: Path) -> int:
         scratch = target.with_name(".download.lmdb")
-        git_ignore(target, scratch.name, *(side.name for side in side_files(scratch)))
+        git_ignore(scratch, SCRATCH_BACKEND, itself=True)
         return cache_frames(self.source, config, target, scratch)
