@@ -132,10 +132,10 @@ _BUILTIN = (
     # conventions); a new .h5 file is H5MD, the first one listed.
     BackendEntry(
         name="h5md",
-        target=_B + "_h5md:H5MDBackend",
+        target=_B + "h5md:H5MDBackend",
         extensions=(".h5", ".h5md", ".hdf5", ".zarrmd"),
         extra="h5md",
-        sniff=_B + "_h5md:sniff",
+        sniff=_B + "h5md:sniff",
     ),
     BackendEntry(
         name="mdtraj",
