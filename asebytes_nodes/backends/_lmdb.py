@@ -26,7 +26,8 @@ reports each. Every write rewrites ``m:length`` with its own transaction id, and
 reader refuses one older than the snapshot it reads: a damaged page pointer that leads to
 a freed page holding an old copy of the record would otherwise show fewer rows. Before
 mapping a file, its two LMDB meta pages are read and a file shorter than the pages they
-claim is refused (LMDB would die with ``SIGBUS``).
+claim is refused (LMDB would die with ``SIGBUS``), and a value is read only after its claimed
+size is checked against the file (:mod:`._lmdb_bounds`).
 
 Rows sort after all other keys, so appends use LMDB's append mode. A column
 whose values all share one exact scalar type (Python ``float`` -> code ``f``,
@@ -71,6 +72,7 @@ from ..errors import (
     MissingExtraError,
     StoreCorruptedError,
 )
+from ..registry import builtin
 from ._base import MISSING, WritableBackend, check_format_record
 from ._lmdb_blocks import (
     META_KEYS,
@@ -80,6 +82,7 @@ from ._lmdb_blocks import (
     read_meta,
     read_scalar_column,
 )
+from ._lmdb_bounds import BoundedTxn
 from ._lmdb_check import Sealed, Unsealed, free_bytes, lmdb_failure
 from ._lmdb_env import EnvOptions, SharedEnv, acquire_env, discard_env, release_env
 from ._lmdb_lock import WriterLock
@@ -138,8 +141,8 @@ class LMDBBackend(WritableBackend):
     """
 
     name: ClassVar[str] = "lmdb"
-    extensions: ClassVar[tuple[str, ...]] = (".lmdb",)
-    schemes: ClassVar[tuple[str, ...]] = ("lmdb",)
+    extensions: ClassVar[tuple[str, ...]] = builtin("lmdb").extensions
+    schemes: ClassVar[tuple[str, ...]] = builtin("lmdb").schemes
     supports_insert: ClassVar[bool] = True
     supports_delete: ClassVar[bool] = True
     supports_drop_keys: ClassVar[bool] = True
@@ -246,8 +249,10 @@ class LMDBBackend(WritableBackend):
 
     # -- transactions ------------------------------------------------------------------------
     @contextmanager
-    def _txn(self) -> Iterator[Any]:
+    def _txn(self) -> Iterator[BoundedTxn]:
         env = self._env
+        shared = self._shared
+        assert shared is not None
         while True:
             try:
                 txn = env.begin(buffers=True)
@@ -256,7 +261,7 @@ class LMDBBackend(WritableBackend):
                 continue
             break
         try:
-            yield txn
+            yield BoundedTxn(txn, self._path, shared.psize, shared.size)
         except lmdb.Error as exc:  # LMDB met a damaged page (MDB_CORRUPTED, MDB_PAGE_NOTFOUND...)
             raise lmdb_failure(self._path, exc) from exc
         except StoreCorruptedError as exc:
@@ -289,8 +294,10 @@ class LMDBBackend(WritableBackend):
         while True:
             env = self._env
             try:
-                with self._writer_lock(), env.begin(write=True) as txn:
-                    self._writing = txn
+                with self._writer_lock(), env.begin(write=True, buffers=True) as raw:
+                    shared = self._shared
+                    assert shared is not None
+                    self._writing = txn = BoundedTxn(raw, self._path, shared.psize, shared.size)
                     try:
                         work(txn)
                         if self._seal is Sealed:
@@ -411,7 +418,7 @@ class LMDBBackend(WritableBackend):
     def format_info(self) -> dict[str, Any]:
         with self._txn() as txn:
             raw = txn.get(_META_FORMAT)
-        return dict(decode_value(bytes(raw))) if raw is not None else {}
+            return dict(decode_value(bytes(raw))) if raw is not None else {}
 
     def _key_counts(self, txn: Any) -> dict[str, int]:
         return read_meta(self._getter(txn), META_KEYS)
@@ -436,11 +443,14 @@ class LMDBBackend(WritableBackend):
         problems: list[str] = []
         try:
             with self._txn() as txn:
-                for key, raw in txn.cursor():
+                for key in txn.keys():
                     if key[:1] == b"r":  # rows sort last; the inherited check reads them
                         break
-                    if key != _META_FORMAT and self._seal.unwrap(key, raw) is None:
-                        problems.append(str(self._damaged(bytes(key))))
+                    try:
+                        if key != _META_FORMAT and self._record(txn, key) is None:
+                            raise self._damaged(key)
+                    except StoreCorruptedError as exc:
+                        problems.append(str(exc))
         except StoreCorruptedError as exc:
             problems.append(str(exc))
         try:

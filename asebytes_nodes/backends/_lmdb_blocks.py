@@ -111,7 +111,7 @@ def _delete_from(txn: Any, start: bytes, prefix: bytes) -> None:
     """Delete every key from ``start`` on that begins with ``prefix``."""
     cursor = txn.cursor()
     if cursor.set_range(start):
-        while cursor.key().startswith(prefix) and cursor.delete():
+        while bytes(cursor.key()).startswith(prefix) and cursor.delete():
             pass
 
 

@@ -11,11 +11,9 @@
 - :func:`lmdb_failure` turns an error LMDB raised while reading into
   :class:`~asebytes_nodes.errors.StoreCorruptedError` naming the store.
 
-Known limit: LMDB pages carry no checksum, and py-lmdb touches every page of a value
-inside ``get`` before Python sees it. A flipped bit in the size of a value kept on
-overflow pages (values over about 2 kB: rows of large frames, scalar column blocks) or in
-a leaf page's bounds can make that value run past the end of the file, and the reading
-process then dies with ``SIGBUS`` inside py-lmdb; no check from Python can come first.
+LMDB pages carry no checksum, and py-lmdb touches every page of a value inside ``get``
+before Python sees it: a flipped value size of an overflow value is refused before that by
+:class:`._lmdb_bounds.BoundedTxn`.
 
 LMDB meta page (``lmdb/mdb.c``, 64-bit builds; native byte order): a 16-byte page header,
 then ``mm_magic`` u32 = 0xBEEFC0DE, ``mm_version`` u32 = 1, address and map size (2 x u64),

@@ -36,6 +36,8 @@ class SharedEnv:
 
     def __init__(self, env: Any, writable: bool, key: str, inode: int, options: EnvOptions) -> None:
         self.env = env
+        self.psize = int(env.stat()["psize"])
+        self.size = [os.stat(key).st_size]  # bytes of the file, as last measured (see _lmdb_bounds)
         self.options = options
         self.writable = writable
         self.key = key

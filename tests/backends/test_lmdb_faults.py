@@ -105,21 +105,23 @@ def damage_trials(store: str, trials: list[tuple[str, int, int]], n: int, log: s
         for side in files_below(damaged):
             (damaged.parent / side).unlink()
         with open(log, "a") as f:
-            f.write(f"{offset} {code}\n")
+            f.write(f"{offset} {bit} {code}\n")
 
 
-def run_trials(store: Path, trials: list[tuple[str, int, int]], n: int = N) -> dict[int, int | None]:
-    """Outcome per offset (None: the reading process died of a signal)."""
+def run_trials(
+    store: Path, trials: list[tuple[str, int, int]], n: int = N
+) -> dict[tuple[int, int], int | None]:
+    """Outcome per ``(offset, bit)`` (None: the reading process died of a signal)."""
     log = store.with_name("trials.log")
-    results: dict[int, int | None] = {}
+    results: dict[tuple[int, int], int | None] = {}
     while len(results) < len(trials):
-        todo = [t for t in trials if t[1] not in results]
+        todo = [t for t in trials if t[1:] not in results]
         log.write_text("")
         code = run_in_child(damage_trials, (str(store), todo, n, str(log)))
         done = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
-        results.update(dict(done))
+        results.update({(offset, bit): outcome for offset, bit, outcome in done})
         if code != 0:  # the trial after the last logged one killed the child
-            results[todo[len(done)][1]] = None
+            results[todo[len(done)][1:]] = None
     return results
 
 

@@ -1,0 +1,133 @@
+"""Reads from an LMDB transaction that refuse a value claiming to run past the end of the file.
+
+py-lmdb touches every page of a value inside ``get`` (its ``preload``) before Python sees it.
+A value kept on overflow pages (more than about 2 kB: rows of large frames, scalar column
+blocks) takes its size from its leaf node, which LMDB does not compare with the file: a
+flipped bit in that size made the reading process die with ``SIGBUS``. :class:`BoundedTxn`
+positions a cursor on the key first (LMDB then reads the leaf node, not the value), reads the
+node header just before the key, and for an overflow value compares the end of its pages with
+the size of the file before asking py-lmdb for the value. Values kept inside their leaf page
+are bounded by py-lmdb's patched LMDB (``validate-node-read-size``: a value must end inside its
+page), and the file holds every page a snapshot names (checked on open, see :mod:`._lmdb_check`).
+
+LMDB leaf node (``lmdb/mdb.c``): ``mn_lo``, ``mn_hi`` (the value size, low and high 16 bits),
+``mn_flags`` (``F_BIGDATA`` = 1: the value is on overflow pages and the node holds their first
+page number, 8 bytes after the key), ``mn_ksize``, then the key. An overflow value starts
+16 bytes (the page header) into its first page.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreCorruptedError
+from ._lmdb_blocks import describe_key
+
+__all__ = ["BoundedTxn"]
+
+_NODE = struct.Struct("=HHHH")  # mn_lo, mn_hi, mn_flags, mn_ksize (native order, as LMDB writes)
+_PGNO = struct.Struct("=Q")
+_BIGDATA = 1
+_PAGE_HEADER = 16
+_U8 = np.dtype(np.uint8)
+
+
+def _numpy_address(view: memoryview) -> int:
+    return int(np.frombuffer(view, _U8).ctypes.data)
+
+
+def _buffer_field() -> int | None:
+    """Offset of the data pointer inside a memoryview object, found by looking (None: not found).
+
+    Reading the pointer there costs 0.2 us against 1 us through numpy, paid on every row read;
+    it is checked on two views here, and numpy is used wherever the layout is different.
+    """
+    data = bytes(range(64))
+    views = [memoryview(data), memoryview(data)[3:]]
+    known = [_numpy_address(view) for view in views]
+    size = sys.getsizeof(views[0])
+    pairs = list(zip(views, known, strict=True))
+    candidates = [
+        offset
+        for offset in range(16, size - 7, 8)
+        if all(ctypes.c_void_p.from_address(id(view) + offset).value == at for view, at in pairs)
+    ]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+_FIELD = _buffer_field()
+
+
+def _address(view: memoryview) -> int:
+    """Where the bytes of ``view`` live in memory."""
+    if _FIELD is None:
+        return _numpy_address(view)
+    return ctypes.c_void_p.from_address(id(view) + _FIELD).value or 0
+
+
+class BoundedTxn:
+    """An LMDB transaction (opened with ``buffers=True``) whose :meth:`get` is bounded.
+
+    ``path`` names the data file in errors and is measured when a value seems to end past
+    the known size (another process may have grown the file since).
+    """
+
+    __slots__ = ("_cursor", "_path", "_psize", "_size", "_txn")
+
+    def __init__(self, txn: Any, path: Path, psize: int, size: list[int]) -> None:
+        self._txn = txn
+        self._path = path
+        self._psize = psize
+        self._size = size  # shared by the environment's transactions: [bytes of the file]
+        self._cursor = txn.cursor()
+
+    def get(self, key: bytes) -> Any:
+        """The value of ``key`` (a memoryview into the map) or None; refuses an overflow value
+        whose claimed size runs past the end of the file."""
+        cursor = self._cursor
+        if not cursor.set_key(key):
+            return None
+        where = _address(cursor.key())
+        lo, hi, flags, ksize = _NODE.unpack(ctypes.string_at(where - _NODE.size, _NODE.size))
+        if flags & _BIGDATA:
+            page = _PGNO.unpack(ctypes.string_at(where + ksize, _PGNO.size))[0] * self._psize
+            end = page + _PAGE_HEADER + (lo | hi << 16)
+            if end > self._size[0]:
+                self._size[0] = size = os.stat(self._path).st_size
+                # a page at or past the end is one this write transaction allocated (in memory)
+                if page < size < end:
+                    raise StoreCorruptedError(
+                        f"{self._path}: {describe_key(key)} claims {lo | hi << 16} bytes "
+                        f"from offset {page + _PAGE_HEADER}, past the end of the file ({size} "
+                        "bytes): the file is damaged; restore it from a copy, or run "
+                        "`asebytes check` to list every damaged row"
+                    )
+        return cursor.value()
+
+    def keys(self) -> Iterator[bytes]:
+        """Every key in order (values are not touched)."""
+        for key in self._txn.cursor().iternext(keys=True, values=False):
+            yield bytes(key)
+
+    def put(self, key: bytes, value: bytes) -> Any:
+        return self._txn.put(key, value)
+
+    def delete(self, key: bytes) -> Any:
+        return self._txn.delete(key)
+
+    def cursor(self) -> Any:
+        return self._txn.cursor()
+
+    def id(self) -> int:
+        return int(self._txn.id())
+
+    def stat(self) -> dict[str, int]:
+        return dict(self._txn.stat())
