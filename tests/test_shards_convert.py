@@ -1,0 +1,106 @@
+"""Conversion into sharded datasets, serial and on Dask's synchronous scheduler (fast, in-process).
+
+Matrix: sources (extxyz by its byte-offset index, LMDB by row ranges, an in-memory backend)
+x engines (serial loop, ``scheduler="synchronous"``) x shard backends (LMDB, Zarr); a bad frame
+in one partition; a rerun after a failure keeps the finished shards; a SIGKILL mid-conversion.
+The cluster tests (worker processes) are in ``test_dask_cluster.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ase.io
+import pytest
+from ase.build import molecule
+from faultkit import kill_during
+
+from asebytes_nodes import ASEIO, MemoryBackend, PartitionError
+from asebytes_nodes.shards import ShardedBackend, convert_sharded
+from asebytes_nodes.testing.frames import FRAME_KINDS, assert_atoms_equal, make_frames
+
+
+def all_frames() -> list:
+    return [f for kind in sorted(FRAME_KINDS) for f in make_frames(kind)]
+
+
+def assert_same(source: ASEIO, target: ASEIO) -> None:
+    assert len(source) == len(target)
+    for i, (expected, got) in enumerate(zip(source, target, strict=True)):
+        assert_atoms_equal(expected, got, f"frame {i}")
+
+
+@pytest.mark.parametrize("scheduler", [None, "synchronous"])
+def test_extxyz_to_shards(tmp_path: Path, scheduler: str | None) -> None:
+    pytest.importorskip("dask") if scheduler else None
+    source = tmp_path / "all.extxyz"
+    ase.io.write(source, all_frames(), format="extxyz")
+    count = convert_sharded(source, tmp_path / "out", shard_frames=4, scheduler=scheduler)
+    db = ASEIO(tmp_path / "out")
+    assert count == len(db) and isinstance(db.backend, ShardedBackend)
+    assert_same(ASEIO(source), db)
+    assert db.backend.natoms.tolist() == [len(a) for a in ASEIO(source)]
+    assert sorted(p.name for p in (tmp_path).iterdir()) == ["all.extxyz", "out"]  # no work folder left
+    assert db.backend.check() == []
+
+
+def test_store_by_row_ranges_and_convert_entry(tmp_path: Path) -> None:
+    pytest.importorskip("zarr")
+    frames = all_frames()
+    ASEIO(tmp_path / "src.lmdb").extend(frames)
+    import asebytes_nodes
+
+    asebytes_nodes.convert(tmp_path / "src.lmdb", tmp_path / "out", backend="zarr", shard_frames=5)
+    db = ASEIO(tmp_path / "out")
+    assert db.backend.format_info()["shard_backend"] == "zarr"
+    assert [s.rows for s in db.backend.shards] == [5] * (len(frames) // 5) + [len(frames) % 5]
+    assert_same(ASEIO(tmp_path / "src.lmdb"), db)
+    with pytest.raises(FileExistsError):
+        asebytes_nodes.convert(tmp_path / "src.lmdb", tmp_path / "out", shard_frames=5)
+
+
+def test_bad_frame_names_the_range_and_leaves_no_dataset(tmp_path: Path) -> None:
+    source = tmp_path / "bad.extxyz"
+    ase.io.write(source, [molecule("H2O")] * 12, format="extxyz")
+    lines = source.read_text().splitlines(keepends=True)
+    lines[5 * 5 + 2] = "O  not-a-number 0.0 0.0\n"  # an atom line of frame 5
+    source.write_text("".join(lines))
+    with pytest.raises(PartitionError, match=r"source rows 4-7 \(partition 1\).*frame 5"):
+        convert_sharded(source, tmp_path / "out", shard_frames=4)
+    assert not (tmp_path / "out").exists()
+    work = tmp_path / ".out.partial"
+    assert not (work / "asebytes-shards.json").exists()
+
+
+def test_rerun_keeps_finished_shards(tmp_path: Path) -> None:
+    source = MemoryBackend()
+    ASEIO(source).extend([molecule("CH4")] * 9)
+    source.update_rows([7], [{"info.bad": object()}])  # cannot be encoded: partition 2 fails
+    with pytest.raises(PartitionError, match="source rows 6-8"):
+        convert_sharded(source, tmp_path / "out", shard_frames=3)
+    work = tmp_path / ".out.partial"
+    kept = {p.name: p.stat().st_mtime_ns for p in work.glob("shard-*")}
+    assert len(kept) == 2 and len(list(work.glob(".convert-*.json"))) == 2
+    source.drop_keys([7], ["info.bad"])
+    assert convert_sharded(source, tmp_path / "out", shard_frames=3) == 9
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("shard-*")}
+    assert {k: after[k] for k in kept} == kept  # the finished shards were kept, not rewritten
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == []
+
+
+def _convert(source: str, target: str) -> None:
+    convert_sharded(source, target, shard_frames=200)
+
+
+def test_kill_during_convert_then_rerun(tmp_path: Path) -> None:
+    source = tmp_path / "many.extxyz"
+    ase.io.write(source, [molecule(n) for n in ("H2O", "CH4", "NH3", "C2H6")] * 500, format="extxyz")
+    convert_sharded(source, tmp_path / "reference", shard_frames=200)
+    if kill_during(_convert, (os.fspath(source), os.fspath(tmp_path / "out")), delay=0.5):
+        assert not (tmp_path / "out").exists()  # the dataset appears only once complete
+    convert_sharded(source, tmp_path / "out", shard_frames=200, overwrite=True)
+    ref, got = (ShardedBackend(tmp_path / name, readonly=True) for name in ("reference", "out"))
+    assert [(s.file, s.rows, s.keys) for s in got.shards] == [(s.file, s.rows, s.keys) for s in ref.shards]
+    assert (got.natoms == ref.natoms).all()
+    assert (ASEIO(got)["arrays.positions"].to_ragged().values == ASEIO(ref)["arrays.positions"].to_ragged().values).all()
