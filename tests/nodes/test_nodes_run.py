@@ -133,3 +133,33 @@ def test_cache_and_load_a_dataset_uri(project: Path, frames: list[Atoms]) -> Non
     assert len(cached) == len(frames) and len(loaded) == 5
     assert_atoms_equal(cached[-1], frames[-1])
     assert_atoms_equal(loaded[4], frames[4])
+
+
+def _with_groups(wanted: bool) -> list[str]:
+    from asebytes_nodes.options import BACKEND_OPTIONS
+    from asebytes_nodes.registry import list_backends
+
+    return [b for b in BACKEND_OPTIONS if list_backends()[b].load().supports_groups == wanted]
+
+
+@pytest.mark.parametrize("backend", _with_groups(True))
+def test_convert_into_a_group(project: Path, frames: list[Atoms], backend: str) -> None:
+    """``store.group`` writes the frames to that group; ``frames`` reads them back from it."""
+    with zntrack.Project() as graph:
+        Convert(source="source.lmdb", config={"store": {"backend": backend, "group": "train"}})
+    graph.build()
+    run_all(Convert)
+    out = zntrack.from_rev("Convert").frames
+    assert len(out) == len(frames)
+    assert_atoms_equal(out[3], frames[3])
+    assert ASEIO.list_groups(out.backend.location) == ["train"]
+
+
+def test_group_is_checked_when_the_graph_is_built(project: Path) -> None:
+    with pytest.raises(ValidationError, match=r"store\.group\n.*invalid group name '\.\.'"):
+        with zntrack.Project():
+            Convert(source="source.lmdb", config={"store": {"group": ".."}})
+    for backend in _with_groups(False):
+        with pytest.raises(ValidationError, match=f"the {backend} backend has no groups"):
+            with zntrack.Project():
+                Convert(source="source.lmdb", config={"store": {"backend": backend, "group": "a"}})
