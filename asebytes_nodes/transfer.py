@@ -9,9 +9,8 @@ half-written file where a complete one is expected.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,14 +18,15 @@ from .errors import InvalidDataError
 from .indexing import normalize_indices
 from .io import ASEIO
 from .progress import progress
+from .registry import resolve_backend
 
-__all__ = ["SIDE_SUFFIXES", "convert", "copy_frames", "remove_store", "side_files"]
+if TYPE_CHECKING:
+    from .backends._base import ReadableBackend
+
+__all__ = ["convert", "copy_frames"]
 
 #: Frames per chunk when the backends do not suggest more.
 CHUNK_FRAMES = 1000
-#: Files a single-file store keeps beside itself: LMDB's ``-lock``, and the HDF5 backends'
-#: writer lock and undo journal (:mod:`asebytes_nodes.backends._hdf5_journal`).
-SIDE_SUFFIXES = ("-lock", ".lock", "-journal")
 
 
 def _as_io(target: Any, **options: Any) -> ASEIO:
@@ -69,14 +69,38 @@ def convert(
     destination_options: dict[str, Any] | None = None,
     chunk_size: int | None = None,
     show_progress: bool | None = None,
+    backend: str | None = None,
+    shard_frames: int | None = None,
+    shard_bytes: int | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
 ) -> int:
     """Write ``source[indices]`` into a new store at ``destination``; returns the frame count.
 
     The store is written beside the destination under a temporary name and moved into
     place at the end: an existing destination is replaced only when ``overwrite`` is
     set, and only after the new store is complete. URIs (``s3://``...) are written in
-    place, and must not exist yet.
+    place, and must not exist yet. ``backend`` names the destination's backend.
+
+    With ``shard_frames``, ``shard_bytes``, ``workers > 1`` or a ``scheduler``, the
+    destination is a sharded dataset folder of ``backend`` stores (default LMDB), one shard
+    per partition, written by Dask workers: see :func:`asebytes_nodes.shards.convert_sharded`.
     """
+    if shard_frames or shard_bytes or workers > 1 or scheduler is not None:
+        if indices is not None or chunk_size is not None or "://" in os.fspath(destination):
+            raise InvalidDataError(
+                "a sharded conversion writes every frame of the source into a local folder: "
+                "drop indices=/chunk_size=, or select the frames into a store first"
+            )
+        from .shards import convert_sharded
+
+        return convert_sharded(
+            source, destination, backend=backend or "lmdb", shard_frames=shard_frames,
+            shard_bytes=shard_bytes, workers=workers, scheduler=scheduler, overwrite=overwrite,
+            source_options=source_options, shard_options=destination_options, show_progress=show_progress,
+        )  # fmt: skip
+    if backend is not None:
+        destination_options = {**(destination_options or {}), "backend": backend}
     src = _as_io(source, readonly=True, **(source_options or {}))
     dest = os.fspath(destination)
     options = destination_options or {}
@@ -89,7 +113,8 @@ def convert(
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final}: already exists; pass overwrite=True (--overwrite) to replace it")
     partial = final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
-    remove_store(partial)
+    store = _store_class(partial, options.get("backend"))
+    store.remove_store(partial)
     try:
         with ASEIO(partial, **options) as dst:
             count = copy_frames(
@@ -100,24 +125,13 @@ def convert(
                 show_progress=show_progress,
                 desc=f"converting to {final.name}",
             )
-        remove_store(final)
+        store.remove_store(final)
         os.replace(partial, final)
     finally:
-        remove_store(partial)
+        store.remove_store(partial)
     return count
 
 
-def side_files(path: Path) -> list[Path]:
-    """The files a single-file store at ``path`` may keep beside itself (see SIDE_SUFFIXES)."""
-    return [path.with_name(path.name + suffix) for suffix in SIDE_SUFFIXES]
-
-
-def remove_store(path: Path) -> None:
-    """Delete a store (a file with its side files, or a directory) if it exists."""
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-    for side in side_files(path):
-        if side.exists():
-            side.unlink()
+def _store_class(target: str | os.PathLike[str], backend: str | None) -> type[ReadableBackend]:
+    """The backend class that owns the store at ``target`` (its side files, how to remove it)."""
+    return resolve_backend(target, backend).load()

@@ -143,6 +143,7 @@ class LMDBBackend(WritableBackend):
     name: ClassVar[str] = "lmdb"
     extensions: ClassVar[tuple[str, ...]] = builtin("lmdb").extensions
     schemes: ClassVar[tuple[str, ...]] = builtin("lmdb").schemes
+    side_suffixes: ClassVar[tuple[str, ...]] = ("-lock",)  # the lock file beside the data file
     supports_insert: ClassVar[bool] = True
     supports_delete: ClassVar[bool] = True
     supports_drop_keys: ClassVar[bool] = True

@@ -1,0 +1,67 @@
+"""Backends own their edges: side files, removing a store, its size on disk; convert leaves no debris."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from ase.build import molecule
+
+from asebytes_nodes import ASEIO, MemoryBackend, MissingExtraError, UnsupportedOperationError, registry
+from asebytes_nodes.transfer import convert
+
+
+class SideBackend(MemoryBackend):
+    side_suffixes: ClassVar[tuple[str, ...]] = ("-lock", ".journal")
+
+
+def test_defaults_remove_and_measure_files_dirs_and_side_files(tmp_path: Path) -> None:
+    single = tmp_path / "a.store"
+    single.write_bytes(b"x" * 10)
+    (tmp_path / "a.store-lock").write_bytes(b"y" * 3)
+    assert SideBackend.side_files(single) == [tmp_path / "a.store-lock", tmp_path / "a.store.journal"]
+    assert SideBackend.store_size(single) == 13
+    assert MemoryBackend.store_size(single) == 10
+    SideBackend.remove_store(str(single))
+    assert list(tmp_path.iterdir()) == []
+
+    folder = tmp_path / "b.store"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "c").write_bytes(b"z" * 7)
+    (folder / "d").write_bytes(b"z" * 5)
+    assert SideBackend.store_size(folder) == 12
+    SideBackend.remove_store(folder)
+    SideBackend.remove_store(folder)  # nothing left: no error
+    assert SideBackend.store_size(folder) == 0
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UnsupportedOperationError, match="s3://bucket/x"):
+        SideBackend.remove_store("s3://bucket/x")
+
+
+def _file_backends() -> list[Any]:
+    found = []
+    for entry in registry._BUILTIN:
+        try:
+            cls = entry.load()
+        except MissingExtraError:
+            continue
+        if entry.extensions and cls.supports_write:
+            found.append(pytest.param(entry, id=entry.name))
+    return found
+
+
+@pytest.mark.parametrize("entry", _file_backends())
+def test_convert_and_remove_leave_nothing_behind(entry: Any, tmp_path: Path) -> None:
+    cls = entry.load()
+    dest = tmp_path / f"out{entry.extensions[0]}"
+    source = ASEIO("memory://")
+    source.extend([molecule("H2O"), molecule("H2O")])  # what every writable format holds
+    assert convert(source, dest, destination_options={"backend": entry.name}) == 2
+    with ASEIO(dest, backend=entry.name) as db:
+        db.extend([molecule("H2O")])
+    on_disk = {p.name for p in tmp_path.iterdir()}
+    assert on_disk <= {dest.name, *(s.name for s in cls.side_files(dest))}, on_disk
+    assert cls.store_size(dest) >= sum(p.stat().st_size for p in tmp_path.iterdir() if p.is_file())
+    cls.remove_store(dest)
+    assert list(tmp_path.iterdir()) == []
