@@ -65,13 +65,15 @@ empty between writes (the holder is written into it only while the lock is held)
 readers never create, lock or change it, so reading leaves a DVC-tracked store as it was.
 Readers take no lock: a read that meets a file being replaced (a checksum mismatch) or an
 array deleted under it (the record's generation changed) is read again, up to a few
-times, from the current record. Object stores (``s3://``...) have no lock: run one writer
-at a time. A writer that finds the record's generation changed between its start and its
-commit raises :class:`~asebytes_nodes.errors.ConcurrentCommitError` and commits nothing;
-new arrays there carry a random suffix so two writers never write the same array. Rows
-appended by two simultaneous ``extend`` calls still land in the same places, so the
-loser may have overwritten rows the winner committed: on object stores, serialise
-writers yourself (one writing process per store).
+times, from the current record. Object stores (``s3://``...) have no lock; there a writer
+never writes an object a committed record names: every array an ``extend`` or a
+replacement writes gets a name unique to that write (``c<k>x<8 hex digits>``), forked
+from the committed array by copying its full shard objects on the server (an ``extend``
+there costs a copy request per shard object of the columns it writes), and the record is
+replaced with ``If-Match`` on the version the writer began from (S3; other object
+stores compare the generation just before). Of two simultaneous writers one commits;
+the other raises :class:`~asebytes_nodes.errors.ConcurrentCommitError`, commits nothing,
+removes its own arrays, and the winner's frames are intact (see :mod:`._zarr_remote`).
 
 Writing and reading fast
 ------------------------
@@ -103,7 +105,7 @@ import asyncio
 import json
 import os
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from itertools import chain
 from operator import attrgetter, itemgetter
@@ -123,6 +125,8 @@ from ..errors import (
     StoreCorruptedError,
     StoreNotFoundError,
 )
+from ..options import BLOSC_COMPRESSORS, ZARR_COMPRESSORS
+from ..registry import builtin
 from ..rows import expand_rows
 from ..validation import PER_ATOM_CALC
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record
@@ -136,6 +140,7 @@ try:
     from zarr.core.sync import sync as zarr_sync
 
     from ._zarr_read import CheckedReads, _ReadFailure
+    from ._zarr_remote import conditional, create_group, fork_array, publish, record_version
     from ._zarr_rewrite import CopyOnWrite
     from ._zarr_shards import (  # numcodecs, crc32c: zarr's
         chunk_codec,
@@ -189,8 +194,8 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
     """
 
     name: ClassVar[str] = "zarr"
-    extensions: ClassVar[tuple[str, ...]] = (".zarr",)
-    schemes: ClassVar[tuple[str, ...]] = ("s3", "gs", "gcs", "az", "abfs")
+    extensions: ClassVar[tuple[str, ...]] = builtin("zarr").extensions
+    schemes: ClassVar[tuple[str, ...]] = builtin("zarr").schemes
     supports_drop_keys: ClassVar[bool] = True
     read_batch_size: ClassVar[int] = 16384
 
@@ -232,7 +237,10 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
         self._lock = None if self._remote else lock
         self._next_id = 0
         self._created: list[str] = []
+        self._forks: dict[str, str] = {}  # object stores: array written -> committed array it extends
         self._began = 0
+        self._etag: str | None = None
+        self._document: dict[str, Any] = {}
         self._touched = False
         try:
             self._open()
@@ -250,7 +258,11 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
         if not self._remote and self.readonly and not Path(self._target).exists():
             raise StoreNotFoundError(f"{self._target}: no such Zarr store (opened read-only)")
+        fresh = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
+        fresh = seal({**fresh, "generation": 0, "n_atoms": "n_atoms", "next_id": 0, "retired": []})
         try:
+            if self._remote and not self.readonly:  # S3: created with its record in one request, or not
+                create_group(self._target, self._storage_options, {_ATTR: fresh})
             self._group = zarr.open_group(self._target, mode="r" if self.readonly else "a", **kwargs)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise StoreNotFoundError(f"{self._target}: no such Zarr store ({exc})") from exc
@@ -262,8 +274,7 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
                 raise StoreCorruptedError(
                     f"{self._target}: a Zarr group, but not an asebytes-nodes store (no {_ATTR!r} attribute)"
                 )
-            meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
-            meta = seal({**meta, "generation": 0, "n_atoms": "n_atoms", "next_id": 0, "retired": []})
+            meta = fresh
             if not self.readonly:  # under the lock: never over a record another writer just made
                 with self._lock.exclusive() if self._lock is not None else nullcontext():
                     found = zarr.open_group(self._target, mode="a", **kwargs).attrs.asdict().get(_ATTR)
@@ -606,10 +617,12 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
         a :class:`DiskFullError`; the store stays at its last commit."""
         self._check_writable()
         with self._lock.exclusive() if self._lock is not None else nullcontext():
+            if self._remote:  # the version our commit will be conditional on, read before the record
+                self._etag, self._document = record_version(self._group.store)
             self._refresh()
             self._began = int(self._meta.get("generation", 0))
             self._next_id = max(int(self._meta.get("next_id", 0)), _first_free(self._meta))
-            self._created = []
+            self._created, self._forks = [], {}
             try:
                 self._collect(self._meta.get("retired", []))
                 yield
@@ -620,7 +633,13 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
                     self._collect(self._created)
                 if is_disk_full(exc) and not isinstance(exc, DiskFullError):
                     raise disk_full(exc, self._target) from exc
+                if self._remote and isinstance(exc, Exception) and not isinstance(exc, ConcurrentCommitError):
+                    with suppress(Exception):  # arrays we read may have been collected after a commit
+                        if self._remote_generation() != self._began:
+                            raise self._conflict() from exc
                 raise
+            finally:
+                self._forks = {}
 
     def _collect(self, names: Sequence[str]) -> None:
         """Remove arrays no record uses: ``names`` (retired or made by a failed write); in a
@@ -682,9 +701,13 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
                     widened[key] = _encode_batch(key, spec, stored + values, counts)
             columns[key] = spec
         n1, atoms1 = n0 + len(rows), atoms0 + int(counts.sum())
+        counts_name = self._counts_name()
+        if self._remote:  # no lock: never write into an array a committed record names
+            counts_name, moved = self._relocate(columns, widened)
+            retired += moved
         self._deferred = []  # every array is created or grown, then written, in one concurrent batch
         try:
-            self._write_range(self._counts_name(), n0, n1, counts, (), np.int64)
+            self._write_range(counts_name, n0, n1, counts, (), np.int64)
             for key, spec in columns.items():
                 if key in widened:
                     present, data = widened[key]
@@ -696,7 +719,29 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
             zarr_sync(_gather(self._deferred))
         finally:
             self._deferred = None
-        self._commit(retired=retired, length=n1, atoms=atoms1, columns=columns)
+        self._commit(retired=retired, n_atoms=counts_name, length=n1, atoms=atoms1, columns=columns)
+
+    def _relocate(
+        self, columns: dict[str, dict[str, Any]], widened: Collection[str]
+    ) -> tuple[str, list[str]]:
+        """Object stores: new names for the atom-count array and every committed column an
+        ``extend`` writes (``columns`` is changed), each array forked from the committed one
+        (see :mod:`._zarr_remote`). Returns the atom-count array's name and the names retired."""
+        committed, retired = self._committed_arrays(), []
+        counts = self._new_id("n")
+        if self._counts_name() in committed:
+            self._forks[counts] = self._counts_name()
+            retired.append(self._counts_name())
+        for key, spec in columns.items():
+            old = self._meta["columns"].get(key)
+            if old is None or key in widened:
+                continue
+            spec["id"] = self._new_id("c")
+            retired.append(old["id"])
+            for leaf in ("/values", "/sizes", "/present"):
+                if old["id"] + leaf in committed:
+                    self._forks[spec["id"] + leaf] = old["id"] + leaf
+        return counts, retired
 
     def _write_range(
         self,
@@ -713,6 +758,9 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
         Inside ``extend`` the write joins the batch run at its end; otherwise it runs now.
         """
         dtype = np.dtype(dtype)
+        source = self._forks.get(name)
+        if source is not None:  # rewrites the shard object it starts in: with its committed rows
+            start, data = self._kept_rows(source, start, data, tail, dtype)
         if self._direct is not None and handles(dtype):
             data = np.asarray(data, dtype).reshape(stop - start, *tail)
             root, fresh = Path(self._target), name not in self._committed_arrays()
@@ -728,10 +776,26 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
         else:
             zarr_sync(put)
 
+    def _kept_rows(
+        self, source: str, start: int, data: Any, tail: tuple[int, ...], dtype: np.dtype[Any]
+    ) -> tuple[int, np.ndarray]:
+        """(first row, data) of a write at ``start`` into a fork of ``source``: from the start of
+        the shard object ``start`` falls in, ``source``'s committed rows there come first."""
+        arr = self._array(source)
+        keep = start // (arr.shards or arr.chunks)[0] * (arr.shards or arr.chunks)[0]
+        data = np.asarray(data, dtype).reshape(-1, *tail)
+        if keep == start:
+            return start, data
+        return keep, np.concatenate([self._slab(source, start, keep, start, False), data])
+
     async def _put(
         self, name: str, start: int, stop: int, data: Any, tail: tuple[int, ...], dtype: Any, scale: float
     ) -> None:
-        if name in self._committed_arrays():
+        source = self._forks.get(name)
+        if source is not None:
+            arr = await fork_array(self._group.store_path, source, name, start, stop)
+            self._arrays[name] = zarr.Array(arr)
+        elif name in self._committed_arrays():
             arr = self._arrays.get(name)
             arr = arr.async_array.with_config(_WRITE_ALL) if arr is not None else await self._open_async(name)
             if arr.shape[0] != stop:
@@ -787,13 +851,11 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
 
     def _commit(self, retired: Sequence[str] = (), **changes: Any) -> None:
         """Publish the new record: the one write that makes a write visible. ``retired``:
-        arrays it stops using (the next writer deletes them)."""
-        if self._remote and self._remote_generation() != self._began:
-            raise ConcurrentCommitError(
-                f"{self._target}: another writer committed to this store while this write ran "
-                f"(generation {self._began} became {self._remote_generation()}); this write was not "
-                "committed. Object stores have no lock: run one writer at a time, then repeat the write"
-            )
+        arrays it stops using (the next writer deletes them). On an object store the record is
+        replaced only if no other writer committed since this write began."""
+        store = self._group.store
+        if self._remote and not conditional(store) and self._remote_generation() != self._began:
+            raise self._conflict()
         meta = {
             **self._meta,
             "n_atoms": self._counts_name(),
@@ -804,11 +866,23 @@ class ZarrBackend(CopyOnWrite, CheckedReads, WritableBackend):
             "retired": sorted(set(retired)),
         }
         meta = seal(meta)
-        self._group.attrs[_ATTR] = meta
+        if not self._remote:
+            self._group.attrs[_ATTR] = meta
+        else:
+            document = {**self._document, "attributes": {**self._document.get("attributes", {}), _ATTR: meta}}
+            if not publish(store, document, self._etag):
+                raise self._conflict()
         self._meta = meta
         self._created = []
         self._offsets = None
         self._cache.clear()
+
+    def _conflict(self) -> ConcurrentCommitError:
+        return ConcurrentCommitError(
+            f"{self._target}: another writer committed to this store while this write ran "
+            f"(generation {self._began} became {self._remote_generation()}); this write was not "
+            "committed. Object stores have no lock: run one writer at a time, then repeat the write"
+        )
 
     def _remote_generation(self) -> int:
         """The generation of the record as the object store holds it now."""
@@ -903,11 +977,10 @@ def _compressors(name: str | None, level: int) -> list[Any]:
         return [GzipCodec(level=level), Crc32cCodec()]
     if name == "zstd-raw":
         return [ZstdCodec(level=level), Crc32cCodec()]
-    if name in ("lz4", "lz4hc", "zstd", "zlib", "blosclz"):
+    if name in BLOSC_COMPRESSORS:
         return [BloscCodec(cname=name, clevel=level, shuffle="shuffle"), Crc32cCodec()]  # type: ignore[arg-type]
-    raise ValueError(
-        f"unknown compressor {name!r}; use 'lz4', 'lz4hc', 'zstd', 'zlib', 'blosclz', 'gzip' or None"
-    )
+    choices = ", ".join(map(repr, ZARR_COMPRESSORS))
+    raise ValueError(f"unknown compressor {name!r}; use one of {choices} or None")
 
 
 def _n_atoms(row: dict[str, Any]) -> int:
@@ -931,7 +1004,8 @@ def _signature(given: list[Any]) -> set[Any]:
     """The distinct (dtype, shape) of numeric numpy values; None stands for anything else (zarr
     hands back native byte order, so arrays of the other byte order count as anything else)."""
     return {
-        (v.dtype.str, v.shape) if type(v) is np.ndarray and v.dtype.kind in _NUMERIC and v.dtype.isnative
+        (v.dtype.str, v.shape)
+        if type(v) is np.ndarray and v.dtype.kind in _NUMERIC and v.dtype.isnative
         else None
         for v in given
     }

@@ -47,6 +47,7 @@ import numpy as np
 from numcodecs import Blosc
 
 from ..errors import StoreCorruptedError
+from ..options import BLOSC_COMPRESSORS
 
 __all__ = [
     "ChunkCodec",
@@ -59,7 +60,6 @@ __all__ = [
 ]
 
 _EMPTY = np.uint64(2**64 - 1)
-_BLOSC = ("lz4", "lz4hc", "zstd", "zlib", "blosclz")
 _GROUP_DOC = json.dumps({"attributes": {}, "zarr_format": 3, "node_type": "group"}, indent=2).encode()
 
 Encoder = Callable[[np.ndarray], bytes]
@@ -117,7 +117,7 @@ def chunk_codec(compressor: str | None, clevel: int) -> ChunkCodec | None:
     """The codec this module can write for ``ZarrBackend(compressor=...)``, else None."""
     if compressor in (None, "none"):
         return ChunkCodec(None, clevel)
-    if compressor in _BLOSC:
+    if compressor in BLOSC_COMPRESSORS:
         return ChunkCodec(compressor, clevel)
     return None
 
