@@ -1,0 +1,84 @@
+"""Cold measurements: one operation on one store, each in a fresh Python process.
+
+A DataLoader worker, a DVC stage or a CLI call opens the store in a new process. Each figure here
+is timed the same way: the libraries the reader needs are imported first (untimed, as they are
+already imported when a worker forks or a program starts its real work), the indices are drawn
+(untimed), then the store is opened and the operation run inside the timed region. The package is
+byte-compiled once before (``compile_package``), as pip does for an installed wheel, so the
+interpreter's compiler is not what gets measured. The OS page cache stays warm: "cold" is the
+process, not the disk.
+
+    python -m benchmarks.cold KIND PATH OP '{"n_rows": 1000, "count": 100}'   # one measurement
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = ["compile_package", "measure"]
+
+
+def compile_package() -> None:
+    """Byte-compile our package and the benchmarks once, as an installed wheel is."""
+    for folder in ("asebytes_nodes", "benchmarks"):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / folder)], check=True)
+
+
+def _arguments(op: str, spec: dict[str, Any]) -> tuple[Any, ...]:
+    from .batches import batch_indices
+    from .datasets import random_indices
+
+    if op in ("random", "getitem"):
+        return (random_indices(spec["n_rows"], spec["count"]),)
+    if op == "batches":
+        return (batch_indices(spec["n_rows"], spec.get("count")),)
+    return ()
+
+
+def child(kind: str, path: str, op: str, spec: dict[str, Any]) -> dict[str, float]:
+    """Time opening ``path`` with ``kind``'s reader and running ``op`` (imports untimed)."""
+    import gc
+
+    from .batches import READERS, preload
+
+    preload(kind)
+    args = _arguments(op, spec)
+    gc.collect()
+    start = time.perf_counter()
+    reader = READERS[kind](Path(path))
+    value = getattr(reader, op)(*args)
+    seconds = time.perf_counter() - start
+    reader.close()
+    return {"seconds": seconds, "value": value}
+
+
+def measure(
+    kind: str, path: Path, op: str, spec: dict[str, Any], repeats: int = 5, timeout: float = 1800
+) -> dict[str, Any]:
+    """Median seconds of ``repeats`` fresh processes, with every run's seconds and the checksum."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ASEBYTES_NODES_PROGRESS": "0"}
+    command = [sys.executable, "-m", "benchmarks.cold", kind, str(path), op, json.dumps(spec)]
+    runs: list[float] = []
+    value = None
+    for _ in range(repeats):
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        if done.returncode:
+            raise RuntimeError(f"cold {op} on {kind} ({path}) failed:\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout.splitlines()[-1])
+        runs.append(result["seconds"])
+        value = result["value"]
+    return {"seconds": statistics.median(runs), "runs": runs, "value": value}
+
+
+if __name__ == "__main__":
+    kind_, path_, op_, spec_ = sys.argv[1:5]
+    print(json.dumps(child(kind_, path_, op_, json.loads(spec_))))
