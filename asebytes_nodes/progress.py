@@ -1,9 +1,12 @@
 """Progress bars for long operations: shown on a terminal, silent elsewhere.
 
 Every long operation of the package (``extend`` of many frames, conversions, cache
-filling) reports through :func:`progress`. Bars are drawn by tqdm on standard error
-when it is a terminal. Turn them off everywhere with ``set_progress(False)`` or the
-environment variable ``ASEBYTES_NODES_PROGRESS=0``; force them on with ``True`` / ``1``.
+filling, indexing and reading extxyz files, ``info`` and ``validate``) reports through
+:func:`progress`. Bars are drawn by tqdm on standard error when it is a terminal. Turn
+them off everywhere with ``set_progress(False)`` or the environment variable
+``ASEBYTES_NODES_PROGRESS=0``; force them on with ``True`` / ``1``. A terminal that
+reports no width (0 columns: some CI runners and ``docker exec`` sessions), or no
+terminal at all, gets bars of ``$COLUMNS`` or 80 columns: tqdm alone would draw nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ __all__ = ["Progress", "progress", "progress_enabled", "set_progress"]
 ENV_VAR = "ASEBYTES_NODES_PROGRESS"
 #: Operations on fewer frames than this draw no bar: it would only flicker.
 MIN_TOTAL = 5000
+#: Width of a bar when the terminal reports none.
+FALLBACK_COLUMNS = 80
 
 _setting: bool | None = None
 
@@ -52,22 +57,51 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
+def _fixed_width() -> int | None:
+    """None when standard error is a terminal that reports its width (tqdm follows it),
+    else a fixed width: ``$COLUMNS`` when positive, else :data:`FALLBACK_COLUMNS`."""
+    try:
+        if os.get_terminal_size(sys.stderr.fileno()).columns > 0:
+            return None
+    except (AttributeError, OSError, ValueError):  # no terminal, or no file descriptor
+        pass
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    return columns if columns > 0 else FALLBACK_COLUMNS
+
+
 @contextmanager
 def progress(
-    total: int | None, desc: str, *, unit: str = "frames", enabled: bool | None = None
+    total: int | None,
+    desc: str,
+    *,
+    unit: str = "frames",
+    enabled: bool | None = None,
+    min_total: int = MIN_TOTAL,
 ) -> Iterator[Progress]:
     """A bar with throughput and ETA for ``total`` units, or a silent stand-in.
 
     ``enabled`` overrides the global setting for this one operation. Small operations
-    (under ``MIN_TOTAL`` units) stay silent unless ``enabled`` is True.
+    (under ``min_total`` units) stay silent unless ``enabled`` is True.
     """
     show = progress_enabled() if enabled is None else enabled
-    if show and enabled is None and total is not None and total < MIN_TOTAL:
+    if show and enabled is None and total is not None and total < min_total:
         show = False
     if not show:
         yield _Silent()
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False) as bar:
+    width = _fixed_width()
+    with tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=True,
+        ncols=width,
+        dynamic_ncols=width is None,
+        leave=False,
+    ) as bar:
         yield bar

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -50,3 +51,49 @@ def test_small_operations_stay_silent_even_on_a_terminal(
         bar.update(50_000)
     err = capsys.readouterr().err
     assert "tiny" not in err and "large" in err
+
+
+def _drawn_on_terminal(columns: int, env_columns: str | None = None) -> str:
+    """What a fresh process draws for a 50,000-frame operation on a pseudo-terminal that
+    reports ``columns`` columns (0: some CI runners and ``docker exec`` sessions)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, "COLUMNS")}
+    if env_columns is not None:
+        env["COLUMNS"] = env_columns
+    code = (
+        "from asebytes_nodes.progress import progress\n"
+        "with progress(50_000, 'drawing') as bar:\n    bar.update(50_000)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, out.decode(errors="replace")
+    return out.decode(errors="replace")
+
+
+@pytest.mark.parametrize(("columns", "env_columns"), [(0, None), (0, "0"), (0, "120"), (100, None)])
+def test_bars_draw_on_a_terminal_that_reports_no_width(columns: int, env_columns: str | None) -> None:
+    """tqdm alone gives a 0-column terminal a 1-character bar and cuts the line's end."""
+    drawn = _drawn_on_terminal(columns, env_columns)
+    bar = re.search(r"drawing: +0%\|( *)\| 0\.00/50\.0k \[[^\r]*\]", drawn)
+    assert bar is not None and len(bar.group(1)) >= 20, repr(drawn)
+    width = {None: 80, "0": 80, "120": 120}[env_columns] if columns == 0 else 100
+    assert width - 2 <= len(bar.group(0)) <= width, repr(drawn)

@@ -17,6 +17,9 @@ Access paths
   the file finds the byte offset of every frame (see :mod:`._xyzindex`); reading
   frame ``i`` reads its bytes alone and hands them to ASE's own extxyz reader
   (``ase.io.extxyz.read_xyz``). Consecutive frames are read with one system call.
+  Columns of per-frame values (``info.*``, ``calc.energy`` and ASE's other per-frame
+  results, ``cell``, ``pbc``) and ``arrays.numbers`` read only comment lines and species
+  tokens (see :mod:`._xyzcomment`), about 15x faster than parsing every atom line.
 * **traj** (ULM): ``ase.io.trajectory.TrajectoryReader``. A ULM file keeps a
   table of item offsets, so frame ``i`` is read by seeking to it; ``db[-1]``
   decodes the first and the last frame only.
@@ -75,7 +78,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -85,7 +87,7 @@ from typing import Any, ClassVar
 
 import ase.io
 import numpy as np
-from ase.io.extxyz import key_val_str_to_dict, read_xyz
+from ase.io.extxyz import read_xyz
 from ase.io.formats import filetype, get_compression, ioformats, open_with_compression
 from ase.io.trajectory import TrajectoryReader
 
@@ -97,9 +99,11 @@ from ..errors import (
     StoreNotFoundError,
     UnsafeStoreError,
 )
+from ..progress import progress
 from ..registry import builtin
 from ..rows import atoms_to_dict, copy_row, gc_paused
 from ._base import ReadableBackend, path_of
+from ._xyzcomment import comment_rows, comment_signature, fast_keys, species_numbers
 from ._xyzindex import build_index, cache_dir, check_stream
 
 __all__ = ["UNSAFE_FORMATS", "ASEFileBackend", "sniff"]
@@ -263,9 +267,9 @@ class _ExtxyzFrames(_Frames):
     def __len__(self) -> int:
         return len(self._table) - 1
 
-    def _blobs(self, indices: Indices) -> Iterator[tuple[int, bytes]]:
-        """(frame, its bytes) in the order asked; frames adjacent in the file share one read."""
-        idx = np.asarray(indices, dtype=np.int64)
+    def _groups(self, idx: np.ndarray) -> Iterator[tuple[bytes, list[tuple[int, int, int, int]]]]:
+        """(bytes, [(position in idx, frame, start, stop in those bytes)]) in the order asked;
+        frames adjacent in the file share one read."""
         lo = self._table[idx, 0].tolist()
         hi = self._table[idx + 1, 0].tolist()
         j = 0
@@ -278,8 +282,7 @@ class _ExtxyzFrames(_Frames):
                 raise StoreCorruptedError(
                     f"{self._path}: the file is shorter than when it was opened; reopen it"
                 )
-            for m in range(j, k):
-                yield int(idx[m]), blob[lo[m] - lo[j] : hi[m] - lo[j]]
+            yield blob, [(m, int(idx[m]), lo[m] - lo[j], hi[m] - lo[j]) for m in range(j, k)]
             j = k
 
     def _corrupt(self, i: int, what: str, exc: Exception) -> StoreCorruptedError:
@@ -288,54 +291,85 @@ class _ExtxyzFrames(_Frames):
             f"{type(exc).__name__}: {exc}"
         )
 
+    def _parse(self, i: int, frame: bytes) -> Any:
+        try:
+            return next(read_xyz(io.StringIO(frame.decode()), 0))
+        except Exception as exc:  # ASE raises many types on malformed text
+            raise self._corrupt(i, "extxyz", exc) from exc
+
+    def _comment(self, i: int, blob: bytes, start: int, stop: int) -> str | None:
+        """Frame ``i``'s stripped comment line; None when ASE keeps it whole (VEC lines follow)."""
+        if self._table[i, 2]:
+            return None
+        begin = blob.find(b"\n", start, stop) + 1
+        end = blob.find(b"\n", begin, stop)
+        try:
+            return blob[begin : stop if end < 0 else end].decode().strip()
+        except UnicodeDecodeError as exc:
+            raise self._corrupt(i, "an extxyz comment line", exc) from exc
+
     def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
-        rows = []
-        for i, blob in self._blobs(indices):
-            try:
-                atoms = next(read_xyz(io.StringIO(blob.decode()), 0))
-            except Exception as exc:  # ASE raises many types on malformed text
-                raise self._corrupt(i, "extxyz", exc) from exc
-            rows.append(_row(atoms, keys))
-        return rows
+        idx = np.asarray(indices, dtype=np.int64)
+        found: list[dict[str, Any]] = [{}] * len(idx)
+        fast = fast_keys(keys)
+        with progress(len(idx), f"reading {self._path.name}") as bar:
+            for blob, group in self._groups(idx):
+                whole = self._fast_rows(blob, group, keys, found) if fast else group
+                for m, i, start, stop in whole:
+                    found[m] = _row(self._parse(i, blob[start:stop]), keys)
+                bar.update(len(group))
+        return found
+
+    def _fast_rows(
+        self,
+        blob: bytes,
+        group: list[tuple[int, int, int, int]],
+        keys: Any,
+        found: list[dict[str, Any]],
+    ) -> list[tuple[int, int, int, int]]:
+        """Fill ``found`` from comment lines (and species tokens); the frames left for the full reader."""
+        comments = [self._comment(i, blob, start, stop) for _, i, start, stop in group]
+        try:
+            rows, whole, species = comment_rows(comments, keys)
+        except Exception:  # ASE raises many types on malformed values: find the frame
+            for (_, i, _, _), comment in zip(group, comments, strict=True):
+                try:
+                    comment_rows([comment], keys)
+                except Exception as exc:
+                    raise self._corrupt(i, "an extxyz comment line", exc) from exc
+            raise
+        if "arrays.numbers" in keys:
+            starts = np.array([group[j][2] for j in species], dtype=np.int64)
+            numbers = species_numbers(blob, starts, self._table[[group[j][1] for j in species], 1])
+            if numbers is None:
+                numbers, species = [], []
+            for j, value in zip(species, numbers, strict=True):
+                rows[j]["arrays.numbers"] = value
+            whole = sorted(set(range(len(group))) - set(species) | set(whole))
+        for (m, _, _, _), row in zip(group, rows, strict=True):
+            found[m] = row
+        return [group[j] for j in whole]
 
     def signatures(self, indices: Indices) -> list[Hashable]:
         # A frame's keys follow from its comment line's keys, its Properties and whether it
         # has atoms (ASE's reader turns a 3-column move_mask into one constraint per atom).
         found: list[Hashable] = []
-        for i, blob in self._blobs(indices):
-            natoms, nvec = int(self._table[i, 1]), int(self._table[i, 2])
-            if nvec:  # the comment line is kept as info["comment"], not parsed
-                found.append(("VEC",))
-                continue
-            try:
-                found.append(_comment_signature(blob.split(b"\n", 2)[1].decode().strip(), natoms > 0))
-            except Exception as exc:  # ASE raises many types on malformed text
-                raise self._corrupt(i, "an extxyz comment line", exc) from exc
+        for blob, group in self._groups(np.asarray(indices, dtype=np.int64)):
+            for _, i, start, stop in group:
+                comment = self._comment(i, blob, start, stop)
+                if comment is None:  # the comment line is kept as info["comment"], not parsed
+                    found.append(("VEC",))
+                    continue
+                try:
+                    found.append(comment_signature(comment, int(self._table[i, 1]) > 0))
+                except Exception as exc:  # ASE raises many types on malformed text
+                    raise self._corrupt(i, "an extxyz comment line", exc) from exc
         return found
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1  # a later read fails instead of reading a reused descriptor
-
-
-# A comment line of plain ``key``, ``key=value``, ``key="quoted value"`` tokens (no escapes,
-# no quoted keys): for these, ASE's character-by-character parser finds exactly these keys,
-# so the regular expression (about 10x faster) may stand in for it. Anything else goes to ASE.
-_KEY = r"[^\s=\"'{}\[\]\\]++"
-_VALUE = r"\"[^\"\\]*+\"|'[^'\\]*+'|\{[^}\\]*+\}|\[[^\]\\]*+\]|[^\s\"'{}\[\]\\=]++"
-_TOKEN = re.compile(rf"\s*+({_KEY})(?:=({_VALUE}))?+(?=\s|$)")
-_SIMPLE_LINE = re.compile(rf"(?:\s*+{_KEY}(?:=(?:{_VALUE}))?+(?=\s|$))*+\s*+")
-
-
-def _comment_signature(comment: str, has_atoms: bool) -> Hashable:
-    """What decides the keys of a frame with this (stripped) comment line."""
-    if _SIMPLE_LINE.fullmatch(comment):
-        pairs = _TOKEN.findall(comment)
-        properties = [value for key, value in pairs if key == "Properties"]
-        return "simple", has_atoms, tuple(dict.fromkeys(key for key, _ in pairs)), tuple(properties[-1:])
-    info = key_val_str_to_dict(comment) if comment else {}
-    return "ase", has_atoms, tuple(info), str(info.get("Properties"))
 
 
 class _TrajFrames(_Frames):
@@ -526,11 +560,13 @@ class ASEFileBackend(ReadableBackend):
         if self._signature_counts is None:
             counts: Counter[Hashable] = Counter()
             n = len(self)
-            for start in range(0, n, _KEYS_BATCH):
-                batch = range(start, min(start + _KEYS_BATCH, n))
-                for i, signature in zip(batch, self._frames.signatures(batch), strict=True):
-                    self._columns_of(i, signature)
-                    counts[signature] += 1
+            with progress(n, f"reading the keys of {self._path.name}") as bar:
+                for start in range(0, n, _KEYS_BATCH):
+                    batch = range(start, min(start + _KEYS_BATCH, n))
+                    for i, signature in zip(batch, self._frames.signatures(batch), strict=True):
+                        self._columns_of(i, signature)
+                        counts[signature] += 1
+                    bar.update(len(batch))
             self._signature_counts = counts
         return self._signature_counts
 

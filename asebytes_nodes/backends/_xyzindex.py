@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreCorruptedError
+from ..progress import Progress, progress
 
 __all__ = ["CACHE_ENV", "FrameIndex", "build_index", "cache_dir", "check_stream"]
 
@@ -48,6 +49,7 @@ _MAGIC = b"ABNXYZI\n"
 _BLOCK = 1 << 22  # bytes read per system call while scanning (a block's line ends are kept)
 _MAX_COUNT_LINE = 4096  # longest count or VEC line looked at; longer ones are not count lines
 _STAMP_BYTES = 1 << 16  # head and tail of the file hashed into the stamp
+_BAR_BYTES = 1 << 26  # scans of fewer bytes draw no progress bar
 
 #: (n_frames + 1, 3) int64 rows ``(byte start, atoms, VEC lines)``; the last row's start is the end.
 FrameIndex = np.ndarray
@@ -90,8 +92,8 @@ def build_index(fd: int, path: str, cache: Path | None) -> FrameIndex:
 class _LineEnds:
     """Where the lines of a file end, found with numpy one block at a time (memory: one block)."""
 
-    def __init__(self, fd: int, path: str, size: int, start: int) -> None:
-        self.fd, self.path, self.size = fd, path, size
+    def __init__(self, fd: int, path: str, size: int, start: int, bar: Progress) -> None:
+        self.fd, self.path, self.size, self.bar = fd, path, size, bar
         self.read_at = start
         self.chunk, self.chunk_at = b"", start  # the current block and where it starts
         self.ends: list[int] = []  # line ends in the current block
@@ -105,6 +107,7 @@ class _LineEnds:
             ends = (np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10) + self.read_at).tolist()
             self.chunk, self.chunk_at = chunk, self.read_at
             self.read_at += len(chunk)
+            self.bar.update(len(chunk))
             if self.read_at >= self.size and not chunk.endswith(b"\n"):
                 ends.append(self.size)  # a last line without a newline
             if ends:
@@ -200,8 +203,12 @@ def check_stream(lines: Iterable[bytes], path: str) -> None:
 
 def _scan(fd: int, path: str, size: int, start: int, first_frame: int) -> FrameIndex:
     """Frame rows from byte ``start`` (a frame start) to the end of the file."""
+    with progress(size - start, f"indexing {Path(path).name}", unit="B", min_total=_BAR_BYTES) as bar:
+        return _scan_lines(_LineEnds(fd, path, size, start, bar), fd, path, size, start, first_frame)
+
+
+def _scan_lines(lines: _LineEnds, fd: int, path: str, size: int, start: int, first_frame: int) -> FrameIndex:
     rows: list[tuple[int, int, int]] = []
-    lines = _LineEnds(fd, path, size, start)
     pos = start  # where the current frame's count line starts
     while (end := lines.skip(1)) is not None:
         text = lines.text(pos, end)
