@@ -39,3 +39,5 @@ def test_dvc_repro_on_a_fresh_clone(tmp_path: Path) -> None:
     with ASEIO(clone / "nodes" / "Train" / "frames.lmdb", readonly=True) as train:
         assert 0 < len(train) < 500 and train[0].get_potential_energy() == train["calc.energy"].to_list()[0]
     assert "up to date" in _run(clone, "dvc", "status").stdout
+    _run(clone, "dvc", "plots", "show")  # writes dvc_plots/, which git ignores
+    assert "dvc_plots" not in _run(clone, "git", "status", "--porcelain").stdout

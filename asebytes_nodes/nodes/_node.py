@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import zntrack
 from zntrack.config import ZNTRACK_LAZY_VALUE, NodeStatusEnum
 
+from ..errors import StoreNotFoundError
 from ..io import ASEIO
 from ..options import store_suffix
 from ._ops import git_ignore
@@ -39,20 +40,49 @@ _GRAPH_SCRIPT = "workflows/pipeline.py"
 
 
 def open_output(node: zntrack.Node, path: str | Path, group: str | None = None) -> ASEIO:
-    """A read-only ASEIO over one output store of ``node`` (its ``group``), at the node's revision."""
+    """A read-only ASEIO over one output store of ``node`` (its ``group``), at the node's revision.
+
+    An output that is not there says what to run: ``dvc pull`` for the workspace, ``dvc fetch``
+    for another revision, and what ``remote=`` means.
+    """
     state = node.state
     if state.rev is None and state.remote is None:
+        if not Path(path).exists():
+            raise StoreNotFoundError(
+                f"{node.name}: its output {path} is not in this workspace; run `dvc pull {path}` "
+                f"to fetch it from the DVC remote (after a fresh clone), or `dvc repro {node.name}` "
+                "to make it"
+            )
         return ASEIO(path, readonly=True, group=group)
     tmp = Path(tempfile.mkdtemp(prefix="asebytes-nodes-"))
     local = tmp / Path(path).name
     try:
-        state.fs.get(Path(path).as_posix(), local.as_posix(), recursive=True)
+        try:
+            state.fs.get(Path(path).as_posix(), local.as_posix(), recursive=True)
+        except Exception as exc:
+            raise StoreNotFoundError(_fetch_hint(node, path, exc)) from exc
         frames = ASEIO(local, readonly=True, group=group)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     weakref.finalize(frames, _discard, frames.backend, tmp)
     return frames
+
+
+def _fetch_hint(node: zntrack.Node, path: str | Path, exc: Exception) -> str:
+    """What to do when DVC cannot fetch an output at another revision."""
+    state = node.state
+    where = f"revision {state.rev}" if state.rev else "the default branch"
+    cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    hint = (
+        f"{node.name}: DVC cannot fetch its output {path} at {where} ({cause}). DVC reads it from "
+        "the local cache, else from the DVC remote configured at that revision: run "
+        "`dvc fetch -T` (the data of every tag) or `dvc fetch -A` (of every commit) and read again; "
+        "a tag made before the DVC remote was configured has no remote to fetch from"
+    )
+    if state.remote is not None:
+        hint += f"; remote={state.remote!r} must name a git repository (a URL or a path), not a DVC remote"
+    return hint
 
 
 def _discard(backend: Any, tmp: Path) -> None:

@@ -19,7 +19,7 @@ from ._ops import as_aseio
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Benchmark"]
+__all__ = ["Benchmark", "readable_metrics"]
 
 
 def _bars(key: str) -> Any:
@@ -32,13 +32,26 @@ def _bars(key: str) -> Any:
 _UNITS = {key: (title, unit) for key, title, unit in METRICS}
 
 
+def readable_metrics(results: dict[str, Any]) -> dict[str, Any]:
+    """What ``dvc metrics show`` lists: the frame count and, per store, the measures of METRICS
+    to three significant digits (the full figures are in ``benchmark.md``)."""
+    rounded = {
+        label: {key: float(f"{values[key]:.3g}") for key, _, _ in METRICS}
+        for label, values in results.items()
+        if isinstance(values, dict)
+    }
+    return {"frames": results["frames"], **rounded}
+
+
 class Benchmark(ConfiguredNode):
     """Reproducible backend comparison on the frames of ``data``.
 
     Every store in ``config.backends`` is written from the same frames and read back whole,
-    at random rows, and as one column. Outputs: ``metrics.json`` (``dvc metrics show``), one
-    CSV per measure with a DVC bar-chart definition (``dvc plots show``), ``benchmark.png``
-    and ``benchmark.md``.
+    at random rows, and as one column. Outputs: ``benchmark.md`` (the table to read),
+    ``benchmark.png`` (bar charts), ``metrics.json`` (the measures to three digits, for
+    ``dvc metrics show nodes/<name>/metrics.json`` and ``dvc metrics diff``) and one CSV per
+    measure with a DVC bar-chart definition (``dvc plots show``, whose page loads Vega from a
+    CDN: it stays blank offline, where ``benchmark.png`` shows the same).
 
     Examples
     --------
@@ -70,10 +83,12 @@ class Benchmark(ConfiguredNode):
         config: BenchmarkConfig = self.settings()
         settings = Settings(**config.model_dump(exclude={"backends"}))
         results = benchmark(as_aseio(self.data.frames), config.backends, settings)
-        self.metrics = results
-        stores = [label for label, values in results.items() if isinstance(values, dict)]
+        self.metrics = readable_metrics(results)
+        stores = pd.Index(
+            [label for label, values in results.items() if isinstance(values, dict)], name="store"
+        )
         for key, _, unit in METRICS:
-            setattr(self, key, pd.DataFrame({"store": stores, unit: [results[s][key] for s in stores]}))
+            setattr(self, key, pd.DataFrame({unit: [results[s][key] for s in stores]}, index=stores))
         Path(self.figure_path).parent.mkdir(parents=True, exist_ok=True)
         figure(results, self.figure_path)
         Path(self.table_path).write_text(markdown_table(results))

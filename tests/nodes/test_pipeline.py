@@ -27,7 +27,7 @@ import yaml
 from ase import Atoms
 from node_data import mixed_frames
 
-from asebytes_nodes import ASEIO
+from asebytes_nodes import ASEIO, StoreNotFoundError
 from asebytes_nodes.testing.frames import assert_atoms_equal
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -130,6 +130,11 @@ def test_metrics_and_plots(in_repo: Path) -> None:
     (workspace,) = metrics.values()
     bench = workspace["data"]["nodes/Bench/metrics.json"]["data"]
     assert bench["frames"] == 3 and bench["lmdb"]["read_all"] > 0 and bench["zarr"]["size"] > 0
+    # the readable form the docs give: one file, the five measures per store, three digits
+    shown = run(in_repo, "dvc", "metrics", "show", "nodes/Bench/metrics.json").stdout
+    assert "node-meta" not in shown and len(shown.splitlines()[0].split()) == 2 + 2 * 5
+    assert all(v == float(f"{v:.3g}") for store in ("lmdb", "zarr") for v in bench[store].values())
+    assert (in_repo / "nodes" / "Bench" / "write.csv").read_text().startswith("store,frames/s\n")
     plots = yaml.safe_load(run(in_repo, "dvc", "plots", "show", "--json").stdout)["data"]
     assert {"Bench_write", "Bench_read_all", "Bench_random", "Bench_column", "Bench_size"} <= set(plots)
     assert (in_repo / "nodes" / "Bench" / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
@@ -182,6 +187,14 @@ def test_push_clone_and_read_from_the_remote(
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
     monkeypatch.chdir(clone)
+    with pytest.raises(
+        StoreNotFoundError, match=r"Train: its output .*frames.lmdb is not in this workspace; run `dvc pull"
+    ):
+        len(zntrack.from_rev("Train").frames)
+    run(clone, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "nowhere"))
+    with pytest.raises(StoreNotFoundError, match=r"at revision v1 .*run `dvc fetch -T`"):
+        len(zntrack.from_rev("Pick", rev="v1").frames)
+    (clone / ".dvc" / "config.local").unlink()
     old = zntrack.from_rev("Pick", rev="v1")  # no local cache: DVC fetches from the remote
     assert [a.info["i"] for a in old.frames] == [0, 2, 4]
     run(clone, "dvc", "pull", "-q")
