@@ -98,6 +98,10 @@ def test_run_validates_params_again(project: Path) -> None:
         "change it in the script that builds the graph and run that script again "
         "(output names are part of dvc.yaml)"
     )
+    (project / "workflows").mkdir()
+    (project / "workflows" / "pipeline.py").touch()  # this project's script is named when it exists
+    with pytest.raises(SystemExit, match=r"change it in workflows/pipeline\.py and run that script again"):
+        run_all(Convert)
     assert not (project / "nodes" / "Convert" / "frames.zarr").exists()
 
 
