@@ -8,7 +8,8 @@ Rules
   more than small reads.
 * The handle is reopened when the file's size or mtime changed (another process wrote), after a
   write a killed process left half done is rolled back (:func:`._hdf5_journal.recover`).
-  ``generation`` counts the (re)openings, so a backend knows when to reload what it parsed.
+  ``generation`` counts the changes seen (writes of this process, and reopenings because the file
+  changed), so a backend knows when to reload what it parsed.
 * A write closes the handle and writes through :func:`._hdf5_journal.journaled`; the next read
   reopens it.
 * After ``fork`` the child never uses the parent's handle: HDF5's caches and the descriptor's
@@ -55,8 +56,8 @@ class SharedFile:
         self.file: Any = None
         self.datasets: dict[str, Any] = {}
         self.pid = os.getpid()
-        self.generation = 0  # bumped whenever the handle is (re)opened: content may have changed
-        self.stamp: tuple[int, int] | None = None
+        self.generation = 0  # bumped whenever the content may have changed (a write, another process)
+        self.stamp: tuple[int, int] | None = None  # (mtime, size) of the content seen last
         self.users = 0
         self.lock = threading.RLock()
 
@@ -91,8 +92,9 @@ class SharedFile:
                 self.generation += 1
             if self.file is None and stamp is not None:
                 self.file = open_file(self.path)
+                if stamp != self.stamp:
+                    self.generation += 1
                 self.stamp = stamp
-                self.generation += 1
             return self.file
 
     def dataset(self, name: str) -> Any:
@@ -112,8 +114,11 @@ class SharedFile:
             try:
                 with journaled(self.path, nbytes) as handle:
                     yield handle
-            finally:
+                self.stamp = self._stat()  # what this write left: reopening for it is no news
+            except BaseException:
                 self.stamp = None
+                raise
+            finally:
                 self.generation += 1
 
 

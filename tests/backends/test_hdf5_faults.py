@@ -13,6 +13,8 @@ periodic, float32):
 * two writer processes and a reader process on one store; a writer locked out by the timeout.
 * damage: a flipped bit in a data chunk (error names dataset and rows, ``check()`` lists it);
   bit flips and truncations at random offsets (never wrong data, never a raw error).
+* fork: a child of a parent that opened and read the store (while another thread of the parent
+  held the handle's lock) reads through its own handle and leaves the parent's open.
 
 Backend-specific tests (H5MD's layout-1 fixture and column table, MDTraj's threads) are in
 ``test_h5md_faults.py`` and ``test_mdtraj_faults.py``.
@@ -20,8 +22,12 @@ Backend-specific tests (H5MD's layout-1 fixture and column table, MDTraj's threa
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +96,50 @@ def test_damaged_files(tmp_path: Path, backend: str) -> None:
 def test_damaged_files_many(tmp_path: Path, backend: str) -> None:
     counts = hdf5kit.damage(tmp_path, backend, flips=300, cuts=60, seed=1)
     print(f"{backend} damage outcomes:", counts)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forked_child_opens_its_own_handle(tmp_path: Path, backend: str) -> None:
+    """The shared handle policy (``backends/_hdf5_files.py``): after fork the child reopens the
+    file lazily and never uses or closes the parent's h5py handle."""
+    path = hdf5kit.build(tmp_path / "f.h5", backend, 40)
+    db = hdf5kit.open_store(path, backend, readonly=True)
+    expected = hdf5kit.signature(db[7])
+    shared = db.backend._shared  # type: ignore[attr-defined]
+    inherited = shared.file
+    held, release = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:  # another thread of the parent is inside a read when the child forks
+        with shared.lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    held.wait(30)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(db, inherited, results), daemon=True)
+    child.start()
+    release.set()
+    holder.join(30)
+    found = results.get(timeout=60)
+    child.join(60)
+    assert child.exitcode == 0
+    assert found == {"row": expected, "own handle": True, "pid": child.pid, "inherited open": True}
+    assert shared.file is inherited and inherited.id.valid  # the parent's handle is untouched
+    assert hdf5kit.signature(db[7]) == expected
+    db.close()
+
+
+def _read_in_child(db: Any, inherited: Any, results: Any) -> None:
+    shared = db.backend._shared
+    row = hdf5kit.signature(db[7])
+    results.put(
+        {
+            "row": row,
+            "own handle": shared.file is not inherited,
+            "pid": shared.pid if shared.pid == os.getpid() else None,
+            "inherited open": bool(inherited.id.valid),
+        }
+    )
