@@ -74,16 +74,19 @@ def _size_on_disk(target: str, backend: Any) -> tuple[int, int] | None:
     return disk_usage(type(backend), path)
 
 
-def _scan(db: Any, chunk: int = 100_000) -> dict[str, Any]:
-    """Atom counts, elements, pbc patterns and cell volumes, read column by column in chunks."""
+def _scan(db: Any, chunk: int = 10_000) -> dict[str, Any]:
+    """Atom counts, elements, pbc patterns and cell volumes, read column by column in chunks
+    (memory: one chunk's columns), with a progress bar."""
     import numpy as np
+
+    from .progress import stepped
 
     counts: list[np.ndarray] = []
     elements: set[int] = set()
     pbc: dict[str, int] = {}
     volumes: list[np.ndarray] = []
     keys = set(db.columns)
-    for start in range(0, len(db), chunk):
+    for start in stepped(len(db), chunk, "reading frames"):
         rows = db[start : start + chunk]
         if "arrays.numbers" in keys:
             ragged = rows["arrays.numbers"].to_ragged()
@@ -234,21 +237,39 @@ def _convert(args: argparse.Namespace) -> None:
 
     options = {name: getattr(args, name) for name in _write_flags() if getattr(args, name) is not None}
     options = {name: None if value == "none" else value for name, value in options.items()}
-    _check_options(args.dst, args.to_backend, options)
-    if args.to_backend:
+    shard_frames, shard_bytes = args.shards or (None, None)
+    sharded = bool(args.shards or args.workers > 1 or args.scheduler)
+    _check_options(args.dst, args.to_backend or ("lmdb" if sharded else None), options)
+    if args.to_backend and not sharded:
         options["backend"] = args.to_backend
     source: Any = _open(args.src, args.from_backend)
+    selected = (args.start, args.stop, args.step) != (None, None, None)
     count = convert(
         source,
         args.dst,
-        indices=slice(args.start, args.stop, args.step),
+        indices=slice(args.start, args.stop, args.step) if selected else None,
         overwrite=args.overwrite,
         destination_options=options,
         chunk_size=args.chunk_size,
         show_progress=False if args.quiet else None,
+        backend=args.to_backend if sharded else None,
+        shard_frames=shard_frames,
+        shard_bytes=shard_bytes,
+        workers=args.workers,
+        scheduler=args.scheduler,
     )
     if not args.quiet:
         print(f"wrote {count:,} frames to {args.dst}")
+
+
+def _shard_size(text: str) -> tuple[int | None, int | None]:
+    """``--shards``: ``100000`` frames per shard, or ``128MiB`` (bytes with a unit) per shard."""
+    from .shards import shard_size
+
+    try:
+        return shard_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _check_options(target: str, backend: str | None, options: dict[str, Any]) -> None:
@@ -329,7 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.add_argument("--chunk-size", type=int, default=None, help="frames per write (default 1000+)")
     p.add_argument("--from-backend", help="backend name for SRC")
-    p.add_argument("--to-backend", help="backend name for DST")
+    p.add_argument("--to-backend", help="backend name for DST (of its shards, with the flags below)")
+    p.add_argument(
+        "--shards", type=_shard_size, default=None, metavar="SIZE",
+        help="write DST as a folder of shard stores (a sharded dataset): SIZE frames per shard, or "
+        "bytes with a unit (128MiB); not Zarr's own --shard-frames inside one store",
+    )  # fmt: skip
+    p.add_argument(
+        "--workers", type=int, default=1,
+        help="sharded, written by W Dask worker processes on this machine (pip install 'asebytes-nodes[dask]')",
+    )  # fmt: skip
+    p.add_argument(
+        "--scheduler", default=None,
+        help="sharded, on the running Dask cluster at ADDRESS (tcp://host:8786, e.g. a dask-jobqueue SLURMCluster)",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     _add_write_flags(p)
 

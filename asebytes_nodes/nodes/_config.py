@@ -181,6 +181,29 @@ class ConvertConfig(_Model):
 
     store: StoreSpec = Field(default=StoreSpec(), description="Backend and options of the output.")
     chunk_size: PositiveInt = _CHUNK
+    shards: PositiveInt | str | None = Field(
+        default=None,
+        description="Write a sharded dataset (a folder of store.backend shards): frames per shard "
+        "(100000) or bytes with a unit ('128MiB'); see asebytes_nodes.shards.",
+    )
+    workers: PositiveInt = Field(default=1, description="Dask worker processes writing the shards.")
+    scheduler: str | None = Field(
+        default=None, description="Address of a running Dask cluster writing the shards (tcp://host:8786)."
+    )
+
+    @field_validator("shards")
+    @classmethod
+    def _check_shards(cls, shards: int | str | None) -> int | str | None:
+        from ..shards import shard_size
+
+        if shards is not None:
+            shard_size(shards)  # a ValueError names what is allowed
+        return shards
+
+    @property
+    def sharded(self) -> bool:
+        """Is the output a sharded dataset?"""
+        return bool(self.shards or self.workers > 1 or self.scheduler)
 
 
 class Range(_Model):

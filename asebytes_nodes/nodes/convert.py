@@ -10,7 +10,7 @@ import zntrack
 from ..io import ASEIO
 from ._config import ConvertConfig
 from ._node import FramesNode
-from ._ops import write_store
+from ._ops import as_aseio, write_store
 
 __all__ = ["Convert", "input_frames"]
 
@@ -28,7 +28,9 @@ class Convert(FramesNode):
     Give either ``data`` (an upstream node with ``frames``: Load, Subset, another Convert, or
     any node whose ``frames`` is an ASEIO or a list of Atoms) or ``source`` (a file, tracked by
     DVC). Backend options are checked per backend: Zarr compressor, level, chunk and shard
-    sizes; LMDB map size; H5MD author, compression and particles group.
+    sizes; LMDB map size; H5MD author, compression and particles group. With ``shards``,
+    ``workers > 1`` or a ``scheduler``, the output is one folder of shard stores (one DVC
+    output) written in parallel by Dask workers.
 
     Examples
     --------
@@ -55,5 +57,15 @@ class Convert(FramesNode):
     def run(self) -> None:
         config: ConvertConfig = self.settings()
         target = self.store_target(config)
-        count = write_store(input_frames(self), target, config.store, chunk_size=config.chunk_size)
+        if config.sharded:  # one shard per partition, written by Dask workers (asebytes_nodes.shards)
+            from ..shards import convert_sharded, shard_size
+
+            frames, nbytes = shard_size(config.shards) if config.shards else (None, None)
+            count = convert_sharded(
+                as_aseio(input_frames(self)), target, backend=config.store.backend, shard_frames=frames,
+                shard_bytes=nbytes, workers=config.workers, scheduler=config.scheduler, overwrite=True,
+                shard_options=config.store.options,
+            )  # fmt: skip
+        else:
+            count = write_store(input_frames(self), target, config.store, chunk_size=config.chunk_size)
         print(f"{self.name}: {count} frames -> {target}")

@@ -14,19 +14,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["ConcatBackend", "ShardedBackend", "concat", "convert_sharded"]
+__all__ = ["ConcatBackend", "ShardedBackend", "concat", "convert_sharded", "shard_size"]
 
 _LAZY = {
     "ConcatBackend": "._concat",
     "concat": "._concat",
     "ShardedBackend": "._backend",
     "convert_sharded": "._convert",
+    "shard_size": "._write",
 }
 
 if TYPE_CHECKING:
     from ._backend import ShardedBackend
     from ._concat import ConcatBackend, concat
     from ._convert import convert_sharded
+    from ._write import shard_size
 
 
 def __getattr__(name: str) -> Any:

@@ -23,12 +23,21 @@ from ..codec import encode_row
 from ..registry import resolve_backend
 from ._manifest import TEMP_PREFIX, ShardEntry, digest, shard_name, sync_folder
 
-__all__ = ["CHUNK_ROWS", "DEFAULT_SHARD_BYTES", "backend_class", "frames_per_shard", "remove_path", "write_shard"]
+__all__ = [
+    "CHUNK_ROWS",
+    "DEFAULT_SHARD_BYTES",
+    "backend_class",
+    "frames_per_shard",
+    "remove_path",
+    "shard_size",
+    "write_shard",
+]
 
 #: Rows per ``extend`` of a shard store; fixed, so shards do not depend on how rows arrive.
 CHUNK_ROWS = 1000
 #: Target shard size when no ``shard_frames`` is given: DVC handles 10-1,000 files of 64 MiB-1 GiB well.
 DEFAULT_SHARD_BYTES = 128 << 20
+_UNITS = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
 _ROW_OVERHEAD = 64  # bytes a store adds per row on top of the encoded row, roughly
 _SAMPLE = 256
 
@@ -37,6 +46,19 @@ def backend_class(name: str) -> tuple[type[ReadableBackend], str]:
     """The backend class registered as ``name`` and the extension its shard files get."""
     entry = resolve_backend("", name)
     return entry.load(), (entry.extensions[0] if entry.extensions else "")
+
+
+def shard_size(size: int | str) -> tuple[int | None, int | None]:
+    """``(shard_frames, shard_bytes)`` from a shard size: frames (``100000``) or bytes with a unit (``"128MiB"``)."""
+    text = str(size).strip()
+    number = text.rstrip("KkMmGgIiBb")
+    unit = text[len(number) :].lower()
+    if not number.isdigit() or int(number) < 1 or (unit and unit not in _UNITS):
+        raise ValueError(
+            f"shard size {size!r}: give frames per shard (100000) or bytes with a unit "
+            f"({', '.join(_UNITS)}: 128MiB)"
+        )
+    return (None, int(number) * _UNITS[unit]) if unit else (int(number), None)
 
 
 def frames_per_shard(sample: list[dict[str, Any]], shard_bytes: int) -> int:

@@ -101,6 +101,9 @@ def test_params_are_plain_values_and_models_are_accepted(tmp_path: Any, monkeypa
     assert params["A"]["config"] == {
         "chunk_size": 1000,
         "store": {"backend": "zarr", "options": {}, "group": None},
+        "shards": None,
+        "workers": 1,
+        "scheduler": None,
     }
     assert params["B"]["config"]["filters"]["elements"] == ["Cu"]
     stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
