@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends._base import MISSING
+from .backends._keys import MISSING, is_per_atom
 from .errors import (
     InvalidDataError,
     MissingExtraError,
@@ -39,7 +39,7 @@ from .errors import (
     StoreCorruptedError,
     UnknownKeyError,
 )
-from .validation import PER_ATOM_CALC, check_key
+from .validation import check_key
 
 if TYPE_CHECKING:
     from .backends._base import ReadableBackend
@@ -64,11 +64,6 @@ AtomSelection = np.ndarray | slice | None
 
 _NUMERIC_KINDS = frozenset("biufc")
 _SCALARS = (bool, int, float, complex, np.bool_, np.number)
-
-
-def is_per_atom(key: str) -> bool:
-    """Does ``key`` run over atoms (``arrays.*`` and ASE's per-atom calculator results)?"""
-    return key.startswith("arrays.") or (key.startswith("calc.") and key[5:] in PER_ATOM_CALC)
 
 
 def _is_numeric(value: Any) -> bool:

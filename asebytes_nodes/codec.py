@@ -40,11 +40,12 @@ of the stored bytes (``numpy.frombuffer``): no pickle, no ``allow_pickle``, no o
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+# TRANSITION: the scalar type codes moved to the column model; importers still being moved
+from .backends._columns import maybe_scalar, scalar_type_code, type_code_dtype  # noqa: F401
 from .errors import SerializationError, StoreCorruptedError, UnsafeStoreError
 
 __all__ = [
@@ -53,9 +54,6 @@ __all__ = [
     "decode_value",
     "encode_row",
     "encode_value",
-    "maybe_scalar",
-    "scalar_type_code",
-    "type_code_dtype",
 ]
 
 CODEC_VERSION = 1
@@ -348,35 +346,3 @@ def decode_row(data: Any, keys: Any = None) -> dict[str, Any]:
     except Exception as exc:
         raise StoreCorruptedError(f"cannot decode stored row: {exc}") from exc
     return plain
-
-
-def scalar_type_code(values: Sequence[Any]) -> str | None:
-    """The type code of a column's values, or None unless all share one exact scalar type.
-
-    ``f``: Python float, ``i``: Python int in int64 range, ``b``: Python bool, ``n<dtype.str>``:
-    numpy scalars of one dtype. Columnar stores keep such columns as one typed array and give
-    back exactly these types.
-    """
-    types = set(map(type, values))
-    if len(types) != 1:
-        return None
-    kind = types.pop()
-    if kind is float:
-        return "f"
-    if kind is bool:
-        return "b"
-    if kind is int:
-        return "i" if -(2**63) <= min(values) and max(values) < 2**63 else None
-    if issubclass(kind, np.generic) and np.dtype(kind).kind in "biufc":
-        return "n" + np.dtype(kind).str
-    return None
-
-
-def maybe_scalar(value: Any) -> bool:
-    """Could ``value`` belong to a scalar column (cheap test before :func:`scalar_type_code`)?"""
-    return type(value) in (float, int, bool) or isinstance(value, np.generic)
-
-
-def type_code_dtype(code: str) -> np.dtype[Any]:
-    """The numpy dtype that stores a scalar column of type ``code``."""
-    return np.dtype({"f": np.float64, "i": np.int64, "b": np.bool_}.get(code) or code[1:])

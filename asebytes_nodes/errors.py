@@ -13,6 +13,7 @@ __all__ = [
     "ASEBytesError",
     "BackendNotFoundError",
     "CacheMismatchError",
+    "ColumnTypeError",
     "ConcurrentCommitError",
     "DiskFullError",
     "FormatVersionError",
@@ -54,6 +55,10 @@ class MissingExtraError(ASEBytesError, ImportError):
 
 class InvalidDataError(ASEBytesError, ValueError):
     """A value that cannot be stored: wrong shape, wrong length, wrong type."""
+
+
+class ColumnTypeError(InvalidDataError):
+    """A value whose type does not fit the one type its column stores (columnar backends)."""
 
 
 class SerializationError(InvalidDataError):

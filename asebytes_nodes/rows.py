@@ -31,8 +31,10 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.cell import Cell
 from ase.constraints import dict2constraint
 
+from .backends._columns import copy_row, expand_rows
+from .backends._keys import TOP_LEVEL_KEYS
 from .errors import InvalidDataError, StoreCorruptedError, UnknownKeyError
-from .validation import TOP_LEVEL_KEYS, check_frame, unknown_key_message
+from .validation import check_frame, unknown_key_message
 
 __all__ = [
     "atoms_to_dict",
@@ -252,30 +254,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def copy_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep copy of a row, fast for numpy arrays (used by in-memory stores and caches)."""
-    return {key: _copy_value(value) for key, value in row.items()}
-
-
-def expand_rows(rows: list[dict[str, Any]], where: np.ndarray) -> list[dict[str, Any]]:
-    """``rows[j]`` for each ``j`` in ``where`` (rows read once per unique index, handed out in
-    the caller's order); a repeated index gets its own copy, so no two rows share arrays."""
-    seen: set[int] = set()
-    out = []
-    for j in where.tolist():
-        out.append(copy_row(rows[j]) if j in seen else rows[j])
-        seen.add(j)
-    return out
-
-
-def _copy_value(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, (list, dict, tuple)):
-        return _copy.deepcopy(value)
-    return value
 
 
 def rows_from_atoms(images: Iterable[Any], *, show_progress: bool | None = None) -> list[dict[str, Any]]:

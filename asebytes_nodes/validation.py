@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .backends._keys import NAMESPACES, PER_ATOM_CALC, TOP_LEVEL_KEYS, atom_count
 from .errors import InvalidDataError, SerializationError, UnknownKeyError
 
 __all__ = [
@@ -24,20 +25,7 @@ __all__ = [
     "validate_row",
 ]
 
-NAMESPACES = ("arrays", "calc", "info")
-TOP_LEVEL_KEYS = ("cell", "pbc", "constraints", "celldisp")
 _PREFIXES = tuple(ns + "." for ns in NAMESPACES)
-# calc results whose first axis runs over atoms, with their per-atom shapes: every ASE output
-# whose shape starts with ``natoms`` (``ase.outputs``; a test keeps the two in step)
-PER_ATOM_CALC = {
-    "forces": ((3,),),
-    "energies": ((),),
-    "free_energies": ((),),
-    "stresses": ((6,), (3, 3)),
-    "magmoms": ((), (3,)),
-    "charges": ((),),
-    "born_effective_charges": ((3, 3),),
-}
 _ALLOWED_DTYPE_KINDS = frozenset("biufcUS")
 
 
@@ -126,14 +114,6 @@ def check_value(key: str, value: Any, _depth: int = 0) -> None:
     )
 
 
-def _n_atoms(row: Mapping[str, Any], fallback: int | None) -> int | None:
-    for name in ("arrays.numbers", "arrays.positions"):
-        value = row.get(name)
-        if value is not None:
-            return len(value)
-    return fallback
-
-
 def validate_row(
     row: Mapping[str, Any], *, n_atoms: int | None = None, where: str = ""
 ) -> dict[str, Any]:
@@ -145,7 +125,7 @@ def validate_row(
     """
     prefix = f"{where}: " if where else ""
     out: dict[str, Any] = {}
-    n = _n_atoms(row, n_atoms)
+    n = atom_count(row, n_atoms)
     for key, value in row.items():
         try:
             check_key(key)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from . import batch as _batch
-from .backends._base import MISSING
+from .backends._keys import MISSING, is_per_atom
 from .errors import MissingValueError, RaggedColumnError, StoreCorruptedError, UnknownKeyError
 from .indexing import IndexArray, is_key_index, normalize_index, normalize_indices
 from .rows import dict_to_atoms, gc_paused
@@ -318,7 +318,7 @@ def _stack(key: str, values: Any, rows: IndexArray) -> np.ndarray:
         return stacked  # a MISSING among the values would have made it an object array
     _check_present(key, values, rows)
     shapes = sorted({np.shape(v) for v in values})
-    if key.startswith(("arrays.", "calc.")) and len({s[1:] for s in shapes}) == 1:
+    if is_per_atom(key) and len({s[1:] for s in shapes}) == 1:
         raise RaggedColumnError(
             f"{key!r} has different atom counts per frame (shapes {shapes[:3]} ...) and "
             "cannot stack into one array; use .to_ragged() for the concatenated values plus "

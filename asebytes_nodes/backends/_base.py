@@ -20,7 +20,6 @@ import re
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +32,8 @@ from ..errors import (
     StoreCorruptedError,
     UnsupportedOperationError,
 )
+from ._columns import ColumnInfo, describe_value
+from ._keys import MISSING
 
 __all__ = [
     "MISSING",
@@ -45,39 +46,6 @@ __all__ = [
 ]
 
 READ_ONLY_MESSAGE = "the store is read-only: open it with readonly=False to modify it"
-
-
-class _Missing:
-    """Marks a row that does not carry the requested key."""
-
-    _instance: _Missing | None = None
-
-    def __new__(cls) -> _Missing:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __reduce__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    """What one column holds: dtype and shape as seen on a row that carries it.
-
-    ``shape`` is the per-row shape with the atom axis written as ``-1`` for
-    per-atom values (``arrays.*`` and per-atom ``calc.*``).
-    """
-
-    dtype: str
-    shape: tuple[int, ...]
-    per_atom: bool
 
 
 class ReadableBackend(ABC):
@@ -175,10 +143,8 @@ class ReadableBackend(ABC):
             wanted = [k for k in self.columns(i) if k in remaining]
             if not wanted:
                 continue
-            row = self.read_row(i, wanted)
-            n_atoms = len(self.read_row(i, ["arrays.numbers"]).get("arrays.numbers", ()))
-            for key, value in row.items():
-                result[key] = describe_value(key, value, n_atoms)
+            for key, value in self.read_row(i, wanted).items():
+                result[key] = describe_value(key, value)
                 remaining.discard(key)
         return {k: result[k] for k in sorted(result)}
 
@@ -333,20 +299,6 @@ class WritableBackend(ReadableBackend):
             f"the {self.name} backend cannot remove keys from stored rows; rewrite the rows "
             "with set_rows or use a backend that can (supports_drop_keys is True)"
         )
-
-
-def describe_value(key: str, value: Any, n_atoms: int) -> ColumnInfo:
-    """ColumnInfo of one stored value."""
-    arr = value if isinstance(value, (np.ndarray, np.generic)) else None
-    if arr is None:
-        return ColumnInfo(dtype=type(value).__name__, shape=(), per_atom=False)
-    shape = tuple(int(s) for s in np.shape(arr))
-    per_atom = key.startswith("arrays.") or (
-        key.startswith("calc.") and len(shape) > 0 and shape[0] == n_atoms and key != "calc.stress"
-    )
-    if per_atom and shape:
-        shape = (-1, *shape[1:])
-    return ColumnInfo(dtype=str(arr.dtype), shape=shape, per_atom=per_atom)
 
 
 def check_format_record(where: str, record: Any, name: str, version: int, layout: str) -> None:

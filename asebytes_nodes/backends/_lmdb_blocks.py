@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..codec import decode_value, encode_value, maybe_scalar, scalar_type_code, type_code_dtype
+from ..codec import decode_value, encode_value
 from ..errors import StoreCorruptedError
-from ._base import MISSING
+from ._columns import maybe_scalar, scalar_type_code, type_code_dtype
+from ._keys import MISSING
 
 __all__ = ["BLOCK", "Bookkeeping", "block_key", "describe_key", "read_meta", "read_scalar_column"]
 

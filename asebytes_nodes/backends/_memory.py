@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..registry import builtin
-from ..rows import copy_row
 from ._base import WritableBackend
+from ._columns import copy_row
 
 __all__ = ["MemoryBackend"]
 

@@ -36,8 +36,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import molecule
+from ase.calculators.singlepoint import SinglePointCalculator
 
-from ..backends._base import READ_ONLY_MESSAGE, ReadableBackend
+from ..backends._base import READ_ONLY_MESSAGE, ColumnInfo, ReadableBackend
 from ..errors import (
     InvalidDataError,
     MissingValueError,
@@ -320,6 +321,42 @@ class WritableContract(ReadableContract):
     def fresh(self, store: StoreFactory, frames: list[Atoms] | None = None) -> ASEIO:
         store.seed(frames or [])
         return ASEIO(store.open())
+
+    def test_schema_follows_the_key_model(self, store: StoreFactory) -> None:
+        """Per-atom is ASE's word (``arrays.*`` and the results ``ase.outputs`` gives an atom axis),
+        never a guess from shapes: a (3,) dipole of a 3-atom frame is one vector per frame."""
+        self.require("any_keys")
+        frames = []
+        for k in range(2):
+            atoms = molecule("H2O")
+            rng = np.random.default_rng(k)
+            atoms.calc = SinglePointCalculator(
+                atoms, energy=-1.5 - k, forces=rng.normal(size=(3, 3)), stress=rng.normal(size=6),
+                dipole=rng.normal(size=3), energies=rng.normal(size=3), stresses=rng.normal(size=(3, 6)),
+                magmoms=rng.normal(size=3), charges=rng.normal(size=3),
+                born_effective_charges=rng.normal(size=(3, 3, 3)),
+            )
+            atoms.info.update(vec=rng.normal(size=3), count=k, label=f"w{k}", items=[1, 2])
+            frames.append(atoms)
+        schema = self.reopen(store, frames).schema
+        atom, frame = {"per_atom": True}, {"per_atom": False}
+        expected = {
+            "calc.dipole": ColumnInfo("float64", (3,), **frame),
+            "calc.stress": ColumnInfo("float64", (6,), **frame),
+            "calc.energy": ColumnInfo("float", (), **frame),
+            "calc.forces": ColumnInfo("float64", (-1, 3), **atom),
+            "calc.energies": ColumnInfo("float64", (-1,), **atom),
+            "calc.stresses": ColumnInfo("float64", (-1, 6), **atom),
+            "calc.magmoms": ColumnInfo("float64", (-1,), **atom),
+            "calc.charges": ColumnInfo("float64", (-1,), **atom),
+            "calc.born_effective_charges": ColumnInfo("float64", (-1, 3, 3), **atom),
+            "info.vec": ColumnInfo("float64", (3,), **frame),
+            "info.count": ColumnInfo("int", (), **frame),
+            "info.label": ColumnInfo("str", (), **frame),
+            "info.items": ColumnInfo("list", (), **frame),
+            "arrays.numbers": ColumnInfo("int64", (-1,), **atom),
+        }
+        assert {key: schema[key] for key in expected} == expected
 
     def test_extend_append_and_reopen(self, store: StoreFactory) -> None:
         frames = self.frames_of("ethanol") + self.frames_of("periodic_variable_n")
