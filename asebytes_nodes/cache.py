@@ -30,7 +30,8 @@ rows are read forward as they are asked for, and iteration runs until the stream
 
 A cache filled from another source, split, configuration, mapping or length refuses to
 open with :class:`~asebytes_nodes.errors.CacheMismatchError`. To reset a cache, delete it
-(for LMDB: the file and its ``-lock`` file) or choose another ``cache_to`` path.
+with its side files (``LMDBBackend.remove_store(path)``: the file and its lock file) or choose another
+``cache_to`` path.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ class CachedBackend(ReadableBackend):
             what = "; ".join(f"{k}: {filled.get(k)!r} there, {self._record.get(k)!r} here" for k in changed)
             raise CacheMismatchError(
                 f"{self._where()} was filled from another source ({what}); delete the cache to reset "
-                "it (for LMDB: the file and its -lock file), or choose another cache_to path"
+                f"it ({type(self._cache).__name__}.remove_store(path) removes it with its side files), "
+                "or choose another cache_to path"
             )
 
     # -- the index -------------------------------------------------------------------------
