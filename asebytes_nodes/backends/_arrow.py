@@ -43,12 +43,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..codec import decode_value, encode_value, scalar_type_code
+from ..codec import decode_value, encode_value
 from ..errors import InvalidDataError, MissingExtraError, StoreCorruptedError
 from ..rows import rows_from_atoms
-from ..validation import PER_ATOM_CALC, check_key
-from ._base import MISSING
+from ..validation import check_key
+from ._columns import scalar_type_code, type_code_dtype
 from ._hf_mapping import ColumnMapping
+from ._keys import MISSING, is_per_atom
 
 try:
     import pyarrow as pa
@@ -395,16 +396,12 @@ def table_to_rows(
     counts: np.ndarray | None = None
     for key, reader in wanted.items():
         values = reader.read(table, rows)
-        if reader.kind in ("natural", "positions", "numbers") and _per_atom(key):
+        if reader.kind in ("natural", "positions", "numbers") and is_per_atom(key):
             counts = _check_atoms(key, reader.column, values, counts, rows)
         for row, value in zip(out, values, strict=True):
             if value is not MISSING:
                 row[key] = value
     return out
-
-
-def _per_atom(key: str) -> bool:
-    return key.startswith("arrays.") or (key.startswith("calc.") and key[5:] in PER_ATOM_CALC)
 
 
 def _check_atoms(
@@ -458,12 +455,10 @@ def _column_array(key: str, values: list[Any]) -> pa.Array:
     present = np.fromiter((v is not MISSING for v in values), bool, len(values))
     given = [v for v in values if v is not MISSING]
     code = scalar_type_code(given) if given else None
-    dtype: np.dtype[Any] | None = None
-    if code in ("f", "i", "b"):
-        dtype = np.dtype({"f": np.float64, "i": np.int64, "b": np.bool_}[code])
-    elif code is not None and code[1:] not in _AMBIGUOUS and np.dtype(code[1:]).kind in _NUMERIC:
-        dtype = np.dtype(code[1:])
-    if dtype is not None:
+    dtype = None if code is None else type_code_dtype(code)
+    if dtype is not None and (
+        code in ("f", "i", "b") or (dtype.str not in _AMBIGUOUS and dtype.kind in _NUMERIC)
+    ):
         data: np.ndarray = np.zeros(len(values), dtype)
         data[present] = given
         return pa.array(data, mask=~present)
