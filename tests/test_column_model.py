@@ -14,6 +14,7 @@ from asebytes_nodes.backends._columns import (
     check,
     describe_value,
     expand_rows,
+    first_value,
     infer,
     scalar_type_code,
     sorted_unique,
@@ -109,3 +110,4 @@ def test_row_helpers() -> None:
 
     assert take(read, np.array([7, 3, 7]), 8).tolist() == [70, 30, 70] and reads == [slice(3, 8)]
     assert take(read, np.array([0, 99]), 1 << 30).tolist() == [0, 990] and reads[-1].tolist() == [0, 99]
+    assert first_value(lambda r: [MISSING if i < 1500 else i for i in r.tolist()], 2000) == 1500

@@ -48,6 +48,7 @@ __all__ = [
     "copy_row",
     "describe_value",
     "expand_rows",
+    "first_value",
     "infer",
     "maybe_scalar",
     "scalar_type_code",
@@ -84,6 +85,16 @@ def describe_value(key: str, value: Any) -> ColumnInfo:
     if isinstance(value, np.generic):
         return ColumnInfo(str(value.dtype), (), False)
     return ColumnInfo(type(value).__name__, (), False)
+
+
+def first_value(read_column: Callable[[np.ndarray], Any], length: int, batch: int = 1024) -> Any:
+    """The first stored value of a column whose values ``read_column(rows)`` reads (MISSING where a
+    row lacks it), batch by batch: what an object column's schema entry describes."""
+    for start in range(0, length, batch):
+        for value in read_column(np.arange(start, min(start + batch, length))):
+            if value is not MISSING:
+                return value
+    return MISSING
 
 
 # -- scalar type codes ---------------------------------------------------------------------------
