@@ -44,7 +44,10 @@ def make_source(path: Path, frames: int, seed: int = 7) -> None:
         cell = np.diag(rng.uniform(8.0, 14.0, 3)) + rng.uniform(-0.5, 0.5, (3, 3))
         atoms = Atoms(rng.integers(1, 84, n), positions=rng.uniform(0, 1, (n, 3)) @ cell, cell=cell, pbc=True)
         atoms.calc = SinglePointCalculator(
-            atoms, energy=float(rng.normal(-4 * n, 1)), forces=rng.normal(0, 0.5, (n, 3)), stress=rng.normal(0, 0.01, 6)
+            atoms,
+            energy=float(rng.normal(-4 * n, 1)),
+            forces=rng.normal(0, 0.5, (n, 3)),
+            stress=rng.normal(0, 0.01, 6),
         )
         atoms.info["frame"] = -1
         text = io.StringIO()
@@ -87,7 +90,9 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
     from distributed import Client, LocalCluster
 
     started = time.perf_counter()
-    with LocalCluster(n_workers=config["workers"], threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=config["workers"], threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
         result["cluster_start_s"] = time.perf_counter() - started
         with Client(cluster) as client:
             worker_cpu, cpu = sum(client.run(_cpu_s).values()), _cpu_s()
@@ -123,11 +128,19 @@ def main(argv: list[str] | None = None) -> None:
             for b in args.backends
             for w in args.workers
         ]
-        print(f"{args.frames} frames, {source.stat().st_size / 2**20:.0f} MiB of extxyz; shards of {args.shard_frames}")
-        print(f"{'mode':8} {'backend':7} {'workers':>7} {'frames/s':>9} {'seconds':>8} {'CPU s':>7} {'peak MiB per process':>22}")
+        size = source.stat().st_size / 2**20
+        print(f"{args.frames} frames, {size:.0f} MiB of extxyz; shards of {args.shard_frames}")
+        header = ("mode", "backend", "workers", "frames/s", "seconds", "CPU s", "peak MiB per process")
+        print("{:8} {:7} {:>7} {:>9} {:>8} {:>7} {:>22}".format(*header))
         for k, config in enumerate(configs):
-            config.update(source=os.fspath(source), target=os.fspath(folder / f"out{k}{'.lmdb' if config['mode'] == 'single' else ''}"))
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+            config.update(
+                source=os.fspath(source),
+                target=os.fspath(folder / f"out{k}{'.lmdb' if config['mode'] == 'single' else ''}"),
+            )
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+            }
             out = subprocess.run(
                 [sys.executable, "-m", "benchmarks.shards", "--one", json.dumps(config)],
                 capture_output=True, text=True, check=True, env=env,

@@ -82,7 +82,9 @@ def test_shards_byte_identical_for_1_and_2_workers(
     convert_sharded(source, tmp_path / "one", backend=backend, shard_frames=9)
     convert_sharded(source, tmp_path / "two", backend=backend, shard_frames=9, scheduler=scheduler)
     one, two = ShardedBackend(tmp_path / "one"), ShardedBackend(tmp_path / "two")
-    assert [(s.file, s.size, s.sha256) for s in two.shards] == [(s.file, s.size, s.sha256) for s in one.shards]
+    assert [(s.file, s.size, s.sha256) for s in two.shards] == [
+        (s.file, s.size, s.sha256) for s in one.shards
+    ]
 
 
 def test_bad_frame_on_the_cluster(tmp_path: Path, scheduler: str) -> None:

@@ -85,7 +85,9 @@ def test_extend_tops_up_the_last_shard(tmp_path: Path) -> None:
         db.extend(frames[k : k + 3])
     names = sorted(p.name for p in (tmp_path / "ds").iterdir())
     shards = [n for n in names if n.startswith("shard-")]
-    assert [s.rows for s in db.backend.shards] == [5] * (len(frames) // 5) + ([len(frames) % 5] if len(frames) % 5 else [])
+    assert [s.rows for s in db.backend.shards] == [5] * (len(frames) // 5) + (
+        [len(frames) % 5] if len(frames) % 5 else []
+    )
     assert len(shards) == len(db.backend.shards)  # replaced shard files are gone
     again = ASEIO(tmp_path / "ds")  # recognised by its manifest
     assert isinstance(again.backend, ShardedBackend)
@@ -144,3 +146,17 @@ def test_refuses_rewrites_and_foreign_folders(tmp_path: Path) -> None:
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a sharded dataset"):
         ASEIO(tmp_path / "other", backend="shards")
+
+
+def test_batches_across_shards_match_the_atom_counts(tmp_path: Path) -> None:
+    frames = make_frames("periodic_variable_n") * 3
+    ShardedStore(tmp_path / "ds").seed(frames)
+    db = ASEIO(tmp_path / "ds", readonly=True)
+    order = [7, 0, 5, 2, 8]
+    batch = db[order].to_batch(["arrays.positions", "calc.energy"])
+    assert batch["n_atoms"].tolist() == db.backend.natoms[order].tolist() == [len(frames[i]) for i in order]
+    assert np.array_equal(batch["arrays.positions"], np.concatenate([frames[i].positions for i in order]))
+    energies = [
+        e for b in db[:].batches(4, keys=["calc.energy"], shuffle=True, seed=1) for e in b["calc.energy"]
+    ]
+    assert sorted(energies) == sorted(f.get_potential_energy() for f in frames)

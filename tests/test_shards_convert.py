@@ -103,4 +103,20 @@ def test_kill_during_convert_then_rerun(tmp_path: Path) -> None:
     ref, got = (ShardedBackend(tmp_path / name, readonly=True) for name in ("reference", "out"))
     assert [(s.file, s.rows, s.keys) for s in got.shards] == [(s.file, s.rows, s.keys) for s in ref.shards]
     assert (got.natoms == ref.natoms).all()
-    assert (ASEIO(got)["arrays.positions"].to_ragged().values == ASEIO(ref)["arrays.positions"].to_ragged().values).all()
+    assert (
+        ASEIO(got)["arrays.positions"].to_ragged().values == ASEIO(ref)["arrays.positions"].to_ragged().values
+    ).all()
+
+
+def test_dask_is_imported_only_when_used(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ase.io.write(tmp_path / "few.extxyz", [molecule("H2O")] * 5, format="extxyz")
+    code = (
+        "import sys; from asebytes_nodes import ASEIO, convert; "
+        f"convert({str(tmp_path / 'few.extxyz')!r}, {str(tmp_path / 'out')!r}, shard_frames=2); "
+        f"assert len(ASEIO({str(tmp_path / 'out')!r})) == 5; "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')], 'dask imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

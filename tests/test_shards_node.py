@@ -35,7 +35,12 @@ project.build()
 
 def run(cwd: Path, *args: str) -> str:
     done = subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, "DVC_NO_ANALYTICS": "1"}
+        args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
     )
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout

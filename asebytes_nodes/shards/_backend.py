@@ -213,7 +213,7 @@ class ShardedBackend(ConcatBackend, WritableBackend):
             elif digest(path) != (entry.size, entry.sha256):
                 problems.append(f"shard file {entry.file}: its bytes differ from the manifest's size/sha256")
         try:
-            self.natoms
+            self._manifest.load_natoms(self._folder)
         except StoreCorruptedError as exc:
             problems.append(str(exc))
         if problems:
@@ -222,7 +222,7 @@ class ShardedBackend(ConcatBackend, WritableBackend):
 
     # -- writing -----------------------------------------------------------------------------
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Inherited; tops up the last shard (as a new file) and starts new ones, then replaces the manifest."""
+        """Inherited; tops up the last shard (as a new file), starts new ones, then replaces the manifest."""
         self._check_writable()
         if not len(rows):
             return

@@ -39,9 +39,8 @@ class ConcatBackend(ReadableBackend):
     def __init__(self, parts: Sequence[ReadableBackend]) -> None:
         flat: list[ReadableBackend] = []
         for part in parts:  # (a + b) + c is one level, not a tree
-            flat.extend(part._parts() if type(part) is ConcatBackend else [part])  # type: ignore[arg-type]
+            flat.extend(part._parts() if type(part) is ConcatBackend else [part])
         self._set_parts([len(p) for p in flat], [_given(p) for p in flat])
-        self._handles = list(flat)
 
     def _set_parts(self, lengths: Sequence[int], openers: Sequence[Callable[[], ReadableBackend]]) -> None:
         self._openers = list(openers)
@@ -89,7 +88,10 @@ class ConcatBackend(ReadableBackend):
         return out
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
-        pieces = [(positions, self._part(p).read_column(key, local)) for p, positions, local in self._groups(indices)]
+        pieces = [
+            (positions, self._part(p).read_column(key, local))
+            for p, positions, local in self._groups(indices)
+        ]
         if len(pieces) == 1:
             return pieces[0][1]
         if pieces and all(isinstance(v, np.ndarray) for _, v in pieces):

@@ -156,7 +156,7 @@ def convert_sharded(
 ) -> int:
     """Write every frame of ``source`` as a sharded dataset at the folder ``target``; the frame count.
 
-    >>> convert_sharded("big.extxyz", "big/", backend="lmdb", shard_frames=100_000, workers=8)  # doctest: +SKIP
+    >>> convert_sharded("big.extxyz", "big/", shard_frames=100_000, workers=8)  # doctest: +SKIP
 
     ``workers > 1`` starts a ``dask.distributed.LocalCluster`` of that many worker processes
     (one thread each) for this call; ``scheduler`` names a running cluster's scheduler
@@ -196,7 +196,9 @@ def convert_sharded(
                     remove_path(item)
             n = len(src)
             cap = shard_frames or frames_per_shard(sample_rows(src, 0, n), shard_bytes or DEFAULT_SHARD_BYTES)
-            tasks = _partitions(source if opened else src, src, n, cap, work, backend, source_options, shard_options)
+            tasks = _partitions(
+                source if opened else src, src, n, cap, work, backend, source_options, shard_options
+            )
             with closing(engine_for(workers, scheduler, show_progress)) as engine:
                 records = engine.map(run_partition, tasks, desc=f"converting to {final.name}")
             manifest = Manifest(backend=backend, shard_frames=cap)

@@ -61,7 +61,7 @@ class DaskEngine:
             import dask  # noqa: F401
         except ImportError as exc:
             raise MissingExtraError(
-                f"parallel conversion needs Dask ({exc}); install it with: pip install \"asebytes-nodes[dask]\""
+                f'parallel conversion needs Dask ({exc}); install it with: pip install "asebytes-nodes[dask]"'
             ) from exc
         self._show = show_progress
         self._local = scheduler if scheduler in _LOCAL_SCHEDULERS else None
@@ -86,9 +86,10 @@ class DaskEngine:
 
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, desc: str) -> list[Any]:
         if self._local is not None:
-            import dask
+            from dask.base import compute
+            from dask.delayed import delayed
 
-            return list(dask.compute(*[dask.delayed(fn, pure=False)(t) for t in tasks], scheduler=self._local))
+            return list(compute(*[delayed(fn, pure=False)(t) for t in tasks], scheduler=self._local))
         from distributed import as_completed
 
         # retries=1: a task whose worker died runs again elsewhere (its shard has a temporary

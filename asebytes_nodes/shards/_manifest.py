@@ -81,11 +81,19 @@ class ShardEntry:
     keys: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "rows": self.rows, "size": self.size, "sha256": self.sha256, "keys": self.keys}
+        return {
+            "file": self.file,
+            "rows": self.rows,
+            "size": self.size,
+            "sha256": self.sha256,
+            "keys": self.keys,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ShardEntry:
-        return cls(str(data["file"]), int(data["rows"]), int(data["size"]), str(data["sha256"]), dict(data["keys"]))
+        return cls(
+            str(data["file"]), int(data["rows"]), int(data["size"]), str(data["sha256"]), dict(data["keys"])
+        )
 
 
 @dataclass
@@ -155,7 +163,9 @@ class Manifest:
         try:
             natoms = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise StoreCorruptedError(f"{path}: the atom counts of the dataset cannot be read ({exc})") from exc
+            raise StoreCorruptedError(
+                f"{path}: the atom counts of the dataset cannot be read ({exc})"
+            ) from exc
         if natoms.ndim != 1 or len(natoms) != self.frames:
             raise StoreCorruptedError(f"{path}: holds {natoms.shape} atom counts for {self.frames} frames")
         return natoms

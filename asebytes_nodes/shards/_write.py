@@ -49,7 +49,7 @@ def backend_class(name: str) -> tuple[type[ReadableBackend], str]:
 
 
 def shard_size(size: int | str) -> tuple[int | None, int | None]:
-    """``(shard_frames, shard_bytes)`` from a shard size: frames (``100000``) or bytes with a unit (``"128MiB"``)."""
+    """``(shard_frames, shard_bytes)`` of a size: frames (``100000``) or bytes with a unit (``"128MiB"``)."""
     text = str(size).strip()
     number = text.rstrip("KkMmGgIiBb")
     unit = text[len(number) :].lower()
