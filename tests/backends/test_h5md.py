@@ -324,6 +324,7 @@ def test_groups_beside_the_default_store(tmp_path: Path) -> None:
     assert "calc.forces" in plain.keys() and "calc.forces" not in H5MDBackend(path, group="test").keys()
     assert plain.schema()["arrays.positions"] == grouped.schema()["arrays.positions"]
     assert grouped.format_info()["particles_group"] == "train" and grouped.check() == []
+    assert grouped.cache_record()["group"] == "train" and "group" not in plain.cache_record()
     clone = pickle.loads(pickle.dumps(grouped))
     assert clone.particles_group == "train" and len(clone) == len(train)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5", "d.h5.lock"]  # one lock per file

@@ -166,6 +166,12 @@ class H5MDBackend(WritableBackend):
     def location(self) -> str:
         return str(self._path)
 
+    def cache_record(self) -> dict[str, Any]:
+        """Inherited, plus the group when one was asked for."""
+        record = super().cache_record()
+        group = self._options["group"]
+        return record if group is None else {**record, "group": group}
+
     @property
     def particles_group(self) -> str:
         """The particle group this store reads and writes."""
