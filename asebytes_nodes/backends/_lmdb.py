@@ -73,7 +73,7 @@ from ..errors import (
     StoreCorruptedError,
 )
 from ..registry import builtin
-from ._base import MISSING, WritableBackend, check_format_record
+from ._base import MISSING, WritableBackend, check_format_record, check_group_name, path_of
 from ._lmdb_blocks import (
     META_KEYS,
     META_SCALARS,
@@ -85,6 +85,14 @@ from ._lmdb_blocks import (
 from ._lmdb_bounds import BoundedTxn
 from ._lmdb_check import Sealed, Unsealed, free_bytes, lmdb_failure
 from ._lmdb_env import EnvOptions, SharedEnv, acquire_env, discard_env, release_env
+from ._lmdb_groups import (
+    GROUP_PREFIX,
+    group_names,
+    missing_group,
+    only_groups,
+    open_group,
+    stamp_key,
+)
 from ._lmdb_lock import WriterLock
 from ._safety import DEFAULT_LOCK_TIMEOUT, disk_full, is_disk_full, require_space
 
@@ -147,12 +155,15 @@ class LMDBBackend(WritableBackend):
     supports_insert: ClassVar[bool] = True
     supports_delete: ClassVar[bool] = True
     supports_drop_keys: ClassVar[bool] = True
+    supports_groups: ClassVar[bool] = True
+    side_suffixes: ClassVar[tuple[str, ...]] = ("-lock",)
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        target: str | os.PathLike[str],
         *,
         readonly: bool = False,
+        group: str | None = None,
         map_size: int = 0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         max_readers: int = 1024,
@@ -160,10 +171,8 @@ class LMDBBackend(WritableBackend):
         readahead: bool = True,
         lock: bool | None = None,
     ) -> None:
-        path = str(path)
-        if path.startswith("lmdb://"):
-            path = path[len("lmdb://") :]
-        self._path = Path(path).expanduser()
+        self._path = _local(target)
+        self._group = None if group is None else check_group_name(str(self._path), group)
         self.readonly = readonly
         self._map_size = map_size
         self._lock_timeout = lock_timeout
@@ -182,17 +191,17 @@ class LMDBBackend(WritableBackend):
             raise
 
     def _check_format(self) -> None:
-        with self._txn() as txn:
-            raw = txn.get(_META_FORMAT)
-            if raw is None:
-                if txn.stat()["entries"]:
+        fmt = None
+        if self._db(required=self.readonly) is not None or self._group is None:
+            with self._txn() as txn:
+                raw = txn.get(_META_FORMAT)
+                if raw is not None:
+                    fmt = decode_value(bytes(raw))
+                elif not only_groups(txn.keys()):
                     raise StoreCorruptedError(
                         f"{self._path}: an LMDB file, but not an asebytes-nodes store "
                         "(no format record)"
                     )
-                fmt = None
-            else:
-                fmt = decode_value(bytes(raw))
         if fmt is None:
             self._seal = Sealed
             if not self.readonly:
@@ -226,6 +235,43 @@ class LMDBBackend(WritableBackend):
             assert shared is not None
         return shared.env
 
+    def _db(self, required: bool = True, create_in: Any = None) -> Any:
+        """The group's LMDB database handle (None: the main database, or a group not created
+        yet unless ``required``); ``create_in`` a write transaction: create it there."""
+        if self._group is None:
+            return None
+        shared = self._shared
+        assert shared is not None
+        handle = shared.dbs.get(self._group)
+        if handle is None and create_in is not None:  # valid once that write commits
+            return open_group(shared.env, self._path, self._group, create_in, create=True)
+        if handle is None:
+            handle = open_group(shared.env, self._path, self._group, None, create=False)
+            if handle is None:
+                if required:
+                    raise missing_group(self._path, self._group, self.list_groups(self._path))
+                return None
+            shared.dbs[self._group] = handle
+        return handle
+
+    @classmethod
+    def list_groups(cls, target: str | os.PathLike[str]) -> list[str]:
+        """Inherited; ``[]`` for a file that does not exist."""
+        path = _local(target)
+        if not path.exists():
+            return []
+        backend = cls(path, readonly=True)
+        try:
+            with backend._txn() as txn:
+                return group_names(txn.main().keys(GROUP_PREFIX))
+        finally:
+            backend.close()
+
+    def cache_record(self) -> dict[str, Any]:
+        """Inherited, plus the group."""
+        record = super().cache_record()
+        return record if self._group is None else {**record, "group": self._group}
+
     def close(self) -> None:
         if self._shared is not None:
             shared, self._shared = self._shared, None
@@ -234,12 +280,12 @@ class LMDBBackend(WritableBackend):
     def __getstate__(self) -> dict[str, Any]:
         return {
             "path": str(self._path), "readonly": self.readonly, "map_size": self._map_size,
-            "lock_timeout": self._lock_timeout, "env": self._env_options,
+            "group": self._group, "lock_timeout": self._lock_timeout, "env": self._env_options,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["path"], readonly=state["readonly"], map_size=state["map_size"],
+            state["path"], readonly=state["readonly"], map_size=state["map_size"], group=state.get("group"),
             lock_timeout=state.get("lock_timeout", DEFAULT_LOCK_TIMEOUT),
             **dataclasses.asdict(state.get("env", EnvOptions())),
         )
@@ -262,7 +308,7 @@ class LMDBBackend(WritableBackend):
                 continue
             break
         try:
-            yield BoundedTxn(txn, self._path, shared.psize, shared.size)
+            yield BoundedTxn(txn, self._path, shared.psize, shared.size, self._db())
         except lmdb.Error as exc:  # LMDB met a damaged page (MDB_CORRUPTED, MDB_PAGE_NOTFOUND...)
             raise lmdb_failure(self._path, exc) from exc
         except StoreCorruptedError as exc:
@@ -298,13 +344,18 @@ class LMDBBackend(WritableBackend):
                 with self._writer_lock(), env.begin(write=True, buffers=True) as raw:
                     shared = self._shared
                     assert shared is not None
-                    self._writing = txn = BoundedTxn(raw, self._path, shared.psize, shared.size)
+                    db = self._db(create_in=raw)
+                    self._writing = txn = BoundedTxn(raw, self._path, shared.psize, shared.size, db)
                     try:
                         work(txn)
                         if self._seal is Sealed:
                             self._put(txn, _META_LENGTH, _STAMP.pack(self._length(txn), txn.id()))
+                        if self._group is not None:
+                            self._stamp_group(txn)
                     finally:
                         self._writing = None
+                if self._group is not None:
+                    shared.dbs[self._group] = db
                 return
             except lmdb.MapFullError:
                 env.set_mapsize(env.info()["map_size"] * 2)
@@ -320,6 +371,20 @@ class LMDBBackend(WritableBackend):
                 if is_disk_full(exc):
                     raise disk_full(exc, str(self._path)) from exc
                 raise
+
+    def _stamp_group(self, txn: BoundedTxn) -> None:
+        """Record this write's transaction id for the group, and as the main dataset's stamp."""
+        assert self._group is not None
+        main = txn.main()
+        key = stamp_key(self._group)
+        main.put(key, Sealed.wrap(key, _U64.pack(txn.id())))
+        fmt = main.get(_META_FORMAT)
+        if fmt is not None and decode_value(bytes(fmt)).get("version") == Sealed.version:
+            raw = main.get(_META_LENGTH)
+            body = None if raw is None else Sealed.unwrap(_META_LENGTH, raw)
+            if body is not None and len(body) == _STAMP.size:
+                n = _STAMP.unpack(body)[0]
+                main.put(_META_LENGTH, Sealed.wrap(_META_LENGTH, _STAMP.pack(n, txn.id())))
 
     def _put(self, txn: Any, key: bytes, value: bytes) -> None:
         txn.put(key, self._seal.wrap(key, value))
@@ -358,7 +423,13 @@ class LMDBBackend(WritableBackend):
         if len(raw) != _STAMP.size:
             raise self._damaged(_META_LENGTH)
         n, written = _STAMP.unpack(raw)
-        last = txn.id() - 1 if txn is self._writing else txn.id()  # a write's id is the next one
+        if self._group is None:
+            last = txn.id() - 1 if txn is self._writing else txn.id()  # a write's id is the next one
+        else:
+            stamp = self._record(txn.main(), stamp_key(self._group))
+            if stamp is None or len(stamp) != _U64.size:
+                raise self._damaged(stamp_key(self._group))
+            last = _U64.unpack(stamp)[0]
         if written < last:  # (a compacting copy restarts ids: newer ones pass)
             raise StoreCorruptedError(
                 f"{self._path}: the row count record was written by transaction {written}, but the "
@@ -447,6 +518,8 @@ class LMDBBackend(WritableBackend):
                 for key in txn.keys():
                     if key[:1] == b"r":  # rows sort last; the inherited check reads them
                         break
+                    if key[:2] == GROUP_PREFIX:  # LMDB's record of a group's database
+                        continue
                     try:
                         if key != _META_FORMAT and self._record(txn, key) is None:
                             raise self._damaged(key)
@@ -470,9 +543,11 @@ class LMDBBackend(WritableBackend):
             book = self._book(txn)
             book.appended(n, rows)
             keys = [_row_key(i) for i in range(n, n + len(blobs))]
-            txn.cursor().putmulti(
+            added = txn.cursor().putmulti(
                 [(key, wrap(key, blob)) for key, blob in zip(keys, blobs, strict=True)], append=True
-            )
+            )[1]
+            if added != len(blobs):  # append mode adds nothing after a key sorting past the rows
+                raise StoreCorruptedError(f"{self._path}: a key sorts after the rows: the file is damaged")
             self._put(txn, _META_LENGTH, _U64.pack(n + len(blobs)))
             book.commit()
 
@@ -571,6 +646,11 @@ class LMDBBackend(WritableBackend):
             book.commit()
 
         self._write(work, 0)
+
+
+def _local(target: str | os.PathLike[str]) -> Path:
+    text = os.fspath(target)
+    return path_of(text[len("lmdb://") :] if text.startswith("lmdb://") else text)
 
 
 def _size(blobs: Sequence[bytes]) -> int:

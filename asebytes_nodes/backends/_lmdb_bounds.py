@@ -74,20 +74,26 @@ def _address(view: memoryview) -> int:
 
 
 class BoundedTxn:
-    """An LMDB transaction (opened with ``buffers=True``) whose :meth:`get` is bounded.
+    """An LMDB transaction (opened with ``buffers=True``) on database ``db`` (None: the main
+    one) whose :meth:`get` is bounded.
 
     ``path`` names the data file in errors and is measured when a value seems to end past
     the known size (another process may have grown the file since).
     """
 
-    __slots__ = ("_cursor", "_path", "_psize", "_size", "_txn")
+    __slots__ = ("_cursor", "_db", "_path", "_psize", "_size", "_txn")
 
-    def __init__(self, txn: Any, path: Path, psize: int, size: list[int]) -> None:
+    def __init__(self, txn: Any, path: Path, psize: int, size: list[int], db: Any = None) -> None:
         self._txn = txn
         self._path = path
         self._psize = psize
         self._size = size  # shared by the environment's transactions: [bytes of the file]
-        self._cursor = txn.cursor()
+        self._db = db
+        self._cursor = txn.cursor(db=db)
+
+    def main(self) -> BoundedTxn:
+        """The same transaction on the main database."""
+        return self if self._db is None else BoundedTxn(self._txn, self._path, self._psize, self._size)
 
     def get(self, key: bytes) -> Any:
         """The value of ``key`` (a memoryview into the map) or None; refuses an overflow value
@@ -112,22 +118,24 @@ class BoundedTxn:
                     )
         return cursor.value()
 
-    def keys(self) -> Iterator[bytes]:
-        """Every key in order (values are not touched)."""
-        for key in self._txn.cursor().iternext(keys=True, values=False):
-            yield bytes(key)
+    def keys(self, start: bytes = b"") -> Iterator[bytes]:
+        """Every key from ``start`` on, in order (values are not touched)."""
+        cursor = self._txn.cursor(db=self._db)
+        if cursor.set_range(start):
+            for key in cursor.iternext(keys=True, values=False):
+                yield bytes(key)
 
     def put(self, key: bytes, value: bytes) -> Any:
-        return self._txn.put(key, value)
+        return self._txn.put(key, value, db=self._db)
 
     def delete(self, key: bytes) -> Any:
-        return self._txn.delete(key)
+        return self._txn.delete(key, db=self._db)
 
     def cursor(self) -> Any:
-        return self._txn.cursor()
+        return self._txn.cursor(db=self._db)
 
     def id(self) -> int:
         return int(self._txn.id())
 
     def stat(self) -> dict[str, int]:
-        return dict(self._txn.stat())
+        return dict(self._txn.stat(self._db))

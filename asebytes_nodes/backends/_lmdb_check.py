@@ -43,6 +43,10 @@ _META_FIELDS = struct.Struct("<II16xI36xQ40xQQQ")
 _META_SIZE = _PAGE_HEADER + _META_FIELDS.size
 _NO_PAGE = 2**64 - 1  # an empty database's root
 _CRC = struct.Struct("<I")
+_PAGE = struct.Struct("<Q2xHHH")  # mp_pgno, (mp_pad), mp_flags, mp_lower, mp_upper
+_NODE_KSIZE = struct.Struct("<H")
+_P_BRANCH, _P_LEAF, _P_DIRTY = 1, 2, 0x10
+_NODE_REACH = 65536 + 8 + 4096  # how far past a page's start LMDB may read a node
 _CRC_RESIDUE = 0x2144DF1C
 
 
@@ -103,6 +107,38 @@ def check_file(path: Path) -> None:
             f"the file has {size} bytes but its newest meta page says {last + 1} pages of "
             f"{psize} bytes ({(last + 1) * psize} bytes) are in use (truncated?)"
         )
+    damaged = _tail_page_damage(path, size, psize, last)
+    if damaged is not None:
+        raise refuse(damaged)
+
+
+def _tail_page_damage(path: Path, size: int, psize: int, last: int) -> str | None:
+    """What is wrong with a B-tree page near the end of the file, if anything.
+
+    A node offset is 16 bits, so LMDB reads a node up to 64 kB past the start of its page
+    before checking anything; on a page that close to the end of the file, a damaged offset or
+    page bound makes it read past the end (``SIGBUS``). Pages further in fail more gently.
+    A page counts as a B-tree page when it names itself (``mp_pgno``) and its flags say so
+    (the continuation pages of a large value hold plain data).
+    """
+    first = max(2, (size - _NODE_REACH) // psize)
+    if first > last:  # the pages in use end well before the file does
+        return None
+    with open(path, "rb") as f:
+        f.seek(first * psize)
+        tail = f.read((last + 1 - first) * psize)
+    for pgno in range(first, min(last + 1, first + len(tail) // psize)):
+        at = (pgno - first) * psize
+        number, flags, lower, upper = _PAGE.unpack_from(tail, at)
+        if number != pgno or flags & ~_P_DIRTY not in (_P_BRANCH, _P_LEAF):
+            continue
+        if not _PAGE_HEADER <= lower <= upper <= psize:
+            return f"page {pgno} has impossible bounds {lower}..{upper}"
+        for ptr in struct.unpack_from(f"<{(lower - _PAGE_HEADER) // 2}H", tail, at + _PAGE_HEADER):
+            ksize = _NODE_KSIZE.unpack_from(tail, at + ptr + 6)[0] if upper <= ptr <= psize - 8 else -1
+            if ksize < 0 or ptr + 8 + ksize > psize:
+                return f"page {pgno} has a node at offset {ptr} that runs past the page"
+    return None
 
 
 class Unsealed:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import InvalidDataError, StoreCorruptedError, StoreNotFoundError
 from ._lmdb_check import check_file
+from ._lmdb_groups import MAX_DBS
 from ._lmdb_lock import WriterLock
 from ._safety import disk_full, is_disk_full
 
@@ -38,6 +39,7 @@ class SharedEnv:
         self.env = env
         self.psize = int(env.stat()["psize"])
         self.size = [os.stat(key).st_size]  # bytes of the file, as last measured (see _lmdb_bounds)
+        self.dbs: dict[str, Any] = {}  # group name -> LMDB database handle (see _lmdb_groups)
         self.options = options
         self.writable = writable
         self.key = key
@@ -145,7 +147,7 @@ def acquire_env(path: Path, readonly: bool, map_size: int, options: EnvOptions =
                     else os.access(path.parent, os.W_OK) or Path(str(path) + "-lock").exists()
                 ),
                 map_size=size,
-                max_dbs=0,
+                max_dbs=MAX_DBS,
                 meminit=False,
                 max_readers=options.max_readers,
                 sync=options.sync,
