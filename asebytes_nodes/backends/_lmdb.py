@@ -62,7 +62,6 @@ import os
 import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -73,7 +72,7 @@ from ..errors import (
     StoreCorruptedError,
 )
 from ..registry import builtin
-from ._base import MISSING, WritableBackend, check_format_record, check_group_name, path_of
+from ._base import MISSING, WritableBackend, check_format_record, check_group_name
 from ._lmdb_blocks import (
     META_KEYS,
     META_SCALARS,
@@ -85,14 +84,7 @@ from ._lmdb_blocks import (
 from ._lmdb_bounds import BoundedTxn
 from ._lmdb_check import Sealed, Unsealed, free_bytes, lmdb_failure
 from ._lmdb_env import EnvOptions, SharedEnv, acquire_env, discard_env, release_env
-from ._lmdb_groups import (
-    GROUP_PREFIX,
-    group_names,
-    missing_group,
-    only_groups,
-    open_group,
-    stamp_key,
-)
+from ._lmdb_groups import GROUP_PREFIX, GroupsMixin, local_path, only_groups, stamp_key
 from ._lmdb_lock import WriterLock
 from ._safety import DEFAULT_LOCK_TIMEOUT, disk_full, is_disk_full, require_space
 
@@ -118,7 +110,7 @@ def _row_key(i: int) -> bytes:
     return b"r" + _U64.pack(i)
 
 
-class LMDBBackend(WritableBackend):
+class LMDBBackend(GroupsMixin, WritableBackend):
     """Rows in a single-file LMDB database.
 
     >>> from asebytes_nodes import ASEIO
@@ -156,7 +148,6 @@ class LMDBBackend(WritableBackend):
     supports_delete: ClassVar[bool] = True
     supports_drop_keys: ClassVar[bool] = True
     supports_groups: ClassVar[bool] = True
-    side_suffixes: ClassVar[tuple[str, ...]] = ("-lock",)
 
     def __init__(
         self,
@@ -171,7 +162,7 @@ class LMDBBackend(WritableBackend):
         readahead: bool = True,
         lock: bool | None = None,
     ) -> None:
-        self._path = _local(target)
+        self._path = local_path(target)
         self._group = None if group is None else check_group_name(str(self._path), group)
         self.readonly = readonly
         self._map_size = map_size
@@ -234,43 +225,6 @@ class LMDBBackend(WritableBackend):
             shared = self._shared
             assert shared is not None
         return shared.env
-
-    def _db(self, required: bool = True, create_in: Any = None) -> Any:
-        """The group's LMDB database handle (None: the main database, or a group not created
-        yet unless ``required``); ``create_in`` a write transaction: create it there."""
-        if self._group is None:
-            return None
-        shared = self._shared
-        assert shared is not None
-        handle = shared.dbs.get(self._group)
-        if handle is None and create_in is not None:  # valid once that write commits
-            return open_group(shared.env, self._path, self._group, create_in, create=True)
-        if handle is None:
-            handle = open_group(shared.env, self._path, self._group, None, create=False)
-            if handle is None:
-                if required:
-                    raise missing_group(self._path, self._group, self.list_groups(self._path))
-                return None
-            shared.dbs[self._group] = handle
-        return handle
-
-    @classmethod
-    def list_groups(cls, target: str | os.PathLike[str]) -> list[str]:
-        """Inherited; ``[]`` for a file that does not exist."""
-        path = _local(target)
-        if not path.exists():
-            return []
-        backend = cls(path, readonly=True)
-        try:
-            with backend._txn() as txn:
-                return group_names(txn.main().keys(GROUP_PREFIX))
-        finally:
-            backend.close()
-
-    def cache_record(self) -> dict[str, Any]:
-        """Inherited, plus the group."""
-        record = super().cache_record()
-        return record if self._group is None else {**record, "group": self._group}
 
     def close(self) -> None:
         if self._shared is not None:
@@ -646,11 +600,6 @@ class LMDBBackend(WritableBackend):
             book.commit()
 
         self._write(work, 0)
-
-
-def _local(target: str | os.PathLike[str]) -> Path:
-    text = os.fspath(target)
-    return path_of(text[len("lmdb://") :] if text.startswith("lmdb://") else text)
 
 
 def _size(blobs: Sequence[bytes]) -> int:

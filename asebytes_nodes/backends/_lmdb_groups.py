@@ -18,18 +18,19 @@ the file; more would make every transaction cost more).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidDataError, StoreCorruptedError, StoreNotFoundError
-from ._base import check_group_name
+from ._base import check_group_name, path_of
 
 try:
     import lmdb
 except ImportError:  # pragma: no cover - _lmdb raises the MissingExtraError first
     lmdb = None
 
-__all__ = ["GROUP_PREFIX", "MAX_DBS", "MAX_GROUPS", "group_names", "open_group", "stamp_key"]
+__all__ = ["GROUP_PREFIX", "MAX_DBS", "MAX_GROUPS", "GroupsMixin", "local_path", "only_groups", "stamp_key"]
 
 GROUP_PREFIX = b"g:"
 STAMP_PREFIX = b"b:"  # sorts before rows: appends need the rows last
@@ -91,3 +92,54 @@ def missing_group(path: Path, group: str, found: list[str]) -> StoreNotFoundErro
         f"{path}: no group {group!r} in this store (opened read-only); groups here: {found}; "
         "open it writable to create the group, or pick one of those"
     )
+
+
+def local_path(target: str | os.PathLike[str]) -> Path:
+    """The data file named by a path or an ``lmdb://`` URI."""
+    text = os.fspath(target)
+    return path_of(text[len("lmdb://") :] if text.startswith("lmdb://") else text)
+
+
+class GroupsMixin:
+    """The LMDB backend's group handling (its ``_group``, ``_shared`` and ``_path``)."""
+
+    _group: str | None
+    _shared: Any
+    _path: Path
+
+    def _db(self, required: bool = True, create_in: Any = None) -> Any:
+        """The group's LMDB database handle (None: the main database, or a group not created
+        yet unless ``required``); ``create_in`` a write transaction: create it there."""
+        if self._group is None:
+            return None
+        shared = self._shared
+        assert shared is not None
+        handle = shared.dbs.get(self._group)
+        if handle is None and create_in is not None:  # valid once that write commits
+            return open_group(shared.env, self._path, self._group, create_in, create=True)
+        if handle is None:
+            handle = open_group(shared.env, self._path, self._group, None, create=False)
+            if handle is None:
+                if required:
+                    raise missing_group(self._path, self._group, self.list_groups(self._path))
+                return None
+            shared.dbs[self._group] = handle
+        return handle
+
+    @classmethod
+    def list_groups(cls, target: str | os.PathLike[str]) -> list[str]:
+        """Inherited; ``[]`` for a file that does not exist."""
+        path = local_path(target)
+        if not path.exists():
+            return []
+        backend: Any = cls(path, readonly=True)  # type: ignore[call-arg]
+        try:
+            with backend._txn() as txn:
+                return group_names(txn.main().keys(GROUP_PREFIX))
+        finally:
+            backend.close()
+
+    def cache_record(self) -> dict[str, Any]:
+        """Inherited, plus the group."""
+        record: dict[str, Any] = super().cache_record()  # type: ignore[misc]
+        return record if self._group is None else {**record, "group": self._group}
