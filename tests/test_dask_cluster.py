@@ -99,6 +99,7 @@ def test_bad_frame_on_the_cluster(tmp_path: Path, scheduler: str) -> None:
     assert not list(tmp_path.rglob("asebytes-shards.json"))
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_task_is_retried(tmp_path: Path, scheduler: str) -> None:
     path = tmp_path / "many.extxyz"
     ase.io.write(path, [molecule(n) for n in ("H2O", "CH4", "C2H6", "CH3CH2OH")] * 1500, format="extxyz")

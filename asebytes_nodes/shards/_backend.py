@@ -35,7 +35,16 @@ from ..errors import (
 )
 from ..registry import open_backend
 from ._concat import ConcatBackend
-from ._manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST, TEMP_PREFIX, Manifest, ShardEntry, digest
+from ._manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    TEMP_PREFIX,
+    Manifest,
+    ShardEntry,
+    digest,
+    disk_size,
+)
 from ._write import (
     DEFAULT_SHARD_BYTES,
     backend_class,
@@ -145,7 +154,7 @@ class ShardedBackend(ConcatBackend, WritableBackend):
                 f"{self._folder}: shard file {entry.file} ({rows}) is missing; restore it "
                 "(dvc checkout / dvc pull), or rewrite the dataset"
             )
-        size = digest(path)[0] if path.is_dir() else path.stat().st_size
+        size = disk_size(path)
         if size != entry.size:
             raise StoreCorruptedError(
                 f"{self._folder}: shard file {entry.file} ({rows}) is {size} bytes, but the manifest "

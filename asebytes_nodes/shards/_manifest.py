@@ -59,6 +59,7 @@ __all__ = [
     "Manifest",
     "ShardEntry",
     "digest",
+    "disk_size",
     "shard_name",
     "sniff",
 ]
@@ -206,6 +207,13 @@ def digest(path: Path) -> tuple[int, str]:
             inner.update(block)
             size += len(block)
     return size, inner.hexdigest()
+
+
+def disk_size(path: Path) -> int:
+    """Bytes of a file, or of the files below a folder (what :func:`digest` counts, without hashing)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def write_atomic(path: Path, data: bytes) -> None:
