@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-__all__ = ["Progress", "progress", "progress_enabled", "set_progress"]
+__all__ = ["Progress", "progress", "progress_enabled", "set_progress", "stepped"]
 
 ENV_VAR = "ASEBYTES_NODES_PROGRESS"
 #: Operations on fewer frames than this draw no bar: it would only flicker.
@@ -26,6 +27,7 @@ MIN_TOTAL = 5000
 FALLBACK_COLUMNS = 80
 
 _setting: bool | None = None
+_drawing = threading.local()  # is a bar drawn by this thread? (inner operations then stay silent)
 
 
 class Progress(Protocol):
@@ -84,24 +86,38 @@ def progress(
     """A bar with throughput and ETA for ``total`` units, or a silent stand-in.
 
     ``enabled`` overrides the global setting for this one operation. Small operations
-    (under ``min_total`` units) stay silent unless ``enabled`` is True.
+    (under ``min_total`` units) stay silent unless ``enabled`` is True, and so do
+    operations inside one that draws a bar (one bar at a time per thread).
     """
     show = progress_enabled() if enabled is None else enabled
     if show and enabled is None and total is not None and total < min_total:
         show = False
-    if not show:
+    if not show or getattr(_drawing, "active", False):
         yield _Silent()
         return
     from tqdm.auto import tqdm
 
     width = _fixed_width()
-    with tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        unit_scale=True,
-        ncols=width,
-        dynamic_ncols=width is None,
-        leave=False,
-    ) as bar:
-        yield bar
+    _drawing.active = True
+    try:
+        with tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            unit_scale=True,
+            ncols=width,
+            dynamic_ncols=width is None,
+            leave=False,
+        ) as bar:
+            yield bar
+    finally:
+        _drawing.active = False
+
+
+def stepped(total: int, step: int, desc: str, *, enabled: bool | None = None) -> Iterator[int]:
+    """The starts ``0, step, 2 * step, ...`` below ``total``, with a bar of ``total`` frames
+    that advances as each step's work is done (for loops over a store in chunks)."""
+    with progress(total, desc, enabled=enabled) as bar:
+        for start in range(0, total, step):
+            yield start
+            bar.update(min(step, total - start))

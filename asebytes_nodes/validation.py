@@ -1,18 +1,23 @@
 """Checks every value passes before it is written: keys, shapes, atom counts, storable types.
 
 Errors name the key (and, through ``where``, the frame or row) and say what is allowed.
+:func:`check_rows` applies the same checks to every row of a store (``validate``).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backends._keys import NAMESPACES, PER_ATOM_CALC, TOP_LEVEL_KEYS, atom_count
 from .errors import InvalidDataError, SerializationError, UnknownKeyError
+
+if TYPE_CHECKING:
+    from .backends._base import ReadableBackend
 
 __all__ = [
     "NAMESPACES",
@@ -20,6 +25,7 @@ __all__ = [
     "TOP_LEVEL_KEYS",
     "check_frame",
     "check_key",
+    "check_rows",
     "check_value",
     "unknown_key_message",
     "validate_row",
@@ -242,3 +248,38 @@ def check_frame(row: dict[str, Any], n: int) -> None:
         elif key == "constraints":
             check_value(key, value)
             check_constraints("", value)
+
+
+def check_rows(backend: ReadableBackend) -> list[str]:
+    """Problems found by reading every row of ``backend`` and checking it, each naming its row.
+
+    Rows are read ``read_batch_size`` at a time (memory: one batch), a batch that fails is
+    read again row by row to name the rows that cannot be read, and a bar shows progress.
+    """
+    from .progress import stepped
+
+    problems: list[str] = []
+    n, size = len(backend), backend.read_batch_size
+    name = os.path.basename((backend.location or "the store").rstrip("/"))
+    for start in stepped(n, size, f"checking {name}"):
+        batch = np.arange(start, min(start + size, n))
+        rows: list[dict[str, Any] | None]
+        try:
+            rows = list(backend.read_rows(batch))
+        except Exception:  # find the rows that fail, one by one
+            rows = []
+            for i in batch.tolist():
+                try:
+                    rows.append(backend.read_row(i))
+                except Exception as exc:
+                    problems.append(f"row {i}: cannot be read ({type(exc).__name__}: {exc})")
+                    rows.append(None)
+        for i, row in zip(batch.tolist(), rows, strict=True):
+            if row is None:
+                continue
+            numbers = row.get("arrays.numbers")
+            try:
+                validate_row(row, n_atoms=None if numbers is None else len(numbers), where=f"row {i}")
+            except Exception as exc:
+                problems.append(str(exc))
+    return problems
