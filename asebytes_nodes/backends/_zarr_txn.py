@@ -33,7 +33,21 @@ import google_crc32c
 
 from ..errors import StoreCorruptedError, UnsafeStoreError
 
-__all__ = ["array_names", "check_inside", "check_record", "collect_garbage", "new_name", "seal"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "RECORD_ATTR",
+    "array_names",
+    "check_inside",
+    "check_record",
+    "collect_garbage",
+    "new_name",
+    "seal",
+]
+
+FORMAT_NAME = "asebytes_nodes.zarr"
+FORMAT_VERSION = 2
+RECORD_ATTR = "asebytes_nodes"  # the group attribute holding the record
 
 _COLUMN_ID = re.compile(r"c\d{1,9}(?:x[0-9a-f]{8})?")
 _COUNTS_NAME = re.compile(r"n_atoms|n\d{1,9}(?:x[0-9a-f]{8})?")

@@ -1,0 +1,274 @@
+"""Array access of :class:`~._zarr.ZarrBackend`: handles, cached decoded columns, slabs and
+gathers of rows, and writes of row ranges.
+
+Reads keep a decoded copy of whole arrays, up to ``cache_bytes`` per handle, least recently
+used first out (zarr v3 costs a fixed ~0.5-1 ms per array read). Writes of a local store
+with a Blosc compressor (or none) go to :mod:`._zarr_shards`; the others through zarr,
+inside ``extend`` all in one concurrent batch (:meth:`ArrayAccess._write_range`). On an
+object store a write into a fork (see :mod:`._zarr_remote`) starts at the shard object it
+falls in, with the committed rows there read first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.api import asynchronous as zarr_async
+from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
+from zarr.core.sync import sync as zarr_sync
+
+from ..options import BLOSC_COMPRESSORS, ZARR_COMPRESSORS
+from ._zarr_read import _ReadFailure
+from ._zarr_remote import fork_array
+from ._zarr_shards import handles, write_new_array, write_rows
+
+__all__ = ["ArrayAccess", "compressors", "gather"]
+
+WRITE_ALL = {"write_empty_chunks": True}  # zarr writes all-zero shards too: a missing one is damage
+_SLAB_BYTES = 64 << 20  # read a contiguous slab instead of scattered chunks below this size
+
+
+class ArrayAccess:
+    """Mixin of :class:`~._zarr.ZarrBackend`: reading and writing rows of its arrays."""
+
+    # provided by ZarrBackend
+    _meta: dict[str, Any]
+    _target: str
+    _group: Any
+    _layout: dict[str, Any]
+    _compressors: list[Any]
+    _direct: Any
+    _arrays: dict[str, Any]
+    _offsets: np.ndarray | None
+    _cache: OrderedDict[str, np.ndarray]
+    _cache_limit: int
+    _deferred: list[Any] | None
+    _forks: dict[str, str]
+    _touched: bool
+    _check_array: Callable[[str, Any], None]
+    _read: Callable[..., np.ndarray]
+
+    def _array(self, name: str) -> Any:
+        arr = self._arrays.get(name)
+        if arr is None:
+            self._touched = True
+            try:
+                arr = self._group[name]
+            except Exception as exc:  # noqa: BLE001 - whatever zarr raises on a damaged document
+                raise _ReadFailure(name) from exc
+            self._check_array(name, arr)
+            self._arrays[name] = arr
+        return arr
+
+    def _counts_name(self) -> str:
+        return str(self._meta.get("n_atoms", "n_atoms"))
+
+    def _atom_offsets(self) -> np.ndarray:
+        """Cumulative atom counts of the committed frames (length + 1 entries)."""
+        n = self._meta["length"]
+        if self._offsets is None or len(self._offsets) != n + 1:
+            counts = self._slab(self._counts_name(), n, 0, n)
+            self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        return self._offsets
+
+    def _byte_offsets(self, spec: dict[str, Any]) -> np.ndarray:
+        n = self._meta["length"]
+        sizes = self._slab(spec["id"] + "/sizes", n, 0, n)
+        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+
+    def _cached(self, name: str, extent: int, fill: bool = True) -> np.ndarray | None:
+        """The first ``extent`` rows of array ``name``, decoded, if they fit in the cache
+        (without ``fill``: only if they are there already)."""
+        hit = self._cache.get(name)
+        if hit is not None and len(hit) == extent:
+            self._cache.move_to_end(name)
+            return hit
+        if not fill:
+            return None
+        arr = self._array(name)
+        nbytes = extent * arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+        if nbytes > self._cache_limit:
+            return None
+        hit = self._cache[name] = (
+            self._read(name, lambda a: a[:extent]) if extent else np.zeros((0, *arr.shape[1:]), arr.dtype)
+        )
+        held = sum(a.nbytes for a in self._cache.values())
+        while held > self._cache_limit:
+            held -= self._cache.popitem(last=False)[1].nbytes
+        return hit
+
+    def _slab(self, name: str, extent: int, lo: int, hi: int, fill: bool = True) -> np.ndarray:
+        """Rows ``lo:hi`` of array ``name`` (committed rows: ``extent``) as a private copy;
+        ``fill=False`` reads only those rows unless the whole array is cached already."""
+        cached = self._cached(name, extent, fill)
+        if cached is not None:
+            return cached[lo:hi].copy()
+        arr = self._array(name)
+        return self._read(name, lambda a: a[lo:hi]) if hi > lo else np.zeros((0, *arr.shape[1:]), arr.dtype)
+
+    def _take(self, name: str, extent: int, frames: np.ndarray) -> np.ndarray:
+        """Rows ``frames`` (sorted, unique) of array ``name``: a private copy."""
+        lo, hi = int(frames[0]), int(frames[-1]) + 1
+        cached = self._cached(name, extent)
+        if cached is not None:
+            return cached[lo:hi].copy() if hi - lo == len(frames) else cached[frames]
+        arr = self._array(name)
+        row_bytes = arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+        if (hi - lo) * row_bytes <= _SLAB_BYTES or hi - lo <= 2 * len(frames):
+            slab = self._read(name, lambda a: a[lo:hi])
+            return slab if hi - lo == len(frames) else slab[frames - lo]
+        return self._read(name, lambda a: a.oindex[frames])
+
+    def _take_ragged(self, name: str, offsets: np.ndarray, frames: np.ndarray) -> list[np.ndarray]:
+        """Per-frame pieces of a ragged (concatenated) array for sorted unique ``frames``."""
+        starts, stops = offsets[frames], offsets[frames + 1]
+        cached = self._cached(name, int(offsets[-1]))
+        if cached is not None:  # gather only the wanted rows, in one fancy-indexed copy
+            lengths = stops - starts
+            bounds = np.concatenate([[0], np.cumsum(lengths)])
+            rows = np.arange(bounds[-1]) + np.repeat(starts - bounds[:-1], lengths)
+            slab, starts, stops = cached[rows], bounds[:-1], bounds[1:]
+        else:
+            lo = int(starts[0])
+            slab = self._slab(name, int(offsets[-1]), lo, int(stops[-1]))
+            starts, stops = starts - lo, stops - lo
+        return [slab[a:b] for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
+
+    def _chunking(self, tail: tuple[int, ...], dtype: np.dtype[Any], scale: float) -> tuple[int, int]:
+        """Rows per chunk and per shard for an array of rows shaped ``tail`` (``scale``: per-atom
+        arrays count ``chunk_frames``/``shard_frames`` in mean atoms per frame)."""
+        layout = self._layout
+        row_bytes = max(int(np.prod(tail, dtype=np.int64)) * dtype.itemsize, 1)
+        if layout["chunk_frames"]:
+            chunk = max(1, int(layout["chunk_frames"] * scale))
+        else:
+            chunk = max(1, layout["chunk_bytes"] // row_bytes)
+        if layout["shard_frames"]:
+            shard = max(1, int(layout["shard_frames"] * scale) // chunk) * chunk
+        else:
+            shard = max(1, layout["shard_bytes"] // (row_bytes * chunk)) * chunk
+        return chunk, shard
+
+    async def _create(self, name: str, rows: int, tail: tuple[int, ...], dtype: Any, scale: float) -> Any:
+        dtype = np.dtype(dtype)
+        chunk, shard = self._chunking(tail, dtype, scale)
+        arr = await zarr_async.create_array(
+            self._group.store_path,
+            name=name,
+            shape=(rows, *tail),
+            chunks=(chunk, *tail),
+            shards=(shard, *tail),
+            dtype=dtype,
+            compressors=self._compressors,
+            fill_value=np.zeros((), dtype)[()],
+            overwrite=True,
+            config=WRITE_ALL,
+        )
+        self._arrays[name] = zarr.Array(arr)
+        return arr
+
+    def _committed_arrays(self) -> set[str]:
+        """Arrays that hold committed frames; any other name may be (re)created from scratch."""
+        names = {self._counts_name()} if self._meta["length"] else set()
+        for spec in self._meta["columns"].values():
+            base = spec["id"] + "/"
+            names.add(base + "values")
+            if spec["kind"] == "object":
+                names.add(base + "sizes")
+            if spec.get("present", True):
+                names.add(base + "present")
+        return names
+
+    def _write_range(
+        self,
+        name: str,
+        start: int,
+        stop: int,
+        data: Any,
+        tail: tuple[int, ...],
+        dtype: Any,
+        scale: float = 1.0,
+    ) -> None:
+        """Write ``data`` at rows ``start:stop`` of array ``name``, growing or creating it.
+
+        Inside ``extend`` the write joins the batch run at its end; otherwise it runs now.
+        """
+        dtype = np.dtype(dtype)
+        source = self._forks.get(name)
+        if source is not None:  # rewrites the shard object it starts in: with its committed rows
+            start, data = self._kept_rows(source, start, data, tail, dtype)
+        if self._direct is not None and handles(dtype):
+            data = np.asarray(data, dtype).reshape(stop - start, *tail)
+            root, fresh = Path(self._target), name not in self._committed_arrays()
+            if fresh:
+                chunk, shard = self._chunking(tail, dtype, scale)
+                write_new_array(root, name, stop, start, data, chunk, shard, self._direct)
+            if fresh or write_rows(root, name, stop, start, data, self._direct):
+                self._arrays.pop(name, None)  # its zarr handle would hold the old shape
+                return
+        put = self._put(name, start, stop, data, tail, dtype, scale)
+        if self._deferred is not None:
+            self._deferred.append(put)
+        else:
+            zarr_sync(put)
+
+    def _kept_rows(
+        self, source: str, start: int, data: Any, tail: tuple[int, ...], dtype: np.dtype[Any]
+    ) -> tuple[int, np.ndarray]:
+        """(first row, data) of a write at ``start`` into a fork of ``source``: from the start of
+        the shard object ``start`` falls in, ``source``'s committed rows there come first."""
+        arr = self._array(source)
+        keep = start // (arr.shards or arr.chunks)[0] * (arr.shards or arr.chunks)[0]
+        data = np.asarray(data, dtype).reshape(-1, *tail)
+        if keep == start:
+            return start, data
+        return keep, np.concatenate([self._slab(source, start, keep, start, False), data])
+
+    async def _put(
+        self, name: str, start: int, stop: int, data: Any, tail: tuple[int, ...], dtype: Any, scale: float
+    ) -> None:
+        source = self._forks.get(name)
+        if source is not None:
+            arr = await fork_array(self._group.store_path, source, name, start, stop)
+            self._arrays[name] = zarr.Array(arr)
+        elif name in self._committed_arrays():
+            arr = self._arrays.get(name)
+            arr = arr.async_array.with_config(WRITE_ALL) if arr is not None else await self._open_async(name)
+            if arr.shape[0] != stop:
+                await arr.resize((stop, *arr.shape[1:]))
+            self._arrays[name] = zarr.Array(arr)  # the handle readers use sees the new shape
+        else:
+            arr = await self._create(name, stop, tail, dtype, scale)
+        if stop > start:
+            await arr.setitem(slice(start, stop), data)
+
+    async def _open_async(self, name: str) -> Any:
+        arr = await zarr_async.open_array(store=self._group.store_path, path=name, zarr_format=3)
+        arr = arr.with_config(WRITE_ALL)
+        self._arrays[name] = zarr.Array(arr)
+        return arr
+
+
+async def gather(writes: list[Any]) -> None:
+    """Run zarr writes together on zarr's event loop: their encoding and I/O overlap."""
+    await asyncio.gather(*writes)
+
+
+def compressors(name: str | None, level: int) -> list[Any]:
+    """The bytes-to-bytes stages of new arrays that zarr writes: the compressor, then a checksum."""
+    if name in (None, "none"):
+        return [Crc32cCodec()]
+    if name == "gzip":
+        return [GzipCodec(level=level), Crc32cCodec()]
+    if name == "zstd-raw":
+        return [ZstdCodec(level=level), Crc32cCodec()]
+    if name in BLOSC_COMPRESSORS:
+        return [BloscCodec(cname=name, clevel=level, shuffle="shuffle"), Crc32cCodec()]  # type: ignore[arg-type]
+    choices = ", ".join(map(repr, ZARR_COMPRESSORS))
+    raise ValueError(f"unknown compressor {name!r}; use one of {choices} or None")
