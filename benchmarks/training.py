@@ -36,6 +36,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -230,33 +231,56 @@ def cold(kind: str, path: Path, n: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def _guarded(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fn()``, or ``{"error": ...}`` when it raises: one broken store must not lose the run."""
+    start = time.perf_counter()
+    try:
+        row = fn()
+    except Exception:
+        row = {"error": traceback.format_exc(limit=-3)}
+    _log(f"  {label:<32} {time.perf_counter() - start:6.1f} s{'  ERROR' if 'error' in row else ''}")
+    return row
+
+
+def _training_row(kind: str, frames: list[Atoms], config: Config, folder: Path) -> dict[str, Any]:
+    store = write_store(kind, folder, lambda: iter([frames]))
+    path = Path(store["path"])
+    row = {**store, "write_fps": len(frames) / store["write_s"]}
+    row["warm"] = warm(kind, path, frames, config.repeats)
+    row["cold"] = cold(kind, path, len(frames), config.cold_repeats)
+    expected = float(sum(a.get_potential_energy() for a in frames))
+    row["problems"] = [
+        f"{op} checksum {v!r} != {expected!r}"
+        for op, v in row["warm"]["checks"].items()
+        if not np.isclose(v, expected, rtol=1e-9)
+    ]
+    shutil.rmtree(path.parent)
+    return row
+
+
 def bench_training(name: str, frames: list[Atoms], config: Config, workdir: Path) -> dict[str, Any]:
     """Every store of ``config.kinds`` on one dataset: write, warm reads, cold reads."""
-    expected = float(sum(a.get_potential_energy() for a in frames))
-    rows: dict[str, Any] = {}
-    for kind in config.kinds:
-        start = time.perf_counter()
-        store = write_store(kind, workdir / name, lambda: iter([frames]))
-        path = Path(store["path"])
-        row = {**store, "write_fps": len(frames) / store["write_s"]}
-        row["warm"] = warm(kind, path, frames, config.repeats)
-        row["cold"] = cold(kind, path, len(frames), config.cold_repeats)
-        sums = {"read_all": row["warm"]["checks"]["read_all"], "energy": row["warm"]["checks"]["energy"]}
-        row["problems"] = [
-            f"{op} checksum {v!r} != {expected!r}"
-            for op, v in sums.items()
-            if not np.isclose(v, expected, rtol=1e-9)
-        ]
-        rows[kind] = row
-        _log(f"  {name} {kind:<16} {time.perf_counter() - start:6.1f} s")
+    rows = {
+        kind: _guarded(f"{name} {kind}", partial(_training_row, kind, frames, config, workdir / name))
+        for kind in config.kinds
+    }
     return {"n_frames": len(frames), "n_atoms": int(sum(len(a) for a in frames)), "stores": rows}
 
 
 # -- scale (issue 17) ------------------------------------------------------------------------------
+def _scale_row(kind: str, n: int, specs: dict[str, Any], config: Config, folder: Path) -> dict[str, Any]:
+    store = write_store(kind, folder, partial(scaled, n))
+    path = Path(store["path"])
+    try:
+        figures = {op: measure(kind, path, op, spec, config.scale_repeats) for op, spec in specs.items()}
+    finally:
+        shutil.rmtree(path.parent)
+    return {"write_fps": n / store["write_s"], "size_bytes": store["size_bytes"], **figures}
+
+
 def bench_scale(n: int, config: Config, workdir: Path) -> dict[str, Any]:
     """Our LMDB, Zarr, H5MD on the generated set of ``n`` frames, every figure cold."""
     folder = workdir / f"scale-{n}"
-    rows: dict[str, Any] = {}
     n_batches = min(config.scale_batches, -(-n // 32))
     specs = {
         "getitem": {"n_rows": n, "count": config.scale_getitem},
@@ -264,17 +288,11 @@ def bench_scale(n: int, config: Config, workdir: Path) -> dict[str, Any]:
         "read_all": {},
         "energy": {},
     }
-    for kind in (k for k in OURS if k in config.kinds):
-        start = time.perf_counter()
-        store = write_store(kind, folder, partial(scaled, n))
-        path = Path(store["path"])
-        rows[kind] = {
-            "write_fps": n / store["write_s"],
-            "size_bytes": store["size_bytes"],
-            **{op: measure(kind, path, op, spec, config.scale_repeats) for op, spec in specs.items()},
-        }
-        shutil.rmtree(path.parent)
-        _log(f"  scale-{n} {kind:<12} {time.perf_counter() - start:6.1f} s")
+    rows = {
+        kind: _guarded(f"scale-{n} {kind}", partial(_scale_row, kind, n, specs, config, folder))
+        for kind in OURS
+        if kind in config.kinds
+    }
     shutil.rmtree(folder, ignore_errors=True)
     count = {"getitem": config.scale_getitem, "batches": min(n_batches * 32, n), "read_all": n, "energy": n}
     return {"n_frames": n, "counts": count, "stores": rows}
@@ -299,6 +317,11 @@ SCALE_TARGETS = (
     ("ours (Zarr)", "ours (LMDB)", "batches", 0.5),
     ("ours (H5MD)", "ours (LMDB)", "batches", 0.5),
 )
+
+
+def _ok(stores: dict[str, Any]) -> dict[str, Any]:
+    """The rows that were measured (a row that raised is listed under Problems instead)."""
+    return {kind: row for kind, row in stores.items() if "error" not in row}
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -326,7 +349,7 @@ def _verdict(ratio: float, needed: float) -> str:
 
 
 def _training_section(name: str, data: dict[str, Any]) -> list[str]:
-    stores = data["stores"]
+    stores = _ok(data["stores"])
     lines = [
         f"## {name} ({data['n_frames']:,} frames, {data['n_atoms']:,} atoms)",
         "",
@@ -385,7 +408,7 @@ def _training_section(name: str, data: dict[str, Any]) -> list[str]:
 def _training_targets(results: dict[str, Any]) -> list[str]:
     rows = []
     for name, data in results["training"].items():
-        stores = data["stores"]
+        stores = _ok(data["stores"])
         for ours, peer, metric, needed in TRAINING_TARGETS:
             if ours not in stores or peer not in stores:
                 continue
@@ -421,7 +444,7 @@ def _scale_section(results: dict[str, Any]) -> list[str]:
     rows, targets = [], []
     for size, data in results["scale"].items():
         counts = data["counts"]
-        for kind, row in data["stores"].items():
+        for kind, row in _ok(data["stores"]).items():
             fps = {op: counts[op] / row[op]["seconds"] for op in ("getitem", "batches", "read_all")}
             rows.append(
                 [
@@ -436,7 +459,7 @@ def _scale_section(results: dict[str, Any]) -> list[str]:
                 ]
             )
         for ours, peer, op, needed in SCALE_TARGETS:
-            stores = data["stores"]
+            stores = _ok(data["stores"])
             if ours in stores and peer in stores:
                 ratio = stores[peer][op]["seconds"] / stores[ours][op]["seconds"]
                 targets.append(
@@ -478,8 +501,21 @@ def render(results: dict[str, Any]) -> str:
         f"Run {meta['date']}, {meta['cpus']} CPUs, load average at start {load} (other jobs ran on the",
         "machine: compare figures within this run, not across runs). Warm figures: best of "
         f"{meta['repeats']}; cold: median of {meta['cold_repeats']} fresh processes; scale: median of "
-        f"{meta['scale_repeats']}. Runtime {results['runtime_seconds']:.0f} s. Rerun: "
-        "`python benchmarks/training.py` (see its docstring).",
+        f"{meta['scale_repeats']}. Runtime {results['runtime_seconds']:.0f} s. Load average at the end "
+        + ", ".join(f"{x:.1f}" for x in meta.get("load_average_end", ()))
+        + ".",
+        "",
+        'Rerun (`pip install -e ".[bench]"`; stores are built in a temporary folder and removed):',
+        "",
+        "```bash",
+        "python benchmarks/training.py                     # this report: both sets + scale 1k/20k",
+        "python benchmarks/training.py --scale 1000,20000,100000 --workdir /tmp   # with issue 17's 100k set",
+        "python benchmarks/training.py --render benchmarks/training.json > benchmarks/training.md",
+        "```",
+        "",
+        "atompack-db is written with `add_ase_batch(db, frames, copy_arrays=False)` (with per-atom arrays",
+        "copied, 0.4.1 fails on ragged frames) and a C-ordered copy of ASE's 3x3 stress (0.4.1 refuses",
+        "ASE's transposed view); its positions and forces are float32, ours keep float64 (errors below).",
         "",
     ]
     if meta["skipped"]:
@@ -492,7 +528,14 @@ def render(results: dict[str, Any]) -> str:
         f"- {name} {kind}: {p}"
         for name, data in results["training"].items()
         for kind, row in data["stores"].items()
-        for p in row["problems"]
+        for p in row.get("problems", ())
+    ]
+    problems += [
+        f"- {part} {kind}: error\n\n```\n{row['error'].rstrip()}\n```\n"
+        for group in ("training", "scale")
+        for part, data in results[group].items()
+        for kind, row in data["stores"].items()
+        if "error" in row
     ]
     if problems:
         lines += ["## Problems", "", *problems, ""]

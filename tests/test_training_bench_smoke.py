@@ -44,6 +44,7 @@ def test_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     data = results["training"]["periodic-40"]
     assert set(data["stores"]) == set(kinds)
     for kind, row in data["stores"].items():
+        assert "error" not in row, row.get("error")
         assert row["problems"] == [], (kind, row["problems"])
         assert row["size_bytes"] > 0 and row["write_fps"] > 0
         warm = row["warm"]
@@ -57,6 +58,7 @@ def test_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     if "atompack" in kinds:
         assert data["stores"]["atompack"]["warm"]["positions_dtype"] == "float32"
     scale = results["scale"]["40"]["stores"]["ours (LMDB)"]
+    assert "error" not in scale, scale.get("error")
     assert all(scale[op]["seconds"] > 0 for op in ("getitem", "batches", "read_all", "energy"))
     report = training.render(results)
     assert "| ours (LMDB) |" in report and "Issue 17" in report
