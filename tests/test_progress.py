@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,9 +54,15 @@ def test_small_operations_stay_silent_even_on_a_terminal(
     assert "tiny" not in err and "large" in err
 
 
-def _drawn_on_terminal(columns: int, env_columns: str | None = None) -> str:
-    """What a fresh process draws for a 50,000-frame operation on a pseudo-terminal that
-    reports ``columns`` columns (0: some CI runners and ``docker exec`` sessions)."""
+DRAW_50K = (
+    "from asebytes_nodes.progress import progress\n"
+    "with progress(50_000, 'drawing') as bar:\n    bar.update(50_000)\n"
+)
+
+
+def _drawn_on_terminal(columns: int, env_columns: str | None = None, code: str = DRAW_50K) -> str:
+    """What a fresh process running ``code`` draws on a pseudo-terminal that reports
+    ``columns`` columns (0: some CI runners and ``docker exec`` sessions)."""
     import fcntl
     import os
     import pty
@@ -69,10 +76,6 @@ def _drawn_on_terminal(columns: int, env_columns: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, "COLUMNS")}
     if env_columns is not None:
         env["COLUMNS"] = env_columns
-    code = (
-        "from asebytes_nodes.progress import progress\n"
-        "with progress(50_000, 'drawing') as bar:\n    bar.update(50_000)\n"
-    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     out = b""
@@ -97,3 +100,21 @@ def test_bars_draw_on_a_terminal_that_reports_no_width(columns: int, env_columns
     assert bar is not None and len(bar.group(1)) >= 20, repr(drawn)
     width = {None: 80, "0": 80, "120": 120}[env_columns] if columns == 0 else 100
     assert width - 2 <= len(bar.group(0)) <= width, repr(drawn)
+
+
+def test_indexing_info_validate_and_column_reads_draw_bars(tmp_path: Path) -> None:
+    path = tmp_path / "many.xyz"
+    path.write_text('1\nenergy=-1.5 Lattice="2 0 0 0 2 0 0 0 2"\nH 0 0 0\n' * 6000)
+    code = (
+        "from asebytes_nodes import ASEIO\n"
+        "from asebytes_nodes.backends import _xyzindex\n"
+        "from asebytes_nodes.cli import main\n"
+        "_xyzindex._BAR_BYTES = 0\n"  # the file is small: draw its indexing bar anyway
+        f"main(['info', {str(path)!r}])\n"
+        f"main(['validate', {str(path)!r}])\n"
+        f"ASEIO({str(path)!r}, index_cache=False)['arrays.positions'].to_list()\n"
+    )
+    drawn = _drawn_on_terminal(100, code=code)
+    for bar in ("indexing many.xyz", "reading the keys of many.xyz", "reading frames", "checking many.xyz"):
+        assert f"{bar}:" in drawn, (bar, drawn)
+    assert "reading many.xyz:" in drawn  # a column of 6,000 frames parsed in full

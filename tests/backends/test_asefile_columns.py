@@ -25,6 +25,7 @@ REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / 
 
 # Comment lines ASE reads in different ways: quoting, escapes, flags, duplicates, numbers of
 # every form, 3x3 keys, pbc and Lattice alone or together, results also named as columns.
+# fmt: off
 COMMENTS = [
     'a=1 b="x y" c', "a=1 'b'=2", "a = 1 b", "a=1 b\\ c=2", "k='v w' z={1 2} q=[3, 4]",
     "a=1 a=2 energy=-1.5", "energy=3 free_energy=2", 'energy="1.5"', "energy=1e3 uid=0042 UID=7",
@@ -35,6 +36,7 @@ COMMENTS = [
     "big=123456789012345678901 i19=1234567890123456789 neg=-.5 plus=+3 e=1.5E-3 t=true f=False s=hi",
     'mix="1 2.5" nan="1 nan" one="5" bl=[T, F] inf=inf tx="T x" n=1,2,3 q="" after=1', "", "   x=1   ",
 ]
+# fmt: on
 
 
 def _atoms_lines(comment: str) -> str:
@@ -109,8 +111,10 @@ def test_random_comment_lines_parse_as_ase_parses_them() -> None:
     """Lines made of tokens ASE treats specially: the values (or the refusal) are ASE's."""
     rng = random.Random(5)
     names = ["a", "energy", "stress", "Lattice", "pbc", "uid", "virial", "magmom", "dipole"]
+    # fmt: off
     values = ["1", "-2", "1.5", "1e3", ".5", "T", "false", "x", '"1 2 3"', '"T F T"', "'a b'", "{1,2}",
               "[3, 4]", '""', '"1 2 3 4 5 6 7 8 9"', "nan", "12345678901234567890", "+07", "a\\ b", "'x=y'"]
+    # fmt: on
     keys = ["cell", "pbc", *("info." + n for n in names)]
     keys += ["calc." + n for n in names if fast_keys(["calc." + n])]
     for _ in range(3000):
