@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 
 from .backends._base import ReadableBackend
-from .errors import MissingValueError, RaggedColumnError
+from .errors import MissingValueError, RaggedColumnError, UnknownKeyError
 from .io import ASEIO
-from .options import BACKEND_OPTIONS, StoreLike, check_options, store_suffix
+from .options import BACKEND_OPTIONS, Options, StoreLike, check_options, option, store_suffix
 from .progress import progress
 from .registry import list_backends
 from .selection import SelectedRows
+from .validation import check_key
 from .views import check_keys
 
 __all__ = [
@@ -59,15 +60,21 @@ class Store:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings:
-    """How the stores are measured (the Benchmark node's configuration has the same fields)."""
+class Settings(Options):
+    """How the stores are measured; the Benchmark node's configuration derives its fields from here."""
 
-    max_frames: int | None = None  # use at most this many upstream frames
-    n_random: int = 200  # frames read one by one in random order
-    repeats: int = 3  # read timings are the best of this many runs
-    seed: int = 0  # seed of the random read order
-    column: str = "calc.energy"  # key read as one column
-    chunk_size: int = 1000  # frames per write and per streamed read
+    max_frames: int | None = option(None, "Use at most this many upstream frames.", gt=0)
+    n_random: int = option(200, "Frames read one by one in random order.", gt=0)
+    repeats: int = option(3, "Read timings are the best of this many runs.", gt=0)
+    seed: int = option(0, "Seed of the random read order.")
+    column: str = option("calc.energy", "Key read as one column.")
+    chunk_size: int = option(1000, "Frames per read/write batch; bounds the memory in use.", gt=0)
+
+    def check(self) -> None:
+        try:
+            check_key(self.column)
+        except UnknownKeyError as exc:
+            raise ValueError(str(exc)) from None
 
 
 #: Measured quantities: key, column title, unit.

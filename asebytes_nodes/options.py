@@ -33,6 +33,7 @@ __all__ = [
     "H5MDOptions",
     "LMDBOptions",
     "OptionField",
+    "Options",
     "StoreLike",
     "ZarrOptions",
     "check_options",
@@ -75,8 +76,8 @@ class OptionField:
     limits: dict[str, Any]  # ge / le / gt / pattern that are set
 
 
-class _Options:
-    """Checks every field's allowed values, then the class's own cross-field rules."""
+class Options:
+    """Base of an options dataclass: checks every field's allowed values, then :meth:`check`."""
 
     def __post_init__(self) -> None:
         for spec in option_fields(type(self)):
@@ -107,14 +108,14 @@ def _check_value(spec: OptionField, value: Any) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LMDBOptions(_Options):
+class LMDBOptions(Options):
     """Options of the LMDB backend."""
 
     map_size: int = option(0, "Initial address space in bytes; 0 lets the backend choose.", ge=0)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ZarrOptions(_Options):
+class ZarrOptions(Options):
     """Options of the Zarr backend: compression, chunk and shard sizes."""
 
     compressor: str | None = option(
@@ -138,7 +139,7 @@ class ZarrOptions(_Options):
 
 
 @dataclass(frozen=True, kw_only=True)
-class H5MDOptions(_Options):
+class H5MDOptions(Options):
     """Options of the H5MD backend; unset ones keep the backend's defaults."""
 
     author_name: str | None = option(None, "Author recorded in the file's /h5md group.")
@@ -158,7 +159,7 @@ class H5MDOptions(_Options):
 
 
 #: Backends that nodes, ``convert`` and the benchmark write, with the description of their options.
-BACKEND_OPTIONS: dict[str, type[_Options]] = {"lmdb": LMDBOptions, "zarr": ZarrOptions, "h5md": H5MDOptions}
+BACKEND_OPTIONS: dict[str, type[Options]] = {"lmdb": LMDBOptions, "zarr": ZarrOptions, "h5md": H5MDOptions}
 
 
 def option_fields(cls: type) -> list[OptionField]:

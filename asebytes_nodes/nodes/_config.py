@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..bench import Settings
 from ..options import BACKEND_OPTIONS as CORE_OPTIONS
 from ..options import option_fields
 
@@ -61,7 +62,7 @@ def _check_key(key: str) -> None:
 
 # -- backend options: Pydantic models derived from asebytes_nodes.options ---------------------
 def _derived(options: type[Any]) -> type[_Model]:
-    """The Pydantic model of one options dataclass of :mod:`asebytes_nodes.options`: the same
+    """The Pydantic model of an options dataclass (:mod:`asebytes_nodes.options`): the same
     fields, defaults, descriptions and limits, its cross-field rules run after validation."""
     fields: dict[str, Any] = {}
     for spec in option_fields(options):
@@ -72,8 +73,10 @@ def _derived(options: type[Any]) -> type[_Model]:
         annotation = kind | None if spec.nullable else kind
         fields[spec.name] = (annotation, Field(default=spec.default, description=spec.help, **limits))
 
+    names = [spec.name for spec in option_fields(options)]
+
     def rules(self: _Model) -> _Model:
-        options(**self.model_dump())
+        options(**{name: getattr(self, name) for name in names})
         return self
 
     return create_model(  # type: ignore[call-overload,no-any-return]
@@ -323,22 +326,12 @@ class PartConfig(_Model):
     chunk_size: PositiveInt = Field(default=4096, description="Rows per read while copying.")
 
 
-class BenchmarkConfig(_Model):
-    """Configuration of :class:`~asebytes_nodes.nodes.Benchmark`."""
+class BenchmarkConfig(_derived(Settings)):  # type: ignore[misc]  # a model made at import
+    """Configuration of :class:`~asebytes_nodes.nodes.Benchmark`: the stores to compare, and how
+    they are measured (the fields of :class:`asebytes_nodes.bench.Settings`)."""
 
     backends: dict[str, StoreSpec] = Field(
         default_factory=lambda: {"lmdb": StoreSpec(backend="lmdb"), "zarr": StoreSpec(backend="zarr")},
         min_length=1,
         description="Stores to compare, by label.",
     )
-    max_frames: PositiveInt | None = Field(default=None, description="Use at most this many upstream frames.")
-    n_random: PositiveInt = Field(default=200, description="Frames read one by one in random order.")
-    repeats: PositiveInt = Field(default=3, description="Read timings are the best of this many runs.")
-    seed: int = Field(default=0, description="Seed of the random read order.")
-    column: str = Field(default="calc.energy", description="Key read as one column.")
-    chunk_size: PositiveInt = _CHUNK
-
-    @model_validator(mode="after")
-    def _known_column(self) -> BenchmarkConfig:
-        _check_key(self.column)
-        return self
