@@ -15,7 +15,8 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 
-from asebytes_nodes import ASEIO, FormatVersionError, ReadOnlyError, StoreCorruptedError
+from asebytes_nodes import ASEIO, FormatVersionError, ReadOnlyError, StoreCorruptedError, atoms_to_dict
+from asebytes_nodes.codec import encode_row
 from asebytes_nodes.shards import ConcatBackend, ShardedBackend
 from asebytes_nodes.shards._manifest import MANIFEST
 from asebytes_nodes.testing.contract import ReadableContract, StoreFactory
@@ -160,3 +161,15 @@ def test_batches_across_shards_match_the_atom_counts(tmp_path: Path) -> None:
         e for b in db[:].batches(4, keys=["calc.energy"], shuffle=True, seed=1) for e in b["calc.energy"]
     ]
     assert sorted(energies) == sorted(f.get_potential_energy() for f in frames)
+
+
+def test_shard_bytes_sizes_shards_from_the_rows(tmp_path: Path) -> None:
+    frames = make_frames("ethanol") * 40
+    db = ASEIO(tmp_path / "ds", backend="shards", shard_bytes=20_000)
+    db.extend(frames)
+    cap = db.backend.format_info()["shard_frames"]
+    assert 1 < cap < len(frames)
+    assert all(s.rows == cap for s in db.backend.shards[:-1])
+    assert cap == 20_000 // (
+        len(encode_row(atoms_to_dict(frames[0]))) + 64
+    )  # encoded size + per-row overhead
