@@ -18,6 +18,14 @@ __all__ = ["IndexArray", "normalize_index", "normalize_indices", "is_key_index"]
 IndexArray = npt.NDArray[np.int64]
 
 
+def _out_of_range(index: Any, length: int) -> RowIndexError:
+    """The error for row ``index`` of ``length`` rows, saying which indices are valid."""
+    if length == 0:
+        return RowIndexError(f"row index {index} is out of range: the store is empty (0 rows)")
+    rows = "1 row" if length == 1 else f"{length} rows"
+    return RowIndexError(f"row index {index} is out of range for {rows} (valid: {-length} to {length - 1})")
+
+
 def normalize_index(index: Any, length: int) -> int:
     """One row number in ``range(length)``; negative indices count from the end."""
     try:
@@ -29,10 +37,7 @@ def normalize_index(index: Any, length: int) -> int:
     if i < 0:
         i += length
     if not 0 <= i < length:
-        raise RowIndexError(
-            f"row index {index} is out of range for {length} rows "
-            f"(valid: {-length} to {length - 1})"
-        )
+        raise _out_of_range(index, length)
     return i
 
 
@@ -67,9 +72,7 @@ def normalize_indices(index: Any, length: int) -> IndexArray:
     bad = (arr < -length) | (arr >= length)
     if bad.any():
         first = int(arr[np.argmax(bad)])
-        raise RowIndexError(
-            f"row index {first} is out of range for {length} rows (valid: {-length} to {length - 1})"
-        )
+        raise _out_of_range(first, length)
     return np.where(arr < 0, arr + length, arr)
 
 

@@ -1,0 +1,68 @@
+"""Messages a new user meets (issue 18 item 8): each says what is wrong and what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import pytest
+from ase.build import molecule
+
+from asebytes_nodes import ASEIO, BackendNotFoundError, InvalidDataError, RowIndexError
+from asebytes_nodes.cli import main
+
+
+def test_random_bytes_named_h5_are_not_hdf5(tmp_path: Path) -> None:
+    path = tmp_path / "x.h5"
+    path.write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(BackendNotFoundError, match=r"x\.h5: not an HDF5 file") as info:
+        ASEIO(path)
+    assert "backend=" not in str(info.value)  # no backend reads random bytes
+
+
+def test_an_empty_h5_file_is_named_as_empty(tmp_path: Path) -> None:
+    path = tmp_path / "new.h5"
+    path.touch()
+    with pytest.raises(BackendNotFoundError, match=r"new\.h5: the file is empty \(0 bytes\).*delete it"):
+        ASEIO(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"), [("data.zar", ".zarr"), ("data.lmbd", ".lmdb"), ("d.xyzz", ".xyz")]
+)
+def test_a_misspelt_extension_gets_a_suggestion(tmp_path: Path, name: str, meant: str) -> None:
+    with pytest.raises(BackendNotFoundError, match=rf"did you mean '\{meant}'\?"):
+        ASEIO(tmp_path / name)
+    with pytest.raises(BackendNotFoundError) as info:
+        ASEIO(tmp_path / "data.foo")
+    assert "did you mean" not in str(info.value)
+
+
+def test_extend_with_one_atoms_suggests_append() -> None:
+    db = ASEIO("memory://")
+    with pytest.raises(InvalidDataError, match=r"one Atoms \(H2O\): use append\(atoms\)"):
+        db.extend(molecule("H2O"))
+    assert len(db) == 0
+
+
+def test_index_errors_name_an_empty_store_and_count_one_row() -> None:
+    db = ASEIO("memory://")
+    for index in (0, -1, [0]):
+        with pytest.raises(RowIndexError, match=r"the store is empty \(0 rows\)$"):
+            db[index]
+    db.append(molecule("H2O"))
+    with pytest.raises(RowIndexError, match=r"for 1 row \(valid: -1 to 0\)"):
+        db[3]
+
+
+def test_cli_counts_one_frame_and_prints_no_missing_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "one.xyz"
+    ase.io.write(path, molecule("H2O"))
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "backend   ase (format extxyz)\n" in out and "None" not in out
+    assert "on 1 frame\n" in out
+    assert main(["validate", str(path)]) == 0
+    assert "ok (1 frame, ase backend)" in capsys.readouterr().out
