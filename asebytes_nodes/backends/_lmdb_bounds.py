@@ -89,7 +89,7 @@ class BoundedTxn:
         self._psize = psize
         self._size = size  # shared by the environment's transactions: [bytes of the file]
         self._db = db
-        self._cursor = txn.cursor(db=db)
+        self._cursor: Any = None  # opened by the first get
 
     def main(self) -> BoundedTxn:
         """The same transaction on the main database."""
@@ -99,6 +99,8 @@ class BoundedTxn:
         """The value of ``key`` (a memoryview into the map) or None; refuses an overflow value
         whose claimed size runs past the end of the file."""
         cursor = self._cursor
+        if cursor is None:
+            self._cursor = cursor = self._txn.cursor(db=self._db)
         if not cursor.set_key(key):
             return None
         where = _address(cursor.key())
@@ -117,6 +119,12 @@ class BoundedTxn:
                         "`asebytes check` to list every damaged row"
                     )
         return cursor.value()
+
+    def small(self, key: bytes) -> Any:
+        """The value of a record the layout keeps small (a few bytes: ``m:length``), without
+        the bound: such a value lives inside its leaf page, where LMDB bounds it, and one
+        flipped bit cannot both move it to overflow pages and change its size."""
+        return self._txn.get(key, db=self._db)
 
     def keys(self, start: bytes = b"") -> Iterator[bytes]:
         """Every key from ``start`` on, in order (values are not touched)."""

@@ -4,10 +4,10 @@
   the file is memory-mapped and refuses a file shorter than the pages its newest meta page
   says are in use. LMDB itself maps the file without that check, so a truncated file would
   kill the reading process with ``SIGBUS`` on the first access past its end.
-- :class:`Sealed` (layout version 2) appends a CRC-32 to every stored value except the
-  format record; the CRC starts from the CRC of the value's key, so a value found under
-  another key (a damaged key or branch page) fails its check too. :class:`Unsealed`
-  (layout version 1) stores values as they are.
+- :class:`SealedC` (layout version 3) appends a CRC-32C to every stored value except the
+  format record, :class:`Sealed` (layout version 2) a CRC-32 (zlib); the CRC starts from the
+  CRC of the value's key, so a value found under another key (a damaged key or branch page)
+  fails its check too. :class:`Unsealed` (layout version 1) stores values as they are.
 - :func:`lmdb_failure` turns an error LMDB raised while reading into
   :class:`~asebytes_nodes.errors.StoreCorruptedError` naming the store.
 
@@ -31,9 +31,17 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreCorruptedError
+from ..errors import MissingExtraError, StoreCorruptedError
 
-__all__ = ["Sealed", "Unsealed", "check_file", "lmdb_failure"]
+try:
+    from google_crc32c import extend as _crc32c
+    from google_crc32c import value as _crc32c_value
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError(
+        'The LMDB backend needs google-crc32c. Run: pip install "asebytes-nodes[lmdb]"'
+    ) from exc
+
+__all__ = ["SEALS", "Sealed", "SealedC", "Unsealed", "check_file", "lmdb_failure"]
 
 _MAGIC = 0xBEEFC0DE
 _DATA_VERSION = 1
@@ -48,6 +56,7 @@ _NODE_KSIZE = struct.Struct("<H")
 _P_BRANCH, _P_LEAF, _P_DIRTY = 1, 2, 0x10
 _NODE_REACH = 65536 + 8 + 4096  # how far past a page's start LMDB may read a node
 _CRC_RESIDUE = 0x2144DF1C
+_CRC32C_RESIDUE = 0x48674BC7  # the same property for CRC-32C
 
 
 def _meta(head: bytes, offset: int) -> dict[str, int]:
@@ -172,6 +181,29 @@ class Sealed:
         if zlib.crc32(raw, zlib.crc32(key)) != _CRC_RESIDUE or len(raw) < 4:
             return None
         return raw[:-4]
+
+
+class SealedC(Sealed):
+    """Layout version 3: as version 2 with CRC-32C (Castagnoli, google-crc32c), about 2-4x
+    faster than zlib's CRC-32 on rows of a few kB, even with the copy it needs (it takes
+    bytes, not a view of the map)."""
+
+    version = 3
+
+    @staticmethod
+    def wrap(key: bytes, value: bytes) -> bytes:
+        return value + _CRC.pack(_crc32c(_crc32c_value(key), value))
+
+    @staticmethod
+    def unwrap(key: bytes, raw: Any) -> Any:
+        """The value without its checksum, or None when the checksum does not match."""
+        data = bytes(raw)
+        if len(data) < 4 or _crc32c(_crc32c_value(key), data) != _CRC32C_RESIDUE:
+            return None
+        return memoryview(data)[:-4]
+
+
+SEALS: dict[int, type[Unsealed] | type[Sealed]] = {1: Unsealed, 2: Sealed, 3: SealedC}
 
 
 def lmdb_failure(path: Path, exc: BaseException) -> StoreCorruptedError:

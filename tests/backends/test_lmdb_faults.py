@@ -4,8 +4,8 @@ Matrix: damage (truncation at offsets inside both meta pages, at 0 bytes, 1 page
 file; single bit flips every few hundred bytes, every ~100 with ``-m slow``) x a store of
 versioned frames, each read in a child process so a signal counts as a failure; hostile rows
 (msgpack timestamp, unknown extension, object dtype) written with a valid checksum; a full
-tmpfs (map growth included); two writer processes and a reader; a version-1 store (fixture
-written by the layout-1 code) still read and written.
+tmpfs (map growth included); two writer processes and a reader; version-1 and version-2 stores
+(fixtures written by those layouts' code) still read and written.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ HOSTILE = {
 
 @pytest.mark.parametrize("kind", HOSTILE)
 def test_rows_holding_extension_types_we_never_write_are_refused(tmp_path: Path, kind: str) -> None:
-    from asebytes_nodes.backends._lmdb_check import Sealed
+    from asebytes_nodes.backends._lmdb_check import SealedC as Sealed
 
     path = build(tmp_path / "h.lmdb", 3)
     env = lmdb.open(str(path), subdir=False)
@@ -226,22 +226,24 @@ def test_rows_holding_extension_types_we_never_write_are_refused(tmp_path: Path,
 
 
 # -- older layout ----------------------------------------------------------------------------
-def test_version_1_store_still_opens_reads_and_writes(tmp_path: Path) -> None:
-    fixture = Path(__file__).parent.parent / "data" / "lmdb_v1.lmdb"  # written by layout-1 code
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_layouts_still_open_read_and_write(tmp_path: Path, version: int) -> None:
+    fixture = Path(__file__).parent.parent / "data" / f"lmdb_v{version}.lmdb"  # written by that layout's code
     path = tmp_path / "old.lmdb"
     shutil.copy(fixture, path)
     with ASEIO(path) as db:
-        assert db.backend.format_info()["version"] == 1
+        assert db.backend.format_info()["version"] == version
         assert [frame_version(a) for a in db] == [(i, 0) for i in range(6)]
         assert db["calc.energy"].to_list() == [float(i) for i in range(6)]
         db.extend([versioned_frame(6)])
         db[0] = versioned_frame(0, 1)
         assert db.backend.check() == []
     with ASEIO(path, readonly=True) as db:
-        assert db.backend.format_info()["version"] == 1
+        assert db.backend.format_info()["version"] == version
         assert [frame_version(a) for a in db] == [(0, 1)] + [(i, 0) for i in range(1, 7)]
+        assert db.backend.check() == []
     new = ASEIO(tmp_path / "new.lmdb")
-    assert new.backend.format_info()["version"] == 2
+    assert new.backend.format_info()["version"] == 3
 
 
 # -- full disk -------------------------------------------------------------------------------

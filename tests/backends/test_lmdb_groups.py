@@ -18,7 +18,7 @@ from test_lmdb_faults import flip_everywhere
 from asebytes_nodes import ASEIO, InvalidDataError, LMDBBackend, StoreCorruptedError, StoreNotFoundError
 
 lmdb = pytest.importorskip("lmdb")
-FIXTURE = Path(__file__).parent.parent / "data" / "lmdb_v1.lmdb"
+DATA = Path(__file__).parent.parent / "data"  # stores written by layout-1 and layout-2 code
 
 
 def main_keys(path: Path) -> list[bytes]:
@@ -108,13 +108,18 @@ def test_an_old_copy_of_a_groups_row_count_is_refused(tmp_path: Path) -> None:
         ASEIO(path, group="train", readonly=True).backend.__len__()
 
 
-def test_a_layout_1_store_takes_a_group(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_layout_store_takes_a_group(tmp_path: Path, version: int) -> None:
     path = tmp_path / "old.lmdb"
-    shutil.copy(FIXTURE, path)
+    shutil.copy(DATA / f"lmdb_v{version}.lmdb", path)
     with ASEIO(path, group="train") as db:
         db.append(versioned_frame(7))
-        assert db.backend.format_info()["version"] == 2
-    with ASEIO(path, readonly=True) as db:
-        assert db.backend.format_info()["version"] == 1
-        assert [frame_version(a) for a in db] == [(i, 0) for i in range(6)]
+        assert db.backend.format_info()["version"] == 3
+    with ASEIO(path) as db:  # its main dataset keeps its layout, and its stamp stays current
+        assert db.backend.format_info()["version"] == version
+        db.append(versioned_frame(6))
+        assert [frame_version(a) for a in db] == [(i, 0) for i in range(7)]
+        assert db.backend.check() == []
+    with ASEIO(path, group="train", readonly=True) as db:
+        assert [frame_version(a) for a in db] == [(7, 0)] and db.backend.check() == []
     assert ASEIO.list_groups(path) == ["train"]
