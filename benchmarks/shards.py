@@ -102,7 +102,8 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
                 scheduler=cluster.scheduler_address,
             )  # fmt: skip
             result["seconds"] = time.perf_counter() - start
-            result["cpu_s"] = sum(client.run(_cpu_s).values()) - worker_cpu + _cpu_s() - cpu
+            result["driver_cpu_s"] = _cpu_s() - cpu
+            result["cpu_s"] = sum(client.run(_cpu_s).values()) - worker_cpu + result["driver_cpu_s"]
             result["peak_mib"] = sorted(client.run(_maxrss_mib).values())
     return result
 
@@ -146,7 +147,11 @@ def main(argv: list[str] | None = None) -> None:
                 capture_output=True, text=True, check=True, env=env,
             )  # fmt: skip
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            extra = f"  (cluster start {r['cluster_start_s']:.1f} s)" if "cluster_start_s" in r else ""
+            extra = ""
+            if "cluster_start_s" in r:
+                extra = (
+                    f"  (cluster start {r['cluster_start_s']:.1f} s; driver CPU {r['driver_cpu_s']:.1f} s)"
+                )
             peaks = ", ".join(f"{m:.0f}" for m in r["peak_mib"])
             print(
                 f"{r['mode']:8} {r['backend']:7} {r['workers']:>7} {args.frames / r['seconds']:>9.0f} "
