@@ -38,8 +38,8 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..registry import builtin
-from ..rows import expand_rows
 from ._base import MISSING, WritableBackend, path_of
+from ._columns import expand_rows, sorted_unique, take
 from ._mdtraj_format import (
     PER_ATOM,
     SCALARS,
@@ -79,8 +79,6 @@ from ._hdf5_journal import (
 )
 
 __all__ = ["MDTrajBackend", "sniff"]
-
-_SLAB_BYTES = 64 << 20  # read one contiguous slab instead of scattered rows below this size
 
 
 def sniff(path: str | os.PathLike[str]) -> bool:
@@ -283,7 +281,7 @@ class MDTrajBackend(WritableBackend):
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
             return []
-        frames, where = _unique(idx)
+        frames, where = sorted_unique(idx)
         with self._reading():  # another process's write is waited out, then seen whole
             values = self._read(frames, self._meta.keys if keys is None else keys)
         rows: list[dict[str, Any]] = [{} for _ in frames]
@@ -294,8 +292,6 @@ class MDTrajBackend(WritableBackend):
             else:
                 for row, value in zip(rows, column, strict=True):
                     row[key] = value
-        if len(frames) == len(idx):
-            return [rows[j] for j in where.tolist()]
         return expand_rows(rows, where)
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
@@ -305,10 +301,12 @@ class MDTrajBackend(WritableBackend):
                 return [MISSING] * len(idx)
             if idx.size == 0:
                 return []
-            frames, where = _unique(idx)
+            frames, where = sorted_unique(idx)
             values = self._read(frames, [key])[key]
         if key in self._meta.topology:
             return np.repeat(values[None], len(idx), axis=0)
+        if where is None:
+            return values
         return [values[j] for j in where.tolist()] if isinstance(values, list) else values[where]
 
     def _read(self, frames: np.ndarray, keys: Sequence[str]) -> dict[str, Any]:
@@ -341,7 +339,8 @@ class MDTrajBackend(WritableBackend):
             ds = self._share().dataset(name)
             with checked(ds, frames):
                 if name in PER_ATOM.values():
-                    return _take(ds, frames).astype(np.float64) * meta.scales[name]
+                    row_bytes = ds.dtype.itemsize * math.prod(ds.shape[1:])
+                    return take(ds.__getitem__, frames, row_bytes).astype(np.float64) * meta.scales[name]
                 raw = meta.whole[name] = ds[: meta.length]
         return raw[frames].astype(np.float64) * meta.scales[name]
 
@@ -513,22 +512,3 @@ class MDTrajBackend(WritableBackend):
         if not new:
             return data, None
         return data, (topology_json(numbers, {k: v[0] for k, v in topology.items()}), sorted(topology))
-
-
-def _unique(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted unique rows, where each requested row is among them), cheap when already sorted."""
-    if len(idx) == 1 or bool((idx[1:] > idx[:-1]).all()):
-        return idx, np.arange(len(idx))
-    frames, where = np.unique(idx, return_inverse=True)
-    return frames, where
-
-
-def _take(ds: Any, frames: np.ndarray) -> np.ndarray:
-    """Rows ``frames`` (sorted, unique) of an HDF5 dataset: one hyperslab when that is cheap."""
-    lo, hi = int(frames[0]), int(frames[-1]) + 1
-    if hi - lo == len(frames):
-        return np.asarray(ds[lo:hi])
-    row_bytes = ds.dtype.itemsize * math.prod(ds.shape[1:])
-    if (hi - lo) * row_bytes <= _SLAB_BYTES or hi - lo <= 2 * len(frames):
-        return np.asarray(ds[lo:hi])[frames - lo]
-    return np.asarray(ds[frames])

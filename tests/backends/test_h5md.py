@@ -175,7 +175,7 @@ def test_refused_write_leaves_file_untouched(tmp_path: Path) -> None:
     before = (path.read_bytes(), path.stat().st_mtime_ns)
     bad = make_frames("ethanol")[2]
     bad.info["index"] = "two"  # stored as int
-    with pytest.raises(InvalidDataError, match=r"'info.index' stores scalars.*got a value of type str"):
+    with pytest.raises(InvalidDataError, match=r"'info.index' stores Python/numpy scalars.*type str"):
         ASEIO(path).extend([frames[2], bad])
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
 

@@ -128,7 +128,7 @@ Version history
 Modules
 -------
 ``_backend`` (the backend class), ``_plan`` (what to read, stored values to rows), ``_foreign``
-(other programs' files), ``_units``, ``_check`` (``check()`` and the H5MD version), ``_columns``
+(other programs' files), ``_units``, ``_check`` (``check()`` and the H5MD version), ``_table``
 (the column table, values checked and encoded), ``_writer`` (the write session), ``_zarrmd``
 (the read-only Zarr v2 view).
 """

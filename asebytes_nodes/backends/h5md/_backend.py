@@ -8,7 +8,7 @@ import copy
 import os
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +18,6 @@ import numpy as np
 from ase.data import atomic_masses
 
 from ... import __version__
-from ...codec import type_code_dtype
 from ...errors import (
     ASEBytesError,
     InvalidDataError,
@@ -28,12 +27,12 @@ from ...errors import (
     UnsupportedOperationError,
 )
 from ...registry import builtin
-from ...rows import expand_rows, gc_paused
+from ...rows import gc_paused
 from .._base import MISSING, ColumnInfo, WritableBackend, check_group_name, path_of
+from .._columns import Column, expand_rows, first_value, sorted_unique
 from .._hdf5_files import SharedFile, acquire, open_hdf5, release
 from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, reading, store_lock, unseal
 from ._check import check_version, conformance, invariants
-from ._columns import encode_batch, n_atoms
 from ._foreign import foreign_plan
 from ._plan import (
     CREATOR,
@@ -48,9 +47,9 @@ from ._plan import (
     is_group,
     own_plan,
     particle_groups,
-    sorted_unique,
     take,
 )
+from ._table import encode_batch, n_atoms
 from ._writer import VELOCITY_SOURCES, velocities, write
 from ._zarrmd import is_zarr_dir, open_zarr
 
@@ -290,17 +289,12 @@ class H5MDBackend(WritableBackend):
             plan = self._plan
         if plan.table is None:
             return super().schema()
-        out = {}
-        for key in sorted(plan.cols):
-            spec = plan.table["columns"][key]
-            kind = spec["kind"]
-            if kind in ("object", "string"):
-                out[key] = ColumnInfo("object" if kind == "object" else "str", (), False)
-            else:
-                shape = tuple(spec["shape"])
-                dtype = str(type_code_dtype(spec["type"]) if kind == "scalar" else np.dtype(spec["dtype"]))
-                out[key] = ColumnInfo(dtype, (-1, *shape) if kind == "atom" else shape, kind == "atom")
-        return out
+        columns = plan.table["columns"]
+        return {key: Column.of(columns[key]).info(key, self._sampler(key)) for key in sorted(plan.cols)}
+
+    def _sampler(self, key: str) -> Callable[[], Any]:
+        """The first stored value of ``key``, read when asked (what an object column's schema shows)."""
+        return lambda: first_value(lambda rows: self.read_column(key, rows), len(self))
 
     def key_counts(self) -> dict[str, int]:
         with self._reading():
@@ -367,10 +361,6 @@ class H5MDBackend(WritableBackend):
                 for row, value in zip(rows, self._column(col, frames, sizes), strict=True):
                     if value is not MISSING:
                         row[key] = value
-            if where is None:
-                return rows
-            if len(frames) == len(idx):
-                return [rows[j] for j in where.tolist()]
             return expand_rows(rows, where)
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
@@ -418,7 +408,7 @@ class H5MDBackend(WritableBackend):
         """Values of ``col`` at sorted unique ``frames``, MISSING where a frame lacks it."""
         present = self._present(col, frames)
         if col.width is not None and sizes is not None:  # frames with more particles lack it
-            fits = sizes <= col.width if sizes.ndim == 1 else ~sizes[:, col.width :].any(axis=1)
+            fits = np.asarray(sizes <= col.width if sizes.ndim == 1 else ~sizes[:, col.width :].any(axis=1))
             present = fits if present is None else present & fits
             sizes = sizes if sizes.ndim == 1 else sizes[:, : col.width]
         picked = frames if present is None else frames[present]

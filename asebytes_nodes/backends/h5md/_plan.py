@@ -33,7 +33,6 @@ __all__ = [
     "is_group",
     "own_plan",
     "particle_groups",
-    "sorted_unique",
     "take",
     "timed",
 ]
@@ -193,14 +192,6 @@ def _split(arr: np.ndarray, sizes: np.ndarray | None) -> list[np.ndarray]:
 
 
 # -- rows of datasets ---------------------------------------------------------------------------
-def sorted_unique(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(sorted unique rows, where each index is among them); None when ``idx`` is already so."""
-    if len(idx) < 2 or bool((idx[1:] > idx[:-1]).all()):
-        return idx, None
-    frames, where = np.unique(idx, return_inverse=True)
-    return frames, where
-
-
 def take(ds: Any, rows: np.ndarray) -> Any:
     """Rows ``rows`` of a dataset: one slab read when they are dense, else a selection."""
     rows = np.asarray(rows, np.int64)

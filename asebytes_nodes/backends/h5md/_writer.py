@@ -1,5 +1,5 @@
 """Writing our H5MD stores: one write session creates, grows and fills the datasets of a
-:class:`~._columns.Batch` inside the undo journal of :mod:`.._hdf5_journal`, and publishes the
+:class:`~._table.Batch` inside the undo journal of :mod:`.._hdf5_journal`, and publishes the
 column table last."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from ase.data import atomic_masses
 from ... import __version__
 from .._hdf5_files import SharedFile
 from .._hdf5_journal import CHECKSUM, estimate, seal
-from ._columns import Batch, fill, storage_dtype
 from ._plan import CREATOR, ORIGIN, PRIVATE, TABLE, take
+from ._table import Batch, fill, storage_dtype
 from ._units import UNITS, VELOCITY_UNIT
 
 __all__ = ["VELOCITY_SOURCES", "velocities", "write"]

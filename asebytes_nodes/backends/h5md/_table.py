@@ -1,11 +1,11 @@
-"""The column table of our H5MD stores: where a new key goes and how it is typed (inferred from
-the values it first arrives with), and the checked, padded arrays a write puts in its datasets.
-A column holds one type exactly: values that do not fit are refused, never converted."""
+"""The column table of our H5MD stores: where a new key goes, how it is typed (the shared column
+model of :mod:`.._columns`, with what HDF5 keeps typed), and the checked, padded arrays a write
+puts in its datasets. A column holds one type exactly: values that do not fit are refused, never
+converted."""
 
 from __future__ import annotations
 
 import copy
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,18 +13,20 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ...codec import encode_value, scalar_type_code, type_code_dtype
-from ...errors import InvalidDataError, SerializationError
-from ...validation import PER_ATOM_CALC
-from .._base import MISSING
+from ...codec import encode_value
+from ...errors import SerializationError
+from .._columns import Column, Typed, check, infer, type_code_dtype
+from .._keys import MISSING
 from ._plan import FORMAT_NAME, FORMAT_VERSION, PRIVATE
 
 __all__ = ["Batch", "encode_batch", "fill", "n_atoms", "storage_dtype"]
 
-_NUMERIC = frozenset("biuf")
+# What HDF5 keeps typed here: no complex numbers; 0-d arrays and NUL-holding strings are encoded
+# (a dataset row would read back as a numpy scalar; variable-length strings end at a NUL);
+# big-endian arrays keep their byte order.
+_TYPED = Typed(kinds="biuf", strings=True, zero_d=False, any_byte_order=True)
 _VLEN_BYTES = h5py.vlen_dtype(np.dtype(np.uint8))
 _EMPTY_BLOB = np.zeros(0, np.uint8)
-_DTYPE, _SHAPE = operator.attrgetter("dtype"), operator.attrgetter("shape")
 
 # Where keys with a standard place go; everything else goes by kind and name.
 _PLACES: dict[str, tuple[str, str]] = {
@@ -151,12 +153,13 @@ def new_spec(
     key: str, values: list[Any], present: np.ndarray, counts: np.ndarray, table: dict[str, Any], group: str
 ) -> dict[str, Any]:
     """How a new column is stored, from the values it first arrives with."""
-    kind, dtype, shape, code = _infer(key, _given(values, present), counts[present])
-    cid = f"c{table['next']}"
+    column = infer(key, _given(values, present), counts[present], _TYPED)
+    kind, cid = column.kind, f"c{table['next']}"
     table["next"] += 1
-    spec: dict[str, Any] = {"id": cid, "kind": kind, "dtype": dtype, "shape": shape, "count": 0}
-    if code is not None:
-        spec["type"] = code
+    spec: dict[str, Any] = {"id": cid, "kind": kind, "dtype": column.dtype, "shape": list(column.shape)}
+    spec["count"] = 0  # the table's JSON keeps this key order
+    if column.code is not None:
+        spec["type"] = column.code
     if kind == "object":
         spec["path"] = f"{PRIVATE}/{group}/encoded/{cid}"
         return spec
@@ -176,36 +179,6 @@ def new_spec(
 
 def _given(values: list[Any], present: np.ndarray) -> list[Any]:
     return values if present.all() else [v for v in values if v is not MISSING]
-
-
-def _infer(key: str, given: list[Any], counts: np.ndarray) -> tuple[str, str, list[int], str | None]:
-    """(kind, dtype, per-row shape, scalar type code) of a new column from its values (``counts``:
-    atom counts of their frames).
-
-    Values HDF5 cannot hold exactly in a typed dataset go to an encoded (object) column: 0-d
-    arrays (a dataset row would read back as a numpy scalar), zero-length axes in a row (HDF5
-    chunks cannot be empty) and strings with NUL characters (variable-length HDF5 strings end at
-    the first NUL).
-    """
-    per_atom = key.startswith("arrays.") or (key.startswith("calc.") and key[5:] in PER_ATOM_CALC)
-    if given and set(map(type, given)) == {np.ndarray}:
-        dtypes = set(map(_DTYPE, given))
-        shapes = list(map(_SHAPE, given))
-        tails = {shape[1:] if per_atom else shape for shape in shapes}
-        if len(dtypes) == 1 and len(tails) == 1 and (dtype := dtypes.pop()).kind in _NUMERIC:
-            tail = list(tails.pop())
-            if not per_atom and tail and 0 not in tail:
-                return "frame", dtype.str, tail, None
-            lengths = [shape[0] if shape else -1 for shape in shapes]
-            if per_atom and 0 not in tail and lengths == counts.tolist():
-                return "atom", dtype.str, tail, None
-    if given and not per_atom:
-        code = scalar_type_code(given)
-        if code is not None and type_code_dtype(code).kind in _NUMERIC:
-            return "scalar", type_code_dtype(code).str, [], code
-        if set(map(type, given)) == {str} and not any("\x00" in v for v in given):
-            return "string", "str", [], None
-    return "object", "object", [], None
 
 
 def labels(at: np.ndarray, n0: int) -> Callable[[int], str]:
@@ -237,26 +210,16 @@ def encode(
             except SerializationError as exc:
                 raise SerializationError(f"{label(j)}: key {key!r}: {exc}; nothing was written") from exc
         return blobs
+    if kind in ("string", "scalar") or not fresh:
+        check(key, Column.of(spec), values, counts, label)  # exact types only: never convert
     if kind == "string":
-        if not set(map(type, given)) <= {str} or any("\x00" in v for v in given):
-            j = next(
-                j for j, v in enumerate(values) if v is not MISSING and (type(v) is not str or "\0" in v)
-            )
-            got = "a string with a NUL character" if type(values[j]) is str else type(values[j]).__name__
-            raise _conflict(key, spec, got, label(j))
         return np.array([v if v is not MISSING else "" for v in values], dtype=object)
     dtype = storage_dtype(spec, table)
     if kind == "scalar":
-        if given and scalar_type_code(given) != spec["type"]:  # exact types only: never convert
-            code = spec["type"]
-            j = next(j for j, v in enumerate(values) if v is not MISSING and scalar_type_code([v]) != code)
-            raise _conflict(key, spec, f"a value of type {type(values[j]).__name__}", label(j))
         data = np.full(n, fill(dtype), dtype)
         data[present] = given
         return data
     tail = tuple(spec["shape"])
-    if not fresh:
-        _check_arrays(key, spec, given, counts[present], lambda j: label(int(np.flatnonzero(present)[j])))
     if kind == "frame" and present.all():
         return np.array(given, dtype) if given else np.zeros((0, *tail), dtype)
     if kind == "frame":
@@ -271,45 +234,3 @@ def encode(
     if given:
         data[(np.arange(width) < counts[:, None]) & present[:, None]] = np.concatenate(given)
     return data
-
-
-def _check_arrays(
-    key: str, spec: dict[str, Any], given: list[Any], counts: np.ndarray, label: Callable[[int], str]
-) -> None:
-    """Refuse arrays of another dtype or shape than the column's (whole passes over the values;
-    the culprit is looked for only on failure)."""
-    stored, tail = np.dtype(spec["dtype"]), tuple(spec["shape"])
-    fits = set(map(type, given)) <= {np.ndarray} and set(map(_DTYPE, given)) <= {stored}
-    if fits:
-        shapes = list(map(_SHAPE, given))
-        if spec["kind"] == "atom":
-            fits = {s[1:] for s in shapes} <= {tail} and [
-                s[0] if s else -1 for s in shapes
-            ] == counts.tolist()
-        else:
-            fits = set(shapes) <= {tail}
-    if fits:
-        return
-    expected = [(c, *tail) for c in counts.tolist()] if spec["kind"] == "atom" else [tail] * len(given)
-    j = next(
-        j
-        for j, (v, shape) in enumerate(zip(given, expected, strict=True))
-        if type(v) is not np.ndarray or v.dtype != stored or v.shape != shape
-    )
-    bad = given[j]
-    what = f"dtype {bad.dtype}, shape {bad.shape}" if isinstance(bad, np.ndarray) else type(bad).__name__
-    raise _conflict(key, spec, what, label(j))
-
-
-def _conflict(key: str, spec: dict[str, Any], got: str, where: str) -> InvalidDataError:
-    stored = {
-        "scalar": f"scalars of type code {spec.get('type')!r}",
-        "string": "strings",
-        "frame": f"arrays of dtype {spec['dtype']} and shape {tuple(spec['shape'])}",
-        "atom": f"per-atom arrays of dtype {spec['dtype']} and shape (n_atoms, "
-        f"{', '.join(map(str, spec['shape']))})",
-    }[spec["kind"]]
-    return InvalidDataError(
-        f"{where}: column {key!r} stores {stored}, but got {got}; nothing was written. An H5MD column "
-        "holds one type: convert the value to the stored type, or use another key"
-    )
