@@ -173,3 +173,13 @@ def test_shard_bytes_sizes_shards_from_the_rows(tmp_path: Path) -> None:
     assert cap == 20_000 // (
         len(encode_row(atoms_to_dict(frames[0]))) + 64
     )  # encoded size + per-row overhead
+
+
+def test_at_most_max_open_shards_stay_open(tmp_path: Path) -> None:
+    frames = make_frames("ethanol") * 12
+    ShardedStore(tmp_path / "ds").seed(frames)
+    db = ASEIO(ShardedBackend(tmp_path / "ds", readonly=True, max_open=2))
+    order = np.random.default_rng(0).permutation(len(frames))
+    energies = db[order]["calc.energy"].to_numpy()
+    assert energies.tolist() == [frames[i].get_potential_energy() for i in order]
+    assert sum(h is not None for h in db.backend._handles) <= 2

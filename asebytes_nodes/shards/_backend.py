@@ -78,6 +78,9 @@ class ShardedBackend(ConcatBackend, WritableBackend):
         row count from the first rows written); for a new dataset.
     shard_options
         Options for the shard backend's constructor when writing shards.
+    max_open
+        Most shards kept open at once (default 64): shuffled reads over thousands of shards
+        would otherwise exhaust the process's file descriptors.
     lock_timeout
         Seconds a write waits for another writer of the dataset.
     """
@@ -94,8 +97,10 @@ class ShardedBackend(ConcatBackend, WritableBackend):
         shard_bytes: int | None = None,
         shard_options: dict[str, Any] | None = None,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        max_open: int = 64,
     ) -> None:
         self._folder = path_of(os.fspath(target))
+        self.max_open = max(1, max_open)
         self.readonly = readonly
         self._settings = {
             "shard_backend": shard_backend,
@@ -103,6 +108,7 @@ class ShardedBackend(ConcatBackend, WritableBackend):
             "shard_bytes": shard_bytes,
             "shard_options": shard_options,
             "lock_timeout": lock_timeout,
+            "max_open": max_open,
         }
         self._shard_bytes = shard_bytes or DEFAULT_SHARD_BYTES
         self._shard_options = dict(shard_options or {})

@@ -35,6 +35,8 @@ class ConcatBackend(ReadableBackend):
     """
 
     name: ClassVar[str] = "concat"
+    #: Most parts kept open at once (None: no limit); the least recently used is closed first.
+    max_open: int | None = None
 
     def __init__(self, parts: Sequence[ReadableBackend]) -> None:
         flat: list[ReadableBackend] = []
@@ -45,6 +47,7 @@ class ConcatBackend(ReadableBackend):
     def _set_parts(self, lengths: Sequence[int], openers: Sequence[Callable[[], ReadableBackend]]) -> None:
         self._openers = list(openers)
         self._handles: list[ReadableBackend | None] = [None] * len(openers)
+        self._recent: dict[int, None] = {}  # open parts, least recently used first
         self._starts = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(np.asarray(lengths, dtype=np.int64), out=self._starts[1:])
 
@@ -54,7 +57,14 @@ class ConcatBackend(ReadableBackend):
     def _part(self, p: int) -> ReadableBackend:
         handle = self._handles[p]
         if handle is None:
+            if self.max_open is not None and len(self._recent) >= self.max_open:
+                oldest = next(iter(self._recent))  # file descriptors and maps are finite
+                self._recent.pop(oldest)
+                self._handles[oldest].close()  # type: ignore[union-attr]
+                self._handles[oldest] = None
             handle = self._handles[p] = self._openers[p]()
+        self._recent.pop(p, None)
+        self._recent[p] = None
         return handle
 
     def _locate(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,6 +166,7 @@ class ConcatBackend(ReadableBackend):
             if handle is not None:
                 handle.close()
                 self._handles[p] = None  # an opener reopens it (or hands back the given instance)
+        self._recent.clear()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"parts": self._parts()}  # each part pickles itself (file stores by path)
