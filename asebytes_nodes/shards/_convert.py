@@ -181,15 +181,15 @@ def convert_sharded(
     final = path_of(os.fspath(target))
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final}: already exists; pass overwrite=True (--overwrite) to replace it")
-    work = final.with_name(f".{final.name}.partial")
-    work.mkdir(parents=True, exist_ok=True)
     opened = not isinstance(source, ReadableBackend) and not hasattr(source, "backend")
     src: ReadableBackend = (
         open_backend(source, readonly=True, **(source_options or {}))
         if opened
         else getattr(source, "backend", source)
     )
+    work = final.with_name(f".{final.name}.partial")
     try:
+        work.mkdir(parents=True, exist_ok=True)
         with WriterLock(work, store=str(final), timeout=0).exclusive():
             for item in work.iterdir():
                 if item.name.startswith(TEMP_PREFIX):
