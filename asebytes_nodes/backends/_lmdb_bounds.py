@@ -34,8 +34,10 @@ from ._lmdb_blocks import describe_key
 __all__ = ["BoundedTxn"]
 
 _NODE = struct.Struct("=HHHH")  # mn_lo, mn_hi, mn_flags, mn_ksize (native order, as LMDB writes)
-_PGNO = struct.Struct("=Q")
-_BIGDATA = 1
+_U64_AT = ctypes.c_uint64.from_address  # the node header (or a page number) as one native integer
+_LITTLE = sys.byteorder == "little"
+# mn_flags is the third u16 of the header: bits 32-47 of that integer on little-endian hosts
+_BIGDATA_BIT = 1 << 32 if sys.byteorder == "little" else 1 << 16  # F_BIGDATA = 1
 _PAGE_HEADER = 16
 _U8 = np.dtype(np.uint8)
 
@@ -103,22 +105,30 @@ class BoundedTxn:
             self._cursor = cursor = self._txn.cursor(db=self._db)
         if not cursor.set_key(key):
             return None
-        where = _address(cursor.key())
-        lo, hi, flags, ksize = _NODE.unpack(ctypes.string_at(where - _NODE.size, _NODE.size))
-        if flags & _BIGDATA:
-            page = _PGNO.unpack(ctypes.string_at(where + ksize, _PGNO.size))[0] * self._psize
-            end = page + _PAGE_HEADER + (lo | hi << 16)
-            if end > self._size[0]:
-                self._size[0] = size = os.stat(self._path).st_size
-                # a page at or past the end is one this write transaction allocated (in memory)
-                if page < size < end:
-                    raise StoreCorruptedError(
-                        f"{self._path}: {describe_key(key)} claims {lo | hi << 16} bytes "
-                        f"from offset {page + _PAGE_HEADER}, past the end of the file ({size} "
-                        "bytes): the file is damaged; restore it from a copy, or run "
-                        "`asebytes check` to list every damaged row"
-                    )
+        found = cursor.key()  # kept alive while its address is read
+        where = _address(found)
+        node = _U64_AT(where - _NODE.size).value
+        if node & _BIGDATA_BIT:
+            if _LITTLE:
+                size, ksize = node & 0xFFFFFFFF, node >> 48  # (mn_hi << 16 | mn_lo), mn_ksize
+            else:
+                lo, hi, _, ksize = _NODE.unpack(node.to_bytes(8, sys.byteorder))
+                size = lo | hi << 16
+            page = _U64_AT(where + ksize).value * self._psize
+            if page + _PAGE_HEADER + size > self._size[0]:
+                self._refuse_past_end(key, page, size)
         return cursor.value()
+
+    def _refuse_past_end(self, key: bytes, page: int, size: int) -> None:
+        """Raise unless the file grew (another process wrote) or the page is a new one."""
+        self._size[0] = known = os.stat(self._path).st_size
+        # a page at or past the end is one this write transaction allocated (in memory)
+        if page < known < page + _PAGE_HEADER + size:
+            raise StoreCorruptedError(
+                f"{self._path}: {describe_key(key)} claims {size} bytes from offset "
+                f"{page + _PAGE_HEADER}, past the end of the file ({known} bytes): the file is "
+                "damaged; restore it from a copy, or run `asebytes check` to list every damaged row"
+            )
 
     def small(self, key: bytes) -> Any:
         """The value of a record the layout keeps small (a few bytes: ``m:length``), without
