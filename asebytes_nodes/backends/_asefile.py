@@ -103,7 +103,7 @@ from ..progress import progress
 from ..registry import builtin
 from ..rows import atoms_to_dict, copy_row, gc_paused
 from ._base import ReadableBackend, path_of
-from ._xyzcomment import comment_rows, comment_signature, fast_keys, species_numbers
+from ._xyzcomment import Parsed, comment_rows, comment_signature, fast_keys, parse_comment, species_numbers
 from ._xyzindex import build_index, cache_dir, check_stream
 
 __all__ = ["UNSAFE_FORMATS", "ASEFileBackend", "sniff"]
@@ -123,6 +123,8 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # at byte 0, 512, 1024, 2048 ... (after 
 Indices = Sequence[int] | np.ndarray
 _READ_BLOCK = 1 << 24  # most bytes read in one system call for consecutive extxyz frames
 _KEYS_BATCH = 4096  # frames whose signatures keys() reads at once
+_RECENT = 4096  # parsed comment lines kept (info reads several columns of the same frames)
+_UNSEEN: Any = object()
 
 
 def sniff(path: Path) -> bool:
@@ -257,6 +259,7 @@ class _ExtxyzFrames(_Frames):
 
     def __init__(self, path: Path, index_cache: bool | str | os.PathLike[str]) -> None:
         self._path = path
+        self._recent: dict[int, Parsed] = {}  # parsed comment lines of the frames read last
         self._fd = os.open(path, os.O_RDONLY)
         try:
             self._table = build_index(self._fd, os.fspath(path), cache_dir(index_cache))
@@ -308,6 +311,20 @@ class _ExtxyzFrames(_Frames):
         except UnicodeDecodeError as exc:
             raise self._corrupt(i, "an extxyz comment line", exc) from exc
 
+    def _parsed(self, i: int, blob: bytes, start: int, stop: int) -> Parsed:
+        """Frame ``i``'s parsed comment line, kept for the next column read of the same frames."""
+        parsed = self._recent.get(i, _UNSEEN)
+        if parsed is _UNSEEN:
+            comment = self._comment(i, blob, start, stop)
+            try:
+                parsed = parse_comment(comment)
+            except Exception as exc:  # ASE raises many types on malformed text
+                raise self._corrupt(i, "an extxyz comment line", exc) from exc
+            if len(self._recent) >= _RECENT:
+                self._recent = {}
+            self._recent[i] = parsed
+        return parsed
+
     def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
         idx = np.asarray(indices, dtype=np.int64)
         found: list[dict[str, Any]] = [{}] * len(idx)
@@ -328,13 +345,13 @@ class _ExtxyzFrames(_Frames):
         found: list[dict[str, Any]],
     ) -> list[tuple[int, int, int, int]]:
         """Fill ``found`` from comment lines (and species tokens); the frames left for the full reader."""
-        comments = [self._comment(i, blob, start, stop) for _, i, start, stop in group]
+        parsed = [self._parsed(i, blob, start, stop) for _, i, start, stop in group]
         try:
-            rows, whole, species = comment_rows(comments, keys)
+            rows, whole, species = comment_rows(parsed, keys)
         except Exception:  # ASE raises many types on malformed values: find the frame
-            for (_, i, _, _), comment in zip(group, comments, strict=True):
+            for (_, i, _, _), one in zip(group, parsed, strict=True):
                 try:
-                    comment_rows([comment], keys)
+                    comment_rows([one], keys)
                 except Exception as exc:
                     raise self._corrupt(i, "an extxyz comment line", exc) from exc
             raise

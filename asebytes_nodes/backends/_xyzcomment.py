@@ -37,7 +37,7 @@ from ase.io.extxyz import (
 
 from ._base import MISSING
 
-__all__ = ["comment_rows", "comment_signature", "fast_keys", "species_numbers"]
+__all__ = ["Parsed", "comment_rows", "comment_signature", "fast_keys", "parse_comment", "species_numbers"]
 
 # A comment line of plain ``key``, ``key=value``, ``key="quoted value"`` tokens (no escapes,
 # no quoted keys): for these, ASE's character-by-character parser finds exactly these keys
@@ -173,23 +173,33 @@ def _properties(pairs: dict[str, Any], raw: bool) -> str:
     return str(value)
 
 
-def comment_rows(
-    comments: Sequence[str | None], keys: Sequence[str]
-) -> tuple[list[dict[str, Any]], list[int], list[int]]:
-    """Rows restricted to ``keys`` (without ``arrays.numbers``) from stripped comment lines.
+#: A parsed comment line: (key -> value, raw values?); None for a frame the full reader reads.
+Parsed = tuple[dict[str, Any], bool] | None
 
-    Returns the rows, the positions whose frames need the full reader (``None`` comments:
-    VEC lines; a per-frame result also named as a column), and the positions whose
+
+def parse_comment(comment: str | None) -> Parsed:
+    """The keys and values of a stripped comment line (None stays None: VEC lines follow).
+    Raises what ASE raises on a malformed line."""
+    return None if comment is None else _pairs(comment)
+
+
+def comment_rows(
+    parsed: Sequence[Parsed], keys: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+    """Rows restricted to ``keys`` (without ``arrays.numbers``) from parsed comment lines.
+
+    Returns the rows, the positions whose frames need the full reader (``None``: VEC
+    lines; a per-frame result also named as a column), and the positions whose
     ``arrays.numbers`` may come from :func:`species_numbers`.
     Raises what ASE raises on a malformed value.
     """
-    frames = [_pairs(c) if c is not None else ({}, False) for c in comments]
-    whole = [j for j, c in enumerate(comments) if c is None]
+    frames = [({}, False) if p is None else p for p in parsed]
+    whole = [j for j, p in enumerate(parsed) if p is None]
     species: list[int] = []
     calc = [key[5:] for key in keys if key.startswith("calc.")]
     if calc or "arrays.numbers" in keys:
         for j, (pairs, raw) in enumerate(frames):
-            if comments[j] is None:
+            if parsed[j] is None:
                 continue
             columns, species_first = _property_names(_properties(pairs, raw))
             if any(name in columns for name in calc):

@@ -18,7 +18,7 @@ from ase.io.extxyz import _read_xyz_frame
 from asebytes_nodes import ASEIO, StoreCorruptedError
 from asebytes_nodes.backends import _xyzindex
 from asebytes_nodes.backends._asefile import ASEFileBackend
-from asebytes_nodes.backends._xyzcomment import comment_rows, fast_keys
+from asebytes_nodes.backends._xyzcomment import comment_rows, fast_keys, parse_comment
 from asebytes_nodes.rows import atoms_to_dict
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "extxyz"
@@ -126,9 +126,9 @@ def test_random_comment_lines_parse_as_ase_parses_them() -> None:
             want = atoms_to_dict(_read_xyz_frame(iter([line]), 0))
         except Exception:
             with pytest.raises(Exception):  # noqa: B017 - ASE raises several types
-                comment_rows([line.strip()], keys)
+                comment_rows([parse_comment(line.strip())], keys)
             continue
-        [got], whole, _ = comment_rows([line.strip()], keys)
+        [got], whole, _ = comment_rows([parse_comment(line.strip())], keys)
         want = {k: v for k, v in want.items() if k in keys}
         assert not whole and set(got) == set(want), line
         assert all(same(want[k], got[k]) for k in want), line
