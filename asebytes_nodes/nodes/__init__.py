@@ -17,7 +17,7 @@ _LAZY = {
     "Convert": ".convert",
     "Subset": ".subset",
     "Split": ".split",
-    "Part": ".split",
+    "Part": ".part",
     "Benchmark": ".benchmark",
     "BenchmarkConfig": "._config",
     "CacheConfig": "._config",
@@ -83,7 +83,8 @@ if TYPE_CHECKING:
     from .cache import Cache
     from .convert import Convert
     from .load import Load
-    from .split import Part, Split
+    from .part import Part
+    from .split import Split
     from .subset import Subset
 
 

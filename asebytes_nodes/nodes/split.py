@@ -1,8 +1,9 @@
-"""The Split and Part nodes: one seeded split computed once, and its parts as nodes of their own.
+"""The Split node: one seeded split into named parts, computed once.
 
-Split writes every part's row numbers to one ``split.json``; each Part reads its part from
-there. The parts are disjoint by construction: a parameter of the split (seed, fractions,
-filters) moves all of them, since every Part depends on the Split's output.
+Split writes every part's row numbers to one ``split.json``; each
+:class:`~asebytes_nodes.nodes.Part` reads its part from there. The parts are disjoint by
+construction: a parameter of the split (seed, fractions, filters) moves all of them, since
+every Part depends on the Split's output.
 """
 
 from __future__ import annotations
@@ -14,21 +15,19 @@ from typing import Any
 import numpy as np
 import zntrack
 
-from ..io import ASEIO
-from ._config import PartConfig, SplitConfig
+from ._config import SplitConfig
 from ._node import ConfiguredNode
 from ._ops import as_aseio, fingerprint
 from ._select import split_rows
-from .subset import SelectionNode
 
-__all__ = ["Part", "Split"]
+__all__ = ["Split"]
 
 
 class Split(ConfiguredNode):
     """Rows of ``data.frames`` (indices or slice, then filters) cut into named, disjoint parts.
 
     Outputs ``split.json``: the row numbers of every part and a fingerprint of the upstream
-    data. Read a part through a :class:`Part` node, or directly with :meth:`part`.
+    data. Read a part through a :class:`~asebytes_nodes.nodes.Part` node, or directly with :meth:`part`.
 
     Examples
     --------
@@ -76,40 +75,3 @@ class Split(ConfiguredNode):
         if name not in parts:
             raise KeyError(f"{self.name} has no part {name!r}; its parts are {sorted(parts)}")
         return np.asarray(parts[name], dtype=np.int64)
-
-
-class Part(SelectionNode):
-    """One part of a :class:`Split`, as ``selection.json`` and optionally a store.
-
-    ``split`` is the Split node; ``config.part`` names the part. A part name the split does
-    not have is refused when the graph is built, and again when the stage runs.
-    """
-
-    _model = PartConfig
-
-    split: Any = zntrack.deps()
-
-    def configured(self, config: PartConfig) -> None:
-        fractions = _split_fractions(self.split)
-        if fractions is not None and config.part not in fractions:
-            raise ValueError(
-                f"{self.name}: part {config.part!r} is not one of the split's {sorted(fractions)}"
-            )
-        super().configured(config)
-
-    def upstream(self) -> ASEIO:
-        return as_aseio(self.split.data.frames)
-
-    def run(self) -> None:
-        config: PartConfig = self.settings()
-        try:
-            rows = self.split.part(config.part)
-        except KeyError as exc:
-            raise SystemExit(f"{self.name}: {exc.args[0]}") from exc
-        self.write_selection(self.upstream(), rows, config, digest=self.split.record()["source"])
-
-
-def _split_fractions(split: Any) -> dict[str, float] | None:
-    """The fractions of a Split node being built (None if they cannot be read yet)."""
-    config = getattr(split, "__dict__", {}).get("config")
-    return config.get("fractions") if isinstance(config, dict) else None
