@@ -24,6 +24,9 @@ and its arrays are::
                      kind "object": uint8 (nbytes,)      msgpack values (strings, lists, dicts, ...)
     c<k>/sizes       int64 (frames,)     kind "object" only: bytes of frame i's value
     .asebytes-lock   empty file          the writers' lock (local stores; see below)
+    groups/<name>/   a group of its own  ``ZarrBackend(path, group=name)``: another dataset with
+                                         its own record and arrays, laid out as above (no lock
+                                         file of its own: the store's lock serves every group)
 
 Column names are ids (``c0``, ``c1``...) so keys may hold dots and slashes; an id is
 never reused within a store. Arrays are chunked along their first axis to about
@@ -50,8 +53,11 @@ readable with its committed content, at every moment:
   are copied whole. A changed atom count rewrites per-atom columns from that frame on.
 - The next writer deletes the retired arrays, and in a local store every other array
   and ``*.partial`` file no record names (left by a killed or failed writer); readers
-  never delete anything. (:mod:`._zarr_rewrite` builds replacements, :mod:`._zarr_txn`
-  checks, seals and cleans up after records, :mod:`._zarr_read` guards every read.)
+  never delete anything; the collector looks only at its own dataset's folder (``c<k>``,
+  ``n<k>`` names), so it never touches ``groups/``. (:mod:`._zarr_write` runs writes and
+  commits, :mod:`._zarr_rewrite` builds replacements, :mod:`._zarr_txn` checks, seals and
+  cleans up after records, :mod:`._zarr_read` guards every read, :mod:`._zarr_arrays`
+  reads and writes rows of arrays, :mod:`._zarr_columns` is the column model.)
 
 A kill at any moment therefore leaves every frame at its old or its new version. A full
 disk raises :class:`~asebytes_nodes.errors.DiskFullError`; what the write had made is
@@ -97,6 +103,10 @@ Version history
    record; the atom-count array may be renamed ``n<k>``); the writers' lock file.
    Version-1 stores open and are written in the version-2 way (their arrays keep their
    codec, without chunk checksums; new columns get them); the first commit marks them 2.
+   Later within version 2, with no change to a dataset's own layout: groups
+   (``groups/<name>/``, ignored by writers that predate them) and, on object stores,
+   arrays forked under new names by every ``extend`` with the record replaced
+   conditionally (names the version-2 record already allowed).
 """
 
 from __future__ import annotations
@@ -104,18 +114,26 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..codec import decode_value
-from ..errors import ASEBytesError, DiskFullError, MissingExtraError, StoreCorruptedError, StoreNotFoundError
+from ..errors import (
+    ASEBytesError,
+    DiskFullError,
+    InvalidDataError,
+    MissingExtraError,
+    StoreCorruptedError,
+    StoreNotFoundError,
+)
 from ..registry import builtin
 from ..rows import expand_rows
-from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record
+from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record, check_group_name
+from ._columns import Column, first_value
 from ._safety import DEFAULT_LOCK_TIMEOUT, StoreLock, disk_full, is_disk_full
 from ._zarr_txn import (
     FORMAT_NAME,
@@ -145,6 +163,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LOCK_NAME", "ZarrBackend"]
 
 LOCK_NAME = ".asebytes-lock"
+GROUPS_DIR = "groups"  # ZarrBackend(path, group=name) keeps its dataset in <path>/groups/<name>
+GROUP_DOCUMENT = json.dumps({"attributes": {}, "zarr_format": 3, "node_type": "group"}, indent=2).encode()
 
 
 class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBackend):
@@ -173,12 +193,18 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
     lock_timeout
         Seconds a writer of a local store waits for another writer before
         :class:`~asebytes_nodes.errors.StoreLockedError`.
+    group
+        A dataset of its own in the store (``groups/<group>``: own record, length, keys and
+        schema); writers of every group of a store share its lock. Default: the store's
+        main dataset. :meth:`list_groups` names the groups.
     """
 
     name: ClassVar[str] = "zarr"
     extensions: ClassVar[tuple[str, ...]] = builtin("zarr").extensions
     schemes: ClassVar[tuple[str, ...]] = builtin("zarr").schemes
     supports_drop_keys: ClassVar[bool] = True
+    supports_groups: ClassVar[bool] = True
+    side_suffixes: ClassVar[tuple[str, ...]] = ()  # the lock file lives inside the store
     read_batch_size: ClassVar[int] = 16384
 
     def __init__(
@@ -195,8 +221,11 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         shard_bytes: int = 32 << 20,
         cache_bytes: int = 64 << 20,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        group: str | None = None,
     ) -> None:
-        self._target = os.fspath(target)
+        self._root = os.fspath(target)
+        self._group_name = None if group is None else check_group_name(self._root, group)
+        self._target = self._root if group is None else f"{self._root.rstrip('/')}/{GROUPS_DIR}/{group}"
         self._cache_limit = cache_bytes
         self._remote = "://" in self._target
         self.readonly = readonly
@@ -214,8 +243,8 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         self._direct = None if self._remote else chunk_codec(compressor, clevel)
         self._lock_timeout = lock_timeout
         # writers hold it exclusively; readers only ever wait on it shared, and never create it
-        where = Path(self._target) / LOCK_NAME
-        lock = StoreLock(where, store=self._target, timeout=lock_timeout, clear=True)
+        where = Path(self._root) / LOCK_NAME  # one lock for every group of the store
+        lock = StoreLock(where, store=self._root, timeout=lock_timeout, clear=True)
         self._lock = None if self._remote else lock
         self._next_id = 0
         self._created: list[str] = []
@@ -238,8 +267,12 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._deferred: list[Any] | None = None
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
+        if self._group_name is not None and not self._remote:  # a planted link leads nowhere else
+            check_inside(Path(self._root), [f"{GROUPS_DIR}/{self._group_name}"])
         if not self._remote and self.readonly and not Path(self._target).exists():
-            raise StoreNotFoundError(f"{self._target}: no such Zarr store (opened read-only)")
+            raise self._not_found("opened read-only")
+        if self._group_name is not None and not self.readonly:
+            self._make_parents()
         fresh = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
         fresh = seal({**fresh, "generation": 0, "n_atoms": "n_atoms", "next_id": 0, "retired": []})
         try:
@@ -247,12 +280,12 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
                 create_group(self._target, self._storage_options, {RECORD_ATTR: fresh})
             self._group = zarr.open_group(self._target, mode="r" if self.readonly else "a", **kwargs)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-            raise StoreNotFoundError(f"{self._target}: no such Zarr store ({exc})") from exc
+            raise self._not_found(str(exc)) from exc
         except (ValueError, zarr.errors.ContainsArrayError, zarr.errors.MetadataValidationError) as exc:
             raise StoreCorruptedError(f"{self._target}: cannot open as a Zarr group ({exc})") from exc
         meta: Any = self._group.attrs.asdict().get(RECORD_ATTR)
         if meta is None:
-            if any(True for _ in self._group.keys()):
+            if any(name != GROUPS_DIR for name in self._group.keys()):
                 raise StoreCorruptedError(
                     f"{self._target}: a Zarr group, but not an asebytes-nodes store "
                     f"(no {RECORD_ATTR!r} attribute)"
@@ -269,6 +302,52 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         else:
             self._check(meta)
         self._meta: dict[str, Any] = meta
+
+    def _not_found(self, why: str) -> StoreNotFoundError:
+        if self._group_name is None:
+            return StoreNotFoundError(f"{self._target}: no such Zarr store ({why})")
+        known = [] if self._remote else self.list_groups(self._root)
+        return StoreNotFoundError(
+            f"{self._root}: no group {self._group_name!r} in this Zarr store ({why}); its groups: "
+            f"{known}. Open it writable to create the group, or pick one of those"
+        )
+
+    def _make_parents(self) -> None:
+        """Group documents for the store and its ``groups`` folder, where missing (never over
+        an existing one: local stores create them exclusively, S3 conditionally)."""
+        for where in (self._root, f"{self._root.rstrip('/')}/{GROUPS_DIR}"):
+            if self._remote:
+                create_group(where, self._storage_options, {})
+                continue
+            Path(where).mkdir(parents=True, exist_ok=True)
+            with suppress(FileExistsError), open(Path(where) / "zarr.json", "xb") as doc:
+                doc.write(GROUP_DOCUMENT)
+
+    @classmethod
+    def list_groups(cls, target: str | os.PathLike[str]) -> list[str]:
+        """Names of the datasets in ``groups/`` of the store at ``target``, sorted."""
+        target = os.fspath(target)
+        if "://" in target:
+            try:
+                found = zarr.open_group(f"{target.rstrip('/')}/{GROUPS_DIR}", mode="r").group_keys()
+            except (OSError, zarr.errors.BaseZarrError):
+                return []
+            return sorted(name for name in found if _is_group_name(name))
+        folder = Path(target) / GROUPS_DIR
+        if not folder.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in os.scandir(folder)
+            if _is_group_name(entry.name)
+            and entry.is_dir(follow_symlinks=False)
+            and (folder / entry.name / "zarr.json").is_file()
+        )
+
+    def cache_record(self) -> dict[str, Any]:
+        """Inherited, plus the group when one was asked for."""
+        record = super().cache_record()
+        return record if self._group_name is None else {**record, "group": self._group_name}
 
     def _check(self, meta: Any) -> None:
         """Refuse a record of another format or version, damaged, or naming foreign paths."""
@@ -310,7 +389,8 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
 
     def __getstate__(self) -> dict[str, Any]:
         return {
-            "target": self._target,
+            "target": self._root,
+            "group": self._group_name,
             "readonly": self.readonly,
             "storage_options": self._storage_options,
             "layout": self._layout,
@@ -325,6 +405,7 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
             storage_options=state["storage_options"],
             cache_bytes=state["cache_bytes"],
             lock_timeout=state.get("lock_timeout", DEFAULT_LOCK_TIMEOUT),
+            group=state.get("group"),
             **state["layout"],
         )
 
@@ -334,7 +415,7 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
 
     @property
     def location(self) -> str:
-        return self._target
+        return self._root
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -351,17 +432,14 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         return {k: self._meta[k] for k in ("format", "version", "generation") if k in self._meta}
 
     def schema(self) -> dict[str, ColumnInfo]:
-        out = {}
-        for key in self.keys():
-            spec = self._meta["columns"][key]
-            if spec["kind"] == "object":
-                out[key] = ColumnInfo(dtype="object", shape=(), per_atom=False)
-            else:
-                shape = tuple(spec["shape"])
-                per_atom = spec["kind"] == "atom"
-                dtype = str(np.dtype(spec["dtype"]))
-                out[key] = ColumnInfo(dtype, (-1, *shape) if per_atom else shape, per_atom)
-        return out
+        """Inherited; an object column is described by its first stored value (the key model of
+        :mod:`._columns`, as every backend)."""
+        n = len(self)
+
+        def sampler(key: str) -> Callable[[], Any]:
+            return lambda: first_value(lambda rows: self.read_column(key, rows), n)
+
+        return {key: Column.of(self._meta["columns"][key]).info(key, sampler(key)) for key in self.keys()}
 
     def columns(self, index: int = 0) -> list[str]:
         return self._guarded(lambda: self._columns(index))  # type: ignore[no-any-return]
@@ -459,3 +537,11 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
             return [np.zeros(shape, dtype) for _ in frames.tolist()]
         offsets = self._atom_offsets()
         return [np.zeros((int(offsets[i + 1] - offsets[i]), *shape), dtype) for i in frames.tolist()]
+
+
+def _is_group_name(name: str) -> bool:
+    try:
+        check_group_name("", name)
+    except InvalidDataError:
+        return False
+    return True
