@@ -19,7 +19,8 @@ What is covered
 * ``db[i] = atoms`` (a different atom count) and ``db.update(i, info=...)``;
 * pickling reopens the same remote store, in this process and in a spawned one;
 * ``readonly=True`` on a missing remote path (or a missing bucket) raises
-  StoreNotFoundError.
+  StoreNotFoundError;
+* a group written before the main dataset, both read back; a missing group read-only.
 """
 
 from __future__ import annotations
@@ -246,3 +247,22 @@ def test_readonly_on_a_missing_remote_store(s3: S3, where: str) -> None:
         ASEIO(url, storage_options=options, readonly=True)
     if where == "path":
         assert bucket_listing(prefix, options) == []  # a failed read-only open writes nothing
+
+
+# -- groups ------------------------------------------------------------------------------------
+def test_groups_on_s3_are_isolated(s3: S3) -> None:
+    prefix, options = s3
+    url = f"{prefix}/frames.zarr"
+    main, train = make_frames("ethanol"), make_frames("periodic_variable_n")
+    with ASEIO(url, storage_options=options, group="train") as db:  # a group before the main dataset
+        db.extend(train)
+    with ASEIO(url, storage_options=options) as db:
+        assert len(db) == 0
+        db.extend(main)
+    with ASEIO(url, storage_options=options, group="train", readonly=True) as db:
+        assert_same_frames(train, db)
+    with ASEIO(url, storage_options=options, readonly=True) as db:
+        assert_same_frames(main, db)
+    assert "frames.zarr/groups" in bucket_listing(prefix, options, "frames.zarr")
+    with pytest.raises(StoreNotFoundError, match="'test'"):
+        ASEIO(url, storage_options=options, group="test", readonly=True)
