@@ -76,18 +76,15 @@ Version history
 
 from __future__ import annotations
 
-import io
 import os
 import threading
-from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import ase.io
 import numpy as np
-from ase.io.extxyz import read_xyz
 from ase.io.formats import filetype, get_compression, ioformats, open_with_compression
 from ase.io.trajectory import TrajectoryReader
 
@@ -101,10 +98,10 @@ from ..errors import (
 )
 from ..progress import progress
 from ..registry import builtin
-from ..rows import atoms_to_dict, copy_row, gc_paused
+from ..rows import copy_row, gc_paused
+from ._aseframes import ExtxyzFrames, Frames, Indices, row_of, select
 from ._base import ReadableBackend, path_of
-from ._xyzcomment import Parsed, comment_rows, comment_signature, fast_keys, parse_comment, species_numbers
-from ._xyzindex import build_index, cache_dir, check_stream
+from ._xyzindex import check_stream
 
 __all__ = ["UNSAFE_FORMATS", "ASEFileBackend", "sniff"]
 
@@ -120,11 +117,7 @@ UNSAFE_FORMATS: dict[str, str] = {
 }
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # at byte 0, 512, 1024, 2048 ... (after a user block)
 
-Indices = Sequence[int] | np.ndarray
-_READ_BLOCK = 1 << 24  # most bytes read in one system call for consecutive extxyz frames
 _KEYS_BATCH = 4096  # frames whose signatures keys() reads at once
-_RECENT = 4096  # parsed comment lines kept (info reads several columns of the same frames)
-_UNSEEN: Any = object()
 
 
 def sniff(path: Path) -> bool:
@@ -210,186 +203,7 @@ def _refuse_hdf5_escapes(path: Path) -> None:
     refuse_outside_links(h5py.File(path, "r"), path).close()
 
 
-class _Frames(ABC):
-    """One access path: frame count, rows, and signatures that decide a row's keys."""
-
-    #: How frames are found, for ``format_info()``.
-    access: ClassVar[str]
-
-    @abstractmethod
-    def __len__(self) -> int: ...
-
-    @abstractmethod
-    def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
-        """New rows (owned by the caller) for ``indices``, restricted to ``keys`` if given."""
-
-    @abstractmethod
-    def signatures(self, indices: Indices) -> list[Hashable]:
-        """For each frame, a hashable value; frames with equal signatures carry the same keys."""
-
-    def close(self) -> None:  # noqa: B027 - only file-backed paths hold something to release
-        """Release the file."""
-
-
-def _select(row: dict[str, Any], keys: Sequence[str] | None) -> dict[str, Any]:
-    return row if keys is None else {k: row[k] for k in keys if k in row}
-
-
-def _row(atoms: Any, keys: Sequence[str] | None) -> dict[str, Any]:
-    """The flat row of ``atoms`` (restricted to ``keys``), with string arrays made storable.
-
-    ASE's readers return per-atom string columns as object arrays of ``str``; the flat
-    data model keeps strings as fixed-width unicode arrays, which any backend can store.
-    """
-    row = _select(atoms_to_dict(atoms), keys)
-    for key, value in row.items():
-        if (
-            isinstance(value, np.ndarray)
-            and value.dtype == object
-            and all(type(x) is str for x in value.ravel().tolist())
-        ):
-            row[key] = value.astype(str)
-    return row
-
-
-class _ExtxyzFrames(_Frames):
-    """Frames located by byte offset, each parsed by ASE's extxyz reader from its own bytes."""
-
-    access = "byte offset of every frame, from one scan"
-
-    def __init__(self, path: Path, index_cache: bool | str | os.PathLike[str]) -> None:
-        self._path = path
-        self._recent: dict[int, Parsed] = {}  # parsed comment lines of the frames read last
-        self._fd = os.open(path, os.O_RDONLY)
-        try:
-            self._table = build_index(self._fd, os.fspath(path), cache_dir(index_cache))
-        except BaseException:
-            self.close()
-            raise
-
-    def __len__(self) -> int:
-        return len(self._table) - 1
-
-    def _groups(self, idx: np.ndarray) -> Iterator[tuple[bytes, list[tuple[int, int, int, int]]]]:
-        """(bytes, [(position in idx, frame, start, stop in those bytes)]) in the order asked;
-        frames adjacent in the file share one read."""
-        lo = self._table[idx, 0].tolist()
-        hi = self._table[idx + 1, 0].tolist()
-        j = 0
-        while j < len(lo):
-            k = j + 1
-            while k < len(lo) and lo[k] == hi[k - 1] and hi[k] - lo[j] <= _READ_BLOCK:
-                k += 1
-            blob = os.pread(self._fd, hi[k - 1] - lo[j], lo[j])
-            if len(blob) != hi[k - 1] - lo[j]:
-                raise StoreCorruptedError(
-                    f"{self._path}: the file is shorter than when it was opened; reopen it"
-                )
-            yield blob, [(m, int(idx[m]), lo[m] - lo[j], hi[m] - lo[j]) for m in range(j, k)]
-            j = k
-
-    def _corrupt(self, i: int, what: str, exc: Exception) -> StoreCorruptedError:
-        return StoreCorruptedError(
-            f"{self._path}: frame {i} (byte {int(self._table[i, 0])}) cannot be read as {what}: "
-            f"{type(exc).__name__}: {exc}"
-        )
-
-    def _parse(self, i: int, frame: bytes) -> Any:
-        try:
-            return next(read_xyz(io.StringIO(frame.decode()), 0))
-        except Exception as exc:  # ASE raises many types on malformed text
-            raise self._corrupt(i, "extxyz", exc) from exc
-
-    def _comment(self, i: int, blob: bytes, start: int, stop: int) -> str | None:
-        """Frame ``i``'s stripped comment line; None when ASE keeps it whole (VEC lines follow)."""
-        if self._table[i, 2]:
-            return None
-        begin = blob.find(b"\n", start, stop) + 1
-        end = blob.find(b"\n", begin, stop)
-        try:
-            return blob[begin : stop if end < 0 else end].decode().strip()
-        except UnicodeDecodeError as exc:
-            raise self._corrupt(i, "an extxyz comment line", exc) from exc
-
-    def _parsed(self, i: int, blob: bytes, start: int, stop: int) -> Parsed:
-        """Frame ``i``'s parsed comment line, kept for the next column read of the same frames."""
-        parsed = self._recent.get(i, _UNSEEN)
-        if parsed is _UNSEEN:
-            comment = self._comment(i, blob, start, stop)
-            try:
-                parsed = parse_comment(comment)
-            except Exception as exc:  # ASE raises many types on malformed text
-                raise self._corrupt(i, "an extxyz comment line", exc) from exc
-            if len(self._recent) >= _RECENT:
-                self._recent = {}
-            self._recent[i] = parsed
-        return parsed
-
-    def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
-        idx = np.asarray(indices, dtype=np.int64)
-        found: list[dict[str, Any]] = [{}] * len(idx)
-        fast = fast_keys(keys)
-        with progress(len(idx), f"reading {self._path.name}") as bar:
-            for blob, group in self._groups(idx):
-                whole = self._fast_rows(blob, group, keys, found) if fast else group
-                for m, i, start, stop in whole:
-                    found[m] = _row(self._parse(i, blob[start:stop]), keys)
-                bar.update(len(group))
-        return found
-
-    def _fast_rows(
-        self,
-        blob: bytes,
-        group: list[tuple[int, int, int, int]],
-        keys: Any,
-        found: list[dict[str, Any]],
-    ) -> list[tuple[int, int, int, int]]:
-        """Fill ``found`` from comment lines (and species tokens); the frames left for the full reader."""
-        parsed = [self._parsed(i, blob, start, stop) for _, i, start, stop in group]
-        try:
-            rows, whole, species = comment_rows(parsed, keys)
-        except Exception:  # ASE raises many types on malformed values: find the frame
-            for (_, i, _, _), one in zip(group, parsed, strict=True):
-                try:
-                    comment_rows([one], keys)
-                except Exception as exc:
-                    raise self._corrupt(i, "an extxyz comment line", exc) from exc
-            raise
-        if "arrays.numbers" in keys:
-            starts = np.array([group[j][2] for j in species], dtype=np.int64)
-            numbers = species_numbers(blob, starts, self._table[[group[j][1] for j in species], 1])
-            if numbers is None:
-                numbers, species = [], []
-            for j, value in zip(species, numbers, strict=True):
-                rows[j]["arrays.numbers"] = value
-            whole = sorted(set(range(len(group))) - set(species) | set(whole))
-        for (m, _, _, _), row in zip(group, rows, strict=True):
-            found[m] = row
-        return [group[j] for j in whole]
-
-    def signatures(self, indices: Indices) -> list[Hashable]:
-        # A frame's keys follow from its comment line's keys, its Properties and whether it
-        # has atoms (ASE's reader turns a 3-column move_mask into one constraint per atom).
-        found: list[Hashable] = []
-        for blob, group in self._groups(np.asarray(indices, dtype=np.int64)):
-            for _, i, start, stop in group:
-                comment = self._comment(i, blob, start, stop)
-                if comment is None:  # the comment line is kept as info["comment"], not parsed
-                    found.append(("VEC",))
-                    continue
-                try:
-                    found.append(comment_signature(comment, int(self._table[i, 1]) > 0))
-                except Exception as exc:  # ASE raises many types on malformed text
-                    raise self._corrupt(i, "an extxyz comment line", exc) from exc
-        return found
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1  # a later read fails instead of reading a reused descriptor
-
-
-class _TrajFrames(_Frames):
+class _TrajFrames(Frames):
     """Frames of a ULM ``.traj`` file, decoded one at a time by ASE's TrajectoryReader."""
 
     access = "ULM item offsets"
@@ -433,7 +247,7 @@ class _TrajFrames(_Frames):
             return found
 
     def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
-        return [_row(atoms, keys) for atoms in self._each(indices, _traj_atoms)]
+        return [row_of(atoms, keys) for atoms in self._each(indices, _traj_atoms)]
 
     def signatures(self, indices: Indices) -> list[Hashable]:
         return self._each(indices, _traj_signature)
@@ -455,7 +269,7 @@ def _traj_signature(traj: TrajectoryReader, i: int) -> Hashable:
     return tuple(item.keys()), calc, tuple(item.get("info") or ()), constrained
 
 
-class _LoadedFrames(_Frames):
+class _LoadedFrames(Frames):
     """Every frame read by ``ase.io.read`` at open and kept as rows; reads return copies."""
 
     access = "ase.io.read of the whole file at open"
@@ -474,13 +288,13 @@ class _LoadedFrames(_Frames):
                 raise StoreCorruptedError(
                     f"{path}: ase.io.read cannot read it as {fmt!r}: {type(exc).__name__}: {exc}"
                 ) from exc
-        self._rows = [_row(atoms, None) for atoms in images]
+        self._rows = [row_of(atoms, None) for atoms in images]
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
-        return [copy_row(_select(self._rows[int(i)], keys)) for i in indices]
+        return [copy_row(select(self._rows[int(i)], keys)) for i in indices]
 
     def signatures(self, indices: Indices) -> list[Hashable]:
         return [tuple(self._rows[int(i)]) for i in indices]
@@ -536,9 +350,9 @@ class ASEFileBackend(ReadableBackend):
             raise StoreNotFoundError(f"{path}: no such file; ASE files are opened read-only and must exist")
         self._format = _detect_format(path, format)
         compressed = get_compression(os.fspath(path))[1] is not None
-        self._frames: _Frames
+        self._frames: Frames
         if self._format == "extxyz" and not compressed:
-            self._frames = _ExtxyzFrames(path, index_cache)
+            self._frames = ExtxyzFrames(path, index_cache)
         elif self._format == "traj" and not compressed and path.stat().st_size > 0:
             self._frames = _TrajFrames(path)
         else:

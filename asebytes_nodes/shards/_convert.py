@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backends._asefile import ASEFileBackend, _ExtxyzFrames
+from ..backends._asefile import ASEFileBackend
+from ..backends._aseframes import ExtxyzFrames
 from ..backends._base import ReadableBackend, path_of
 from ..backends._lmdb_lock import WriterLock
 from ..errors import PartitionError, StoreCorruptedError
@@ -37,11 +38,12 @@ __all__ = ["Partition", "convert_sharded", "run_partition"]
 _JOURNAL = ".convert-{:05d}.json"
 
 
-class _XyzRange(_ExtxyzFrames):
+class _XyzRange(ExtxyzFrames):
     """Frames ``first:first + n`` of an extxyz file, located by the rows of its index sent along."""
 
     def __init__(self, path: Path, table: np.ndarray, first: int) -> None:
         self._path, self._table, self._first = path, table, first
+        self._recent = {}
         self._fd = os.open(path, os.O_RDONLY)
 
     def _corrupt(self, i: int, what: str, exc: Exception) -> StoreCorruptedError:
@@ -230,7 +232,7 @@ def _partitions(
     shard_options: dict[str, Any] | None,
 ) -> list[Partition]:
     table = None
-    if isinstance(src, ASEFileBackend) and isinstance(src._frames, _ExtxyzFrames):
+    if isinstance(src, ASEFileBackend) and isinstance(src._frames, ExtxyzFrames):
         table = src._frames._table  # workers parse their own byte ranges
         source = os.fspath(src.location)
     elif isinstance(source, os.PathLike):

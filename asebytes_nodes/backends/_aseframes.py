@@ -1,0 +1,208 @@
+"""Access paths of :mod:`._asefile`: what every path offers (:class:`Frames`), and extxyz
+frames found by byte offset (:class:`ExtxyzFrames`), each parsed by ASE's own reader from its
+bytes, or, for columns of per-frame values and atomic numbers, from its comment line and
+species tokens alone (:mod:`._xyzcomment`)."""
+
+from __future__ import annotations
+
+import io
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from ase.io.extxyz import read_xyz
+
+from ..errors import StoreCorruptedError
+from ..progress import progress
+from ..rows import atoms_to_dict
+from ._xyzcomment import Parsed, comment_rows, comment_signature, fast_keys, parse_comment, species_numbers
+from ._xyzindex import build_index, cache_dir
+
+__all__ = ["ExtxyzFrames", "Frames", "Indices", "row_of", "select"]
+
+Indices = Sequence[int] | np.ndarray
+_READ_BLOCK = 1 << 24  # most bytes read in one system call for consecutive extxyz frames
+_RECENT = 4096  # parsed comment lines kept (info reads several columns of the same frames)
+_UNSEEN: Any = object()
+
+
+class Frames(ABC):
+    """One access path: frame count, rows, and signatures that decide a row's keys."""
+
+    #: How frames are found, for ``format_info()``.
+    access: ClassVar[str]
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
+        """New rows (owned by the caller) for ``indices``, restricted to ``keys`` if given."""
+
+    @abstractmethod
+    def signatures(self, indices: Indices) -> list[Hashable]:
+        """For each frame, a hashable value; frames with equal signatures carry the same keys."""
+
+    def close(self) -> None:  # noqa: B027 - only file-backed paths hold something to release
+        """Release the file."""
+
+
+def select(row: dict[str, Any], keys: Sequence[str] | None) -> dict[str, Any]:
+    return row if keys is None else {k: row[k] for k in keys if k in row}
+
+
+def row_of(atoms: Any, keys: Sequence[str] | None) -> dict[str, Any]:
+    """The flat row of ``atoms`` (restricted to ``keys``), with string arrays made storable.
+
+    ASE's readers return per-atom string columns as object arrays of ``str``; the flat
+    data model keeps strings as fixed-width unicode arrays, which any backend can store.
+    """
+    row = select(atoms_to_dict(atoms), keys)
+    for key, value in row.items():
+        if (
+            isinstance(value, np.ndarray)
+            and value.dtype == object
+            and all(type(x) is str for x in value.ravel().tolist())
+        ):
+            row[key] = value.astype(str)
+    return row
+
+
+class ExtxyzFrames(Frames):
+    """Frames located by byte offset, each parsed by ASE's extxyz reader from its own bytes."""
+
+    access = "byte offset of every frame, from one scan"
+
+    def __init__(self, path: Path, index_cache: bool | str | os.PathLike[str]) -> None:
+        self._path = path
+        self._recent: dict[int, Parsed] = {}  # parsed comment lines of the frames read last
+        self._fd = os.open(path, os.O_RDONLY)
+        try:
+            self._table = build_index(self._fd, os.fspath(path), cache_dir(index_cache))
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return len(self._table) - 1
+
+    def _groups(self, idx: np.ndarray) -> Iterator[tuple[bytes, list[tuple[int, int, int, int]]]]:
+        """(bytes, [(position in idx, frame, start, stop in those bytes)]) in the order asked;
+        frames adjacent in the file share one read."""
+        lo = self._table[idx, 0].tolist()
+        hi = self._table[idx + 1, 0].tolist()
+        j = 0
+        while j < len(lo):
+            k = j + 1
+            while k < len(lo) and lo[k] == hi[k - 1] and hi[k] - lo[j] <= _READ_BLOCK:
+                k += 1
+            blob = os.pread(self._fd, hi[k - 1] - lo[j], lo[j])
+            if len(blob) != hi[k - 1] - lo[j]:
+                raise StoreCorruptedError(
+                    f"{self._path}: the file is shorter than when it was opened; reopen it"
+                )
+            yield blob, [(m, int(idx[m]), lo[m] - lo[j], hi[m] - lo[j]) for m in range(j, k)]
+            j = k
+
+    def _corrupt(self, i: int, what: str, exc: Exception) -> StoreCorruptedError:
+        return StoreCorruptedError(
+            f"{self._path}: frame {i} (byte {int(self._table[i, 0])}) cannot be read as {what}: "
+            f"{type(exc).__name__}: {exc}"
+        )
+
+    def _parse(self, i: int, frame: bytes) -> Any:
+        try:
+            return next(read_xyz(io.StringIO(frame.decode()), 0))
+        except Exception as exc:  # ASE raises many types on malformed text
+            raise self._corrupt(i, "extxyz", exc) from exc
+
+    def _comment(self, i: int, blob: bytes, start: int, stop: int) -> str | None:
+        """Frame ``i``'s stripped comment line; None when ASE keeps it whole (VEC lines follow)."""
+        if self._table[i, 2]:
+            return None
+        begin = blob.find(b"\n", start, stop) + 1
+        end = blob.find(b"\n", begin, stop)
+        try:
+            return blob[begin : stop if end < 0 else end].decode().strip()
+        except UnicodeDecodeError as exc:
+            raise self._corrupt(i, "an extxyz comment line", exc) from exc
+
+    def _parsed(self, i: int, blob: bytes, start: int, stop: int) -> Parsed:
+        """Frame ``i``'s parsed comment line, kept for the next column read of the same frames."""
+        parsed = self._recent.get(i, _UNSEEN)
+        if parsed is _UNSEEN:
+            comment = self._comment(i, blob, start, stop)
+            try:
+                parsed = parse_comment(comment)
+            except Exception as exc:  # ASE raises many types on malformed text
+                raise self._corrupt(i, "an extxyz comment line", exc) from exc
+            if len(self._recent) >= _RECENT:
+                self._recent = {}
+            self._recent[i] = parsed
+        return parsed
+
+    def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
+        idx = np.asarray(indices, dtype=np.int64)
+        found: list[dict[str, Any]] = [{}] * len(idx)
+        fast = fast_keys(keys)
+        with progress(len(idx), f"reading {self._path.name}") as bar:
+            for blob, group in self._groups(idx):
+                whole = self._fast_rows(blob, group, keys, found) if fast else group
+                for m, i, start, stop in whole:
+                    found[m] = row_of(self._parse(i, blob[start:stop]), keys)
+                bar.update(len(group))
+        return found
+
+    def _fast_rows(
+        self,
+        blob: bytes,
+        group: list[tuple[int, int, int, int]],
+        keys: Any,
+        found: list[dict[str, Any]],
+    ) -> list[tuple[int, int, int, int]]:
+        """Fill ``found`` from comment lines (and species tokens); the frames left for the full reader."""
+        parsed = [self._parsed(i, blob, start, stop) for _, i, start, stop in group]
+        try:
+            rows, whole, species = comment_rows(parsed, keys)
+        except Exception:  # ASE raises many types on malformed values: find the frame
+            for (_, i, _, _), one in zip(group, parsed, strict=True):
+                try:
+                    comment_rows([one], keys)
+                except Exception as exc:
+                    raise self._corrupt(i, "an extxyz comment line", exc) from exc
+            raise
+        if "arrays.numbers" in keys:
+            starts = np.array([group[j][2] for j in species], dtype=np.int64)
+            numbers = species_numbers(blob, starts, self._table[[group[j][1] for j in species], 1])
+            if numbers is None:
+                numbers, species = [], []
+            for j, value in zip(species, numbers, strict=True):
+                rows[j]["arrays.numbers"] = value
+            whole = sorted(set(range(len(group))) - set(species) | set(whole))
+        for (m, _, _, _), row in zip(group, rows, strict=True):
+            found[m] = row
+        return [group[j] for j in whole]
+
+    def signatures(self, indices: Indices) -> list[Hashable]:
+        # A frame's keys follow from its comment line's keys, its Properties and whether it
+        # has atoms (ASE's reader turns a 3-column move_mask into one constraint per atom).
+        found: list[Hashable] = []
+        for blob, group in self._groups(np.asarray(indices, dtype=np.int64)):
+            for _, i, start, stop in group:
+                comment = self._comment(i, blob, start, stop)
+                if comment is None:  # the comment line is kept as info["comment"], not parsed
+                    found.append(("VEC",))
+                    continue
+                try:
+                    found.append(comment_signature(comment, int(self._table[i, 1]) > 0))
+                except Exception as exc:  # ASE raises many types on malformed text
+                    raise self._corrupt(i, "an extxyz comment line", exc) from exc
+        return found
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1  # a later read fails instead of reading a reused descriptor
