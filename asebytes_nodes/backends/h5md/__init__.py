@@ -10,7 +10,9 @@ On-disk layout (layout version 2)
 One store is one particle group ``<g>`` (``group=``, default ``atoms``); ``T`` frames, ``W`` the
 largest atom count so far. Several stores (groups) share one file, each with its own elements,
 observables and column table, so each has its own length, keys, schema and format record; the
-``h5md`` metadata, the writer lock and the undo journal are the file's::
+``h5md`` metadata, the writer lock and the undo journal are the file's. Opened without
+``group=``, a file we wrote gives its ``atoms`` store (empty until written, whatever other groups
+the file holds); :meth:`~._backend.H5MDBackend.list_groups` names the other groups::
 
     h5md/                          version [1, 1]; author (name, email); creator (asebytes-nodes, version)
     particles/<g>/
@@ -105,8 +107,8 @@ Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused
   frame that has them) is read for the frames that fit in it; larger frames lack the key.
   Elements that cannot be read are listed in ``skipped`` and named in a warning at open.
 * ``skipped`` lists every element that was not read, with the reason. Without ``group=``, a file
-  with several particle groups opens ``atoms``, and needs ``group=`` if it has no such group (the
-  error lists them; see :meth:`~._backend.H5MDBackend.list_groups`).
+  opens its ``atoms`` group, or its only one; one with several and no ``atoms`` needs ``group=``
+  (the error lists them; see :meth:`~._backend.H5MDBackend.list_groups`).
   ``check()`` names where a file departs from H5MD 1.1 (metadata, box attributes, elements
   without or with decreasing steps) and, for stores written here, from the column table.
 

@@ -89,8 +89,8 @@ class H5MDBackend(WritableBackend):
         Refuse every write.
     group
         The particle group (``particles/<group>``), a dataset of its own in the file: own length,
-        keys and column table. Default: ``atoms`` if the file has it (or no group yet), else the
-        file's only group. ``particles_group`` is the same option under H5MD's name.
+        keys and column table. Default: ``atoms`` (in a file another program wrote without such a
+        group: its only group). ``particles_group`` is the same option under H5MD's name.
     author_name, author_email
         Written to ``h5md/author`` when the file is created.
     compression, compression_opts
@@ -241,12 +241,14 @@ class H5MDBackend(WritableBackend):
         self._creator = {k: as_text(v) for k, v in creator.attrs.items()} if is_group(creator) else {}
         self._own = self._creator.get("name") == CREATOR
         groups = particle_groups(handle)
-        if requested is None and len(groups) > 1 and DEFAULT_GROUP not in groups:
-            raise UnknownKeyError(
-                f"{self._path} has {len(groups)} particle groups ({', '.join(groups)}); pick one with "
-                "group=..."
-            )
-        if requested is None and DEFAULT_GROUP not in groups and groups:
+        # Without group=, our files open their default store (``atoms``, empty until written: the
+        # other groups stay apart); another program's file opens its only group.
+        if requested is None and not self._own and DEFAULT_GROUP not in groups and groups:
+            if len(groups) > 1:
+                raise UnknownKeyError(
+                    f"{self._path} has {len(groups)} particle groups ({', '.join(groups)}); pick one "
+                    "with group=..."
+                )
             self._group = groups[0]
         raw = handle.get(f"{PRIVATE}/{self._group}")
         table = unseal(raw.attrs, TABLE, str(self._path)) if raw is not None else None
@@ -263,7 +265,7 @@ class H5MDBackend(WritableBackend):
                         UserWarning,
                         stacklevel=2,
                     )
-            elif self.readonly or not self._own:
+            elif not self._own or (requested is not None and self.readonly):
                 found = ", ".join(groups) or "none"
                 raise StoreNotFoundError(
                     f"{self._path} has no particle group {self._group!r}; it has: {found}"
