@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import ase.io
 import pytest
 from ase.build import molecule
 
@@ -105,6 +106,8 @@ def test_bars_draw_on_a_terminal_that_reports_no_width(columns: int, env_columns
 def test_indexing_info_validate_and_column_reads_draw_bars(tmp_path: Path) -> None:
     path = tmp_path / "many.xyz"
     path.write_text('1\nenergy=-1.5 Lattice="2 0 0 0 2 0 0 0 2"\nH 0 0 0\n' * 6000)
+    traj = tmp_path / "many.traj"
+    ase.io.write(traj, ase.io.read(path, ":"))
     code = (
         "from asebytes_nodes import ASEIO\n"
         "from asebytes_nodes.backends import _xyzindex\n"
@@ -113,8 +116,10 @@ def test_indexing_info_validate_and_column_reads_draw_bars(tmp_path: Path) -> No
         f"main(['info', {str(path)!r}])\n"
         f"main(['validate', {str(path)!r}])\n"
         f"ASEIO({str(path)!r}, index_cache=False)['arrays.positions'].to_list()\n"
+        f"ASEIO({str(traj)!r})['calc.energy'].to_list()\n"
     )
     drawn = _drawn_on_terminal(100, code=code)
     for bar in ("indexing many.xyz", "reading the keys of many.xyz", "reading frames", "checking many.xyz"):
         assert f"{bar}:" in drawn, (bar, drawn)
     assert "reading many.xyz:" in drawn  # a column of 6,000 frames parsed in full
+    assert "reading many.traj:" in drawn

@@ -233,7 +233,7 @@ class _TrajFrames(Frames):
         return self._length
 
     def _each(self, indices: Indices, read: Any) -> list[Any]:
-        with self._lock:
+        with self._lock, progress(len(indices), f"reading {self._path.name}") as bar:
             traj = self._reader()
             found = []
             for i in indices:
@@ -244,6 +244,7 @@ class _TrajFrames(Frames):
                         f"{self._path}: frame {int(i)} cannot be read as an ASE trajectory item: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
+                bar.update()
             return found
 
     def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:
