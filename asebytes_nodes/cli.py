@@ -74,7 +74,7 @@ def _size_on_disk(target: str, backend: Any) -> tuple[int, int] | None:
     return disk_usage(type(backend), path)
 
 
-def _scan(db: Any, chunk: int = 10_000) -> dict[str, Any]:
+def _scan(db: Any, chunk: int = 2_000) -> dict[str, Any]:
     """Atom counts, elements, pbc patterns and cell volumes, read column by column in chunks
     (memory: one chunk's columns), with a progress bar."""
     import numpy as np
@@ -153,6 +153,10 @@ def info(target: str, backend: str | None = None) -> dict[str, Any]:
         }
 
 
+def _frames(n: int) -> str:
+    return "1 frame" if n == 1 else f"{n:,} frames"
+
+
 def _human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -164,7 +168,8 @@ def _human_bytes(n: int) -> str:
 
 def _print_info(data: dict[str, Any]) -> None:
     fmt = data["format"]
-    version = f" (format {fmt.get('format')}, version {fmt.get('version')})" if fmt else ""
+    known = [f"{k} {fmt[k]}" for k in ("format", "version") if fmt.get(k) is not None]
+    version = f" ({', '.join(known)})" if known else ""
     atoms = data["atoms_per_frame"]
     lines = [
         ("path", data["path"]),
@@ -179,14 +184,14 @@ def _print_info(data: dict[str, Any]) -> None:
             else "none",
         ),
         ("elements", " ".join(data["elements"]) or "none"),
-        ("pbc", ", ".join(f"[{k}] on {v:,} frames" for k, v in data["pbc"].items()) or "not stored"),
+        ("pbc", ", ".join(f"[{k}] on {_frames(v)}" for k, v in data["pbc"].items()) or "not stored"),
     ]
     cell = data["cell"]
     if cell["frames_with_cell"]:
         lines.append(
             (
                 "cell",
-                f"on {cell['frames_with_cell']:,} frames, volume "
+                f"on {_frames(cell['frames_with_cell'])}, volume "
                 f"{cell['volume_min']:.4g} to {cell['volume_max']:.4g} Å³",
             )
         )
@@ -259,7 +264,7 @@ def _convert(args: argparse.Namespace) -> None:
         scheduler=args.scheduler,
     )
     if not args.quiet:
-        print(f"wrote {count:,} frames to {args.dst}")
+        print(f"wrote {_frames(count)} to {args.dst}")
 
 
 def _shard_size(text: str) -> tuple[int | None, int | None]:
@@ -304,7 +309,7 @@ def _validate(args: argparse.Namespace) -> int:
     if problems:
         print(f"{args.path}: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"{args.path}: ok ({n:,} frames, {db.backend.name} backend)")
+    print(f"{args.path}: ok ({_frames(n)}, {db.backend.name} backend)")
     return 0
 
 

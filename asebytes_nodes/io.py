@@ -142,6 +142,13 @@ class ASEIO:
         Thousands of frames show a progress bar on a terminal; ``show_progress``
         forces it on or off (see :mod:`asebytes_nodes.progress`).
         """
+        from ase import Atoms
+
+        if isinstance(images, Atoms):
+            raise InvalidDataError(
+                f"extend() takes an iterable of ase.Atoms, got one Atoms ({images.get_chemical_formula()}): "
+                "use append(atoms) to add one frame, or extend([atoms])"
+            )
         backend = self._writable()
         rows = rows_from_atoms(images, show_progress=show_progress)
         if rows:

@@ -27,6 +27,7 @@ fallback of step 6), so opening a built-in store never pays for discovery;
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import warnings
@@ -275,18 +276,53 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
             for entry in matches:
                 if entry.sniffs(path):
                     return entry
-            raise BackendNotFoundError(
-                f"{path}: none of the backends for {suffix!r} files "
-                f"({', '.join(e.name for e in matches)}) recognises its content; pass backend=..."
-            )
+            raise BackendNotFoundError(_unrecognised(path, suffix, matches))
         return matches[0]
     if fallback and path.is_file():
         for entry in _TABLE.values():
             if entry.fallback and entry.sniffs(path):
                 return entry
+    known = sorted({ext for entry in _TABLE.values() for ext in entry.extensions})
+    close = difflib.get_close_matches(suffix, known, n=1, cutoff=0.75) if suffix else []
     raise BackendNotFoundError(
-        f"{text!r}: no backend for the extension {suffix or '(none)'!r}; use a registered "
-        f"extension or URI scheme, or pass backend=... Registered: {_describe()}"
+        f"{text!r}: no backend for the extension {suffix or '(none)'!r}"
+        + (f" (did you mean {close[0]!r}?)" if close else "")
+        + f"; use a registered extension or URI scheme, or pass backend=... Registered: {_describe()}"
+    )
+
+
+def _hdf5_signature(path: Path) -> bool:
+    """Does ``path`` carry the HDF5 signature where libhdf5 looks: byte 0, 512, 1024, 2048, ...?"""
+    with open(path, "rb") as f:
+        at = 0
+        while True:
+            f.seek(at)
+            head = f.read(8)
+            if head == b"\x89HDF\r\n\x1a\n":
+                return True
+            if len(head) < 8:
+                return False
+            at = 512 if at == 0 else 2 * at
+
+
+def _unrecognised(path: Path, suffix: str, matches: list[BackendEntry]) -> str:
+    """Why no backend claims the existing file ``path`` of an extension several share."""
+    names = ", ".join(e.name for e in matches)
+    size = path.stat().st_size if path.is_file() else None
+    if size == 0:
+        return (
+            f"{path}: the file is empty (0 bytes), and none of the backends for {suffix!r} files "
+            f"({names}) opens an empty file as a store: delete it first, or write to a new path"
+        )
+    if size is not None and suffix in (".h5", ".hdf5") and not _hdf5_signature(path):
+        return (
+            f"{path}: not an HDF5 file (it has no HDF5 signature), so none of the backends for "
+            f"{suffix!r} files ({names}) can read it: check that it is the file you meant and that "
+            "it is complete"
+        )
+    return (
+        f"{path}: none of the backends for {suffix!r} files ({names}) recognises its content; "
+        "pass backend=..."
     )
 
 

@@ -199,36 +199,14 @@ class ReadableBackend(ABC):
         return {}
 
     def check(self) -> list[str]:
-        """Problems found by reading every row and checking it, each naming its row.
+        """Problems found by reading every row and checking it, each naming its row
+        (:func:`~asebytes_nodes.validation.check_rows`: batch by batch, with a progress bar).
 
         Backends extend this with checks of their own layout (lengths, offsets, schema).
         """
-        from ..validation import validate_row
+        from ..validation import check_rows
 
-        problems: list[str] = []
-        n = len(self)
-        for start in range(0, n, self.read_batch_size):
-            batch = np.arange(start, min(start + self.read_batch_size, n))
-            rows: list[dict[str, Any] | None]
-            try:
-                rows = list(self.read_rows(batch))
-            except Exception:  # find the rows that fail, one by one
-                rows = []
-                for i in batch.tolist():
-                    try:
-                        rows.append(self.read_row(i))
-                    except Exception as exc:
-                        problems.append(f"row {i}: cannot be read ({type(exc).__name__}: {exc})")
-                        rows.append(None)
-            for i, row in zip(batch.tolist(), rows, strict=True):
-                if row is None:
-                    continue
-                numbers = row.get("arrays.numbers")
-                try:
-                    validate_row(row, n_atoms=None if numbers is None else len(numbers), where=f"row {i}")
-                except Exception as exc:
-                    problems.append(str(exc))
-        return problems
+        return check_rows(self)
 
     def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Release files and handles; the default has nothing to release."""
