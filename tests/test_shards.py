@@ -183,3 +183,31 @@ def test_at_most_max_open_shards_stay_open(tmp_path: Path) -> None:
     energies = db[order]["calc.energy"].to_numpy()
     assert energies.tolist() == [frames[i].get_potential_energy() for i in order]
     assert sum(h is not None for h in db.backend._handles) <= 2
+
+
+def test_to_batch_joins_the_shards_batches(tmp_path: Path) -> None:
+    from asebytes_nodes.batch import read_batch_default
+
+    frames = make_frames("periodic_variable_n") * 2 + make_frames("keys_on_some_frames")
+    ShardedStore(tmp_path / "ds").seed(frames)
+    backend = ShardedBackend(tmp_path / "ds", readonly=True)
+    calls: list[int] = []
+    for p in range(len(backend.shards)):  # count the shards' own batch reads
+        shard = backend._part(p)
+        shard.read_batch = lambda idx, *a, _f=shard.read_batch, **k: calls.append(len(idx)) or _f(idx, *a, **k)
+    order = np.array([12, 0, 5, 2, 10, 1, 6, 13, 11])
+    keys = ["arrays.positions", "calc.energy", "cell", "info.index"]
+    for atoms in (None, np.array([0, -1]), slice(1, 3)):
+        fill = {"calc.energy": 0.0, "info.index": -1}
+        got = backend.read_batch(order, keys, fill=fill, atoms=atoms)
+        want = read_batch_default(backend, order, keys, fill=fill, atoms=atoms)
+        assert got.keys() == want.keys()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+            assert np.asarray(got[key]).dtype == np.asarray(want[key]).dtype, key
+    assert calls and len(calls) <= 3 * len({int(s) for s in backend._locate(order)[0]})
+    with pytest.raises(KeyError, match=r"rows 11\)"):  # the dataset's row, not the shard's
+        ASEIO(backend)[[0, 11]].to_batch(["calc.energy"])
+    assert np.array_equal(
+        ASEIO(backend)[[2, 0]].to_batch(None)["n_atoms"], [len(frames[2]), len(frames[0])]
+    )

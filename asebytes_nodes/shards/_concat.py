@@ -2,8 +2,10 @@
 
 A row is found by bisection (``np.searchsorted``) over the cumulative lengths of the
 parts; a batch of rows is grouped by part, so each part gets one ``read_rows`` call,
-and handed back in the order asked. Column reads concatenate the parts' columns.
-Parts are opened on first use (a sharded dataset opens only the shards it reads).
+and handed back in the order asked. Column reads concatenate the parts' columns, and a
+training batch (``read_batch``) joins the parts' own batches, put back in the order asked
+by index arithmetic (no per-frame Python). Parts are opened on first use (a sharded
+dataset opens only the shards it reads).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..backends._base import MISSING, ColumnInfo, ReadableBackend
-from ..errors import ReadOnlyError
+from ..backends._keys import is_per_atom
+from ..errors import ReadOnlyError, RowIndexError, UnknownKeyError
 
 if TYPE_CHECKING:
     from ..io import ASEIO
@@ -119,6 +122,24 @@ class ConcatBackend(ReadableBackend):
                 values[j] = value
         return values
 
+    def read_batch(
+        self, indices: np.ndarray, keys: list[str] | None = None, *, fill: dict[str, Any] | None = None,
+        atoms: np.ndarray | slice | None = None,
+    ) -> dict[str, Any]:
+        """Inherited; each part's own ``read_batch`` of its rows, joined and put in the order asked."""
+        from ..batch import merge_batches, read_batch_default
+
+        groups = list(self._groups(indices))
+        try:
+            parts = [self._part(p).read_batch(local, keys, fill=fill, atoms=atoms) for p, _, local in groups]
+        except (UnknownKeyError, RowIndexError):  # name the dataset's rows, not a part's
+            return read_batch_default(self, np.asarray(indices), keys, fill=fill, atoms=atoms)
+        batch = parts[0] if len(parts) == 1 else merge_batches(parts)
+        order = np.concatenate([positions for _, positions, _ in groups])
+        if (order == np.arange(len(order))).all():
+            return batch
+        return _reorder(batch, np.argsort(order, kind="stable"))
+
     def columns(self, index: int = 0) -> list[str]:
         part, local = self._locate([index])
         return self._part(int(part[0])).columns(int(local[0]))
@@ -179,6 +200,24 @@ class ConcatBackend(ReadableBackend):
             "a concatenation of stores (db1 + db2) is read-only; write to one of its stores, or copy "
             "the frames into a new store: ASEIO('all.lmdb').extend(db1 + db2)"
         )
+
+
+def _reorder(batch: dict[str, Any], take: np.ndarray) -> dict[str, Any]:
+    """Frames ``take`` of a batch, in that order: per-frame values by index, per-atom ones by atom ranges."""
+    counts = batch["n_atoms"]
+    starts = np.cumsum(counts) - counts
+    new_counts = counts[take]
+    first = np.repeat(starts[take] - (np.cumsum(new_counts) - new_counts), new_counts)
+    atom_take = first + np.arange(int(new_counts.sum()), dtype=np.int64)
+    out: dict[str, Any] = {}
+    for key, values in batch.items():
+        if not isinstance(values, np.ndarray):
+            out[key] = [values[j] for j in take.tolist()]
+        elif key != "n_atoms" and is_per_atom(key):
+            out[key] = values[atom_take]
+        else:
+            out[key] = values[take]
+    return out
 
 
 def _given(backend: ReadableBackend) -> Callable[[], ReadableBackend]:
