@@ -50,9 +50,9 @@ _SIMPLE_LINE = re.compile(rf"(?:\s*+{_KEY}(?:=(?:{_VALUE}))?+(?=\s|$))*+\s*+")
 # Values ASE converts with numpy: ints (too short to overflow int64), and numbers with a
 # point or an exponent among them (then every one is a float); anything else goes to ASE.
 _INT = r"[+-]?\d{1,18}"
-_INTS = re.compile(rf"{_INT}(?: {_INT})*")
+_INTS = re.compile(rf"{_INT}(?: {_INT})*", re.ASCII)  # other digits: ASE decides
 _NUMBER = rf"(?:[+-]?(?:\d+\.\d*|\.\d+|\d+(?=[eE]))(?:[eE][+-]?\d+)?|{_INT})"
-_NUMBERS = re.compile(rf"{_NUMBER}(?: {_NUMBER})*")
+_NUMBERS = re.compile(rf"{_NUMBER}(?: {_NUMBER})*", re.ASCII)
 _BOOLS = {"T": True, "F": False, "true": True, "false": False, "True": True, "False": False}
 _BOOLS |= {"TRUE": True, "FALSE": False}  # ASE's str_to_bool
 _OPEN = ("'", '"', "{", "[")

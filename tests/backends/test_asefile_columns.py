@@ -35,6 +35,7 @@ COMMENTS = [
     "Properties=Z:I:1:pos:R:3 energy=2", "Properties=pos:R:3:species:S:1", 'json=_JSON {"a": [1, 2]}',
     "big=123456789012345678901 i19=1234567890123456789 neg=-.5 plus=+3 e=1.5E-3 t=true f=False s=hi",
     'mix="1 2.5" nan="1 nan" one="5" bl=[T, F] inf=inf tx="T x" n=1,2,3 q="" after=1', "", "   x=1   ",
+    'arabic=٣ point=١.٥ list="1 ٢" wide=１２',
 ]
 # fmt: on
 
