@@ -1,5 +1,6 @@
-"""Plain functions behind the nodes: streamed copies, selections without copies, fingerprints,
-and the benchmark with its table and figure.
+"""Plain functions behind the nodes: streamed copies, selections without copies (the core's
+SelectedRows), fingerprints, side files in .gitignore, and the core benchmark the Benchmark node
+runs, with its table and figure.
 
 Matrix: copies into LMDB, Zarr (and H5MD when its backend is present) from an ASEIO (row dicts)
 and from a list of Atoms; replacing an existing store; benchmark on two backends.
