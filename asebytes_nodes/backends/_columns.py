@@ -296,15 +296,23 @@ def sorted_unique(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return frames, where
 
 
-def take(read: Callable[[Any], np.ndarray], rows: np.ndarray, row_bytes: int) -> np.ndarray:
+def take(
+    read: Callable[[Any], np.ndarray],
+    rows: np.ndarray,
+    row_bytes: int,
+    *,
+    slab_bytes: int = SLAB_BYTES,
+    spread: int = 2,
+) -> np.ndarray:
     """Rows ``rows`` (non-empty) of an on-disk array, given ``read(selection)`` of a slice or a
-    sorted index array: one contiguous slab when the rows are dense or the slab small, else a
-    point selection. Repeated or unsorted rows are read once each."""
+    sorted index array: one contiguous slab when the rows are dense, the slab is at most
+    ``slab_bytes`` or spans at most ``spread`` times the rows, else a point selection.
+    Repeated or unsorted rows are read once each."""
     frames, where = sorted_unique(rows)
     lo, hi = int(frames[0]), int(frames[-1]) + 1
     if hi - lo == len(frames):
         out = read(slice(lo, hi))
-    elif (hi - lo) * row_bytes <= SLAB_BYTES or hi - lo <= 2 * len(frames):
+    elif (hi - lo) * row_bytes <= slab_bytes or hi - lo <= spread * len(frames):
         out = read(slice(lo, hi))[frames - lo]
     else:
         out = read(frames)

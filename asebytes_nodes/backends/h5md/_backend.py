@@ -32,6 +32,7 @@ from .._base import MISSING, ColumnInfo, WritableBackend, check_group_name, path
 from .._columns import Column, expand_rows, first_value, sorted_unique
 from .._hdf5_files import SharedFile, acquire, open_hdf5, release
 from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, reading, store_lock, unseal
+from .._keys import atom_counts
 from ._check import check_version, conformance, invariants
 from ._foreign import foreign_plan
 from ._plan import (
@@ -49,7 +50,7 @@ from ._plan import (
     particle_groups,
     take,
 )
-from ._table import encode_batch, n_atoms
+from ._table import encode_batch
 from ._writer import VELOCITY_SOURCES, velocities, write
 from ._zarrmd import is_zarr_dir, open_zarr
 
@@ -460,7 +461,7 @@ class H5MDBackend(WritableBackend):
         if not rows:
             return
         with gc_paused():  # thousands of new objects per batch: see gc_paused
-            counts = np.array([n_atoms(row) for row in rows], np.int64)
+            counts = atom_counts(rows)
             self._write(None, list(rows), counts, full=True)
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
@@ -468,7 +469,7 @@ class H5MDBackend(WritableBackend):
         last = dict(zip(np.asarray(indices, np.int64).tolist(), rows, strict=True))  # the last write wins
         where = np.array(sorted(last), np.int64)
         picked = [last[i] for i in where.tolist()]
-        self._write(where, picked, np.array([n_atoms(row) for row in picked], np.int64), full=True)
+        self._write(where, picked, atom_counts(picked), full=True)
 
     def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
         self._check_writable()

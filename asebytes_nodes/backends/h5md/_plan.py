@@ -14,6 +14,7 @@ import numpy as np
 
 from ...codec import decode_value
 from .._base import MISSING, check_format_record
+from .._columns import take as take_rows
 from .._hdf5_journal import checked
 from ._zarrmd import ZarrDataset, ZarrGroup
 
@@ -193,21 +194,7 @@ def _split(arr: np.ndarray, sizes: np.ndarray | None) -> list[np.ndarray]:
 
 # -- rows of datasets ---------------------------------------------------------------------------
 def take(ds: Any, rows: np.ndarray) -> Any:
-    """Rows ``rows`` of a dataset: one slab read when they are dense, else a selection."""
+    """Rows ``rows`` of a dataset: one slab read when they are dense (within 4x), else a selection."""
     rows = np.asarray(rows, np.int64)
     with checked(ds, rows):  # a chunk failing its checksum: StoreCorruptedError naming ds and rows
-        return _take_rows(ds, rows)
-
-
-def _take_rows(ds: Any, rows: np.ndarray) -> Any:
-    if not len(rows):
-        return ds[0:0]
-    if len(rows) > 1 and not (np.diff(rows) > 0).all():
-        unique, inverse = np.unique(rows, return_inverse=True)
-        return take(ds, unique)[inverse]
-    lo, hi = int(rows[0]), int(rows[-1]) + 1
-    if hi - lo == len(rows):
-        return ds[lo:hi]
-    if hi - lo <= 4 * len(rows):
-        return ds[lo:hi][rows - lo]
-    return ds[rows]
+        return take_rows(ds.__getitem__, rows, 0, slab_bytes=0, spread=4) if len(rows) else ds[0:0]

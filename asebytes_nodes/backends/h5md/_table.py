@@ -19,7 +19,7 @@ from .._columns import Column, Typed, check, infer, type_code_dtype
 from .._keys import MISSING
 from ._plan import FORMAT_NAME, FORMAT_VERSION, PRIVATE
 
-__all__ = ["Batch", "encode_batch", "fill", "n_atoms", "storage_dtype"]
+__all__ = ["Batch", "encode_batch", "fill", "storage_dtype"]
 
 # What HDF5 keeps typed here: no complex numbers; 0-d arrays and NUL-holding strings are encoded
 # (a dataset row would read back as a numpy scalar; variable-length strings end at a NUL);
@@ -42,13 +42,6 @@ _PLACES: dict[str, tuple[str, str]] = {
     "pbc": ("particles", "box/pbc"),
 }
 _RESERVED = set(_PLACES.values()) | {("particles", n) for n in ("box", "force", "velocity", "id", "image")}
-
-
-def n_atoms(row: dict[str, Any]) -> int:
-    for key in ("arrays.numbers", "arrays.positions"):
-        if key in row:
-            return len(row[key])
-    return 0
 
 
 @dataclass
