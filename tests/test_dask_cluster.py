@@ -119,7 +119,9 @@ def test_worker_killed_mid_task_is_retried(tmp_path: Path, scheduler: str) -> No
     serial, parallel = ShardedBackend(tmp_path / "serial"), ShardedBackend(tmp_path / "parallel")
     assert [(s.file, s.rows) for s in parallel.shards] == [(s.file, s.rows) for s in serial.shards]
     assert sorted(p.name for p in (tmp_path / "parallel").iterdir()) == sorted(
-        [s.file for s in parallel.shards] + ["asebytes-shards.json", parallel._manifest.natoms_file]
+        [s.file for s in parallel.shards]
+        + [s.natoms_file for s in parallel.shards]
+        + ["asebytes-shards.json"]
     )
     for i, (a, b) in enumerate(zip(ASEIO(serial), ASEIO(parallel), strict=True)):
         assert_atoms_equal(a, b, f"frame {i}")

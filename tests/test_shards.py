@@ -85,15 +85,36 @@ def test_extend_tops_up_the_last_shard(tmp_path: Path) -> None:
     for k in range(0, len(frames), 3):
         db.extend(frames[k : k + 3])
     names = sorted(p.name for p in (tmp_path / "ds").iterdir())
-    shards = [n for n in names if n.startswith("shard-")]
+    shards = [n for n in names if n.startswith("shard-") and not n.endswith(".natoms.npy")]
     assert [s.rows for s in db.backend.shards] == [5] * (len(frames) // 5) + (
         [len(frames) % 5] if len(frames) % 5 else []
     )
-    assert len(shards) == len(db.backend.shards)  # replaced shard files are gone
+    assert shards == [s.file for s in db.backend.shards]  # replaced shard files are gone
+    assert sorted(set(names) - set(shards)) == sorted(
+        ["asebytes-shards.json", *(s.natoms_file for s in db.backend.shards)]
+    )
     again = ASEIO(tmp_path / "ds")  # recognised by its manifest
     assert isinstance(again.backend, ShardedBackend)
     assert again.backend.natoms.tolist() == [len(f) for f in frames]
     assert np.allclose(again["calc.energy"].to_numpy(), [f.get_potential_energy() for f in frames])
+
+
+def test_append_writes_only_the_new_atom_counts(tmp_path: Path) -> None:
+    frames = make_frames("periodic_variable_n") * 3
+    db = ASEIO(tmp_path / "ds", backend="shards", shard_frames=4)
+    db.extend(frames[:10])
+    full = {
+        s.natoms_file: (tmp_path / "ds" / s.natoms_file).stat().st_mtime_ns for s in db.backend.shards[:2]
+    }
+    db.extend(frames[10:])
+    assert {n: (tmp_path / "ds" / n).stat().st_mtime_ns for n in full} == full  # full shards untouched
+    assert ASEIO(tmp_path / "ds").backend.natoms.tolist() == [len(f) for f in frames]
+    manifest = json.loads((tmp_path / "ds" / MANIFEST).read_text())
+    assert [s["natoms"] for s in manifest["shards"]] == [s.natoms for s in db.backend.shards]
+    (tmp_path / "ds" / db.backend.shards[1].natoms_file).unlink()
+    with pytest.raises(StoreCorruptedError, match="atom counts of shard file shard-00001.n4"):
+        len(ASEIO(tmp_path / "ds").backend.natoms)
+    assert any("shard-00001.n4.natoms.npy: missing" in p for p in ShardedBackend(tmp_path / "ds").check())
 
 
 def test_zarr_shards(tmp_path: Path) -> None:
@@ -133,6 +154,9 @@ def test_newer_manifest_and_junk(tmp_path: Path) -> None:
     manifest = json.loads((folder / MANIFEST).read_text())
     (folder / MANIFEST).write_text(json.dumps({**manifest, "version": 99}))
     with pytest.raises(FormatVersionError, match="version 99"):
+        ASEIO(folder)
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "version": 1}))
+    with pytest.raises(FormatVersionError, match="version 1 was a development layout"):
         ASEIO(folder)
     (folder / MANIFEST).write_text(json.dumps({**manifest, "frames": 1}))
     with pytest.raises(StoreCorruptedError, match="says 1 frames"):
@@ -194,7 +218,9 @@ def test_to_batch_joins_the_shards_batches(tmp_path: Path) -> None:
     calls: list[int] = []
     for p in range(len(backend.shards)):  # count the shards' own batch reads
         shard = backend._part(p)
-        shard.read_batch = lambda idx, *a, _f=shard.read_batch, **k: calls.append(len(idx)) or _f(idx, *a, **k)
+        shard.read_batch = lambda idx, *a, _f=shard.read_batch, **k: (
+            calls.append(len(idx)) or _f(idx, *a, **k)
+        )
     order = np.array([12, 0, 5, 2, 10, 1, 6, 13, 11])
     keys = ["arrays.positions", "calc.energy", "cell", "info.index"]
     for atoms in (None, np.array([0, -1]), slice(1, 3)):
@@ -208,6 +234,4 @@ def test_to_batch_joins_the_shards_batches(tmp_path: Path) -> None:
     assert calls and len(calls) <= 3 * len({int(s) for s in backend._locate(order)[0]})
     with pytest.raises(KeyError, match=r"rows 11\)"):  # the dataset's row, not the shard's
         ASEIO(backend)[[0, 11]].to_batch(["calc.energy"])
-    assert np.array_equal(
-        ASEIO(backend)[[2, 0]].to_batch(None)["n_atoms"], [len(frames[2]), len(frames[0])]
-    )
+    assert np.array_equal(ASEIO(backend)[[2, 0]].to_batch(None)["n_atoms"], [len(frames[2]), len(frames[0])])

@@ -43,10 +43,9 @@ def _trials(tmp_path: Path, seeds: int) -> None:
         assert db.backend.check() == []
         writer = ASEIO(path)
         writer.append(versioned_frame(len(db), 2))
-        named = {s.file for s in writer.backend.shards} | {"asebytes-shards.json"}
-        leftovers = [
-            p.name for p in path.iterdir() if p.name not in named and not p.name.startswith("natoms-")
-        ]
+        shards = writer.backend.shards
+        named = {s.file for s in shards} | {s.natoms_file for s in shards} | {"asebytes-shards.json"}
+        leftovers = [p.name for p in path.iterdir() if p.name not in named]
         assert leftovers == [], f"seed {seed}: {leftovers}"
         assert isinstance(writer.backend, ShardedBackend)
     assert killed, "every kill came after the extend had finished: no crash was tested"

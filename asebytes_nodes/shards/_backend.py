@@ -4,7 +4,7 @@ The layout and its version history are documented in :mod:`._manifest`. Opening 
 dataset reads the manifest only; a shard is opened (read-only, without lock files) the
 first time one of its rows is read, after checking that its file exists and has the
 size the manifest records. ``len``, ``keys``, ``key_counts`` and the atom counts of all
-frames (:attr:`ShardedBackend.natoms`) need no shard opened.
+frames (:attr:`ShardedBackend.natoms`, from the shards' atom-count files) need no shard opened.
 
 Writes are appends: :meth:`ShardedBackend.extend` tops up the last shard (written anew
 under another name) and starts new ones, then replaces the manifest. One writer at a
@@ -227,10 +227,11 @@ class ShardedBackend(ConcatBackend, WritableBackend):
                 problems.append(f"shard file {entry.file}: missing")
             elif digest(path) != (entry.size, entry.sha256):
                 problems.append(f"shard file {entry.file}: its bytes differ from the manifest's size/sha256")
-        try:
-            self._manifest.load_natoms(self._folder)
-        except StoreCorruptedError as exc:
-            problems.append(str(exc))
+            natoms = self._folder / entry.natoms_file
+            if not natoms.exists() or digest(natoms)[1] != entry.natoms:
+                problems.append(
+                    f"atom-count file {entry.natoms_file}: missing, or its bytes differ from the manifest's"
+                )
         if problems:
             return problems
         return super().check()
@@ -248,41 +249,33 @@ class ShardedBackend(ConcatBackend, WritableBackend):
             self._clean(old)
             cap = old.shard_frames or frames_per_shard(list(rows[:256]), self._shard_bytes)
             shards = list(old.shards)
-            natoms = [np.asarray(self.natoms, dtype=np.uint32)]
-            replaced: list[str] = []
+            replaced: list[ShardEntry] = []
             pos = 0
             if shards and shards[-1].rows < cap:
                 last = len(shards) - 1
                 pos = min(cap - shards[-1].rows, len(rows))
                 kept = read_range(self._part(last), 0, shards[-1].rows)
-                entry, counts = self._write(last, itertools.chain(kept, rows[:pos]))
-                replaced.append(shards[-1].file)
-                shards[-1] = entry
-                natoms = [natoms[0][: int(self._starts[last])], counts]
+                replaced.append(shards[-1])
+                shards[-1] = self._write(last, itertools.chain(kept, rows[:pos]))
             while pos < len(rows):
-                entry, counts = self._write(len(shards), rows[pos : pos + cap])
-                shards.append(entry)
-                natoms.append(counts)
+                shards.append(self._write(len(shards), rows[pos : pos + cap]))
                 pos += cap
-            new = Manifest(backend=old.backend, shard_frames=cap, shards=shards)
-            new.save_natoms(self._folder, np.concatenate(natoms))
-            new.save(self._folder)
+            Manifest(backend=old.backend, shard_frames=cap, shards=shards).save(self._folder)
             self.close()
-            if old.natoms_file and old.natoms_file != new.natoms_file:
-                replaced.append(old.natoms_file)
-            for name in replaced:
-                remove_path(self._folder / name)
+            for entry in replaced:
+                remove_path(self._folder / entry.file)
+                remove_path(self._folder / entry.natoms_file)
             self._load()
 
-    def _write(self, index: int, rows: Any) -> tuple[ShardEntry, np.ndarray]:
+    def _write(self, index: int, rows: Any) -> ShardEntry:
         return write_shard(self._folder, index, rows, self._manifest.backend, self._shard_options)
 
     def _clean(self, manifest: Manifest) -> None:
         """Delete temporary files and shard/atom-count files the manifest does not name."""
-        keep = {s.file for s in manifest.shards} | {manifest.natoms_file}
+        keep = {s.file for s in manifest.shards} | {s.natoms_file for s in manifest.shards}
         for item in self._folder.iterdir():
             name = item.name
-            if name.startswith(TEMP_PREFIX) or (name.startswith(("shard-", "natoms-")) and name not in keep):
+            if name.startswith(TEMP_PREFIX) or (name.startswith("shard-") and name not in keep):
                 remove_path(item)
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:

@@ -123,7 +123,11 @@ class ConcatBackend(ReadableBackend):
         return values
 
     def read_batch(
-        self, indices: np.ndarray, keys: list[str] | None = None, *, fill: dict[str, Any] | None = None,
+        self,
+        indices: np.ndarray,
+        keys: list[str] | None = None,
+        *,
+        fill: dict[str, Any] | None = None,
         atoms: np.ndarray | slice | None = None,
     ) -> dict[str, Any]:
         """Inherited; each part's own ``read_batch`` of its rows, joined and put in the order asked."""

@@ -112,8 +112,8 @@ def run_partition(part: Partition) -> dict[str, Any]:
         done = _finished(journal, part)
         if done is not None:
             return done
-        entry, natoms = write_shard(folder, part.index, part.rows(), part.backend, part.options)
-        record = {"key": part.journal_key(), "entry": entry.to_json(), "natoms": natoms.tolist()}
+        entry = write_shard(folder, part.index, part.rows(), part.backend, part.options)
+        record = {"key": part.journal_key(), "entry": entry.to_json()}
         write_atomic(journal, json.dumps(record).encode())
         return record
     except Exception as exc:
@@ -127,10 +127,11 @@ def _finished(journal: Path, part: Partition) -> dict[str, Any] | None:
         entry = ShardEntry.from_json(record["entry"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    path = Path(part.folder) / entry.file
-    if record.get("key") != part.journal_key() or not path.exists():
+    path, natoms = Path(part.folder) / entry.file, Path(part.folder) / entry.natoms_file
+    if record.get("key") != part.journal_key() or not path.exists() or not natoms.exists():
         return None
-    return record if digest(path) == (entry.size, entry.sha256) else None
+    intact = digest(path) == (entry.size, entry.sha256) and digest(natoms)[1] == entry.natoms
+    return record if intact else None
 
 
 def _stamp(source: Any, backend: ReadableBackend) -> str:
@@ -203,12 +204,10 @@ def convert_sharded(
             )
             with closing(engine_for(workers, scheduler, show_progress)) as engine:
                 records = engine.map(run_partition, tasks, desc=f"converting to {final.name}")
-            manifest = Manifest(backend=backend, shard_frames=cap)
-            manifest.shards = [ShardEntry.from_json(r["entry"]) for r in records]
-            natoms = [np.asarray(r["natoms"], dtype=np.uint32) for r in records]
-            manifest.save_natoms(work, np.concatenate(natoms) if natoms else np.zeros(0, np.uint32))
+            shards = [ShardEntry.from_json(r["entry"]) for r in records]
+            manifest = Manifest(backend=backend, shard_frames=cap, shards=shards)
             manifest.save(work)
-            keep = {s.file for s in manifest.shards} | {MANIFEST, manifest.natoms_file}
+            keep = {MANIFEST} | {s.file for s in shards} | {s.natoms_file for s in shards}
             for item in work.iterdir():
                 if item.name not in keep:
                     remove_path(item)

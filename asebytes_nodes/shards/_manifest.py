@@ -1,6 +1,6 @@
 """The manifest of a sharded dataset: what a directory of shard stores holds, read without opening one.
 
-On-disk layout (version 1)
+On-disk layout (version 2)
 --------------------------
 A directory (any name) holding:
 
@@ -10,8 +10,7 @@ name                           content
 ``asebytes-shards.json``       the manifest (below); its presence makes the directory a dataset
 ``shard-NNNNN.nR<ext>``        shard ``NNNNN`` (from 0) holding ``R`` rows, a store of the
                                shard backend (``.lmdb`` file, ``.zarr`` folder, ``.h5`` file)
-``natoms-<16 hex>.npy``        uint32 atom count of every frame, in dataset order (numpy
-                               ``.npy``); the hex is the start of its sha256
+``shard-NNNNN.nR.natoms.npy``  uint32 atom count of each of that shard's frames (numpy ``.npy``)
 ``.tmp-*``                     temporary files of a writer; ignored by readers, deleted by
                                the next writer
 ``.convert-NNNNN.json``        (inside a conversion's work folder only) the entry of a finished
@@ -19,21 +18,24 @@ name                           content
 =============================  ========================================================
 
 The manifest is JSON: ``format`` (``"asebytes_nodes.shards"``), ``version``, ``backend``
-(the shard backend's registry name), ``shard_frames`` (rows per full shard), ``frames``,
-``natoms`` (``{"file", "sha256"}``) and ``shards``: one ``{"file", "rows", "size",
-"sha256", "keys"}`` per shard, where ``size`` is bytes on disk, ``sha256`` the digest of
-the store's bytes (a folder store: of its files' relative paths and digests, sorted) and
-``keys`` how many rows carry each key.
+(the shard backend's registry name), ``shard_frames`` (rows per full shard), ``frames``
+and ``shards``: one ``{"file", "rows", "size", "sha256", "keys", "natoms"}`` per shard,
+where ``size`` is bytes on disk, ``sha256`` the digest of the store's bytes (a folder
+store: of its files' relative paths and digests, sorted), ``keys`` how many rows carry
+each key and ``natoms`` the sha256 of the shard's atom-count file.
 
-Shards are immutable once a manifest names them: a writer that adds rows to the last,
-partly filled shard writes a new file with another row count in its name, and deletes
-the old one only after the new manifest is in place. The manifest is replaced
+Shards and their atom-count files are immutable once a manifest names them: a writer that
+adds rows to the last, partly filled shard writes new files with another row count in
+their names, and deletes the old ones only after the new manifest is in place, so an
+append writes the atom counts of the rows it adds and no others. The manifest is replaced
 atomically (temporary file, ``fsync``, ``os.replace``, ``fsync`` of the folder) after
-every shard it names is on disk, so a crash leaves the previous manifest and its shards.
+every file it names is on disk, so a crash leaves the previous manifest and its shards.
 
 Version history
 ---------------
-1. First layout (asebytes-nodes 0.1, issue 16).
+1. First layout (development only, never released): one ``natoms-<hex>.npy`` for the whole
+   dataset, rewritten by every append. Not read: convert such a folder again.
+2. Atom counts per shard (asebytes-nodes 0.1, issue 16).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from ..backends._base import check_format_record
-from ..errors import StoreCorruptedError
+from ..errors import FormatVersionError, StoreCorruptedError
 
 __all__ = [
     "FORMAT_NAME",
@@ -60,12 +62,13 @@ __all__ = [
     "ShardEntry",
     "digest",
     "disk_size",
+    "natoms_name",
     "shard_name",
     "sniff",
 ]
 
 FORMAT_NAME = "asebytes_nodes.shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "asebytes-shards.json"
 TEMP_PREFIX = ".tmp-"
 _BLOCK = 1 << 22
@@ -79,7 +82,13 @@ class ShardEntry:
     rows: int
     size: int
     sha256: str
-    keys: dict[str, int] = field(default_factory=dict)
+    keys: dict[str, int]
+    natoms: str  # sha256 of the atom-count file
+
+    @property
+    def natoms_file(self) -> str:
+        """Name of the shard's atom-count file (beside it)."""
+        return natoms_name(self.file)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,24 +97,42 @@ class ShardEntry:
             "size": self.size,
             "sha256": self.sha256,
             "keys": self.keys,
+            "natoms": self.natoms,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ShardEntry:
         return cls(
-            str(data["file"]), int(data["rows"]), int(data["size"]), str(data["sha256"]), dict(data["keys"])
+            str(data["file"]),
+            int(data["rows"]),
+            int(data["size"]),
+            str(data["sha256"]),
+            dict(data["keys"]),
+            str(data["natoms"]),
         )
+
+    def load_natoms(self, folder: Path) -> np.ndarray:
+        """The shard's atom counts (uint32), checked against its row count."""
+        path = folder / self.natoms_file
+        try:
+            natoms = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise StoreCorruptedError(
+                f"{path}: the atom counts of shard file {self.file} cannot be read ({exc}); restore it "
+                "(dvc checkout / dvc pull), or rewrite the dataset"
+            ) from exc
+        if natoms.ndim != 1 or len(natoms) != self.rows:
+            raise StoreCorruptedError(f"{path}: holds {natoms.shape} atom counts for {self.rows} frames")
+        return natoms
 
 
 @dataclass
 class Manifest:
-    """What a sharded dataset holds; ``natoms`` is loaded on first use."""
+    """What a sharded dataset holds."""
 
     backend: str
     shard_frames: int
     shards: list[ShardEntry] = field(default_factory=list)
-    natoms_file: str | None = None
-    natoms_sha256: str | None = None
 
     @property
     def frames(self) -> int:
@@ -118,7 +145,6 @@ class Manifest:
             "backend": self.backend,
             "shard_frames": self.shard_frames,
             "frames": self.frames,
-            "natoms": {"file": self.natoms_file, "sha256": self.natoms_sha256},
             "shards": [s.to_json() for s in self.shards],
         }
 
@@ -133,13 +159,16 @@ class Manifest:
         except (OSError, ValueError) as exc:
             raise StoreCorruptedError(f"{path}: cannot be read as a shard manifest ({exc})") from exc
         check_format_record(str(path), data, FORMAT_NAME, FORMAT_VERSION, "sharded dataset")
+        if int(data.get("version", 0)) < FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{path}: sharded dataset layout version {data.get('version')} was a development layout "
+                "and is no longer read; convert the source into a new dataset (asebytes_nodes.convert)"
+            )
         try:
             manifest = cls(
                 backend=str(data["backend"]),
                 shard_frames=int(data["shard_frames"]),
                 shards=[ShardEntry.from_json(s) for s in data["shards"]],
-                natoms_file=data["natoms"]["file"],
-                natoms_sha256=data["natoms"]["sha256"],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreCorruptedError(f"{path}: the manifest lacks or mangles a field ({exc!r})") from exc
@@ -157,37 +186,30 @@ class Manifest:
         write_atomic(folder / MANIFEST, json.dumps(self.to_json(), indent=1).encode())
 
     def load_natoms(self, folder: Path) -> np.ndarray:
-        """Atom count of every frame (uint32), checked against the manifest."""
-        if not self.shards:
-            return np.zeros(0, dtype=np.uint32)
-        path = folder / str(self.natoms_file)
-        try:
-            natoms = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise StoreCorruptedError(
-                f"{path}: the atom counts of the dataset cannot be read ({exc})"
-            ) from exc
-        if natoms.ndim != 1 or len(natoms) != self.frames:
-            raise StoreCorruptedError(f"{path}: holds {natoms.shape} atom counts for {self.frames} frames")
-        return natoms
-
-    def save_natoms(self, folder: Path, natoms: np.ndarray) -> None:
-        """Write ``natoms`` under a content-derived name and record it (the manifest is saved later)."""
-        data = np.ascontiguousarray(natoms, dtype="<u4")
-        tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}-natoms.npy"
-        with open(tmp, "wb") as f:
-            np.save(f, data, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        sha = digest(tmp)[1]
-        name = f"natoms-{sha[:16]}.npy"
-        os.replace(tmp, folder / name)
-        self.natoms_file, self.natoms_sha256 = name, sha
+        """Atom count of every frame (uint32), from the shards' atom-count files."""
+        parts = [entry.load_natoms(folder) for entry in self.shards]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
 
 
 def shard_name(index: int, rows: int, extension: str) -> str:
     """File name of shard ``index`` holding ``rows`` rows (a refilled shard gets a new name)."""
     return f"shard-{index:05d}.n{rows}{extension}"
+
+
+def natoms_name(shard_file: str) -> str:
+    """Name of the atom-count file of the shard file ``shard_file`` (``shard-00003.n500.natoms.npy``)."""
+    stem = shard_file.split(".n", 1)[0]
+    rows = shard_file[len(stem) + 2 :].split(".", 1)[0]
+    return f"{stem}.n{rows}.natoms.npy"
+
+
+def save_natoms(path: Path, natoms: np.ndarray) -> str:
+    """Write atom counts to ``path`` (synced); their sha256."""
+    with open(path, "wb") as f:
+        np.save(f, np.ascontiguousarray(natoms, dtype="<u4"), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    return digest(path)[1]
 
 
 def digest(path: Path) -> tuple[int, str]:

@@ -21,7 +21,7 @@ import numpy as np
 from ..backends._base import ReadableBackend
 from ..codec import encode_row
 from ..registry import resolve_backend
-from ._manifest import TEMP_PREFIX, ShardEntry, digest, shard_name, sync_folder
+from ._manifest import TEMP_PREFIX, ShardEntry, digest, natoms_name, save_natoms, shard_name, sync_folder
 
 __all__ = [
     "CHUNK_ROWS",
@@ -86,12 +86,12 @@ def read_range(backend: ReadableBackend, start: int, stop: int) -> Iterator[dict
 
 def write_shard(
     folder: Path, index: int, rows: Iterable[dict[str, Any]], backend: str, options: dict[str, Any]
-) -> tuple[ShardEntry, np.ndarray]:
-    """Write ``rows`` as shard ``index`` of ``folder``; returns its manifest entry and atom counts.
+) -> ShardEntry:
+    """Write ``rows`` as shard ``index`` of ``folder`` with its atom-count file; its manifest entry.
 
     The store is written under a ``.tmp-`` name, its side files (lock files) removed,
-    and renamed into place; a failure leaves only temporary files, which the next
-    writer deletes.
+    and renamed into place after its atom-count file; a failure leaves only temporary
+    files, which the next writer deletes.
     """
     cls, extension = backend_class(backend)
     tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}{extension}"
@@ -115,6 +115,8 @@ def write_shard(
                 os.fsync(f.fileno())
         size, sha = digest(tmp)
         final = folder / shard_name(index, len(natoms), extension)
+        natoms_sha = save_natoms(folder / f"{tmp.name}.natoms.npy", np.asarray(natoms, dtype=np.uint32))
+        os.replace(folder / f"{tmp.name}.natoms.npy", folder / natoms_name(final.name))
         remove_path(final)  # an unreferenced leftover of an interrupted write
         os.replace(tmp, final)
         sync_folder(folder)
@@ -122,8 +124,7 @@ def write_shard(
         for leftover in folder.glob(f"{tmp.name}*"):
             remove_path(leftover)
         raise
-    entry = ShardEntry(final.name, len(natoms), size, sha, dict(sorted(counts.items())))
-    return entry, np.asarray(natoms, dtype=np.uint32)
+    return ShardEntry(final.name, len(natoms), size, sha, dict(sorted(counts.items())), natoms_sha)
 
 
 def remove_path(path: Path) -> None:
