@@ -254,28 +254,20 @@ class LMDBBackend(GroupsMixin, WritableBackend):
         return str(self._path)
 
     # -- transactions ------------------------------------------------------------------------
-    @contextmanager
-    def _txn(self) -> Iterator[BoundedTxn]:
+    def _txn(self) -> BoundedTxn:
+        """A read transaction: ``with self._txn() as txn``; it ends (and LMDB's errors become
+        :class:`StoreCorruptedError` naming the store) when the block does."""
         env = self._env
         shared = self._shared
         assert shared is not None
+        db = None if self._group is None else self._db()
         while True:
             try:
                 txn = env.begin(buffers=True)
             except lmdb.MapResizedError:  # another process grew the map
                 env.set_mapsize(0)
                 continue
-            break
-        try:
-            yield BoundedTxn(txn, self._path, shared.psize, shared.size, self._db())
-        except lmdb.Error as exc:  # LMDB met a damaged page (MDB_CORRUPTED, MDB_PAGE_NOTFOUND...)
-            raise lmdb_failure(self._path, exc) from exc
-        except StoreCorruptedError as exc:
-            if str(self._path) in str(exc):
-                raise
-            raise type(exc)(f"{self._path}: {exc}") from exc
-        finally:
-            txn.abort()
+            return BoundedTxn(txn, self._path, shared.psize, shared.size, db)
 
     @contextmanager
     def _writer_lock(self) -> Iterator[None]:

@@ -30,6 +30,12 @@ import numpy as np
 
 from ..errors import StoreCorruptedError
 from ._lmdb_blocks import describe_key
+from ._lmdb_check import lmdb_failure
+
+try:
+    import lmdb
+except ImportError:  # pragma: no cover - _lmdb raises the MissingExtraError first
+    lmdb = None
 
 __all__ = ["BoundedTxn"]
 
@@ -77,7 +83,7 @@ def _address(view: memoryview) -> int:
 
 class BoundedTxn:
     """An LMDB transaction (opened with ``buffers=True``) on database ``db`` (None: the main
-    one) whose :meth:`get` is bounded.
+    one) whose :meth:`get` is bounded; as a context manager, a read that ends with the block.
 
     ``path`` names the data file in errors and is measured when a value seems to end past
     the known size (another process may have grown the file since).
@@ -92,6 +98,18 @@ class BoundedTxn:
         self._size = size  # shared by the environment's transactions: [bytes of the file]
         self._db = db
         self._cursor: Any = None  # opened by the first get
+
+    def __enter__(self) -> BoundedTxn:
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, trace: Any) -> None:
+        """End the transaction; LMDB's errors (a damaged page: MDB_CORRUPTED,
+        MDB_PAGE_NOTFOUND...) and unnamed corruption errors come out naming the store."""
+        self._txn.abort()
+        if isinstance(exc, lmdb.Error):
+            raise lmdb_failure(self._path, exc) from exc
+        if isinstance(exc, StoreCorruptedError) and str(self._path) not in str(exc):
+            raise type(exc)(f"{self._path}: {exc}") from exc
 
     def main(self) -> BoundedTxn:
         """The same transaction on the main database."""

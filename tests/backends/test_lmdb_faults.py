@@ -14,6 +14,7 @@ import collections
 import errno
 import json
 import shutil
+import signal
 import struct
 import sys
 import time
@@ -120,7 +121,9 @@ def run_trials(
         code = run_in_child(damage_trials, (str(store), todo, n, str(log)))
         done = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
         results.update({(offset, bit): outcome for offset, bit, outcome in done})
-        if code != 0:  # the trial after the last logged one killed the child
+        if code == -signal.SIGKILL and done:  # out of time (faultkit's timeout): go on in a new child
+            continue
+        if code != 0:  # the trial after the last logged one killed (or hung) the child
             results[todo[len(done)][1:]] = None
     return results
 
