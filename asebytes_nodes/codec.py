@@ -44,8 +44,6 @@ from typing import Any
 
 import numpy as np
 
-# TRANSITION: the scalar type codes moved to the column model; importers still being moved
-from .backends._columns import maybe_scalar, scalar_type_code, type_code_dtype  # noqa: F401
 from .errors import SerializationError, StoreCorruptedError, UnsafeStoreError
 
 __all__ = [

@@ -43,7 +43,7 @@ The table is ``{"format": "asebytes_nodes.h5md", "version": 2, "length": T, "wid
 "padded": atom counts ever differed, "timestep": fs, "next": column id counter, "velocity": bool,
 "columns": {key: {"id", "kind", "path", "dtype", "shape", "type", "count", "flags"}}}``, kinds
 ``atom`` (per-atom numbers), ``frame`` (per-frame arrays), ``scalar`` (one exact scalar type, see
-:func:`~asebytes_nodes.codec.scalar_type_code`), ``string`` and ``object`` (encoded). Per-atom
+:func:`~asebytes_nodes.backends._columns.scalar_type_code`), ``string`` and ``object`` (encoded). Per-atom
 values are padded to ``W`` with NaN (floats), 0 or False and a frame lacking a key holds the same
 fill value; ``n_atoms`` and ``present`` give every row back exactly. znh5md reads the NaN padding.
 
