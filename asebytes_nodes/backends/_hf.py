@@ -483,6 +483,31 @@ class HFBackend(ReadableBackend):
         """Keys of the columns that hold values (for a stream: every column, unread)."""
         return sorted(self._readers) if self._stream is not None else list(self.key_counts())
 
+    # -- pieces read apart (parallel conversion, asebytes_nodes.shards) --------------------------
+    def arrow_shards(self) -> list[int] | None:
+        """Row counts of the Arrow tables (files) a downloaded dataset is made of, in order; None
+        for a stream, or a selection of rows (``shuffle``, ``select``, ``filter``) crossing them."""
+        if self._stream is not None or getattr(self._data, "_indices", None) is not None:
+            return None
+        blocks = getattr(self._data.data, "blocks", None)
+        counts = [int(self._data.num_rows)] if blocks is None else [int(b[0].num_rows) for b in blocks]
+        return counts if sum(counts) == self._data.num_rows else None
+
+    def stream_shards(self) -> int:
+        """How many shards (data files) a stream reads, each readable alone; 0 for a downloaded dataset."""
+        return 0 if self._stream is None else int(self._data.num_shards)
+
+    def iter_stream_shard(self, index: int, keys: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        """The rows of stream shard ``index`` (of :meth:`stream_shards`) in order: reading the shards in
+        turn gives every row of the stream. Errors number rows from the shard's first."""
+        from ._arrow import table_to_rows
+
+        part = self._data.shard(num_shards=self.stream_shards(), index=index, contiguous=True)
+        start = 0
+        for table in part.with_format("arrow").iter(batch_size=self._options["batch_size"]):
+            yield from table_to_rows(table, self._readers, np.arange(start, start + table.num_rows), keys)
+            start += table.num_rows
+
     def close(self) -> None:
         self._views.clear()
 

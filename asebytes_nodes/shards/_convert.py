@@ -3,8 +3,11 @@
 The source is cut into partitions of ``shard_frames`` rows (the cut depends on the
 source and ``shard_frames`` only, never on the number of workers). Each task reads its
 own rows: an extxyz file by its rows of the byte-offset index (:mod:`.._xyzindex`),
-sent with the task and parsed in the worker; any other store by row range, opened in
-the worker (by path, or from the pickled backend). Each task writes its shard under a
+sent with the task and parsed in the worker; a downloaded HuggingFace dataset by row
+ranges that never cross its Arrow files (each file cut into pieces of ``shard_frames``),
+a HuggingFace stream by its shards (data files; one dataset shard each, whatever
+``shard_frames``: a stream cannot be entered in the middle); any other store by row
+range, opened in the worker (by path, or from the pickled backend). Each task writes its shard under a
 temporary name, renames it, and records it in a journal file. The manifest is written
 last, in a work folder ``.<name>.partial`` beside the target that is then renamed to
 the target: a failed conversion leaves no dataset, and its rerun keeps every shard whose
@@ -13,6 +16,7 @@ journal entry, source range and hash still match.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from contextlib import closing
@@ -55,11 +59,12 @@ class _XyzRange(ExtxyzFrames):
 
 @dataclass(frozen=True)
 class Partition:
-    """One task: source rows ``start:stop`` become shard ``index`` of ``folder``."""
+    """One task: source rows ``start:stop`` (or shard ``stream_shard`` of a stream) become shard
+    ``index`` of ``folder``."""
 
     index: int
     start: int
-    stop: int
+    stop: int  # a stream shard: -1 (its rows are counted as they are read)
     source: Any  # a path or URI (opened in the worker), or a picklable backend
     source_options: dict[str, Any]
     xyz_table: np.ndarray | None  # extxyz only: index rows start..stop (the last is the end)
@@ -67,9 +72,15 @@ class Partition:
     backend: str
     options: dict[str, Any]
     stamp: str  # what identifies the source version, for the journal
+    stream_shard: int | None = None
+    stream_shards: int = 0
 
     def describe(self) -> str:
         where = self.source if isinstance(self.source, str) else repr(self.source)
+        if self.stream_shard is not None:
+            return (
+                f"{where}: stream shard {self.stream_shard} of {self.stream_shards} (partition {self.index})"
+            )
         return f"{where}: source rows {self.start}-{self.stop - 1} (partition {self.index})"
 
     def journal_key(self) -> dict[str, Any]:
@@ -77,6 +88,7 @@ class Partition:
             "source": self.stamp,
             "start": self.start,
             "stop": self.stop,
+            "stream_shard": self.stream_shard,
             "backend": self.backend,
             "options": repr(sorted(self.options.items())),
         }
@@ -98,7 +110,10 @@ class Partition:
         if isinstance(backend, str):
             backend = open_backend(backend, readonly=True, **self.source_options)
         try:
-            yield from read_range(backend, self.start, self.stop)
+            if self.stream_shard is not None:
+                yield from backend.iter_stream_shard(self.stream_shard)  # type: ignore[attr-defined]
+            else:
+                yield from read_range(backend, self.start, self.stop)
         finally:
             if backend is not self.source:
                 backend.close()
@@ -140,7 +155,7 @@ def _stamp(source: Any, backend: ReadableBackend) -> str:
     if where and os.path.exists(where):
         st = os.stat(where)
         return f"{os.path.realpath(where)}:{st.st_size}:{st.st_mtime_ns}"
-    return f"{where}:{len(backend)}"
+    return f"{where}:{len(backend) if backend.length_known() else '?'}"
 
 
 def convert_sharded(
@@ -197,11 +212,15 @@ def convert_sharded(
             for item in work.iterdir():
                 if item.name.startswith(TEMP_PREFIX):
                     remove_path(item)
-            n = len(src)
-            cap = shard_frames or frames_per_shard(sample_rows(src, 0, n), shard_bytes or DEFAULT_SHARD_BYTES)
+            streams = int(getattr(src, "stream_shards", lambda: 0)())
+            n = 0 if streams else len(src)
+            if shard_frames is None:
+                sample = list(itertools.islice(src.iter_rows(), 256)) if streams else sample_rows(src, 0, n)
+            cap = shard_frames or frames_per_shard(sample, shard_bytes or DEFAULT_SHARD_BYTES)
             tasks = _partitions(
-                source if opened else src, src, n, cap, work, backend, source_options, shard_options
-            )
+                source if opened else src, src, _ranges(src, n, cap, streams), work, backend,
+                source_options, shard_options,
+            )  # fmt: skip
             with closing(engine_for(workers, scheduler, show_progress)) as engine:
                 records = engine.map(run_partition, tasks, desc=f"converting to {final.name}")
             shards = [ShardEntry.from_json(r["entry"]) for r in records]
@@ -220,11 +239,23 @@ def convert_sharded(
     return manifest.frames
 
 
+def _ranges(src: ReadableBackend, n: int, cap: int, streams: int) -> list[tuple[int, int]]:
+    """Row ranges of at most ``cap`` rows, none crossing an Arrow file of a HuggingFace dataset;
+    a stream's shards as ``(k, -1)``."""
+    if streams:
+        return [(k, -1) for k in range(streams)]
+    sizes = getattr(src, "arrow_shards", lambda: None)() or [n]
+    bounds, first = [], 0
+    for size in sizes:
+        bounds += [(lo, min(lo + cap, first + size)) for lo in range(first, first + size, cap)]
+        first += size
+    return bounds
+
+
 def _partitions(
     source: Any,
     src: ReadableBackend,
-    n: int,
-    cap: int,
+    ranges: list[tuple[int, int]],
     work: Path,
     backend: str,
     source_options: dict[str, Any] | None,
@@ -237,18 +268,21 @@ def _partitions(
     elif isinstance(source, os.PathLike):
         source = os.fspath(source)
     stamp = _stamp(source, src)
+    streamed = bool(ranges) and ranges[0][1] < 0
     return [
         Partition(
             index=k,
-            start=start,
-            stop=min(start + cap, n),
+            start=-1 if streamed else start,
+            stop=stop,
             source=source,
             source_options=dict(source_options or {}) if table is None else {},
-            xyz_table=None if table is None else table[start : min(start + cap, n) + 1].copy(),
+            xyz_table=None if table is None else table[start : stop + 1].copy(),
             folder=os.fspath(work),
             backend=backend,
             options=dict(shard_options or {}),
             stamp=stamp,
+            stream_shard=start if streamed else None,
+            stream_shards=len(ranges) if streamed else 0,
         )
-        for k, start in enumerate(range(0, n, cap))
+        for k, (start, stop) in enumerate(ranges)
     ]
