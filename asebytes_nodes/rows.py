@@ -31,14 +31,13 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.cell import Cell
 from ase.constraints import dict2constraint
 
-from .backends._columns import copy_row, expand_rows
+from .backends._columns import expand_rows
 from .backends._keys import TOP_LEVEL_KEYS
 from .errors import InvalidDataError, StoreCorruptedError, UnknownKeyError
 from .validation import check_frame, unknown_key_message
 
 __all__ = [
     "atoms_to_dict",
-    "copy_row",
     "dict_to_atoms",
     "expand_rows",
     "gc_paused",

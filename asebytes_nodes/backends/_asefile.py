@@ -98,9 +98,10 @@ from ..errors import (
 )
 from ..progress import progress
 from ..registry import builtin
-from ..rows import copy_row, gc_paused
+from ..rows import gc_paused
 from ._aseframes import ExtxyzFrames, Frames, Indices, row_of, select
 from ._base import ReadableBackend, path_of
+from ._columns import copy_row
 from ._xyzindex import check_stream
 
 __all__ = ["UNSAFE_FORMATS", "ASEFileBackend", "sniff"]

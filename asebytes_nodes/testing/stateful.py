@@ -37,9 +37,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from ..backends._columns import copy_row
 from ..errors import InvalidDataError, SerializationError
 from ..io import ASEIO
-from ..rows import atoms_to_dict, copy_row
+from ..rows import atoms_to_dict
 from ..validation import validate_row
 from .contract import StoreFactory
 from .properties import (
