@@ -20,9 +20,6 @@ if TYPE_CHECKING:
     from .backends._base import ReadableBackend
 
 __all__ = [
-    "NAMESPACES",
-    "PER_ATOM_CALC",
-    "TOP_LEVEL_KEYS",
     "check_frame",
     "check_key",
     "check_rows",

@@ -1,7 +1,7 @@
 """ASE's per-atom calculator results are per-atom columns on every backend (issue 13, item 6).
 
 Matrix: every output ASE declares with a leading ``natoms`` axis (``ase.outputs``) against
-:data:`~asebytes_nodes.validation.PER_ATOM_CALC`; ``born_effective_charges`` on frames of
+:data:`~asebytes_nodes.backends._keys.PER_ATOM_CALC`; ``born_effective_charges`` on frames of
 different atom counts written to memory, LMDB, Zarr and H5MD, read back exactly, described as
 per-atom by ``schema``, and visible to znh5md in our H5MD file.
 """
@@ -17,7 +17,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.outputs import all_outputs
 
 from asebytes_nodes import ASEIO
-from asebytes_nodes.validation import PER_ATOM_CALC
+from asebytes_nodes.backends._keys import PER_ATOM_CALC
 
 
 def test_every_per_atom_output_of_ase_is_listed() -> None:
