@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends._keys import MISSING, is_per_atom
+from .backends._keys import MISSING, atom_counts, is_per_atom
 from .errors import (
     InvalidDataError,
     MissingExtraError,
@@ -178,7 +178,7 @@ def assemble(
     store (an in-memory backend): arrays are copied by the assembly anyway, list values are
     deep-copied here.
     """
-    counts = np.fromiter((len(row.get("arrays.numbers", ())) for row in rows), np.int64, len(rows))
+    counts = atom_counts(rows)
     if keys is None:
         keys = _shared_numeric_keys(rows)
     gather, new_counts = (None, counts) if atoms is None else atom_gather(counts, atoms, indices)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backends._base import ColumnInfo, ReadableBackend, WritableBackend
+from .backends._keys import ATOM_COUNT_KEYS
 from .errors import InvalidDataError, UnsupportedOperationError
 from .indexing import is_key_index, normalize_index, normalize_indices
 from .registry import open_backend, resolve_backend
@@ -229,7 +230,7 @@ class ASEIO:
         rows = normalize_indices(slice(None) if indices is None else indices, len(backend))
         if not backend.supports_drop_keys:
             backend.drop_keys(rows, keys)  # raises the backend's own clear error
-        if any(k in ("arrays.numbers", "arrays.positions") for k in keys):
+        if any(k in ATOM_COUNT_KEYS for k in keys):
             raise UnsupportedOperationError(
                 "arrays.numbers and arrays.positions define the frame and cannot be dropped"
             )

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..backends._base import ReadableBackend
+from ..backends._keys import atom_count
 from ..codec import encode_row
 from ..registry import resolve_backend
 from ._manifest import TEMP_PREFIX, ShardEntry, digest, natoms_name, save_natoms, shard_name, sync_folder
@@ -105,7 +106,7 @@ def write_shard(
                 store.extend(chunk)  # type: ignore[attr-defined]
                 for row in chunk:
                     counts.update(row.keys())
-                    natoms.append(len(row.get("arrays.numbers", ())))
+                    natoms.append(atom_count(row))
         finally:
             store.close()
         for side in folder.glob(f"{tmp.name}?*"):  # lock files beside the store (LMDB's -lock ...)
