@@ -67,7 +67,7 @@ class ShardedBackend(ConcatBackend, WritableBackend):
     Parameters
     ----------
     target
-        The dataset folder (created with an empty manifest when missing, unless ``readonly``).
+        The dataset folder; a missing one is made by the first write (``readonly``: StoreNotFoundError).
     readonly
         Refuse every write.
     shard_backend
@@ -112,8 +112,10 @@ class ShardedBackend(ConcatBackend, WritableBackend):
         }
         self._shard_bytes = shard_bytes or DEFAULT_SHARD_BYTES
         self._shard_options = dict(shard_options or {})
+        #: The empty manifest of a dataset not written yet: the folder is made by the first write.
+        self._new: Manifest | None = None
         if not (self._folder / MANIFEST).is_file():
-            self._create(shard_backend or "lmdb", shard_frames)
+            self._new = self._planned(shard_backend or "lmdb", shard_frames)
         self._lock = WriterLock(self._folder, store=str(self._folder), timeout=lock_timeout)
         self._load()
         if shard_backend is not None and shard_backend != self._manifest.backend:
@@ -122,7 +124,7 @@ class ShardedBackend(ConcatBackend, WritableBackend):
                 f"{shard_backend!r}; drop shard_backend= or write a new dataset"
             )
 
-    def _create(self, backend: str, shard_frames: int | None) -> None:
+    def _planned(self, backend: str, shard_frames: int | None) -> Manifest:
         folder = self._folder
         if self.readonly:
             raise StoreNotFoundError(f"{folder}: no sharded dataset here (no {MANIFEST}); check the path")
@@ -134,16 +136,17 @@ class ShardedBackend(ConcatBackend, WritableBackend):
                     "...); choose an empty or new folder"
                 )
         backend_class(backend)  # an unknown or uninstalled backend fails before any file is made
-        folder.mkdir(parents=True, exist_ok=True)
         if shard_frames is not None and shard_frames < 1:
             raise InvalidDataError(f"shard_frames must be at least 1, got {shard_frames}")
-        Manifest(backend=backend, shard_frames=shard_frames or 0).save(folder)
+        return Manifest(backend=backend, shard_frames=shard_frames or 0)
 
     def _load(self) -> None:
         try:
             self._manifest = Manifest.load(self._folder)
         except FileNotFoundError:
-            raise StoreNotFoundError(f"{self._folder}: the manifest {MANIFEST} is gone") from None
+            if self._new is None:
+                raise StoreNotFoundError(f"{self._folder}: the manifest {MANIFEST} is gone") from None
+            self._manifest = self._new  # not written yet: empty
         self._set_parts(
             [s.rows for s in self._manifest.shards],
             [partial(self._open_shard, p) for p in range(len(self._manifest.shards))],
@@ -242,6 +245,8 @@ class ShardedBackend(ConcatBackend, WritableBackend):
         self._check_writable()
         if not len(rows):
             return
+        if self._new is not None:
+            self._folder.mkdir(parents=True, exist_ok=True)  # the lock is taken on the folder
         with self._lock.exclusive():
             self.close()
             self._load()  # another handle may have written since
