@@ -3,10 +3,13 @@ inference per format, the one conflict message, schema entries, the row helpers.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from ase.build import molecule
 
-from asebytes_nodes import ColumnTypeError, InvalidDataError
+from asebytes_nodes import ASEIO, ColumnTypeError, InvalidDataError
 from asebytes_nodes.backends._columns import (
     Column,
     ColumnInfo,
@@ -111,3 +114,29 @@ def test_row_helpers() -> None:
     assert take(read, np.array([7, 3, 7]), 8).tolist() == [70, 30, 70] and reads == [slice(3, 8)]
     assert take(read, np.array([0, 99]), 1 << 30).tolist() == [0, 990] and reads[-1].tolist() == [0, 99]
     assert first_value(lambda r: [MISSING if i < 1500 else i for i in r.tolist()], 2000) == 1500
+
+
+@pytest.mark.parametrize("target", ["x.lmdb", "x.zarr", "x.h5"])
+def test_schema_agrees_with_memory(tmp_path: Path, target: str) -> None:
+    """Values each format keeps in a different kind of column (complex, 0-d, big-endian, NUL
+    strings, numpy scalars, ints beyond int64, ragged per-frame arrays) describe alike."""
+    frames = []
+    for k in range(2):
+        atoms = molecule("H2O")
+        atoms.info.update(
+            z=np.array([1 + 2j, 3j]),
+            zero_d=np.array(k * 1.5),
+            big=np.arange(3, dtype=">f8"),
+            nul=f"a\0{k}",
+            f32=np.float32(k),
+            huge=2**64 - 1 - k,
+            ragged=np.zeros(k + 1),
+            items={"a": [1, 2]},
+            flag=bool(k),
+        )
+        atoms.arrays["q"] = np.arange(3, dtype=np.int32) + k
+        frames.append(atoms)
+    memory = ASEIO("memory://")
+    memory.extend(frames)
+    ASEIO(tmp_path / target).extend(frames)
+    assert ASEIO(tmp_path / target, readonly=True).schema == memory.schema
