@@ -87,7 +87,7 @@ from ._lmdb_blocks import (
     read_scalar_column,
 )
 from ._lmdb_bounds import BoundedTxn
-from ._lmdb_check import SEALS, SealedC, Unsealed, free_bytes, lmdb_failure
+from ._lmdb_check import SEALS, Sealed, SealedC, Unsealed, free_bytes, lmdb_failure
 from ._lmdb_env import EnvOptions, SharedEnv, acquire_env, discard_env, release_env
 from ._lmdb_groups import GROUP_PREFIX, STAMP_PREFIX, GroupsMixin, local_path, only_groups, stamp_key
 from ._lmdb_lock import WriterLock
@@ -153,6 +153,7 @@ class LMDBBackend(GroupsMixin, WritableBackend):
     supports_delete: ClassVar[bool] = True
     supports_drop_keys: ClassVar[bool] = True
     supports_groups: ClassVar[bool] = True
+    _seal: type[Unsealed] | type[Sealed]  # the checksum of this dataset's layout version
 
     def __init__(
         self,

@@ -35,7 +35,7 @@ from ._lmdb_check import lmdb_failure
 try:
     import lmdb
 except ImportError:  # pragma: no cover - _lmdb raises the MissingExtraError first
-    lmdb = None
+    lmdb = None  # type: ignore[assignment]
 
 __all__ = ["BoundedTxn"]
 

@@ -28,7 +28,7 @@ from ._base import check_group_name, path_of
 try:
     import lmdb
 except ImportError:  # pragma: no cover - _lmdb raises the MissingExtraError first
-    lmdb = None
+    lmdb = None  # type: ignore[assignment]
 
 __all__ = ["GROUP_PREFIX", "MAX_DBS", "MAX_GROUPS", "GroupsMixin", "local_path", "only_groups", "stamp_key"]
 
