@@ -22,11 +22,11 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync as zarr_sync
 
-from ..errors import ConcurrentCommitError, DiskFullError
-from ._base import MISSING
+from ..errors import ColumnTypeError, ConcurrentCommitError, DiskFullError
+from ._keys import MISSING, atom_counts
 from ._safety import disk_full, is_disk_full
 from ._zarr_arrays import gather
-from ._zarr_columns import Misfit, encode_batch, infer_spec, object_spec, row_atoms
+from ._zarr_columns import encode_batch, infer_spec, object_spec
 from ._zarr_remote import conditional, publish, record_version
 from ._zarr_txn import FORMAT_VERSION, RECORD_ATTR, array_names, collect_garbage, new_name, seal
 
@@ -123,7 +123,7 @@ class Writes:
         if carried.get("arrays.numbers") == len(rows):
             counts = np.fromiter(map(len, map(itemgetter("arrays.numbers"), rows)), np.int64, len(rows))
         else:
-            counts = np.array([row_atoms(r) for r in rows], dtype=np.int64)
+            counts = atom_counts(rows)
         columns = {k: dict(v) for k, v in meta["columns"].items()}
         batches: dict[str, tuple[np.ndarray, Any]] = {}
         widened: dict[str, tuple[np.ndarray, Any]] = {}  # columns rewritten whole as object columns
@@ -139,13 +139,13 @@ class Writes:
                 spec = infer_spec(key, values[first : first + 1], counts[first : first + 1], cid)
                 try:
                     batches[key] = encode_batch(key, spec, values, counts, present)
-                except Misfit:
+                except ColumnTypeError:
                     spec = infer_spec(key, values, counts, cid)
                     batches[key] = encode_batch(key, spec, values, counts, present)
             else:
                 try:
                     batches[key] = encode_batch(key, spec, values, counts, present)
-                except Misfit:  # a value of another type: the column holds several types from now on
+                except ColumnTypeError:  # a value of another type: the column holds several types from now on
                     spec = object_spec(self._new_id("c"))
                     retired.append(columns[key]["id"])
                     stored = self._stored_values(columns[key])
@@ -280,7 +280,7 @@ class Writes:
         with self._writing():
             known = self._meta["columns"]
             removed = [{k for k in known if k not in row} for row in rows]
-            counts = np.fromiter(map(row_atoms, rows), np.int64, len(rows))
+            counts = atom_counts(rows)
             self._rewrite(np.array(order, np.int64), rows, removed, counts)
 
     def update_rows(self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]) -> None:
@@ -319,7 +319,7 @@ class Writes:
             spec = infer_spec(key, values[first : first + 1], counts[first : first + 1], cid)
             try:
                 return spec, encode_batch(key, spec, values, counts, label=label)[1], None
-            except Misfit:
+            except ColumnTypeError:
                 spec = infer_spec(key, values, counts, cid)
                 return spec, encode_batch(key, spec, values, counts, label=label)[1], None
         if all(v is MISSING for v in values):  # only removals: nothing to encode
@@ -329,7 +329,7 @@ class Writes:
             return spec, np.zeros((rows, *spec["shape"]), spec["dtype"]), None
         try:
             return spec, encode_batch(key, spec, values, counts, label=label)[1], None
-        except Misfit:  # a value of another type: the column holds several types from now on
+        except ColumnTypeError:  # a value of another type: the column holds several types from now on
             stored = self._stored_values(spec)
             for i, value, gone in zip(indices.tolist(), values, dropping.tolist(), strict=True):
                 if value is not MISSING or gone:
