@@ -18,7 +18,7 @@ and its arrays are::
                                          lacks it (``"present": true`` in its record); until
                                          then every frame carries it
     c<k>/values      kind "scalar": (frames,)            one exact scalar type (``type`` code,
-                                                         see :func:`~asebytes_nodes.codec.scalar_type_code`)
+                                                         see :func:`._columns.scalar_type_code`)
                      kind "frame":  (frames, *shape)     numpy arrays of one shape and dtype
                      kind "atom":   (atoms, *shape)      per-atom arrays, all frames concatenated
                      kind "object": uint8 (nbytes,)      msgpack values (strings, lists, dicts, ...)
