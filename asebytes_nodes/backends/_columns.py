@@ -48,6 +48,7 @@ __all__ = [
     "copy_row",
     "describe_value",
     "expand_rows",
+    "expand_values",
     "first_value",
     "infer",
     "maybe_scalar",
@@ -336,13 +337,22 @@ def expand_rows(rows: list[dict[str, Any]], where: np.ndarray | None) -> list[di
     """``rows[j]`` for each ``j`` in ``where`` (rows read once per unique index, handed out in the
     caller's order; None: ``rows`` as they are); a repeated index gets its own copy, so no two
     rows share arrays."""
+    return _expand(rows, where, copy_row)
+
+
+def expand_values(values: list[Any], where: np.ndarray | None) -> list[Any]:
+    """:func:`expand_rows` for the values of one column."""
+    return _expand(values, where, _copy_value)
+
+
+def _expand(items: list[Any], where: np.ndarray | None, copy: Callable[[Any], Any]) -> list[Any]:
     if where is None:
-        return rows
-    if len(where) == len(rows):
-        return [rows[j] for j in where.tolist()]
+        return items
+    if len(where) == len(items):
+        return [items[j] for j in where.tolist()]
     seen: set[int] = set()
     out = []
     for j in where.tolist():
-        out.append(copy_row(rows[j]) if j in seen else rows[j])
+        out.append(copy(items[j]) if j in seen else items[j])
         seen.add(j)
     return out

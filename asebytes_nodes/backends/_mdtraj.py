@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..registry import builtin
 from ._base import MISSING, WritableBackend, path_of
-from ._columns import expand_rows, sorted_unique, take
+from ._columns import expand_rows, expand_values, sorted_unique, take
 from ._mdtraj_format import (
     PER_ATOM,
     SCALARS,
@@ -305,9 +305,9 @@ class MDTrajBackend(WritableBackend):
             values = self._read(frames, [key])[key]
         if key in self._meta.topology:
             return np.repeat(values[None], len(idx), axis=0)
-        if where is None:
-            return values
-        return [values[j] for j in where.tolist()] if isinstance(values, list) else values[where]
+        if isinstance(values, list):
+            return expand_values(values, where)
+        return values if where is None else values[where]
 
     def _read(self, frames: np.ndarray, keys: Sequence[str]) -> dict[str, Any]:
         """Each wanted key's values at sorted unique ``frames``: per-frame lists or stacked arrays

@@ -4,7 +4,6 @@ layout and the rules for other programs' files are described in :mod:`asebytes_n
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 import weakref
@@ -29,7 +28,7 @@ from ...errors import (
 from ...registry import builtin
 from ...rows import gc_paused
 from .._base import MISSING, ColumnInfo, WritableBackend, check_group_name, path_of
-from .._columns import Column, expand_rows, first_value, sorted_unique
+from .._columns import Column, expand_rows, expand_values, first_value, sorted_unique
 from .._hdf5_files import SharedFile, acquire, open_hdf5, release
 from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, reading, store_lock, unseal
 from .._keys import atom_counts
@@ -377,11 +376,7 @@ class H5MDBackend(WritableBackend):
             if col.kind == "frame" and not any(v is MISSING for v in values):
                 stacked = np.stack(values)  # one array, fresh memory
                 return stacked if where is None else stacked[where]
-            if where is None:
-                return values
-            if len(frames) == len(idx):
-                return [values[j] for j in where.tolist()]
-            return [copy.deepcopy(values[j]) for j in where.tolist()]  # repeated rows never share arrays
+            return expand_values(values, where)  # repeated rows never share arrays
 
     def _present(self, col: Col, frames: np.ndarray) -> np.ndarray | None:
         """Which of ``frames`` carry the column (None: all of them)."""
