@@ -185,7 +185,10 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+    """Three significant digits, as in the metrics (runs here vary by more than that):
+    ``719,662`` -> ``720,000``, ``0.8512`` -> ``0.851``."""
+    rounded = float(f"{value:.3g}")
+    return f"{rounded:,.0f}" if abs(rounded) >= 100 else f"{rounded:.3g}"
 
 
 def markdown_table(results: dict[str, Any]) -> str:

@@ -2,13 +2,14 @@
 
 Every subcommand takes paths or URIs that :class:`~asebytes_nodes.ASEIO` opens. Errors
 print one line naming the file and the problem and exit with status 1 (2 for usage
-errors); ``--debug`` shows the traceback instead.
+errors); ``--debug`` (before or after the subcommand) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _store_flags(parser: argparse.ArgumentParser) -> None:
+    """How info, show and validate open their store."""
+    parser.add_argument("--backend", help="backend name, when the extension is not enough")
+    parser.add_argument("--group", help="a group of the store (info lists them)")
+
+
 def _add_write_flags(parser: argparse.ArgumentParser) -> None:
     owners = {
         name: [b for b, cls in BACKEND_OPTIONS.items() if any(f.name == name for f in option_fields(cls))]
@@ -56,10 +63,10 @@ def _add_write_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _open(target: str, backend: str | None = None, **options: Any) -> Any:
+def _open(target: str, backend: str | None = None, group: str | None = None) -> Any:
     from .io import ASEIO
 
-    return ASEIO(target, backend=backend, readonly=True, **options)
+    return ASEIO(target, backend=backend, group=group, readonly=True)
 
 
 # -- info ----------------------------------------------------------------------------------------
@@ -106,11 +113,11 @@ def _scan(db: Any, chunk: int = 2_000) -> dict[str, Any]:
     return {"atoms": n, "elements": sorted(elements), "pbc": pbc, "volumes": vol}
 
 
-def info(target: str, backend: str | None = None) -> dict[str, Any]:
+def info(target: str, backend: str | None = None, group: str | None = None) -> dict[str, Any]:
     """Everything ``asebytes-nodes info`` reports, as a JSON-ready dict."""
     from ase.data import chemical_symbols
 
-    with _open(target, backend) as db:
+    with _open(target, backend, group) as db:
         scan = _scan(db)
         counts, schema, carried = scan["atoms"], db.schema, db.backend.key_counts()
         size = _size_on_disk(target, db.backend)
@@ -215,12 +222,12 @@ def _print_info(data: dict[str, Any]) -> None:
 
 
 # -- show ----------------------------------------------------------------------------------------
-def _print_frame(target: str, index: int, backend: str | None) -> None:
+def _print_frame(target: str, index: int, backend: str | None, group: str | None = None) -> None:
     import numpy as np
 
     from .rows import atoms_to_dict
 
-    with _open(target, backend) as db:
+    with _open(target, backend, group) as db:
         n = len(db)
         atoms = db[index]
         row = atoms_to_dict(atoms)
@@ -301,7 +308,7 @@ def _check_options(target: str, backend: str | None, options: dict[str, Any]) ->
 
 # -- validate ------------------------------------------------------------------------------------
 def _validate(args: argparse.Namespace) -> int:
-    with _open(args.path, args.backend) as db:
+    with _open(args.path, args.backend, args.group) as db:
         problems = db.backend.check()
         n = len(db)
     for problem in problems:
@@ -322,26 +329,34 @@ def build_parser() -> argparse.ArgumentParser:
         "(.lmdb, .zarr, .h5/.h5md, .xyz/.extxyz/.traj, hf://...).",
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # --debug after the subcommand too; SUPPRESS keeps the top-level value when it is not given there
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
         "info",
+        parents=[common],
         help="what a store holds: frames, atoms, elements, columns, size",
         description="Summarise a store: backend and format version, frames, atoms per "
         "frame, elements, pbc and cell, every column with dtype, shape and how many "
         "frames carry it, and size on disk.",
     )
     p.add_argument("path", help="path or URI of the store")
-    p.add_argument("--backend", help="backend name, when the extension is not enough")
+    _store_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON for machines")
 
-    p = sub.add_parser("show", help="print one frame", description="Print one frame, key by key.")
+    p = sub.add_parser(
+        "show", parents=[common], help="print one frame", description="Print one frame, key by key."
+    )
     p.add_argument("path", help="path or URI of the store")
     p.add_argument("index", type=int, help="frame number (negative counts from the end)")
-    p.add_argument("--backend", help="backend name, when the extension is not enough")
+    _store_flags(p)
 
     p = sub.add_parser(
         "convert",
+        parents=[common],
         help="copy frames into a new store of any backend",
         description="Stream frames from SRC into a new store at DST, in chunks, with a "
         "progress bar. DST is written under a temporary name and moved into place "
@@ -374,16 +389,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "validate",
+        parents=[common],
         help="check a store's consistency; exit 1 on problems",
         description="Check a store: its layout's own invariants (lengths, offsets, "
         "schema; H5MD conformance for H5MD files) and every frame. Each problem "
         "is printed with its location; the exit status is 0 when there are none.",
     )
     p.add_argument("path", help="path or URI of the store")
-    p.add_argument("--backend", help="backend name, when the extension is not enough")
+    _store_flags(p)
 
     p = sub.add_parser(
         "bench",
+        parents=[common],
         help="benchmark the backends on a file or a built-in dataset",
         description="Write, read all, random reads, energy column and size, for each "
         "backend, on the frames of PATH or on a built-in dataset; prints a table.",
@@ -404,13 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "info":
-        data = info(args.path, args.backend)
+        data = info(args.path, args.backend, args.group)
         if args.json:
             print(json.dumps(data, indent=2))
         else:
             _print_info(data)
     elif args.command == "show":
-        _print_frame(args.path, args.index, args.backend)
+        _print_frame(args.path, args.index, args.backend, args.group)
     elif args.command == "convert":
         _convert(args)
     elif args.command == "validate":
@@ -443,8 +460,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = next((w for w in named if w), None)
         if where and not any(w and w in message for w in named):
             message = f"{where}: {message}"
-        print(f"{PROG}: error: {message.splitlines()[0]}", file=sys.stderr)
+        print(f"{PROG}: error: {_as_flags(message.splitlines()[0], args.command)}", file=sys.stderr)
         return 1
+
+
+def _as_flags(message: str, command: str) -> str:
+    """A library message's Python keywords (``backend=...``, ``group='A'``) as this command's flags."""
+    backend = "--from-backend/--to-backend" if command == "convert" else "--backend"
+    message = re.sub(r"\bbackend=(?:\.\.\.|'(\w+)')", lambda m: f"{backend} {m.group(1) or 'NAME'}", message)
+    if command != "convert":  # convert opens no group
+        message = re.sub(
+            r"\bgroup=(?:\.\.\.|'([\w.-]+)')", lambda m: f"--group {m.group(1) or 'NAME'}", message
+        )
+    return message
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 if __name__ == "__main__":  # pragma: no cover
