@@ -62,15 +62,22 @@ def child(kind: str, path: str, op: str, spec: dict[str, Any]) -> dict[str, floa
 
 
 def measure(
-    kind: str, path: Path, op: str, spec: dict[str, Any], repeats: int = 5, timeout: float = 1800
+    kind: str, path: Path, op: str, spec: dict[str, Any], repeats: int = 5, timeout: float = 300
 ) -> dict[str, Any]:
-    """Median seconds of ``repeats`` fresh processes, with every run's seconds and the checksum."""
+    """Median seconds of ``repeats`` fresh processes, with every run's seconds and the checksum.
+
+    A process still running after ``timeout`` seconds is killed and the figure is reported as
+    slower than that (``seconds`` None, ``timed_out_after``): one cliff must not stall the run.
+    """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ASEBYTES_NODES_PROGRESS": "0"}
     command = [sys.executable, "-m", "benchmarks.cold", kind, str(path), op, json.dumps(spec)]
     runs: list[float] = []
     value = None
     for _ in range(repeats):
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        try:
+            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:  # the child is killed; a lower bound is still a figure
+            return {"seconds": None, "timed_out_after": timeout, "runs": runs, "value": value}
         if done.returncode:
             raise RuntimeError(f"cold {op} on {kind} ({path}) failed:\n{done.stderr[-3000:]}")
         result = json.loads(done.stdout.splitlines()[-1])

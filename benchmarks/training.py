@@ -76,6 +76,7 @@ class Config:
     scale_repeats: int = 3
     scale_batches: int = 300
     scale_getitem: int = 1000
+    scale_timeout: float = 180.0  # seconds per fresh process before a figure is reported as slower
 
 
 FULL = Config(
@@ -272,7 +273,10 @@ def _scale_row(kind: str, n: int, specs: dict[str, Any], config: Config, folder:
     store = write_store(kind, folder, partial(scaled, n))
     path = Path(store["path"])
     try:
-        figures = {op: measure(kind, path, op, spec, config.scale_repeats) for op, spec in specs.items()}
+        figures = {
+            op: measure(kind, path, op, spec, config.scale_repeats, config.scale_timeout)
+            for op, spec in specs.items()
+        }
     finally:
         shutil.rmtree(path.parent)
     return {"write_fps": n / store["write_s"], "size_bytes": store["size_bytes"], **figures}
@@ -329,19 +333,29 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(line) + " |" for line in lines] + [""]
 
 
-def _rate(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+def _seconds(figure: dict[str, Any]) -> float:
+    """A cold figure's median seconds; a timed-out one counts as its timeout (a lower bound)."""
+    return figure["seconds"] if figure["seconds"] is not None else figure["timed_out_after"]
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:,.1f}"
+def _slow(figure: dict[str, Any]) -> bool:
+    return figure.get("seconds", 0) is None
+
+
+def _rate(value: float, slower: bool = False) -> str:
+    text = f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+    return f"< {text} (timed out)" if slower else text
+
+
+def _ms(seconds: float, slower: bool = False) -> str:
+    return f"> {seconds * 1e3:,.0f} (timed out)" if slower else f"{seconds * 1e3:,.1f}"
 
 
 def _speed(row: dict[str, Any], metric: str) -> float | None:
     """Higher-is-faster figure of ``metric`` in a training row (None: not measured)."""
     if metric == "batches":
         return row["warm"].get("batches_fps")
-    return 1.0 / row["cold"][metric.split()[1]]["seconds"]
+    return 1.0 / _seconds(row["cold"][metric.split()[1]])
 
 
 def _verdict(ratio: float, needed: float) -> str:
@@ -398,7 +412,10 @@ def _training_section(name: str, data: dict[str, Any]) -> list[str]:
         "",
     ]
     rows = [
-        [kind, *(_ms(row["cold"][op]["seconds"]) for op in ("first", "random", "energy"))]
+        [
+            kind,
+            *(_ms(_seconds(row["cold"][op]), _slow(row["cold"][op])) for op in ("first", "random", "energy")),
+        ]
         for kind, row in stores.items()
     ]
     lines += _table(["store", "open + first frame", "open + 100 random", "open + energy column"], rows)
@@ -445,28 +462,32 @@ def _scale_section(results: dict[str, Any]) -> list[str]:
     for size, data in results["scale"].items():
         counts = data["counts"]
         for kind, row in _ok(data["stores"]).items():
-            fps = {op: counts[op] / row[op]["seconds"] for op in ("getitem", "batches", "read_all")}
+            fps = {
+                op: _rate(counts[op] / _seconds(row[op]), _slow(row[op]))
+                for op in ("getitem", "batches", "read_all")
+            }
             rows.append(
                 [
                     f"{int(size):,}",
                     kind,
                     _rate(row["write_fps"]),
                     f"{row['size_bytes'] / 1e6:,.1f}",
-                    _rate(fps["getitem"]),
-                    _rate(fps["batches"]),
-                    _rate(fps["read_all"]),
-                    _ms(row["energy"]["seconds"]),
+                    fps["getitem"],
+                    fps["batches"],
+                    fps["read_all"],
+                    _ms(_seconds(row["energy"]), _slow(row["energy"])),
                 ]
             )
         for ours, peer, op, needed in SCALE_TARGETS:
             stores = _ok(data["stores"])
             if ours in stores and peer in stores:
-                ratio = stores[peer][op]["seconds"] / stores[ours][op]["seconds"]
+                ratio = _seconds(stores[peer][op]) / _seconds(stores[ours][op])
+                bound = "< " if _slow(stores[ours][op]) else "> " if _slow(stores[peer][op]) else ""
                 targets.append(
                     [
                         f"{int(size):,}",
                         f"{op}: {ours} vs {peer}",
-                        f"{ratio:.2f}",
+                        f"{bound}{ratio:.2f}",
                         f"{needed:.1f}",
                         _verdict(ratio, needed),
                     ]
@@ -518,6 +539,13 @@ def render(results: dict[str, Any]) -> str:
         "ASE's transposed view); its positions and forces are float32, ours keep float64 (errors below).",
         "",
     ]
+    if "training_measured" in meta:
+        earlier = meta["training_measured"]
+        lines += [
+            f"The training sets' figures are from an earlier run ({earlier['date']}, load average "
+            f"{earlier['load_average'][0]:.1f}); the scale part is from this one.",
+            "",
+        ]
     if meta["skipped"]:
         lines += [f"Not installed, skipped: {', '.join(meta['skipped'])}.", ""]
     for name, data in results["training"].items():
@@ -583,6 +611,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=HERE, help="where training.md/.json go")
     parser.add_argument("--workdir", type=Path, default=None, help="where stores are built (default: /tmp)")
     parser.add_argument("--render", type=Path, help="only render this training.json again")
+    parser.add_argument(
+        "--training-from",
+        type=Path,
+        help="take the training sets' figures from this training.json, run the scale part",
+    )
     args = parser.parse_args(argv)
     if args.render:
         print(render(json.loads(args.render.read_text())))
@@ -596,7 +629,11 @@ def main(argv: list[str] | None = None) -> int:
     if changes:
         config = Config(**{**config.__dict__, **changes})
     with tempfile.TemporaryDirectory(prefix="asebytes-training-", dir=args.workdir) as tmp:
-        results = run(config, Path(tmp), scale_only=args.scale_only)
+        results = run(config, Path(tmp), scale_only=args.scale_only or args.training_from is not None)
+    if args.training_from:
+        earlier = json.loads(args.training_from.read_text())
+        results["training"] = earlier["training"]
+        results["meta"]["training_measured"] = earlier["meta"]
     markdown = render(results)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "training.json").write_text(json.dumps(results, indent=2) + "\n")
