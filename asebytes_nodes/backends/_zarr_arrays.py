@@ -256,8 +256,12 @@ class ArrayAccess:
 
 
 async def gather(writes: list[Any]) -> None:
-    """Run zarr writes together on zarr's event loop: their encoding and I/O overlap."""
-    await asyncio.gather(*writes)
+    """Run zarr writes together on zarr's event loop: their encoding and I/O overlap. All of
+    them end before the first failure is raised, so a cleanup after it meets no write still
+    running (which would leave objects behind)."""
+    for outcome in await asyncio.gather(*writes, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def compressors(name: str | None, level: int) -> list[Any]:

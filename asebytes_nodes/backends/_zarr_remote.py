@@ -108,7 +108,11 @@ async def fork_array(store_path: Any, source: str, new: str, keep: int, rows: in
             relative = path[len(old) + 1 :]
             if int(relative.split("/")[1]) < kept:
                 copies.append((path, f"{fresh}/{relative}"))
-    for at in range(0, len(copies), _COPIES_AT_ONCE):
-        await asyncio.gather(*(fs._cp_file(a, b) for a, b in copies[at : at + _COPIES_AT_ONCE]))
+    for at in range(0, len(copies), _COPIES_AT_ONCE):  # all end before a failure is raised
+        batch = copies[at : at + _COPIES_AT_ONCE]
+        outcomes = await asyncio.gather(*(fs._cp_file(a, b) for a, b in batch), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
     arr = await zarr_async.open_array(store=store_path, path=new, zarr_format=3)
     return arr.with_config({"write_empty_chunks": True})

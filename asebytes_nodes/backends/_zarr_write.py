@@ -85,9 +85,8 @@ class Writes:
                 if is_disk_full(exc) and not isinstance(exc, DiskFullError):
                     raise disk_full(exc, self._target) from exc
                 if self._remote and isinstance(exc, Exception) and not isinstance(exc, ConcurrentCommitError):
-                    with suppress(Exception):  # arrays we read may have been collected after a commit
-                        if self._remote_generation() != self._began:
-                            raise self._conflict() from exc
+                    if self._overtaken():  # arrays we read may have been collected after a commit
+                        raise self._conflict() from exc
                 raise
             finally:
                 self._forks = {}
@@ -259,6 +258,13 @@ class Writes:
         self._created = []
         self._offsets = None
         self._cache.clear()
+
+    def _overtaken(self) -> bool:
+        """Has another writer committed since this write began (False if that cannot be read)?"""
+        try:
+            return self._remote_generation() != self._began
+        except Exception:  # noqa: BLE001 - the write's own error is the one to report then
+            return False
 
     def _conflict(self) -> ConcurrentCommitError:
         return ConcurrentCommitError(
