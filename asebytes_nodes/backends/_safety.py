@@ -68,6 +68,12 @@ class StoreLock:
                 if create:
                     raise
                 return None
+            except PermissionError:
+                if create:
+                    raise
+                # a reader of a store it may not write (shared read-only data): flock needs no
+                # write permission, so it still waits out a writer's critical section
+                self._fd = os.open(self.path, os.O_RDONLY)
         return self._fd
 
     def holder(self) -> str:

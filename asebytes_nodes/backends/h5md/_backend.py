@@ -479,6 +479,14 @@ class H5MDBackend(WritableBackend):
         where = np.unique(np.asarray(indices, np.int64))
         self._write(where, [{} for _ in where], None, full=False, drop=keys)
 
+    def _refuse_foreign(self, where: np.ndarray | None, rows: list[dict[str, Any]]) -> None:
+        """Refuse a write of rows (``where``: None appends) to a file another program wrote."""
+        if not self._own and len(rows if where is None else where):
+            raise UnsupportedOperationError(
+                f"{self._path} was written by another program; asebytes-nodes writes only H5MD files "
+                "it created. Copy the frames into a new file: ASEIO('copy.h5').extend(ASEIO(path))"
+            )
+
     def _write(
         self,
         where: np.ndarray | None,
@@ -494,6 +502,9 @@ class H5MDBackend(WritableBackend):
         ``full``: each row replaces a whole frame (keys it lacks are cleared); else only the given
         keys change. ``drop`` clears keys. Every value is checked and encoded first.
         """
+        with self._shared.lock, reading(self._path):
+            self._file()  # another program's file is refused before a lock file is made beside it
+        self._refuse_foreign(where, rows)
         with self._shared.lock, store_lock(self._path).exclusive(), reading(self._path):
             self._file()
             plan = self._plan
@@ -501,11 +512,7 @@ class H5MDBackend(WritableBackend):
                 where = np.arange(plan.length, plan.length + len(rows))
             if not len(where):
                 return
-            if not self._own:
-                raise UnsupportedOperationError(
-                    f"{self._path} was written by another program; asebytes-nodes writes only H5MD files "
-                    "it created. Copy the frames into a new file: ASEIO('copy.h5').extend(ASEIO(path))"
-                )
+            self._refuse_foreign(where, rows)
             drop = [key for key in drop if key in plan.cols]
             batch = encode_batch(
                 plan.table,
