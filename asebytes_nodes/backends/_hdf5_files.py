@@ -55,6 +55,8 @@ class SharedFile:
         self.path, self.key = path, key
         self.file: Any = None
         self.datasets: dict[str, Any] = {}
+        self.mirrors: dict[str, Any] = {}  # decoded copies of datasets (see h5md._gather), or None
+        self.mirror_bytes = 0
         self.pid = os.getpid()
         self.generation = 0  # bumped whenever the content may have changed (a write, another process)
         self.stamp: tuple[int, int] | None = None  # (mtime, size) of the content seen last
@@ -64,7 +66,8 @@ class SharedFile:
     def _forget_if_forked(self) -> None:
         if self.pid != os.getpid():
             _INHERITED.append(self.file)  # the parent's: never used, never closed here
-            self.file, self.datasets, self.pid, self.stamp = None, {}, os.getpid(), None
+            self.file, self.pid, self.stamp = None, os.getpid(), None
+            self._forget()
             self.generation += 1
 
     def _stat(self) -> tuple[int, int] | None:
@@ -74,10 +77,15 @@ class SharedFile:
             return None
         return st.st_mtime_ns, st.st_size
 
+    def _forget(self) -> None:
+        """Forget what was read through the handle: dataset lookups and decoded copies."""
+        self.datasets, self.mirrors, self.mirror_bytes = {}, {}, 0
+
     def _drop(self) -> None:
         if self.file is not None:
             self.file.close()
-        self.file, self.datasets = None, {}
+        self.file = None
+        self._forget()
 
     def reader(self, open_file: Callable[[Path], Any] = open_hdf5) -> Any:
         """The read-only handle (None while the file does not exist), reopened if the file changed;
@@ -96,6 +104,17 @@ class SharedFile:
                     self.generation += 1
                 self.stamp = stamp
             return self.file
+
+    def unchanged(self, generation: int) -> bool:
+        """Is the open handle still what a reader saw at ``generation`` (same process, the file's
+        size and mtime as when opened)? Then what it parsed holds without taking the store lock."""
+        with self.lock:
+            return (
+                self.file is not None
+                and self.pid == os.getpid()
+                and self.generation == generation
+                and self._stat() == self.stamp
+            )
 
     def dataset(self, name: str) -> Any:
         """Dataset ``name`` of the current handle (call :meth:`reader` first)."""
@@ -147,7 +166,8 @@ def release(shared: SharedFile) -> None:
             with shared.lock:
                 if shared.pid == os.getpid():
                     shared._drop()
-                shared.file, shared.datasets = None, {}
+                shared.file = None
+                shared._forget()
 
 
 def _renew_locks() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,6 +34,7 @@ from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, read
 from .._keys import atom_counts
 from ._check import check_version, conformance, invariants
 from ._foreign import foreign_plan
+from ._gather import DEFAULT_CACHE_BYTES, fast_batch, rows_of
 from ._plan import (
     CREATOR,
     FORMAT_NAME,
@@ -47,7 +48,6 @@ from ._plan import (
     is_group,
     own_plan,
     particle_groups,
-    take,
 )
 from ._table import encode_batch
 from ._writer import VELOCITY_SOURCES, velocities, write
@@ -98,6 +98,9 @@ class H5MDBackend(WritableBackend):
         (faster, h5py only) or ``None``.
     timestep
         Time between frames in fs, written to the ``time`` datasets when the store is created.
+    cache_bytes
+        Decoded copies of datasets kept for random and batched reads, per file and process
+        (default 64 MiB; 0 reads every request from the file). See :mod:`._gather`.
     """
 
     name: ClassVar[str] = "h5md"
@@ -120,6 +123,7 @@ class H5MDBackend(WritableBackend):
         compression: str | None = "gzip",
         compression_opts: int | None = None,
         timestep: float = 1.0,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self._path = path_of(os.fspath(target))
         if compression not in (None, "gzip", "lzf"):
@@ -140,6 +144,7 @@ class H5MDBackend(WritableBackend):
             "compression": compression,
             "compression_opts": compression_opts,
             "timestep": timestep,
+            "cache_bytes": int(cache_bytes),
         }
         self._shared: SharedFile = acquire(self._path)
         self._finalizer = weakref.finalize(self, release, self._shared)
@@ -279,6 +284,8 @@ class H5MDBackend(WritableBackend):
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
+        if self._finalizer.alive and self._shared.unchanged(self._generation):
+            return self._plan.length  # the file is as loaded: no lock round trip
         with self._reading():
             return self._plan.length
 
@@ -365,6 +372,25 @@ class H5MDBackend(WritableBackend):
                         row[key] = value
             return expand_rows(rows, where)
 
+    def read_batch(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        keys: Sequence[str] | None = None,
+        *,
+        fill: Mapping[str, Any] | None = None,
+        atoms: Any = None,
+    ) -> dict[str, Any]:
+        """Our own stores: every dataset the keys need read once for the batch's rows and gathered
+        with numpy (:func:`._gather.fast_batch`); rows lacking a key, strings and objects, and
+        other programs' files take the general path."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx):
+            with self._reading():
+                batch = fast_batch(self._shared, self._plan, idx, keys, atoms, self._options["cache_bytes"])
+            if batch is not None:
+                return batch
+        return super().read_batch(idx, keys, fill=fill, atoms=atoms)
+
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
         with self._reading():
@@ -381,7 +407,7 @@ class H5MDBackend(WritableBackend):
     def _present(self, col: Col, frames: np.ndarray) -> np.ndarray | None:
         """Which of ``frames`` carry the column (None: all of them)."""
         if col.flags is not None:
-            flags = take(self._shared.dataset(col.flags), frames).astype(bool)
+            flags = np.asarray(self._rows(col.flags, frames)).astype(bool)
             return None if flags.all() else flags
         if col.rows is not None:
             found = col.rows[frames] >= 0
@@ -430,10 +456,10 @@ class H5MDBackend(WritableBackend):
             return col.values[frames]
         if col.path is None:
             return np.repeat(np.asarray(col.const)[None], len(frames), axis=0)
-        ds = self._shared.dataset(col.path)
-        return take(
-            ds.asstr() if col.kind == "string" else ds, frames if col.rows is None else col.rows[frames]
-        )
+        return self._rows(col.path, frames if col.rows is None else col.rows[frames])
+
+    def _rows(self, path: str, rows: np.ndarray) -> Any:
+        return rows_of(self._shared, path, rows, self._options["cache_bytes"])
 
     def _momenta(self, col: Col, frames: np.ndarray, sizes: np.ndarray | None) -> list[Any]:
         """Another program's velocities times masses: ASE keeps momenta, not velocities."""
