@@ -31,7 +31,6 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.cell import Cell
 from ase.constraints import dict2constraint
 
-from .backends._columns import expand_rows
 from .backends._keys import TOP_LEVEL_KEYS
 from .errors import InvalidDataError, StoreCorruptedError, UnknownKeyError
 from .validation import check_frame, unknown_key_message
@@ -39,7 +38,6 @@ from .validation import check_frame, unknown_key_message
 __all__ = [
     "atoms_to_dict",
     "dict_to_atoms",
-    "expand_rows",
     "gc_paused",
     "rows_from_atoms",
 ]

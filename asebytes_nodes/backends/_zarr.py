@@ -113,7 +113,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext, suppress
 from pathlib import Path
@@ -131,9 +130,8 @@ from ..errors import (
     StoreNotFoundError,
 )
 from ..registry import builtin
-from ..rows import expand_rows
 from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record, check_group_name
-from ._columns import Column, first_value
+from ._columns import Column, expand_rows, expand_values, first_value, sorted_unique
 from ._safety import DEFAULT_LOCK_TIMEOUT, StoreLock, disk_full, is_disk_full
 from ._zarr_txn import (
     FORMAT_NAME,
@@ -150,6 +148,7 @@ try:
     import zarr
 
     from ._zarr_arrays import ArrayAccess, compressors
+    from ._zarr_chunks import ChunkCache
     from ._zarr_read import CheckedReads
     from ._zarr_remote import create_group
     from ._zarr_rewrite import CopyOnWrite
@@ -261,20 +260,24 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _open(self) -> None:
+    def _open(self, create: bool = False) -> None:
+        """Open the store; a missing local one is made by the first write (``create``), not here."""
         self._arrays: dict[str, Any] = {}
         self._offsets: np.ndarray | None = None
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache = ChunkCache(self._cache_limit)
         self._deferred: list[Any] | None = None
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
         if self._group_name is not None and not self._remote:  # a planted link leads nowhere else
             check_inside(Path(self._root), [f"{GROUPS_DIR}/{self._group_name}"])
         if not self._remote and self.readonly and not Path(self._target).exists():
             raise self._not_found("opened read-only")
-        if self._group_name is not None and not self.readonly:
-            self._make_parents()
         fresh = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
         fresh = seal({**fresh, "generation": 0, "n_atoms": "n_atoms", "next_id": 0, "retired": []})
+        if not self._remote and not create and not Path(self._target).exists():
+            self._group, self._meta = None, fresh  # empty; a typo'd path must not leave a store behind
+            return
+        if self._group_name is not None and not self.readonly:
+            self._make_parents()
         try:
             if self._remote and not self.readonly:  # S3: created with its record in one request, or not
                 create_group(self._target, self._storage_options, {RECORD_ATTR: fresh})
@@ -359,6 +362,10 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
 
     def _refresh(self) -> None:
         """Re-read the committed metadata (another process may have written)."""
+        if self._group is None:  # no store yet: open it once another handle has made it
+            if (Path(self._target) / "zarr.json").exists():
+                self._open()
+            return
         if not self._remote:
             try:  # the group's own record, without zarr's per-call overhead
                 record = json.loads((Path(self._target) / "zarr.json").read_bytes())
@@ -410,6 +417,7 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         )
 
     def close(self) -> None:
+        self._cache.clear()  # its open shard files
         if self._lock is not None:
             self._lock.close()
 
@@ -467,7 +475,7 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
             return []
-        frames, where = np.unique(idx, return_inverse=True)
+        frames, where = sorted_unique(idx)
         wanted = (
             self._meta["columns"]
             if keys is None
@@ -480,8 +488,6 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
             values, present = self._read_values(spec, frames)
             for j in np.flatnonzero(present).tolist():
                 rows[j][key] = values[j]
-        if len(frames) == len(idx) and (where == np.arange(len(idx))).all():
-            return rows
         return expand_rows(rows, where)
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
@@ -492,14 +498,14 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         idx = np.asarray(indices, dtype=np.int64)
         if spec is None or not spec["count"]:
             return [MISSING] * len(idx)
-        frames, where = np.unique(idx, return_inverse=True)
+        frames, where = sorted_unique(idx)
         values, present = self._read_values(spec, frames)
         if spec["kind"] == "frame" and present.all():
-            return np.asarray(values)[where]  # one stacked array, no per-frame objects
-        if len(frames) == len(idx) and present.all() and (where == np.arange(len(idx))).all():
-            return values
-        out = [values[j] if present[j] else MISSING for j in where.tolist()]
-        return out
+            stacked = np.asarray(values)  # one stacked array, no per-frame objects
+            return stacked if where is None else stacked[where]
+        if not present.all():
+            values = [v if p else MISSING for v, p in zip(values, present.tolist(), strict=True)]
+        return expand_values(values, where)
 
     def _read_values(self, spec: dict[str, Any], frames: np.ndarray) -> tuple[Any, np.ndarray]:
         """Values of one column at sorted unique ``frames``, and which frames carry it."""
