@@ -113,6 +113,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext, suppress
 from pathlib import Path
@@ -148,7 +149,6 @@ try:
     import zarr
 
     from ._zarr_arrays import ArrayAccess, compressors
-    from ._zarr_chunks import ChunkCache
     from ._zarr_read import CheckedReads
     from ._zarr_remote import create_group
     from ._zarr_rewrite import CopyOnWrite
@@ -260,24 +260,20 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _open(self, create: bool = False) -> None:
-        """Open the store; a missing local one is made by the first write (``create``), not here."""
+    def _open(self) -> None:
         self._arrays: dict[str, Any] = {}
         self._offsets: np.ndarray | None = None
-        self._cache = ChunkCache(self._cache_limit)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._deferred: list[Any] | None = None
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
         if self._group_name is not None and not self._remote:  # a planted link leads nowhere else
             check_inside(Path(self._root), [f"{GROUPS_DIR}/{self._group_name}"])
         if not self._remote and self.readonly and not Path(self._target).exists():
             raise self._not_found("opened read-only")
-        fresh = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
-        fresh = seal({**fresh, "generation": 0, "n_atoms": "n_atoms", "next_id": 0, "retired": []})
-        if not self._remote and not create and not Path(self._target).exists():
-            self._group, self._meta = None, fresh  # empty; a typo'd path must not leave a store behind
-            return
         if self._group_name is not None and not self.readonly:
             self._make_parents()
+        fresh = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
+        fresh = seal({**fresh, "generation": 0, "n_atoms": "n_atoms", "next_id": 0, "retired": []})
         try:
             if self._remote and not self.readonly:  # S3: created with its record in one request, or not
                 create_group(self._target, self._storage_options, {RECORD_ATTR: fresh})
@@ -362,10 +358,6 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
 
     def _refresh(self) -> None:
         """Re-read the committed metadata (another process may have written)."""
-        if self._group is None:  # no store yet: open it once another handle has made it
-            if (Path(self._target) / "zarr.json").exists():
-                self._open()
-            return
         if not self._remote:
             try:  # the group's own record, without zarr's per-call overhead
                 record = json.loads((Path(self._target) / "zarr.json").read_bytes())
@@ -417,7 +409,6 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         )
 
     def close(self) -> None:
-        self._cache.clear()  # its open shard files
         if self._lock is not None:
             self._lock.close()
 
