@@ -61,6 +61,7 @@ from ..errors import (
 )
 from ..registry import builtin
 from ._base import MISSING, ReadableBackend
+from ._columns import sorted_unique
 from ._hf_local import refuse_unsafe_folder
 from ._hf_mapping import COLABFIT, OPTIMADE, ColumnMapping, detect_mapping
 
@@ -418,14 +419,12 @@ class HFBackend(ReadableBackend):
         readers = self._readers if keys is None else {k: self._readers[k] for k in keys if k in self._readers}
         columns = tuple(dict.fromkeys(c for r in readers.values() for c in r.columns))
         if self._stream is not None:
-            unique, where = np.unique(rows, return_inverse=True)
+            unique, where = sorted_unique(rows)
             import pyarrow as pa
 
             known = self._claimed_length()
             table = self._stream.take(unique, known).select(list(columns))
-            return table if len(unique) == len(rows) and (where == np.arange(len(rows))).all() else (
-                table.take(pa.array(where))
-            )
+            return table if where is None else table.take(pa.array(where))
         view = self._view(columns)
         if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
             return view[range(int(rows[0]), int(rows[-1]) + 1)]
