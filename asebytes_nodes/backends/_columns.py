@@ -19,9 +19,14 @@ strings); :class:`Typed` says so. Per-atom or not is the key model's answer
 (:func:`~._keys.is_per_atom`), never a guess from shapes, so every backend describes a key the
 same way: :func:`describe_value` for a stored value, :meth:`Column.info` for a typed column.
 
+Every backend's schema uses :class:`ColumnInfo`: ``per_atom`` and the ``-1`` atom axis by the
+key model; dtype a numpy name for numpy values, else the Python type's name (a scalar column of
+type code ``f`` is ``float``, one of numpy float32 scalars ``float32``); an object column shows
+what its first stored value is (:func:`first_value`).
+
 Reads share the row helpers here: :func:`sorted_unique` (read each row once, in order),
-:func:`take` (one slab or a point selection), :func:`expand_rows` (hand rows back in the
-caller's order, a repeated row as its own copy).
+:func:`take` (one slab or a point selection), :func:`expand_rows` / :func:`expand_values` (hand
+rows or values back in the caller's order, a repeated one as its own copy), :func:`copy_row`.
 """
 
 from __future__ import annotations
