@@ -56,6 +56,8 @@ def copy_frames(
             chunk = np.asarray(rows[start : start + size])
             writer.extend(src.backend.read_rows(chunk))
             bar.update(len(chunk))
+    if not len(rows):
+        writer.extend([])  # makes a new destination store, empty (stores are made by a write)
     return len(rows)
 
 

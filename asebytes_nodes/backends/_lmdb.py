@@ -86,7 +86,7 @@ from ._lmdb_blocks import (
     read_meta,
     read_scalar_column,
 )
-from ._lmdb_bounds import BoundedTxn
+from ._lmdb_bounds import BoundedTxn, EmptyTxn
 from ._lmdb_check import SEALS, Sealed, SealedC, Unsealed, free_bytes, lmdb_failure
 from ._lmdb_env import EnvOptions, SharedEnv, acquire_env, discard_env, release_env
 from ._lmdb_groups import GROUP_PREFIX, STAMP_PREFIX, GroupsMixin, local_path, only_groups, stamp_key
@@ -179,7 +179,12 @@ class LMDBBackend(GroupsMixin, WritableBackend):
         self._open()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _open(self) -> None:
+    def _open(self, create: bool = False) -> None:
+        """Open the file; a missing one is made by the first write (``create``), not here."""
+        self._absent = not (create or self.readonly or self._path.exists())
+        if self._absent:
+            self._seal = SealedC  # a new file's
+            return
         self._shared = acquire_env(self._path, self.readonly, self._map_size, self._env_options)
         try:
             self._check_format()
@@ -204,6 +209,8 @@ class LMDBBackend(GroupsMixin, WritableBackend):
             if not self.readonly:
 
                 def init(txn: Any) -> None:
+                    if txn.get(_META_FORMAT) is not None:  # another handle made the file meanwhile
+                        return
                     txn.put(_META_FORMAT, encode_value({"format": FORMAT_NAME, "version": FORMAT_VERSION}))
                     self._put(txn, _META_LENGTH, _U64.pack(0))
                     self._put(txn, META_KEYS, encode_value({}))
@@ -222,17 +229,19 @@ class LMDBBackend(GroupsMixin, WritableBackend):
 
     @property
     def _env(self) -> Any:
+        """The environment; reopened after a fork or a replaced file, made by the first write."""
         shared = self._shared
-        if shared is None:
+        if shared is None and not self._absent:
             raise ValueError(f"{self._path}: the store is closed")
-        if shared.pid != os.getpid() or shared.stale:  # forked, or the file was replaced: reopen
+        if shared is None or shared.pid != os.getpid() or shared.stale:
             self._shared = None
-            self._open()
+            self._open(create=True)
             shared = self._shared
             assert shared is not None
         return shared.env
 
     def close(self) -> None:
+        self._absent = False
         if self._shared is not None:
             shared, self._shared = self._shared, None
             release_env(shared)
@@ -255,9 +264,11 @@ class LMDBBackend(GroupsMixin, WritableBackend):
         return str(self._path)
 
     # -- transactions ------------------------------------------------------------------------
-    def _txn(self) -> BoundedTxn:
+    def _txn(self) -> BoundedTxn | EmptyTxn:
         """A read transaction: ``with self._txn() as txn``; it ends (and LMDB's errors become
         :class:`StoreCorruptedError` naming the store) when the block does."""
+        if self._absent and self._shared is None and not self._path.exists():
+            return EmptyTxn()  # reading makes no file
         env = self._env
         shared = self._shared
         assert shared is not None
@@ -445,10 +456,13 @@ class LMDBBackend(GroupsMixin, WritableBackend):
     def format_info(self) -> dict[str, Any]:
         with self._txn() as txn:
             raw = txn.get(_META_FORMAT)
-            return dict(decode_value(bytes(raw))) if raw is not None else {}
+            if raw is None:  # a store not written yet: the layout its first write makes
+                return {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+            return dict(decode_value(bytes(raw)))
 
     def _key_counts(self, txn: Any) -> dict[str, int]:
-        return read_meta(self._getter(txn), META_KEYS)
+        # without a format record the store is new (EmptyTxn): no keys, not a damaged record
+        return read_meta(self._getter(txn), META_KEYS, txn.get(_META_FORMAT) is not None)
 
     def _getter(self, txn: Any) -> Any:
         return lambda key: self._record(txn, key)
@@ -509,6 +523,8 @@ class LMDBBackend(GroupsMixin, WritableBackend):
 
         if blobs:
             self._write(work, _size(blobs))
+        elif self._absent and self._shared is None:
+            self._open(create=True)  # an empty write still makes the store
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()

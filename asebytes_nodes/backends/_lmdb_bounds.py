@@ -37,7 +37,7 @@ try:
 except ImportError:  # pragma: no cover - _lmdb raises the MissingExtraError first
     lmdb = None  # type: ignore[assignment]
 
-__all__ = ["BoundedTxn"]
+__all__ = ["BoundedTxn", "EmptyTxn"]
 
 _NODE = struct.Struct("=HHHH")  # mn_lo, mn_hi, mn_flags, mn_ksize (native order, as LMDB writes)
 _U64_AT = ctypes.c_uint64.from_address  # the node header (or a page number) as one native integer
@@ -79,6 +79,28 @@ def _address(view: memoryview) -> int:
     if _FIELD is None:
         return _numpy_address(view)
     return ctypes.c_void_p.from_address(id(view) + _FIELD).value or 0
+
+
+class EmptyTxn:
+    """The read transaction of a store whose file is not made yet (it is made by the first
+    write, so that opening a mistyped path leaves nothing behind): it holds nothing."""
+
+    def __enter__(self) -> EmptyTxn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def main(self) -> EmptyTxn:
+        return self
+
+    def get(self, key: bytes) -> None:
+        return None
+
+    small = get
+
+    def keys(self, start: bytes = b"") -> Iterator[bytes]:
+        return iter(())
 
 
 class BoundedTxn:

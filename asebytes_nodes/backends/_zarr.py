@@ -260,7 +260,8 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _open(self) -> None:
+    def _open(self, create: bool = False) -> None:
+        """Open the store; a missing local one is made by the first write (``create``), not here."""
         self._arrays: dict[str, Any] = {}
         self._offsets: np.ndarray | None = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -270,10 +271,13 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
             check_inside(Path(self._root), [f"{GROUPS_DIR}/{self._group_name}"])
         if not self._remote and self.readonly and not Path(self._target).exists():
             raise self._not_found("opened read-only")
-        if self._group_name is not None and not self.readonly:
-            self._make_parents()
         fresh = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
         fresh = seal({**fresh, "generation": 0, "n_atoms": "n_atoms", "next_id": 0, "retired": []})
+        if not self._remote and not create and not Path(self._target).exists():
+            self._group, self._meta = None, fresh  # empty; a typo'd path must not leave a store behind
+            return
+        if self._group_name is not None and not self.readonly:
+            self._make_parents()
         try:
             if self._remote and not self.readonly:  # S3: created with its record in one request, or not
                 create_group(self._target, self._storage_options, {RECORD_ATTR: fresh})
@@ -358,6 +362,10 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
 
     def _refresh(self) -> None:
         """Re-read the committed metadata (another process may have written)."""
+        if self._group is None:  # no store yet: open it once another handle has made it
+            if (Path(self._target) / "zarr.json").exists():
+                self._open()
+            return
         if not self._remote:
             try:  # the group's own record, without zarr's per-call overhead
                 record = json.loads((Path(self._target) / "zarr.json").read_bytes())

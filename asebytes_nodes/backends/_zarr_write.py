@@ -54,6 +54,7 @@ class Writes:
     _cache: Any
     _check_writable: Callable[[], None]
     _refresh: Callable[[], None]
+    _open: Callable[..., None]
     _forget: Callable[[], None]
     _counts_name: Callable[[], str]
     _committed_arrays: Callable[[], set[str]]
@@ -67,6 +68,8 @@ class Writes:
         garbage removed. On failure, what the write made is removed and a full disk becomes
         a :class:`DiskFullError`; the store stays at its last commit."""
         self._check_writable()
+        if self._group is None:  # the first write makes the store (see ZarrBackend._open)
+            self._open(create=True)
         with self._lock.exclusive() if self._lock is not None else nullcontext():
             if self._remote:  # the version our commit will be conditional on, read before the record
                 self._etag, self._document = record_version(self._group.store)
@@ -111,6 +114,8 @@ class Writes:
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
         if not rows:
+            if self._group is None:  # an empty write still makes the store
+                self._open(create=True)
             return
         with self._writing():
             self._extend(rows)

@@ -243,10 +243,12 @@ class ShardedBackend(ConcatBackend, WritableBackend):
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
         """Inherited; tops up the last shard (as a new file), starts new ones, then replaces the manifest."""
         self._check_writable()
-        if not len(rows):
-            return
         if self._new is not None:
             self._folder.mkdir(parents=True, exist_ok=True)  # the lock is taken on the folder
+        if not len(rows):
+            if self._new is not None and not (self._folder / MANIFEST).is_file():
+                self._new.save(self._folder)  # an empty write still makes the dataset
+            return
         with self._lock.exclusive():
             self.close()
             self._load()  # another handle may have written since

@@ -31,10 +31,10 @@ def store(tmp_path: Path) -> Path:
 def test_options_reach_lmdb(tmp_path: Path) -> None:
     # max_readers is fixed by whoever creates LMDB's lock file: a new store here
     with ASEIO(tmp_path / "new.lmdb", max_readers=7, sync=False, readahead=False) as db:
+        db.extend([molecule("H2O"), molecule("CH4"), molecule("NH3")])  # the first write opens LMDB
         env = db.backend._shared.env
         flags = env.flags()
         assert env.max_readers() == 7 and flags["sync"] is False and flags["readahead"] is False
-        db.extend([molecule("H2O"), molecule("CH4"), molecule("NH3")])
         again = pickle.loads(pickle.dumps(db))
         assert again.backend._shared.env.flags()["readahead"] is False and len(again) == 3
 
