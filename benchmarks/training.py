@@ -358,8 +358,12 @@ def _speed(row: dict[str, Any], metric: str) -> float | None:
     return 1.0 / _seconds(row["cold"][metric.split()[1]])
 
 
+def _ratio(ratio: float) -> str:
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
+
+
 def _verdict(ratio: float, needed: float) -> str:
-    return "pass" if ratio >= needed else f"**FAIL** ({ratio / needed:.2f} of the target)"
+    return "pass" if ratio >= needed else f"**FAIL** ({_ratio(ratio / needed)} of the target)"
 
 
 def _training_section(name: str, data: dict[str, Any]) -> list[str]:
@@ -386,7 +390,7 @@ def _training_section(name: str, data: dict[str, Any]) -> list[str]:
                 _rate(w["random_fps"]),
                 _rate(w["energy_fps"]),
                 "–" if batches is None else _rate(batches),
-                "–" if batches is None or not atompack else f"{batches / atompack:.2f}",
+                "–" if batches is None or not atompack else _ratio(batches / atompack),
                 w.get("positions_dtype", "–"),
                 "–" if batches is None else f"{w['positions_max_err']:.1e} / {w['forces_max_err']:.1e}",
             ]
@@ -434,7 +438,7 @@ def _training_targets(results: dict[str, Any]) -> list[str]:
                 [
                     name,
                     f"{metric}: {ours} vs {peer}",
-                    f"{ratio:.2f}",
+                    _ratio(ratio),
                     f"{needed:.1f}",
                     _verdict(ratio, needed),
                 ]
@@ -487,7 +491,7 @@ def _scale_section(results: dict[str, Any]) -> list[str]:
                     [
                         f"{int(size):,}",
                         f"{op}: {ours} vs {peer}",
-                        f"{bound}{ratio:.2f}",
+                        f"{bound}{_ratio(ratio)}",
                         f"{needed:.1f}",
                         _verdict(ratio, needed),
                     ]
