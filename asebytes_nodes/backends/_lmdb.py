@@ -78,6 +78,7 @@ from ..errors import (
 )
 from ..registry import builtin
 from ._base import MISSING, WritableBackend, check_format_record, check_group_name
+from ._lmdb_batch import read_batch
 from ._lmdb_blocks import (
     META_KEYS,
     META_SCALARS,
@@ -412,6 +413,9 @@ class LMDBBackend(GroupsMixin, WritableBackend):
         body = self._seal.unwrap(key, raw)
         if body is None:
             raise self._damaged(key)
+        return self._decode(i, body, keys)
+
+    def _decode(self, i: int, body: Any, keys: Sequence[str] | None = None) -> dict[str, Any]:
         try:
             return decode_row(body, keys)
         except StoreCorruptedError as exc:
@@ -431,6 +435,17 @@ class LMDBBackend(GroupsMixin, WritableBackend):
         get = self._get
         with self._txn() as txn:
             return [get(txn, i, keys) for i in np.asarray(indices).tolist()]
+
+    def read_batch(
+        self, indices: np.ndarray, keys: list[str] | None = None, *, fill: dict[str, Any] | None = None,
+        atoms: np.ndarray | slice | None = None,
+    ) -> dict[str, Any]:
+        """Rows as one batch of arrays, gathered with numpy from the joined rows (see
+        :mod:`._lmdb_batch`); batches it cannot serve are assembled from decoded rows."""
+        indices = np.asarray(indices, dtype=np.int64)
+        with self._txn() as txn:
+            batch = read_batch(txn, self._seal, indices, keys, atoms, self._damaged, self._decode)
+        return super().read_batch(indices, keys, fill=fill, atoms=atoms) if batch is None else batch
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any]:
         with self._txn() as txn:

@@ -22,7 +22,7 @@ import ctypes
 import os
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,24 +140,39 @@ class BoundedTxn:
     def get(self, key: bytes) -> Any:
         """The value of ``key`` (a memoryview into the map) or None; refuses an overflow value
         whose claimed size runs past the end of the file."""
+        return self.get_many((key,))[0]
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Any]:
+        """The values of ``keys`` (None where absent), each bounded as by :meth:`get`, in one
+        loop (the batch read's fetch: about half the cost of calling :meth:`get` per key)."""
         cursor = self._cursor
         if cursor is None:
             self._cursor = cursor = self._txn.cursor(db=self._db)
-        if not cursor.set_key(key):
-            return None
-        found = cursor.key()  # kept alive while its address is read
-        where = _address(found)
-        node = _U64_AT(where - _NODE.size).value
-        if node & _BIGDATA_BIT:
-            if _LITTLE:
-                size, ksize = node & 0xFFFFFFFF, node >> 48  # (mn_hi << 16 | mn_lo), mn_ksize
+        set_key, key_of, value_of, node_at = cursor.set_key, cursor.key, cursor.value, _U64_AT
+        field, big, end = _FIELD, _BIGDATA_BIT, self._size[0]
+        out: list[Any] = []
+        for key in keys:
+            if not set_key(key):
+                out.append(None)
+                continue
+            found = key_of()
+            if field is None:
+                where = _address(found)
             else:
-                lo, hi, _, ksize = _NODE.unpack(node.to_bytes(8, sys.byteorder))
-                size = lo | hi << 16
-            page = _U64_AT(where + ksize).value * self._psize
-            if page + _PAGE_HEADER + size > self._size[0]:
-                self._refuse_past_end(key, page, size)
-        return cursor.value()
+                where = ctypes.c_void_p.from_address(id(found) + field).value or 0
+            if node_at(where - _NODE.size).value & big:
+                node = node_at(where - _NODE.size).value
+                if _LITTLE:
+                    size, ksize = node & 0xFFFFFFFF, node >> 48
+                else:
+                    lo, hi, _, ksize = _NODE.unpack(node.to_bytes(8, sys.byteorder))
+                    size = lo | hi << 16
+                page = node_at(where + ksize).value * self._psize
+                if page + _PAGE_HEADER + size > end:
+                    self._refuse_past_end(key, page, size)
+                    end = self._size[0]
+            out.append(value_of())
+        return out
 
     def _refuse_past_end(self, key: bytes, page: int, size: int) -> None:
         """Raise unless the file grew (another process wrote) or the page is a new one."""

@@ -1,0 +1,429 @@
+"""Training batches from LMDB rows with numpy, without decoding rows one by one (issue 15).
+
+A row is msgpack ``[plain, layout, raw]`` (:mod:`asebytes_nodes.codec`). Rows written by one
+program share their structure: the same keys in the same order, values of the same msgpack
+types, arrays of the same dtypes and shapes; only the numbers differ. A :class:`Template` is one
+row's bytes up to its raw array section, where each byte may take one value, except the bytes
+of top-level fixed-width numbers (float 32/64, int and uint 8-64: any payload; a fixint: any
+fixint; ``true``/``false``: either). A row of the template's length whose bytes are allowed by
+the template parses exactly as the template row does (msgpack's parse depends only on type
+bytes and lengths, which are fixed), so its values sit at the template's offsets.
+
+A batch is then: every row fetched in one bounded loop (:meth:`BoundedTxn.get_many`), every
+checksum verified in one C-level pass, the rows joined into one buffer, every row compared
+with its template (looked up by length) in one numpy comparison, and every key gathered with
+numpy from the joined buffer. Templates are learnt from rows :func:`decode_row` decodes (with
+all its refusals), cached per process, bounded. A batch the templates cannot serve (a key some
+rows lack, non-numeric values, values of different types or shapes) returns None: the caller
+assembles it from decoded rows.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+
+from ..batch import AtomSelection, _is_numeric, atom_gather
+from ..codec import _layout
+from ..errors import StoreCorruptedError
+from ._keys import atom_count, is_per_atom
+
+__all__ = ["Template", "learn", "read_batch"]
+
+_MAX_TEMPLATES = 4096
+_FIXED = {
+    0xCA: ">f4",
+    0xCB: ">f8",
+    0xCC: ">u1",
+    0xCD: ">u2",
+    0xCE: ">u4",
+    0xCF: ">u8",
+    0xD0: ">i1",
+    0xD1: ">i2",
+    0xD2: ">i4",
+    0xD3: ">i8",
+}  # msgpack type byte -> payload
+_OUT = {"f": np.dtype(np.float64), "i": np.dtype(np.int64), "b": np.dtype(np.bool_)}
+_ROW_KEY = struct.Struct(">cQ")  # a row's LMDB key: b"r" + u64 big endian
+
+
+@dataclass(frozen=True)
+class Field:
+    """Where one key's value sits in a row: ``offset`` (from the row's start), its stored
+    ``dtype`` and ``shape``; ``kind`` for a msgpack number (``f``/``i``/``b``), else None."""
+
+    offset: int
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Template:
+    """The structure of rows of ``length`` bytes (checksum excluded): the allowed range
+    ``lo``..``hi`` of every byte before the raw arrays, where each key sits, which keys
+    :mod:`asebytes_nodes.batch` counts as numeric, and the atom count."""
+
+    length: int
+    lo: np.ndarray
+    hi: np.ndarray
+    fields: dict[str, Field]
+    numeric: frozenset[str]
+    n_atoms: int
+
+
+@dataclass(frozen=True)
+class _Type:
+    """What a key holds in some templates: a number (``kind`` ``f``/``i``/``b``) or an array
+    (``kind`` None) of ``dtype`` and, beyond the atom axis of per-atom keys, ``shape``."""
+
+    kind: str | None
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+
+class _Registry:
+    """Templates learnt in this process: their byte ranges concatenated for one comparison, and
+    per key the offset and type in every template (``-1``: absent, ``-2``: not served)."""
+
+    def __init__(self) -> None:
+        self.templates: list[Template] = []
+        self.by_length: dict[int, list[int]] = {}  # templates of a row length, newest first
+        self.primary: dict[int, int] = {}  # the newest of them
+        self.lo = np.zeros(0, np.uint8)
+        self.hi = np.zeros(0, np.uint8)
+        self.heads = np.zeros(0, np.int64)  # where each template's range starts in lo/hi
+        self.sizes = np.zeros(0, np.int64)
+        self.n_atoms = np.zeros(0, np.int64)
+        self.columns: dict[str, tuple[np.ndarray, np.ndarray, list[_Type]]] = {}
+
+    def find(self, body: Any, length: int) -> int | None:
+        """A known template allowing ``body`` (a row without checksum), if any."""
+        head = np.frombuffer(body, np.uint8, min(length, len(body)))
+        for j in self.by_length.get(length, ()):
+            t = self.templates[j]
+            part = head[: len(t.lo)]
+            if not ((part < t.lo) | (part > t.hi)).any():
+                return j
+        return None
+
+    def add(self, template: Template) -> int:
+        """The id of ``template``, added unless known; another thread sees the new id only once
+        its byte ranges are in place."""
+        for j in self.by_length.get(template.length, ()):
+            known = self.templates[j]
+            if np.array_equal(known.lo, template.lo) and np.array_equal(known.hi, template.hi):
+                return j
+        self.heads = np.append(self.heads, len(self.lo))
+        self.sizes = np.append(self.sizes, len(template.lo))
+        self.n_atoms = np.append(self.n_atoms, template.n_atoms)
+        self.lo = np.concatenate([self.lo, template.lo])
+        self.hi = np.concatenate([self.hi, template.hi])
+        self.columns = {}
+        self.templates.append(template)
+        j = len(self.templates) - 1
+        self.by_length[template.length] = [j, *self.by_length.get(template.length, ())]
+        self.primary[template.length] = j
+        return j
+
+    def column(self, key: str) -> tuple[np.ndarray, np.ndarray, list[_Type]]:
+        """``(offsets, type ids, types)`` of ``key`` over every template."""
+        found = self.columns.get(key)
+        if found is not None:
+            return found
+        per_atom = is_per_atom(key)
+        types: list[_Type] = []
+        offsets, ids = np.zeros(len(self.templates), np.int64), np.full(len(self.templates), -1, np.int64)
+        for j, t in enumerate(self.templates):
+            f = t.fields.get(key)
+            if f is None:
+                continue
+            offsets[j] = f.offset
+            if key not in t.numeric or (per_atom and (f.kind is not None or f.shape[:1] != (t.n_atoms,))):
+                ids[j] = -2  # not a number, or not one value per atom: assembled from decoded rows
+                continue
+            kind = _Type(f.kind, f.dtype, f.shape[1:] if per_atom else f.shape)
+            if kind not in types:
+                types.append(kind)
+            ids[j] = types.index(kind)
+        self.columns[key] = found = (offsets, ids, types)
+        return found
+
+
+_REGISTRY = _Registry()
+
+
+# -- learning a template -------------------------------------------------------------------------
+def _length(body: bytes, pos: int, width: int) -> int:
+    return int.from_bytes(body[pos : pos + width], "big")
+
+
+def _skip(body: bytes, pos: int) -> int:
+    """The position after the msgpack value at ``pos``."""
+    b = body[pos]
+    if b <= 0x7F or b >= 0xE0 or b in (0xC0, 0xC2, 0xC3):
+        return pos + 1
+    if 0x80 <= b <= 0x9F:  # fixmap, fixarray
+        n = (b & 0x0F) * (2 if b < 0x90 else 1)
+        pos += 1
+        for _ in range(n):
+            pos = _skip(body, pos)
+        return pos
+    if 0xA0 <= b <= 0xBF:
+        return pos + 1 + (b & 0x1F)
+    if b in _FIXED:
+        return pos + 1 + np.dtype(_FIXED[b]).itemsize
+    if b in (0xC4, 0xC5, 0xC6, 0xD9, 0xDA, 0xDB):  # bin, str 8/16/32
+        width = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}[b]
+        return pos + 1 + width + _length(body, pos + 1, width)
+    if b in (0xC7, 0xC8, 0xC9):  # ext 8/16/32: length, type, data
+        width = {0xC7: 1, 0xC8: 2, 0xC9: 4}[b]
+        return pos + 2 + width + _length(body, pos + 1, width)
+    if 0xD4 <= b <= 0xD8:  # fixext 1-16
+        return pos + 2 + (1 << (b - 0xD4))
+    if b in (0xDC, 0xDD, 0xDE, 0xDF):  # array, map 16/32
+        width = 2 if b in (0xDC, 0xDE) else 4
+        n = _length(body, pos + 1, width) * (2 if b >= 0xDE else 1)
+        pos += 1 + width
+        for _ in range(n):
+            pos = _skip(body, pos)
+        return pos
+    raise ValueError(f"msgpack type byte {b:#x}")
+
+
+def _header(body: bytes, pos: int, fix: tuple[int, int], codes: dict[int, int]) -> tuple[int, int]:
+    """``(count, position after the header)`` of a map/array/str/bin header at ``pos``."""
+    b = body[pos]
+    if fix[0] <= b <= fix[1]:
+        return b - fix[0], pos + 1
+    width = codes[b]
+    return _length(body, pos + 1, width), pos + 1 + width
+
+
+_MAP = ((0x80, 0x8F), {0xDE: 2, 0xDF: 4})
+_STR = ((0xA0, 0xBF), {0xD9: 1, 0xDA: 2, 0xDB: 4})
+_BIN = ((1, 0), {0xC4: 1, 0xC5: 2, 0xC6: 4})
+
+
+def learn(body: bytes, row: dict[str, Any]) -> Template | None:
+    """The template of ``body`` (a row's stored bytes without checksum), whose values
+    :func:`decode_row` gave as ``row``; None if the row is not of the expected form."""
+    try:
+        if body[0] != 0x93:
+            return None
+        n, pos = _header(body, 1, *_MAP)
+        lo = np.frombuffer(body, np.uint8).copy()
+        hi = lo.copy()
+        names: list[str] = []
+        slots: dict[str, Field] = {}
+        for _ in range(n):
+            size, at = _header(body, pos, *_STR)
+            names.append(body[at : at + size].decode())
+            pos, b = at + size, body[at + size]
+            if b in _FIXED:
+                dtype = np.dtype(_FIXED[b])
+                hi[pos + 1 : pos + 1 + dtype.itemsize], lo[pos + 1 : pos + 1 + dtype.itemsize] = 255, 0
+                slots[names[-1]] = Field(pos + 1, dtype, (), "f" if b in (0xCA, 0xCB) else "i")
+            elif b <= 0x7F or b >= 0xE0:  # fixint: the type byte is the value
+                lo[pos], hi[pos] = (0, 0x7F) if b <= 0x7F else (0xE0, 0xFF)
+                slots[names[-1]] = Field(pos, np.dtype("u1" if b <= 0x7F else "i1"), (), "i")
+            elif b in (0xC2, 0xC3):
+                lo[pos], hi[pos] = 0xC2, 0xC3
+                slots[names[-1]] = Field(pos, np.dtype("u1"), (), "b")
+            pos = _skip(body, pos)
+        size, pos = _header(body, pos, *_BIN)
+        code = body[pos : pos + size]
+        size, raw = _header(body, pos + size, *_BIN)
+    except (IndexError, KeyError, ValueError, UnicodeDecodeError):
+        return None
+    if raw + size != len(body) or names != list(row):
+        return None
+    fields = dict(slots)
+    for key, dtype, shape, offset in _layout(bytes(code)):
+        fields[key] = Field(raw + offset, dtype, shape)
+    numeric = frozenset(k for k, v in row.items() if _is_numeric(v))
+    counted = atom_count(row, None)
+    if counted is None or "arrays.numbers" not in row:
+        return None
+    return Template(len(body), lo[:raw], hi[:raw], fields, numeric, counted)
+
+
+# -- reading a batch -----------------------------------------------------------------------------
+def _gather(joined: bytes, offsets: np.ndarray, counts: np.ndarray | None, width: int) -> np.ndarray:
+    """Bytes ``[offset, offset + width * count)`` of every row, one ``width``-byte item a row
+    (``counts`` None: one item per row), as a new ``(items, width)`` array."""
+    windows = np.ndarray((len(joined) - width + 1, width), np.uint8, joined, 0, (1, 1))  # every window
+    if counts is None:
+        return windows[offsets]
+    total = int(counts.sum())
+    firsts = np.cumsum(counts) - counts
+    items = np.repeat(offsets - width * firsts, counts) + width * np.arange(total)
+    return windows[items]
+
+
+def _column(
+    joined: bytes, offsets: np.ndarray, kinds: np.ndarray, types: list[_Type], counts: np.ndarray | None
+) -> np.ndarray | None:
+    """One key of every row: row ``j``'s value of type ``types[kinds[j]]`` at ``offsets[j]``;
+    None if the rows disagree on its type (numbers of one kind may differ in msgpack width:
+    5 takes one byte, 500 three)."""
+    first = types[kinds[0]]
+    uniform = not (kinds != kinds[0]).any()
+    if not uniform and (first.kind is None or any(types[k].kind != first.kind for k in set(kinds.tolist()))):
+        return None
+    if first.kind is None:
+        width = first.dtype.itemsize * int(np.prod(first.shape, dtype=np.int64))
+        if width == 0:
+            return None
+        return _gather(joined, offsets, counts, width).view(first.dtype).reshape(-1, *first.shape)
+    if first.kind == "b":
+        return np.frombuffer(joined, np.uint8)[offsets] == 0xC3
+    out = np.empty(len(offsets), _OUT[first.kind])
+    for k in [int(kinds[0])] if uniform else sorted(set(kinds.tolist())):
+        rows: Any = slice(None) if uniform else kinds == k
+        dtype = types[k].dtype
+        values = _gather(joined, offsets[rows], None, dtype.itemsize).view(dtype).ravel()
+        if dtype == np.dtype(">u8") and (values > np.iinfo(np.int64).max).any():
+            return None  # numpy would not give int64 for these
+        out[rows] = values
+    return out
+
+
+def read_batch(
+    txn: Any,
+    seal: Any,
+    indices: np.ndarray,
+    keys: list[str] | None,
+    atoms: AtomSelection,
+    damaged: Callable[[bytes], Exception],
+    decode: Callable[[int, Any], dict[str, Any]],
+) -> dict[str, Any] | None:
+    """Rows ``indices`` as one batch (see :mod:`asebytes_nodes.batch`), or None where templates
+    cannot serve it. ``damaged(key)`` is the error for a value failing its checksum, ``decode(i,
+    body)`` decodes row ``i`` (raising errors that name it)."""
+    global _REGISTRY
+    if len(_REGISTRY.templates) > _MAX_TEMPLATES:  # ragged stores: keep the cache bounded
+        _REGISTRY = _Registry()
+    registry = _REGISTRY
+    rows = indices.tolist()
+    names = list(map(_ROW_KEY.pack, repeat(b"r", len(rows)), rows))
+    values = txn.get_many(names)
+    if None in values:
+        raise StoreCorruptedError(f"row {rows[values.index(None)]} is missing from the file")
+    lengths = list(map(len, values))
+    bad = seal.damaged(names, values).tolist()
+    if bad or min(lengths) < seal.trailer:
+        short = [j for j, n in enumerate(lengths) if n < seal.trailer]
+        raise damaged(names[min(bad + short)])
+    buffer = b"".join(values)
+    if len(set(lengths)) == 1:
+        same = _uniform(buffer, lengths[0] - seal.trailer, len(rows), registry, keys)
+        if same is not None:
+            return _select(same, atoms, indices)
+    lengths_ = np.array(lengths, np.int64)
+    joined = np.frombuffer(buffer, np.uint8)
+    starts = np.cumsum(lengths_) - lengths_
+    bodies = (lengths_ - seal.trailer).tolist()
+    ids = np.fromiter(map(registry.primary.get, bodies, repeat(-1)), np.int64, len(rows))
+    for j in _mismatched(joined, starts, ids, registry).tolist():
+        body = bytes(values[j][: bodies[j]])
+        found = registry.find(body, bodies[j])  # another template of that length
+        if found is None:
+            template = learn(body, decode(rows[j], body))
+            if template is None:
+                return None
+            found = registry.add(template)
+        ids[j] = found
+    counts = registry.n_atoms[ids]
+    if keys is None:
+        numeric = [registry.templates[t].numeric for t in set(ids.tolist())]
+        keys = sorted(frozenset.intersection(*numeric))
+    batch: dict[str, Any] = {"n_atoms": counts}
+    for key in keys:
+        offsets, kinds, types = registry.column(key)
+        kinds = kinds[ids]
+        if kinds.min() < 0:
+            return None  # some rows lack it, or it is no number: assembled from decoded rows
+        column = _column(buffer, starts + offsets[ids], kinds, types, counts if is_per_atom(key) else None)
+        if column is None:
+            return None
+        batch[key] = column
+    return _select(batch, atoms, indices)
+
+
+def _field(key: str, template: Template) -> Field | None:
+    """Where ``key`` sits in ``template``; None if absent, not a number, or a per-atom key
+    without one value per atom."""
+    f = template.fields.get(key)
+    if f is None or key not in template.numeric:
+        return None
+    if is_per_atom(key) and (f.kind is not None or f.shape[:1] != (template.n_atoms,)):
+        return None
+    return f
+
+
+def _uniform(
+    buffer: bytes, length: int, n: int, registry: _Registry, keys: list[str] | None
+) -> dict[str, Any] | None:
+    """The batch of rows of one length and one template, as slices of one 2-D array of rows;
+    None if they are not (the general path learns the templates) or it cannot serve them."""
+    found = registry.primary.get(length)
+    if found is None:
+        return None
+    template = registry.templates[found]
+    table = np.frombuffer(buffer, np.uint8).reshape(n, -1)
+    head = table[:, : len(template.lo)]
+    if ((head < template.lo) | (head > template.hi)).any():
+        return None
+    batch: dict[str, Any] = {"n_atoms": np.full(n, template.n_atoms, np.int64)}
+    for key in sorted(template.numeric) if keys is None else keys:
+        f = _field(key, template)
+        if f is None:
+            return None
+        size = f.dtype.itemsize * int(np.prod(f.shape, dtype=np.int64))
+        if f.kind == "b":
+            batch[key] = table[:, f.offset] == 0xC3
+        elif size == 0:
+            return None
+        elif f.kind is not None:
+            values = table[:, f.offset : f.offset + size].copy().view(f.dtype).ravel()
+            if f.dtype == np.dtype(">u8") and (values > np.iinfo(np.int64).max).any():
+                return None  # numpy would not give int64 for these
+            batch[key] = values.astype(_OUT[f.kind])
+        else:
+            values = table[:, f.offset : f.offset + size].copy().view(f.dtype)
+            batch[key] = values.reshape(-1, *f.shape[1:]) if is_per_atom(key) else values.reshape(n, *f.shape)
+    return batch
+
+
+def _select(batch: dict[str, Any], atoms: AtomSelection, indices: np.ndarray) -> dict[str, Any]:
+    """Only the ``atoms`` of every frame in the per-atom keys (all if None)."""
+    if atoms is not None:
+        gather, batch["n_atoms"] = atom_gather(batch["n_atoms"], atoms, indices)
+        for key in batch:
+            if key != "n_atoms" and is_per_atom(key):
+                batch[key] = batch[key][gather]
+    return batch
+
+
+def _mismatched(joined: np.ndarray, starts: np.ndarray, ids: np.ndarray, registry: _Registry) -> np.ndarray:
+    """Rows whose bytes their template does not allow (or that have none), in one comparison."""
+    known = ids >= 0
+    rows = np.flatnonzero(known)
+    if not len(rows):
+        return np.flatnonzero(~known)
+    sizes = registry.sizes[ids[rows]]
+    firsts = np.cumsum(sizes) - sizes
+    within = np.arange(int(sizes.sum())) - np.repeat(firsts, sizes)
+    got = joined[np.repeat(starts[rows], sizes) + within]
+    at = np.repeat(registry.heads[ids[rows]], sizes) + within
+    wrong = (got < registry.lo[at]) | (got > registry.hi[at])
+    failed = np.zeros(len(ids), bool)
+    failed[~known] = True
+    failed[rows[np.unique(np.repeat(np.arange(len(rows)), sizes)[wrong])]] = True
+    return np.flatnonzero(failed)

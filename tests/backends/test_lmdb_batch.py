@@ -1,0 +1,122 @@
+"""LMDB batches gathered with numpy from row templates (``_lmdb_batch``) against batches
+assembled from decoded rows: equal arrays and dtypes, every fallback, damage named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from asebytes_nodes import LMDBBackend, StoreCorruptedError
+from asebytes_nodes.backends import _lmdb_batch
+from asebytes_nodes.batch import read_batch_default
+
+KEYS = ["arrays.positions", "arrays.numbers", "calc.energy", "calc.forces"]
+
+
+def _row(rng: np.random.Generator, n: int, i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "arrays.numbers": rng.integers(1, 30, n),
+        "arrays.positions": rng.normal(size=(n, 3)),
+        "cell": np.eye(3) * 5.0,
+        "pbc": np.array([True, False, True]),
+        "info.index": i,
+        "info.flag": bool(i % 2),
+        "info.signed": -i,
+        "calc.energy": float(rng.normal()),
+        "calc.forces": rng.normal(size=(n, 3)),
+        **extra,
+    }
+
+
+def _store(tmp_path: Path, rows: list[dict[str, Any]]) -> LMDBBackend:
+    backend = LMDBBackend(tmp_path / "b.lmdb")
+    backend.extend(rows)
+    return backend
+
+
+def _same(fast: dict[str, Any], slow: dict[str, Any]) -> None:
+    assert list(fast) == list(slow)
+    for key in slow:
+        assert isinstance(fast[key], np.ndarray), key
+        assert fast[key].dtype == slow[key].dtype, key
+        assert fast[key].shape == slow[key].shape, key
+        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
+
+
+def _fast(backend: LMDBBackend, indices: Any, keys: Any = None, atoms: Any = None) -> dict[str, Any] | None:
+    with backend._txn() as txn:
+        return _lmdb_batch.read_batch(
+            txn, backend._seal, np.asarray(indices, np.int64), keys, atoms, backend._damaged, backend._decode
+        )
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_batches_equal_decoded_rows(tmp_path: Path, ragged: bool) -> None:
+    rng = np.random.default_rng(0)
+    # indices 0-299 cross msgpack's int widths (fixint, uint8, uint16) and negative ones
+    rows = [_row(rng, int(rng.integers(1, 12)) if ragged else 5, i) for i in range(300)]
+    backend = _store(tmp_path, rows)
+    order = np.random.default_rng(1).permutation(300)
+    for idx in [order[:32], order[32:64], [5, 5, 299, 0, 5], [140]]:
+        for keys in [KEYS, None, ["info.index", "info.flag", "info.signed", "cell", "pbc"]]:
+            fast = _fast(backend, idx, keys)
+            assert fast is not None, (idx, keys)
+            _same(fast, read_batch_default(backend, np.asarray(idx), keys))
+            _same(backend.read_batch(np.asarray(idx), keys), fast)
+        selected = _fast(backend, idx, KEYS, np.array([0, -1]))
+        assert selected is not None
+        _same(selected, read_batch_default(backend, np.asarray(idx), KEYS, atoms=np.array([0, -1])))
+
+
+def test_fallbacks_give_the_decoded_answer(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    rows = [_row(rng, 4, i) for i in range(10)]
+    rows[3] = _row(rng, 4, 3, **{"info.label": "x"})
+    rows[4].pop("calc.energy")
+    rows[5]["calc.energy"] = np.float32(1.5)  # a numpy scalar: an extension type, not a template slot
+    backend = _store(tmp_path, rows)
+    assert _fast(backend, [4, 5], ["calc.energy"]) is None  # a key some rows lack
+    assert _fast(backend, [3], ["info.label"]) is None  # not a number
+    assert _fast(backend, [5, 6], ["calc.energy"]) is None  # mixed types
+    with pytest.raises(KeyError, match="rows 4"):
+        backend.read_batch(np.array([4, 6]), ["calc.energy"])
+    filled = backend.read_batch(np.array([4, 6]), ["calc.energy"], fill={"calc.energy": 0.0})
+    assert filled["calc.energy"][0] == 0.0 and filled["calc.energy"][1] == rows[6]["calc.energy"]
+    assert backend.read_batch(np.array([3]), ["info.label"])["info.label"] == ["x"]
+
+
+def test_a_flipped_bit_is_named(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    backend = _store(tmp_path, [_row(rng, 3, i) for i in range(20)])
+    backend.read_batch(np.arange(20), KEYS)  # templates learnt
+    backend.close()
+    path = tmp_path / "b.lmdb"
+    data = bytearray(path.read_bytes())
+    target = np.asarray(_row(np.random.default_rng(3), 3, 0)["arrays.positions"]).tobytes()
+    at = bytes(data).find(target)
+    assert at > 0
+    data[at + 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    backend = LMDBBackend(path, readonly=True)
+    with pytest.raises(StoreCorruptedError, match="row 0 fails its checksum"):
+        backend.read_batch(np.array([7, 0]), KEYS)
+    assert backend.read_batch(np.array([7, 1]), KEYS)["n_atoms"].tolist() == [3, 3]
+    backend.close()
+
+
+def test_a_row_matching_another_template_of_its_length(tmp_path: Path) -> None:
+    """Rows of one byte length but different structure: each gets its own template."""
+    rng = np.random.default_rng(4)
+    a = _row(rng, 2, 1)
+    b = {**_row(rng, 2, 1), "info.flag": 1}  # a fixint where ``a`` has a bool: same length
+    backend = _store(tmp_path, [a, b, a, b])
+    keys = [*KEYS, "info.index"]
+    for idx in [[0, 1, 2, 3], [1], [0], [3, 0]]:
+        fast = _fast(backend, idx, keys)
+        assert fast is not None
+        _same(fast, read_batch_default(backend, np.asarray(idx), keys))
+    assert _fast(backend, [0, 1], ["info.flag"]) is None  # a bool and an int: decoded rows decide
+    _same(backend.read_batch(np.array([0, 1]), None), read_batch_default(backend, np.array([0, 1]), None))
