@@ -46,8 +46,9 @@ class Mirror:
         chunks = rows // self.step
         if self.loaded[chunks].all():
             return self.data
-        needed = np.unique(chunks)
-        missing = needed[~self.loaded[needed]]
+        needed = np.zeros(len(self.loaded), bool)  # no sort: large requests touch many chunks
+        needed[chunks] = True
+        missing = np.flatnonzero(needed & ~self.loaded)
         cuts = np.flatnonzero(np.diff(missing) != 1) + 1
         for run in np.split(missing, cuts):
             lo, hi = int(run[0]) * self.step, min(len(self.data), (int(run[-1]) + 1) * self.step)

@@ -197,4 +197,5 @@ def take(ds: Any, rows: np.ndarray) -> Any:
     """Rows ``rows`` of a dataset: one slab read when they are dense (within 4x), else a selection."""
     rows = np.asarray(rows, np.int64)
     with checked(ds, rows):  # a chunk failing its checksum: StoreCorruptedError naming ds and rows
-        return take_rows(ds.__getitem__, rows, 0, slab_bytes=0, spread=4) if len(rows) else ds[0:0]
+        # the span rule alone (row_bytes 1, slab_bytes 0: no slab is small enough by size)
+        return take_rows(ds.__getitem__, rows, 1, slab_bytes=0, spread=4) if len(rows) else ds[0:0]

@@ -19,7 +19,8 @@ from ._units import UNITS, VELOCITY_UNIT
 
 __all__ = ["VELOCITY_SOURCES", "velocities", "write"]
 
-_CHUNK_BYTES = 1 << 15
+_CHUNK_BYTES = 1 << 15  # per-frame datasets (read whole, or mirrored: see _gather)
+_ATOM_CHUNK_BYTES = 1 << 12  # per-atom datasets: a random row decodes little (see the package doc)
 #: The keys the derived velocity element is computed from.
 VELOCITY_SOURCES = ["arrays.momenta", "arrays.masses", "arrays.numbers"]
 
@@ -229,7 +230,10 @@ class _Writer:
             path,
             shape=shape,
             maxshape=(None, *((None,) if atom else ()), *tail),
-            chunks=(max(1, _CHUNK_BYTES // max(1, row_bytes)), *(max(1, s) for s in shape[1:])),
+            chunks=(
+                max(1, (_ATOM_CHUNK_BYTES if atom else _CHUNK_BYTES) // max(1, row_bytes)),
+                *(max(1, s) for s in shape[1:]),
+            ),
             dtype=dtype,
             **options,
             **self._filters(dtype),
