@@ -152,8 +152,7 @@ class ASEIO:
             )
         backend = self._writable()
         rows = rows_from_atoms(images, show_progress=show_progress)
-        if rows:
-            backend.extend(rows)
+        backend.extend(rows)  # also when empty: a write makes a new store
 
     def append(self, atoms: Atoms) -> None:
         """Append one frame."""

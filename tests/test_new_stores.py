@@ -90,8 +90,10 @@ def test_an_empty_write_makes_an_empty_store(entry: BackendEntry, extension: str
     _writable(entry)
     out = tmp_path / f"empty{extension}"
     assert convert(ASEIO("memory://"), out, destination_options={"backend": entry.name}) == 0
-    with ASEIO(out, backend=entry.name, readonly=True) as db:
-        assert len(db) == 0
+    ASEIO(tmp_path / f"also{extension}", backend=entry.name).extend([])
+    for path in (out, tmp_path / f"also{extension}"):
+        with ASEIO(path, backend=entry.name, readonly=True) as db:
+            assert len(db) == 0
 
 
 @pytest.mark.parametrize(("entry", "extension"), _cases())
