@@ -6,7 +6,8 @@ The source holds periodic frames of 8-128 atoms with energy, forces, stress and 
 ``frame`` number (text blocks of a pool of 1,000 random structures, so writing it is cheap).
 Each configuration runs in a fresh process: today's single-store ``convert`` (LMDB), and
 ``convert_sharded`` with the serial engine (1 worker) and with a ``LocalCluster`` of 2 worker
-processes (the cluster is started before the clock, and its start is reported apart). Peak
+processes set up as ``convert_sharded(workers=2)`` sets up its own (``shards._engines.local_cluster``;
+started before the clock, its start reported apart). Peak
 memory is the ``ru_maxrss`` of the converting process or of each Dask worker; CPU seconds add
 the driver's and the workers' (on a busy machine, frames per CPU second show what wall time hides).
 """
@@ -87,12 +88,13 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
         result["cpu_s"] = _cpu_s() - cpu
         result["peak_mib"] = [_maxrss_mib()]
         return result
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from asebytes_nodes.shards._engines import local_cluster
 
     started = time.perf_counter()
-    with LocalCluster(
-        n_workers=config["workers"], threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
+    imports = ["asebytes_nodes.shards._convert", f"asebytes_nodes.backends._{config['backend']}"]
+    with local_cluster(config["workers"], imports) as cluster:  # the cluster convert_sharded starts
         result["cluster_start_s"] = time.perf_counter() - started
         with Client(cluster) as client:
             worker_cpu, cpu = sum(client.run(_cpu_s).values()), _cpu_s()
