@@ -179,11 +179,9 @@ class LoadConfig(_SourceConfig):
         return {**self.source_options, **extra}
 
 
-class ConvertConfig(_Model):
-    """Configuration of :class:`~asebytes_nodes.nodes.Convert`."""
+class _Sharding(_Model):
+    """A sharded output and Dask workers (shared by Convert and Subset)."""
 
-    store: StoreSpec = Field(default=StoreSpec(), description="Backend and options of the output.")
-    chunk_size: PositiveInt = _CHUNK
     shards: PositiveInt | str | None = Field(
         default=None,
         description="Write a sharded dataset (a folder of store.backend shards): frames per shard "
@@ -207,6 +205,13 @@ class ConvertConfig(_Model):
     def sharded(self) -> bool:
         """Is the output a sharded dataset?"""
         return bool(self.shards or self.workers > 1 or self.scheduler)
+
+
+class ConvertConfig(_Sharding):
+    """Configuration of :class:`~asebytes_nodes.nodes.Convert`."""
+
+    store: StoreSpec = Field(default=StoreSpec(), description="Backend and options of the output.")
+    chunk_size: PositiveInt = _CHUNK
 
 
 class Range(_Model):
@@ -281,10 +286,12 @@ class _RowsConfig(_Model):
 _MATERIALIZE = Field(default=None, description="Also write the selected frames to a store of this backend.")
 
 
-class SubsetConfig(_RowsConfig):
+class SubsetConfig(_RowsConfig, _Sharding):
     """Configuration of :class:`~asebytes_nodes.nodes.Subset`: picked rows, then optionally a
     seeded ``sample`` of them. To cut data into train/validation/test parts use
-    :class:`~asebytes_nodes.nodes.Split` and :class:`~asebytes_nodes.nodes.Part`."""
+    :class:`~asebytes_nodes.nodes.Split` and :class:`~asebytes_nodes.nodes.Part`. With
+    ``workers > 1`` or a ``scheduler`` the filters run on Dask, one task per upstream shard
+    (or block of rows), and ``materialize`` writes a sharded dataset, as with ``shards``."""
 
     sample: Sample | None = Field(default=None, description="Seeded random sample of the filtered rows.")
     materialize: StoreSpec | None = _MATERIALIZE

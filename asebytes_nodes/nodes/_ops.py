@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from ._config import StoreSpec
 
-__all__ = ["as_aseio", "fingerprint", "git_ignore", "iter_chunks", "write_store"]
+__all__ = ["as_aseio", "fingerprint", "git_ignore", "iter_chunks", "write_sharded", "write_store"]
 
 
 def iter_chunks(frames: Any, size: int) -> Iterator[list[Atoms]]:
@@ -87,6 +87,18 @@ def write_store(
         destination_options={"backend": store.backend, **group, **store.options},
         chunk_size=chunk_size,
     )
+
+
+def write_sharded(frames: ASEIO, target: str | os.PathLike[str], store: StoreSpec, config: Any) -> int:
+    """Write ``frames`` as a sharded dataset of ``store.backend`` shards at ``target``, with the
+    ``shards`` size, ``workers`` and ``scheduler`` of ``config``; the number of frames written."""
+    from ..shards import convert_sharded, shard_size
+
+    frames_per, nbytes = shard_size(config.shards) if config.shards else (None, None)
+    return convert_sharded(
+        frames, target, backend=store.backend, shard_frames=frames_per, shard_bytes=nbytes,
+        workers=config.workers, scheduler=config.scheduler, overwrite=True, shard_options=store.options,
+    )  # fmt: skip
 
 
 def fingerprint(frames: ASEIO) -> str:

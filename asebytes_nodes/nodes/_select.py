@@ -1,7 +1,10 @@
 """Row selection for Subset and Split: indices, slices, filters, samples, splits.
 
 Filters read only the columns they need, ``chunk_size`` rows at a time, and decide each chunk
-with numpy over all its frames at once.
+with numpy over all its frames at once. With ``workers > 1`` or a ``scheduler`` they run on
+Dask (:mod:`asebytes_nodes.shards`): one task per shard of a sharded or concatenated store,
+else per block of :data:`BLOCK_ROWS` rows, each opening the store in its worker; the rows
+kept do not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -19,11 +22,17 @@ if TYPE_CHECKING:
     from ..io import ASEIO
     from ._config import Filters, SplitConfig, SubsetConfig
 
-__all__ = ["filter_rows", "pick_rows", "select_rows", "split_rows"]
+__all__ = ["BLOCK_ROWS", "filter_rows", "pick_rows", "select_rows", "split_rows"]
+
+#: Rows per Dask filter task when the store is not made of shards.
+BLOCK_ROWS = 100_000
 
 
-def pick_rows(frames: ASEIO, config: SubsetConfig | SplitConfig) -> IndexArray:
-    """Row numbers of ``frames`` given by ``indices`` or ``slice`` (else every row) that pass ``filters``."""
+def pick_rows(
+    frames: ASEIO, config: SubsetConfig | SplitConfig, *, workers: int = 1, scheduler: str | None = None
+) -> IndexArray:
+    """Row numbers of ``frames`` given by ``indices`` or ``slice`` (else every row) that pass ``filters``
+    (on Dask with ``workers > 1`` or a ``scheduler``)."""
     n = len(frames)
     if config.indices is not None:
         rows = normalize_indices(config.indices, n)
@@ -31,13 +40,15 @@ def pick_rows(frames: ASEIO, config: SubsetConfig | SplitConfig) -> IndexArray:
         rows = normalize_indices(config.slice.to_slice(), n)
     else:
         rows = np.arange(n, dtype=np.int64)
-    return filter_rows(frames.backend, rows, config.filters, config.chunk_size)
+    return filter_rows(frames.backend, rows, config.filters, config.chunk_size, workers, scheduler)
 
 
-def select_rows(frames: ASEIO, config: SubsetConfig) -> IndexArray:
+def select_rows(
+    frames: ASEIO, config: SubsetConfig, *, workers: int = 1, scheduler: str | None = None
+) -> IndexArray:
     """Row numbers of ``frames`` that a Subset picks: :func:`pick_rows`, then its sample (sorted,
     so reading them walks the store forwards)."""
-    rows = pick_rows(frames, config)
+    rows = pick_rows(frames, config, workers=workers, scheduler=scheduler)
     sample = config.sample
     if sample is None:
         return rows
@@ -63,12 +74,49 @@ def split_rows(frames: ASEIO, config: SplitConfig) -> dict[str, IndexArray]:
     return {k: rows[np.sort(order[a:b])] for k, a, b in zip(names, starts, bounds, strict=True)}
 
 
-def filter_rows(backend: ReadableBackend, rows: IndexArray, filters: Filters, chunk_size: int) -> IndexArray:
+def filter_rows(
+    backend: ReadableBackend,
+    rows: IndexArray,
+    filters: Filters,
+    chunk_size: int,
+    workers: int = 1,
+    scheduler: str | None = None,
+) -> IndexArray:
     """The ``rows`` whose frames pass every filter (frames lacking a filtered value fail it)."""
     needed = [key for key, on in _FILTER_KEYS.items() if on(filters)] + list(filters.has_keys or ())
     if not needed:
         return rows
     check_keys(backend, needed)
+    if workers > 1 or scheduler is not None:
+        from contextlib import closing
+
+        from ..shards._engines import engine_for
+
+        tasks = [(backend, piece, filters, chunk_size) for piece in _pieces(backend, rows)]
+        with closing(engine_for(workers, scheduler, imports=[__name__, type(backend).__module__])) as engine:
+            kept = engine.map(_filter_task, tasks, desc="filtering")
+        return np.concatenate(kept) if kept else rows[:0]
+    return _filter(backend, rows, filters, chunk_size)
+
+
+def _pieces(backend: ReadableBackend, rows: IndexArray) -> list[IndexArray]:
+    """``rows`` cut at the shards of a sharded or concatenated store, else into blocks of
+    :data:`BLOCK_ROWS` (order kept)."""
+    starts = getattr(backend, "part_starts", None)
+    if starts is not None:
+        part = np.searchsorted(starts, rows, side="right")
+        cuts = np.flatnonzero(np.diff(part)) + 1
+    else:
+        cuts = np.arange(BLOCK_ROWS, len(rows), BLOCK_ROWS)
+    return [piece for piece in np.split(rows, cuts) if len(piece)]
+
+
+def _filter_task(task: tuple[ReadableBackend, IndexArray, Filters, int]) -> IndexArray:
+    """One Dask task: the rows of one piece that pass (the store opened in the worker)."""
+    return _filter(*task)
+
+
+def _filter(backend: ReadableBackend, rows: IndexArray, filters: Filters, chunk_size: int) -> IndexArray:
     allowed = None
     if filters.elements is not None:
         from ase.data import atomic_numbers

@@ -10,7 +10,7 @@ import zntrack
 from ..io import ASEIO
 from ._config import ConvertConfig
 from ._node import FramesNode
-from ._ops import as_aseio, write_store
+from ._ops import as_aseio, write_sharded, write_store
 
 __all__ = ["Convert", "input_frames"]
 
@@ -58,14 +58,7 @@ class Convert(FramesNode):
         config: ConvertConfig = self.settings()
         target = self.store_target(config)
         if config.sharded:  # one shard per partition, written by Dask workers (asebytes_nodes.shards)
-            from ..shards import convert_sharded, shard_size
-
-            frames, nbytes = shard_size(config.shards) if config.shards else (None, None)
-            count = convert_sharded(
-                as_aseio(input_frames(self)), target, backend=config.store.backend, shard_frames=frames,
-                shard_bytes=nbytes, workers=config.workers, scheduler=config.scheduler, overwrite=True,
-                shard_options=config.store.options,
-            )  # fmt: skip
+            count = write_sharded(as_aseio(input_frames(self)), target, config.store, config)
         else:
             count = write_store(input_frames(self), target, config.store, chunk_size=config.chunk_size)
         print(f"{self.name}: {count} frames -> {target}")

@@ -14,7 +14,7 @@ from ..io import ASEIO
 from ..selection import SelectedRows
 from ._config import SubsetConfig
 from ._node import FramesNode
-from ._ops import as_aseio, fingerprint, write_store
+from ._ops import as_aseio, fingerprint, write_sharded, write_store
 from ._select import select_rows
 
 __all__ = ["SelectionNode", "Subset"]
@@ -46,7 +46,10 @@ class SelectionNode(FramesNode):
         and the materialised store, if configured."""
         if config.materialize is not None:
             target = self.store_target(config)
-            write_store(source, target, config.materialize, chunk_size=config.chunk_size, rows=rows)
+            if getattr(config, "sharded", False):  # shards written by Dask workers (asebytes_nodes.shards)
+                write_sharded(ASEIO(SelectedRows(source, rows)), target, config.materialize, config)
+            else:
+                write_store(source, target, config.materialize, chunk_size=config.chunk_size, rows=rows)
         selection = {
             "indices": rows.tolist(),
             "source_rows": len(source),
@@ -99,4 +102,5 @@ class Subset(SelectionNode):
     def run(self) -> None:
         config: SubsetConfig = self.settings()
         source = self.upstream()
-        self.write_selection(source, select_rows(source, config), config)
+        rows = select_rows(source, config, workers=config.workers, scheduler=config.scheduler)
+        self.write_selection(source, rows, config)

@@ -70,6 +70,11 @@ class ConcatBackend(ReadableBackend):
         self._recent[p] = None
         return handle
 
+    @property
+    def part_starts(self) -> np.ndarray:
+        """First dataset row of each part, then the total (cumulative lengths, for cutting work by part)."""
+        return self._starts.copy()
+
     def _locate(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(part, row within the part) of each dataset row."""
         idx = np.asarray(indices, dtype=np.int64)

@@ -6,8 +6,10 @@ own rows: an extxyz file by its rows of the byte-offset index (:mod:`.._xyzindex
 sent with the task and parsed in the worker; a downloaded HuggingFace dataset by row
 ranges that never cross its Arrow files (each file cut into pieces of ``shard_frames``),
 a HuggingFace stream by its shards (data files; one dataset shard each, whatever
-``shard_frames``: a stream cannot be entered in the middle); any other store by row
-range, opened in the worker (by path, or from the pickled backend). Each task writes its shard under a
+``shard_frames``: a stream cannot be entered in the middle); chosen rows of a store
+(:class:`~asebytes_nodes.selection.SelectedRows`) by the row numbers of the partition
+only, sent with the task; any other store by row range, opened in the worker (by path,
+or from the pickled backend). Each task writes its shard under a
 temporary name, renames it, and records it in a journal file. The manifest is written
 last, in a work folder ``.<name>.partial`` beside the target that is then renamed to
 the target: a failed conversion leaves no dataset, and its rerun keeps every shard whose
@@ -16,6 +18,7 @@ journal entry, source range and hash still match.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -33,9 +36,19 @@ from ..backends._lmdb_lock import WriterLock
 from ..errors import PartitionError, StoreCorruptedError
 from ..registry import open_backend
 from ..rows import gc_paused
+from ..selection import SelectedRows
 from ._engines import engine_for
 from ._manifest import MANIFEST, TEMP_PREFIX, Manifest, ShardEntry, digest, sync_folder, write_atomic
-from ._write import DEFAULT_SHARD_BYTES, frames_per_shard, read_range, remove_path, sample_rows, write_shard
+from ._write import (
+    CHUNK_ROWS,
+    DEFAULT_SHARD_BYTES,
+    backend_class,
+    frames_per_shard,
+    read_range,
+    remove_path,
+    sample_rows,
+    write_shard,
+)
 
 __all__ = ["Partition", "convert_sharded", "run_partition"]
 
@@ -74,6 +87,7 @@ class Partition:
     stamp: str  # what identifies the source version, for the journal
     stream_shard: int | None = None
     stream_shards: int = 0
+    picks: np.ndarray | None = None  # a selection: the source's row numbers of rows start..stop
 
     def describe(self) -> str:
         where = self.source if isinstance(self.source, str) else repr(self.source)
@@ -89,6 +103,7 @@ class Partition:
             "start": self.start,
             "stop": self.stop,
             "stream_shard": self.stream_shard,
+            "picks": None if self.picks is None else hashlib.sha256(self.picks.tobytes()).hexdigest(),
             "backend": self.backend,
             "options": repr(sorted(self.options.items())),
         }
@@ -112,6 +127,9 @@ class Partition:
         try:
             if self.stream_shard is not None:
                 yield from backend.iter_stream_shard(self.stream_shard)  # type: ignore[attr-defined]
+            elif self.picks is not None:
+                for lo in range(0, len(self.picks), CHUNK_ROWS):
+                    yield from backend.read_rows(self.picks[lo : lo + CHUNK_ROWS])
             else:
                 yield from read_range(backend, self.start, self.stop)
         finally:
@@ -221,7 +239,8 @@ def convert_sharded(
                 source if opened else src, src, _ranges(src, n, cap, streams), work, backend,
                 source_options, shard_options,
             )  # fmt: skip
-            with closing(engine_for(workers, scheduler, show_progress)) as engine:
+            imports = [__name__, backend_class(backend)[0].__module__, type(src).__module__]
+            with closing(engine_for(workers, scheduler, show_progress, imports)) as engine:
                 records = engine.map(run_partition, tasks, desc=f"converting to {final.name}")
             shards = [ShardEntry.from_json(r["entry"]) for r in records]
             manifest = Manifest(backend=backend, shard_frames=cap, shards=shards)
@@ -261,8 +280,10 @@ def _partitions(
     source_options: dict[str, Any] | None,
     shard_options: dict[str, Any] | None,
 ) -> list[Partition]:
-    table = None
-    if isinstance(src, ASEFileBackend) and isinstance(src._frames, ExtxyzFrames):
+    table = picks = None
+    if isinstance(src, SelectedRows):  # each task gets its own row numbers, not all of them
+        source, picks = src.source.backend, src.rows
+    elif isinstance(src, ASEFileBackend) and isinstance(src._frames, ExtxyzFrames):
         table = src._frames._table  # workers parse their own byte ranges
         source = os.fspath(src.location)
     elif isinstance(source, os.PathLike):
@@ -283,6 +304,7 @@ def _partitions(
             stamp=stamp,
             stream_shard=start if streamed else None,
             stream_shards=len(ranges) if streamed else 0,
+            picks=None if picks is None else picks[start:stop].copy(),
         )
         for k, (start, stop) in enumerate(ranges)
     ]
