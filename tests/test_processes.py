@@ -441,10 +441,10 @@ def test_one_writer_two_readers(tmp_path: Path) -> None:
 def test_two_handles_on_one_path(tmp_path: Path) -> None:
     path = tmp_path / "x.lmdb"
     a = ASEIO(path)
-    b = ASEIO(path)
+    b = ASEIO(path)  # neither makes the file: the first write does
+    a.extend(make_frames(0, 5))
     r = ASEIO(path, readonly=True)
     try:
-        a.extend(make_frames(0, 5))
         assert len(b) == 5 and len(r) == 5
         assert_frame(b[4], 4)
         assert_frame(r[4], 4)
