@@ -10,6 +10,7 @@ than its meta pages claim.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from dataclasses import dataclass
@@ -25,7 +26,11 @@ from ._safety import disk_full, is_disk_full
 try:
     import lmdb
 except ImportError:  # pragma: no cover - _lmdb raises the MissingExtraError first
-    lmdb = None
+    lmdb = None  # type: ignore[assignment]
+try:  # py-lmdb 3 imports this inside the first lmdb.open: 1-10 ms of a cold open, paid here instead
+    importlib.import_module("lmdb._envid")
+except ImportError:  # pragma: no cover - other py-lmdb versions
+    pass
 
 __all__ = ["EnvOptions", "acquire_env", "discard_env", "release_env"]
 
@@ -148,7 +153,7 @@ def acquire_env(path: Path, readonly: bool, map_size: int, options: EnvOptions =
                 ),
                 map_size=size,
                 max_dbs=MAX_DBS,
-                meminit=False,
+                meminit=True,  # zeroed page space: the same rows give the same file bytes (shards, DVC)
                 max_readers=options.max_readers,
                 sync=options.sync,
                 readahead=options.readahead,
