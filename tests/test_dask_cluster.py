@@ -56,14 +56,7 @@ def test_two_worker_processes_equal_serial(tmp_path: Path, source: Path) -> None
 @pytest.mark.parametrize(
     "backend",
     [
-        pytest.param(
-            "lmdb",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="the LMDB environment is opened with meminit=False (backends/_lmdb_env.py), so "
-                "LMDB copies heap bytes into unused page space and identical rows give different files",
-            ),
-        ),
+        "lmdb",  # the environment zeroes unused page space (meminit=True in backends/_lmdb_env.py)
         "zarr",
         pytest.param(
             "h5md",

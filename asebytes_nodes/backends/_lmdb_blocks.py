@@ -218,7 +218,8 @@ class Bookkeeping:
                 self._fill(key, start, values)
 
     def commit(self) -> None:
-        for (key, block), (mask, vals) in self.blocks.items():
+        # sorted: the same rows give the same bytes whatever Python's string hash seed (shards, DVC)
+        for (key, block), (mask, vals) in sorted(self.blocks.items(), key=lambda item: item[0]):
             self.put(block_key(key, block), mask.tobytes() + vals.tobytes())
-        self.put(META_KEYS, encode_value(self.counts))
-        self.put(META_SCALARS, encode_value(self.codes))
+        self.put(META_KEYS, encode_value(dict(sorted(self.counts.items()))))
+        self.put(META_SCALARS, encode_value(dict(sorted(self.codes.items()))))
