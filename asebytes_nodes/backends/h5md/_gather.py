@@ -50,15 +50,28 @@ class Mirror:
         needed[chunks] = True
         missing = np.flatnonzero(needed & ~self.loaded)
         cuts = np.flatnonzero(np.diff(missing) != 1) + 1
-        for run in np.split(missing, cuts):
-            lo, hi = int(run[0]) * self.step, min(len(self.data), (int(run[-1]) + 1) * self.step)
-            with checked(self.ds, slice(lo, hi)):
-                if self.data.dtype.kind == "O":  # h5py reads variable-length values only this way
-                    self.data[lo:hi] = (self.ds.asstr() if self.text else self.ds)[lo:hi]
-                else:
-                    self.ds.read_direct(self.data, np.s_[lo:hi], np.s_[lo:hi])
-            self.loaded[run] = True
+        runs = [
+            (int(run[0]) * self.step, min(len(self.data), (int(run[-1]) + 1) * self.step))
+            for run in np.split(missing, cuts)
+        ]
+        with checked(self.ds, np.array([runs[0][0], runs[-1][1] - 1])):
+            if self.data.dtype.kind == "O":  # h5py reads variable-length values only slab by slab
+                source = self.ds.asstr() if self.text else self.ds
+                for lo, hi in runs:
+                    self.data[lo:hi] = source[lo:hi]
+            else:
+                self._read_runs(runs)
+        self.loaded[missing] = True
         return self.data
+
+    def _read_runs(self, runs: list[tuple[int, int]]) -> None:
+        """Rows ``lo:hi`` of every run in one HDF5 read (one selection, each chunk decoded once)."""
+        space = self.ds.id.get_space()
+        space.select_none()
+        tail = self.data.shape[1:]
+        for lo, hi in runs:
+            space.select_hyperslab((lo, *(0 for _ in tail)), (hi - lo, *tail), op=h5py.h5s.SELECT_OR)
+        self.ds.id.read(space, space, self.data)
 
 
 def _mirror(shared: SharedFile, path: str, limit: int) -> Mirror | None:
@@ -140,48 +153,48 @@ def fast_batch(
     conversion)."""
     from ...batch import atom_gather
 
-    counts_all = plan.counts
-    if counts_all is None:
+    if plan.counts is None:
         return None
-    frames = np.unique(indices)
     cols = plan.cols
     if keys is None:
-        wanted = [cols[k] for k in sorted(cols) if _plain(cols[k])]
-        wanted = [c for c in wanted if _all_present(shared, c, frames, limit)]
         if any(c.kind in _NUMERIC and not _plain(c) for c in cols.values()):
             return None
+        wanted = [cols[k] for k in sorted(cols) if _plain(cols[k])]
+        wanted = [c for c in wanted if _all_present(shared, c, indices, limit)]
     else:
         wanted = [cols.get(k) for k in keys]  # type: ignore[misc]
-        if not all(c is not None and _plain(c) and _all_present(shared, c, frames, limit) for c in wanted):
+        if not all(c is not None and _plain(c) and _all_present(shared, c, indices, limit) for c in wanted):
             return None
-    counts = counts_all[indices]
-    batch: dict[str, Any] = {}
-    per_atom = [c for c in wanted if c.kind == "atom"]
+    counts = plan.counts[indices]
+    per_atom = any(c.kind == "atom" for c in wanted)
     if per_atom or atoms is not None:
-        starts = np.repeat(np.cumsum(counts) - counts, counts)
         frame_of = np.repeat(indices, counts)  # store row of every atom of the batch
-        atom_of = np.arange(len(frame_of), dtype=np.int64) - starts  # its index in its frame
+        atom_of = np.arange(len(frame_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
         if atoms is not None:
             gather, counts = atom_gather(counts, atoms, indices)
             frame_of, atom_of = frame_of[gather], atom_of[gather]
-    batch["n_atoms"] = counts
-    pos = np.searchsorted(frames, indices)
-    width = int(atom_of.max()) + 1 if per_atom and len(atom_of) else None
+    batch: dict[str, Any] = {"n_atoms": counts}
+    frames: np.ndarray | None = None  # sorted unique rows: made for the first dataset read from the file
     for col in wanted:
-        cut = width if col.kind == "atom" else None
-        source, whole = _source(shared, col.path, frames, limit, cut)  # type: ignore[arg-type]
-        data = np.asarray(source)
-        if col.kind == "atom":  # one take from the (rows x particles) view: no per-frame work
-            rows = frame_of if whole else np.searchsorted(frames, frame_of)
+        atom = col.kind == "atom"
+        mirror = _mirror(shared, col.path, limit)  # type: ignore[arg-type]
+        if mirror is not None:
+            data, rows = mirror.fill(indices), frame_of if atom else indices
+        else:
+            frames = np.unique(indices) if frames is None else frames
+            width = int(atom_of.max()) + 1 if atom and len(atom_of) else None
+            data = np.asarray(_source(shared, col.path, frames, limit, width)[0])  # type: ignore[arg-type]
+            rows = np.searchsorted(frames, frame_of if atom else indices)
+        if atom:  # one take from the (rows x particles) view: no per-frame work
             flat = data.reshape(data.shape[0] * data.shape[1], *data.shape[2:])
             values = flat.take(rows * data.shape[1] + atom_of, axis=0)
         else:
-            values = data.take(indices if whole else pos, axis=0)
+            values = data.take(rows, axis=0)
         if col.dtype is not None and values.dtype != col.dtype:
             values = values.astype(col.dtype)  # species stored as float once atom counts differ
         batch[col.key] = values
     return batch
 
 
-def _all_present(shared: SharedFile, col: Col, frames: np.ndarray, limit: int) -> bool:
-    return col.flags is None or bool(np.asarray(rows_of(shared, col.flags, frames, limit)).all())
+def _all_present(shared: SharedFile, col: Col, rows: np.ndarray, limit: int) -> bool:
+    return col.flags is None or bool(np.asarray(rows_of(shared, col.flags, rows, limit)).all())
