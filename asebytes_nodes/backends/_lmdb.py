@@ -78,7 +78,7 @@ from ..errors import (
 )
 from ..registry import builtin
 from ._base import MISSING, WritableBackend, check_format_record, check_group_name
-from ._lmdb_batch import read_batch
+from ._lmdb_batch import fetch_rows, read_batch
 from ._lmdb_blocks import (
     META_KEYS,
     META_SCALARS,
@@ -432,9 +432,12 @@ class LMDBBackend(GroupsMixin, WritableBackend):
     def read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
-        get = self._get
+        rows, decode, trailer = np.asarray(indices).tolist(), self._decode, self._seal.trailer
         with self._txn() as txn:
-            return [get(txn, i, keys) for i in np.asarray(indices).tolist()]
+            values = fetch_rows(txn, self._seal, rows, self._damaged)
+            if trailer:
+                values = [value[: len(value) - trailer] for value in values]
+            return [decode(i, value, keys) for i, value in zip(rows, values, strict=True)]
 
     def read_batch(
         self, indices: np.ndarray, keys: list[str] | None = None, *, fill: dict[str, Any] | None = None,
@@ -521,16 +524,14 @@ class LMDBBackend(GroupsMixin, WritableBackend):
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
         blobs = [encode_row(r) for r in rows]  # every row encodes before the transaction starts
-        wrap = self._seal.wrap
 
         def work(txn: Any) -> None:
             n = self._length(txn)
             book = self._book(txn)
             book.appended(n, rows)
-            keys = [_row_key(i) for i in range(n, n + len(blobs))]
-            added = txn.cursor().putmulti(
-                [(key, wrap(key, blob)) for key, blob in zip(keys, blobs, strict=True)], append=True
-            )[1]
+            keys = list(map(_row_key, range(n, n + len(blobs))))
+            items = zip(keys, self._seal.wrap_many(keys, blobs), strict=True)
+            added = txn.cursor().putmulti(items, append=True)[1]
             if added != len(blobs):  # append mode adds nothing after a key sorting past the rows
                 raise StoreCorruptedError(f"{self._path}: a key sorts after the rows: the file is damaged")
             self._put(txn, _META_LENGTH, _U64.pack(n + len(blobs)))

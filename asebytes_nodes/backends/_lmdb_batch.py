@@ -38,7 +38,7 @@ from ..codec import _layout
 from ..errors import StoreCorruptedError
 from ._keys import atom_count, is_per_atom
 
-__all__ = ["Template", "learn", "read_batch"]
+__all__ = ["Template", "fetch_rows", "learn", "read_batch"]
 
 _MAX_TEMPLATES = 4096
 _FIXED = {
@@ -302,6 +302,20 @@ def _column(
     return out
 
 
+def fetch_rows(txn: Any, seal: Any, rows: list[int], damaged: Callable[[bytes], Exception]) -> list[Any]:
+    """The stored values of ``rows`` (views into the map, checksums included), fetched in one
+    bounded loop and verified in one pass; a missing or damaged row raises, naming it."""
+    names = list(map(_ROW_KEY.pack, repeat(b"r", len(rows)), rows))
+    values = txn.get_many(names)
+    if None in values:
+        raise StoreCorruptedError(f"row {rows[values.index(None)]} is missing from the file")
+    bad = seal.damaged(names, values).tolist()
+    if bad or (seal.trailer and min(map(len, values)) < seal.trailer):
+        short = [j for j, value in enumerate(values) if len(value) < seal.trailer]
+        raise damaged(names[min(bad + short)])
+    return values
+
+
 def read_batch(
     txn: Any,
     seal: Any,
@@ -319,15 +333,8 @@ def read_batch(
         _REGISTRY = _Registry()
     registry = _REGISTRY
     rows = indices.tolist()
-    names = list(map(_ROW_KEY.pack, repeat(b"r", len(rows)), rows))
-    values = txn.get_many(names)
-    if None in values:
-        raise StoreCorruptedError(f"row {rows[values.index(None)]} is missing from the file")
+    values = fetch_rows(txn, seal, rows, damaged)
     lengths = list(map(len, values))
-    bad = seal.damaged(names, values).tolist()
-    if bad or min(lengths) < seal.trailer:
-        short = [j for j, n in enumerate(lengths) if n < seal.trailer]
-        raise damaged(names[min(bad + short)])
     buffer = b"".join([*values, _SPARE])
     if len(set(lengths)) == 1:
         same = _uniform(buffer, lengths[0] - seal.trailer, len(rows), registry, keys)

@@ -163,6 +163,11 @@ class Unsealed:
     def wrap(key: bytes, value: bytes) -> bytes:
         return value
 
+    @classmethod
+    def wrap_many(cls, keys: Sequence[bytes], values: Sequence[bytes]) -> list[bytes]:
+        """:meth:`wrap` of every value (C-level passes where the layout has a checksum)."""
+        return list(map(cls.wrap, keys, values))
+
     @staticmethod
     def damaged(keys: Sequence[bytes], raws: Sequence[Any]) -> np.ndarray:
         """Positions of the values that fail their checksum (none without checksums)."""
@@ -182,6 +187,11 @@ class Sealed:
     @staticmethod
     def wrap(key: bytes, value: bytes) -> bytes:
         return value + _CRC.pack(zlib.crc32(value, zlib.crc32(key)))
+
+    @classmethod
+    def wrap_many(cls, keys: Sequence[bytes], values: Sequence[bytes]) -> list[bytes]:
+        """:meth:`wrap` of every value."""
+        return list(map(cls.wrap, keys, values))
 
     @staticmethod
     def damaged(keys: Sequence[bytes], raws: Sequence[Any]) -> np.ndarray:
@@ -217,6 +227,12 @@ class SealedC(Sealed):
         if len(data) < 4 or _crc32c(_crc32c_value(key), data) != _CRC32C_RESIDUE:
             return None
         return memoryview(data)[:-4]
+
+    @staticmethod
+    def wrap_many(keys: Sequence[bytes], values: Sequence[bytes]) -> list[bytes]:
+        """:meth:`wrap` of every value in C-level passes (no Python per value)."""
+        crcs = map(_crc32c, map(_crc32c_value, keys), values)
+        return list(map(bytes.__add__, values, map(_CRC.pack, crcs)))
 
     @staticmethod
     def damaged(keys: Sequence[bytes], raws: Sequence[Any]) -> np.ndarray:
