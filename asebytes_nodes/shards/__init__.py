@@ -3,8 +3,10 @@
 * :class:`ShardedBackend`: a folder with a manifest and shard stores (LMDB, Zarr or H5MD),
   read and appended to as one list; ``ASEIO(folder)`` recognises it by its manifest.
 * :class:`ConcatBackend` / :func:`concat`: any stores read as one list (``db1 + db2``).
-* :func:`convert_sharded`: a source cut into row ranges, each written as one shard by a
-  serial loop or by Dask workers (``asebytes_nodes.convert(..., shard_frames=..., workers=...)``).
+* :func:`convert_sharded`: a source cut into partitions (extxyz byte ranges, row ranges,
+  a HuggingFace dataset's Arrow files or stream shards, a selection's rows), each written as
+  one shard by a serial loop or by Dask workers
+  (``asebytes_nodes.convert(..., shard_frames=..., workers=...)``).
 
 Names resolve on first use, so the registry's manifest sniffer imports nothing heavy.
 """
