@@ -113,7 +113,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext, suppress
 from pathlib import Path
@@ -149,6 +148,8 @@ try:
     import zarr
 
     from ._zarr_arrays import ArrayAccess, compressors
+    from ._zarr_batch import BatchReads
+    from ._zarr_chunks import ChunkCache, LazyGroup
     from ._zarr_read import CheckedReads
     from ._zarr_remote import create_group
     from ._zarr_rewrite import CopyOnWrite
@@ -166,7 +167,7 @@ GROUPS_DIR = "groups"  # ZarrBackend(path, group=name) keeps its dataset in <pat
 GROUP_DOCUMENT = json.dumps({"attributes": {}, "zarr_format": 3, "node_type": "group"}, indent=2).encode()
 
 
-class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBackend):
+class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, WritableBackend):
     """Frames in a Zarr v3 group, local or at any fsspec URL (``s3://``, ``gs://``...).
 
     >>> from asebytes_nodes import ASEIO
@@ -185,7 +186,7 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         ``"gzip"`` or ``None``; and its level.
     chunk_frames, shard_frames
         Rows per chunk and per shard (frames for per-frame columns, atoms for per-atom
-        ones are scaled by the mean atom count). Default: about ``chunk_bytes`` (64 KiB)
+        ones are scaled by the mean atom count). Default: about ``chunk_bytes`` (16 KiB)
         per chunk and ``shard_bytes`` (32 MiB) per shard.
     cache_bytes
         Decoded columns kept in memory by this handle for repeated reads; 0 turns it off.
@@ -216,7 +217,7 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         clevel: int = 5,
         chunk_frames: int | None = None,
         shard_frames: int | None = None,
-        chunk_bytes: int = 64 << 10,
+        chunk_bytes: int = 16 << 10,
         shard_bytes: int = 32 << 20,
         cache_bytes: int = 64 << 20,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
@@ -252,6 +253,7 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         self._etag: str | None = None
         self._document: dict[str, Any] = {}
         self._touched = False
+        self._record_bytes: bytes | None = None
         try:
             self._open()
         except OSError as exc:
@@ -264,7 +266,7 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         """Open the store; a missing local one is made by the first write (``create``), not here."""
         self._arrays: dict[str, Any] = {}
         self._offsets: np.ndarray | None = None
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache = ChunkCache(self._cache_limit)
         self._deferred: list[Any] | None = None
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
         if self._group_name is not None and not self._remote:  # a planted link leads nowhere else
@@ -278,6 +280,11 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
             return
         if self._group_name is not None and not self.readonly:
             self._make_parents()
+        found = None if self._remote else self._local_record()[0]
+        if found is not None:  # our local store: zarr opens the group only when a write needs it
+            self._check(found)
+            self._group, self._meta = LazyGroup(self._open_group), found
+            return
         try:
             if self._remote and not self.readonly:  # S3: created with its record in one request, or not
                 create_group(self._target, self._storage_options, {RECORD_ATTR: fresh})
@@ -366,13 +373,17 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
             if (Path(self._target) / "zarr.json").exists():
                 self._open()
             return
-        if not self._remote:
-            try:  # the group's own record, without zarr's per-call overhead
-                record = json.loads((Path(self._target) / "zarr.json").read_bytes())
-                if record.get("attributes", {}).get(RECORD_ATTR) == self._meta:
-                    return
-            except (OSError, ValueError):
-                pass  # let zarr report what is wrong
+        if not self._remote:  # the group's own record, without zarr; the same bytes: nothing to do
+            meta, raw = self._local_record()
+            if raw is not None and raw == self._record_bytes:
+                return
+            if meta is not None:
+                if meta != self._meta:
+                    self._check(meta)
+                    self._group, self._meta = LazyGroup(self._open_group), meta
+                    self._forget()
+                self._record_bytes = raw  # a document whose record is self._meta
+                return  # anything else: zarr reports what is wrong
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
         try:
             group = zarr.open_group(self._target, mode="r" if self.readonly else "a", **kwargs)
@@ -388,6 +399,22 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
             self._check(meta)
             self._group, self._meta = group, meta
             self._forget()
+
+    def _local_record(self) -> tuple[Any, bytes | None]:
+        """(record, document bytes) of a local store's group document; (None, bytes or None)
+        when it is not a Zarr v3 group holding a record (zarr then opens or reports it)."""
+        try:
+            with open(os.path.join(self._target, "zarr.json"), "rb") as document:
+                raw = document.read()
+            parsed = json.loads(raw)
+            if parsed.get("zarr_format") != 3 or parsed.get("node_type") != "group":
+                return None, raw
+            return parsed.get("attributes", {}).get(RECORD_ATTR), raw
+        except (OSError, ValueError, AttributeError):
+            return None, None
+
+    def _open_group(self) -> Any:
+        return zarr.open_group(self._target, mode="r" if self.readonly else "a")
 
     def _forget(self) -> None:
         """Drop everything read under an older record: array handles, offsets, decoded columns."""
@@ -417,6 +444,7 @@ class ZarrBackend(Writes, CopyOnWrite, ArrayAccess, CheckedReads, WritableBacken
         )
 
     def close(self) -> None:
+        self._cache.clear()  # its open shard files
         if self._lock is not None:
             self._lock.close()
 

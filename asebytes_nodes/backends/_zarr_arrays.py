@@ -12,7 +12,6 @@ falls in, with the committed rows there read first.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from zarr.core.sync import sync as zarr_sync
 
 from ..options import BLOSC_COMPRESSORS, ZARR_COMPRESSORS
 from ._columns import take
+from ._zarr_chunks import ChunkCache, ShardedArray, ragged_rows
 from ._zarr_read import _ReadFailure
 from ._zarr_remote import fork_array
 from ._zarr_shards import handles, write_new_array, write_rows
@@ -46,13 +46,15 @@ class ArrayAccess:
     _direct: Any
     _arrays: dict[str, Any]
     _offsets: np.ndarray | None
-    _cache: OrderedDict[str, np.ndarray]
+    _cache: ChunkCache
     _cache_limit: int
+    _remote: bool
     _deferred: list[Any] | None
     _forks: dict[str, str]
     _touched: bool
     _check_array: Callable[[str, Any], None]
     _read: Callable[..., np.ndarray]
+    _extents: Callable[[], dict[str, tuple[int, np.dtype[Any]]]]
 
     def _array(self, name: str) -> Any:
         arr = self._arrays.get(name)
@@ -65,6 +67,17 @@ class ArrayAccess:
             self._check_array(name, arr)
             self._arrays[name] = arr
         return arr
+
+    def _local(self, name: str) -> ShardedArray | None:
+        """Array ``name`` read straight from its shard files (:mod:`._zarr_chunks`), or None
+        when zarr must read it (object stores, other codecs or layouts)."""
+        arrays = self._cache.arrays
+        if name not in arrays:
+            extent = None if self._remote else self._extents().get(name)
+            self._touched = True
+            root = Path(self._target)
+            arrays[name] = None if extent is None else ShardedArray.open(root, name, extent[1], extent[0])
+        return arrays[name]
 
     def _counts_name(self) -> str:
         return str(self._meta.get("n_atoms", "n_atoms"))
@@ -85,27 +98,24 @@ class ArrayAccess:
     def _cached(self, name: str, extent: int, fill: bool = True) -> np.ndarray | None:
         """The first ``extent`` rows of array ``name``, decoded, if they fit in the cache
         (without ``fill``: only if they are there already)."""
-        hit = self._cache.get(name)
+        hit = self._cache.get(("column", name))
         if hit is not None and len(hit) == extent:
-            self._cache.move_to_end(name)
-            return hit
+            return hit  # type: ignore[no-any-return]
         if not fill:
             return None
         arr = self._array(name)
         nbytes = extent * arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
         if nbytes > self._cache_limit:
             return None
-        hit = self._cache[name] = (
-            self._read(name, lambda a: a[:extent]) if extent else np.zeros((0, *arr.shape[1:]), arr.dtype)
-        )
-        held = sum(a.nbytes for a in self._cache.values())
-        while held > self._cache_limit:
-            held -= self._cache.popitem(last=False)[1].nbytes
-        return hit
+        hit = self._read(name, lambda a: a[:extent]) if extent else np.zeros((0, *arr.shape[1:]), arr.dtype)
+        return self._cache.put(("column", name), hit)  # type: ignore[no-any-return]
 
     def _slab(self, name: str, extent: int, lo: int, hi: int, fill: bool = True) -> np.ndarray:
         """Rows ``lo:hi`` of array ``name`` (committed rows: ``extent``) as a private copy;
         ``fill=False`` reads only those rows unless the whole array is cached already."""
+        local = self._local(name)
+        if local is not None:
+            return self._cache.slab(local, extent, lo, hi)
         cached = self._cached(name, extent, fill)
         if cached is not None:
             return cached[lo:hi].copy()
@@ -114,6 +124,12 @@ class ArrayAccess:
 
     def _take(self, name: str, extent: int, frames: np.ndarray) -> np.ndarray:
         """Rows ``frames`` (sorted, unique) of array ``name``: a private copy."""
+        local = self._local(name)
+        if local is not None:
+            lo, hi = int(frames[0]), int(frames[-1]) + 1
+            if hi - lo == len(frames):
+                return self._cache.slab(local, extent, lo, hi)
+            return self._cache.take(local, extent, frames)
         cached = self._cached(name, extent)
         if cached is not None:
             lo, hi = int(frames[0]), int(frames[-1]) + 1
@@ -129,15 +145,16 @@ class ArrayAccess:
     def _take_ragged(self, name: str, offsets: np.ndarray, frames: np.ndarray) -> list[np.ndarray]:
         """Per-frame pieces of a ragged (concatenated) array for sorted unique ``frames``."""
         starts, stops = offsets[frames], offsets[frames + 1]
-        cached = self._cached(name, int(offsets[-1]))
-        if cached is not None:  # gather only the wanted rows, in one fancy-indexed copy
-            lengths = stops - starts
-            bounds = np.concatenate([[0], np.cumsum(lengths)])
-            rows = np.arange(bounds[-1]) + np.repeat(starts - bounds[:-1], lengths)
-            slab, starts, stops = cached[rows], bounds[:-1], bounds[1:]
+        extent, local = int(offsets[-1]), self._local(name)
+        contiguous = int(frames[-1]) - int(frames[0]) + 1 == len(frames)
+        cached = None if local is not None or contiguous else self._cached(name, extent)
+        if cached is not None or (local is not None and not contiguous):
+            rows, bounds = ragged_rows(starts, stops)  # only the wanted rows, in one gather
+            slab = cached[rows] if cached is not None else self._cache.take(local, extent, rows)
+            starts, stops = bounds[:-1], bounds[1:]
         else:
             lo = int(starts[0])
-            slab = self._slab(name, int(offsets[-1]), lo, int(stops[-1]))
+            slab = self._slab(name, extent, lo, int(stops[-1]))
             starts, stops = starts - lo, stops - lo
         return [slab[a:b] for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
 

@@ -39,6 +39,7 @@ class CheckedReads:
     _target: str
     _remote: bool
     _lock: Any
+    _cache: Any
     _group: Any
     _touched: bool
     _array: Callable[[str], Any]
@@ -169,6 +170,7 @@ class CheckedReads:
                     self._forget()
                     self._refresh()
                 generation, self._touched = self._meta.get("generation", 0), False
+                decoded = self._cache.decoded
                 try:
                     out = read()
                 except _ReadFailure as failure:
@@ -176,7 +178,7 @@ class CheckedReads:
                         raise self._damaged(failure) from failure.__cause__
                     time.sleep(0.0005 * 3**attempt)  # 20 ms in all: a writer's file replacement
                     continue
-            if last or not self._touched:
+            if last or not (self._touched or self._cache.decoded != decoded):  # read nothing from files
                 return out
             self._refresh()
             if self._meta.get("generation", 0) == generation:

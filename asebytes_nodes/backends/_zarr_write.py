@@ -26,6 +26,7 @@ from ..errors import ColumnTypeError, ConcurrentCommitError, DiskFullError
 from ._keys import MISSING, atom_counts
 from ._safety import disk_full, is_disk_full
 from ._zarr_arrays import gather
+from ._zarr_chunks import LazyGroup
 from ._zarr_columns import encode_batch, infer_spec, object_spec
 from ._zarr_remote import conditional, publish, record_version
 from ._zarr_txn import FORMAT_VERSION, RECORD_ATTR, array_names, collect_garbage, new_name, seal
@@ -74,6 +75,8 @@ class Writes:
             if self._remote:  # the version our commit will be conditional on, read before the record
                 self._etag, self._document = record_version(self._group.store)
             self._refresh()
+            if isinstance(self._group, LazyGroup):  # opened here, never inside zarr's event loop
+                self._group = self._group.get()
             self._began = int(self._meta.get("generation", 0))
             self._next_id = max(int(self._meta.get("next_id", 0)), _first_free(self._meta))
             self._created, self._forks = [], {}

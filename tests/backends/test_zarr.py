@@ -92,10 +92,31 @@ def test_values_never_share_memory_with_the_cache(tmp_path: Path) -> None:
 def test_cache_stays_within_its_budget(tmp_path: Path) -> None:
     path = tmp_path / "b.zarr"
     ASEIO(path).extend(make_frames("periodic_variable_n") * 20)
-    backend = ZarrBackend(path, readonly=True, cache_bytes=4096)
+    for budget in (4096, 1 << 20):
+        backend = ZarrBackend(path, readonly=True, cache_bytes=budget)
+        db = ASEIO(backend)
+        db[:].to_list()
+        db[[90, 3, 50, 3]].to_list()
+        assert backend._cache.held <= budget
+    assert backend._cache.held > 0
+
+
+def test_random_reads_decode_only_the_chunks_they_need(tmp_path: Path) -> None:
+    """Issue 17: a random row of a store larger than the cache decodes the inner chunks that
+    hold it, not whole columns; a batch decodes each chunk it needs once."""
+    path = tmp_path / "big.zarr"
+    frames = make_frames("periodic_variable_n") * 60
+    ASEIO(path, chunk_bytes=1024).extend(frames)
+    backend = ZarrBackend(path, readonly=True, cache_bytes=16 << 10)
     db = ASEIO(backend)
-    db[:].to_list()
-    assert 0 < sum(a.nbytes for a in backend._cache.values()) <= 4096
+    atoms = db[170]
+    assert atoms == frames[170]
+    first = backend._cache.decoded
+    assert 0 < first <= 2 * len(backend.keys())  # a chunk or two per array, never whole columns
+    batch = db[[5, 170, 6, 5]].to_batch(["arrays.positions", "calc.energy"])
+    energies = [frames[i].get_potential_energy() for i in (5, 170, 6, 5)]
+    np.testing.assert_array_equal(batch["calc.energy"], energies)
+    assert backend._cache.held <= 16 << 10
 
 
 def test_present_flags_only_for_columns_some_frames_lack(tmp_path: Path) -> None:
