@@ -262,16 +262,16 @@ def learn(body: bytes, row: dict[str, Any]) -> Template | None:
 
 
 # -- reading a batch -----------------------------------------------------------------------------
-def _gather(joined: bytes, offsets: np.ndarray, counts: np.ndarray | None, width: int) -> np.ndarray:
-    """Bytes ``[offset, offset + width * count)`` of every row, one ``width``-byte item a row
-    (``counts`` None: one item per row), as a new array of ``width``-byte void items."""
+def _gather(joined: bytes, offsets: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes at every offset, as a new array of ``width``-byte void items."""
     windows = np.ndarray((len(joined) - width + 1,), np.dtype((np.void, width)), joined, 0, (1,))
-    if counts is None:
-        return windows[offsets]
-    total = int(counts.sum())
-    firsts = np.cumsum(counts) - counts
-    items = np.repeat(offsets - width * firsts, counts) + width * np.arange(total)
-    return windows[items]
+    return windows[offsets]
+
+
+def _spans(joined: bytes, offsets: np.ndarray, sizes: np.ndarray) -> bytearray:
+    """The bytes ``[offset, offset + size)`` of every row, one after the other (C-level passes)."""
+    view = memoryview(joined)
+    return bytearray().join(map(view.__getitem__, map(slice, offsets.tolist(), (offsets + sizes).tolist())))
 
 
 def _column(
@@ -288,14 +288,16 @@ def _column(
         width = first.dtype.itemsize * int(np.prod(first.shape, dtype=np.int64))
         if width == 0:
             return None
-        return _gather(joined, offsets, counts, width).view(first.dtype).reshape(-1, *first.shape)
+        if counts is None:
+            return _gather(joined, offsets, width).view(first.dtype).reshape(-1, *first.shape)
+        return np.frombuffer(_spans(joined, offsets, width * counts), first.dtype).reshape(-1, *first.shape)
     if first.kind == "b":
         return np.frombuffer(joined, np.uint8)[offsets] == 0xC3  # true, else false
     out = np.empty(len(offsets), _OUT[first.kind])
     for k in [int(kinds[0])] if uniform else sorted(set(kinds.tolist())):
         rows: Any = slice(None) if uniform else kinds == k
         dtype = types[k].dtype
-        values = _gather(joined, offsets[rows], None, dtype.itemsize).view(dtype).ravel()
+        values = _gather(joined, offsets[rows], dtype.itemsize).view(dtype).ravel()
         if dtype == np.dtype(">u8") and (values > np.iinfo(np.int64).max).any():
             return None  # numpy would not give int64 for these
         out[rows] = values
@@ -434,7 +436,7 @@ def _mismatched(joined: bytes, starts: np.ndarray, ids: np.ndarray, registry: _R
     sizes = registry.sizes[ids[rows]]
     firsts = np.cumsum(sizes) - sizes
     within = np.arange(int(sizes.sum())) - np.repeat(firsts, sizes)
-    got = _gather(joined, np.repeat(starts[rows], sizes) + 8 * within, None, 8).view(np.uint64)
+    got = _gather(joined, np.repeat(starts[rows], sizes) + 8 * within, 8).view(np.uint64)
     at = np.repeat(registry.heads[ids[rows]], sizes) + within
     wrong = (got & registry.mask[at]) != registry.value[at]
     failed = ~known
