@@ -42,6 +42,11 @@ transaction. The length is committed in the same transaction as the rows, so a
 reader never sees a half-written ``extend`` and a killed writer leaves the
 earlier rows intact.
 
+Reads of many rows (``read_rows``, ``read_batch``) fetch them in one bounded pass and verify
+their checksums in another (:func:`._lmdb_batch.fetch_rows`); training batches are then
+gathered with numpy from the joined rows, by byte templates of the row encoding
+(:mod:`._lmdb_batch`), without decoding rows one by one.
+
 Version history
 ---------------
 1. First layout (asebytes-nodes 0.1): values without checksums.
