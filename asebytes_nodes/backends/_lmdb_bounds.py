@@ -169,7 +169,24 @@ class BoundedTxn:
     def get(self, key: bytes) -> Any:
         """The value of ``key`` (a memoryview into the map) or None; refuses an overflow value
         whose claimed size runs past the end of the file."""
-        return self.get_many((key,))[0]
+        cursor = self._cursor
+        if cursor is None:
+            self._cursor = cursor = self._txn.cursor(db=self._db)
+        if not cursor.set_key(key):
+            return None
+        found = cursor.key()  # kept alive while its address is read
+        where = _address(found)
+        node = _U64_AT(where - _NODE.size).value
+        if node & _BIGDATA_BIT:
+            if _LITTLE:
+                size, ksize = node & 0xFFFFFFFF, node >> 48  # (mn_hi << 16 | mn_lo), mn_ksize
+            else:
+                lo, hi, _, ksize = _NODE.unpack(node.to_bytes(8, sys.byteorder))
+                size = lo | hi << 16
+            page = _U64_AT(where + ksize).value * self._psize
+            if page + _PAGE_HEADER + size > self._size[0]:
+                self._refuse_past_end(key, page, size)
+        return cursor.value()
 
     def get_many(self, keys: Sequence[bytes]) -> list[Any]:
         """The values of ``keys`` (None where absent), each bounded as by :meth:`get`. Many keys
@@ -180,34 +197,10 @@ class BoundedTxn:
             self._cursor = cursor = self._txn.cursor(db=self._db)
         if len(keys) >= _MANY and _FIELD is not None and _LITTLE:
             found = cursor.getmulti(keys, values=False)
-            if len(found) == len(keys):  # else some are absent: the loop below marks them
+            if len(found) == len(keys):  # else some are absent: read one by one, None for those
                 self._bound(keys, found)
                 return list(map(_SECOND, cursor.getmulti(keys)))
-        set_key, key_of, value_of, node_at = cursor.set_key, cursor.key, cursor.value, _U64_AT
-        field, big, end = _FIELD, _BIGDATA_BIT, self._size[0]
-        out: list[Any] = []
-        for key in keys:
-            if not set_key(key):
-                out.append(None)
-                continue
-            found = key_of()
-            if field is None:
-                where = _address(found)
-            else:
-                where = ctypes.c_void_p.from_address(id(found) + field).value or 0
-            if node_at(where - _NODE.size).value & big:
-                node = node_at(where - _NODE.size).value
-                if _LITTLE:
-                    size, ksize = node & 0xFFFFFFFF, node >> 48
-                else:
-                    lo, hi, _, ksize = _NODE.unpack(node.to_bytes(8, sys.byteorder))
-                    size = lo | hi << 16
-                page = node_at(where + ksize).value * self._psize
-                if page + _PAGE_HEADER + size > end:
-                    self._refuse_past_end(key, page, size)
-                    end = self._size[0]
-            out.append(value_of())
-        return out
+        return list(map(self.get, keys))
 
     def _bound(self, keys: Sequence[bytes], found: list[Any]) -> None:
         """Refuse an overflow value among those of ``keys`` (``found``: their keys as views
