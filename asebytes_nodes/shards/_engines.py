@@ -120,7 +120,9 @@ class DaskEngine:
             self._client = Client(self._cluster)
         else:
             self._client = Client(scheduler)
-            self._client.run(_import_all, list(imports))  # at once on every worker, not in the first task
+            with contextlib.suppress(OSError):  # a worker lost meanwhile (CommClosedError): no matter
+                # at once on every worker, not in the first task
+                self._client.run(_import_all, list(imports), on_error="ignore")
 
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, desc: str) -> list[Any]:
         if self._local is not None:
