@@ -97,6 +97,7 @@ from ._lmdb_check import SEALS, Sealed, SealedC, Unsealed, free_bytes, lmdb_fail
 from ._lmdb_env import EnvOptions, SharedEnv, acquire_env, discard_env, release_env
 from ._lmdb_groups import GROUP_PREFIX, STAMP_PREFIX, GroupsMixin, local_path, only_groups, stamp_key
 from ._lmdb_lock import WriterLock
+from ._lmdb_rows import _META_LENGTH, _PAGE_OVERHEAD, _U64, RowEdits, _row_key, _size
 from ._safety import DEFAULT_LOCK_TIMEOUT, disk_full, is_disk_full, require_space
 
 try:
@@ -111,17 +112,10 @@ __all__ = ["LMDBBackend"]
 FORMAT_NAME = "asebytes_nodes.lmdb"
 FORMAT_VERSION = 3
 _META_FORMAT = b"m:format"
-_META_LENGTH = b"m:length"
-_U64 = struct.Struct(">Q")
 _STAMP = struct.Struct(">QQ")  # row count, transaction id of the last write (layout 2)
-_PAGE_OVERHEAD = 64  # bytes LMDB adds per stored value (node header, page slack), roughly
 
 
-def _row_key(i: int) -> bytes:
-    return b"r" + _U64.pack(i)
-
-
-class LMDBBackend(GroupsMixin, WritableBackend):
+class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
     """Rows in a single-file LMDB database.
 
     >>> from asebytes_nodes import ASEIO
@@ -207,8 +201,7 @@ class LMDBBackend(GroupsMixin, WritableBackend):
                     fmt = decode_value(bytes(raw))
                 elif not only_groups(txn.keys()):
                     raise StoreCorruptedError(
-                        f"{self._path}: an LMDB file, but not an asebytes-nodes store "
-                        "(no format record)"
+                        f"{self._path}: an LMDB file, but not an asebytes-nodes store (no format record)"
                     )
         if fmt is None:
             self._seal = SealedC
@@ -254,13 +247,20 @@ class LMDBBackend(GroupsMixin, WritableBackend):
 
     def __getstate__(self) -> dict[str, Any]:
         return {
-            "path": str(self._path), "readonly": self.readonly, "map_size": self._map_size,
-            "group": self._group, "lock_timeout": self._lock_timeout, "env": self._env_options,
+            "path": str(self._path),
+            "readonly": self.readonly,
+            "map_size": self._map_size,
+            "group": self._group,
+            "lock_timeout": self._lock_timeout,
+            "env": self._env_options,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["path"], readonly=state["readonly"], map_size=state["map_size"], group=state.get("group"),
+            state["path"],
+            readonly=state["readonly"],
+            map_size=state["map_size"],
+            group=state.get("group"),
             lock_timeout=state.get("lock_timeout", DEFAULT_LOCK_TIMEOUT),
             **dataclasses.asdict(state.get("env", EnvOptions())),
         )
@@ -445,7 +445,11 @@ class LMDBBackend(GroupsMixin, WritableBackend):
             return [decode(i, value, keys) for i, value in zip(rows, values, strict=True)]
 
     def read_batch(
-        self, indices: np.ndarray, keys: list[str] | None = None, *, fill: dict[str, Any] | None = None,
+        self,
+        indices: np.ndarray,
+        keys: list[str] | None = None,
+        *,
+        fill: dict[str, Any] | None = None,
         atoms: np.ndarray | slice | None = None,
     ) -> dict[str, Any]:
         """Rows as one batch of arrays, gathered with numpy from the joined rows (see
@@ -495,13 +499,6 @@ class LMDBBackend(GroupsMixin, WritableBackend):
         strict = self._seal is not Unsealed  # versions 2 and 3 write every meta record at creation
         return Bookkeeping(txn, self._getter(txn), lambda key, value: put(txn, key, value), strict)
 
-    def _move(self, txn: Any, src: int, dst: int) -> None:
-        """Move row ``src`` to ``dst``, checking its checksum and sealing it for its new key."""
-        body = self._record(txn, _row_key(src))
-        if body is None:
-            raise StoreCorruptedError(f"{self._path}: row {src} is missing from the file")
-        self._put(txn, _row_key(dst), bytes(body))
-
     def check(self) -> list[str]:
         """Inherited row checks, after verifying the checksum of every other record."""
         problems: list[str] = []
@@ -546,101 +543,3 @@ class LMDBBackend(GroupsMixin, WritableBackend):
             self._write(work, _size(blobs))
         elif self._absent and self._shared is None:
             self._open(create=True)  # an empty write still makes the store
-
-    def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
-        self._check_writable()
-        blobs = [encode_row(r) for r in rows]
-
-        def work(txn: Any) -> None:
-            book = self._book(txn)
-            for i, row, blob in zip(np.asarray(indices).tolist(), rows, blobs, strict=True):
-                book.replaced(i, self._get(txn, i), row)
-                self._put(txn, _row_key(i), blob)
-            book.commit()
-
-        self._write(work, _size(blobs))
-
-    def update_rows(
-        self, indices: Sequence[int] | np.ndarray, updates: Sequence[dict[str, Any]]
-    ) -> None:
-        self._check_writable()
-        blobs = [encode_row(update) for update in updates]  # refuse unserialisable values first
-
-        def work(txn: Any) -> None:
-            book = self._book(txn)
-            for i, update in zip(np.asarray(indices).tolist(), updates, strict=True):
-                old = self._get(txn, i)
-                new = {**old, **update}
-                book.replaced(i, old, new)
-                self._put(txn, _row_key(i), encode_row(new))
-            book.commit()
-
-        self._write(work, 2 * _size(blobs))
-
-    def drop_keys(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str]) -> None:
-        self._check_writable()
-        rows = np.asarray(indices).tolist()
-
-        def work(txn: Any) -> None:
-            book = self._book(txn)
-            for i in rows:
-                old = self._get(txn, i)
-                new = {k: v for k, v in old.items() if k not in keys}
-                book.replaced(i, old, new)
-                self._put(txn, _row_key(i), encode_row(new))
-            book.commit()
-
-        self._write(work, _PAGE_OVERHEAD * len(rows))
-
-    def insert_rows(self, index: int, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert before ``index``; moves every later row, so it costs O(rows after index)."""
-        self._check_writable()
-        blobs = [encode_row(r) for r in rows]
-        k = len(blobs)
-
-        def work(txn: Any) -> None:
-            n = self._length(txn)
-            for i in range(n - 1, index - 1, -1):
-                self._move(txn, i, i + k)
-            for j, blob in enumerate(blobs):
-                self._put(txn, _row_key(index + j), blob)
-            self._put(txn, _META_LENGTH, _U64.pack(n + k))
-            book = self._book(txn)
-            book.inserted(rows)
-            book.rebuild_from(index, n + k, lambda i, keys: self._get(txn, i, keys))
-            book.commit()
-
-        if blobs:
-            self._write(work, _size(blobs))
-
-    def delete_rows(self, indices: Sequence[int] | np.ndarray) -> None:
-        """Delete rows; moves every later row, so it costs O(rows after the first deleted)."""
-        self._check_writable()
-        drop = sorted({int(i) for i in indices})
-        if not drop:
-            return
-
-        def work(txn: Any) -> None:
-            n = self._length(txn)
-            book = self._book(txn)
-            for i in drop:
-                book.replaced(None, self._get(txn, i), {})
-            dropset = set(drop)
-            target = drop[0]
-            for i in range(drop[0], n):
-                if i in dropset:
-                    continue
-                self._move(txn, i, target)
-                target += 1
-            for i in range(target, n):
-                txn.delete(_row_key(i))
-            self._put(txn, _META_LENGTH, _U64.pack(target))
-            book.rebuild_from(drop[0], target, lambda i, keys: self._get(txn, i, keys))
-            book.commit()
-
-        self._write(work, 0)
-
-
-def _size(blobs: Sequence[bytes]) -> int:
-    """About the bytes LMDB needs to store ``blobs`` (values, node headers, page slack)."""
-    return sum(map(len, blobs)) + _PAGE_OVERHEAD * len(blobs)
