@@ -1,8 +1,10 @@
 """Array access of :class:`~._zarr.ZarrBackend`: handles, cached decoded columns, slabs and
 gathers of rows, and writes of row ranges.
 
-Reads keep a decoded copy of whole arrays, up to ``cache_bytes`` per handle, least recently
-used first out (zarr v3 costs a fixed ~0.5-1 ms per array read). Writes of a local store
+Reads of local arrays laid out as :mod:`._zarr_shards` writes them go chunk by chunk through
+:mod:`._zarr_chunks` (its byte-bounded cache of decoded chunks); the others through zarr, with
+a decoded copy of whole arrays kept in the same cache (zarr v3 costs a fixed ~0.5-1 ms per
+array read). Writes of a local store
 with a Blosc compressor (or none) go to :mod:`._zarr_shards`; the others through zarr,
 inside ``extend`` all in one concurrent batch (:meth:`ArrayAccess._write_range`). On an
 object store a write into a fork (see :mod:`._zarr_remote`) starts at the shard object it

@@ -79,7 +79,10 @@ class ShardedArray:
             index_bytes = 16 * array.per_shard + 4
             for s in range(-(-rows // (array.per_shard * array.chunk))):
                 path = array._path(s)
-                size = path.stat().st_size if path.is_file() else -1
+                try:
+                    size = path.stat().st_size
+                except OSError:  # gone (collected under an older record) or unreadable
+                    size = -1
                 if size < index_bytes:
                     raise _ReadFailure(name) from StoreCorruptedError(
                         f"{path}: shard file {'missing' if size < 0 else 'cut short'}"
