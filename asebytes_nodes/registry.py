@@ -272,7 +272,7 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
     if len(matches) == 1:
         return matches[0]
     if matches:
-        if path.exists():
+        if path.exists() and not _empty_file(path):  # an empty file (a NamedTemporaryFile) is a new store
             for entry in matches:
                 if entry.sniffs(path):
                     return entry
@@ -289,6 +289,14 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
         + (f" (did you mean {close[0]!r}?)" if close else "")
         + f"; use a registered extension or URI scheme, or pass backend=... Registered: {_describe()}"
     )
+
+
+def _empty_file(path: Path) -> bool:
+    """Is ``path`` a regular file of 0 bytes (one that ``tempfile`` made, say)?"""
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _hdf5_signature(path: Path) -> bool:
@@ -309,11 +317,6 @@ def _unrecognised(path: Path, suffix: str, matches: list[BackendEntry]) -> str:
     """Why no backend claims the existing file ``path`` of an extension several share."""
     names = ", ".join(e.name for e in matches)
     size = path.stat().st_size if path.is_file() else None
-    if size == 0:
-        return (
-            f"{path}: the file is empty (0 bytes), and none of the backends for {suffix!r} files "
-            f"({names}) opens an empty file as a store: delete it first, or write to a new path"
-        )
     if size is not None and suffix in (".h5", ".hdf5") and not _hdf5_signature(path):
         return (
             f"{path}: not an HDF5 file (it has no HDF5 signature), so none of the backends for "

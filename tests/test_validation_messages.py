@@ -20,11 +20,19 @@ def test_random_bytes_named_h5_are_not_hdf5(tmp_path: Path) -> None:
     assert "backend=" not in str(info.value)  # no backend reads random bytes
 
 
-def test_an_empty_h5_file_is_named_as_empty(tmp_path: Path) -> None:
-    path = tmp_path / "new.h5"
+@pytest.mark.parametrize("suffix", [".h5", ".h5md", ".hdf5"])
+def test_an_empty_hdf5_file_becomes_a_new_store(tmp_path: Path, suffix: str) -> None:
+    """A NamedTemporaryFile-style empty file is a new store: empty on read, written from scratch."""
+    path = tmp_path / f"new{suffix}"
     path.touch()
-    with pytest.raises(BackendNotFoundError, match=r"new\.h5: the file is empty \(0 bytes\).*delete it"):
-        ASEIO(path)
+    assert len(ASEIO(path)) == 0
+    assert path.stat().st_size == 0  # reading made nothing
+    frames = [molecule("H2O"), molecule("CH4")]
+    ASEIO(path).extend(frames)
+    back = ASEIO(path)
+    assert type(back.backend).__name__ == "H5MDBackend"
+    assert [a.get_chemical_formula() for a in back[:]] == ["H2O", "CH4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"new{suffix}", f"new{suffix}.lock"]
 
 
 @pytest.mark.parametrize(

@@ -71,11 +71,13 @@ class SharedFile:
             self.generation += 1
 
     def _stat(self) -> tuple[int, int] | None:
+        """(mtime, size) of the file; None while there is none, or it is empty (a file that
+        ``tempfile`` made is a new store, written from scratch on the first write)."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             return None
-        return st.st_mtime_ns, st.st_size
+        return (st.st_mtime_ns, st.st_size) if st.st_size else None
 
     def _forget(self) -> None:
         """Forget what was read through the handle: dataset lookups and decoded copies."""

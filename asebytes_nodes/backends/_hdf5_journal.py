@@ -256,8 +256,8 @@ class _UndoFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.journal_path = Path(f"{path}{JOURNAL_SUFFIX}")
-        self.created = not path.exists()
-        self.old_length = 0 if self.created else path.stat().st_size
+        self.old_length = path.stat().st_size if path.exists() else 0
+        self.created = self.old_length == 0  # no file, or an empty one: written from scratch
         self.saved = np.zeros(0, bool)  # pages whose old bytes are in the journal
         self.pos = 0
         self.failure: OSError | None = None  # the first error writing the file or the journal
