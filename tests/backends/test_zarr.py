@@ -117,6 +117,24 @@ def test_random_reads_decode_only_the_chunks_they_need(tmp_path: Path) -> None:
     energies = [frames[i].get_potential_energy() for i in (5, 170, 6, 5)]
     np.testing.assert_array_equal(batch["calc.energy"], energies)
     assert backend._cache.held <= 16 << 10
+    assert backend._group._opened is None  # reads of a local store never open zarr's group
+
+
+def test_batches_gathered_with_numpy_equal_the_default_path(tmp_path: Path) -> None:
+    from asebytes_nodes.batch import read_batch_default
+
+    path = tmp_path / "b.zarr"
+    ASEIO(path, chunk_frames=3).extend(make_frames("periodic_variable_n") * 4)
+    backend = ZarrBackend(path, readonly=True, cache_bytes=2048)  # chunks evicted as it reads
+    keys = ["arrays.positions", "arrays.numbers", "calc.energy", "calc.forces", "cell"]
+    for atoms in (None, np.array([0, -1]), slice(1, 3)):
+        idx = np.array([7, 0, 7, 3, 11, 2])
+        fast = backend.read_batch(idx, keys, atoms=atoms)
+        default = read_batch_default(backend, idx, keys, atoms=atoms)
+        assert fast.keys() == default.keys()
+        for key, value in fast.items():
+            assert value.dtype == default[key].dtype and value.shape == default[key].shape, key
+            np.testing.assert_array_equal(value, default[key])
 
 
 def test_present_flags_only_for_columns_some_frames_lack(tmp_path: Path) -> None:
