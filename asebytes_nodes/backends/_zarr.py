@@ -155,6 +155,7 @@ from ._zarr_txn import (
     array_names,
     check_inside,
     check_record,
+    parse_record,
     seal,
     verify_seal,
 )
@@ -295,7 +296,7 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
             return
         if self._group_name is not None and not self.readonly:
             self._make_parents()
-        found = None if self._remote else _parse_record(self._record_document())
+        found = None if self._remote else parse_record(self._record_document())
         if found is not None:  # our local store: zarr opens the group only when a write needs it
             self._check(found)
             self._group, self._meta = LazyGroup(self._open_group), found
@@ -392,7 +393,7 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
             raw = self._record_document()
             if raw is not None and raw == self._record_bytes:
                 return
-            meta = _parse_record(raw)
+            meta = parse_record(raw)
             if meta is not None:
                 if meta != self._meta:
                     self._check(meta)
@@ -581,18 +582,6 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
             return [np.zeros(shape, dtype) for _ in frames.tolist()]
         offsets = self._atom_offsets()
         return [np.zeros((int(offsets[i + 1] - offsets[i]), *shape), dtype) for i in frames.tolist()]
-
-
-def _parse_record(raw: bytes | None) -> Any:
-    """The record in a group document's bytes; None unless it is a Zarr v3 group holding one
-    (zarr then opens or reports it)."""
-    try:
-        parsed = json.loads(raw) if raw is not None else None
-        if parsed.get("zarr_format") != 3 or parsed.get("node_type") != "group":
-            return None
-        return parsed.get("attributes", {}).get(RECORD_ATTR)
-    except (ValueError, AttributeError):
-        return None
 
 
 def _is_group_name(name: str) -> bool:

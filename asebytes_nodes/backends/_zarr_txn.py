@@ -37,6 +37,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "RECORD_ATTR",
+    "parse_record",
     "array_names",
     "check_inside",
     "check_record",
@@ -173,3 +174,15 @@ def collect_garbage(root: Path, meta: dict[str, Any], *, everything: bool) -> No
             for name in files:
                 if name.endswith(".partial"):
                     os.unlink(os.path.join(folder, name))
+
+
+def parse_record(raw: bytes | None) -> Any:
+    """The record in a group document's bytes; None unless it is a Zarr v3 group holding one
+    (zarr then opens or reports it)."""
+    try:
+        parsed = json.loads(raw) if raw is not None else None
+        if parsed.get("zarr_format") != 3 or parsed.get("node_type") != "group":
+            return None
+        return parsed.get("attributes", {}).get(RECORD_ATTR)
+    except (ValueError, AttributeError):
+        return None
