@@ -62,6 +62,8 @@ class BackendEntry:
     ``extra`` names the ``pip install "asebytes-nodes[extra]"`` that provides it;
     ``sniff(path) -> bool`` decides ambiguous extensions by looking inside a file;
     ``fallback`` offers the backend, through its sniffer, for files no extension claims;
+    ``folders`` says its sniffer recognises folders: a folder is offered to those first,
+    whatever its extension (so opening a ``.zarr`` folder imports no file-format sniffer);
     ``accepts(obj) -> bool`` claims in-memory objects passed instead of a path.
     ``sniff`` and ``accepts`` may be ``"module:function"`` strings, imported on first use.
     """
@@ -73,6 +75,7 @@ class BackendEntry:
     extra: str | None = None
     sniff: Callable[[Path], bool] | str | None = field(default=None, compare=False)
     fallback: bool = False
+    folders: bool = False
     accepts: Callable[[Any], bool] | str | None = field(default=None, compare=False)
 
     def load(self) -> type[ReadableBackend]:
@@ -165,6 +168,7 @@ _BUILTIN = (
         target="asebytes_nodes.shards._backend:ShardedBackend",
         sniff="asebytes_nodes.shards._manifest:sniff",
         fallback=True,
+        folders=True,
     ),
 )
 
@@ -265,7 +269,7 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
     path = Path(text).expanduser()
     if path.is_dir():  # a folder that names its own format (a shard manifest) wins over its extension
         for entry in _TABLE.values():
-            if entry.fallback and entry.sniffs(path):
+            if entry.folders and entry.sniffs(path):
                 return entry
     suffix = path.suffix.lower()
     matches = [e for e in _TABLE.values() if suffix and suffix in e.extensions]
@@ -278,7 +282,7 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
                     return entry
             raise BackendNotFoundError(_unrecognised(path, suffix, matches))
         return matches[0]
-    if fallback and path.is_file():
+    if fallback and path.exists():  # files no extension claims, and folders of plugins' formats
         for entry in _TABLE.values():
             if entry.fallback and entry.sniffs(path):
                 return entry

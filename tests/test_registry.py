@@ -169,6 +169,28 @@ def test_builtin_targets_open_without_reading_entry_points(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
 
 
+def test_a_store_folder_opens_without_the_file_format_sniffers(tmp_path: Path) -> None:
+    """Issue 15 item 3: opening a ``.zarr`` folder asks only folder sniffers (a shard manifest),
+    so the ASE-file backend and ``ase.io`` are not imported by a cold open."""
+    from ase import Atoms
+
+    from asebytes_nodes import ASEIO
+
+    ASEIO(tmp_path / "s.zarr").extend([Atoms("H")])
+    script = textwrap.dedent(f"""
+        import sys
+        from asebytes_nodes import ASEIO
+        db = ASEIO({str(tmp_path / "s.zarr")!r})
+        assert type(db.backend).__name__ == "ZarrBackend" and len(db[0]) == 1
+        assert "asebytes_nodes.backends._asefile" not in sys.modules
+        assert "ase.io" not in sys.modules
+    """)
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_plugins_are_read_when_nothing_else_matches(
     tmp_path: Path, clean_registry: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
