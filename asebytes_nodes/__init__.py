@@ -119,13 +119,13 @@ if TYPE_CHECKING:
     from .backends._arrow import write_parquet
     from .backends._asefile import ASEFileBackend
     from .backends._base import MISSING, ColumnInfo, ReadableBackend, WritableBackend
-    from .backends.h5md import H5MDBackend
     from .backends._hf import HFBackend
     from .backends._hf_mapping import ColumnMapping
     from .backends._lmdb import LMDBBackend
     from .backends._mdtraj import MDTrajBackend
     from .backends._memory import MemoryBackend
     from .backends._zarr import ZarrBackend
+    from .backends.h5md import H5MDBackend
     from .errors import (
         ASEBytesError,
         BackendNotFoundError,

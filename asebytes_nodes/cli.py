@@ -378,11 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--workers", type=int, default=1,
-        help="sharded, written by W Dask worker processes on this machine (pip install 'asebytes-nodes[dask]')",
+        help="sharded, written by W Dask worker processes on this machine "
+        "(pip install 'asebytes-nodes[dask]')",
     )  # fmt: skip
     p.add_argument(
         "--scheduler", default=None,
-        help="sharded, on the running Dask cluster at ADDRESS (tcp://host:8786, e.g. a dask-jobqueue SLURMCluster)",
+        help="sharded, on the running Dask cluster at ADDRESS "
+        "(tcp://host:8786, e.g. a dask-jobqueue SLURMCluster)",
     )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     _add_write_flags(p)

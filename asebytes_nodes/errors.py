@@ -129,7 +129,8 @@ class ReadOnlyError(UnsupportedOperationError):
 
 
 class PartitionError(ASEBytesError, RuntimeError):
-    """A partition of a parallel conversion failed; the message names the source range, the cause is chained."""
+    """A partition of a parallel conversion failed; the message names the source range, the cause
+    is chained."""
 
 
 class CacheMismatchError(ASEBytesError, ValueError):

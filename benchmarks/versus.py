@@ -57,14 +57,18 @@ def _cold(path: Path, src: str) -> float:
     """Seconds to open ``path`` and read its first frame in a fresh process (imports excluded)."""
     code = (
         "import time, asebytes_nodes, ase, numpy, zarr, h5py, lmdb\n"
-        "asebytes_nodes.LMDBBackend, asebytes_nodes.ZarrBackend, asebytes_nodes.H5MDBackend  # imported untimed\n"
+        "asebytes_nodes.LMDBBackend, asebytes_nodes.ZarrBackend, asebytes_nodes.H5MDBackend"
+        "  # imported untimed\n"
         "from asebytes_nodes import ASEIO\n"
         "start = time.perf_counter()\n"
         f"ASEIO({str(path)!r}, readonly=True)[0]\n"
         "print(time.perf_counter() - start)\n"
     )
     env = {**os.environ, "PYTHONPATH": src}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    # cwd: ``python -c`` puts the working directory first on sys.path, ahead of PYTHONPATH
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=path.parent
+    )
     return float(done.stdout.split()[-1])
 
 
@@ -91,6 +95,11 @@ def _measure(frames: list, indices: object, folder: Path, suffix: str, src: str)
 
 def child(src: str, workdir: str) -> None:
     """Measure every dataset and backend with the package found first on sys.path; print JSON."""
+    import asebytes_nodes
+
+    found = Path(asebytes_nodes.__file__).resolve().parent.parent
+    if found != Path(src).resolve():
+        raise RuntimeError(f"measuring {src} but asebytes_nodes came from {found}")
     results: dict[str, dict[str, float]] = {}
     for name, (make, n) in DATASETS.items():
         frames, indices = make(n), random_indices(n, 100)
@@ -106,7 +115,7 @@ def _run_child(src: Path) -> dict[str, dict[str, float]]:
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{ROOT}", "ASEBYTES_NODES_PROGRESS": "0"}
     with tempfile.TemporaryDirectory() as work:
         code = f"from benchmarks.versus import child; child({str(src)!r}, {work!r})"
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=work)
     if done.returncode:
         raise RuntimeError(f"measuring {src} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.splitlines()[-1])

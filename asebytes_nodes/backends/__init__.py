@@ -33,12 +33,12 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from ._asefile import ASEFileBackend
-    from .h5md import H5MDBackend
     from ._hf import HFBackend
     from ._lmdb import LMDBBackend
     from ._mdtraj import MDTrajBackend
     from ._memory import MemoryBackend
     from ._zarr import ZarrBackend
+    from .h5md import H5MDBackend
 
 
 def __getattr__(name: str) -> Any:
