@@ -21,6 +21,7 @@ __all__ = [
     "MissingExtraError",
     "MissingValueError",
     "PartitionError",
+    "PipelineSourceError",
     "RaggedColumnError",
     "ReadOnlyError",
     "RowIndexError",
@@ -126,6 +127,11 @@ class UnsupportedOperationError(ASEBytesError, io.UnsupportedOperation):
 
 class ReadOnlyError(UnsupportedOperationError):
     """A write to a store opened read-only."""
+
+
+class PipelineSourceError(ASEBytesError, ValueError):
+    """``from_rev`` could not reach the git repository or revision it was given; the message says
+    what ``remote=`` and ``rev=`` mean and what to run."""
 
 
 class PartitionError(ASEBytesError, RuntimeError):

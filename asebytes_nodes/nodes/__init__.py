@@ -34,6 +34,7 @@ _LAZY = {
     "StoreSpec": "._config",
     "SubsetConfig": "._config",
     "ZarrOptions": "._config",
+    "from_rev": "._node",
 }
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Subset",
     "SubsetConfig",
     "ZarrOptions",
+    "from_rev",
 ]
 
 if TYPE_CHECKING:
@@ -79,6 +81,7 @@ if TYPE_CHECKING:
         SubsetConfig,
         ZarrOptions,
     )
+    from ._node import from_rev
     from .benchmark import Benchmark
     from .cache import Cache
     from .convert import Convert

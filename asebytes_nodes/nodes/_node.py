@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import zntrack
 from zntrack.config import ZNTRACK_LAZY_VALUE, NodeStatusEnum
 
-from ..errors import StoreNotFoundError
+from ..errors import PipelineSourceError, StoreNotFoundError
 from ..io import ASEIO
 from ..options import store_suffix
 from ._ops import git_ignore
@@ -33,10 +33,37 @@ if TYPE_CHECKING:
 
     from ._config import StoreSpec
 
-__all__ = ["ConfiguredNode", "FramesNode", "open_output"]
+__all__ = ["ConfiguredNode", "FramesNode", "from_rev", "open_output"]
 
 #: Where this project's example builds its graph (named in messages when it exists).
 _GRAPH_SCRIPT = "workflows/pipeline.py"
+
+
+def from_rev(name: str, rev: str | None = None, remote: str | None = None, **kwargs: Any) -> Any:
+    """``zntrack.from_rev`` that says what to do when the repository or revision is out of reach.
+
+    ``remote=`` is a git repository (a URL or a path) holding the graph, ``rev=`` a commit, branch
+    or tag in it; DVC remotes come from the repository's ``.dvc/config``. DVC reports a wrong
+    ``remote=`` (say, a DVC remote's name) as a bare ``CloneError: SCM error``; this raises
+    :class:`~asebytes_nodes.errors.PipelineSourceError` saying so instead.
+    """
+    from dvc.scm import CloneError, RevError
+
+    try:
+        return zntrack.from_rev(name, rev=rev, remote=remote, **kwargs)
+    except CloneError as exc:
+        raise PipelineSourceError(
+            f"from_rev({name!r}, remote={remote!r}): cannot clone {remote!r} with git. remote= names "
+            "a git repository (a URL such as https://github.com/org/repo or a path to a clone), not "
+            "a DVC remote; a DVC remote is configured in the repository's .dvc/config (`dvc remote "
+            "add -d NAME URL`) and used without remote=. Leave remote= out to read this repository."
+        ) from exc
+    except RevError as exc:
+        where = "this repository" if remote is None else repr(remote)
+        raise PipelineSourceError(
+            f"from_rev({name!r}, rev={rev!r}): {where} has no revision {rev!r}; pass a commit, branch "
+            "or tag that `git rev-parse` knows there (`git fetch --tags` after a fresh clone)"
+        ) from exc
 
 
 def open_output(node: zntrack.Node, path: str | Path, group: str | None = None) -> ASEIO:
