@@ -334,7 +334,7 @@ def reader(path: str, report: str) -> None:
 
 def test_two_writers_and_a_reader(tmp_path: Path) -> None:
     path = tmp_path / "shared.lmdb"
-    ASEIO(path).close()
+    ASEIO(path).extend([])  # the store exists before the read-only reader opens it
     ctx = _context()
     procs = [ctx.Process(target=reader, args=(str(path), str(tmp_path / "sizes.json")))]
     procs += [ctx.Process(target=writer, args=(str(path), v)) for v in (1, 2)]
