@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .errors import __all__ as _ERRORS  # errors.py imports only errno and io
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -39,30 +41,6 @@ _LAZY = {
     "open_backend": "asebytes_nodes.registry",
     "register_backend": "asebytes_nodes.registry",
 }
-_ERRORS = (
-    "ASEBytesError",
-    "BackendNotFoundError",
-    "CacheMismatchError",
-    "ColumnTypeError",
-    "ConcurrentCommitError",
-    "DiskFullError",
-    "FormatVersionError",
-    "InvalidDataError",
-    "MissingExtraError",
-    "MissingValueError",
-    "PartitionError",
-    "PipelineSourceError",
-    "RaggedColumnError",
-    "ReadOnlyError",
-    "RowIndexError",
-    "SerializationError",
-    "StoreCorruptedError",
-    "StoreLockedError",
-    "StoreNotFoundError",
-    "UnknownKeyError",
-    "UnsafeStoreError",
-    "UnsupportedOperationError",
-)
 _LAZY.update({name: "asebytes_nodes.errors" for name in _ERRORS})
 
 __all__ = [
