@@ -222,9 +222,10 @@ def check_constraints(prefix: str, constraints: list[dict[str, Any]]) -> None:
 
 def check_frame(row: dict[str, Any], n: int) -> None:
     """Fast checks of a row built by :func:`atoms_to_dict` (messages without a location)."""
-    for key, value in row.items():
-        if not key.isascii():
+    if not "".join(row).isascii():  # one C call for every key of the common all-ASCII row
+        for key in row:
             _check_text(key, key)
+    for key, value in row.items():
         space = key[:5]
         if space == "array":
             if type(value) is not np.ndarray or value.ndim == 0 or len(value) != n:
