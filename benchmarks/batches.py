@@ -92,6 +92,7 @@ class Ours(Reader):
 
     modules = (
         "asebytes_nodes",
+        "asebytes_nodes.io",  # ASEIO and its views (the package exports it lazily)
         "asebytes_nodes.batch",
         "asebytes_nodes.backends._lmdb",
         "asebytes_nodes.backends._zarr",
