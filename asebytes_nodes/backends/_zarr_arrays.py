@@ -26,7 +26,7 @@ from zarr.core.sync import sync as zarr_sync
 
 from ..options import BLOSC_COMPRESSORS, ZARR_COMPRESSORS
 from ._columns import take
-from ._zarr_chunks import ChunkCache, ShardedArray, ragged_rows
+from ._zarr_chunks import ChunkCache, LazyGroup, ShardedArray, ragged_rows
 from ._zarr_read import _ReadFailure
 from ._zarr_remote import fork_array
 from ._zarr_shards import handles, write_new_array, write_rows
@@ -232,6 +232,8 @@ class ArrayAccess:
             if fresh or write_rows(root, name, stop, start, data, self._direct):
                 self._arrays.pop(name, None)  # its zarr handle would hold the old shape
                 return
+        if isinstance(self._group, LazyGroup):  # zarr writes it: opened here, never in zarr's event loop
+            self._group = self._group.get()
         put = self._put(name, start, stop, data, tail, dtype, scale)
         if self._deferred is not None:
             self._deferred.append(put)

@@ -45,22 +45,25 @@ from typing import Any
 import google_crc32c
 import numpy as np
 from numcodecs import Blosc
+from numcodecs.blosc import compress
 
 from ..errors import StoreCorruptedError
 from ..options import BLOSC_COMPRESSORS
+from ._zarr_txn import group_document
 
 __all__ = [
     "ChunkCodec",
     "chunk_codec",
     "copy_rows",
     "handles",
+    "replace_file",
     "verify_array",
     "write_new_array",
     "write_rows",
 ]
 
 _EMPTY = np.uint64(2**64 - 1)
-_GROUP_DOC = json.dumps({"attributes": {}, "zarr_format": 3, "node_type": "group"}, indent=2).encode()
+_GROUP_DOC = group_document()
 
 Encoder = Callable[[np.ndarray], bytes]
 
@@ -102,12 +105,21 @@ class ChunkCodec:
         return decode
 
     def encoder(self, itemsize: int) -> Encoder:
-        blosc = None if self.cname is None else self._blosc(itemsize)
+        """Contiguous chunk -> encoded bytes; Blosc's own ``compress`` is called directly (what
+        ``Blosc.encode`` calls after its buffer checks, about 1.5 us of a 16 KiB chunk's 15)."""
+        if self.cname is None:
+            squeeze: Encoder = np.ndarray.tobytes
+        else:
+            name, level = self.cname.encode(), self.clevel
+
+            def squeeze(chunk: np.ndarray) -> bytes:
+                return compress(chunk, name, level, Blosc.SHUFFLE, 0, itemsize)
+
         if not self.checksum:
-            return np.ndarray.tobytes if blosc is None else lambda chunk: bytes(blosc.encode(chunk))
+            return squeeze
 
         def encode(chunk: np.ndarray) -> bytes:
-            raw = chunk.tobytes() if blosc is None else bytes(blosc.encode(chunk))
+            raw = squeeze(chunk)
             return raw + google_crc32c.value(raw).to_bytes(4, "little")
 
         return encode
@@ -243,7 +255,7 @@ def write_rows(root: Path, name: str, stop: int, start: int, data: np.ndarray, c
         (folder / f"c/{s}").unlink(missing_ok=True)
     if rows != stop:
         document["shape"][0] = stop
-        _replace_file(folder / "zarr.json", json.dumps(document, indent=2).encode())
+        replace_file(folder / "zarr.json", json.dumps(document, indent=2).encode())
     return True
 
 
@@ -335,7 +347,7 @@ def _write_shards(
         path = folder / f"c/{s}{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
         if atomic:
-            _replace_file(path, b"".join(parts))
+            replace_file(path, b"".join(parts))
         else:
             path.write_bytes(b"".join(parts))
 
@@ -420,7 +432,7 @@ def verify_array(root: Path, name: str, rows: int, dtype: np.dtype[Any]) -> list
     return problems
 
 
-def _replace_file(path: Path, content: bytes) -> None:
+def replace_file(path: Path, content: bytes) -> None:
     """Write ``content`` beside ``path`` and move it into place: readers see old or new, whole.
     A failed write (a full disk) leaves no temporary file."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")

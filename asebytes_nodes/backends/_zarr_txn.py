@@ -42,6 +42,7 @@ __all__ = [
     "check_inside",
     "check_record",
     "collect_garbage",
+    "group_document",
     "new_name",
     "seal",
 ]
@@ -174,6 +175,18 @@ def collect_garbage(root: Path, meta: dict[str, Any], *, everything: bool) -> No
             for name in files:
                 if name.endswith(".partial"):
                     os.unlink(os.path.join(folder, name))
+
+
+def group_document(record: dict[str, Any] | None = None, current: bytes | None = None) -> bytes:
+    """A Zarr v3 group document as zarr writes it: ``current`` (None: an empty group), with
+    ``record`` as its record attribute unless None (its other attributes kept)."""
+    document: dict[str, Any] = {"attributes": {}, "zarr_format": 3}
+    if current is not None:
+        document = json.loads(current)
+    document.setdefault("node_type", "group")
+    if record is not None:
+        document["attributes"] = {**document.get("attributes", {}), RECORD_ATTR: record}
+    return json.dumps(document, indent=2, allow_nan=True).encode()
 
 
 def parse_record(raw: bytes | None) -> Any:

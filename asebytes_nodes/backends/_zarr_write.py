@@ -10,6 +10,7 @@ publishes the new record last (see the module docstring of :mod:`._zarr`).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
@@ -29,7 +30,17 @@ from ._zarr_arrays import gather
 from ._zarr_chunks import LazyGroup
 from ._zarr_columns import encode_batch, infer_spec, object_spec
 from ._zarr_remote import conditional, publish, record_version
-from ._zarr_txn import FORMAT_VERSION, RECORD_ATTR, array_names, collect_garbage, new_name, seal
+from ._zarr_shards import replace_file
+from ._zarr_txn import (
+    FORMAT_VERSION,
+    RECORD_ATTR,
+    array_names,
+    collect_garbage,
+    group_document,
+    new_name,
+    parse_record,
+    seal,
+)
 
 __all__ = ["Writes"]
 
@@ -40,6 +51,7 @@ class Writes:
     # provided by ZarrBackend
     readonly: bool
     _meta: dict[str, Any]
+    _root: str
     _target: str
     _remote: bool
     _lock: Any
@@ -50,10 +62,14 @@ class Writes:
     _forks: dict[str, str]
     _etag: str | None
     _document: dict[str, Any]
+    _record_bytes: bytes | None
     _deferred: list[Any] | None
     _offsets: np.ndarray | None
     _cache: Any
     _check_writable: Callable[[], None]
+    _check: Callable[[Any], None]
+    _record_document: Callable[[], bytes | None]
+    _open_group: Callable[[], Any]
     _refresh: Callable[[], None]
     _open: Callable[..., None]
     _forget: Callable[[], None]
@@ -75,8 +91,6 @@ class Writes:
             if self._remote:  # the version our commit will be conditional on, read before the record
                 self._etag, self._document = record_version(self._group.store)
             self._refresh()
-            if isinstance(self._group, LazyGroup):  # opened here, never inside zarr's event loop
-                self._group = self._group.get()
             self._began = int(self._meta.get("generation", 0))
             self._next_id = max(int(self._meta.get("next_id", 0)), _first_free(self._meta))
             self._created, self._forks = [], {}
@@ -96,6 +110,27 @@ class Writes:
                 raise
             finally:
                 self._forks = {}
+
+    def _create_local(self, fresh: dict[str, Any]) -> bool:
+        """Make a new local store: its group document holding the record ``fresh``, written
+        under the lock as zarr writes it (zarr's group open and attribute write cost a few ms).
+        False, having written nothing, when the folder holds anything else: zarr opens that."""
+        folder = Path(self._target)
+        Path(self._root).mkdir(parents=True, exist_ok=True)  # where the lock file lives
+        with self._lock.exclusive():
+            raw = self._record_document()
+            if raw is None:
+                if folder.is_dir() and any(e.name != self._lock.path.name for e in os.scandir(folder)):
+                    return False
+                folder.mkdir(exist_ok=True)
+                raw = group_document(fresh)
+                replace_file(folder / "zarr.json", raw)
+            found = parse_record(raw)
+            if found is None:
+                return False
+            self._check(found)  # another writer made it meanwhile
+        self._group, self._meta, self._record_bytes = LazyGroup(self._open_group), found, raw
+        return True
 
     def _collect(self, names: Sequence[str]) -> None:
         """Remove arrays no record uses: ``names`` (retired or made by a failed write); in a
@@ -174,7 +209,8 @@ class Writes:
                     present, data = batches.get(key, (np.zeros(len(rows), bool), None))
                     self._append_column(spec, present, data, counts, n0, n1, atoms0, atoms1)
                 spec["count"] += int(present.sum())
-            zarr_sync(gather(self._deferred))
+            if self._deferred:
+                zarr_sync(gather(self._deferred))
         finally:
             self._deferred = None
         self._commit(retired=retired, n_atoms=counts_name, length=n1, atoms=atoms1, columns=columns)
@@ -255,7 +291,12 @@ class Writes:
             "retired": sorted(set(retired)),
         }
         meta = seal(meta)
-        if not self._remote:
+        current = None if self._remote else self._record_document()
+        if parse_record(current) is not None:  # ours, local: replaced atomically, as zarr does
+            raw = group_document(meta, current)
+            replace_file(Path(self._target) / "zarr.json", raw)
+            self._record_bytes = raw
+        elif not self._remote:
             self._group.attrs[RECORD_ATTR] = meta
         else:
             attributes = {**self._document.get("attributes", {}), RECORD_ATTR: meta}

@@ -195,3 +195,25 @@ def test_direct_and_zarr_written_stores_hold_the_same_frames(tmp_path: Path) -> 
             expected = [frames[0], extra, *frames[2:]]
             for j, (got, want) in enumerate(zip(db[:].to_list(), expected, strict=True)):
                 assert_atoms_equal(want, got, f"{compressor} frame {j}")
+
+
+def test_group_documents_written_directly_are_zarrs(tmp_path: Path) -> None:
+    """A new store's group document and each commit's are the bytes zarr writes for the same
+    attributes; zarr reads the record, and attributes set through zarr survive a commit."""
+    path = tmp_path / "s.zarr"
+    frames = make_frames("keys_on_some_frames")
+    with ASEIO(str(path)) as db:
+        db.extend([])  # a new store: its document only
+        for step in range(2):
+            raw = (path / "zarr.json").read_bytes()
+            attributes = json.loads(raw)["attributes"]
+            theirs = zarr.open_group(tmp_path / f"zarr{step}.zarr", mode="w", attributes=attributes)
+            assert (tmp_path / f"zarr{step}.zarr/zarr.json").read_bytes() == raw
+            assert zarr.open_group(path, mode="r").attrs.asdict() == theirs.attrs.asdict()
+            zarr.open_group(path, mode="a").attrs["mine"] = [1, "two"]
+            db.extend(frames)
+        assert json.loads((path / "zarr.json").read_bytes())["attributes"]["mine"] == [1, "two"]
+    with ASEIO(str(path), readonly=True) as db:
+        assert len(db) == 2 * len(frames)
+        for j, (got, want) in enumerate(zip(db[:].to_list(), frames + frames, strict=True)):
+            assert_atoms_equal(want, got, f"frame {j}")
