@@ -205,7 +205,7 @@ def write_new_array(
     folder = _new_folder(root, name)
     document = array_document((rows, *data.shape[1:]), data.dtype, chunk, shard, codec)
     (folder / "zarr.json").write_text(json.dumps(document, indent=2))
-    _write_shards(folder, folder, rows, start, data, chunk, shard, codec, atomic=False)
+    _write_shards(None, folder, rows, start, data, chunk, shard, codec, atomic=False)
 
 
 def _our_layout(
@@ -300,7 +300,7 @@ def _link(source: Path, target: Path) -> None:
 
 
 def _write_shards(
-    source: Path,
+    source: Path | None,
     folder: Path,
     rows: int,
     start: int,
@@ -312,7 +312,8 @@ def _write_shards(
 ) -> None:
     """Shard files in ``folder`` (of an array of ``rows`` rows) for the shards rows
     ``start:start + len(data)`` fall in, holding ``data`` there; their other chunks are
-    kept from ``source``'s shard files (the same folder for appends), or left unwritten."""
+    kept from ``source``'s shard files (the same folder for appends; None: a new array), or
+    left unwritten."""
     dtype, tail = data.dtype, data.shape[1:]
     stop = start + len(data)
     encode = codec.encoder(dtype.itemsize)
@@ -320,7 +321,8 @@ def _write_shards(
     suffix = "/0" * len(tail)
     for s in range(start // shard, -(-min(stop, rows) // shard)):
         lo = s * shard
-        old = _read_shard(source / f"c/{s}{suffix}", per_shard) if lo < start or lo + shard > stop else {}
+        partial = lo < start or lo + shard > stop
+        old = _read_shard(source / f"c/{s}{suffix}", per_shard) if source is not None and partial else {}
         index = np.full((per_shard, 2), _EMPTY, np.uint64)
         parts, offset = [], 0
         for j in range(per_shard):

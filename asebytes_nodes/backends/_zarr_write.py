@@ -278,8 +278,7 @@ class Writes:
         """Publish the new record: the one write that makes a write visible. ``retired``:
         arrays it stops using (the next writer deletes them). On an object store the record is
         replaced only if no other writer committed since this write began."""
-        store = self._group.store
-        if self._remote and not conditional(store) and self._remote_generation() != self._began:
+        if self._remote and not conditional(self._group.store) and self._remote_generation() != self._began:
             raise self._conflict()
         meta = {
             **self._meta,
@@ -301,7 +300,7 @@ class Writes:
         else:
             attributes = {**self._document.get("attributes", {}), RECORD_ATTR: meta}
             document = {**self._document, "attributes": attributes}
-            if not publish(store, document, self._etag):
+            if not publish(self._group.store, document, self._etag):
                 raise self._conflict()
         self._meta = meta
         self._created = []
