@@ -13,6 +13,7 @@ from ase.data import atomic_masses
 from ... import __version__
 from .._hdf5_files import SharedFile
 from .._hdf5_journal import CHECKSUM, estimate, seal
+from ._chunks import Chunks
 from ._plan import CREATOR, ORIGIN, PRIVATE, TABLE, take
 from ._table import Batch, fill, storage_dtype
 from ._units import UNITS, VELOCITY_UNIT
@@ -39,8 +40,8 @@ def write(
     payload = estimate([velocity, *(data for _, _, data in batch.columns.values())])
     nbytes = 2 * payload + len(batch.columns) * (1 << 17)  # data, its journal, and chunk rewrites
     table = batch.table
-    with shared.writer(nbytes) as f, _Edits(f) as edits:
-        writer = _Writer(f, edits, group, options, table, batch.n0, batch.new)
+    with shared.writer(nbytes) as f, _Edits(f) as edits, Chunks() as chunks:
+        writer = _Writer(f, edits, chunks, group, options, table, batch.n0, batch.new)
         writer.layout(pbc)
         writer.clock(where if batch.counted else where[:0], batch.counts)
         for key, spec in table["columns"].items():
@@ -126,6 +127,7 @@ class _Writer:
         self,
         f: Any,
         edits: _Edits,
+        chunks: Chunks,
         group: str,
         options: dict[str, Any],
         table: dict[str, Any],
@@ -133,6 +135,7 @@ class _Writer:
         fresh: set[str],
     ) -> None:
         self.f, self.edits, self.group, self.options, self.table = f, edits, group, options, table
+        self.chunks = chunks  # whole chunks of contiguous writes, deflated in threads
         self.n0 = n0  # committed length before this write
         self.fresh = fresh  # keys (and "velocity") whose datasets this write creates
         self.private = f"{PRIVATE}/{group}"
@@ -187,14 +190,14 @@ class _Writer:
         """step and time of new frames; atom counts of the frames at ``where``."""
         n0, n1 = self.n0, self.table["length"]
         steps = np.arange(n0, n1, dtype=np.int64)
-        self._private("step", np.int64, n0 > 0)[n0:n1] = steps
+        self.chunks.put(self._private("step", np.int64, n0 > 0), n0, steps)
         time = self._private("time", np.float64, n0 > 0)
         if not n0:
             time.attrs["unit"] = "fs"
-        time[n0:n1] = steps * float(self.table["timestep"])
+        self.chunks.put(time, n0, steps * float(self.table["timestep"]))
         n_atoms = self._private("n_atoms", np.int64, n0 > 0)
         if len(where):
-            put(n_atoms, where, counts[where])
+            self.put(n_atoms, where, counts[where])
 
     def _value(
         self,
@@ -258,7 +261,7 @@ class _Writer:
             key not in self.fresh,
         )
         if data is not None and len(at):
-            put(ds, at, data)
+            self.put(ds, at, data)
         self._presence(spec, at, present)
 
     def _presence(self, spec: dict[str, Any], at: np.ndarray, present: np.ndarray) -> None:
@@ -280,7 +283,7 @@ class _Writer:
             flags[:n0] = True
         spec["flags"] = True
         if len(at):
-            put(flags, at, present)
+            self.put(flags, at, present)
 
     def velocity(self, where: np.ndarray, data: np.ndarray | None) -> None:
         """The derived velocity element, for programs that read velocities."""
@@ -289,22 +292,23 @@ class _Writer:
             path, np.dtype(np.float64), (3,), True, "info", VELOCITY_UNIT[0], "velocity" not in self.fresh
         )
         if data is not None:
-            put(ds, where, data)
+            self.put(ds, where, data)
 
     def commit(self) -> None:
-        """Publish the table (with its CRC-32): the one write that makes the new rows visible."""
+        """Store the pending chunks, then publish the table (with its CRC-32): the one write
+        that makes the new rows visible."""
+        self.chunks.flush()
         seal(self.f[self.private].attrs, TABLE, self.table)
 
-
-def put(ds: Any, rows: np.ndarray, data: Any) -> None:
-    """Write ``data`` at sorted unique ``rows`` of a dataset."""
-    if data.dtype == object:  # h5py writes arrays of variable-length values only through write_direct
-        cuts = np.flatnonzero(np.diff(rows) != 1) + 1
-        for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)], strict=True):
-            ds.write_direct(data, np.s_[start:stop], np.s_[int(rows[start]) : int(rows[stop - 1]) + 1])
-        return
-    lo, hi = int(rows[0]), int(rows[-1]) + 1
-    if hi - lo == len(rows):
-        ds[lo:hi] = data
-    else:
-        ds[rows] = data
+    def put(self, ds: Any, rows: np.ndarray, data: Any) -> None:
+        """Write ``data`` at sorted unique ``rows`` of a dataset."""
+        if data.dtype == object:  # h5py writes arrays of variable-length values only through write_direct
+            cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+            for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)], strict=True):
+                ds.write_direct(data, np.s_[start:stop], np.s_[int(rows[start]) : int(rows[stop - 1]) + 1])
+            return
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        if hi - lo == len(rows):
+            self.chunks.put(ds, lo, data)
+        else:
+            ds[rows] = data
