@@ -325,11 +325,12 @@ def _write_shards(
         old = _read_shard(source / f"c/{s}{suffix}", per_shard) if source is not None and partial else {}
         index = np.full((per_shard, 2), _EMPTY, np.uint64)
         parts, offset = [], 0
-        for j in range(per_shard):
+        written = range(max(start - lo, 0) // chunk, min(per_shard, -(-(stop - lo) // chunk)))
+        for j in sorted({*old, *written}) if old else written:  # never all 2048 of a 32 MiB shard
             a, b = lo + j * chunk, lo + (j + 1) * chunk
-            if a >= rows or ((b <= start or a >= stop) and j not in old):
+            if a >= rows:
                 continue
-            if b <= start or a >= stop:  # wholly outside the write: its bytes as they are
+            if j not in written:  # wholly outside the write: its bytes as they are
                 encoded = old[j]
             else:
                 piece = data[max(a, start) - start : min(b, stop) - start]
