@@ -30,8 +30,10 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "BackendEntry",
+    "keep_until_opened",
     "list_backends",
     "open_backend",
     "register_backend",
@@ -103,6 +106,31 @@ class BackendEntry:
     def takes(self, obj: Any) -> bool:
         """Does this backend open the in-memory object ``obj``?"""
         return _call_hook(self.accepts, obj)
+
+
+_OPENING = threading.local()  # what sniffers keep for the backend open_backend constructs next
+
+
+def keep_until_opened(release: Callable[[], None]) -> None:
+    """For a sniffer: call ``release`` once :func:`open_backend` has constructed the backend (at
+    once outside it), so what the sniff opened (an HDF5 handle) serves the backend too."""
+    kept = getattr(_OPENING, "kept", None)
+    if kept is None:
+        release()
+    else:
+        kept.append(release)
+
+
+@contextmanager
+def _opening() -> Iterator[None]:
+    outer = getattr(_OPENING, "kept", None)
+    _OPENING.kept = kept = []
+    try:
+        yield
+    finally:
+        _OPENING.kept = outer
+        for release in reversed(kept):
+            release()
 
 
 def _call_hook(hook: Callable[[Any], bool] | str | None, arg: Any) -> bool:
@@ -367,11 +395,18 @@ def open_backend(
         raise TypeError(
             f"cannot open a store from {type(target).__name__}; pass a path, a URI or a backend instance"
         )
-    entry = resolve_backend(target, backend)
-    cls = entry.load()
-    _check_group(cls, os.fspath(target), options)
+    with _opening():
+        entry = resolve_backend(target, backend)
+        cls = entry.load()
+        _check_group(cls, os.fspath(target), options)
+        return _construct(entry, cls, os.fspath(target), readonly, options)
+
+
+def _construct(
+    entry: BackendEntry, cls: type[ReadableBackend], target: str, readonly: bool, options: dict[str, Any]
+) -> ReadableBackend:
     try:
-        return cls(os.fspath(target), readonly=readonly, **options)  # type: ignore[call-arg]
+        return cls(target, readonly=readonly, **options)  # type: ignore[call-arg]
     except TypeError as exc:
         unknown = _unknown_options(cls, options)
         if not unknown:

@@ -17,6 +17,11 @@ Rules
   file. The child keeps the inherited handle referenced (garbage collection would close it) and
   opens its own on first use; the state is keyed on the process id, and the locks are renewed in
   the child (a lock another thread of the parent held at the fork would never be released).
+* What of the handle passed the hostile-file check is kept with it (``level``, see
+  :mod:`._hdf5_guard`): :meth:`SharedFile.reader` raises it to what its caller asks for before
+  returning the handle, and :meth:`SharedFile.dataset` checks the storage of each dataset of a
+  file checked only for links before handing it out. A content sniffer may open the handle
+  unchecked (:func:`peek`) for the backend opened next to reuse.
 """
 
 from __future__ import annotations
@@ -24,28 +29,27 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import h5py
 
 from ..errors import StoreCorruptedError
-from ._hdf5_guard import refuse_outside_links
-from ._hdf5_journal import journaled, recover
+from ._hdf5_guard import FULL, NONE, refuse_outside, refuse_outside_storage
+from ._hdf5_journal import journaled, reading, recover
 
-__all__ = ["SharedFile", "acquire", "open_hdf5", "release"]
+__all__ = ["SharedFile", "acquire", "open_hdf5", "peek", "release"]
 
 
 def open_hdf5(path: Path) -> Any:
-    """``path`` opened read-only with h5py, refused if it points outside itself."""
+    """``path`` opened read-only with h5py, not checked yet (:meth:`SharedFile.reader` checks it)."""
     try:
-        handle = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         if h5py.is_hdf5(path):
             raise  # damaged HDF5: reading() names the file and the damage
         raise StoreCorruptedError(f"{path}: cannot open as HDF5 ({exc})") from exc
-    return refuse_outside_links(handle, path)
 
 
 class SharedFile:
@@ -54,6 +58,7 @@ class SharedFile:
     def __init__(self, path: Path, key: str) -> None:
         self.path, self.key = path, key
         self.file: Any = None
+        self.level = NONE  # what of the open handle passed the hostile-file check
         self.datasets: dict[str, Any] = {}
         self.mirrors: dict[str, Any] = {}  # decoded copies of datasets (see h5md._gather), or None
         self.mirror_bytes = 0
@@ -66,7 +71,7 @@ class SharedFile:
     def _forget_if_forked(self) -> None:
         if self.pid != os.getpid():
             _INHERITED.append(self.file)  # the parent's: never used, never closed here
-            self.file, self.pid, self.stamp = None, os.getpid(), None
+            self.file, self.level, self.pid, self.stamp = None, NONE, os.getpid(), None
             self._forget()
             self.generation += 1
 
@@ -86,26 +91,45 @@ class SharedFile:
     def _drop(self) -> None:
         if self.file is not None:
             self.file.close()
-        self.file = None
+        self.file, self.level = None, NONE
         self._forget()
 
-    def reader(self, open_file: Callable[[Path], Any] = open_hdf5) -> Any:
-        """The read-only handle (None while the file does not exist), reopened if the file changed;
-        ``open_file`` opens it when needed."""
+    def reader(self, open_file: Callable[[Path], Any] = open_hdf5, level: int = FULL) -> Any:
+        """The read-only handle (None while the file does not exist), reopened if the file changed
+        and checked to ``level`` (:mod:`._hdf5_guard`); ``open_file`` opens it when needed."""
         with self.lock:
-            self._forget_if_forked()
-            stamp = self._stat()
-            if (self.file is None or stamp != self.stamp) and recover(self.path):  # a killed write
-                stamp = self._stat()
-            if self.file is not None and stamp != self.stamp:
+            handle = self._current(open_file)
+            self.require(level)
+            return handle
+
+    def require(self, level: int) -> None:
+        """Check the open handle to ``level`` unless it passed it already (call with the lock
+        held); a refused file is closed."""
+        if self.file is None or self.level >= level:
+            return
+        if isinstance(self.file, h5py.File):
+            try:
+                refuse_outside(self.file, self.path, level)
+            except BaseException:
                 self._drop()
+                raise
+        self.level = level
+
+    def _current(self, open_file: Callable[[Path], Any]) -> Any:
+        """The handle, (re)opened as the file is now (call with the lock held)."""
+        self._forget_if_forked()
+        stamp = self._stat()
+        if (self.file is None or stamp != self.stamp) and recover(self.path):  # a killed write
+            stamp = self._stat()
+        if self.file is not None and stamp != self.stamp:
+            self._drop()
+            self.generation += 1
+        if self.file is None and stamp is not None:
+            self.file = open_file(self.path)
+            if stamp != self.stamp:
                 self.generation += 1
-            if self.file is None and stamp is not None:
-                self.file = open_file(self.path)
-                if stamp != self.stamp:
-                    self.generation += 1
-                self.stamp = stamp
-            return self.file
+            self.stamp = stamp
+        return self.file
 
     def unchanged(self, generation: int) -> bool:
         """Is the open handle still what a reader saw at ``generation`` (same process, the file's
@@ -119,10 +143,14 @@ class SharedFile:
             )
 
     def dataset(self, name: str) -> Any:
-        """Dataset ``name`` of the current handle (call :meth:`reader` first)."""
+        """Dataset ``name`` of the current handle (call :meth:`reader` first), its storage
+        checked unless the whole file was."""
         ds = self.datasets.get(name)
         if ds is None:
-            ds = self.datasets[name] = self.file[name]
+            ds = self.file[name]
+            if self.level < FULL and isinstance(ds, h5py.Dataset):
+                refuse_outside_storage(ds, self.path)
+            self.datasets[name] = ds
         return ds
 
     @contextmanager
@@ -157,6 +185,23 @@ def acquire(path: Path) -> SharedFile:
             shared = _FILES[key] = SharedFile(path, key)
         shared.users += 1
         return shared
+
+
+def peek(path: Path) -> tuple[Any, Callable[[], None]]:
+    """The shared handle of ``path`` (None: no file) opened unchecked, for a content sniffer that
+    looks at the root group's links, never through them, and what lets the handle and the store's
+    shared lock go. A sniffer hands the latter to the registry's ``keep_until_opened``: the
+    backend opened next reuses both."""
+    shared = acquire(path)
+    held = ExitStack()
+    held.callback(release, shared)
+    try:
+        held.enter_context(reading(path))
+        handle = shared.reader(level=NONE)
+    except BaseException:
+        held.close()
+        raise
+    return handle, held.close
 
 
 def release(shared: SharedFile) -> None:

@@ -13,13 +13,21 @@ A soft link is a path inside the same file; it is refused only when it leads now
 or looping), which no writer produces on purpose. Object and region references also stay in the
 same file. Filters come from plugins installed on this machine, never from the file.
 
-:func:`refuse_outside_links` walks the *links* only (``H5Lvisit``, which recurses through hard
-links and never resolves soft or external ones), then opens each dataset reached through a hard
-link once, by address, to read its creation property list (``H5Dopen`` opens no source file; only
-reading or sizing a VDS does). No data is read. Cost (2-core machine, medians): 250-350 us on
-typical H5MD files (25-40 links), 66 us on an MDTraj file, 2 ms on a file of 100 links. A file
-that passed is remembered in this process by device, inode, size, mtime and ctime (ctime cannot
-be set back by a user), so reopening it unchanged costs one ``fstat``.
+The check has two levels:
+
+* :data:`LINKS` walks the *links* only (``H5Lvisit``, which recurses through hard links and never
+  resolves soft or external ones): no link leaves the file, every soft link resolves. After it,
+  opening any object by path stays in the file; only a dataset's *storage* can still point out.
+* :data:`FULL` adds the storage of every dataset reached through a hard link, each opened once by
+  address to read its creation property list (``H5Dopen`` opens no source file; only reading or
+  sizing a VDS does). No data is read.
+
+A reader that opens only some datasets (the H5MD backend on its own stores) takes :data:`LINKS`
+at open and :func:`refuse_outside_storage` on each dataset before it first reads it: a cold open
+then costs the link walk (about 0.2 ms on a typical H5MD file) instead of opening every dataset
+(about 1 ms). A file that passed a level is remembered in this process by device, inode, size,
+mtime and ctime (ctime cannot be set back by a user), so reopening it unchanged costs one
+``fstat``.
 """
 
 from __future__ import annotations
@@ -32,16 +40,18 @@ from ..errors import UnsafeStoreError
 if TYPE_CHECKING:
     import h5py
 
-__all__ = ["refuse_outside_links"]
+__all__ = ["FULL", "LINKS", "NONE", "refuse_outside", "refuse_outside_links", "refuse_outside_storage"]
 
-_PASSED: set[tuple[int, ...]] = set()  # identities of files that passed in this process
+NONE, LINKS, FULL = 0, 1, 2  # what has been checked of an open file
+
+_PASSED: dict[tuple[int, ...], int] = {}  # identities of files that passed in this process, and the level
 _PASSED_MAX = 4096
 
 _WHAT = "external links, virtual datasets or external raw storage (files that make HDF5 read other files)"
 
 
 def _refuse(where: str | os.PathLike[str], name: bytes, problem: str) -> UnsafeStoreError:
-    path = "/" + name.decode("utf-8", "replace")
+    path = "/" + name.decode("utf-8", "replace").lstrip("/")
     return UnsafeStoreError(
         f"{os.fspath(where)}: the HDF5 object {path!r} {problem}; this package refuses {_WHAT}, so the "
         "file was not read: copy the data into the file itself (e.g. h5py's copy of the "
@@ -50,21 +60,37 @@ def _refuse(where: str | os.PathLike[str], name: bytes, problem: str) -> UnsafeS
 
 
 def refuse_outside_links(handle: h5py.File, where: str | os.PathLike[str]) -> h5py.File:
-    """Return ``handle`` when nothing in the file points outside it, else close it and raise
-    :class:`~asebytes_nodes.errors.UnsafeStoreError` naming the first offending object."""
-    identity = _identity(handle)
-    if identity is not None and identity in _PASSED:
-        return handle
+    """Return ``handle`` when nothing in the file points outside it (:data:`FULL`), else close it
+    and raise :class:`~asebytes_nodes.errors.UnsafeStoreError` naming the first offending object."""
     try:
-        _check(handle.id, where)
+        refuse_outside(handle, where, FULL)
     except BaseException:
         handle.close()
         raise
+    return handle
+
+
+def refuse_outside(handle: h5py.File, where: str | os.PathLike[str], level: int) -> None:
+    """Raise :class:`~asebytes_nodes.errors.UnsafeStoreError` unless the open file passes
+    ``level`` (:data:`LINKS` or :data:`FULL`); the handle stays open either way."""
+    identity = _identity(handle)
+    if level <= NONE or (identity is not None and _PASSED.get(identity, NONE) >= level):
+        return
+    root, hard = _walk_links(handle.id, where)
+    if level >= FULL:
+        for name in hard:
+            _refuse_storage(root, name, where)
     if identity is not None:
         if len(_PASSED) >= _PASSED_MAX:
             _PASSED.clear()
-        _PASSED.add(identity)
-    return handle
+        _PASSED[identity] = max(level, _PASSED.get(identity, NONE))
+
+
+def refuse_outside_storage(ds: Any, where: str | os.PathLike[str]) -> Any:
+    """Return the h5py dataset ``ds`` unless its data live in other files (a virtual dataset or
+    external raw storage); call it on every dataset a :data:`LINKS`-checked file reads."""
+    _check_plist(ds.id.get_create_plist(), ds.name.encode(), where)
+    return ds
 
 
 def _identity(handle: h5py.File) -> tuple[int, ...] | None:
@@ -76,7 +102,9 @@ def _identity(handle: h5py.File) -> tuple[int, ...] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def _check(fid: Any, where: str | os.PathLike[str]) -> None:
+def _walk_links(fid: Any, where: str | os.PathLike[str]) -> tuple[Any, list[bytes]]:
+    """Refuse external, user-defined and unresolved soft links; the root group and one path of
+    each hard-linked object."""
     import h5py  # imported by the caller already; here so that a missing extra fails there, with its hint
 
     root = h5py.h5g.open(fid, b"/")
@@ -105,15 +133,24 @@ def _check(fid: Any, where: str | os.PathLike[str]) -> None:
         except (KeyError, RuntimeError, ValueError, OSError):
             target = root.links.get_val(name).decode("utf-8", "replace")
             raise _refuse(where, name, f"is a soft link to {target!r}, which does not resolve") from None
-    for name in hard.values():
-        obj = h5py.h5o.open(root, name)
-        if not isinstance(obj, h5py.h5d.DatasetID):
-            continue
-        plist = obj.get_create_plist()
-        if plist.get_layout() == h5py.h5d.VIRTUAL:
-            sources = sorted({plist.get_virtual_filename(i) for i in range(plist.get_virtual_count())})
-            raise _refuse(where, name, f"is a virtual dataset reading from {', '.join(sources)}")
-        if plist.get_external_count():
-            count = plist.get_external_count()
-            files = sorted({plist.get_external(i)[0].decode("utf-8", "replace") for i in range(count)})
-            raise _refuse(where, name, f"keeps its data in the external file(s) {', '.join(files)}")
+    return root, list(hard.values())
+
+
+def _refuse_storage(root: Any, name: bytes, where: str | os.PathLike[str]) -> None:
+    import h5py
+
+    obj = h5py.h5o.open(root, name)
+    if isinstance(obj, h5py.h5d.DatasetID):
+        _check_plist(obj.get_create_plist(), name, where)
+
+
+def _check_plist(plist: Any, name: bytes, where: str | os.PathLike[str]) -> None:
+    import h5py
+
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
+        sources = sorted({plist.get_virtual_filename(i) for i in range(plist.get_virtual_count())})
+        raise _refuse(where, name, f"is a virtual dataset reading from {', '.join(sources)}")
+    count = plist.get_external_count()
+    if count:
+        files = sorted({plist.get_external(i)[0].decode("utf-8", "replace") for i in range(count)})
+        raise _refuse(where, name, f"keeps its data in the external file(s) {', '.join(files)}")

@@ -25,11 +25,12 @@ from ...errors import (
     UnknownKeyError,
     UnsupportedOperationError,
 )
-from ...registry import builtin
+from ...registry import builtin, keep_until_opened
 from ...rows import gc_paused
 from .._base import MISSING, ColumnInfo, WritableBackend, check_group_name, path_of
 from .._columns import Column, expand_rows, expand_values, first_value, sorted_unique
-from .._hdf5_files import SharedFile, acquire, open_hdf5, release
+from .._hdf5_files import SharedFile, acquire, open_hdf5, peek, release
+from .._hdf5_guard import FULL, LINKS
 from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, reading, store_lock, unseal
 from .._keys import atom_counts
 from ._check import check_version, conformance, invariants
@@ -60,14 +61,23 @@ DEFAULT_GROUP = "atoms"
 
 
 def sniff(path: str | os.PathLike[str]) -> bool:
-    """Is ``path`` an HDF5 file with an ``/h5md`` group? Never raises, never writes."""
+    """Is ``path`` an HDF5 file with an ``/h5md`` group? Never raises, never writes. The file is
+    opened as the process's shared handle, which the backend opened next reuses (see
+    :func:`~asebytes_nodes.registry.keep_until_opened`)."""
     try:
-        if not h5py.is_hdf5(path):
+        if not os.path.isfile(path):
             return False
-        with h5py.File(path, "r") as f:
-            return isinstance(f.get("h5md", getlink=True), h5py.HardLink) and is_group(f["h5md"])
+        f, let_go = peek(path_of(os.fspath(path)))
     except Exception:
         return False
+    try:
+        return (
+            f is not None and isinstance(f.get("h5md", getlink=True), h5py.HardLink) and is_group(f["h5md"])
+        )
+    except Exception:
+        return False
+    finally:
+        keep_until_opened(let_go)
 
 
 def _open(path: Path) -> Any:
@@ -151,7 +161,7 @@ class H5MDBackend(WritableBackend):
         self._generation = -1
         try:
             with self._shared.lock, reading(self._path):
-                self._load(self._shared.reader(_open))
+                self._load(self._shared.reader(_open, LINKS))
         except BaseException:
             self.close()
             raise
@@ -196,7 +206,7 @@ class H5MDBackend(WritableBackend):
         shared = acquire(path)
         try:
             with shared.lock, reading(path):
-                handle = shared.reader(_open)
+                handle = shared.reader(_open, LINKS)
                 if not is_group(handle.get("h5md")):
                     raise StoreCorruptedError(f"{path}: not an H5MD file (no /h5md group)")
                 return [name for name in particle_groups(handle) if name != DEFAULT_GROUP]
@@ -211,11 +221,13 @@ class H5MDBackend(WritableBackend):
             self._file()
             yield
 
-    def _file(self) -> Any:
-        """The shared read handle; reloads what to read when the file changed."""
+    def _file(self, level: int = LINKS) -> Any:
+        """The shared read handle, checked to ``level`` (:mod:`.._hdf5_guard`: links, and each
+        dataset as it is opened; FULL: every dataset now); reloads what to read when the file
+        changed."""
         if not self._finalizer.alive:
             raise ValueError(f"{self._path}: the store is closed")
-        handle = self._shared.reader(_open)
+        handle = self._shared.reader(_open, level)
         if self._shared.generation != self._generation:
             self._load(handle)
         return handle
@@ -259,9 +271,10 @@ class H5MDBackend(WritableBackend):
         table = unseal(raw.attrs, TABLE, str(self._path)) if raw is not None else None
         try:
             if table is not None:
-                self._plan = own_plan(self._path, handle, self._group, table)
+                self._plan = own_plan(self._path, self._shared.dataset, self._group, table)
             elif self._group in groups:
                 self._own = False
+                self._shared.require(FULL)  # another program's layout: its plan reads every element
                 self._plan = foreign_plan(handle, self._group, self._creator.get("name") == "znh5md")
                 if self._plan.skipped:
                     warnings.warn(
@@ -323,7 +336,7 @@ class H5MDBackend(WritableBackend):
         """H5MD conformance of the particle group (metadata, box, elements' value, step and
         time), this layout's own invariants for stores it wrote, then every row."""
         with self._reading():
-            handle = self._file()
+            handle = self._file(FULL)  # the checks below read every dataset
             damaged = checksum_problems(handle)  # damaged chunks first: the checks below read them
             if damaged:
                 return damaged
@@ -529,10 +542,10 @@ class H5MDBackend(WritableBackend):
         keys change. ``drop`` clears keys. Every value is checked and encoded first.
         """
         with self._shared.lock, reading(self._path):
-            self._file()  # another program's file is refused before a lock file is made beside it
+            self._file(FULL)  # a hostile or foreign file is refused before a lock file is made beside it
         self._refuse_foreign(where, rows)
         with self._shared.lock, store_lock(self._path).exclusive(), reading(self._path):
-            self._file()
+            self._file(FULL)  # a write may touch any dataset of the group
             plan = self._plan
             if where is None:
                 where = np.arange(plan.length, plan.length + len(rows))

@@ -5,6 +5,7 @@ layout and the small helpers every H5MD module uses on h5py objects and their za
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,18 +75,31 @@ class Plan:
 
     length: int = 0
     cols: dict[str, Col] = field(default_factory=dict)
-    counts: np.ndarray | None = None  # own files: atom count of each frame
+    read_counts: Callable[[], np.ndarray] | None = None  # own files: reads the atom count of each frame
     mask: tuple[Col, Any] | None = None  # other files: element marking padding, and its fill value
     table: dict[str, Any] | None = None  # own files: the column table
     skipped: dict[str, str] = field(default_factory=dict)
     znh5md: bool = False  # other files: written by znh5md (units and NaN read its way)
+    _counts: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def counts(self) -> np.ndarray | None:
+        """Own files: the atom count of each frame, read on first use (under the store's read
+        lock, as every use is), so a read of per-frame keys never reads them."""
+        if self._counts is None and self.read_counts is not None:
+            self._counts = self.read_counts()
+        return self._counts
 
 
-def own_plan(path: Path, f: Any, group: str, table: dict[str, Any]) -> Plan:
-    """What to read from a store this backend wrote: its column table says it all."""
+def own_plan(path: Path, dataset: Callable[[str], Any], group: str, table: dict[str, Any]) -> Plan:
+    """What to read from a store this backend wrote: its column table says it all (``dataset``
+    opens a dataset by path, checked)."""
     check_format_record(str(path), table, FORMAT_NAME, FORMAT_VERSION, "H5MD")
     n, private = int(table["length"]), f"{PRIVATE}/{group}"
-    counts = f[f"{private}/n_atoms"][:n] if n else np.zeros(0, np.int64)
+
+    def read_counts() -> np.ndarray:
+        return dataset(f"{private}/n_atoms")[:n] if n else np.zeros(0, np.int64)
+
     cols = {}
     for key, spec in table["columns"].items():
         if not spec["count"]:
@@ -99,7 +113,7 @@ def own_plan(path: Path, f: Any, group: str, table: dict[str, Any]) -> Plan:
             dtype=spec["dtype"] if kind in ("atom", "frame") else None,
             code=spec.get("type"),
         )
-    return Plan(length=n, cols=cols, counts=counts, table=table)
+    return Plan(length=n, cols=cols, read_counts=read_counts, table=table)
 
 
 # -- h5py objects and their zarrmd twins --------------------------------------------------------
