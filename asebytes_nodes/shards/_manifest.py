@@ -71,7 +71,6 @@ FORMAT_NAME = "asebytes_nodes.shards"
 FORMAT_VERSION = 2
 MANIFEST = "asebytes-shards.json"
 TEMP_PREFIX = ".tmp-"
-_BLOCK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -222,13 +221,9 @@ def digest(path: Path) -> tuple[int, str]:
             total += size
             outer.update(f"{item.relative_to(path).as_posix()}\0{sha}\n".encode())
         return total, outer.hexdigest()
-    inner = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            inner.update(block)
-            size += len(block)
-    return size, inner.hexdigest()
+    with open(path, "rb") as f:  # file_digest reads into one reused buffer (no 4 MiB block per read)
+        sha = hashlib.file_digest(f, "sha256").hexdigest()
+        return f.tell(), sha
 
 
 def disk_size(path: Path) -> int:

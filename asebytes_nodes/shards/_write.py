@@ -7,6 +7,7 @@ worker or by eight is byte-identical, and DVC stores it once).
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import secrets
@@ -99,21 +100,18 @@ def write_shard(
     counts: Counter[str] = Counter()
     natoms: list[int] = []
     try:
-        store = cls(os.fspath(tmp), readonly=False, **options)  # type: ignore[call-arg]
+        store = cls(os.fspath(tmp), readonly=False, **{**_scratch_options(cls), **options})  # type: ignore[call-arg]
         try:
             iterator = iter(rows)
             while chunk := list(itertools.islice(iterator, CHUNK_ROWS)):
                 store.extend(chunk)  # type: ignore[attr-defined]
-                for row in chunk:
-                    counts.update(row.keys())
-                    natoms.append(atom_count(row))
+                counts.update(itertools.chain.from_iterable(chunk))  # the rows' keys, in one C loop
+                natoms += map(atom_count, chunk)
         finally:
             store.close()
         for side in folder.glob(f"{tmp.name}?*"):  # lock files beside the store (LMDB's -lock ...)
             remove_path(side)
-        if tmp.is_file():
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
+        _sync_tree(tmp)
         size, sha = digest(tmp)
         final = folder / shard_name(index, len(natoms), extension)
         natoms_sha = save_natoms(folder / f"{tmp.name}.natoms.npy", np.asarray(natoms, dtype=np.uint32))
@@ -126,6 +124,25 @@ def write_shard(
             remove_path(leftover)
         raise
     return ShardEntry(final.name, len(natoms), size, sha, dict(sorted(counts.items())), natoms_sha)
+
+
+def _scratch_options(cls: type[ReadableBackend]) -> dict[str, Any]:
+    """Options of a shard store while it has its temporary name: no fsync per commit (LMDB's
+    ``sync``) where the backend offers it, since the whole file is synced once before its rename
+    and a crash before that leaves only a temporary file (on 20,000-frame LMDB shards: 20 flushes
+    of about 5 MiB each replaced by one)."""
+    return {"sync": False} if "sync" in inspect.signature(cls).parameters else {}
+
+
+def _sync_tree(path: Path) -> None:
+    """``fsync`` a store's file, or every file and folder of a folder store (Zarr writes without
+    syncing), so that the rename that follows never names data still only in memory."""
+    for item in [*sorted(path.rglob("*")), path] if path.is_dir() else [path]:
+        fd = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def remove_path(path: Path) -> None:
