@@ -32,13 +32,16 @@ _VLEN_ITEM_BYTES = 96  # what a short str or bytes object and its pointer take, 
 
 class Mirror:
     """A decoded copy of one chunked dataset, filled one chunk run at a time. Variable-length
-    values (strings, encoded blobs) are kept as the object arrays h5py reads."""
+    values (strings, encoded blobs) are kept as the object arrays h5py reads, filled row by row:
+    turning a value into a Python object costs more than decoding its chunk, so only the rows
+    asked for are converted (a first frame reads one string, not a chunk of 2,048)."""
 
     def __init__(self, ds: h5py.Dataset) -> None:
         self.ds = ds
-        self.text = ds.dtype.kind == "O" and h5py.check_string_dtype(ds.dtype) is not None
+        vlen = ds.dtype.kind == "O"
+        self.text = vlen and h5py.check_string_dtype(ds.dtype) is not None
         self.data = np.empty(ds.shape, ds.dtype)  # pages are committed as chunks are read in
-        self.step = int(ds.chunks[0])
+        self.step = 1 if vlen else int(ds.chunks[0])
         self.loaded = np.zeros(-(-len(self.data) // self.step), bool)
 
     def fill(self, rows: np.ndarray) -> np.ndarray:
@@ -55,23 +58,23 @@ class Mirror:
             for run in np.split(missing, cuts)
         ]
         with checked(self.ds, np.array([runs[0][0], runs[-1][1] - 1])):
-            if self.data.dtype.kind == "O":  # h5py reads variable-length values only slab by slab
-                source = self.ds.asstr() if self.text else self.ds
-                for lo, hi in runs:
-                    self.data[lo:hi] = source[lo:hi]
-            else:
-                self._read_runs(runs)
+            self._read_runs(runs)
         self.loaded[missing] = True
         return self.data
 
     def _read_runs(self, runs: list[tuple[int, int]]) -> None:
-        """Rows ``lo:hi`` of every run in one HDF5 read (one selection, each chunk decoded once)."""
+        """Rows ``lo:hi`` of every run in one HDF5 read (one selection, each chunk decoded once);
+        variable-length text is decoded from UTF-8 as h5py's ``asstr()`` does."""
         space = self.ds.id.get_space()
         space.select_none()
         tail = self.data.shape[1:]
         for lo, hi in runs:
             space.select_hyperslab((lo, *(0 for _ in tail)), (hi - lo, *tail), op=h5py.h5s.SELECT_OR)
         self.ds.id.read(space, space, self.data)
+        if self.text:
+            for lo, hi in runs:
+                flat = self.data[lo:hi].reshape(-1)  # a view: the mirror's own rows
+                flat[:] = [v.decode("utf-8") if isinstance(v, bytes) else v for v in flat.tolist()]
 
 
 def _mirror(shared: SharedFile, path: str, limit: int) -> Mirror | None:
