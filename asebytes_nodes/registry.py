@@ -124,7 +124,8 @@ def keep_until_opened(release: Callable[[], None]) -> None:
 @contextmanager
 def _opening() -> Iterator[None]:
     outer = getattr(_OPENING, "kept", None)
-    _OPENING.kept = kept = []
+    kept: list[Callable[[], None]] = []
+    _OPENING.kept = kept
     try:
         yield
     finally:
