@@ -72,6 +72,11 @@ def _filtered(views: list[memoryview], level: int | None, checksum: bool) -> lis
     return [blob + int(s).to_bytes(4, "little") for blob, s in zip(blobs, fletcher32(blobs), strict=True)]
 
 
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class Chunks:
     """The whole chunks of one write session, deflated as they are handed in (in threads for large
     writes) and stored by :meth:`flush`. A dataset written here is not read again before that."""
@@ -79,7 +84,7 @@ class Chunks:
     def __init__(self) -> None:
         self.pending: list[tuple[Any, list[tuple[int, ...]], list[Future[list[bytes]] | list[bytes]]]] = []
         self.pool: ThreadPoolExecutor | None = None
-        self.threads = min(4, len(os.sched_getaffinity(0)))
+        self.threads = min(4, _cpus())
 
     def __enter__(self) -> Chunks:
         return self
