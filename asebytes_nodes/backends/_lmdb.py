@@ -526,14 +526,19 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
         blobs = [encode_row(r) for r in rows]  # every row encodes before the transaction starts
+        sealed_for: list[int] = []  # the first row number the blobs are sealed for (in place)
 
         def work(txn: Any) -> None:
             n = self._length(txn)
             book = self._book(txn)
             book.appended(n, rows)
             keys = list(map(_row_key, range(n, n + len(blobs))))
-            items = zip(keys, self._seal.wrap_many(keys, blobs), strict=True)
-            added = txn.cursor().putmulti(items, append=True)[1]
+            if sealed_for != [n]:  # the first try, or a retry after another writer appended
+                if sealed_for:
+                    blobs[:] = [blob[: len(blob) - self._seal.trailer] for blob in blobs]
+                self._seal.wrap_many(keys, blobs)
+                sealed_for[:] = [n]
+            added = txn.cursor().putmulti(zip(keys, blobs, strict=True), append=True)[1]
             if added != len(blobs):  # append mode adds nothing after a key sorting past the rows
                 raise StoreCorruptedError(f"{self._path}: a key sorts after the rows: the file is damaged")
             self._put(txn, _META_LENGTH, _U64.pack(n + len(blobs)))
