@@ -118,6 +118,7 @@ class Partition:
                     with gc_paused():
                         batch = frames.rows(np.arange(lo, min(lo + 1000, n)), None)
                     yield from batch
+                    del batch  # freed before the next batch is parsed
             finally:
                 frames.close()
             return

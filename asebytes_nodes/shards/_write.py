@@ -111,6 +111,7 @@ def write_shard(
                 flusher.poke()
                 counts.update(itertools.chain.from_iterable(chunk))  # the rows' keys, in one C loop
                 natoms += map(atom_count, chunk)
+                del chunk  # freed before the next rows are read (one batch of rows alive at a time)
         finally:
             try:
                 flusher.close()
