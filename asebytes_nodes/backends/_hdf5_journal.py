@@ -98,6 +98,7 @@ _MAGIC = b"asebytes-undo-1\n"
 _HEAD = struct.Struct("<QB")  # old length, 1 if the write created the file
 _REC = struct.Struct("<QI")  # offset, length (then the bytes, then CRC-32 of header + bytes)
 _CRC = struct.Struct("<I")
+_COALESCE = 1 << 20  # appends past the old end are joined into writes of up to this many bytes
 
 
 class _Locks:
@@ -264,6 +265,8 @@ class _UndoFile:
         self.spill: dict[int, bytearray] | None = None  # pages written after it, kept in memory
         self.size = 0  # the file's length as HDF5 sees it once spilling
         self.fd: int | None = None
+        self.pending = bytearray()  # appended bytes not yet written, from offset pending_at
+        self.pending_at = 0
         self.journal: int | None = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             head = _MAGIC + _HEAD.pack(self.old_length, self.created)
@@ -280,6 +283,7 @@ class _UndoFile:
     # close and dealloc). So after the first error the rest of the write goes to memory
     # ("spill"), HDF5 finishes and closes cleanly, and :func:`journaled` rolls back and raises.
     def _length(self) -> int:
+        self._write_pending()
         return self.size if self.spill is not None else os.fstat(self.fd).st_size  # type: ignore[arg-type]
 
     def seek(self, pos: int, whence: int = 0) -> int:
@@ -290,6 +294,7 @@ class _UndoFile:
         return self.pos
 
     def _pread(self, size: int, pos: int) -> bytes:
+        self._write_pending()
         if self.spill is None:
             return os.pread(self.fd, size, pos)  # type: ignore[arg-type]
         size = max(0, min(size, self.size - pos))
@@ -322,21 +327,44 @@ class _UndoFile:
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
+        pending, pos = self.pending, self.pos
+        # Appends past the old end need no undo record: consecutive ones (a write's new chunks,
+        # one HDF5 call each) are joined and written together, one system call per MiB.
+        if (
+            self.spill is None
+            and pos >= self.old_length
+            and (pos == self.pending_at + len(pending) or not pending)
+            and len(pending) + len(view) <= _COALESCE
+        ):
+            if not pending:
+                self.pending_at = pos
+            pending += view
+        else:
+            self._write_pending()
+            self._write_at(pos, view)
+        self.pos = pos + len(view)
+        return len(view)
+
+    def _write_pending(self) -> None:
+        """Write the joined appends (before anything reads the file, its length or closes it)."""
+        if self.pending:
+            data, self.pending = self.pending, bytearray()
+            self._write_at(self.pending_at, memoryview(data))
+
+    def _write_at(self, pos: int, view: memoryview) -> None:
         if self.spill is None:
             try:
-                if self.pos < self.old_length:
-                    self._save(self.pos, min(self.pos + len(view), self.old_length))
-                _pwrite_all(self.fd, view, self.pos)  # type: ignore[arg-type]
+                if pos < self.old_length:
+                    self._save(pos, min(pos + len(view), self.old_length))
+                _pwrite_all(self.fd, view, pos)  # type: ignore[arg-type]
             except OSError as exc:  # the journal holds what reached the file
                 self._start_spilling(exc)
         if self.spill is not None:
-            for p in range(self.pos // _PAGE, (self.pos + len(view) - 1) // _PAGE + 1):
+            for p in range(pos // _PAGE, (pos + len(view) - 1) // _PAGE + 1):
                 page = self.spill[p] = self._page(p)
-                lo, hi = max(self.pos, p * _PAGE), min(self.pos + len(view), (p + 1) * _PAGE)
-                page[lo - p * _PAGE : hi - p * _PAGE] = view[lo - self.pos : hi - self.pos]
-            self.size = max(self.size, self.pos + len(view))
-        self.pos += len(view)
-        return len(view)
+                lo, hi = max(pos, p * _PAGE), min(pos + len(view), (p + 1) * _PAGE)
+                page[lo - p * _PAGE : hi - p * _PAGE] = view[lo - pos : hi - pos]
+            self.size = max(self.size, pos + len(view))
 
     def _start_spilling(self, exc: OSError | None) -> None:
         if self.spill is None:
@@ -345,6 +373,7 @@ class _UndoFile:
             self.spill = {}
 
     def truncate(self, size: int | None = None) -> int:
+        self._write_pending()
         size = self.pos if size is None else size
         if self.spill is None:
             try:
@@ -358,7 +387,8 @@ class _UndoFile:
         return size
 
     def flush(self) -> None:
-        """Nothing to do: every write is already in the page cache."""
+        """Write the joined appends (every other write is already in the page cache)."""
+        self._write_pending()
 
     # -- the journal ---------------------------------------------------------------------------
     def _save(self, lo: int, hi: int) -> None:
@@ -383,6 +413,9 @@ class _UndoFile:
 
     def commit(self) -> None:
         """Make the write durable, then delete the journal: the commit point."""
+        self._write_pending()
+        if self.failure is not None:  # the last appends met a full disk
+            raise self.failure
         os.fdatasync(self.fd)  # data and length; the mtime can wait
         self.close_files()
         self.journal_path.unlink()
@@ -394,6 +427,7 @@ class _UndoFile:
 
     def close_files(self) -> None:
         """Close both files; later calls (h5py may close the HDF5 file late) go to memory."""
+        self._write_pending()
         self._start_spilling(None)
         for name in ("fd", "journal"):
             fd = getattr(self, name, None)
