@@ -62,6 +62,7 @@ class SharedFile:
         self.datasets: dict[str, Any] = {}
         self.mirrors: dict[str, Any] = {}  # decoded copies of datasets (see h5md._gather), or None
         self.mirror_bytes = 0
+        self.found: dict[str, Any] = {}  # chunks HDF5's index was seen to find (see h5md._gather.confirm)
         self.pid = os.getpid()
         self.generation = 0  # bumped whenever the content may have changed (a write, another process)
         self.stamp: tuple[int, int] | None = None  # (mtime, size) of the content seen last
@@ -85,8 +86,8 @@ class SharedFile:
         return (st.st_mtime_ns, st.st_size) if st.st_size else None
 
     def _forget(self) -> None:
-        """Forget what was read through the handle: dataset lookups and decoded copies."""
-        self.datasets, self.mirrors, self.mirror_bytes = {}, {}, 0
+        """Forget what was read through the handle: dataset lookups, decoded copies, chunks found."""
+        self.datasets, self.mirrors, self.mirror_bytes, self.found = {}, {}, 0, {}
 
     def _drop(self) -> None:
         if self.file is not None:

@@ -9,6 +9,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +36,7 @@ from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, read
 from .._keys import atom_counts
 from ._check import check_version, conformance, invariants
 from ._foreign import foreign_plan
-from ._gather import DEFAULT_CACHE_BYTES, fast_batch, rows_of
+from ._gather import DEFAULT_CACHE_BYTES, fast_batch, head, index_problems, rows_of
 from ._plan import (
     CREATOR,
     FORMAT_NAME,
@@ -271,7 +272,7 @@ class H5MDBackend(WritableBackend):
         table = unseal(raw.attrs, TABLE, str(self._path)) if raw is not None else None
         try:
             if table is not None:
-                self._plan = own_plan(self._path, self._shared.dataset, self._group, table)
+                self._plan = own_plan(self._path, partial(head, self._shared), self._group, table)
             elif self._group in groups:
                 self._own = False
                 self._shared.require(FULL)  # another program's layout: its plan reads every element
@@ -338,6 +339,8 @@ class H5MDBackend(WritableBackend):
         with self._reading():
             handle = self._file(FULL)  # the checks below read every dataset
             damaged = checksum_problems(handle)  # damaged chunks first: the checks below read them
+            if not damaged and self._plan.table is not None:
+                damaged = index_problems(self._shared, self._plan, self._options["cache_bytes"])
             if damaged:
                 return damaged
             problems = [] if handle is None else conformance(handle, self._group)
@@ -472,7 +475,7 @@ class H5MDBackend(WritableBackend):
         return self._rows(col.path, frames if col.rows is None else col.rows[frames])
 
     def _rows(self, path: str, rows: np.ndarray) -> Any:
-        return rows_of(self._shared, path, rows, self._options["cache_bytes"])
+        return rows_of(self._shared, self._plan, path, rows, self._options["cache_bytes"])
 
     def _momenta(self, col: Col, frames: np.ndarray, sizes: np.ndarray | None) -> list[Any]:
         """Another program's velocities times masses: ASE keeps momenta, not velocities."""

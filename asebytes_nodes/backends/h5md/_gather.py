@@ -9,21 +9,27 @@ again is a numpy index, with no h5py call. Larger datasets are read per request:
 row once (HDF5 decodes every chunk it touches once), per-atom datasets only up to the widest
 frame asked for. Mirrors belong to the shared handle and go when it is reopened (the file
 changed) or closed.
+
+Before a chunk of one of our own datasets is first read, HDF5's chunk index must find it if it
+holds data (:func:`confirm`): HDF5 reads a chunk its index does not find as the fill value,
+without an error, so a damaged index key would return NaN or 0 where values were written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import h5py
 import numpy as np
 
+from ...errors import StoreCorruptedError
 from .._hdf5_files import SharedFile
 from .._hdf5_journal import checked
-from ._plan import Col, Plan, take
+from ._plan import Col, Need, Plan, take
 
-__all__ = ["DEFAULT_CACHE_BYTES", "Mirror", "fast_batch", "rows_of"]
+__all__ = ["DEFAULT_CACHE_BYTES", "Mirror", "confirm", "fast_batch", "head", "index_problems", "rows_of"]
 
 #: Decoded bytes of mirrored datasets per file and process, unless ``cache_bytes=`` says otherwise.
 DEFAULT_CACHE_BYTES = 64 << 20
@@ -44,8 +50,9 @@ class Mirror:
         self.step = 1 if vlen else int(ds.chunks[0])
         self.loaded = np.zeros(-(-len(self.data) // self.step), bool)
 
-    def fill(self, rows: np.ndarray) -> np.ndarray:
-        """The mirror, with the chunks holding ``rows`` (int64) read in."""
+    def fill(self, rows: np.ndarray, found: Callable[[np.ndarray], None]) -> np.ndarray:
+        """The mirror, with the chunks holding ``rows`` (int64) read in; ``found`` is shown rows
+        of the chunks before they are read (:func:`confirm`)."""
         chunks = rows // self.step
         if self.loaded[chunks].all():
             return self.data
@@ -53,6 +60,7 @@ class Mirror:
         needed[chunks] = True
         missing = np.flatnonzero(needed & ~self.loaded)
         cuts = np.flatnonzero(np.diff(missing) != 1) + 1
+        found(missing * self.step)  # the first row of each
         runs = [
             (int(run[0]) * self.step, min(len(self.data), (int(run[-1]) + 1) * self.step))
             for run in np.split(missing, cuts)
@@ -95,21 +103,31 @@ def _mirror(shared: SharedFile, path: str, limit: int) -> Mirror | None:
     return mirror
 
 
-def rows_of(shared: SharedFile, path: str, rows: np.ndarray, limit: int) -> Any:
-    """Rows ``rows`` (sorted unique int64) of dataset ``path``."""
-    source, whole = _source(shared, path, rows, limit)
+def rows_of(shared: SharedFile, plan: Plan, path: str, rows: np.ndarray, limit: int) -> Any:
+    """Rows ``rows`` (sorted unique int64) of dataset ``path`` of the particle group of ``plan``."""
+    source, whole = _source(shared, plan, path, rows, limit)
     return source[rows] if whole else source
 
 
+def head(shared: SharedFile, path: str, n: int) -> np.ndarray:
+    """The first ``n`` rows of our dataset ``path``, whose every chunk holds data (atom counts)."""
+    ds = shared.dataset(path)
+    step = (ds.chunks or (1,))[0]
+    confirm(shared, Plan(length=n, needs={path: Need()}), path, ds, np.arange(0, n, step), 0)
+    with checked(ds, slice(0, n)):
+        return np.asarray(ds[:n])
+
+
 def _source(
-    shared: SharedFile, path: str, rows: np.ndarray, limit: int, width: int | None = None
+    shared: SharedFile, plan: Plan, path: str, rows: np.ndarray, limit: int, width: int | None = None
 ) -> tuple[Any, bool]:
     """Where rows ``rows`` (sorted unique int64) of dataset ``path`` are: (the mirror, True) to
     index with store rows, or (those rows read, per-atom ones up to ``width`` particles, False)."""
     mirror = _mirror(shared, path, limit)
-    if mirror is not None:
-        return mirror.fill(rows), True
     ds = shared.dataset(path)
+    if mirror is not None:
+        return mirror.fill(rows, lambda chunks: confirm(shared, plan, path, ds, chunks, limit)), True
+    confirm(shared, plan, path, ds, rows, limit)
     if width is not None and width < ds.shape[1]:
         ds = _Narrow(ds, width)
     return take(ds, rows), False
@@ -163,10 +181,12 @@ def fast_batch(
         if any(c.kind in _NUMERIC and not _plain(c) for c in cols.values()):
             return None
         wanted = [cols[k] for k in sorted(cols) if _plain(cols[k])]
-        wanted = [c for c in wanted if _all_present(shared, c, indices, limit)]
+        wanted = [c for c in wanted if _all_present(shared, plan, c, indices, limit)]
     else:
         wanted = [cols.get(k) for k in keys]  # type: ignore[misc]
-        if not all(c is not None and _plain(c) and _all_present(shared, c, indices, limit) for c in wanted):
+        if not all(
+            c is not None and _plain(c) and _all_present(shared, plan, c, indices, limit) for c in wanted
+        ):
             return None
     counts = plan.counts[indices]
     per_atom = any(c.kind == "atom" for c in wanted)
@@ -182,11 +202,12 @@ def fast_batch(
         atom = col.kind == "atom"
         mirror = _mirror(shared, col.path, limit)  # type: ignore[arg-type]
         if mirror is not None:
-            data, rows = mirror.fill(indices), frame_of if atom else indices
+            data = _source(shared, plan, col.path, indices, limit)[0]  # type: ignore[arg-type]
+            rows = frame_of if atom else indices
         else:
             frames = np.unique(indices) if frames is None else frames
             width = int(atom_of.max()) + 1 if atom and len(atom_of) else None
-            data = np.asarray(_source(shared, col.path, frames, limit, width)[0])  # type: ignore[arg-type]
+            data = np.asarray(_source(shared, plan, col.path, frames, limit, width)[0])  # type: ignore[arg-type]
             rows = np.searchsorted(frames, frame_of if atom else indices)
         if atom:  # one take from the (rows x particles) view: no per-frame work
             flat = data.reshape(data.shape[0] * data.shape[1], *data.shape[2:])
@@ -199,5 +220,120 @@ def fast_batch(
     return batch
 
 
-def _all_present(shared: SharedFile, col: Col, rows: np.ndarray, limit: int) -> bool:
-    return col.flags is None or bool(np.asarray(rows_of(shared, col.flags, rows, limit)).all())
+def _all_present(shared: SharedFile, plan: Plan, col: Col, rows: np.ndarray, limit: int) -> bool:
+    return col.flags is None or bool(np.asarray(rows_of(shared, plan, col.flags, rows, limit)).all())
+
+
+# -- chunks HDF5's index must find --------------------------------------------------------------
+class _Index:
+    """The chunk grid of one of our datasets, and which chunk rows HDF5's index was seen to find."""
+
+    def __init__(self, ds: h5py.Dataset) -> None:
+        self.ds, self.step, self.width = ds, int(ds.chunks[0]), ds.chunks[1] if ds.ndim > 1 else 0
+        grid = (range(0, n, c) for n, c in zip(ds.shape[1:], ds.chunks[1:], strict=True))
+        self.across = list(itertools.product(*grid))  # chunk offsets along the other axes
+        self.seen = np.zeros(-(-ds.shape[0] // self.step), bool)
+
+    def unfound(self, chunks: np.ndarray) -> list[tuple[int, ...]]:
+        """Offsets of the chunks numbered ``chunks`` along the first axis (each with every chunk
+        across the other axes) that HDF5's index does not find."""
+        step, read, missing = self.step, self.ds.id.read_direct_chunk, []
+        for k in chunks.tolist():
+            for rest in self.across:
+                try:
+                    read((k * step, *rest))
+                except (RuntimeError, OSError, ValueError):  # "chunk storage is not allocated"
+                    missing.append((k * step, *rest))
+        return missing
+
+
+def _index(shared: SharedFile, path: str, ds: Any) -> _Index | None:
+    index = shared.found.get(path)
+    if index is None and isinstance(ds, h5py.Dataset) and ds.chunks is not None and ds.ndim:
+        index = shared.found[path] = _Index(ds)
+    return index
+
+
+def confirm(shared: SharedFile, plan: Plan, path: str, ds: Any, rows: np.ndarray, limit: int) -> None:
+    """Raise StoreCorruptedError unless HDF5's chunk index finds every chunk holding data (see
+    :class:`._plan.Need`) among the chunks of ``rows`` (any order) of dataset ``path`` of
+    ``plan``'s particle group, across all its other axes.
+
+    HDF5 reads a chunk its index does not find as the fill value, silently: a damaged key of the
+    chunk B-tree hides a chunk that iterating the index still lists, and no checksum is read.
+    The lookup is the one every read makes (``H5Dget_chunk_storage_size``, below h5py's
+    ``read_direct_chunk``, which then copies the chunk's stored bytes, about 4 us a chunk; HDF5
+    decoding it takes over 50 us), once per chunk and handle. Other programs' files (no needs)
+    keep their unwritten chunks as fill values.
+    """
+    need = plan.needs.get(path)
+    index = None if need is None else _index(shared, path, ds)
+    if need is None or index is None:
+        return
+    chunks = rows // index.step
+    new = ~index.seen[chunks]
+    if not new.any():
+        return
+    todo = chunks[new]
+    todo = np.unique(todo) if len(todo) > 1 else todo
+    unfound = index.unfound(todo)
+    if unfound:
+        lost = _holding(shared, plan, need, index, unfound, limit)
+        if lost:
+            raise StoreCorruptedError(
+                f"{ds.file.filename}: dataset {ds.name} {lost[0]} is damaged: HDF5's chunk index does "
+                "not find the chunk holding them, so they would read as fill values; the file's "
+                "structure does not match what was written; restore the file from a copy"
+            )
+        if need.count is not None:  # all True flags found: the rest are unwritten
+            index.seen[:] = True
+    index.seen[todo] = True
+
+
+def index_problems(shared: SharedFile, plan: Plan, limit: int) -> list[str]:
+    """Every chunk holding data of our datasets that HDF5's index does not find (``check()``)."""
+    found: list[str] = []
+    for path, need in plan.needs.items():
+        ds = shared.file.get(path)  # a dataset missing or misshapen: invariants() names it
+        index = None if ds is None else _index(shared, path, shared.dataset(path))
+        if index is None:
+            continue
+        try:
+            lost = _holding(shared, plan, need, index, index.unfound(np.arange(len(index.seen))), limit)
+        except StoreCorruptedError as exc:  # the flags or atom counts telling where data are
+            found.append(str(exc))
+            continue
+        name = index.ds.name
+        found += [
+            f"dataset {name} {where}: damaged (HDF5's chunk index does not find its chunk)" for where in lost
+        ]
+    return found
+
+
+def _holding(
+    shared: SharedFile, plan: Plan, need: Need, index: _Index, offsets: list[tuple[int, ...]], limit: int
+) -> list[str]:
+    """Where the chunks at ``offsets`` hold data ("rows a-b[, atoms c-d]"): a frame below the
+    length that carries the column (and, per-atom, has atoms in the chunk)."""
+    ds, step = index.ds, index.step
+    n = min(plan.length, ds.shape[0])
+    if not offsets:
+        return []
+    spans = [(lo, min(lo + step, n), rest) for lo, *rest in offsets if lo < n]
+    if need.count is not None:  # presence flags: all their True ones must be found
+        with checked(ds, slice(0, n)):
+            whole = int(np.count_nonzero(ds[:n]))
+        return [] if whole == need.count else [f"rows {lo}-{hi - 1}" for lo, hi, _ in spans]
+    lost = []
+    for lo, hi, rest in spans:
+        carries = np.ones(hi - lo, bool)
+        if need.flags is not None:
+            carries = np.asarray(rows_of(shared, plan, need.flags, np.arange(lo, hi), limit), bool)
+        if not need.atom:
+            if carries.any():
+                lost.append(f"rows {lo}-{hi - 1}")
+            continue
+        a0 = rest[0]
+        if (carries & (plan.counts[lo:hi] > a0)).any():  # type: ignore[index]
+            lost.append(f"rows {lo}-{hi - 1}, atoms {a0}-{min(a0 + index.width, ds.shape[1]) - 1}")
+    return lost

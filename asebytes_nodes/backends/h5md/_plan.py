@@ -27,6 +27,7 @@ __all__ = [
     "PRIVATE",
     "TABLE",
     "Col",
+    "Need",
     "Plan",
     "all_nan",
     "as_text",
@@ -69,6 +70,17 @@ class Col:
     nan_missing: bool = False  # znh5md files: an all-NaN value means "this frame has none"
 
 
+@dataclass(frozen=True)
+class Need:
+    """Own files: which chunks of a dataset hold data, so HDF5's chunk index must find them (a
+    chunk it does not find reads as the fill value; see :func:`._gather.confirm`). Every chunk
+    holding a frame below the length, unless narrowed as below."""
+
+    atom: bool = False  # per-atom: only chunks holding atoms of a frame (its n_atoms)
+    flags: str | None = None  # only chunks holding frames that carry the column (these flags)
+    count: int | None = None  # presence flags: unwritten where all are False; the True ones
+
+
 @dataclass
 class Plan:
     """Everything read at open about one particle group."""
@@ -78,6 +90,7 @@ class Plan:
     read_counts: Callable[[], np.ndarray] | None = None  # own files: reads the atom count of each frame
     mask: tuple[Col, Any] | None = None  # other files: element marking padding, and its fill value
     table: dict[str, Any] | None = None  # own files: the column table
+    needs: dict[str, Need] = field(default_factory=dict)  # own files: datasets by path, see Need
     skipped: dict[str, str] = field(default_factory=dict)
     znh5md: bool = False  # other files: written by znh5md (units and NaN read its way)
     _counts: np.ndarray | None = field(default=None, repr=False)
@@ -91,29 +104,34 @@ class Plan:
         return self._counts
 
 
-def own_plan(path: Path, dataset: Callable[[str], Any], group: str, table: dict[str, Any]) -> Plan:
-    """What to read from a store this backend wrote: its column table says it all (``dataset``
-    opens a dataset by path, checked)."""
+def own_plan(path: Path, head: Callable[[str, int], np.ndarray], group: str, table: dict[str, Any]) -> Plan:
+    """What to read from a store this backend wrote: its column table says it all (``head``
+    reads the first rows of one of its datasets, every chunk found in HDF5's index)."""
     check_format_record(str(path), table, FORMAT_NAME, FORMAT_VERSION, "H5MD")
     n, private = int(table["length"]), f"{PRIVATE}/{group}"
+    counts = f"{private}/n_atoms"
 
     def read_counts() -> np.ndarray:
-        return dataset(f"{private}/n_atoms")[:n] if n else np.zeros(0, np.int64)
+        return head(counts, n) if n else np.zeros(0, np.int64)
 
-    cols = {}
+    cols, needs = {}, {counts: Need()}
     for key, spec in table["columns"].items():
         if not spec["count"]:
             continue
         kind = spec["kind"]
+        flags = f"{private}/present/{spec['id']}" if spec["count"] < n else None
         cols[key] = Col(
             key,
             kind,
             path=spec["path"],
-            flags=f"{private}/present/{spec['id']}" if spec["count"] < n else None,
+            flags=flags,
             dtype=spec["dtype"] if kind in ("atom", "frame") else None,
             code=spec.get("type"),
         )
-    return Plan(length=n, cols=cols, read_counts=read_counts, table=table)
+        needs[spec["path"]] = Need(atom=kind == "atom", flags=flags)
+        if flags is not None:
+            needs[flags] = Need(count=int(spec["count"]))
+    return Plan(length=n, cols=cols, read_counts=read_counts, table=table, needs=needs)
 
 
 # -- h5py objects and their zarrmd twins --------------------------------------------------------

@@ -1,0 +1,123 @@
+"""H5MD stores: a chunk HDF5's index no longer finds is an error, never fill values (issue 12).
+
+HDF5 reads a chunk its index does not find as the fill value, without an error and without
+reading a checksum. Matrix: a damaged key of the v1 B-tree of ``forces`` (the seed-1 case of
+``hdf5kit.damage``: one bit of a key's last coordinate) read through the mirrors and with
+``cache_bytes=0``, by row and by batch, and listed by ``check()``; stores whose chunks are
+legitimately unwritten (the atom axis grew, a key added late, sparse updates) read exactly.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+h5py = pytest.importorskip("h5py")
+
+import hdf5kit  # noqa: E402
+from faultkit import flip_bit, versioned_frame  # noqa: E402
+
+from asebytes_nodes import ASEIO, StoreCorruptedError  # noqa: E402
+
+FORCES = "/particles/atoms/forces/value"
+
+
+def _btree_key(path: Path, dataset: str, child: int) -> tuple[int, int]:
+    """(file offset of the last coordinate of key ``child``, first row of chunk ``child``) in
+    the v1 B-tree leaf holding the chunks of ``dataset``, found by its children's addresses."""
+    with h5py.File(path, "r") as f:
+        ds = f[dataset]
+        infos = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
+        rank = ds.ndim
+    addresses = {info.byte_offset for info in infos}
+    raw = path.read_bytes()
+    key = 8 + 8 * (rank + 1)  # chunk size, filter mask, offsets (rank + 1: the element's bytes)
+    at = raw.find(b"TREE")
+    while at >= 0:
+        kind, level, used = struct.unpack_from("<BBH", raw, at + 4)
+        entries = at + 24  # signature, type, level, entries used, two sibling addresses
+        children = [struct.unpack_from("<Q", raw, entries + i * (key + 8) + key)[0] for i in range(used)]
+        if kind == 1 and level == 0 and used > child and set(children) <= addresses:
+            first_row = struct.unpack_from("<Q", raw, entries + child * (key + 8) + 8)[0]
+            return entries + child * (key + 8) + 8 + 8 * rank, first_row
+        at = raw.find(b"TREE", at + 4)
+    raise AssertionError(f"no v1 B-tree leaf of {dataset} in {path}")
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    path = hdf5kit.build(tmp_path_factory.mktemp("index") / "bad.h5", "h5md", 300)
+    offset, row = _btree_key(path, FORCES, 6)
+    flip_bit(path, offset + 4, 4)
+    with h5py.File(path, "r") as f:  # what HDF5 alone gives: fill values, no error
+        assert np.isnan(f[FORCES][row]).all()
+    return path, row
+
+
+@pytest.mark.parametrize("cache_bytes", [64 << 20, 0])
+def test_damaged_index_key_is_an_error(damaged: tuple[Path, int], cache_bytes: int) -> None:
+    path, row = damaged
+    with ASEIO(path, backend="h5md", readonly=True, cache_bytes=cache_bytes) as db:
+        assert db[row - 1].info["frame"] == row - 1  # chunks the index finds still read
+        with pytest.raises(StoreCorruptedError, match=f"{FORCES} rows {row}-"):
+            db[row]
+        with pytest.raises(StoreCorruptedError, match=f"{FORCES} rows {row}-"):
+            db.backend.read_batch([0, row], ["calc.forces"])
+        assert db.backend.read_batch([row], ["calc.energy"])["calc.energy"].tolist() == [float(row)]
+        problems = db.backend.check()
+    assert problems and all(FORCES in p and f"rows {row}-" in p for p in problems), problems
+
+
+def _frames() -> list:
+    """Frames whose stores leave chunks unwritten: atom axis grows, keys come late or sparse."""
+    frames = [versioned_frame(i) for i in range(600)]
+    for i, atoms in enumerate(frames):
+        if i < 300:
+            atoms.calc = None  # forces, energy and their chunks start at row 300
+        if i % 250 == 7:
+            atoms.info["rare"] = float(i)
+    return frames
+
+
+@pytest.mark.parametrize("cache_bytes", [64 << 20, 0])
+def test_unwritten_chunks_read_exactly(tmp_path: Path, cache_bytes: int) -> None:
+    frames = _frames()
+    path = tmp_path / "sparse.h5"
+    with ASEIO(path, backend="h5md") as db:
+        db.extend([a for a in frames[:300] if len(a) <= 3])  # narrow first: the atom axis grows later
+        small = len(db)
+        db.extend([a for a in frames[:300] if len(a) > 3] + frames[300:])
+        db.backend.update_rows([5, len(db) - 1], [{"info.late": 1.0}, {"info.late": 2.0}])
+    with h5py.File(path, "r") as f:  # the layouts this test is about
+        forces = f[FORCES]
+        assert forces.id.get_num_chunks() < np.prod(
+            [-(-n // c) for n, c in zip(forces.shape, forces.chunks, strict=True)]
+        )
+    with ASEIO(path, backend="h5md", readonly=True, cache_bytes=cache_bytes) as db:
+        got = list(db)
+        assert db.backend.check() == []
+        batch = db.backend.read_batch(np.arange(len(db))[::-1], ["arrays.positions"])
+    assert len(got) == len(frames) and got[5].info["late"] == 1.0 and got[-1].info["late"] == 2.0
+    assert sum("rare" in a.info for a in got) == sum("rare" in a.info for a in frames)
+    assert sum(a.calc is not None for a in got) == 300
+    assert len(batch["arrays.positions"]) == sum(len(a) for a in got)
+    assert small < len(got)
+
+
+def test_unwritten_presence_flags_read_as_absent(tmp_path: Path) -> None:
+    """A key added to two rows 70,000 apart: the presence flags' middle chunk is never written
+    (their True ones, counted, match the column table)."""
+    row = {"arrays.numbers": np.array([1]), "arrays.positions": np.zeros((1, 3))}
+    path = tmp_path / "flags.h5"
+    with ASEIO(path, backend="h5md") as db:
+        db.backend.extend([row] * 70000)
+        db.backend.update_rows([0, 69999], [{"info.late": 1.0}, {"info.late": 2.0}])
+    for cache_bytes in (64 << 20, 0):
+        with ASEIO(path, backend="h5md", readonly=True, cache_bytes=cache_bytes) as db:
+            late = db.backend.read_column("info.late", [0, 40000, 69999])
+            assert [late[0], "info.late" in db.backend.read_row(40000), late[2]] == [1.0, False, 2.0]
+    with ASEIO(path, backend="h5md", readonly=True) as db:
+        assert db.backend.check() == []
