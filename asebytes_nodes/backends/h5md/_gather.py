@@ -124,13 +124,18 @@ def _source(
     """Where rows ``rows`` (sorted unique int64) of dataset ``path`` are: (the mirror, True) to
     index with store rows, or (those rows read, per-atom ones up to ``width`` particles, False)."""
     mirror = _mirror(shared, path, limit)
-    ds = shared.dataset(path)
     if mirror is not None:
-        return mirror.fill(rows, lambda chunks: confirm(shared, plan, path, ds, chunks, limit)), True
+        return _filled(shared, plan, path, mirror, rows, limit), True
+    ds = shared.dataset(path)
     confirm(shared, plan, path, ds, rows, limit)
     if width is not None and width < ds.shape[1]:
         ds = _Narrow(ds, width)
     return take(ds, rows), False
+
+
+def _filled(shared: SharedFile, plan: Plan, path: str, mirror: Mirror, rows: np.ndarray, limit: int) -> Any:
+    """The mirror of ``path`` with the chunks of ``rows`` read in, each first found (:func:`confirm`)."""
+    return mirror.fill(rows, lambda first: confirm(shared, plan, path, mirror.ds, first, limit))
 
 
 class _Narrow:
@@ -202,7 +207,7 @@ def fast_batch(
         atom = col.kind == "atom"
         mirror = _mirror(shared, col.path, limit)  # type: ignore[arg-type]
         if mirror is not None:
-            data = _source(shared, plan, col.path, indices, limit)[0]  # type: ignore[arg-type]
+            data = _filled(shared, plan, col.path, mirror, indices, limit)  # type: ignore[arg-type]
             rows = frame_of if atom else indices
         else:
             frames = np.unique(indices) if frames is None else frames
@@ -267,15 +272,20 @@ def confirm(shared: SharedFile, plan: Plan, path: str, ds: Any, rows: np.ndarray
     keep their unwritten chunks as fill values.
     """
     need = plan.needs.get(path)
-    index = None if need is None else _index(shared, path, ds)
+    index = None if need is None else shared.found.get(path) or _index(shared, path, ds)
     if need is None or index is None:
         return
-    chunks = rows // index.step
-    new = ~index.seen[chunks]
-    if not new.any():
-        return
-    todo = chunks[new]
-    todo = np.unique(todo) if len(todo) > 1 else todo
+    if len(rows) == 1:  # a random read: Python ints cost less than numpy calls
+        k = int(rows[0]) // index.step
+        if index.seen[k]:
+            return
+        todo = np.array([k])
+    else:
+        chunks = rows // index.step
+        new = ~index.seen[chunks]
+        if not new.any():
+            return
+        todo = np.unique(chunks[new])
     unfound = index.unfound(todo)
     if unfound:
         lost = _holding(shared, plan, need, index, unfound, limit)
