@@ -14,6 +14,7 @@ extension, plus folder-only backends such as shards), each opened by a typo-like
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 from pathlib import Path
@@ -21,10 +22,11 @@ from pathlib import Path
 import pytest
 from ase.build import molecule
 
-from asebytes_nodes import ASEIO, StoreNotFoundError, UnsupportedOperationError
+from asebytes_nodes import ASEIO, DiskFullError, StoreNotFoundError, UnsupportedOperationError
 from asebytes_nodes.errors import MissingExtraError
 from asebytes_nodes.registry import BackendEntry, list_backends
 from asebytes_nodes.transfer import convert
+from faultkit import fill_disk, small_disk
 
 
 def _cases() -> list[object]:
@@ -142,3 +144,26 @@ def test_a_refused_write_to_another_programs_file_makes_no_lock_file(tmp_path: P
     with pytest.raises(UnsupportedOperationError, match="written by another program"):
         db.extend([db[0]])
     assert _listing(tmp_path) == [source.name]
+
+
+@pytest.mark.parametrize("spare", [0, 3000])
+@pytest.mark.parametrize(("entry", "extension"), _cases())
+def test_a_new_store_on_a_full_disk_is_one_error(
+    entry: BackendEntry, extension: str, spare: int
+) -> None:
+    """The first write of a new store on a full disk raises DiskFullError naming the store (not a
+    raw OSError from whichever file the store makes first); once space is freed it works."""
+    _writable(entry)
+    with small_disk(2) as disk:
+        path = disk / f"new{extension}"
+        ballast = fill_disk(disk, keep_free=spare)
+        frames = [molecule("CH3CH2OH") for _ in range(2000)]
+        with pytest.raises(DiskFullError) as caught:
+            ASEIO(path, backend=entry.name).extend(frames)
+        assert caught.value.errno == errno.ENOSPC and str(path) in str(caught.value)
+        ballast.unlink()
+        with ASEIO(path, backend=entry.name) as db:
+            assert len(db) == 0
+            db.extend(frames[:3])
+        with ASEIO(path, backend=entry.name, readonly=True) as db:
+            assert [a.get_chemical_formula() for a in db] == ["C2H6O"] * 3

@@ -86,7 +86,12 @@ class Writes:
         a :class:`DiskFullError`; the store stays at its last commit."""
         self._check_writable()
         if self._group is None:  # the first write makes the store (see ZarrBackend._open)
-            self._open(create=True)
+            try:
+                self._open(create=True)
+            except OSError as exc:
+                if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                    raise disk_full(exc, self._target) from exc
+                raise
         with self._lock.exclusive() if self._lock is not None else nullcontext():
             if self._remote:  # the version our commit will be conditional on, read before the record
                 self._etag, self._document = record_version(self._group.store)
