@@ -15,6 +15,7 @@ import json
 import os
 import random
 import signal
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -479,3 +480,27 @@ def flipped_chunk(tmp: Path, backend: str, dataset: str) -> None:
             raise AssertionError("a flipped bit in a chunk went unnoticed")
         problems = db.backend.check()
     assert any(dataset in p and f"rows 0-{min(rows, 300) - 1}" in p for p in problems), problems
+
+
+def btree_key(path: Path, dataset: str, child: int) -> tuple[int, int]:
+    """(file offset of the last coordinate of key ``child``, first row of chunk ``child``) in
+    the v1 B-tree leaf holding the chunks of ``dataset``, found by its children's addresses."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        ds = f[dataset]
+        infos = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
+        rank = ds.ndim
+    addresses = {info.byte_offset for info in infos}
+    raw = path.read_bytes()
+    key = 8 + 8 * (rank + 1)  # chunk size, filter mask, offsets (rank + 1: the element's bytes)
+    at = raw.find(b"TREE")
+    while at >= 0:
+        kind, level, used = struct.unpack_from("<BBH", raw, at + 4)
+        entries = at + 24  # signature, type, level, entries used, two sibling addresses
+        children = [struct.unpack_from("<Q", raw, entries + i * (key + 8) + key)[0] for i in range(used)]
+        if kind == 1 and level == 0 and used > child and set(children) <= addresses:
+            first_row = struct.unpack_from("<Q", raw, entries + child * (key + 8) + 8)[0]
+            return entries + child * (key + 8) + 8 + 8 * rank, first_row
+        at = raw.find(b"TREE", at + 4)
+    raise AssertionError(f"no v1 B-tree leaf of {dataset} in {path}")

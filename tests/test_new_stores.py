@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 from ase.build import molecule
+from faultkit import fill_disk, small_disk
 
 from asebytes_nodes import ASEIO, DiskFullError, StoreNotFoundError, UnsupportedOperationError
 from asebytes_nodes.errors import MissingExtraError
 from asebytes_nodes.registry import BackendEntry, list_backends
 from asebytes_nodes.transfer import convert
-from faultkit import fill_disk, small_disk
 
 
 def _cases() -> list[object]:
@@ -148,9 +148,7 @@ def test_a_refused_write_to_another_programs_file_makes_no_lock_file(tmp_path: P
 
 @pytest.mark.parametrize("spare", [0, 3000])
 @pytest.mark.parametrize(("entry", "extension"), _cases())
-def test_a_new_store_on_a_full_disk_is_one_error(
-    entry: BackendEntry, extension: str, spare: int
-) -> None:
+def test_a_new_store_on_a_full_disk_is_one_error(entry: BackendEntry, extension: str, spare: int) -> None:
     """The first write of a new store on a full disk raises DiskFullError naming the store (not a
     raw OSError from whichever file the store makes first); once space is freed it works."""
     _writable(entry)

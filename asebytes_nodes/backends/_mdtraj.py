@@ -67,6 +67,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._hdf5_files import SharedFile, acquire, release
+from ._hdf5_index import ChunkGrid
 from ._hdf5_journal import (
     CHECKSUM,
     JOURNAL_SUFFIX,
@@ -105,6 +106,7 @@ class _Meta:
     numbers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     fixed: list[str] = field(default_factory=list)  # datasets that cannot grow
     whole: dict[str, np.ndarray] = field(default_factory=dict)  # per-frame datasets, read once
+    grids: dict[str, ChunkGrid] = field(default_factory=dict)  # chunks HDF5's index was seen to find
     box: tuple[np.ndarray, np.ndarray] | None = None  # (cell, pbc) when every frame has the same box
     keys: list[str] = field(default_factory=list)
 
@@ -267,9 +269,14 @@ class MDTrajBackend(WritableBackend):
         return list(self._meta.keys)
 
     def check(self) -> list[str]:
-        """Chunks failing their checksum (by dataset and rows), then every row."""
+        """Chunks HDF5's index does not find or failing their checksum (by dataset and rows),
+        then every row."""
         with self._reading():
-            damaged = checksum_problems(self._share().file) if self._meta.generation is not None else []
+            meta, damaged = self._meta, []
+            if meta.generation is not None:
+                for name in meta.scales:
+                    damaged += self._lost(name, np.arange(meta.length))
+                damaged += checksum_problems(self._share().file)
         return damaged or super().check()
 
     def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
@@ -337,12 +344,46 @@ class MDTrajBackend(WritableBackend):
         raw = meta.whole.get(name)
         if raw is None:
             ds = self._share().dataset(name)
+            self._confirm(name, frames if name in PER_ATOM.values() else np.arange(meta.length))
             with checked(ds, frames):
                 if name in PER_ATOM.values():
                     row_bytes = ds.dtype.itemsize * math.prod(ds.shape[1:])
                     return take(ds.__getitem__, frames, row_bytes).astype(np.float64) * meta.scales[name]
                 raw = meta.whole[name] = ds[: meta.length]
         return raw[frames].astype(np.float64) * meta.scales[name]
+
+    def _grid(self, name: str) -> ChunkGrid | None:
+        """Dataset ``name``'s chunk grid (None if it is not chunked)."""
+        grid = self._meta.grids.get(name)
+        if grid is None:
+            ds = self._share().dataset(name)
+            if ds.chunks is None:
+                return None
+            grid = self._meta.grids[name] = ChunkGrid(ds)
+        return grid
+
+    def _confirm(self, name: str, frames: np.ndarray) -> None:
+        """Raise StoreCorruptedError unless HDF5's index finds every chunk of dataset ``name``
+        holding ``frames`` (every frame below the length holds data: MDTraj files are dense)."""
+        lost = self._lost(name, frames)
+        if lost:
+            raise StoreCorruptedError(lost[0])
+
+    def _lost(self, name: str, frames: np.ndarray) -> list[str]:
+        """A message per chunk of dataset ``name`` holding ``frames`` that the index does not find."""
+        grid = self._grid(name)
+        if grid is None:
+            return []
+        chunks = grid.unseen(frames)
+        lost = grid.unfound(chunks)
+        grid.seen[chunks] = True
+        grid.seen[[lo // grid.step for lo, *_ in lost]] = False
+        return [
+            f"{self._path}: dataset /{name} rows {lo}-{min(lo + grid.step, self._meta.length) - 1} are "
+            "damaged: HDF5's chunk index does not find the chunk holding them, so they would read as "
+            "fill values; restore the file from a copy"
+            for lo, *_ in lost
+        ]
 
     def _cells(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cells and pbc at ``frames``; a box shared by every frame is converted once."""

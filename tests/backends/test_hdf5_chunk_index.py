@@ -9,7 +9,6 @@ legitimately unwritten (the atom axis grew, a key added late, sparse updates) re
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -25,32 +24,10 @@ from asebytes_nodes import ASEIO, StoreCorruptedError  # noqa: E402
 FORCES = "/particles/atoms/forces/value"
 
 
-def _btree_key(path: Path, dataset: str, child: int) -> tuple[int, int]:
-    """(file offset of the last coordinate of key ``child``, first row of chunk ``child``) in
-    the v1 B-tree leaf holding the chunks of ``dataset``, found by its children's addresses."""
-    with h5py.File(path, "r") as f:
-        ds = f[dataset]
-        infos = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
-        rank = ds.ndim
-    addresses = {info.byte_offset for info in infos}
-    raw = path.read_bytes()
-    key = 8 + 8 * (rank + 1)  # chunk size, filter mask, offsets (rank + 1: the element's bytes)
-    at = raw.find(b"TREE")
-    while at >= 0:
-        kind, level, used = struct.unpack_from("<BBH", raw, at + 4)
-        entries = at + 24  # signature, type, level, entries used, two sibling addresses
-        children = [struct.unpack_from("<Q", raw, entries + i * (key + 8) + key)[0] for i in range(used)]
-        if kind == 1 and level == 0 and used > child and set(children) <= addresses:
-            first_row = struct.unpack_from("<Q", raw, entries + child * (key + 8) + 8)[0]
-            return entries + child * (key + 8) + 8 + 8 * rank, first_row
-        at = raw.find(b"TREE", at + 4)
-    raise AssertionError(f"no v1 B-tree leaf of {dataset} in {path}")
-
-
 @pytest.fixture(scope="module")
 def damaged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     path = hdf5kit.build(tmp_path_factory.mktemp("index") / "bad.h5", "h5md", 300)
-    offset, row = _btree_key(path, FORCES, 6)
+    offset, row = hdf5kit.btree_key(path, FORCES, 6)
     flip_bit(path, offset + 4, 4)
     with h5py.File(path, "r") as f:  # what HDF5 alone gives: fill values, no error
         assert np.isnan(f[FORCES][row]).all()
