@@ -9,6 +9,7 @@ The cluster tests (worker processes) are in ``test_dask_cluster.py``.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import ase.io
@@ -18,6 +19,7 @@ from faultkit import kill_during
 
 from asebytes_nodes import ASEIO, MemoryBackend, PartitionError
 from asebytes_nodes.shards import ShardedBackend, convert_sharded
+from asebytes_nodes.shards._engines import SerialEngine
 from asebytes_nodes.testing.frames import FRAME_KINDS, assert_atoms_equal, make_frames
 
 
@@ -87,6 +89,38 @@ def test_rerun_keeps_finished_shards(tmp_path: Path) -> None:
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("shard-*")}
     assert {k: after[k] for k in kept} == kept  # the finished shards were kept, not rewritten
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_failed_seal_names_the_range_and_the_rerun_completes(tmp_path: Path) -> None:
+    source = MemoryBackend()
+    ASEIO(source).extend([molecule("CH4")] * 9)
+    work = tmp_path / ".out.partial"
+    (work / ".convert-00001.json" / "x").mkdir(parents=True)  # partition 1's journal cannot be written
+    with pytest.raises(PartitionError, match=r"source rows 3-5 \(partition 1\)"):
+        convert_sharded(source, tmp_path / "out", shard_frames=3)
+    assert not (tmp_path / "out").exists() and not (work / "asebytes-shards.json").exists()
+    assert not list(work.glob(".tmp-*"))  # the later partition was sealed too, nothing half-done
+    (work / ".convert-00001.json" / "x").rmdir()
+    (work / ".convert-00001.json").rmdir()
+    assert convert_sharded(source, tmp_path / "out", shard_frames=3) == 9
+    assert len(ASEIO(tmp_path / "out")) == 9
+
+
+def test_serial_engine_finishes_in_a_background_thread() -> None:
+    engine = SerialEngine(show_progress=False)
+    seen: list[str] = []
+
+    def then(x: int) -> int:
+        seen.append(threading.current_thread().name)
+        if x == 4:
+            raise ValueError("then failed on 4")
+        return 10 * x
+
+    assert engine.map(lambda t: t + 1, [0, 1, 2], desc="t", then=then) == [10, 20, 30]
+    assert len(seen) == 3 and all(name.startswith("finish") for name in seen)
+    with pytest.raises(ValueError, match="then failed on 4"):
+        engine.map(lambda t: t + 1, [0, 3, 5], desc="t", then=then)
+    assert seen[-1].startswith("finish") and len(seen) == 6  # the last result was finished too
 
 
 def _convert(source: str, target: str) -> None:

@@ -10,7 +10,9 @@ a HuggingFace stream by its shards (data files; one dataset shard each, whatever
 (:class:`~asebytes_nodes.selection.SelectedRows`) by the row numbers of the partition
 only, sent with the task; any other store by row range, opened in the worker (by path,
 or from the pickled backend). Each task writes its shard under a
-temporary name, renames it, and records it in a journal file. The manifest is written
+temporary name (:func:`write_partition`), then syncs, hashes and renames it and records it
+in a journal file (:func:`seal_partition`; with one worker in a background thread, while
+the next partition is read). The manifest is written
 last, in a work folder ``.<name>.partial`` beside the target that is then renamed to
 the target: a failed conversion leaves no dataset, and its rerun keeps every shard whose
 journal entry, source range and hash still match.
@@ -22,7 +24,8 @@ import hashlib
 import itertools
 import json
 import os
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,15 +45,17 @@ from ._manifest import MANIFEST, TEMP_PREFIX, Manifest, ShardEntry, digest, sync
 from ._write import (
     CHUNK_ROWS,
     DEFAULT_SHARD_BYTES,
+    WrittenStore,
     backend_class,
     frames_per_shard,
     read_range,
     remove_path,
     sample_rows,
-    write_shard,
+    seal,
+    write_store,
 )
 
-__all__ = ["Partition", "convert_sharded", "run_partition"]
+__all__ = ["Partition", "convert_sharded", "seal_partition", "write_partition"]
 
 _JOURNAL = ".convert-{:05d}.json"
 
@@ -138,24 +143,46 @@ class Partition:
                 backend.close()
 
 
-def run_partition(part: Partition) -> dict[str, Any]:
-    """Write one partition's shard (or keep the one a previous run finished); its journal entry."""
-    folder = Path(part.folder)
-    journal = folder / _JOURNAL.format(part.index)
-    try:
-        done = _finished(journal, part)
-        if done is not None:
-            return done
-        entry = write_shard(folder, part.index, part.rows(), part.backend, part.options)
-        record = {"key": part.journal_key(), "entry": entry.to_json()}
-        write_atomic(journal, json.dumps(record).encode())
+Staged = tuple[Partition, WrittenStore | dict[str, Any]]
+
+
+def write_partition(part: Partition) -> Staged:
+    """Write one partition's rows into a store under a temporary name (or find the shard a
+    previous run finished: its journal entry); for :func:`seal_partition`."""
+    with _named(part):
+        done = _finished(part)
+        return part, done if done is not None else write_store(
+            Path(part.folder), part.rows(), part.backend, part.options
+        )
+
+
+def seal_partition(staged: Staged) -> dict[str, Any]:
+    """Put a written store in place as the partition's shard and journal it; its journal entry."""
+    part, written = staged
+    if isinstance(written, dict):
+        return written
+    with _named(part):
+        record = {"key": part.journal_key(), "entry": seal(written, part.index).to_json()}
+        write_atomic(_journal(part), json.dumps(record).encode())
         return record
+
+
+@contextmanager
+def _named(part: Partition) -> Iterator[None]:
+    """Any failure as a :class:`PartitionError` naming the partition's source range."""
+    try:
+        yield
     except Exception as exc:
         raise PartitionError(f"{part.describe()} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _finished(journal: Path, part: Partition) -> dict[str, Any] | None:
+def _journal(part: Partition) -> Path:
+    return Path(part.folder) / _JOURNAL.format(part.index)
+
+
+def _finished(part: Partition) -> dict[str, Any] | None:
     """The journal entry of a shard a previous run wrote for this very partition, if it is intact."""
+    journal = _journal(part)
     try:
         record = json.loads(journal.read_bytes())
         entry = ShardEntry.from_json(record["entry"])
@@ -242,7 +269,9 @@ def convert_sharded(
             )  # fmt: skip
             imports = [__name__, backend_class(backend)[0].__module__, type(src).__module__]
             with closing(engine_for(workers, scheduler, show_progress, imports)) as engine:
-                records = engine.map(run_partition, tasks, desc=f"converting to {final.name}")
+                records = engine.map(
+                    write_partition, tasks, desc=f"converting to {final.name}", then=seal_partition
+                )
             shards = [ShardEntry.from_json(r["entry"]) for r in records]
             manifest = Manifest(backend=backend, shard_frames=cap, shards=shards)
             manifest.save(work)

@@ -2,8 +2,11 @@
 
 Work is cut into independent tasks by a plain function; an engine only maps that
 function over the tasks and returns the results in task order (the shape of
-MDAnalysis' ``analysis/backends.py``). Dask is imported only when a Dask engine is
-chosen; without it installed that fails with the ``pip install`` to run.
+MDAnalysis' ``analysis/backends.py``). A second function ``then`` may finish each
+result: the serial engine runs it in a background thread while the next task runs (a
+shard's sync and hash, file work that releases the GIL, overlap the next shard's
+parsing on another core); Dask runs both in one task. Dask is imported only when a
+Dask engine is chosen; without it installed that fails with the ``pip install`` to run.
 
 * ``workers=1`` and no ``scheduler``: :class:`SerialEngine`, in this process.
 * ``scheduler="synchronous"`` (or ``"threads"``, ``"processes"``): Dask's local
@@ -21,8 +24,10 @@ chosen; without it installed that fails with the ``pip install`` to run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from ..errors import MissingExtraError
@@ -61,9 +66,16 @@ def local_cluster(workers: int, imports: Sequence[str] = ()) -> Any:
 
 
 class Engine(Protocol):
-    """Maps a function over tasks; results come back in task order."""
+    """Maps a function over tasks (and ``then`` over its results); results come back in task order."""
 
-    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, desc: str) -> list[Any]: ...
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        *,
+        desc: str,
+        then: Callable[[Any], Any] | None = None,
+    ) -> list[Any]: ...
 
     def close(self) -> None: ...
 
@@ -74,11 +86,34 @@ class SerialEngine:
     def __init__(self, show_progress: bool | None = None) -> None:
         self._show = show_progress
 
-    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, desc: str) -> list[Any]:
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        *,
+        desc: str,
+        then: Callable[[Any], Any] | None = None,
+    ) -> list[Any]:
+        """``fn`` on each task here; ``then`` on each result in one background thread, while
+        ``fn`` runs on the next task. The first failure raises once the thread is idle."""
         results = []
-        with progress(len(tasks), desc, unit="partitions", enabled=self._show) as bar:
+        with (
+            progress(len(tasks), desc, unit="partitions", enabled=self._show) as bar,
+            ThreadPoolExecutor(1, thread_name_prefix="finish") as finisher,
+        ):
+            pending: list[Future[Any]] = []
             for task in tasks:
-                results.append(fn(task))
+                result = fn(task)
+                if then is None:
+                    results.append(result)
+                    bar.update(1)
+                    continue
+                pending.append(finisher.submit(then, result))
+                if len(pending) > 1:  # at most one result waits (its task's memory is freed)
+                    results.append(pending.pop(0).result())
+                    bar.update(1)
+            for future in pending:
+                results.append(future.result())
                 bar.update(1)
         return results
 
@@ -124,7 +159,16 @@ class DaskEngine:
                 # at once on every worker, not in the first task
                 self._client.run(_import_all, list(imports), on_error="ignore")
 
-    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, desc: str) -> list[Any]:
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        *,
+        desc: str,
+        then: Callable[[Any], Any] | None = None,
+    ) -> list[Any]:
+        if then is not None:
+            fn = functools.partial(_chained, fn, then)
         if self._local is not None:
             from dask.base import compute
             from dask.delayed import delayed
@@ -149,6 +193,11 @@ class DaskEngine:
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+def _chained(fn: Callable[[Any], Any], then: Callable[[Any], Any], task: Any) -> Any:
+    """``then(fn(task))``: both steps of a task in one Dask task (picklable with module-level functions)."""
+    return then(fn(task))
 
 
 def _import_all(modules: list[str]) -> None:

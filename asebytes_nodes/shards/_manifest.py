@@ -71,6 +71,7 @@ FORMAT_NAME = "asebytes_nodes.shards"
 FORMAT_VERSION = 2
 MANIFEST = "asebytes-shards.json"
 TEMP_PREFIX = ".tmp-"
+_HASH_BLOCK = 4 << 20  # bytes read and hashed at a time (few GIL hand-overs while another thread parses)
 
 
 @dataclass(frozen=True)
@@ -221,9 +222,15 @@ def digest(path: Path) -> tuple[int, str]:
             total += size
             outer.update(f"{item.relative_to(path).as_posix()}\0{sha}\n".encode())
         return total, outer.hexdigest()
-    with open(path, "rb") as f:  # file_digest reads into one reused buffer (no 4 MiB block per read)
-        sha = hashlib.file_digest(f, "sha256").hexdigest()
-        return f.tell(), sha
+    hasher, total = hashlib.sha256(), 0
+    with open(path, "rb", buffering=0) as f:
+        # one reused buffer, no larger than the file; hashlib releases the GIL on each block
+        block = bytearray(min(_HASH_BLOCK, os.fstat(f.fileno()).st_size + 1))
+        view = memoryview(block)
+        while n := f.readinto(block):
+            hasher.update(view[:n])
+            total += n
+    return total, hasher.hexdigest()
 
 
 def disk_size(path: Path) -> int:
@@ -236,11 +243,15 @@ def disk_size(path: Path) -> int:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a synced temporary file and a rename."""
     tmp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{path.name}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     sync_folder(path.parent)
 
 

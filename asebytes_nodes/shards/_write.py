@@ -2,7 +2,9 @@
 
 Rows go to the shard backend in chunks of :data:`CHUNK_ROWS`, whatever the caller's
 batches, so the same rows always give the same bytes (an LMDB shard written by one
-worker or by eight is byte-identical, and DVC stores it once).
+worker or by eight is byte-identical, and DVC stores it once). Writing is two steps:
+:func:`write_store` fills the store (the rows' work), :func:`seal` syncs, hashes and
+renames it (file work only, which a conversion overlaps with the next store's rows).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +35,12 @@ __all__ = [
     "DEFAULT_SHARD_BYTES",
     "backend_class",
     "frames_per_shard",
+    "WrittenStore",
     "remove_path",
+    "seal",
     "shard_size",
     "write_shard",
+    "write_store",
 ]
 
 #: Rows per ``extend`` of a shard store; fixed, so shards do not depend on how rows arrive.
@@ -87,20 +94,30 @@ def read_range(backend: ReadableBackend, start: int, stop: int) -> Iterator[dict
         yield from backend.read_rows(np.arange(lo, min(lo + step, stop)))
 
 
-def write_shard(
-    folder: Path, index: int, rows: Iterable[dict[str, Any]], backend: str, options: dict[str, Any]
-) -> ShardEntry:
-    """Write ``rows`` as shard ``index`` of ``folder`` with its atom-count file; its manifest entry.
+@dataclass(frozen=True)
+class WrittenStore:
+    """A shard store complete under its temporary name (closed, lock files removed), not yet in place."""
 
-    The store is written under a ``.tmp-`` name, its side files (lock files) removed,
-    and renamed into place after its atom-count file; a failure leaves only temporary
-    files, which the next writer deletes.
+    folder: Path
+    tmp: Path
+    extension: str
+    natoms: np.ndarray  # uint32, one per row
+    keys: dict[str, int]  # how many rows carry each key
+
+
+def write_store(
+    folder: Path, rows: Iterable[dict[str, Any]], backend: str, options: dict[str, Any]
+) -> WrittenStore:
+    """Write ``rows`` into a new ``backend`` store under a ``.tmp-`` name in ``folder``.
+
+    :func:`seal` puts it in place; a failure here or there leaves only temporary files,
+    which the next writer deletes.
     """
     cls, extension = backend_class(backend)
     tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}{extension}"
     counts: Counter[str] = Counter()
     natoms: list[int] = []
-    try:
+    with _removed_on_error(tmp):
         scratch = {**_scratch_options(cls), **options}
         store = cls(os.fspath(tmp), readonly=False, **scratch)  # type: ignore[call-arg]
         flusher = _Flusher(tmp if scratch.get("sync") is False else None)
@@ -119,19 +136,44 @@ def write_shard(
                 store.close()
         for side in folder.glob(f"{tmp.name}?*"):  # lock files beside the store (LMDB's -lock ...)
             remove_path(side)
+    return WrittenStore(
+        folder, tmp, extension, np.asarray(natoms, dtype=np.uint32), dict(sorted(counts.items()))
+    )
+
+
+def seal(written: WrittenStore, index: int) -> ShardEntry:
+    """Sync a written store, hash it and rename it into place as shard ``index`` (after its
+    atom-count file); its manifest entry. Touches only files, so it may run in another thread
+    while the next store is written."""
+    folder, tmp = written.folder, written.tmp
+    with _removed_on_error(tmp):
         _sync_tree(tmp)
         size, sha = digest(tmp)
-        final = folder / shard_name(index, len(natoms), extension)
-        natoms_sha = save_natoms(folder / f"{tmp.name}.natoms.npy", np.asarray(natoms, dtype=np.uint32))
+        final = folder / shard_name(index, len(written.natoms), written.extension)
+        natoms_sha = save_natoms(folder / f"{tmp.name}.natoms.npy", written.natoms)
         os.replace(folder / f"{tmp.name}.natoms.npy", folder / natoms_name(final.name))
         remove_path(final)  # an unreferenced leftover of an interrupted write
         os.replace(tmp, final)
         sync_folder(folder)
+    return ShardEntry(final.name, len(written.natoms), size, sha, written.keys, natoms_sha)
+
+
+def write_shard(
+    folder: Path, index: int, rows: Iterable[dict[str, Any]], backend: str, options: dict[str, Any]
+) -> ShardEntry:
+    """Write ``rows`` as shard ``index`` of ``folder`` with its atom-count file; its manifest entry."""
+    return seal(write_store(folder, rows, backend, options), index)
+
+
+@contextmanager
+def _removed_on_error(tmp: Path) -> Iterator[None]:
+    """On any failure, delete the store ``tmp`` and every file named after it, then re-raise."""
+    try:
+        yield
     except BaseException:
-        for leftover in folder.glob(f"{tmp.name}*"):
+        for leftover in tmp.parent.glob(f"{tmp.name}*"):
             remove_path(leftover)
         raise
-    return ShardEntry(final.name, len(natoms), size, sha, dict(sorted(counts.items())), natoms_sha)
 
 
 def _scratch_options(cls: type[ReadableBackend]) -> dict[str, Any]:
