@@ -4,20 +4,23 @@ training batches gathered from them with numpy.
 A dataset whose decoded size fits the file's budget (``cache_bytes``, shared by every store on
 the file in this process) gets a *mirror*: an uninitialised array of its shape (the operating
 system commits its pages only as they are written) into which whole HDF5 chunks are read the
-first time a request touches them, each run of missing chunks in one slab read. A row read
-again is a numpy index, with no h5py call. Larger datasets are read per request: each needed
-row once (HDF5 decodes every chunk it touches once), per-atom datasets only up to the widest
+first time a request touches them. A row read again is a numpy index, with no h5py call. Larger
+datasets are read per request, each needed chunk once, per-atom datasets only up to the widest
 frame asked for. Mirrors belong to the shared handle and go when it is reopened (the file
 changed) or closed.
 
+Chunks of our own numeric datasets are read as stored and decoded here (:mod:`._direct`: HDF5's
+selection of scattered chunks costs more than inflating them); other datasets and other
+programs' files are read by HDF5, each run of missing chunks of a mirror in one slab read.
+
 Before a chunk of one of our own datasets is first read, HDF5's chunk index must find it if it
-holds data (:func:`confirm`): HDF5 reads a chunk its index does not find as the fill value,
-without an error, so a damaged index key would return NaN or 0 where values were written.
+holds data (:func:`confirm`; a chunk decoded here is looked up as it is read): HDF5 reads a
+chunk its index does not find as the fill value, without an error, so a damaged index key
+would return NaN or 0 where values were written.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +30,7 @@ import numpy as np
 from ...errors import StoreCorruptedError
 from .._hdf5_files import SharedFile
 from .._hdf5_journal import checked
+from ._direct import Grid
 from ._plan import Col, Need, Plan, take
 
 __all__ = ["DEFAULT_CACHE_BYTES", "Mirror", "confirm", "fast_batch", "head", "index_problems", "rows_of"]
@@ -50,23 +54,38 @@ class Mirror:
         self.step = 1 if vlen else int(ds.chunks[0])
         self.loaded = np.zeros(-(-len(self.data) // self.step), bool)
 
-    def fill(self, rows: np.ndarray, found: Callable[[np.ndarray], None]) -> np.ndarray:
-        """The mirror, with the chunks holding ``rows`` (int64) read in; ``found`` is shown rows
-        of the chunks before they are read (:func:`confirm`)."""
-        chunks = rows // self.step
-        if self.loaded[chunks].all():
-            return self.data
-        needed = np.zeros(len(self.loaded), bool)  # no sort: large requests touch many chunks
-        needed[chunks] = True
-        missing = np.flatnonzero(needed & ~self.loaded)
-        cuts = np.flatnonzero(np.diff(missing) != 1) + 1
-        found(missing * self.step)  # the first row of each
-        runs = [
-            (int(run[0]) * self.step, min(len(self.data), (int(run[-1]) + 1) * self.step))
-            for run in np.split(missing, cuts)
-        ]
-        with checked(self.ds, np.array([runs[0][0], runs[-1][1] - 1])):
-            self._read_runs(runs)
+    def fill(self, rows: np.ndarray, load: Callable[[np.ndarray], np.ndarray | None]) -> np.ndarray:
+        """The mirror, with the chunks holding ``rows`` (int64) read in; ``load`` is given the
+        numbers of the chunks to read (sorted) and returns their rows decoded (:func:`_decoded`)
+        or None after confirming them (:func:`confirm`), for HDF5 to read them."""
+        if len(rows) == 1:  # a random read: Python ints cost less than numpy calls
+            k = int(rows[0]) // self.step
+            if self.loaded[k]:
+                return self.data
+            missing = np.array([k])
+        else:
+            chunks = rows // self.step
+            if self.loaded[chunks].all():
+                return self.data
+            needed = np.zeros(len(self.loaded), bool)  # no sort: large requests touch many chunks
+            needed[chunks] = True
+            missing = np.flatnonzero(needed & ~self.loaded)
+        block = load(missing)
+        if block is not None and len(missing) == 1:
+            part = self.data[int(missing[0]) * self.step :][: self.step]  # a view of the mirror
+            part[...] = block[: len(part)]
+        elif block is not None:
+            at = (missing[:, None] * self.step + np.arange(self.step)).reshape(-1)
+            keep = at < len(self.data)  # the last chunk reaches past the end
+            self.data[at[keep]] = block[keep]
+        else:
+            cuts = np.flatnonzero(np.diff(missing) != 1) + 1
+            runs = [
+                (int(run[0]) * self.step, min(len(self.data), (int(run[-1]) + 1) * self.step))
+                for run in np.split(missing, cuts)
+            ]
+            with checked(self.ds, np.array([runs[0][0], runs[-1][1] - 1])):
+                self._read_runs(runs)
         self.loaded[missing] = True
         return self.data
 
@@ -127,6 +146,17 @@ def _source(
     if mirror is not None:
         return _filled(shared, plan, path, mirror, rows, limit), True
     ds = shared.dataset(path)
+    grid = _grid(shared, plan, path, ds)
+    if grid is not None and grid.bits is not None:
+        chunks = rows // grid.step
+        if len(rows) == 1:
+            picked = _decoded(shared, plan, path, grid, chunks, limit)[rows % grid.step]
+        else:
+            firsts = np.flatnonzero(np.diff(chunks, prepend=-1))  # rows are sorted: each chunk's first
+            block = _decoded(shared, plan, path, grid, chunks[firsts], limit)
+            at = np.repeat(np.arange(len(firsts)) * grid.step, np.diff(firsts, append=len(rows)))
+            picked = block[at + rows % grid.step]
+        return (picked if width is None else picked[:, :width]), False
     confirm(shared, plan, path, ds, rows, limit)
     if width is not None and width < ds.shape[1]:
         ds = _Narrow(ds, width)
@@ -134,8 +164,17 @@ def _source(
 
 
 def _filled(shared: SharedFile, plan: Plan, path: str, mirror: Mirror, rows: np.ndarray, limit: int) -> Any:
-    """The mirror of ``path`` with the chunks of ``rows`` read in, each first found (:func:`confirm`)."""
-    return mirror.fill(rows, lambda first: confirm(shared, plan, path, mirror.ds, first, limit))
+    """The mirror of ``path`` with the chunks of ``rows`` read in: decoded here where the
+    dataset's filters allow, else each chunk first found (:func:`confirm`) and read by HDF5."""
+    grid = _grid(shared, plan, path, mirror.ds)
+
+    def load(chunks: np.ndarray) -> np.ndarray | None:
+        if grid is not None and grid.bits is not None:
+            return _decoded(shared, plan, path, grid, chunks, limit)
+        confirm(shared, plan, path, mirror.ds, chunks * mirror.step, limit)
+        return None
+
+    return mirror.fill(rows, load)
 
 
 class _Narrow:
@@ -230,33 +269,14 @@ def _all_present(shared: SharedFile, plan: Plan, col: Col, rows: np.ndarray, lim
 
 
 # -- chunks HDF5's index must find --------------------------------------------------------------
-class _Index:
-    """The chunk grid of one of our datasets, and which chunk rows HDF5's index was seen to find."""
-
-    def __init__(self, ds: h5py.Dataset) -> None:
-        self.ds, self.step, self.width = ds, int(ds.chunks[0]), ds.chunks[1] if ds.ndim > 1 else 0
-        grid = (range(0, n, c) for n, c in zip(ds.shape[1:], ds.chunks[1:], strict=True))
-        self.across = list(itertools.product(*grid))  # chunk offsets along the other axes
-        self.seen = np.zeros(-(-ds.shape[0] // self.step), bool)
-
-    def unfound(self, chunks: np.ndarray) -> list[tuple[int, ...]]:
-        """Offsets of the chunks numbered ``chunks`` along the first axis (each with every chunk
-        across the other axes) that HDF5's index does not find."""
-        step, read, missing = self.step, self.ds.id.read_direct_chunk, []
-        for k in chunks.tolist():
-            for rest in self.across:
-                try:
-                    read((k * step, *rest))
-                except (RuntimeError, OSError, ValueError):  # "chunk storage is not allocated"
-                    missing.append((k * step, *rest))
-        return missing
-
-
-def _index(shared: SharedFile, path: str, ds: Any) -> _Index | None:
-    index = shared.found.get(path)
-    if index is None and isinstance(ds, h5py.Dataset) and ds.chunks is not None and ds.ndim:
-        index = shared.found[path] = _Index(ds)
-    return index
+def _grid(shared: SharedFile, plan: Plan, path: str, ds: Any) -> Grid | None:
+    """The chunk grid of ``path`` if it is one of our datasets (see :class:`._plan.Need`)."""
+    if path not in plan.needs:
+        return None
+    grid = shared.found.get(path)
+    if grid is None and isinstance(ds, h5py.Dataset) and ds.chunks is not None and ds.ndim:
+        grid = shared.found[path] = Grid(ds)
+    return grid
 
 
 def confirm(shared: SharedFile, plan: Plan, path: str, ds: Any, rows: np.ndarray, limit: int) -> None:
@@ -268,36 +288,53 @@ def confirm(shared: SharedFile, plan: Plan, path: str, ds: Any, rows: np.ndarray
     chunk B-tree hides a chunk that iterating the index still lists, and no checksum is read.
     The lookup is the one every read makes (``H5Dget_chunk_storage_size``, below h5py's
     ``read_direct_chunk``, which then copies the chunk's stored bytes, about 4 us a chunk; HDF5
-    decoding it takes over 50 us), once per chunk and handle. Other programs' files (no needs)
-    keep their unwritten chunks as fill values.
+    decoding it takes over 50 us), once per chunk and handle; chunks decoded here
+    (:func:`_decoded`) are looked up as they are read. Other programs' files (no needs) keep
+    their unwritten chunks as fill values.
     """
-    need = plan.needs.get(path)
-    index = None if need is None else shared.found.get(path) or _index(shared, path, ds)
-    if need is None or index is None:
+    grid = _grid(shared, plan, path, ds)
+    if grid is None:
         return
     if len(rows) == 1:  # a random read: Python ints cost less than numpy calls
-        k = int(rows[0]) // index.step
-        if index.seen[k]:
+        k = int(rows[0]) // grid.step
+        if grid.seen[k]:
             return
         todo = np.array([k])
     else:
-        chunks = rows // index.step
-        new = ~index.seen[chunks]
+        chunks = rows // grid.step
+        new = ~grid.seen[chunks]
         if not new.any():
             return
         todo = np.unique(chunks[new])
-    unfound = index.unfound(todo)
+    _settle(shared, plan, path, grid, todo, grid.unfound(todo), limit)
+
+
+def _decoded(
+    shared: SharedFile, plan: Plan, path: str, grid: Grid, chunks: np.ndarray, limit: int
+) -> np.ndarray:
+    """Rows of the chunks numbered ``chunks`` (sorted unique) of our dataset ``path``, read and
+    decoded here (:meth:`Grid.decode`), each found in HDF5's index or known to hold no data."""
+    found, unfound = grid.fetch(chunks)
+    _settle(shared, plan, path, grid, chunks, unfound, limit)
+    return grid.decode(chunks, found)
+
+
+def _settle(
+    shared: SharedFile, plan: Plan, path: str, grid: Grid, todo: np.ndarray, unfound: list[Any], limit: int
+) -> None:
+    """Raise StoreCorruptedError if a chunk of ``unfound`` holds data; mark chunks ``todo`` seen."""
     if unfound:
-        lost = _holding(shared, plan, need, index, unfound, limit)
+        lost = _holding(shared, plan, plan.needs[path], grid, unfound, limit)
         if lost:
+            ds = grid.ds
             raise StoreCorruptedError(
                 f"{ds.file.filename}: dataset {ds.name} {lost[0]} is damaged: HDF5's chunk index does "
                 "not find the chunk holding them, so they would read as fill values; the file's "
                 "structure does not match what was written; restore the file from a copy"
             )
-        if need.count is not None:  # all True flags found: the rest are unwritten
-            index.seen[:] = True
-    index.seen[todo] = True
+        if plan.needs[path].count is not None:  # all True flags found: the rest are unwritten
+            grid.seen[:] = True
+    grid.seen[todo] = True
 
 
 def index_problems(shared: SharedFile, plan: Plan, limit: int) -> list[str]:
@@ -305,7 +342,7 @@ def index_problems(shared: SharedFile, plan: Plan, limit: int) -> list[str]:
     found: list[str] = []
     for path, need in plan.needs.items():
         ds = shared.file.get(path)  # a dataset missing or misshapen: invariants() names it
-        index = None if ds is None else _index(shared, path, shared.dataset(path))
+        index = None if ds is None else _grid(shared, plan, path, shared.dataset(path))
         if index is None:
             continue
         try:
@@ -321,7 +358,7 @@ def index_problems(shared: SharedFile, plan: Plan, limit: int) -> list[str]:
 
 
 def _holding(
-    shared: SharedFile, plan: Plan, need: Need, index: _Index, offsets: list[tuple[int, ...]], limit: int
+    shared: SharedFile, plan: Plan, need: Need, index: Grid, offsets: list[tuple[int, ...]], limit: int
 ) -> list[str]:
     """Where the chunks at ``offsets`` hold data ("rows a-b[, atoms c-d]"): a frame below the
     length that carries the column (and, per-atom, has atoms in the chunk)."""

@@ -1,0 +1,142 @@
+"""Chunks of our own H5MD datasets as HDF5 stores them: looked up in HDF5's chunk index one by
+one (``read_direct_chunk``), and decoded here when the pipeline is one we apply ourselves.
+
+HDF5 reading a handful of scattered chunks through a selection spends most of its time on the
+selection (about 50 us a chunk here); reading the stored bytes and inflating them with
+:mod:`zlib` costs what the inflating costs (a 3 KiB chunk: about 15 us), and the lookup is the
+one :func:`._gather.confirm` makes anyway. Decoding follows HDF5's filters exactly: a chunk's
+filter mask says which filters were skipped; fletcher32 is checked for every chunk at once
+(:func:`._chunks.fletcher32`), accepting the byte-swapped sum HDF5 also accepts (written by HDF5
+before 1.6.3); inflating must end the stream and give the chunk's exact size. A chunk failing
+any of these is StoreCorruptedError naming the dataset and its rows, where HDF5 raises too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from typing import NoReturn
+
+import h5py
+import numpy as np
+
+from ...errors import StoreCorruptedError
+from ._chunks import _pipeline, fletcher32
+
+__all__ = ["Grid"]
+
+_Offset = tuple[int, ...]
+
+
+class Grid:
+    """The chunk grid of one of our datasets: which chunk rows HDF5's index was seen to find,
+    and the stored chunks read and decoded (:meth:`decode`) when its filters allow."""
+
+    def __init__(self, ds: h5py.Dataset) -> None:
+        self.ds, self.shape, self.chunks, self.dtype = ds, ds.shape, ds.chunks, ds.dtype  # h5py looks them up
+        self.step, self.width = int(ds.chunks[0]), ds.chunks[1] if ds.ndim > 1 else 0
+        grid = (range(0, n, c) for n, c in zip(ds.shape[1:], ds.chunks[1:], strict=True))
+        self.across: list[_Offset] = list(itertools.product(*grid))  # chunk offsets along the other axes
+        self.seen = np.zeros(-(-ds.shape[0] // self.step), bool)
+        pipeline = _pipeline(ds) if ds.dtype.kind in "biuf" else None
+        # mask bits of deflate and fletcher32 (0: not in the pipeline), as HDF5 numbers filters
+        self.bits: tuple[int, int] | None = None
+        if pipeline is not None:
+            deflate = 1 if pipeline[0] is not None else 0
+            self.bits = (deflate, (2 if deflate else 1) if pipeline[1] else 0)
+        self.nbytes = ds.dtype.itemsize * int(np.prod(ds.chunks))
+        self.whole = len(self.across) == 1 and ds.shape[1:] == ds.chunks[1:]  # one chunk spans a row
+
+    def fetch(self, chunks: np.ndarray) -> tuple[list[tuple[_Offset, int, bytes]], list[_Offset]]:
+        """The stored chunks numbered ``chunks`` along the first axis, each with every chunk across
+        the other axes, as (offset, filter mask, bytes); and the offsets HDF5's index does not find."""
+        step, read = self.step, self.ds.id.read_direct_chunk
+        found, missing = [], []
+        for k in chunks.tolist():
+            for rest in self.across:
+                at = (k * step, *rest)
+                try:
+                    mask, blob = read(at)
+                except (RuntimeError, OSError, ValueError):  # "chunk storage is not allocated"
+                    missing.append(at)
+                    continue
+                found.append((at, mask, blob))
+        return found, missing
+
+    def unfound(self, chunks: np.ndarray) -> list[_Offset]:
+        """Offsets of the chunks numbered ``chunks`` (as in :meth:`fetch`) HDF5's index does not find."""
+        return self.fetch(chunks)[1]
+
+    def decode(self, chunks: np.ndarray, found: list[tuple[_Offset, int, bytes]]) -> np.ndarray:
+        """Rows of the chunks numbered ``chunks`` (sorted unique; ``len(chunks) * step`` rows, the
+        whole other axes) from what :meth:`fetch` found; chunks it did not find read as the fill
+        value, as HDF5 reads them (:func:`._gather.confirm` decides first whether that is damage)."""
+        raws = self._decoded(found)
+        rows, step = len(chunks) * self.step, self.step
+        if self.whole and len(raws) == len(chunks):
+            return np.frombuffer(b"".join(raws), self.dtype).reshape(rows, *self.shape[1:])
+        block = np.full((rows, *self.shape[1:]), self.ds.fillvalue, self.dtype)
+        first = {int(k): i * step for i, k in enumerate(chunks.tolist())}
+        for (at, _, _), raw in zip(found, raws, strict=True):
+            tile = np.frombuffer(raw, self.dtype).reshape(self.chunks)
+            lo = first[at[0] // step]
+            where = (
+                slice(lo, lo + step),
+                *(slice(a, a + c) for a, c in zip(at[1:], self.chunks[1:], strict=True)),
+            )
+            block[where] = tile[tuple(slice(0, n) for n in block[where].shape)]
+        return block
+
+    def _decoded(self, found: list[tuple[_Offset, int, bytes]]) -> list[bytes]:
+        """The chunks' bytes through HDF5's filters (fletcher32 and/or deflate), checked."""
+        deflate, checksum = self.bits or (0, 0)
+        datas = [blob for _, _, blob in found]
+        summed = [i for i, (_, mask, _) in enumerate(found) if checksum and not mask & checksum]
+        if summed:
+            stored = [int.from_bytes(datas[i][-4:], "little") for i in summed]
+            for i in summed:
+                datas[i] = datas[i][:-4]
+                if not datas[i]:
+                    self._damaged(found[i][0], "shorter than its checksum")
+            for i, ok in zip(summed, _checked([datas[i] for i in summed], stored), strict=True):
+                if not ok:
+                    self._damaged(found[i][0], "fletcher32 checksum mismatch")
+        out = []
+        for (at, mask, _), data in zip(found, datas, strict=True):
+            if deflate and not mask & deflate:
+                try:  # like HDF5: a stream cut short fails, bytes after its end are ignored
+                    data = zlib.decompress(data, 15, self.nbytes)
+                except zlib.error as exc:
+                    self._damaged(at, f"inflate failed: {exc}")
+            if len(data) != self.nbytes:
+                self._damaged(at, f"{len(data)} bytes decoded, a chunk holds {self.nbytes}")
+            out.append(data)
+        return out
+
+    def _damaged(self, at: _Offset, why: str) -> NoReturn:
+        lo = at[0]
+        hi = min(lo + self.step, self.shape[0]) - 1
+        raise StoreCorruptedError(
+            f"{self.ds.file.filename}: dataset {self.ds.name} rows {lo}-{hi} is damaged ({why}); the "
+            "file's checksums or structure do not match what was written; restore the file from a copy"
+        )
+
+
+_WEIGHTS = np.arange(1 << 16, 0, -1, dtype=np.int64)  # word j of n counts n - j times in the second sum
+
+
+def _checked(datas: list[bytes], stored: list[int]) -> list[bool]:
+    """Does each blob's fletcher32 match its stored sum, as HDF5 checks it? HDF5 accepts the
+    byte-swapped sum too (HDF5 before 1.6.3 stored it so on little-endian machines). Several
+    blobs are summed at once (:func:`._chunks.fletcher32`); one (a random row's chunk) in a
+    quarter of that function's time on one blob: the same sums, tests hold the two equal."""
+    if len(datas) == 1 and len(datas[0]) <= 2 * len(_WEIGHTS):
+        words = np.frombuffer(datas[0] + b"\0" if len(datas[0]) % 2 else datas[0], ">u2")
+        sum1 = int(words.sum(dtype=np.int64))
+        sum2 = int(np.dot(words, _WEIGHTS[-len(words) :]))
+        sums = np.array([((sum2 - 1) % 65535 + 1) << 16 | ((sum1 - 1) % 65535 + 1) if sum1 else 0])
+    else:
+        sums = fletcher32(datas)
+    swapped = ((sums & 0x00FF00FF) << 8) | ((sums >> 8) & 0x00FF00FF)
+    found = np.array(stored, np.int64)
+    return ((found == sums) | (found == swapped)).tolist()
