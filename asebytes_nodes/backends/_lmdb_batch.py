@@ -8,26 +8,36 @@ of top-level fixed-width numbers (float 32/64, int and uint 8-64: any payload; a
 fixint of its sign; ``true``/``false``: either), held as a mask and a value per byte. A row of
 the template's length whose bytes the template allows parses exactly as the template row does
 (msgpack's parse depends only on type bytes and lengths, which are fixed), so its values sit
-at the template's offsets. Checksums are verified before any of this.
+at the template's offsets.
 
 The row format is unchanged (layout 3); rows of stores written before work the same way.
-Cost: a batch still does a few C calls per row (the bounded fetch, the checksum, the copy
-google-crc32c needs) and about a hundred numpy calls per batch.
 
-A batch is then: every row fetched in one bounded loop (:meth:`BoundedTxn.get_many`), every
-checksum verified in one C-level pass, the rows joined into one buffer, every row compared
-with its template (looked up by length) in one numpy comparison, and every key gathered with
-numpy from the joined buffer. Templates are learnt from rows :func:`decode_row` decodes (with
-all its refusals), cached per process, bounded. A batch the templates cannot serve (a key some
-rows lack, non-numeric values, values of different types or shapes) returns None: the caller
-assembles it from decoded rows.
+A batch is a fixed number of C and numpy calls, whatever its rows' lengths or templates:
+
+1. every row fetched in one bounded loop (:meth:`BoundedTxn.get_many`) and copied into one
+   joined buffer (one ``bytes.join``);
+2. every row's checksum verified on that copy, in one C-level pass over numpy views of it
+   (nothing copied again), before any of its bytes is used;
+3. every row's template looked up by its length and all rows compared with their templates in
+   one 2-D numpy comparison (rows x 8-byte words of the widest template; narrower templates
+   are padded with "any byte"). Rows failing it try the next older template of their length
+   (lengths may collide) in another such pass; a row no template allows is decoded by
+   :func:`decode_row` (with all its refusals) and its template learnt;
+4. where the requested keys sit, read from a per-keys plan (templates x keys) with one fancy
+   index; per-frame values gathered with numpy (one call per key), the per-atom values of
+   every key copied into one buffer in one ``bytearray.join`` of views of the joined rows.
+
+Templates and plans are cached per process, bounded, and replaced as a whole when one is learnt
+(a thread reading meanwhile keeps a consistent set). A batch the templates cannot serve (a key
+some rows lack, non-numeric values, arrays of different types or shapes) returns None: the
+caller assembles it from decoded rows.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
@@ -41,6 +51,7 @@ from ._keys import atom_count, is_per_atom
 __all__ = ["Template", "fetch_rows", "learn", "read_batch"]
 
 _MAX_TEMPLATES = 4096
+_MAX_PLANS = 64
 _FIXED = {
     0xCA: ">f4",
     0xCB: ">f8",
@@ -54,7 +65,8 @@ _FIXED = {
     0xD3: ">i8",
 }  # msgpack type byte -> payload
 _OUT = {"f": np.dtype(np.float64), "i": np.dtype(np.int64), "b": np.dtype(np.bool_)}
-_SPARE = bytes(8)  # after the joined rows: a template's last 8-byte word may reach past them
+_WORD = np.dtype((np.void, 8))
+_U64 = np.dtype(">u8")
 _ROW_KEY = struct.Struct(">cQ")  # a row's LMDB key: b"r" + u64 big endian
 
 
@@ -91,79 +103,117 @@ class _Type:
     kind: str | None
     dtype: np.dtype[Any]
     shape: tuple[int, ...]
+    width: int = field(init=False, compare=False)  # bytes of one value (per atom for per-atom keys)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "width", self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64)))
 
 
-class _Registry:
-    """Templates learnt in this process: their byte ranges concatenated for one comparison, and
-    per key the offset and type in every template (``-1``: absent, ``-2``: not served)."""
-
-    def __init__(self) -> None:
-        self.templates: list[Template] = []
-        self.by_length: dict[int, list[int]] = {}  # templates of a row length, newest first
-        self.primary: dict[int, int] = {}  # the newest of them
-        self.mask = np.zeros(0, np.uint64)  # every template's mask and value as 8-byte words
-        self.value = np.zeros(0, np.uint64)
-        self.heads = np.zeros(0, np.int64)  # where each template's words start
-        self.sizes = np.zeros(0, np.int64)  # and how many it has
-        self.n_atoms = np.zeros(0, np.int64)
-        self.columns: dict[str, tuple[np.ndarray, np.ndarray, list[_Type]]] = {}
-
-    def find(self, body: Any, length: int) -> int | None:
-        """A known template allowing ``body`` (a row without checksum), if any."""
-        head = np.frombuffer(body, np.uint8, min(length, len(body)))
-        for j in self.by_length.get(length, ()):
-            t = self.templates[j]
-            if len(head) >= len(t.mask) and not ((head[: len(t.mask)] & t.mask) != t.value).any():
-                return j
+def _field(key: str, template: Template) -> Field | None:
+    """Where ``key`` sits in ``template``; None if absent, not a number, or a per-atom key
+    without one value per atom (assembled from decoded rows)."""
+    f = template.fields.get(key)
+    if f is None or key not in template.numeric:
         return None
+    if is_per_atom(key) and (f.kind is not None or f.shape[:1] != (template.n_atoms,)):
+        return None
+    return f
 
-    def add(self, template: Template) -> int:
-        """The id of ``template``, added unless known; another thread sees the new id only once
-        its byte ranges are in place."""
-        for j in self.by_length.get(template.length, ()):
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where ``keys`` sit in every template: ``offsets`` and ``kinds`` (templates x keys; a
+    kind indexes ``types[key]``, -1: absent or not served)."""
+
+    keys: tuple[str, ...]
+    per_atom: np.ndarray
+    offsets: np.ndarray
+    kinds: np.ndarray
+    types: tuple[tuple[_Type, ...], ...]
+
+    @classmethod
+    def of(cls, keys: tuple[str, ...], templates: tuple[Template | None, ...]) -> _Plan:
+        empty = np.zeros((0, len(keys)), np.int64)
+        plan = cls(keys, np.array([is_per_atom(k) for k in keys], bool), empty, empty, ((),) * len(keys))
+        return plan.extended(templates)
+
+    def extended(self, templates: tuple[Template | None, ...]) -> _Plan:
+        """The plan with rows for ``templates`` appended (None: the sentinel, nothing served)."""
+        types = [list(t) for t in self.types]
+        offsets = np.zeros((len(templates), len(self.keys)), np.int64)
+        kinds = np.full((len(templates), len(self.keys)), -1, np.int64)
+        for i, template in enumerate(templates):
+            for j, key in enumerate(self.keys):
+                f = None if template is None else _field(key, template)
+                if f is not None:
+                    kind = _Type(f.kind, f.dtype, f.shape[1:] if self.per_atom[j] else f.shape)
+                    if kind not in types[j]:
+                        types[j].append(kind)
+                    offsets[i, j], kinds[i, j] = f.offset, types[j].index(kind)
+        return _Plan(
+            self.keys,
+            self.per_atom,
+            np.concatenate([self.offsets, offsets]),
+            np.concatenate([self.kinds, kinds]),
+            tuple(map(tuple, types)),
+        )
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Templates learnt in this process, never changed: learning one makes new tables.
+
+    Template 0 is a sentinel no row matches (rows of a length without template point there).
+    ``mask``/``value``: every template's bytes as 8-byte words (templates x widest), padded
+    with "any byte"; ``older``: the next older template of the same length (0: none)."""
+
+    templates: tuple[Template | None, ...] = (None,)
+    primary: dict[int, int] = field(default_factory=dict)  # row length -> newest template
+    older: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    mask: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.uint64))
+    value: np.ndarray = field(default_factory=lambda: np.ones((1, 1), np.uint64))
+    n_atoms: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    plans: dict[tuple[str, ...], _Plan] = field(default_factory=dict)  # a cache, filled as asked
+
+    def find(self, template: Template) -> int:
+        """The id of a known template equal to ``template``, else 0."""
+        j = self.primary.get(template.length, 0)
+        while j:
             known = self.templates[j]
+            assert known is not None
             if np.array_equal(known.mask, template.mask) and np.array_equal(known.value, template.value):
                 return j
-        words = -(-len(template.mask) // 8)
-        mask, value = np.zeros((2, words * 8), np.uint8)  # padded with "any byte"
-        mask[: len(template.mask)], value[: len(template.value)] = template.mask, template.value
-        self.heads = np.append(self.heads, len(self.mask))
-        self.sizes = np.append(self.sizes, words)
-        self.n_atoms = np.append(self.n_atoms, template.n_atoms)
-        self.mask = np.concatenate([self.mask, mask.view(np.uint64)])
-        self.value = np.concatenate([self.value, value.view(np.uint64)])
-        self.columns = {}
-        self.templates.append(template)
-        j = len(self.templates) - 1
-        self.by_length[template.length] = [j, *self.by_length.get(template.length, ())]
-        self.primary[template.length] = j
-        return j
+            j = int(self.older[j])
+        return 0
 
-    def column(self, key: str) -> tuple[np.ndarray, np.ndarray, list[_Type]]:
-        """``(offsets, type ids, types)`` of ``key`` over every template."""
-        found = self.columns.get(key)
-        if found is not None:
-            return found
-        per_atom = is_per_atom(key)
-        types: list[_Type] = []
-        offsets, ids = np.zeros(len(self.templates), np.int64), np.full(len(self.templates), -1, np.int64)
-        for j, t in enumerate(self.templates):
-            f = t.fields.get(key)
-            if f is None:
-                continue
-            offsets[j] = f.offset
-            if key not in t.numeric or (per_atom and (f.kind is not None or f.shape[:1] != (t.n_atoms,))):
-                ids[j] = -2  # not a number, or not one value per atom: assembled from decoded rows
-                continue
-            kind = _Type(f.kind, f.dtype, f.shape[1:] if per_atom else f.shape)
-            if kind not in types:
-                types.append(kind)
-            ids[j] = types.index(kind)
-        self.columns[key] = found = (offsets, ids, types)
+    def add(self, template: Template) -> _Tables:
+        """These tables with ``template`` (newest of its length)."""
+        words = -(-len(template.mask) // 8)
+        width = max(words, self.mask.shape[1])
+        mask, value = np.zeros((2, width * 8), np.uint8)  # padded with "any byte"
+        mask[: len(template.mask)], value[: len(template.value)] = template.mask, template.value
+        pad = ((0, 0), (0, width - self.mask.shape[1]))
+        j = len(self.templates)
+        return _Tables(
+            (*self.templates, template),
+            {**self.primary, template.length: j},
+            np.append(self.older, self.primary.get(template.length, 0)),
+            np.concatenate([np.pad(self.mask, pad), mask.view(np.uint64)[None]]),
+            np.concatenate([np.pad(self.value, pad), value.view(np.uint64)[None]]),
+            np.append(self.n_atoms, template.n_atoms),
+            {k: p.extended((template,)) for k, p in self.plans.items()},
+        )
+
+    def plan(self, keys: tuple[str, ...]) -> _Plan:
+        found = self.plans.get(keys)
+        if found is None:
+            if len(self.plans) >= _MAX_PLANS:
+                self.plans.clear()
+            self.plans[keys] = found = _Plan.of(keys, self.templates)
         return found
 
 
-_REGISTRY = _Registry()
+_TABLES = _Tables()
 
 
 # -- learning a template -------------------------------------------------------------------------
@@ -262,59 +312,34 @@ def learn(body: bytes, row: dict[str, Any]) -> Template | None:
 
 
 # -- reading a batch -----------------------------------------------------------------------------
-def _gather(joined: bytes, offsets: np.ndarray, width: int) -> np.ndarray:
-    """The ``width`` bytes at every offset, as a new array of ``width``-byte void items."""
-    windows = np.ndarray((len(joined) - width + 1,), np.dtype((np.void, width)), joined, 0, (1,))
-    return windows[offsets]
+def _fetch(txn: Any, rows: list[int]) -> tuple[list[bytes], list[Any]]:
+    """The LMDB keys of ``rows`` and their stored values (views into the map), fetched in one
+    bounded loop; a missing row raises, naming it."""
+    names = list(map(_ROW_KEY.pack, repeat(b"r", len(rows)), rows))
+    values = txn.get_many(names)
+    if None in values:
+        raise StoreCorruptedError(f"row {rows[values.index(None)]} is missing from the file")
+    return names, values
 
 
-def _spans(joined: bytes, offsets: np.ndarray, sizes: np.ndarray) -> bytearray:
-    """The bytes ``[offset, offset + size)`` of every row, one after the other (C-level passes)."""
-    view = memoryview(joined)
-    return bytearray().join(map(view.__getitem__, map(slice, offsets.tolist(), (offsets + sizes).tolist())))
-
-
-def _column(
-    joined: bytes, offsets: np.ndarray, kinds: np.ndarray, types: list[_Type], counts: np.ndarray | None
-) -> np.ndarray | None:
-    """One key of every row: row ``j``'s value of type ``types[kinds[j]]`` at ``offsets[j]``;
-    None if the rows disagree on its type (numbers of one kind may differ in msgpack width:
-    5 takes one byte, 500 three)."""
-    first = types[kinds[0]]
-    uniform = not (kinds != kinds[0]).any()
-    if not uniform and (first.kind is None or any(types[k].kind != first.kind for k in set(kinds.tolist()))):
-        return None
-    if first.kind is None:
-        width = first.dtype.itemsize * int(np.prod(first.shape, dtype=np.int64))
-        if width == 0:
-            return None
-        if counts is None:
-            return _gather(joined, offsets, width).view(first.dtype).reshape(-1, *first.shape)
-        return np.frombuffer(_spans(joined, offsets, width * counts), first.dtype).reshape(-1, *first.shape)
-    if first.kind == "b":
-        return np.frombuffer(joined, np.uint8)[offsets] == 0xC3  # true, else false
-    out = np.empty(len(offsets), _OUT[first.kind])
-    for k in [int(kinds[0])] if uniform else sorted(set(kinds.tolist())):
-        rows: Any = slice(None) if uniform else kinds == k
-        dtype = types[k].dtype
-        values = _gather(joined, offsets[rows], dtype.itemsize).view(dtype).ravel()
-        if dtype == np.dtype(">u8") and (values > np.iinfo(np.int64).max).any():
-            return None  # numpy would not give int64 for these
-        out[rows] = values
-    return out
+def _verify(
+    seal: Any,
+    names: list[bytes],
+    values: list[Any],
+    lengths: np.ndarray,
+    damaged: Callable[[bytes], Exception],
+) -> None:
+    """Raise ``damaged(key)`` for the first of ``values`` (of ``lengths`` bytes) failing its checksum."""
+    bad = seal.damaged(names, values).tolist()
+    if bad or (seal.trailer and (lengths < seal.trailer).any()):
+        raise damaged(names[min(bad + np.flatnonzero(lengths < seal.trailer).tolist())])
 
 
 def fetch_rows(txn: Any, seal: Any, rows: list[int], damaged: Callable[[bytes], Exception]) -> list[Any]:
     """The stored values of ``rows`` (views into the map, checksums included), fetched in one
     bounded loop and verified in one pass; a missing or damaged row raises, naming it."""
-    names = list(map(_ROW_KEY.pack, repeat(b"r", len(rows)), rows))
-    values = txn.get_many(names)
-    if None in values:
-        raise StoreCorruptedError(f"row {rows[values.index(None)]} is missing from the file")
-    bad = seal.damaged(names, values).tolist()
-    if bad or (seal.trailer and min(map(len, values)) < seal.trailer):
-        short = [j for j, value in enumerate(values) if len(value) < seal.trailer]
-        raise damaged(names[min(bad + short)])
+    names, values = _fetch(txn, rows)
+    _verify(seal, names, values, np.fromiter(map(len, values), np.int64, len(values)), damaged)
     return values
 
 
@@ -330,90 +355,191 @@ def read_batch(
     """Rows ``indices`` as one batch (see :mod:`asebytes_nodes.batch`), or None where templates
     cannot serve it. ``damaged(key)`` is the error for a value failing its checksum, ``decode(i,
     body)`` decodes row ``i`` (raising errors that name it)."""
-    global _REGISTRY
-    if len(_REGISTRY.templates) > _MAX_TEMPLATES:  # ragged stores: keep the cache bounded
-        _REGISTRY = _Registry()
-    registry = _REGISTRY
+    global _TABLES
+    tables = _TABLES
+    if len(tables.templates) > _MAX_TEMPLATES:  # ragged stores: keep the cache bounded
+        tables = _TABLES = _Tables()
     rows = indices.tolist()
-    values = fetch_rows(txn, seal, rows, damaged)
-    lengths = list(map(len, values))
-    buffer = b"".join([*values, _SPARE])
-    if len(set(lengths)) == 1:
-        same = _uniform(buffer, lengths[0] - seal.trailer, len(rows), registry, keys)
-        if same is not None:
-            return _select(same, atoms, indices)
-    lengths_ = np.array(lengths, np.int64)
-    starts = np.cumsum(lengths_) - lengths_
-    bodies = (lengths_ - seal.trailer).tolist()
-    ids = np.fromiter(map(registry.primary.get, bodies, repeat(-1)), np.int64, len(rows))
-    for j in _mismatched(buffer, starts, ids, registry).tolist():
-        body = bytes(values[j][: bodies[j]])
-        found = registry.find(body, bodies[j])  # another template of that length
-        if found is None:
+    if not rows:
+        return None
+    names, values = _fetch(txn, rows)
+    lengths = np.fromiter(map(len, values), np.int64, len(rows))
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    joined = b"".join([*values, bytes(8 * tables.mask.shape[1])])  # a spare word per template word
+    flat = np.frombuffer(joined, np.uint8)
+    _verify(
+        seal, names, list(map(flat.__getitem__, map(slice, starts.tolist(), ends.tolist()))), lengths, damaged
+    )
+    found = _identify(tables, joined, starts, lengths - seal.trailer, rows, decode)
+    if found is None:
+        return None
+    learnt, ids, joined = found
+    if learnt is not tables:
+        _TABLES = learnt
+    counts = learnt.n_atoms[ids]
+    if keys is None:
+        numeric = [learnt.templates[t].numeric for t in set(ids.tolist())]
+        keys = sorted(frozenset.intersection(*numeric))
+    plan = learnt.plan(tuple(keys))
+    if (ids != ids[0]).any():
+        batch = _columns(joined, starts, ids, counts, plan)
+    else:  # rows of one template: one table of rows x bytes
+        table = np.frombuffer(joined, np.uint8, int(ends[-1])).reshape(len(rows), -1)
+        batch = _table(table, int(ids[0]), counts, plan)
+    return None if batch is None else _select(batch, atoms, indices)
+
+
+def _identify(
+    tables: _Tables,
+    joined: bytes,
+    starts: np.ndarray,
+    bodies: np.ndarray,
+    rows: list[int],
+    decode: Callable[[int, Any], dict[str, Any]],
+) -> tuple[_Tables, np.ndarray, bytes] | None:
+    """The template of every row: ``(tables, ids, joined)`` (tables with any template learnt,
+    the joined rows padded anew if one is wider); None if a row cannot have one."""
+    ids = np.fromiter(map(tables.primary.get, bodies.tolist(), repeat(0)), np.int64, len(rows))
+    pending = np.arange(len(rows))
+    wrong = _mismatched(joined, starts, ids, tables)
+    while len(wrong):
+        failed = pending[wrong]
+        ids[failed] = older = tables.older[ids[failed]]  # the next older template of that length
+        lost = failed[older == 0]
+        if len(lost):  # no template allows it: learn the first one's from its decoded row
+            j = int(lost[0])
+            body = joined[starts[j] : starts[j] + bodies[j]]
             template = learn(body, decode(rows[j], body))
             if template is None:
                 return None
-            found = registry.add(template)
-        ids[j] = found
-    counts = registry.n_atoms[ids]
-    if keys is None:
-        numeric = [registry.templates[t].numeric for t in set(ids.tolist())]
-        keys = sorted(frozenset.intersection(*numeric))
-    batch: dict[str, Any] = {"n_atoms": counts}
-    for key in keys:
-        offsets, kinds, types = registry.column(key)
-        kinds = kinds[ids]
-        if kinds.min() < 0:
-            return None  # some rows lack it, or it is no number: assembled from decoded rows
-        column = _column(buffer, starts + offsets[ids], kinds, types, counts if is_per_atom(key) else None)
-        if column is None:
-            return None
-        batch[key] = column
-    return _select(batch, atoms, indices)
+            tables = tables.add(template)
+            ids[lost] = np.fromiter(
+                map(tables.primary.get, bodies[lost].tolist(), repeat(0)), np.int64, len(lost)
+            )
+            spare = len(joined) - int(starts[-1] + bodies[-1])
+            if 8 * tables.mask.shape[1] > spare:
+                joined += bytes(8 * tables.mask.shape[1] - spare)
+        pending = failed
+        wrong = _mismatched(joined, starts[pending], ids[pending], tables)
+    return tables, ids, joined
 
 
-def _field(key: str, template: Template) -> Field | None:
-    """Where ``key`` sits in ``template``; None if absent, not a number, or a per-atom key
-    without one value per atom."""
-    f = template.fields.get(key)
-    if f is None or key not in template.numeric:
-        return None
-    if is_per_atom(key) and (f.kind is not None or f.shape[:1] != (template.n_atoms,)):
-        return None
-    return f
+def _mismatched(joined: bytes, starts: np.ndarray, ids: np.ndarray, tables: _Tables) -> np.ndarray:
+    """Positions of the rows at ``starts`` whose bytes their templates ``ids`` do not allow, in
+    one comparison of 8-byte words (``joined`` ends with a spare word per template word)."""
+    words = np.ndarray((len(joined) - 7,), _WORD, joined, 0, (1,))
+    got = words[starts[:, None] + np.arange(0, 8 * tables.mask.shape[1], 8)].view(np.uint64)
+    return np.flatnonzero(((got & tables.mask[ids]) != tables.value[ids]).any(axis=1))
 
 
-def _uniform(
-    buffer: bytes, length: int, n: int, registry: _Registry, keys: list[str] | None
+def _gather(joined: bytes, offsets: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes at every offset, as a new array of ``width``-byte void items."""
+    windows = np.ndarray((len(joined) - width + 1,), np.dtype((np.void, width)), joined, 0, (1,))
+    return windows[offsets]
+
+
+def _columns(
+    joined: bytes, starts: np.ndarray, ids: np.ndarray, counts: np.ndarray, plan: _Plan
 ) -> dict[str, Any] | None:
-    """The batch of rows of one length and one template, as slices of one 2-D array of rows;
-    None if they are not (the general path learns the templates) or it cannot serve them."""
-    found = registry.primary.get(length)
-    if found is None:
-        return None
-    template = registry.templates[found]
-    table = np.frombuffer(buffer, np.uint8, len(buffer) - len(_SPARE)).reshape(n, -1)
-    if ((table[:, : len(template.mask)] & template.mask) != template.value).any():
-        return None
-    batch: dict[str, Any] = {"n_atoms": np.full(n, template.n_atoms, np.int64)}
-    for key in sorted(template.numeric) if keys is None else keys:
-        f = _field(key, template)
-        if f is None:
-            return None
-        size = f.dtype.itemsize * int(np.prod(f.shape, dtype=np.int64))
-        if f.kind == "b":
-            batch[key] = table[:, f.offset] == 0xC3
-        elif size == 0:
-            return None
-        elif f.kind is not None:
-            values = table[:, f.offset : f.offset + size].copy().view(f.dtype).ravel()
-            if f.dtype == np.dtype(">u8") and (values > np.iinfo(np.int64).max).any():
-                return None  # numpy would not give int64 for these
-            batch[key] = values.astype(_OUT[f.kind])
+    """Every key of ``plan`` for the rows at ``starts`` of templates ``ids``; None if some row
+    lacks one or the rows disagree on an array's type."""
+    kinds = plan.kinds[ids]
+    if (kinds < 0).any():
+        return None  # some rows lack it, or it is no number: assembled from decoded rows
+    mixed = (kinds != kinds[0]).any(axis=0).tolist()
+    offsets = plan.offsets[ids] + starts[:, None]
+    batch: dict[str, Any] = {"n_atoms": counts}
+    spans: list[tuple[int, _Type]] = []  # per-atom keys, copied together below
+    for j, key in enumerate(plan.keys):
+        kind = plan.types[j][kinds[0, j]]
+        if plan.per_atom[j] and not mixed[j] and kind.width:
+            spans.append((j, kind))
+            batch[key] = None  # keeps the order of keys
+            continue
+        if mixed[j]:
+            value = _mixed(joined, offsets[:, j], kinds[:, j], plan.types[j])
         else:
-            values = table[:, f.offset : f.offset + size].copy().view(f.dtype)
-            batch[key] = values.reshape(-1, *f.shape[1:]) if is_per_atom(key) else values.reshape(n, *f.shape)
+            value = _values(joined, offsets[:, j], kind) if kind.width else None
+        if value is None:
+            return None
+        batch[key] = value
+    if spans:
+        begins = offsets[:, [j for j, _ in spans]].T
+        sizes = np.array([kind.width for _, kind in spans], np.int64)[:, None] * counts
+        view = memoryview(joined)
+        cut = map(slice, begins.ravel().tolist(), (begins + sizes).ravel().tolist())
+        buffer = bytearray().join(map(view.__getitem__, cut))
+        at = 0
+        for (j, kind), size in zip(spans, sizes.sum(axis=1).tolist(), strict=True):
+            values = (
+                np.frombuffer(buffer, kind.dtype, size // kind.dtype.itemsize, at)
+                if size
+                else np.zeros(0, kind.dtype)
+            )
+            batch[plan.keys[j]] = values.reshape(-1, *kind.shape)
+            at += size
     return batch
+
+
+def _table(table: np.ndarray, template: int, counts: np.ndarray, plan: _Plan) -> dict[str, Any] | None:
+    """Every key of ``plan`` for rows of one ``template`` (``table``: rows x bytes), each one
+    slice of the table; None if the template lacks one."""
+    batch: dict[str, Any] = {"n_atoms": counts}
+    n_atoms = int(counts[0])
+    for j, key in enumerate(plan.keys):
+        k = int(plan.kinds[template, j])
+        kind = plan.types[j][k] if k >= 0 else None
+        if kind is None or not kind.width:
+            return None
+        at = int(plan.offsets[template, j])
+        if kind.kind == "b":
+            batch[key] = table[:, at] == 0xC3  # true, else false
+        elif plan.per_atom[j]:
+            batch[key] = (
+                table[:, at : at + kind.width * n_atoms].copy().view(kind.dtype).reshape(-1, *kind.shape)
+            )
+        else:
+            batch[key] = _finish(table[:, at : at + kind.width].copy().view(kind.dtype), kind, len(table))
+            if batch[key] is None:
+                return None
+    return batch
+
+
+def _values(joined: bytes, offsets: np.ndarray, kind: _Type) -> np.ndarray | None:
+    """The per-frame values of type ``kind`` at ``offsets``; None for uint64 beyond int64."""
+    if kind.kind == "b":
+        return np.frombuffer(joined, np.uint8)[offsets] == 0xC3  # true, else false
+    return _finish(_gather(joined, offsets, kind.width).view(kind.dtype), kind, len(offsets))
+
+
+def _finish(values: np.ndarray, kind: _Type, n: int) -> np.ndarray | None:
+    """``n`` per-frame values of type ``kind`` (their stored bytes viewed as its dtype) as a
+    batch holds them; None for uint64 beyond int64 (numpy would not give int64 for these)."""
+    if kind.kind is None:
+        return values.reshape(n, *kind.shape)
+    if kind.dtype == _U64 and (values > np.iinfo(np.int64).max).any():
+        return None
+    return values.ravel().astype(_OUT[kind.kind])
+
+
+def _mixed(
+    joined: bytes, offsets: np.ndarray, kinds: np.ndarray, types: tuple[_Type, ...]
+) -> np.ndarray | None:
+    """A number stored in different msgpack widths (5 takes one byte, 500 three), gathered per
+    width; None unless every row holds a number of one kind."""
+    present = sorted(set(kinds.tolist()))
+    first = types[present[0]].kind
+    if first is None or any(types[k].kind != first for k in present):
+        return None
+    out = np.empty(len(offsets), _OUT[first])
+    for k in present:
+        rows = kinds == k
+        values = _values(joined, offsets[rows], types[k])
+        if values is None:
+            return None
+        out[rows] = values
+    return out
 
 
 def _select(batch: dict[str, Any], atoms: AtomSelection, indices: np.ndarray) -> dict[str, Any]:
@@ -424,21 +550,3 @@ def _select(batch: dict[str, Any], atoms: AtomSelection, indices: np.ndarray) ->
             if key != "n_atoms" and is_per_atom(key):
                 batch[key] = batch[key][gather]
     return batch
-
-
-def _mismatched(joined: bytes, starts: np.ndarray, ids: np.ndarray, registry: _Registry) -> np.ndarray:
-    """Rows whose bytes their template does not allow (or that have none), compared 8 bytes at
-    a time in one pass (``joined`` ends with 8 spare bytes)."""
-    known = ids >= 0
-    rows = np.flatnonzero(known)
-    if not len(rows):
-        return np.flatnonzero(~known)
-    sizes = registry.sizes[ids[rows]]
-    firsts = np.cumsum(sizes) - sizes
-    within = np.arange(int(sizes.sum())) - np.repeat(firsts, sizes)
-    got = _gather(joined, np.repeat(starts[rows], sizes) + 8 * within, 8).view(np.uint64)
-    at = np.repeat(registry.heads[ids[rows]], sizes) + within
-    wrong = (got & registry.mask[at]) != registry.value[at]
-    failed = ~known
-    failed[rows[np.unique(np.repeat(np.arange(len(rows)), sizes)[wrong])]] = True
-    return np.flatnonzero(failed)

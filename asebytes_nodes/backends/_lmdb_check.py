@@ -236,8 +236,11 @@ class SealedC(Sealed):
     @staticmethod
     def damaged(keys: Sequence[bytes], raws: Sequence[Any]) -> np.ndarray:
         """Positions of the values that fail their checksum: one C-level pass, no Python per value
-        (google-crc32c takes bytes only: each value is copied, as in :meth:`unwrap`)."""
-        crcs = map(_crc32c, map(_crc32c_value, keys), map(bytes, raws))
+        (google-crc32c reads bytes and numpy arrays in place; other values, such as views of the
+        map, are copied first, as in :meth:`unwrap`)."""
+        if raws and not isinstance(raws[0], np.ndarray):
+            raws = list(map(bytes, raws))
+        crcs = map(_crc32c, map(_crc32c_value, keys), raws)
         return np.flatnonzero(np.fromiter(crcs, np.uint32, len(raws)) != _CRC32C_RESIDUE)
 
 

@@ -1,0 +1,109 @@
+"""LMDB batches from row templates (``_lmdb_batch``): the template tables (lengths shared by
+several templates, templates learnt wider than the joined rows' spare bytes, the cache reset)
+and the two gathers (rows of one template as a table, rows of many joined per key) give what
+decoded rows give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from asebytes_nodes import LMDBBackend
+from asebytes_nodes.backends import _lmdb_batch
+from asebytes_nodes.batch import read_batch_default
+
+KEYS = ["arrays.positions", "arrays.numbers", "calc.energy", "calc.forces"]
+
+
+def _row(rng: np.random.Generator, n: int, i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "arrays.numbers": rng.integers(1, 30, n),
+        "arrays.positions": rng.normal(size=(n, 3)),
+        "cell": np.eye(3) * 5.0,
+        "info.index": i,
+        "calc.energy": float(rng.normal()),
+        "calc.forces": rng.normal(size=(n, 3)),
+        **extra,
+    }
+
+
+def _same(fast: dict[str, Any], slow: dict[str, Any]) -> None:
+    assert list(fast) == list(slow)
+    for key in slow:
+        assert fast[key].dtype == slow[key].dtype, key
+        assert fast[key].shape == slow[key].shape, key
+        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
+
+
+def _fast(backend: LMDBBackend, indices: Any, keys: Any = None) -> dict[str, Any] | None:
+    with backend._txn() as txn:
+        return _lmdb_batch.read_batch(
+            txn, backend._seal, np.asarray(indices, np.int64), keys, None, backend._damaged, backend._decode
+        )
+
+
+def _check(backend: LMDBBackend, batches: list[list[int]], keys: Any) -> None:
+    for idx in batches:
+        fast = _fast(backend, idx, keys)
+        assert fast is not None, idx
+        _same(fast, read_batch_default(backend, np.asarray(idx), keys))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch._Tables())
+
+
+def test_three_templates_of_one_length(tmp_path: Path) -> None:
+    """A bool, a fixint and nil in one slot: one row length, three templates, any mix."""
+    rng = np.random.default_rng(0)
+    base = _row(rng, 3, 1)
+    rows = [{**base, "info.slot": value} for value in (True, 7, None)] * 4
+    backend = LMDBBackend(tmp_path / "b.lmdb")
+    backend.extend(rows)
+    order = np.random.default_rng(1).permutation(12).tolist()
+    _check(backend, [order, order[:9], [2, 1, 0, 2, 1, 0, 5, 4, 3]], [*KEYS, "info.index"])
+    lengths = [t.length for t in _lmdb_batch._TABLES.templates if t is not None]
+    assert len(lengths) == 3 and len(set(lengths)) == 1
+
+
+def test_templates_learnt_wider_than_the_spare_bytes(tmp_path: Path) -> None:
+    """Rows whose headers grow (a longer string each time) within one batch and across batches."""
+    rng = np.random.default_rng(2)
+    rows = [_row(rng, int(rng.integers(1, 6)), i, **{"info.label": "x" * (40 * i)}) for i in range(20)]
+    backend = LMDBBackend(tmp_path / "b.lmdb")
+    backend.extend(rows)
+    _check(backend, [[0, 1], list(range(19, -1, -1)), [3, 19, 3, 0]], KEYS)
+    _check(backend, [list(range(20))], ["calc.energy", "info.index", "cell"])
+
+
+def test_one_template_and_many_give_the_same(tmp_path: Path) -> None:
+    """Fixed atom counts (one table of rows) and ragged ones (joined per key), with empty frames."""
+    rng = np.random.default_rng(3)
+    rows = [_row(rng, 4, i) for i in range(10)] + [_row(rng, n, 10 + n) for n in (0, 1, 7, 0, 2)]
+    backend = LMDBBackend(tmp_path / "b.lmdb")
+    backend.extend(rows)
+    _check(backend, [list(range(10)), [10, 13], [10], [14, 0, 10, 12, 11, 3]], KEYS)
+    _check(backend, [list(range(15))], None)
+
+
+def test_uint64_beyond_int64_is_left_to_decoded_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    backend = LMDBBackend(tmp_path / "b.lmdb")
+    backend.extend([_row(rng, 2, 2**63 + i) for i in range(3)] + [_row(rng, 2, i) for i in range(3)])
+    assert _fast(backend, [0, 1, 2], ["info.index"]) is None
+    assert _fast(backend, [0, 3], ["info.index"]) is None
+    assert _fast(backend, [3, 4, 5], ["info.index"])["info.index"].tolist() == [0, 1, 2]  # type: ignore[index]
+
+
+def test_the_template_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_lmdb_batch, "_MAX_TEMPLATES", 3)
+    rng = np.random.default_rng(5)
+    backend = LMDBBackend(tmp_path / "b.lmdb")
+    backend.extend([_row(rng, n, n) for n in range(1, 9)])
+    for start in range(0, 8, 2):
+        _check(backend, [[start, start + 1], [7 - start, 6 - start, 7 - start]], KEYS)
+    assert len(_lmdb_batch._TABLES.templates) <= 3 + 1 + 3  # at most a batch's worth past the bound
