@@ -38,7 +38,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import accumulate, repeat
+from operator import sub
 from typing import Any
 
 import numpy as np
@@ -130,6 +131,30 @@ class _Plan:
     offsets: np.ndarray
     kinds: np.ndarray
     types: tuple[tuple[_Type, ...], ...]
+    tables: dict[int, list[tuple[str, int, _Type, bool]] | None] = field(default_factory=dict, compare=False)
+
+    def table(self, template: int) -> list[tuple[str, int, _Type, bool]] | None:
+        """``(key, offset, type, per-atom)`` of every key in rows of ``template``; None if one
+        is absent, not served or empty (cached)."""
+        if template not in self.tables:
+            kinds = self.kinds[template].tolist()
+            self.tables[template] = (
+                None
+                if min(kinds, default=0) < 0
+                or not all(t[k].width for t, k in zip(self.types, kinds, strict=True))
+                else [
+                    (key, at, types[k], per_atom)
+                    for key, at, types, k, per_atom in zip(
+                        self.keys,
+                        self.offsets[template].tolist(),
+                        self.types,
+                        kinds,
+                        self.per_atom.tolist(),
+                        strict=True,
+                    )
+                ]
+            )
+        return self.tables[template]
 
     @classmethod
     def of(cls, keys: tuple[str, ...], templates: tuple[Template | None, ...]) -> _Plan:
@@ -173,6 +198,7 @@ class _Tables:
     mask: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.uint64))
     value: np.ndarray = field(default_factory=lambda: np.ones((1, 1), np.uint64))
     n_atoms: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # where each word starts
     plans: dict[tuple[str, ...], _Plan] = field(default_factory=dict)  # a cache, filled as asked
 
     def find(self, template: Template) -> int:
@@ -201,6 +227,7 @@ class _Tables:
             np.concatenate([np.pad(self.mask, pad), mask.view(np.uint64)[None]]),
             np.concatenate([np.pad(self.value, pad), value.view(np.uint64)[None]]),
             np.append(self.n_atoms, template.n_atoms),
+            np.arange(0, 8 * width, 8),
             {k: p.extended((template,)) for k, p in self.plans.items()},
         )
 
@@ -326,20 +353,20 @@ def _verify(
     seal: Any,
     names: list[bytes],
     values: list[Any],
-    lengths: np.ndarray,
+    lengths: list[int],
     damaged: Callable[[bytes], Exception],
 ) -> None:
     """Raise ``damaged(key)`` for the first of ``values`` (of ``lengths`` bytes) failing its checksum."""
     bad = seal.damaged(names, values).tolist()
-    if bad or (seal.trailer and (lengths < seal.trailer).any()):
-        raise damaged(names[min(bad + np.flatnonzero(lengths < seal.trailer).tolist())])
+    if bad or min(lengths) < seal.trailer:
+        raise damaged(names[min(bad + [j for j, n in enumerate(lengths) if n < seal.trailer])])
 
 
 def fetch_rows(txn: Any, seal: Any, rows: list[int], damaged: Callable[[bytes], Exception]) -> list[Any]:
     """The stored values of ``rows`` (views into the map, checksums included), fetched in one
     bounded loop and verified in one pass; a missing or damaged row raises, naming it."""
     names, values = _fetch(txn, rows)
-    _verify(seal, names, values, np.fromiter(map(len, values), np.int64, len(values)), damaged)
+    _verify(seal, names, values, list(map(len, values)), damaged)
     return values
 
 
@@ -363,15 +390,14 @@ def read_batch(
     if not rows:
         return None
     names, values = _fetch(txn, rows)
-    lengths = np.fromiter(map(len, values), np.int64, len(rows))
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
+    lengths = list(map(len, values))
+    ends = list(accumulate(lengths))
+    begins = [0, *ends[:-1]]
     joined = b"".join([*values, bytes(8 * tables.mask.shape[1])])  # a spare word per template word
     flat = np.frombuffer(joined, np.uint8)
-    _verify(
-        seal, names, list(map(flat.__getitem__, map(slice, starts.tolist(), ends.tolist()))), lengths, damaged
-    )
-    found = _identify(tables, joined, starts, lengths - seal.trailer, rows, decode)
+    _verify(seal, names, list(map(flat.__getitem__, map(slice, begins, ends))), lengths, damaged)
+    starts = np.array(begins, np.int64)
+    found = _identify(tables, joined, starts, list(map(sub, lengths, repeat(seal.trailer))), rows, decode)
     if found is None:
         return None
     learnt, ids, joined = found
@@ -385,7 +411,7 @@ def read_batch(
     if (ids != ids[0]).any():
         batch = _columns(joined, starts, ids, counts, plan)
     else:  # rows of one template: one table of rows x bytes
-        table = np.frombuffer(joined, np.uint8, int(ends[-1])).reshape(len(rows), -1)
+        table = np.frombuffer(joined, np.uint8, ends[-1]).reshape(len(rows), -1)
         batch = _table(table, int(ids[0]), counts, plan)
     return None if batch is None else _select(batch, atoms, indices)
 
@@ -394,30 +420,29 @@ def _identify(
     tables: _Tables,
     joined: bytes,
     starts: np.ndarray,
-    bodies: np.ndarray,
+    bodies: list[int],
     rows: list[int],
     decode: Callable[[int, Any], dict[str, Any]],
 ) -> tuple[_Tables, np.ndarray, bytes] | None:
-    """The template of every row: ``(tables, ids, joined)`` (tables with any template learnt,
-    the joined rows padded anew if one is wider); None if a row cannot have one."""
-    ids = np.fromiter(map(tables.primary.get, bodies.tolist(), repeat(0)), np.int64, len(rows))
-    pending = np.arange(len(rows))
+    """The template of every row (at ``starts``, ``bodies`` bytes without checksum): ``(tables,
+    ids, joined)`` with any template learnt, the joined rows padded anew if one is wider; None
+    if a row cannot have one."""
+    ids = np.fromiter(map(tables.primary.get, bodies, repeat(0)), np.int64, len(rows))
     wrong = _mismatched(joined, starts, ids, tables)
+    pending = np.arange(len(rows))
     while len(wrong):
         failed = pending[wrong]
         ids[failed] = older = tables.older[ids[failed]]  # the next older template of that length
-        lost = failed[older == 0]
-        if len(lost):  # no template allows it: learn the first one's from its decoded row
-            j = int(lost[0])
+        lost = failed[older == 0].tolist()
+        if lost:  # no template allows it: learn the first one's from its decoded row
+            j = lost[0]
             body = joined[starts[j] : starts[j] + bodies[j]]
             template = learn(body, decode(rows[j], body))
             if template is None:
                 return None
             tables = tables.add(template)
-            ids[lost] = np.fromiter(
-                map(tables.primary.get, bodies[lost].tolist(), repeat(0)), np.int64, len(lost)
-            )
-            spare = len(joined) - int(starts[-1] + bodies[-1])
+            ids[lost] = [tables.primary.get(bodies[k], 0) for k in lost]
+            spare = len(joined) - int(starts[-1]) - bodies[-1]
             if 8 * tables.mask.shape[1] > spare:
                 joined += bytes(8 * tables.mask.shape[1] - spare)
         pending = failed
@@ -429,7 +454,7 @@ def _mismatched(joined: bytes, starts: np.ndarray, ids: np.ndarray, tables: _Tab
     """Positions of the rows at ``starts`` whose bytes their templates ``ids`` do not allow, in
     one comparison of 8-byte words (``joined`` ends with a spare word per template word)."""
     words = np.ndarray((len(joined) - 7,), _WORD, joined, 0, (1,))
-    got = words[starts[:, None] + np.arange(0, 8 * tables.mask.shape[1], 8)].view(np.uint64)
+    got = words[starts[:, None] + tables.steps].view(np.uint64)
     return np.flatnonzero(((got & tables.mask[ids]) != tables.value[ids]).any(axis=1))
 
 
@@ -485,20 +510,17 @@ def _columns(
 def _table(table: np.ndarray, template: int, counts: np.ndarray, plan: _Plan) -> dict[str, Any] | None:
     """Every key of ``plan`` for rows of one ``template`` (``table``: rows x bytes), each one
     slice of the table; None if the template lacks one."""
+    layout = plan.table(template)
+    if layout is None:
+        return None
     batch: dict[str, Any] = {"n_atoms": counts}
     n_atoms = int(counts[0])
-    for j, key in enumerate(plan.keys):
-        k = int(plan.kinds[template, j])
-        kind = plan.types[j][k] if k >= 0 else None
-        if kind is None or not kind.width:
-            return None
-        at = int(plan.offsets[template, j])
+    for key, at, kind, per_atom in layout:
         if kind.kind == "b":
             batch[key] = table[:, at] == 0xC3  # true, else false
-        elif plan.per_atom[j]:
-            batch[key] = (
-                table[:, at : at + kind.width * n_atoms].copy().view(kind.dtype).reshape(-1, *kind.shape)
-            )
+        elif per_atom:
+            values = table[:, at : at + kind.width * n_atoms].copy().view(kind.dtype)
+            batch[key] = values.reshape(-1, *kind.shape)
         else:
             batch[key] = _finish(table[:, at : at + kind.width].copy().view(kind.dtype), kind, len(table))
             if batch[key] is None:
