@@ -164,7 +164,7 @@ class _Plan:
 
     def extended(self, templates: tuple[Template | None, ...]) -> _Plan:
         """The plan with rows for ``templates`` appended (None: the sentinel, nothing served)."""
-        types = [list(t) for t in self.types]
+        types = [{t: k for k, t in enumerate(known)} for known in self.types]  # type -> its number
         offsets = np.zeros((len(templates), len(self.keys)), np.int64)
         kinds = np.full((len(templates), len(self.keys)), -1, np.int64)
         for i, template in enumerate(templates):
@@ -172,15 +172,13 @@ class _Plan:
                 f = None if template is None else _field(key, template)
                 if f is not None:
                     kind = _Type(f.kind, f.dtype, f.shape[1:] if self.per_atom[j] else f.shape)
-                    if kind not in types[j]:
-                        types[j].append(kind)
-                    offsets[i, j], kinds[i, j] = f.offset, types[j].index(kind)
+                    offsets[i, j], kinds[i, j] = f.offset, types[j].setdefault(kind, len(types[j]))
         return _Plan(
             self.keys,
             self.per_atom,
             np.concatenate([self.offsets, offsets]),
             np.concatenate([self.kinds, kinds]),
-            tuple(map(tuple, types)),
+            tuple(tuple(known) for known in types),  # in the order of their numbers
         )
 
 
@@ -201,31 +199,20 @@ class _Tables:
     steps: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # where each word starts
     plans: dict[tuple[str, ...], _Plan] = field(default_factory=dict)  # a cache, filled as asked
 
-    def find(self, template: Template) -> int:
-        """The id of a known template equal to ``template``, else 0."""
-        j = self.primary.get(template.length, 0)
-        while j:
-            known = self.templates[j]
-            assert known is not None
-            if np.array_equal(known.mask, template.mask) and np.array_equal(known.value, template.value):
-                return j
-            j = int(self.older[j])
-        return 0
-
     def add(self, template: Template) -> _Tables:
         """These tables with ``template`` (newest of its length)."""
-        words = -(-len(template.mask) // 8)
-        width = max(words, self.mask.shape[1])
-        mask, value = np.zeros((2, width * 8), np.uint8)  # padded with "any byte"
-        mask[: len(template.mask)], value[: len(template.value)] = template.mask, template.value
-        pad = ((0, 0), (0, width - self.mask.shape[1]))
-        j = len(self.templates)
+        j, known = len(self.templates), self.mask.shape[1]
+        width = max(-(-len(template.mask) // 8), known)
+        mask, value = np.zeros((2, j + 1, width), np.uint64)  # padded with "any byte"
+        mask[:j, :known], value[:j, :known] = self.mask, self.value
+        mask[j].view(np.uint8)[: len(template.mask)] = template.mask
+        value[j].view(np.uint8)[: len(template.value)] = template.value
         return _Tables(
             (*self.templates, template),
             {**self.primary, template.length: j},
             np.append(self.older, self.primary.get(template.length, 0)),
-            np.concatenate([np.pad(self.mask, pad), mask.view(np.uint64)[None]]),
-            np.concatenate([np.pad(self.value, pad), value.view(np.uint64)[None]]),
+            mask,
+            value,
             np.append(self.n_atoms, template.n_atoms),
             np.arange(0, 8 * width, 8),
             {k: p.extended((template,)) for k, p in self.plans.items()},
@@ -434,14 +421,14 @@ def _identify(
         failed = pending[wrong]
         ids[failed] = older = tables.older[ids[failed]]  # the next older template of that length
         lost = failed[older == 0].tolist()
-        if lost:  # no template allows it: learn the first one's from its decoded row
-            j = lost[0]
-            body = joined[starts[j] : starts[j] + bodies[j]]
-            template = learn(body, decode(rows[j], body))
-            if template is None:
-                return None
-            tables = tables.add(template)
-            ids[lost] = [tables.primary.get(bodies[k], 0) for k in lost]
+        if lost:  # no template allows them: learn the first one's of each length from its decoded row
+            for j in {bodies[k]: k for k in reversed(lost)}.values():
+                body = joined[starts[j] : starts[j] + bodies[j]]
+                template = learn(body, decode(rows[j], body))
+                if template is None:
+                    return None
+                tables = tables.add(template)
+            ids[lost] = [tables.primary.get(bodies[k], 0) for k in lost]  # the others: tried next pass
             spare = len(joined) - int(starts[-1]) - bodies[-1]
             if 8 * tables.mask.shape[1] > spare:
                 joined += bytes(8 * tables.mask.shape[1] - spare)
