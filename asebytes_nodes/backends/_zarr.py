@@ -93,8 +93,8 @@ differently go through zarr, all arrays of one ``extend`` in one concurrent batc
 Reads of a local store never go through zarr when the arrays are laid out that way (what
 this package writes, any version): :mod:`._zarr_chunks` reads each inner chunk a request
 needs straight from its shard file (crc32c-checked index and chunk, one ``pread``, one
-decode; rows grouped by chunk, each chunk decoded once per request) and keeps decoded
-chunks up to ``cache_bytes`` (64 MiB) per handle, least recently used first out. Random
+decode; each chunk decoded at most once per request) and keeps decoded chunks up to
+``cache_bytes`` (64 MiB) per handle, rows of held chunks gathered in one numpy call. Random
 rows of a large store cost the chunks that hold them, never a whole column (issue 17);
 zarr's fixed ~0.5-1 ms per array read is gone, and the zarr group itself is opened only
 when a write needs it. Object stores and other codecs read through zarr, with a cache of

@@ -12,11 +12,17 @@ and zarr too for the same settings) are read here instead:
   index (checked against its crc32c) and reads one inner chunk with ``os.pread``: its crc32c is
   checked and it is decompressed on its own. A missing shard file or chunk of a checksummed
   array is damage; of an older unchecksummed one, zeros (zarr's fill value, as zarr reads it).
-- :class:`ChunkCache` keeps decoded chunks up to ``cache_bytes`` per handle, least recently
-  used first out, and gathers any rows (any order, repeats) with numpy: rows are grouped by
-  chunk and each chunk is decoded once per request. Small arrays (up to 1/8 of the budget) are
-  gathered into one buffer of the array's size, filled chunk by chunk as rows are asked for, so
-  a warm gather is one fancy-indexing call; larger arrays keep chunks of their own.
+- :class:`ChunkCache` keeps decoded chunks up to ``cache_bytes`` per handle and gathers any
+  rows (any order, repeats) with numpy; each chunk a request needs is decoded at most once.
+  Small arrays (up to 1/8 of the budget) are gathered from one buffer of the array's size,
+  filled chunk by chunk as rows are asked for. Larger arrays keep decoded chunks in the slots
+  of one buffer (:class:`_Pool`, a chunk-to-slot table beside it): the rows of held chunks are
+  gathered in one ``take`` (issue 17: a Python step per chunk, even a cached one, made shuffled
+  batches of a 20,000-frame store slow), only missing chunks are decoded, into free slots while
+  the budget allows, else into the least recently used slots no chunk of the request holds.
+  Whole entries (an array's buffer or pool) leave least recently used first when a small
+  array's buffer grows past the budget. Without any room (``cache_bytes=0``) chunks are decoded
+  for the request alone.
 
 Every failure (a file missing, cut short, a checksum mismatch) is raised as a
 :class:`._zarr_read._ReadFailure`, which :meth:`._zarr_read.CheckedReads._guarded` retries
@@ -26,6 +32,7 @@ from the current record, then reports as damage.
 from __future__ import annotations
 
 import json
+import multiprocessing.synchronize  # noqa: F401 - numcodecs' blosc imports it on its first decode (1-5 ms)
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -44,6 +51,7 @@ __all__ = ["ChunkCache", "LazyGroup", "ShardedArray", "ragged_rows"]
 
 _DENSE_SHARE = 8  # arrays up to cache_bytes / 8 are gathered in one buffer of their own size
 _SCAN_CHUNKS = 4  # a slab over this many chunks or more is not kept in the cache
+_RESIDUE = 0x48674BC7  # crc32c of any bytes followed by their own crc32c (little-endian)
 
 
 class ShardedArray:
@@ -71,7 +79,7 @@ class ShardedArray:
             raise _ReadFailure(name) from exc
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # zarr reports it, with the array checks of _zarr_read
-        found = _our_layout(root / name, np.zeros((0, *tail), dtype), _codec_of(document))
+        found = _our_layout(root / name, np.zeros((0, *tail), dtype), _codec_of(document), document)
         if found is None:
             return None
         array = cls(root, name, found[0], dtype, found[1])
@@ -126,34 +134,38 @@ class ShardedArray:
         self._shards[s] = fd, index
         return self._shards[s]
 
-    def read_chunk(self, c: int) -> np.ndarray:
-        """Inner chunk ``c`` decoded: ``(chunk rows, *tail)``, read-only."""
+    def read_into(self, c: int, out: np.ndarray) -> None:
+        """Decode inner chunk ``c`` into ``out``, a C-contiguous ``(chunk rows, *tail)`` array."""
         s, j = divmod(c, self.per_shard)
         opened = self._shard(s)
-        if opened is not None and opened[1][j, 0] != _EMPTY:
-            fd, index = opened
-            offset, length = int(index[j, 0]), int(index[j, 1])
-            try:
-                raw = self._decode(os.pread(fd, length, offset))
-            except Exception as exc:  # noqa: BLE001 - checksum, codec, I/O: retried, then reported
-                raise _ReadFailure(self.name) from exc
-            if len(raw) != self.chunk_bytes:
-                raise _ReadFailure(self.name) from StoreCorruptedError(
-                    f"{self._path(s)}: chunk {j} decodes to {len(raw)} bytes, not {self.chunk_bytes}"
-                )
-            return np.frombuffer(raw, self.dtype).reshape(self.chunk, *self.tail)  # read-only
-        if self.checksum:
-            raise _ReadFailure(self.name) from StoreCorruptedError(f"{self._path(s)}: chunk {j} missing")
-        return np.zeros((self.chunk, *self.tail), self.dtype)  # zarr skipped an all-zero chunk
+        if opened is None or opened[1][j, 0] == _EMPTY:
+            if self.checksum:
+                raise _ReadFailure(self.name) from StoreCorruptedError(f"{self._path(s)}: chunk {j} missing")
+            out[...] = 0  # zarr skipped an all-zero chunk
+            return
+        fd, index = opened
+        offset, length = index[j].tolist()
+        try:
+            self._decode(os.pread(fd, length, offset), out)
+        except Exception as exc:  # noqa: BLE001 - checksum, codec, I/O: retried, then reported
+            raise _ReadFailure(self.name) from StoreCorruptedError(f"{self._path(s)}: chunk {j}: {exc}")
 
-    def _decode(self, raw: bytes) -> bytes:
-        """An encoded chunk's bytes: checksum checked, decompressed (no copies on the way)."""
-        body: Any = raw
-        if self.checksum:
-            body = memoryview(raw)[:-4]
-            if google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
-                raise ValueError("chunk does not match its crc32c checksum")
-        return blosc_decompress(body) if self._blosc else bytes(body)
+    def read_chunk(self, c: int) -> np.ndarray:
+        """Inner chunk ``c`` decoded: a new ``(chunk rows, *tail)`` array."""
+        out = np.empty((self.chunk, *self.tail), self.dtype)
+        self.read_into(c, out)
+        return out
+
+    def _decode(self, raw: bytes, out: np.ndarray) -> None:
+        """Check an encoded chunk's checksum (crc32c over the chunk and its own checksum gives a
+        fixed residue: one pass, no copy), decompress it and copy it into ``out``."""
+        if self.checksum and google_crc32c.value(raw) != _RESIDUE:
+            raise ValueError("does not match its crc32c checksum")
+        body = memoryview(raw)[:-4] if self.checksum else raw
+        decoded = blosc_decompress(body) if self._blosc else body
+        if len(decoded) != self.chunk_bytes:
+            raise ValueError(f"decodes to {len(decoded)} bytes, not {self.chunk_bytes}")
+        out[...] = np.frombuffer(decoded, self.dtype).reshape(out.shape)
 
     def close(self) -> None:
         for opened in self._shards.values():
@@ -169,22 +181,38 @@ class _Dense:
     """A buffer the size of a whole array, filled chunk by chunk as rows are asked for."""
 
     def __init__(self, array: ShardedArray, rows: int):
+        self.rows = rows
         self.data = np.empty((rows, *array.tail), array.dtype)
         self.loaded = np.zeros(-(-rows // array.chunk), bool)
         self.complete = not len(self.loaded)
         self.nbytes = 0
 
 
+class _Pool:
+    """Decoded chunks of one larger array in the slots of one buffer: ``where[c]`` is chunk
+    ``c``'s slot (-1: not held), so gathering rows of held chunks is one ``take``."""
+
+    def __init__(self, array: ShardedArray, rows: int, capacity: int):
+        self.rows, self.capacity, self.used, self.nbytes = rows, capacity, 0, 0
+        self.data = np.empty((capacity, array.chunk, *array.tail), array.dtype)  # pages touched when used
+        self.flat = self.data.reshape(capacity * array.chunk, *array.tail)
+        self.where = np.full(-(-rows // array.chunk), -1, np.int64)
+        self.owner = np.full(capacity, -1, np.int64)  # chunk held by each slot
+        self.stamp = np.zeros(capacity, np.int64)  # request that last used each slot
+
+
 class ChunkCache:
     """A handle's arrays read from shard files (:attr:`arrays`, by name; None: read through zarr)
-    and what it decoded: chunks, and whole columns zarr read (:meth:`get`/:meth:`put`), up to
-    ``limit`` bytes, least recently used first out."""
+    and what it decoded: small arrays whole (:class:`_Dense`), slots of chunks of larger ones
+    (:class:`_Pool`), and whole columns zarr read (:meth:`get`/:meth:`put`), up to ``limit``
+    bytes in all. Whole entries leave least recently used first; a pool that has reached the
+    limit reuses its own least recently used slots."""
 
     def __init__(self, limit: int):
-        self.limit, self.held = limit, 0
+        self.limit, self.held, self.tick = limit, 0, 0
         self.decoded = 0  # chunks read from files so far: a read that read none met no writer
         self.arrays: dict[str, ShardedArray | None] = {}
-        self._entries: OrderedDict[Any, Any] = OrderedDict()  # name -> _Dense, (name, c) -> chunk
+        self._entries: OrderedDict[Any, Any] = OrderedDict()  # name -> _Dense | _Pool, key -> column
 
     def clear(self) -> None:
         for array in self.arrays.values():
@@ -214,70 +242,119 @@ class ChunkCache:
         while self.held > self.limit and self._entries:  # a chunk larger than it all is not kept
             self.held -= self._entries.popitem(last=False)[1].nbytes
 
-    def _dense(self, array: ShardedArray, rows: int) -> _Dense | None:
-        if rows * array.chunk_bytes > self.limit * array.chunk // _DENSE_SHARE:
-            return None
+    def _holder(self, array: ShardedArray, rows: int) -> _Dense | _Pool | None:
+        """Where ``array``'s decoded rows are kept: a dense buffer for small arrays, a pool of
+        chunk slots for larger ones, None when not even one chunk fits the limit."""
         entry = self.get(array.name)
-        if entry is None or len(entry.data) != rows:
-            entry = self.put(array.name, _Dense(array, rows))
-        return entry  # type: ignore[no-any-return]
+        if isinstance(entry, _Dense | _Pool) and entry.rows == rows:
+            return entry
+        if rows * array.chunk_bytes <= self.limit * array.chunk // _DENSE_SHARE:
+            return self.put(array.name, _Dense(array, rows))
+        capacity = min(-(-rows // array.chunk), self.limit // array.chunk_bytes)
+        return self.put(array.name, _Pool(array, rows, capacity)) if capacity else None
 
     def _fill(self, array: ShardedArray, dense: _Dense, chunks: np.ndarray) -> None:
         size = len(dense.data)
         for c in np.unique(chunks[~dense.loaded[chunks]]).tolist():
             self.decoded += 1
             lo, hi = c * array.chunk, min((c + 1) * array.chunk, size)
-            dense.data[lo:hi] = array.read_chunk(c)[: hi - lo]
+            if hi - lo == array.chunk:
+                array.read_into(c, dense.data[lo:hi])
+            else:  # the last, partly committed chunk
+                dense.data[lo:hi] = array.read_chunk(c)[: hi - lo]
             dense.loaded[c] = True
             dense.nbytes += dense.data[lo:hi].nbytes
             self._add(array.name, dense.data[lo:hi].nbytes)
         dense.complete = bool(dense.loaded.all())
 
-    def _chunk(self, array: ShardedArray, c: int) -> np.ndarray:
-        hit = self.get((array.name, c))
-        if hit is None:
-            self.decoded += 1
-            hit = self.put((array.name, c), array.read_chunk(c))
-        return hit  # type: ignore[no-any-return]
+    def _slots(self, array: ShardedArray, pool: _Pool, n: int) -> np.ndarray:
+        """Up to ``n`` slots for chunks to decode: new ones while the limit allows, then the
+        least recently used ones no chunk of the current request holds."""
+        fresh = min(n, pool.capacity - pool.used, max(0, (self.limit - self.held) // array.chunk_bytes))
+        slots = np.arange(pool.used, pool.used + fresh)
+        pool.used += fresh
+        pool.nbytes += fresh * array.chunk_bytes
+        self._add(array.name, fresh * array.chunk_bytes)
+        if fresh == n:
+            return slots
+        old = np.flatnonzero(pool.stamp[: pool.used - fresh] < self.tick)
+        if len(old) > n - fresh:
+            old = old[np.argpartition(pool.stamp[old], n - fresh - 1)[: n - fresh]]
+        owners = pool.owner[old]
+        pool.where[owners[owners >= 0]] = -1  # (a slot whose decoding failed holds nothing)
+        pool.owner[old] = -1
+        return np.concatenate([slots, old])
 
     def take(self, array: ShardedArray, rows: int, index: np.ndarray) -> np.ndarray:
         """Rows ``index`` (any order, repeats) of ``array`` (``rows`` committed): a new array.
-        Each chunk involved is decoded at most once."""
-        dense = self._dense(array, rows)
-        if dense is not None:
-            if not dense.complete:
-                self._fill(array, dense, index // array.chunk)
-            return dense.data.take(index, axis=0)  # much faster than data[index] for 2-D rows
+        Each chunk involved is decoded at most once; rows of held chunks are gathered at once."""
+        holder = self._holder(array, rows)
+        if isinstance(holder, _Dense):
+            if not holder.complete:
+                self._fill(array, holder, index // array.chunk)
+            return holder.data.take(index, axis=0)  # much faster than data[index] for 2-D rows
         chunks = index // array.chunk
+        self.tick += 1
+        slots = holder.where[chunks] if holder is not None else np.full(len(index), -1, np.int64)
+        missing = slots < 0
+        if holder is not None:
+            holder.stamp[slots[~missing]] = self.tick
+        extra = None
+        if missing.any():
+            wanted = np.unique(chunks[missing])
+            free = self._slots(array, holder, len(wanted)) if holder is not None else wanted[:0]
+            for c, s in zip(wanted.tolist(), free.tolist(), strict=False):  # free may be shorter
+                self.decoded += 1
+                array.read_into(c, holder.data[s])  # type: ignore[union-attr]
+                holder.where[c], holder.owner[s], holder.stamp[s] = s, c, self.tick  # type: ignore[union-attr]
+            if len(free) < len(wanted):  # more than the pool holds: the rest only for this request
+                extra, rest = self._decoded(array, wanted[len(free) :])
+            if holder is not None:
+                slots = holder.where[chunks]
+        within = index - chunks * array.chunk
+        if extra is None:
+            return holder.flat.take(slots * array.chunk + within, axis=0)  # type: ignore[union-attr]
         out = np.empty((len(index), *array.tail), array.dtype)
-        order = np.argsort(chunks, kind="stable")
-        ordered = chunks[order]
-        cuts = (np.flatnonzero(np.diff(ordered)) + 1).tolist()
-        for a, b in zip([0, *cuts], [*cuts, len(index)], strict=True):
-            if a == b:
-                continue
-            c, picked = int(ordered[a]), order[a:b]
-            out[picked] = self._chunk(array, c).take(index[picked] - c * array.chunk, axis=0)
+        held = slots >= 0
+        if holder is not None:
+            out[held] = holder.flat.take(slots[held] * array.chunk + within[held], axis=0)
+        spot = np.searchsorted(rest, chunks[~held])
+        out[~held] = extra.take(spot * array.chunk + within[~held], axis=0)
         return out
+
+    def _decoded(self, array: ShardedArray, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Chunks (sorted) decoded into one new buffer of their rows, kept nowhere; and the chunks."""
+        out = np.empty((len(chunks), array.chunk, *array.tail), array.dtype)
+        for k, c in enumerate(chunks.tolist()):
+            self.decoded += 1
+            array.read_into(c, out[k])
+        return out.reshape(len(chunks) * array.chunk, *array.tail), chunks
 
     def slab(self, array: ShardedArray, rows: int, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo:hi`` of ``array`` (``rows`` committed): a new array."""
         if hi <= lo:
             return np.zeros((0, *array.tail), array.dtype)
         first, last = lo // array.chunk, (hi - 1) // array.chunk
-        dense = self._dense(array, rows)
-        if dense is not None:
-            self._fill(array, dense, np.arange(first, last + 1))
-            return dense.data[lo:hi].copy()
-        pieces, scan = [], last - first >= _SCAN_CHUNKS
+        holder = self._holder(array, rows)
+        if isinstance(holder, _Dense):
+            self._fill(array, holder, np.arange(first, last + 1))
+            return holder.data[lo:hi].copy()
+        if last - first < _SCAN_CHUNKS:
+            return self.take(array, rows, np.arange(lo, hi))
+        out = np.empty((hi - lo, *array.tail), array.dtype)  # a long scan decodes past the cache
         for c in range(first, last + 1):
-            hit = self.get((array.name, c)) if scan else self._chunk(array, c)
-            if hit is None:  # a long scan decodes past the cache, not through it
-                self.decoded += 1
-            chunk = hit if hit is not None else array.read_chunk(c)
             base = c * array.chunk
-            pieces.append(chunk[max(lo, base) - base : min(hi, base + array.chunk) - base])
-        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0].copy()
+            a, b = max(lo, base), min(hi, base + array.chunk)
+            slot = -1 if holder is None else int(holder.where[c])
+            if slot >= 0:
+                out[a - lo : b - lo] = holder.data[slot, a - base : b - base]  # type: ignore[union-attr]
+            elif b - a == array.chunk:
+                self.decoded += 1
+                array.read_into(c, out[a - lo : b - lo])
+            else:
+                self.decoded += 1
+                out[a - lo : b - lo] = array.read_chunk(c)[a - base : b - base]
+        return out
 
 
 def ragged_rows(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

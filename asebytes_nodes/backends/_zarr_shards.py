@@ -209,12 +209,14 @@ def write_new_array(
 
 
 def _our_layout(
-    folder: Path, data: np.ndarray, codec: ChunkCodec
+    folder: Path, data: np.ndarray, codec: ChunkCodec, document: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], ChunkCodec] | None:
-    """The array document at ``folder`` and its codec, if this module writes it that way
-    (with or without chunk checksums); None otherwise (another codec, dtype or chunk order)."""
+    """The array document at ``folder`` (or ``document``, read from there already) and its
+    codec, if this module writes it that way (with or without chunk checksums); None otherwise
+    (another codec, dtype or chunk order)."""
     try:
-        document = json.loads((folder / "zarr.json").read_bytes())
+        if document is None:
+            document = json.loads((folder / "zarr.json").read_bytes())
         rows, tail = document["shape"][0], tuple(document["shape"][1:])
         shard = document["chunk_grid"]["configuration"]["chunk_shape"][0]
         chunk = document["codecs"][0]["configuration"]["chunk_shape"][0]
@@ -408,7 +410,7 @@ def verify_array(root: Path, name: str, rows: int, dtype: np.dtype[Any]) -> list
         tail = tuple(document["shape"][1:])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [f"{name}: array document unreadable ({exc})"]
-    found = _our_layout(folder, np.zeros((0, *tail), dtype), _codec_of(document))
+    found = _our_layout(folder, np.zeros((0, *tail), dtype), _codec_of(document), document)
     if found is None:
         return None
     document, codec = found
