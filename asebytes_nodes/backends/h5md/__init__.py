@@ -92,15 +92,22 @@ this machine: rerun before relying on it).
 
 Small chunks cost writes: deflate pays about 20 us per chunk whatever its size (one Huffman
 block each), and a 1,000-frame store of up to 200 atoms has 1,000 chunks per per-atom element.
-So :mod:`._chunks` writes whole chunks itself: cut from the write's data with numpy, deflated by
-zlib in a thread pool (one thread per CPU, at most 4; writes under 256 KiB inline), given HDF5's
-fletcher32 (vectorised) and stored with ``H5Dwrite_chunk``. The bytes are those HDF5's own
-filters store (same pipeline and filter mask; identical with the same zlib), so every HDF5
-reader decodes them and a flipped bit fails the checksum as before; rows that share a chunk
-with stored rows, lzf and other pipelines go through HDF5. Measured on periodic-1000 (loaded
-2-core machine, best of 8-12 per process): CPU 227 ms per write with HDF5 filtering against
-235 ms, of which 77 ms on the writing thread and the rest in the pool, so on two free cores
-the write takes about the main thread plus half the deflate; e04f21f (32 KiB chunks) 152 ms.
+So :mod:`._chunks` writes whole chunks itself: cut from the write's data with numpy, encoded,
+given HDF5's fletcher32 (vectorised) and stored with ``H5Dwrite_chunk``; rows that share a chunk
+with stored rows, lzf and other pipelines go through HDF5. Every chunk is a zlib stream under the
+dataset's own filters (deflate, then fletcher32; filter mask 0), so every HDF5 reader decodes it
+and a flipped bit fails the checksum as before. Deflating random float mantissas (positions,
+forces) saves about 4 % of them for about 40 us per 4 KiB chunk; what a padded store saves is its
+NaN padding. So each write probes its first chunks per dataset: where zlib gains less than 10 %
+over it, every chunk of the write is a zlib stream of stored blocks (the data, copied) and
+deflated blocks (each run of fill values, cached by length); elsewhere (integers, species,
+repeated values, writes of up to 4 chunks) zlib deflates every chunk, in a thread pool (one
+thread per CPU, at most 4; writes under 256 KiB inline), the bytes HDF5's own filter writes.
+Files written before (all zlib) read as before; the layout is unchanged. Measured on
+periodic-1000 (loaded 2-core machine, best of 5 per fresh process, 4 rounds alternating): CPU
+per write 235 ms with every chunk deflated in the pool, 111-130 ms now, e04f21f (32 KiB chunks,
+HDF5 filtering) 153-165 ms; file 5.21 -> 5.37 MB (e04f21f 4.96 MB). Ethanol-20000: CPU 610-680,
+now 476-500, e04f21f 560-590 ms; file 10.41 -> 10.77 MB (+3.5 %).
 
 Reads go through :mod:`._gather`: a dataset whose decoded size fits ``cache_bytes`` (64 MiB
 per file and process by default, shared by the stores on the file) is mirrored chunk by chunk

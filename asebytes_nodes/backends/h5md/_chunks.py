@@ -41,6 +41,7 @@ _THREADED_BYTES = 1 << 18  # smaller writes compress inline (thread start-up wou
 _TASK_BYTES = 1 << 18  # chunks per thread task: about this much data
 _MAX_CHUNK = 1 << 23  # larger chunks go through HDF5 (see fletcher32)
 _PROBES = 4  # chunks of a write per dataset deflated both ways to choose the encoding
+_PROBE_BYTES = 1 << 14  # ... but no more chunks than this many bytes hold (at least one)
 _GAIN = 0.1  # zlib is used when it makes the probed chunks this much smaller than _Stored does
 _MIN_RUN = 64  # shorter runs of fill values are stored with the data around them
 _STORED_MAX = 0xFFFF  # bytes per stored block
@@ -135,6 +136,11 @@ def _deflated_run(level: int, fill: bytes, nbytes: int) -> bytes:
     return packer.compress(fill * (nbytes // len(fill))) + packer.flush(zlib.Z_FULL_FLUSH)
 
 
+def _deflated(chunk: memoryview | bytes, level: int) -> bytes:
+    """``chunk`` deflated by zlib; bytes are a chunk already deflated (by a probe)."""
+    return chunk if isinstance(chunk, bytes) else zlib.compress(chunk, level)
+
+
 def _encoding(
     tiles: np.ndarray, views: list[memoryview], fillvalue: Any, level: int | None
 ) -> tuple[Callable[..., bytes], list[tuple[Any, ...]]]:
@@ -143,16 +149,19 @@ def _encoding(
     smaller than it does (writes of up to :data:`_PROBES` chunks: zlib)."""
     if level is None:
         return bytes, [(v,) for v in views]
-    deflate = functools.partial(zlib.compress, level=level)
+    jobs: list[tuple[Any, ...]] = [(v, level) for v in views]
     if len(views) <= _PROBES:
-        return deflate, [(v,) for v in views]
+        return _deflated, jobs
     fill = np.array(fillvalue, tiles.dtype)
     stored, runs = _Stored(level, fill.tobytes()), _fill_runs(tiles, fill)
-    probes = [i for i, r in enumerate(runs) if r != [(0, len(views[i]))]][:_PROBES]
-    zipped = sum(len(deflate(views[i])) for i in probes)
-    if zipped < (1 - _GAIN) * sum(len(stored(views[i], runs[i])) for i in probes):
-        return deflate, [(v,) for v in views]
-    return stored, list(zip(views, runs, strict=True))
+    size = len(views[0])
+    probes = [i for i, r in enumerate(runs) if r != [(0, size)]][: max(1, min(_PROBES, _PROBE_BYTES // size))]
+    zipped = {i: zlib.compress(views[i], level) for i in probes}
+    if sum(map(len, zipped.values())) >= (1 - _GAIN) * sum(len(stored(views[i], runs[i])) for i in probes):
+        return stored, list(zip(views, runs, strict=True))
+    for i, blob in zipped.items():
+        jobs[i] = (blob, level)
+    return _deflated, jobs
 
 
 def _fill_runs(tiles: np.ndarray, fill: np.ndarray) -> list[list[tuple[int, int]]]:
@@ -184,8 +193,9 @@ def _cpus() -> int:
 
 
 class Chunks:
-    """The whole chunks of one write session, deflated as they are handed in (in threads for large
-    writes) and stored by :meth:`flush`. A dataset written here is not read again before that."""
+    """The whole chunks of one write session, encoded as they are handed in (deflated in threads
+    for large writes) and stored by :meth:`flush`. A dataset written here is not read again
+    before that."""
 
     def __init__(self) -> None:
         self.pending: list[tuple[Any, list[tuple[int, ...]], list[Future[list[bytes]] | list[bytes]]]] = []
@@ -223,7 +233,7 @@ class Chunks:
             self._tiles(ds, first, np.asarray(data[first - lo : last - lo], dtype), pipeline)
 
     def _tiles(self, ds: Any, lo: int, data: np.ndarray, pipeline: tuple[int | None, bool]) -> None:
-        """Cut ``data`` (rows from chunk-aligned ``lo``) into whole chunks and start deflating them."""
+        """Cut ``data`` (rows from chunk-aligned ``lo``) into whole chunks and start encoding them."""
         shape = ds.chunks
         grid = [-(-n // c) for n, c in zip(data.shape, shape, strict=True)]
         if not all(grid):  # frames of no atoms: HDF5 keeps no chunk either
@@ -244,14 +254,15 @@ class Chunks:
         views = [flat[i * size : (i + 1) * size] for i in range(len(offsets))]
         level, checksum = pipeline
         encode, jobs = _encoding(data.reshape(len(views), -1), views, ds.fillvalue, level)
-        if len(views) * size < _THREADED_BYTES or self.threads < 2:
+        if len(views) * size < _THREADED_BYTES or self.threads < 2 or isinstance(encode, _Stored):
             work: list[Future[list[bytes]] | list[bytes]] = [_filtered(encode, jobs, checksum)]
         else:
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="asebytes-deflate")
             per = max(1, _TASK_BYTES // size)
             work = [
-                self.pool.submit(_filtered, encode, jobs[i : i + per], checksum) for i in range(0, len(jobs), per)
+                self.pool.submit(_filtered, encode, jobs[i : i + per], checksum)
+                for i in range(0, len(jobs), per)
             ]
         self.pending.append((ds, offsets, work))
 
