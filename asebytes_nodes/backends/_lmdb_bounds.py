@@ -109,11 +109,12 @@ _SECOND = operator.itemgetter(1)
 
 
 def _words(addresses: np.ndarray) -> np.ndarray:
-    """The native 8-byte words at ``addresses`` (of live objects or mapped pages), read with
-    numpy through one view of the memory spanning them (nothing but these words is touched)."""
+    """The native 8-byte words (``uint64``) at ``addresses`` (``int64``, of live objects or
+    mapped pages), read with numpy through one view of the memory spanning them (nothing but
+    these words is touched)."""
     lo = int(addresses.min())
     windows = np.asarray(_Windows(lo, int(addresses.max()) - lo + 1))
-    return windows[(addresses - np.uint64(lo)).astype(np.intp)].view(np.uint64)
+    return windows[addresses - lo].view(np.uint64)
 
 
 class _Windows:
@@ -205,13 +206,13 @@ class BoundedTxn:
     def _bound(self, keys: Sequence[bytes], found: list[Any]) -> None:
         """Refuse an overflow value among those of ``keys`` (``found``: their keys as views
         into the map) whose claimed size runs past the end of the file."""
-        at = _words(np.fromiter(map(id, found), np.uint64, len(found)) + (_FIELD or 0))
-        nodes = _words(at - np.uint64(_NODE.size))
+        at = _words(np.fromiter(map(id, found), np.int64, len(found)) + (_FIELD or 0)).view(np.int64)
+        nodes = _words(at - _NODE.size)
         big = np.flatnonzero(nodes & np.uint64(_BIGDATA_BIT))
         if not len(big):
             return
         sizes, ksizes = nodes[big] & np.uint64(0xFFFFFFFF), nodes[big] >> np.uint64(48)
-        pages = _words(at[big] + ksizes) * np.uint64(self._psize)
+        pages = _words(at[big] + ksizes.view(np.int64)) * np.uint64(self._psize)
         for j in np.flatnonzero(pages + np.uint64(_PAGE_HEADER) + sizes > np.uint64(self._size[0])).tolist():
             self._refuse_past_end(keys[int(big[j])], int(pages[j]), int(sizes[j]))
 
