@@ -67,6 +67,8 @@ class BackendEntry:
     ``fallback`` offers the backend, through its sniffer, for files no extension claims;
     ``folders`` says its sniffer recognises folders: a folder is offered to those first,
     whatever its extension (so opening a ``.zarr`` folder imports no file-format sniffer);
+    ``marker`` names a file such a folder holds: a folder without it is not offered (nor the
+    sniffer imported: a cold open of a ``.zarr`` folder pays for neither);
     ``accepts(obj) -> bool`` claims in-memory objects passed instead of a path.
     ``sniff`` and ``accepts`` may be ``"module:function"`` strings, imported on first use.
     """
@@ -79,6 +81,7 @@ class BackendEntry:
     sniff: Callable[[Path], bool] | str | None = field(default=None, compare=False)
     fallback: bool = False
     folders: bool = False
+    marker: str | None = None
     accepts: Callable[[Any], bool] | str | None = field(default=None, compare=False)
 
     def load(self) -> type[ReadableBackend]:
@@ -198,6 +201,7 @@ _BUILTIN = (
         sniff="asebytes_nodes.shards._manifest:sniff",
         fallback=True,
         folders=True,
+        marker="asebytes-shards.json",  # shards._manifest.MANIFEST (a test keeps them equal)
     ),
 )
 
@@ -298,7 +302,11 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
     path = Path(text).expanduser()
     if path.is_dir():  # a folder that names its own format (a shard manifest) wins over its extension
         for entry in _TABLE.values():
-            if entry.folders and entry.sniffs(path):
+            if (
+                entry.folders
+                and (entry.marker is None or (path / entry.marker).exists())
+                and entry.sniffs(path)
+            ):
                 return entry
     suffix = path.suffix.lower()
     matches = [e for e in _TABLE.values() if suffix and suffix in e.extensions]

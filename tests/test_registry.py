@@ -184,11 +184,19 @@ def test_a_store_folder_opens_without_the_file_format_sniffers(tmp_path: Path) -
         assert type(db.backend).__name__ == "ZarrBackend" and len(db[0]) == 1
         assert "asebytes_nodes.backends._asefile" not in sys.modules
         assert "ase.io" not in sys.modules
+        assert "asebytes_nodes.shards._manifest" not in sys.modules  # no manifest file: no sniffer
     """)
     import subprocess
 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_shard_folder_marker_is_the_manifest_name() -> None:
+    from asebytes_nodes.registry import builtin
+    from asebytes_nodes.shards._manifest import MANIFEST
+
+    assert builtin("shards").marker == MANIFEST
 
 
 def test_plugins_are_read_when_nothing_else_matches(
