@@ -40,15 +40,17 @@ _INITIAL_MAP_SIZE = 1 << 30  # address space only: the file grows with its data
 class SharedEnv:
     """One open LMDB environment, shared by every handle on the same file in this process."""
 
-    def __init__(self, env: Any, writable: bool, key: str, inode: int, options: EnvOptions) -> None:
+    def __init__(
+        self, env: Any, writable: bool, key: str, found: os.stat_result, options: EnvOptions
+    ) -> None:
         self.env = env
         self.psize = int(env.stat()["psize"])
-        self.size = [os.stat(key).st_size]  # bytes of the file, as last measured (see _lmdb_bounds)
+        self.size = [found.st_size]  # bytes of the file, as last measured (see _lmdb_bounds)
         self.dbs: dict[str, Any] = {}  # group name -> LMDB database handle (see _lmdb_groups)
         self.options = options
         self.writable = writable
         self.key = key
-        self.inode = inode
+        self.inode = found.st_ino
         self.stale = False
         self.pid = os.getpid()
         self.users = 0
@@ -131,25 +133,27 @@ def acquire_env(path: Path, readonly: bool, map_size: int, options: EnvOptions =
                     "writable; a writable handle cannot share it"
                 )
             shared.close()
-        exists = path.exists()
-        if not exists and readonly:
+        try:  # one stat for existence, size and inode (a cold open counts its system calls)
+            found: os.stat_result | None = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):  # as Path.exists
+            found = None
+        if found is None and readonly:
             raise StoreNotFoundError(f"{path}: no such LMDB store (opened read-only)")
-        writable = not readonly or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+        folder = os.access(path.parent, os.W_OK)
+        writable = not readonly or (os.access(path, os.W_OK) and folder)
         if not writable and not readonly:
             raise PermissionError(f"{path}: the file or its folder is not writable")
         check_file(path)
         try:
             # An explicit map_size is honoured (LMDB raises it to the data already stored);
             # the default reserves address space only, the file grows with its data.
-            size = map_size or max(_INITIAL_MAP_SIZE, 2 * path.stat().st_size if exists else 0)
+            size = map_size or max(_INITIAL_MAP_SIZE, 2 * found.st_size if found else 0)
             env = lmdb.open(
                 str(path),
                 subdir=False,
                 readonly=not writable,
                 lock=(
-                    options.lock
-                    if options.lock is not None
-                    else os.access(path.parent, os.W_OK) or Path(str(path) + "-lock").exists()
+                    options.lock if options.lock is not None else folder or Path(str(path) + "-lock").exists()
                 ),
                 map_size=size,
                 max_dbs=MAX_DBS,
@@ -164,7 +168,7 @@ def acquire_env(path: Path, readonly: bool, map_size: int, options: EnvOptions =
             if is_disk_full(exc):
                 raise disk_full(exc, str(path)) from exc
             raise StoreCorruptedError(f"{path}: cannot open as LMDB ({exc})") from exc
-        shared = SharedEnv(env, writable, key, _inode(path), options)
+        shared = SharedEnv(env, writable, key, found or os.stat(path), options)  # LMDB made a new file
         shared.users = 1
         _ENVS[shared.key] = shared
         return shared
