@@ -25,6 +25,7 @@ ends inside one) go through HDF5, which merges them with the stored rows.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import struct
 import zlib
@@ -85,9 +86,13 @@ def _pipeline(ds: Any) -> tuple[int | None, bool] | None:
 
 
 def _filtered(encode: Callable[..., bytes], jobs: list[tuple[Any, ...]], checksum: bool) -> list[bytes]:
-    """The chunks (bytes) as HDF5's pipeline stores them: ``encode(*job)`` (deflated, or left
-    as they are), then checksummed."""
-    blobs = [encode(*job) for job in jobs]
+    """The chunks (bytes) as HDF5's pipeline stores them: ``encode(*job)`` (a zlib stream, or
+    left as they are), then checksummed."""
+    return _checksummed([encode(*job) for job in jobs], checksum)
+
+
+def _checksummed(blobs: list[bytes], checksum: bool) -> list[bytes]:
+    """``blobs`` each followed by its fletcher32 (``checksum``), as HDF5's filter stores it."""
     if not checksum:
         return blobs
     return [blob + int(s).to_bytes(4, "little") for blob, s in zip(blobs, fletcher32(blobs), strict=True)]
@@ -239,27 +244,39 @@ class Chunks:
         if not all(grid):  # frames of no atoms: HDF5 keeps no chunk either
             return
         padded = tuple(g * c for g, c in zip(grid, shape, strict=True))
+        fillvalue = ds.fillvalue  # h5py reads it from the dataset's property list each time
         if padded != data.shape:  # the last chunk reaches past the dataset's end: HDF5 fills it so
-            block = np.full(padded, ds.fillvalue, data.dtype)
+            block = np.full(padded, fillvalue, data.dtype)
             block[tuple(slice(0, n) for n in data.shape)] = data
             data = block
         if any(g > 1 for g in grid[1:]):  # chunked across frames too (the atom axis grew): tile order
             split = data.reshape([x for g, c in zip(grid, shape, strict=True) for x in (g, c)])
             data = split.transpose([*range(0, 2 * ds.ndim, 2), *range(1, 2 * ds.ndim, 2)])
         data = np.ascontiguousarray(data)
-        offsets = [tuple(i * c for i, c in zip(at, shape, strict=True)) for at in np.ndindex(*grid)]
-        offsets = [(lo + at[0], *at[1:]) for at in offsets]
+        across = list(
+            itertools.product(*(range(0, g * c, c) for g, c in zip(grid[1:], shape[1:], strict=True)))
+        )
+        offsets = [(lo + i * shape[0], *at) for i in range(grid[0]) for at in across]  # tile order
         size = data.itemsize * int(np.prod(shape))
         flat = data.reshape(-1).view(np.uint8).data  # a memoryview of the bytes
         views = [flat[i * size : (i + 1) * size] for i in range(len(offsets))]
         level, checksum = pipeline
-        encode, jobs = _encoding(data.reshape(len(views), -1), views, ds.fillvalue, level)
-        if len(views) * size < _THREADED_BYTES or self.threads < 2 or isinstance(encode, _Stored):
-            work: list[Future[list[bytes]] | list[bytes]] = [_filtered(encode, jobs, checksum)]
+        encode, jobs = _encoding(data.reshape(len(views), -1), views, fillvalue, level)
+        work: list[Future[list[bytes]] | list[bytes]]
+        if len(views) * size < _THREADED_BYTES or self.threads < 2:
+            work = [_filtered(encode, jobs, checksum)]
+            self.pending.append((ds, offsets, work))
+            return
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="asebytes-deflate")
+        per = max(1, _TASK_BYTES // size)
+        if isinstance(encode, _Stored):  # cheap Python work, here; the checksums (numpy) in threads
+            blobs = [encode(*job) for job in jobs]
+            work = [
+                self.pool.submit(_checksummed, blobs[i : i + per], checksum)
+                for i in range(0, len(blobs), per)
+            ]
         else:
-            if self.pool is None:
-                self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="asebytes-deflate")
-            per = max(1, _TASK_BYTES // size)
             work = [
                 self.pool.submit(_filtered, encode, jobs[i : i + per], checksum)
                 for i in range(0, len(jobs), per)
