@@ -104,10 +104,11 @@ deflated blocks (each run of fill values, cached by length); elsewhere (integers
 repeated values, writes of up to 4 chunks) zlib deflates every chunk, in a thread pool (one
 thread per CPU, at most 4; writes under 256 KiB inline), the bytes HDF5's own filter writes.
 Files written before (all zlib) read as before; the layout is unchanged. Measured on
-periodic-1000 (loaded 2-core machine, best of 5 per fresh process, 4 rounds alternating): CPU
-per write 235 ms with every chunk deflated in the pool, 111-130 ms now, e04f21f (32 KiB chunks,
-HDF5 filtering) 153-165 ms; file 5.21 -> 5.37 MB (e04f21f 4.96 MB). Ethanol-20000: CPU 610-680,
-now 476-500, e04f21f 560-590 ms; file 10.41 -> 10.77 MB (+3.5 %).
+periodic-1000 (loaded 2-core machine, best of 5 per fresh process, rounds alternating): CPU per
+write 232-251 ms with every chunk deflated in the pool, 105-118 ms now (88 ms of it on the
+writing thread), e04f21f (32 KiB chunks, HDF5 filtering) 154-160 ms; file 5.21 -> 5.37 MB
+(e04f21f 4.96 MB). Ethanol-20000: CPU 626-639 ms, now 450-463, e04f21f 582-584 ms; file
+10.41 -> 10.77 MB (+3.5 %).
 
 Reads go through :mod:`._gather`: a dataset whose decoded size fits ``cache_bytes`` (64 MiB
 per file and process by default, shared by the stores on the file) is mirrored chunk by chunk

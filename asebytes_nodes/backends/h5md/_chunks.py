@@ -12,10 +12,11 @@ Deflating random float mantissas (positions, forces) costs about 40 us per 4 KiB
 saves about 4 % of them; what a padded store saves is its runs of fill values (NaN). So a write
 probes its first chunks per dataset (:func:`_encoding`): if zlib gains less than 10 % there,
 every chunk of the write becomes a zlib stream of stored blocks for its data and deflated
-blocks for its fill runs (:class:`_Stored`: a copy, the runs' blocks cached by length); else
-(integers, species, repeated values, writes of a few chunks) zlib deflates every chunk, the
-bytes HDF5's own filter writes. Periodic-1000: the write's CPU time 235 -> 125 ms, the file
-5.21 -> 5.38 MB; reads inflate stored blocks by copying them.
+blocks for its fill runs (:class:`_Stored`: a copy, the runs' blocks cached by length; built on
+the writing thread, as such cheap Python work in threads only contends for the GIL, with the
+checksums in the pool); else (integers, species, repeated values, writes of up to 4 chunks)
+zlib deflates every chunk, the bytes HDF5's own filter writes. Periodic-1000: the write's CPU
+time 235 -> about 110 ms, the file 5.21 -> 5.37 MB; a reader inflates stored blocks by copying.
 
 Only datasets whose pipeline is deflate and/or fletcher32 (in HDF5's order) of fixed-size numbers
 qualify; rows a write shares a chunk with (the first and last chunk of a write that starts or
