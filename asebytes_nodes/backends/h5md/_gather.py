@@ -33,7 +33,16 @@ from .._hdf5_journal import checked
 from ._direct import Grid
 from ._plan import Col, Need, Plan, take
 
-__all__ = ["DEFAULT_CACHE_BYTES", "Mirror", "confirm", "fast_batch", "head", "index_problems", "rows_of"]
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "Mirror",
+    "confirm",
+    "fast_batch",
+    "head",
+    "index_problems",
+    "plain",
+    "rows_of",
+]
 
 #: Decoded bytes of mirrored datasets per file and process, unless ``cache_bytes=`` says otherwise.
 DEFAULT_CACHE_BYTES = 64 << 20
@@ -192,7 +201,7 @@ class _Narrow:
 _NUMERIC = ("atom", "frame", "scalar")
 
 
-def _plain(col: Col) -> bool:
+def plain(col: Col) -> bool:
     """A column of our own layout read as stored, without conversion (the fast path's columns)."""
     return (
         col.kind in _NUMERIC
@@ -222,14 +231,14 @@ def fast_batch(
         return None
     cols = plan.cols
     if keys is None:
-        if any(c.kind in _NUMERIC and not _plain(c) for c in cols.values()):
+        if any(c.kind in _NUMERIC and not plain(c) for c in cols.values()):
             return None
-        wanted = [cols[k] for k in sorted(cols) if _plain(cols[k])]
+        wanted = [cols[k] for k in sorted(cols) if plain(cols[k])]
         wanted = [c for c in wanted if _all_present(shared, plan, c, indices, limit)]
     else:
         wanted = [cols.get(k) for k in keys]  # type: ignore[misc]
         if not all(
-            c is not None and _plain(c) and _all_present(shared, plan, c, indices, limit) for c in wanted
+            c is not None and plain(c) and _all_present(shared, plan, c, indices, limit) for c in wanted
         ):
             return None
     counts = plan.counts[indices]
