@@ -190,18 +190,22 @@ class ColumnView(_View):
             return values[self._keys[0]][0] if self._single else _row_dict(values, 0)
         return ColumnView(self._backend, self._narrow(index), self._keys, self._single)
 
-    def _read(self, indices: IndexArray) -> dict[str, Any]:
+    def _read(self, indices: IndexArray, stacked: bool = False) -> dict[str, Any]:
         """{key: values} for the given rows: a list with :data:`MISSING` for absent values,
-        or a numpy array when the backend can read the column as one array."""
+        or a numpy array when the backend can read the column as one array. ``stacked``: the
+        caller stacks the values, so a backend's ``read_column_array`` may give them stacked."""
         if len(self._keys) == 1:
-            return {self._keys[0]: self._backend.read_column(self._keys[0], indices)}
+            key = self._keys[0]
+            read_array = getattr(self._backend, "read_column_array", None) if stacked else None
+            array = None if read_array is None else read_array(key, indices)
+            return {key: self._backend.read_column(key, indices) if array is None else array}
         rows = self._backend.read_rows(indices, self._keys)
         return {k: [row.get(k, MISSING) for row in rows] for k in self._keys}
 
-    def _read_all(self) -> dict[str, Any]:
+    def _read_all(self, stacked: bool = False) -> dict[str, Any]:
         parts: dict[str, list[Any]] = {k: [] for k in self._keys}
         for chunk in self._chunks(max(DEFAULT_CHUNK_SIZE * 16, self._backend.read_batch_size)):
-            for key, values in self._read(chunk).items():
+            for key, values in self._read(chunk, stacked).items():
                 parts[key].append(values)
         return {k: _join(p) for k, p in parts.items()}
 
@@ -257,7 +261,7 @@ class ColumnView(_View):
         """
         if atoms is not None:
             return self._pick(_batch.columns_of_batch(self.to_batch(atoms=atoms), self._keys, ragged=False))
-        values = self._read_all()
+        values = self._read_all(stacked=True)
         arrays = {k: _stack(k, vs, self._indices) for k, vs in values.items()}
         return arrays[self._keys[0]] if self._single else arrays
 

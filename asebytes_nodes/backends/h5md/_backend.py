@@ -29,14 +29,14 @@ from ...errors import (
 from ...registry import builtin, keep_until_opened
 from ...rows import gc_paused
 from .._base import MISSING, ColumnInfo, WritableBackend, check_group_name, path_of
-from .._columns import Column, expand_rows, expand_values, first_value, sorted_unique
+from .._columns import Column, expand_rows, expand_values, first_value, sorted_unique, type_code_dtype
 from .._hdf5_files import SharedFile, acquire, open_hdf5, peek, release
 from .._hdf5_guard import FULL, LINKS
 from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, reading, store_lock, unseal
 from .._keys import atom_counts
 from ._check import check_version, conformance, invariants
 from ._foreign import foreign_plan
-from ._gather import DEFAULT_CACHE_BYTES, fast_batch, head, index_problems, rows_of
+from ._gather import DEFAULT_CACHE_BYTES, fast_batch, head, index_problems, plain, rows_of
 from ._plan import (
     CREATOR,
     FORMAT_NAME,
@@ -419,6 +419,22 @@ class H5MDBackend(WritableBackend):
                 stacked = np.stack(values)  # one array, fresh memory
                 return stacked if where is None else stacked[where]
             return expand_values(values, where)  # repeated rows never share arrays
+
+    def read_column_array(self, key: str, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """``np.asarray(self.read_column(key, indices))``, read without making a Python value of
+        each row, for a scalar key of our own layout that every row carries (``to_numpy`` asks
+        for it); None: another case, read the values."""
+        idx = np.asarray(indices, dtype=np.int64)
+        with self._reading():
+            col = self._plan.cols.get(key)
+            if col is None or col.kind != "scalar" or col.code is None or not plain(col) or not idx.size:
+                return None
+            frames, where = sorted_unique(idx)
+            if self._present(col, frames) is not None:
+                return None
+            raw = np.asarray(self._raw(col, frames)).reshape(len(frames))
+        values = raw.astype(type_code_dtype(col.code), copy=False)  # the dtype numpy gives the values
+        return values if where is None else values[where]
 
     def _present(self, col: Col, frames: np.ndarray) -> np.ndarray | None:
         """Which of ``frames`` carry the column (None: all of them)."""
