@@ -35,6 +35,7 @@ caller assembles it from decoded rows.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class _Type:
     width: int = field(init=False, compare=False)  # bytes of one value (per atom for per-atom keys)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "width", self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64)))
+        object.__setattr__(self, "width", self.dtype.itemsize * math.prod(self.shape))
 
 
 def _field(key: str, template: Template) -> Field | None:
@@ -215,7 +216,7 @@ class _Tables:
             value,
             np.append(self.n_atoms, template.n_atoms),
             np.arange(0, 8 * width, 8),
-            {k: p.extended((template,)) for k, p in self.plans.items()},
+            {k: p.extended((template,)) for k, p in list(self.plans.items())},  # a copy: others may add
         )
 
     def plan(self, keys: tuple[str, ...]) -> _Plan:
