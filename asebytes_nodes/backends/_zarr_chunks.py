@@ -199,6 +199,7 @@ class _Pool:
         self.where = np.full(-(-rows // array.chunk), -1, np.int64)
         self.owner = np.full(capacity, -1, np.int64)  # chunk held by each slot
         self.stamp = np.zeros(capacity, np.int64)  # request that last used each slot
+        self.hand = 0  # the next filled slot to reuse (in turn) once the budget is reached
 
 
 class ChunkCache:
@@ -267,23 +268,35 @@ class ChunkCache:
             self._add(array.name, dense.data[lo:hi].nbytes)
         dense.complete = bool(dense.loaded.all())
 
-    def _slots(self, array: ShardedArray, pool: _Pool, n: int) -> np.ndarray:
+    def _slots(self, array: ShardedArray, pool: _Pool, n: int) -> list[int]:
         """Up to ``n`` slots for chunks to decode: new ones while the limit allows, then the
-        least recently used ones no chunk of the current request holds."""
-        fresh = min(n, pool.capacity - pool.used, max(0, (self.limit - self.held) // array.chunk_bytes))
-        slots = np.arange(pool.used, pool.used + fresh)
+        filled ones in turn (a ring), skipping those the current request uses."""
+        filled = pool.used
+        fresh = min(n, pool.capacity - filled, max(0, (self.limit - self.held) // array.chunk_bytes))
+        slots = list(range(filled, filled + fresh))
         pool.used += fresh
         pool.nbytes += fresh * array.chunk_bytes
         self._add(array.name, fresh * array.chunk_bytes)
-        if fresh == n:
-            return slots
-        old = np.flatnonzero(pool.stamp[: pool.used - fresh] < self.tick)
-        if len(old) > n - fresh:
-            old = old[np.argpartition(pool.stamp[old], n - fresh - 1)[: n - fresh]]
-        owners = pool.owner[old]
-        pool.where[owners[owners >= 0]] = -1  # (a slot whose decoding failed holds nothing)
-        pool.owner[old] = -1
-        return np.concatenate([slots, old])
+        for _ in range(filled if len(slots) < n else 0):  # at most one turn of the ring
+            slot = pool.hand % filled
+            pool.hand = slot + 1
+            if pool.stamp[slot] != self.tick:
+                owner = int(pool.owner[slot])
+                if owner >= 0:  # (a slot whose decoding failed holds nothing)
+                    pool.where[owner], pool.owner[slot] = -1, -1
+                slots.append(slot)
+                if len(slots) == n:
+                    break
+        return slots
+
+    def _load(self, array: ShardedArray, pool: _Pool, chunks: list[int]) -> int:
+        """Decode ``chunks`` (none held) into slots of ``pool``; how many (the first) got one."""
+        free = self._slots(array, pool, len(chunks))
+        for c, slot in zip(chunks, free, strict=False):  # free may be shorter
+            self.decoded += 1
+            array.read_into(c, pool.data[slot])
+            pool.where[c], pool.owner[slot], pool.stamp[slot] = slot, c, self.tick
+        return len(free)
 
     def take(self, array: ShardedArray, rows: int, index: np.ndarray) -> np.ndarray:
         """Rows ``index`` (any order, repeats) of ``array`` (``rows`` committed): a new array.
@@ -302,13 +315,9 @@ class ChunkCache:
         extra = None
         if missing.any():
             wanted = np.unique(chunks[missing])
-            free = self._slots(array, holder, len(wanted)) if holder is not None else wanted[:0]
-            for c, s in zip(wanted.tolist(), free.tolist(), strict=False):  # free may be shorter
-                self.decoded += 1
-                array.read_into(c, holder.data[s])  # type: ignore[union-attr]
-                holder.where[c], holder.owner[s], holder.stamp[s] = s, c, self.tick  # type: ignore[union-attr]
-            if len(free) < len(wanted):  # more than the pool holds: the rest only for this request
-                extra, rest = self._decoded(array, wanted[len(free) :])
+            loaded = self._load(array, holder, wanted.tolist()) if holder is not None else 0
+            if loaded < len(wanted):  # more than the pool holds: the rest only for this request
+                extra, rest = self._decoded(array, wanted[loaded:])
             if holder is not None:
                 slots = holder.where[chunks]
         within = index - chunks * array.chunk
@@ -339,13 +348,18 @@ class ChunkCache:
         if isinstance(holder, _Dense):
             self._fill(array, holder, np.arange(first, last + 1))
             return holder.data[lo:hi].copy()
-        if last - first < _SCAN_CHUNKS:
-            return self.take(array, rows, np.arange(lo, hi))
-        out = np.empty((hi - lo, *array.tail), array.dtype)  # a long scan decodes past the cache
+        short = holder is not None and last - first < _SCAN_CHUNKS  # kept; a long scan decodes past it
+        if short:
+            self.tick += 1
+            held = holder.where[first : last + 1]  # type: ignore[union-attr]
+            holder.stamp[held[held >= 0]] = self.tick  # type: ignore[union-attr]
+        out = np.empty((hi - lo, *array.tail), array.dtype)
         for c in range(first, last + 1):
             base = c * array.chunk
             a, b = max(lo, base), min(hi, base + array.chunk)
             slot = -1 if holder is None else int(holder.where[c])
+            if slot < 0 and short and self._load(array, holder, [c]):  # type: ignore[arg-type]
+                slot = int(holder.where[c])  # type: ignore[union-attr]
             if slot >= 0:
                 out[a - lo : b - lo] = holder.data[slot, a - base : b - base]  # type: ignore[union-attr]
             elif b - a == array.chunk:
