@@ -118,11 +118,13 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
 def _run_config(config: dict[str, Any]) -> dict[str, Any]:
     """One configuration in a fresh process (this module with ``--one``)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    load = os.getloadavg()[0]
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.shards", "--one", json.dumps(config)],
         capture_output=True, text=True, check=True, env=env,
     )  # fmt: skip
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["load"] = [load, os.getloadavg()[0]]  # 1-minute load average before and after
     target = Path(config["target"])
     if target.is_dir():  # files DVC would track (the manifest, shards, atom counts)
         result["files"] = sum(1 for p in target.rglob("*") if p.is_file())
@@ -182,6 +184,13 @@ def _measure(frames: int, args: argparse.Namespace, folder: Path) -> list[dict[s
                 f"sharded lmdb 1 worker / single-store convert: wall {r['seconds'] / single['seconds']:.3f}, "
                 f"CPU s {r['cpu_s'] / single['cpu_s']:.3f}"
             )
+    ones = {r["backend"]: r for r in results[1:] if r["workers"] == 1}
+    for r in results[1:]:
+        if r["workers"] > 1 and r["backend"] in ones:
+            print(
+                f"sharded {r['backend']} {r['workers']} workers / 1 worker: "
+                f"rate {ones[r['backend']]['seconds'] / r['seconds']:.3f}x"
+            )
     return results
 
 
@@ -191,9 +200,9 @@ _HEADER = "{:>9} {:8} {:7} {:>7} {:>9} {:>8} {:>7} {:>6} {:>22}".format(
 
 
 def _row(r: dict[str, Any]) -> str:
-    extra = ""
+    extra = f"  load {r['load'][0]:.1f}-{r['load'][1]:.1f}" if "load" in r else ""
     if "cluster_start_s" in r:
-        extra = f"  (cluster start {r['cluster_start_s']:.1f} s; driver CPU {r['driver_cpu_s']:.1f} s)"
+        extra += f"  (cluster start {r['cluster_start_s']:.1f} s; driver CPU {r['driver_cpu_s']:.1f} s)"
     peaks = ", ".join(f"{m:.0f}" for m in r["peak_mib"])
     return (
         f"{r['frames']:>9} {r['mode']:8} {r['backend']:7} {r['workers']:>7} "
