@@ -5,6 +5,7 @@ decoded rows give."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,27 @@ def test_the_template_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.Monke
     for start in range(0, 8, 2):
         _check(backend, [[start, start + 1], [7 - start, 6 - start, 7 - start]], KEYS)
     assert len(_lmdb_batch._TABLES.templates) <= 3 + 1 + 3  # at most a batch's worth past the bound
+
+
+def test_threads_learning_at_once_read_the_same(tmp_path: Path) -> None:
+    """Threads learning templates at the same time (each batch keeps the tables it started with)."""
+    rng = np.random.default_rng(6)
+    backend = LMDBBackend(tmp_path / "b.lmdb")
+    backend.extend([_row(rng, int(rng.integers(1, 40)), i) for i in range(200)])
+    batches = [np.random.default_rng(seed).permutation(200)[:32] for seed in range(24)]
+    expected = [read_batch_default(backend, idx, KEYS) for idx in batches]
+    errors: list[BaseException] = []
+
+    def work(part: int) -> None:
+        try:
+            for j in range(part, len(batches), 4):
+                _same(backend.read_batch(batches[j], KEYS), expected[j])
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(part,)) for part in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
