@@ -82,6 +82,8 @@ def _reads(path: Path, row: int) -> list[np.ndarray]:
         with ASEIO(path, readonly=True, cache_bytes=cache_bytes) as db:
             got.append(db[row].get_forces())
             got.append(db[[row, 0]].to_batch(["calc.forces"])["calc.forces"][: len(got[-1])])
+            every = db[[row, *range(len(db))]].to_batch(["calc.forces"])  # many chunks summed at once
+            got.append(every["calc.forces"][: len(got[-1])])
     return got
 
 
@@ -121,4 +123,6 @@ def test_chunks_hdf5_refuses_are_errors(tmp_path: Path, variant: str) -> None:
                 db[row]
             with pytest.raises(StoreCorruptedError, match=f"{FORCES} rows {row}-.*{why}"):
                 db[[0, row]].to_batch(["calc.forces"])
+            with pytest.raises(StoreCorruptedError, match=f"{FORCES} rows {row}-.*{why}"):
+                db[:].to_batch(["calc.forces"])
             assert db[row - 1].info["frame"] == row - 1  # other chunks still read
