@@ -23,14 +23,19 @@ A batch is a fixed number of C and numpy calls, whatever its rows' lengths or te
    are padded with "any byte"). Rows failing it try the next older template of their length
    (lengths may collide) in another such pass; a row no template allows is decoded by
    :func:`decode_row` (with all its refusals) and its template learnt;
-4. where the requested keys sit, read from a per-keys plan (templates x keys) with one fancy
-   index; per-frame values gathered with numpy (one call per key), the per-atom values of
-   every key copied into one buffer in one ``bytearray.join`` of views of the joined rows.
+4. rows of one template (fixed atom counts): each key one slice of the rows as a 2-D table;
+   rows of several: where the keys sit read from a per-keys plan (templates x keys) with one
+   fancy index, per-frame values gathered with numpy (one call per key), the per-atom values
+   of every key copied into one buffer in one ``bytearray.join`` of views of the joined rows.
 
-Templates and plans are cached per process, bounded, and replaced as a whole when one is learnt
-(a thread reading meanwhile keeps a consistent set). A batch the templates cannot serve (a key
-some rows lack, non-numeric values, arrays of different types or shapes) returns None: the
-caller assembles it from decoded rows.
+Cost: about a hundred C and numpy calls and two B-tree passes of LMDB (the bounded loop finds
+the keys, then fetches the values) per batch, a few microseconds per row for the checksum and
+the copies; learning a template costs one row decode.
+
+Templates and plans are cached per process, bounded, and replaced as a whole when one is
+learnt (a thread reading meanwhile keeps a consistent set). A batch the templates cannot serve
+(a key some rows lack, non-numeric values, arrays of different types or shapes) returns None:
+the caller assembles it from decoded rows.
 """
 
 from __future__ import annotations
