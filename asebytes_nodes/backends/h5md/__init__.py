@@ -113,9 +113,14 @@ writing thread), e04f21f (32 KiB chunks, HDF5 filtering) 154-160 ms; file 5.21 -
 Reads go through :mod:`._gather`: a dataset whose decoded size fits ``cache_bytes`` (64 MiB
 per file and process by default, shared by the stores on the file) is mirrored chunk by chunk
 as requests touch it, so repeated random rows and training batches are numpy indexing without
-h5py calls; larger datasets are read per request (each row once, per-atom ones only up to the
+h5py calls; larger datasets are read per request (each chunk once, per-atom ones only up to the
 widest frame asked for). ``read_batch`` (``to_batch``) gathers a batch from each dataset read
-once, with numpy over the atom offsets: no per-frame Python.
+once, with numpy over the atom offsets: no per-frame Python. Chunks of our own numeric datasets
+are read as stored and decoded by :mod:`._direct` (fletcher32 and inflate as HDF5 applies them;
+an HDF5 selection of scattered small chunks costs 2-4x more); HDF5's metadata cache is 32 MiB
+per read handle and a dataset's chunk index is walked once when a reader looks up many of its
+chunks, so random rows of a 100,000-frame store do not re-read B-tree nodes. ``to_numpy`` of a
+scalar column is the stored array (``read_column_array``), no Python value per row.
 
 Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused)
 -------------------------------------------------------------------------------
@@ -173,7 +178,7 @@ Version history
 Modules
 -------
 ``_backend`` (the backend class), ``_plan`` (what to read, stored values to rows), ``_gather``
-(chunk-filled mirrors and training batches), ``_foreign``
+(chunk-filled mirrors and training batches), ``_direct`` (our chunks read and decoded), ``_foreign``
 (other programs' files), ``_units``, ``_check`` (``check()`` and the H5MD version), ``_table``
 (the column table, values checked and encoded), ``_writer`` (the write session), ``_chunks``
 (whole chunks deflated in threads), ``_zarrmd``
