@@ -126,8 +126,8 @@ class ZarrOptions(Options):
     clevel: int = option(5, "Compression level (0-9; up to 22 for 'zstd-raw').", ge=0, le=22)
     chunk_frames: int | None = option(None, "Rows per chunk (default: from chunk_bytes).", gt=0)
     shard_frames: int | None = option(None, "Rows per shard file (default: from shard_bytes).", gt=0)
-    chunk_bytes: int = option(16 << 10, "Target bytes per chunk.", gt=0)
-    shard_bytes: int = option(32 << 20, "Target bytes per shard file.", gt=0)
+    chunk_bytes: int = option(8 << 10, "Target bytes per chunk.", gt=0)
+    shard_bytes: int = option(16 << 20, "Target bytes per shard file.", gt=0)
 
     def check(self) -> None:
         if self.compressor in (*BLOSC_COMPRESSORS, "gzip") and self.clevel > 9:

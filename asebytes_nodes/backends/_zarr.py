@@ -37,8 +37,8 @@ so a damaged chunk is an error, never wrong numbers.
 Commits and crashes
 -------------------
 The record is the only thing a commit writes, and it is written last (the group's
-``zarr.json`` is replaced atomically, as zarr does it). Every write leaves each array the committed record names
-readable with its committed content, at every moment:
+``zarr.json`` is replaced atomically, as zarr does it). Every write leaves each array the
+committed record names readable with its committed content, at every moment:
 
 - ``extend``/``append`` write past the committed length of the existing arrays (files
   replaced atomically, committed chunks kept byte for byte) and into new arrays, then
@@ -101,14 +101,18 @@ when a write needs it. Object stores and other codecs read through zarr, with a 
 whole decoded columns. ``read_batch`` (:mod:`._zarr_batch`) gathers training batches with
 numpy. Every cache is dropped when the record changes; values returned are fresh copies.
 
-Inner chunks are 16 KiB by default (``chunk_bytes``; shards stay 32 MiB, so the file
-count does not change). Measured 2026-12-04 on a loaded 2-CPU machine (lz4, float64
-positions; decode = best of 7, CPU only): a chunk decodes in 3.1 / 5.3 / 11.7 / 34.5 us at
-8 / 16 / 32 / 64 KiB, and a random frame of a large store decodes about one chunk per
-per-atom array; sizes grow with smaller chunks (ethanol-20000: 10.29 / 9.81 / 9.57 /
-9.45 MB; 20,000 periodic frames of 8-128 atoms: 67.15 / 66.51 / 66.18 / 66.02 MB). 16 KiB
-costs 4% (ethanol) or 0.7% (periodic) in size against 64 KiB and decodes a random row's
-chunk 6x faster; 8 KiB saves little more time and costs more size and index bytes.
+Inner chunks are 8 KiB and shards 16 MiB by default (``chunk_bytes``, ``shard_bytes``; a
+shard index keeps 2,048 chunk entries, 32 KiB, as 16 KiB / 32 MiB did). Random rows and
+shuffled batches decode about one inner chunk per per-atom array per frame, so the bytes a
+chunk holds set their cost. Measured 2026-12-04 on a loaded 2-CPU machine (CPU time, fresh
+process, store opened inside; 16 KiB / 32 MiB -> 8 KiB / 16 MiB): shuffled batches of 32
+(300 of them) through ``to_batch`` on 100,000 periodic frames of 8-128 atoms 507-558 ->
+384-385 ms, on 20,000: 180-200 -> 172-178 ms; 100 random frames of ethanol-20000 22.5 -> 20.8
+ms; open + first frame 4.4 -> 4.1 ms; the energy column of 100,000 frames 10.2 -> 9.5 ms;
+read-all of 20,000 frames 1.88 -> 1.90 s. Sizes grow 0.7-0.8% (ethanol-20000 9.98 -> 10.06
+MB, periodic-1000 5.21 -> 5.25 MB, 100,000 frames 329.7 -> 332.2 MB) and the 100,000-frame
+store holds 46 files instead of 34. 4 KiB / 8 MiB reads as fast and costs 2.3% in size and
+twice the files; 4 KiB / 32 MiB costs 14-21% on small stores (a 128 KiB index per shard).
 
 Version history
 ---------------
@@ -203,8 +207,8 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
         ``"gzip"`` or ``None``; and its level.
     chunk_frames, shard_frames
         Rows per chunk and per shard (frames for per-frame columns, atoms for per-atom
-        ones are scaled by the mean atom count). Default: about ``chunk_bytes`` (16 KiB)
-        per chunk and ``shard_bytes`` (32 MiB) per shard.
+        ones are scaled by the mean atom count). Default: about ``chunk_bytes`` (8 KiB)
+        per chunk and ``shard_bytes`` (16 MiB) per shard.
     cache_bytes
         Bytes of decoded chunks (or columns) kept in memory by this handle; 0 turns it off.
     lock_timeout
@@ -234,8 +238,8 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
         clevel: int = 5,
         chunk_frames: int | None = None,
         shard_frames: int | None = None,
-        chunk_bytes: int = 16 << 10,
-        shard_bytes: int = 32 << 20,
+        chunk_bytes: int = 8 << 10,
+        shard_bytes: int = 16 << 20,
         cache_bytes: int = 64 << 20,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         group: str | None = None,

@@ -328,7 +328,7 @@ def _write_shards(
         index = np.full((per_shard, 2), _EMPTY, np.uint64)
         parts, offset = [], 0
         written = range(max(start - lo, 0) // chunk, min(per_shard, -(-(stop - lo) // chunk)))
-        for j in sorted({*old, *written}) if old else written:  # never all 2048 of a 32 MiB shard
+        for j in sorted({*old, *written}) if old else written:  # never all 2,048 chunks of a shard
             a, b = lo + j * chunk, lo + (j + 1) * chunk
             if a >= rows:
                 continue
