@@ -19,7 +19,7 @@ and zarr too for the same settings) are read here instead:
   of one buffer (:class:`_Pool`, a chunk-to-slot table beside it): the rows of held chunks are
   gathered in one ``take`` (issue 17: a Python step per chunk, even a cached one, made shuffled
   batches of a 20,000-frame store slow), only missing chunks are decoded, into free slots while
-  the budget allows, else into the least recently used slots no chunk of the request holds.
+  the budget allows, else into filled slots taken in turn (a ring) that the request does not use.
   Whole entries (an array's buffer or pool) leave least recently used first when a small
   array's buffer grows past the budget. Without any room (``cache_bytes=0``) chunks are decoded
   for the request alone.
@@ -207,7 +207,7 @@ class ChunkCache:
     and what it decoded: small arrays whole (:class:`_Dense`), slots of chunks of larger ones
     (:class:`_Pool`), and whole columns zarr read (:meth:`get`/:meth:`put`), up to ``limit``
     bytes in all. Whole entries leave least recently used first; a pool that has reached the
-    limit reuses its own least recently used slots."""
+    limit reuses its own slots in turn."""
 
     def __init__(self, limit: int):
         self.limit, self.held, self.tick = limit, 0, 0
