@@ -28,9 +28,13 @@ A batch is a fixed number of C and numpy calls, whatever its rows' lengths or te
    fancy index, per-frame values gathered with numpy (one call per key), the per-atom values
    of every key copied into one buffer in one ``bytearray.join`` of views of the joined rows.
 
-Cost: about a hundred C and numpy calls and two B-tree passes of LMDB (the bounded loop finds
-the keys, then fetches the values) per batch, a few microseconds per row for the checksum and
-the copies; learning a template costs one row decode.
+Rows verified this way are kept (up to 64 MiB per store and process) for later batches of the
+same snapshot, which then skip steps 1-3 (:mod:`._lmdb_batch_cache`: a training epoch reads
+every row again).
+
+Cost without kept rows: about a hundred C and numpy calls and two B-tree passes of LMDB (the
+bounded loop finds the keys, then fetches the values) per batch, a few microseconds per row for
+the checksum and the copies; learning a template costs one row decode.
 
 Templates and plans are cached per process, bounded, and replaced as a whole when one is
 learnt (a thread reading meanwhile keeps a consistent set). A batch the templates cannot serve
@@ -54,6 +58,7 @@ from ..batch import AtomSelection, _is_numeric, atom_gather
 from ..codec import _layout
 from ..errors import StoreCorruptedError
 from ._keys import atom_count, is_per_atom
+from ._lmdb_batch_cache import cache_of
 
 __all__ = ["Template", "fetch_rows", "learn", "read_batch"]
 
@@ -382,6 +387,11 @@ def read_batch(
     rows = indices.tolist()
     if not rows:
         return None
+    cache = cache_of(*txn.snapshot())
+    held = cache.get(rows)
+    if held is not None:  # every row verified before, in this snapshot
+        tables, starts, ids = held
+        return _gather_batch(tables, cache.buffer, starts, ids, keys, atoms, indices)
     names, values = _fetch(txn, rows)
     lengths = list(map(len, values))
     ends = list(accumulate(lengths))
@@ -396,16 +406,38 @@ def read_batch(
     learnt, ids, joined = found
     if learnt is not tables:
         _TABLES = learnt
-    counts = learnt.n_atoms[ids]
-    if keys is None:
-        numeric = [learnt.templates[t].numeric for t in set(ids.tolist())]
-        keys = sorted(frozenset.intersection(*numeric))
-    plan = learnt.plan(tuple(keys))
+    if not cache.keep(learnt, joined, ends[-1], starts, ids, rows):
+        size, db, txn_id = txn.snapshot()
+        cache_of(size, db, txn_id, fresh=True).keep(learnt, joined, ends[-1], starts, ids, rows)
     if (ids != ids[0]).any():
-        batch = _columns(joined, starts, ids, counts, plan)
-    else:  # rows of one template: one table of rows x bytes
-        table = np.frombuffer(joined, np.uint8, ends[-1]).reshape(len(rows), -1)
-        batch = _table(table, int(ids[0]), counts, plan)
+        return _gather_batch(learnt, joined, starts, ids, keys, atoms, indices)
+    # rows of one template: one table of rows x bytes
+    table = np.frombuffer(joined, np.uint8, ends[-1]).reshape(len(rows), -1)
+    counts = learnt.n_atoms[ids]
+    batch = _table(table, int(ids[0]), counts, learnt.plan(_keys(learnt, ids, keys)))
+    return None if batch is None else _select(batch, atoms, indices)
+
+
+def _keys(tables: _Tables, ids: np.ndarray, keys: list[str] | None) -> tuple[str, ...]:
+    """``keys``, or (None) every numeric key the templates ``ids`` share."""
+    if keys is not None:
+        return tuple(keys)
+    numeric = [tables.templates[t].numeric for t in set(ids.tolist())]
+    return tuple(sorted(frozenset.intersection(*numeric)))
+
+
+def _gather_batch(
+    tables: _Tables,
+    joined: Any,
+    starts: np.ndarray,
+    ids: np.ndarray,
+    keys: list[str] | None,
+    atoms: AtomSelection,
+    indices: np.ndarray,
+) -> dict[str, Any] | None:
+    """The batch of verified rows at ``starts`` of ``joined`` (templates ``ids``)."""
+    counts = tables.n_atoms[ids]
+    batch = _columns(joined, starts, ids, counts, tables.plan(_keys(tables, ids, keys)))
     return None if batch is None else _select(batch, atoms, indices)
 
 

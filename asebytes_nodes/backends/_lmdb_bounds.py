@@ -252,5 +252,10 @@ class BoundedTxn:
     def id(self) -> int:
         return int(self._txn.id())
 
+    def snapshot(self) -> tuple[list[int], Any, int]:
+        """What identifies the data this transaction reads: its environment's size record (one
+        per environment), its database and its LMDB transaction id."""
+        return self._size, self._db, int(self._txn.id())
+
     def stat(self) -> dict[str, int]:
         return dict(self._txn.stat(self._db))

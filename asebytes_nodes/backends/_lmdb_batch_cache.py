@@ -1,0 +1,104 @@
+"""Rows a batch read has verified, kept for later batches of the same snapshot (issue 15).
+
+A training epoch reads every row once in shuffled batches, and the next epoch reads them all
+again. :func:`._lmdb_batch.read_batch` verifies each row (checksum, template) before using it;
+the rows it verified are copied here, with their templates, up to ``_BUDGET`` bytes per store
+and process, so that a later batch of rows all held here is gathered from this copy without
+LMDB, checksums or template checks (as Zarr keeps decoded chunks, :mod:`._zarr_chunks`).
+
+A copy serves only the snapshot it was verified in: the same environment (its size record,
+one per :class:`._lmdb_env.SharedEnv`), the same database and the same LMDB transaction id
+(a commit, here or in another process, makes a new id and the copy is dropped). Template ids
+are those of the tables the rows were identified with; rows identified with tables of another
+lineage (the tables were reset, or two threads learnt different templates) start a new copy.
+Rows beyond the budget are not kept (their batches read the store as before); the copies of
+the ``_STORES`` stores read last are kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RowCache", "cache_of"]
+
+_BUDGET = 64 << 20  # bytes of rows kept per store and process
+_STORES = 4
+
+
+class RowCache:
+    """Verified rows of one snapshot: their bytes one after the other in ``buffer``, and per
+    row number where its bytes start and its template id in ``tables``."""
+
+    def __init__(self, size: list[int], db: Any, txn_id: int) -> None:
+        self.size, self.db, self.txn_id = size, db, txn_id  # what identifies the snapshot
+        self.tables: Any = None
+        self.slots: dict[int, int] = {}  # row number -> slot
+        self.starts = np.zeros(0, np.int64)  # per slot: where the row starts in buffer
+        self.ids = np.zeros(0, np.int64)  # per slot: the row's template
+        self.buffer = np.zeros(0, np.uint8)  # grown to _BUDGET when the first rows come
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def get(self, rows: list[int]) -> tuple[Any, np.ndarray, np.ndarray] | None:
+        """``(tables, starts, ids)`` of ``rows`` if all are held, else None."""
+        slots = list(map(self.slots.get, rows))
+        if None in slots:
+            return None
+        at = np.array(slots, np.int64)
+        return self.tables, self.starts[at], self.ids[at]
+
+    def keep(
+        self, tables: Any, joined: bytes, size: int, starts: np.ndarray, ids: np.ndarray, rows: list[int]
+    ) -> bool:
+        """Hold the first ``size`` bytes of ``joined`` (rows at ``starts`` of templates ``ids``
+        in ``tables``); False if ``tables`` is of another lineage than the rows held."""
+        if self.used + size > _BUDGET:
+            return True
+        with self.lock:
+            held = self.tables
+            if held is not None and not _extends(tables, held):
+                return False
+            new = [j for j, row in enumerate(rows) if row not in self.slots]
+            if not new or self.used + size > _BUDGET:
+                return True
+            if not len(self.buffer):
+                self.buffer = np.empty(_BUDGET, np.uint8)  # address space; pages as they fill
+            self.buffer[self.used : self.used + size] = np.frombuffer(joined, np.uint8, size)
+            first = len(self.starts)
+            self.starts = np.concatenate([self.starts, self.used + starts[new]])
+            self.ids = np.concatenate([self.ids, ids[new]])
+            self.used += size
+            if held is None or len(tables.templates) > len(held.templates):
+                self.tables = tables
+            for slot, j in enumerate(new, first):  # visible to readers only now
+                self.slots.setdefault(rows[j], slot)
+            return True
+
+
+def _extends(tables: Any, held: Any) -> bool:
+    """Do ``tables`` hold every template of ``held`` under the same id (one lineage)?"""
+    n = len(held.templates)
+    return len(tables.templates) >= n and tables.templates[n - 1] is held.templates[n - 1]
+
+
+_CACHES: list[RowCache] = []  # most recently used last
+_LOCK = threading.Lock()
+
+
+def cache_of(size: list[int], db: Any, txn_id: int, fresh: bool = False) -> RowCache:
+    """The row copy of a snapshot (a new one if ``fresh``: the held one is of another lineage)."""
+    with _LOCK:
+        for j, cache in enumerate(_CACHES):
+            if cache.size is size and cache.db is db:
+                if cache.txn_id == txn_id and not fresh:
+                    _CACHES.append(_CACHES.pop(j))
+                    return cache
+                del _CACHES[j]
+                break
+        cache = RowCache(size, db, txn_id)
+        _CACHES.append(cache)
+        del _CACHES[:-_STORES]
+        return cache
