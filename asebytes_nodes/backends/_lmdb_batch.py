@@ -500,12 +500,17 @@ def _columns(
     mixed = (kinds != kinds[0]).any(axis=0).tolist()
     offsets = plan.offsets[ids] + starts[:, None]
     batch: dict[str, Any] = {"n_atoms": counts}
-    spans: list[tuple[int, _Type]] = []  # per-atom keys, copied together below
+    spans: list[tuple[int, _Type]] = []  # per-atom keys of ragged rows, copied together below
+    fixed = not (counts != counts[0]).any()  # one atom count: each per-atom key one gather
     for j, key in enumerate(plan.keys):
         kind = plan.types[j][kinds[0, j]]
         if plan.per_atom[j] and not mixed[j] and kind.width:
-            spans.append((j, kind))
-            batch[key] = None  # keeps the order of keys
+            if fixed and counts[0]:
+                values = _gather(joined, offsets[:, j], kind.width * int(counts[0])).view(kind.dtype)
+                batch[key] = values.reshape(-1, *kind.shape)
+            else:
+                spans.append((j, kind))
+                batch[key] = None  # keeps the order of keys
             continue
         if mixed[j]:
             value = _mixed(joined, offsets[:, j], kinds[:, j], plan.types[j])

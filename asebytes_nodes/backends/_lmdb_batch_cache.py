@@ -38,6 +38,7 @@ class RowCache:
         self.slots: dict[int, int] = {}  # row number -> slot
         self.starts = np.zeros(0, np.int64)  # per slot: where the row starts in buffer
         self.ids = np.zeros(0, np.int64)  # per slot: the row's template
+        self.count = 0  # slots in use (the arrays grow by doubling)
         self.buffer = np.zeros(0, np.uint8)  # grown to _BUDGET when the first rows come
         self.used = 0
         self.lock = threading.Lock()
@@ -67,9 +68,14 @@ class RowCache:
             if not len(self.buffer):
                 self.buffer = np.empty(_BUDGET, np.uint8)  # address space; pages as they fill
             self.buffer[self.used : self.used + size] = np.frombuffer(joined, np.uint8, size)
-            first = len(self.starts)
-            self.starts = np.concatenate([self.starts, self.used + starts[new]])
-            self.ids = np.concatenate([self.ids, ids[new]])
+            first = self.count
+            self.count += len(new)
+            if self.count > len(self.starts):  # readers keep the arrays they hold: grow into copies
+                grown = np.zeros((2, max(2 * self.count, 1024)), np.int64)
+                grown[0, :first], grown[1, :first] = self.starts[:first], self.ids[:first]
+                self.starts, self.ids = grown
+            self.starts[first : self.count] = self.used + starts[new]
+            self.ids[first : self.count] = ids[new]
             self.used += size
             if held is None or len(tables.templates) > len(held.templates):
                 self.tables = tables
