@@ -112,11 +112,18 @@ class Grid:
                     self._damaged(found[i][0], "fletcher32 checksum mismatch")
         out = []
         for (at, mask, _), data in zip(found, datas, strict=True):
+            ended = True
             if deflate and not mask & deflate:
-                try:  # like HDF5: a stream cut short fails, bytes after its end are ignored
-                    data = zlib.decompress(data, 15, self.nbytes)
+                inflater = zlib.decompressobj()
+                try:  # at most one byte more than a chunk holds: a hostile stream claims no more memory
+                    data = inflater.decompress(data, self.nbytes + 1)
                 except zlib.error as exc:
                     self._damaged(at, f"inflate failed: {exc}")
+                ended = inflater.eof  # like HDF5: a stream cut short fails, bytes after its end are ignored
+            if len(data) > self.nbytes:
+                self._damaged(at, f"more bytes decoded than a chunk holds ({self.nbytes})")
+            if not ended:
+                self._damaged(at, "inflate failed: the deflate stream is cut short")
             if len(data) != self.nbytes:
                 self._damaged(at, f"{len(data)} bytes decoded, a chunk holds {self.nbytes}")
             out.append(data)
