@@ -13,7 +13,6 @@ naming the dataset and its rows, where HDF5 raises too.
 
 from __future__ import annotations
 
-import itertools
 import zlib
 from typing import NoReturn
 
@@ -21,6 +20,7 @@ import h5py
 import numpy as np
 
 from ...errors import StoreCorruptedError
+from .._hdf5_index import ChunkGrid
 from ._chunks import _pipeline, fletcher32
 
 __all__ = ["Grid"]
@@ -32,16 +32,13 @@ _Offset = tuple[int, ...]
 _WALK = 64
 
 
-class Grid:
+class Grid(ChunkGrid):
     """The chunk grid of one of our datasets: which chunk rows HDF5's index was seen to find,
     and the stored chunks read and decoded (:meth:`decode`) when its filters allow."""
 
     def __init__(self, ds: h5py.Dataset) -> None:
-        self.ds, self.shape, self.chunks, self.dtype = ds, ds.shape, ds.chunks, ds.dtype  # h5py looks them up
-        self.step, self.width = int(ds.chunks[0]), ds.chunks[1] if ds.ndim > 1 else 0
-        grid = (range(0, n, c) for n, c in zip(ds.shape[1:], ds.chunks[1:], strict=True))
-        self.across: list[_Offset] = list(itertools.product(*grid))  # chunk offsets along the other axes
-        self.seen = np.zeros(-(-ds.shape[0] // self.step), bool)
+        super().__init__(ds)
+        self.shape, self.chunks, self.dtype = ds.shape, ds.chunks, ds.dtype  # h5py looks them up
         self.lookups, self.walked = 0, False  # chunks looked up; the index walked (see _WALK)
         pipeline = _pipeline(ds) if ds.dtype.kind in "biuf" else None
         # mask bits of deflate and fletcher32 (0: not in the pipeline), as HDF5 numbers filters
