@@ -221,7 +221,9 @@ def estimate(
     workers that had a shard; at most 1); the shards go out
     in rounds of ``workers`` (the last round may be part-full); the driver's serial index scan of
     the extxyz and the cluster start come first. DVC tracks one manifest plus, per shard, its
-    store's files and its atom-count file (the file counts measured here, per shard).
+    store's files and its atom-count file (the file counts measured here, per shard). Memory per
+    worker is the largest Dask worker's peak in the run with the most workers (a 1-worker run's
+    process is also the driver, holding the whole index).
     """
     largest = max(r["frames"] for r in results)
     at = [r for r in results if r["frames"] == largest]
@@ -252,7 +254,7 @@ def estimate(
             lines.append(
                 f"{backend:7} {w:>7} {shards:>8} {int(1 + files_per_shard * shards):>10} "
                 f"{one['bytes'] / largest * frames / 2**40:>10.2f} {wall / 3600:>12.2f} "
-                f"{max(max(r['peak_mib']) for r in runs.values()):>10.0f}"
+                f"{max(max(r['peak_mib']) for w_, r in runs.items() if w_ == most):>10.0f}"
             )
     return lines
 
