@@ -143,6 +143,10 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
         ``False`` opens a read-only store without LMDB's lock file (read-only media, or a
         DVC-tracked store no process writes); default: the lock file where the folder is
         writable. Handles on one file in one process must agree on these four.
+    cache_bytes
+        Rows that ``to_batch`` has verified are kept, per store and process, up to this many
+        bytes, so later epochs skip fetching and checking them (:mod:`._lmdb_batch_cache`;
+        dropped at any commit). 0 keeps none.
     """
 
     name: ClassVar[str] = "lmdb"
@@ -167,8 +171,10 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
         sync: bool = True,
         readahead: bool = True,
         lock: bool | None = None,
+        cache_bytes: int = 64 << 20,
     ) -> None:
         self._path = local_path(target)
+        self._cache_bytes = cache_bytes
         self._group = None if group is None else check_group_name(str(self._path), group)
         self.readonly = readonly
         self._map_size = map_size
@@ -253,6 +259,7 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
             "group": self._group,
             "lock_timeout": self._lock_timeout,
             "env": self._env_options,
+            "cache_bytes": self._cache_bytes,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -262,6 +269,7 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
             map_size=state["map_size"],
             group=state.get("group"),
             lock_timeout=state.get("lock_timeout", DEFAULT_LOCK_TIMEOUT),
+            cache_bytes=state.get("cache_bytes", 64 << 20),
             **dataclasses.asdict(state.get("env", EnvOptions())),
         )
 
@@ -456,7 +464,9 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
         :mod:`._lmdb_batch`); batches it cannot serve are assembled from decoded rows."""
         indices = np.asarray(indices, dtype=np.int64)
         with self._txn() as txn:
-            batch = read_batch(txn, self._seal, indices, keys, atoms, self._damaged, self._decode)
+            batch = read_batch(
+                txn, self._seal, indices, keys, atoms, self._damaged, self._decode, self._cache_bytes
+            )
         return super().read_batch(indices, keys, fill=fill, atoms=atoms) if batch is None else batch
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any]:

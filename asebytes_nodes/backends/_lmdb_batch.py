@@ -376,10 +376,12 @@ def read_batch(
     atoms: AtomSelection,
     damaged: Callable[[bytes], Exception],
     decode: Callable[[int, Any], dict[str, Any]],
+    cache_bytes: int,
 ) -> dict[str, Any] | None:
     """Rows ``indices`` as one batch (see :mod:`asebytes_nodes.batch`), or None where templates
     cannot serve it. ``damaged(key)`` is the error for a value failing its checksum, ``decode(i,
-    body)`` decodes row ``i`` (raising errors that name it)."""
+    body)`` decodes row ``i`` (raising errors that name it); verified rows are kept for later
+    batches up to ``cache_bytes`` (:mod:`._lmdb_batch_cache`; 0: none kept, none looked up)."""
     global _TABLES
     tables = _TABLES
     if len(tables.templates) > _MAX_TEMPLATES:  # ragged stores: keep the cache bounded
@@ -387,9 +389,10 @@ def read_batch(
     rows = indices.tolist()
     if not rows:
         return None
-    cache = cache_of(*txn.snapshot())
-    held = cache.get(rows)
-    if held is not None:  # every row verified before, in this snapshot
+    size, db, txn_id = txn.snapshot()
+    cache = cache_of(size, db, txn_id, cache_bytes) if cache_bytes > 0 else None
+    held = None if cache is None else cache.get(rows)
+    if cache is not None and held is not None:  # every row verified before, in this snapshot
         tables, starts, ids = held
         return _gather_batch(tables, cache.buffer, starts, ids, keys, atoms, indices)
     names, values = _fetch(txn, rows)
@@ -406,9 +409,8 @@ def read_batch(
     learnt, ids, joined = found
     if learnt is not tables:
         _TABLES = learnt
-    if not cache.keep(learnt, joined, ends[-1], starts, ids, rows):
-        size, db, txn_id = txn.snapshot()
-        cache_of(size, db, txn_id, fresh=True).keep(learnt, joined, ends[-1], starts, ids, rows)
+    if cache is not None and not cache.keep(learnt, joined, ends[-1], starts, ids, rows):
+        cache_of(size, db, txn_id, cache_bytes, fresh=True).keep(learnt, joined, ends[-1], starts, ids, rows)
     if (ids != ids[0]).any():
         return _gather_batch(learnt, joined, starts, ids, keys, atoms, indices)
     # rows of one template: one table of rows x bytes

@@ -2,9 +2,10 @@
 
 A training epoch reads every row once in shuffled batches, and the next epoch reads them all
 again. :func:`._lmdb_batch.read_batch` verifies each row (checksum, template) before using it;
-the rows it verified are copied here, with their templates, up to ``_BUDGET`` bytes per store
-and process, so that a later batch of rows all held here is gathered from this copy without
-LMDB, checksums or template checks (as Zarr keeps decoded chunks, :mod:`._zarr_chunks`).
+the rows it verified are copied here, with their templates, up to a budget per store and
+process (the ``cache_bytes`` of the LMDB handle that makes the copy: 64 MiB by default), so
+that a later batch of rows all held here is gathered from this copy without LMDB, checksums
+or template checks (as Zarr keeps decoded chunks, :mod:`._zarr_chunks`).
 
 A copy serves only the snapshot it was verified in: the same environment (its size record,
 one per :class:`._lmdb_env.SharedEnv`), the same database and the same LMDB transaction id
@@ -24,7 +25,6 @@ import numpy as np
 
 __all__ = ["RowCache", "cache_of"]
 
-_BUDGET = 64 << 20  # bytes of rows kept per store and process
 _STORES = 4
 
 
@@ -32,14 +32,15 @@ class RowCache:
     """Verified rows of one snapshot: their bytes one after the other in ``buffer``, and per
     row number where its bytes start and its template id in ``tables``."""
 
-    def __init__(self, size: list[int], db: Any, txn_id: int) -> None:
+    def __init__(self, size: list[int], db: Any, txn_id: int, budget: int) -> None:
         self.size, self.db, self.txn_id = size, db, txn_id  # what identifies the snapshot
+        self.budget = budget  # bytes of rows kept at most
         self.tables: Any = None
         self.slots: dict[int, int] = {}  # row number -> slot
         self.starts = np.zeros(0, np.int64)  # per slot: where the row starts in buffer
         self.ids = np.zeros(0, np.int64)  # per slot: the row's template
         self.count = 0  # slots in use (the arrays grow by doubling)
-        self.buffer = np.zeros(0, np.uint8)  # grown to _BUDGET when the first rows come
+        self.buffer = np.zeros(0, np.uint8)  # grown to the budget when the first rows come
         self.used = 0
         self.lock = threading.Lock()
 
@@ -56,17 +57,17 @@ class RowCache:
     ) -> bool:
         """Hold the first ``size`` bytes of ``joined`` (rows at ``starts`` of templates ``ids``
         in ``tables``); False if ``tables`` is of another lineage than the rows held."""
-        if self.used + size > _BUDGET:
+        if self.used + size > self.budget:
             return True
         with self.lock:
             held = self.tables
             if held is not None and not _extends(tables, held):
                 return False
             new = [j for j, row in enumerate(rows) if row not in self.slots]
-            if not new or self.used + size > _BUDGET:
+            if not new or self.used + size > self.budget:
                 return True
             if not len(self.buffer):
-                self.buffer = np.empty(_BUDGET, np.uint8)  # address space; pages as they fill
+                self.buffer = np.empty(self.budget, np.uint8)  # address space; pages as they fill
             self.buffer[self.used : self.used + size] = np.frombuffer(joined, np.uint8, size)
             first = self.count
             self.count += len(new)
@@ -94,8 +95,9 @@ _CACHES: list[RowCache] = []  # most recently used last
 _LOCK = threading.Lock()
 
 
-def cache_of(size: list[int], db: Any, txn_id: int, fresh: bool = False) -> RowCache:
-    """The row copy of a snapshot (a new one if ``fresh``: the held one is of another lineage)."""
+def cache_of(size: list[int], db: Any, txn_id: int, budget: int, fresh: bool = False) -> RowCache:
+    """The row copy of a snapshot (a new one of ``budget`` bytes if there is none or ``fresh``:
+    the held one is of another lineage)."""
     with _LOCK:
         for j, cache in enumerate(_CACHES):
             if cache.size is size and cache.db is db:
@@ -104,7 +106,7 @@ def cache_of(size: list[int], db: Any, txn_id: int, fresh: bool = False) -> RowC
                     return cache
                 del _CACHES[j]
                 break
-        cache = RowCache(size, db, txn_id)
+        cache = RowCache(size, db, txn_id, budget)
         _CACHES.append(cache)
         del _CACHES[:-_STORES]
         return cache

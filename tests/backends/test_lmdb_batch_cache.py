@@ -5,6 +5,7 @@ start a new copy."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +81,26 @@ def test_a_commit_drops_the_copy(tmp_path: Path) -> None:
     backend.close()
 
 
-def test_rows_past_the_budget_are_read_from_the_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rows_past_the_budget_are_read_from_the_store(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
-    backend = LMDBBackend(tmp_path / "b.lmdb")
+    backend = LMDBBackend(tmp_path / "b.lmdb", cache_bytes=9000)
     backend.extend([_row(rng, 5, i) for i in range(40)])
-    monkeypatch.setattr(_lmdb_batch_cache, "_BUDGET", 9000)
     for seed in range(3):
         _epoch(backend, seed, 40)
     cache = _lmdb_batch_cache._CACHES[0]
     assert 0 < cache.used <= 9000 and 0 < len(cache.slots) < 40
+    backend.close()
+
+
+def test_cache_bytes_zero_keeps_no_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    backend = LMDBBackend(tmp_path / "b.lmdb", cache_bytes=0)
+    backend.extend([_row(rng, 5, i) for i in range(40)])
+    for seed in range(2):
+        _epoch(backend, seed, 40)
+    assert _lmdb_batch_cache._CACHES == []
+    assert pickle.loads(pickle.dumps(backend))._cache_bytes == 0
+    backend.close()
 
 
 def test_tables_of_another_lineage_start_a_new_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

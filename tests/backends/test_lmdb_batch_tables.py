@@ -42,7 +42,14 @@ def _same(fast: dict[str, Any], slow: dict[str, Any]) -> None:
 def _fast(backend: LMDBBackend, indices: Any, keys: Any = None) -> dict[str, Any] | None:
     with backend._txn() as txn:
         return _lmdb_batch.read_batch(
-            txn, backend._seal, np.asarray(indices, np.int64), keys, None, backend._damaged, backend._decode
+            txn,
+            backend._seal,
+            np.asarray(indices, np.int64),
+            keys,
+            None,
+            backend._damaged,
+            backend._decode,
+            0,
         )
 
 
