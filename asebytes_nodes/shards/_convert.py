@@ -85,7 +85,9 @@ class Partition:
     stop: int  # a stream shard: -1 (its rows are counted as they are read)
     source: Any  # a path or URI (opened in the worker), or a picklable backend
     source_options: dict[str, Any]
-    xyz_table: np.ndarray | None  # extxyz only: index rows start..stop (the last is the end)
+    # extxyz only: index rows start..stop (the last is the end); a view of the driver's index, pickled
+    # (sent to a worker) as these rows only
+    xyz_table: np.ndarray | None
     folder: str
     backend: str
     options: dict[str, Any]
@@ -327,14 +329,14 @@ def _partitions(
             stop=stop,
             source=source,
             source_options=dict(source_options or {}) if table is None else {},
-            xyz_table=None if table is None else table[start : stop + 1].copy(),
+            xyz_table=None if table is None else table[start : stop + 1],
             folder=os.fspath(work),
             backend=backend,
             options=dict(shard_options or {}),
             stamp=stamp,
             stream_shard=start if streamed else None,
             stream_shards=len(ranges) if streamed else 0,
-            picks=None if picks is None else picks[start:stop].copy(),
+            picks=None if picks is None else picks[start:stop],
         )
         for k, (start, stop) in enumerate(ranges)
     ]
