@@ -91,6 +91,7 @@ from ._lmdb_blocks import (
     describe_key,
     read_meta,
     read_scalar_column,
+    scalar_array,
 )
 from ._lmdb_bounds import BoundedTxn, EmptyTxn
 from ._lmdb_check import SEALS, Sealed, SealedC, Unsealed, free_bytes, lmdb_failure
@@ -481,6 +482,15 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
             if code is not None:
                 return read_scalar_column(get, key, code, np.asarray(indices, dtype=np.int64), from_rows)
             return from_rows(np.asarray(indices).tolist())
+
+    def read_column_array(self, key: str, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """``np.asarray(read_column(key, indices))`` straight from a scalar column's blocks (no
+        Python value per row), or None when the column has no blocks or lacks some rows."""
+        rows = np.asarray(indices, dtype=np.int64)
+        with self._txn() as txn:
+            get = self._getter(txn)
+            code = read_meta(get, META_SCALARS, self._seal is not Unsealed).get(key)
+            return None if code is None or not len(rows) else scalar_array(get, key, code, rows)
 
     def keys(self) -> list[str]:
         with self._txn() as txn:

@@ -65,17 +65,16 @@ def read_meta(get: Get, key: bytes, required: bool = True) -> dict[str, Any]:
     return decode_value(bytes(raw))
 
 
-def read_scalar_column(
-    get: Get, key: str, code: str, rows: np.ndarray, from_rows: Callable[[list[int]], list[Any]]
-) -> list[Any]:
-    """One scalar column from its blocks: one LMDB read per block, no row decoding.
-
-    Rows whose block is absent (never written, or hidden by a damaged page) are read
-    through ``from_rows(row numbers)``: the rows are the source of truth.
-    """
+def _gather(
+    get: Get, key: str, code: str, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(values, present, absent, found) of ``rows`` from the blocks of one scalar column: one
+    LMDB read per block; ``present``: the row's block holds its value; ``absent``: per block
+    number in ``found``'s order, no block stored."""
     dtype = type_code_dtype(code)
     blocks = rows // BLOCK
-    unique = np.unique(blocks)
+    low = int(blocks.min()) if len(blocks) else 0
+    unique = np.flatnonzero(np.bincount(blocks - low)) + low  # sorted, as np.unique (cheaper)
     masks = np.zeros((len(unique), BLOCK), bool)
     values = np.zeros((len(unique), BLOCK), dtype)
     absent = np.zeros(len(unique), bool)
@@ -88,15 +87,33 @@ def read_scalar_column(
             values[j] = np.frombuffer(raw, dtype, BLOCK, BLOCK)
     found = np.searchsorted(unique, blocks)
     where = found, rows % BLOCK
-    picked = values[where]
+    return values[where], masks[where], absent, found
+
+
+def read_scalar_column(
+    get: Get, key: str, code: str, rows: np.ndarray, from_rows: Callable[[list[int]], list[Any]]
+) -> list[Any]:
+    """One scalar column from its blocks: one LMDB read per block, no row decoding.
+
+    Rows whose block is absent (never written, or hidden by a damaged page) are read
+    through ``from_rows(row numbers)``: the rows are the source of truth.
+    """
+    picked, present, absent, found = _gather(get, key, code, rows)
     out: list[Any] = picked.tolist() if code in ("f", "i", "b") else list(picked)
-    for j in np.flatnonzero(~masks[where]).tolist():
+    for j in np.flatnonzero(~present).tolist():
         out[j] = MISSING
     if absent.any():
         slow = np.flatnonzero(absent[found])
         for j, value in zip(slow.tolist(), from_rows(rows[slow].tolist()), strict=True):
             out[j] = value
     return out
+
+
+def scalar_array(get: Get, key: str, code: str, rows: np.ndarray) -> np.ndarray | None:
+    """``np.asarray(read_scalar_column(...))`` without the Python list, when every row's block
+    holds its value; else None (the caller reads the column as a list)."""
+    picked, present, _, _ = _gather(get, key, code, rows)
+    return picked if present.all() else None
 
 
 def _count(counts: dict[str, int], row: dict[str, Any], sign: int) -> None:

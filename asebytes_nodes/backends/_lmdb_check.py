@@ -79,26 +79,33 @@ def check_file(path: Path) -> None:
     A missing file passes (it is about to be created).
     """
     try:
-        size = path.stat().st_size
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return
+    try:
+        _check_open_file(path, fd)
+    finally:
+        os.close(fd)
+
+
+def _check_open_file(path: Path, fd: int) -> None:
+    """:func:`check_file` on the file open as ``fd`` (one descriptor, positioned reads)."""
+    size = os.fstat(fd).st_size
     advice = "restore the file from a copy, or delete it (and its -lock file) to start a new store"
 
     def refuse(what: str) -> StoreCorruptedError:
         return StoreCorruptedError(f"{path}: {what}; an LMDB store needs its meta pages intact: {advice}")
 
-    with open(path, "rb") as f:
-        head = f.read(_META_SIZE)
-        if len(head) < _META_SIZE:
-            raise refuse(f"the file has {size} bytes, less than LMDB's first meta page (truncated?)")
-        first = _meta(head, 0)
-        psize = first["psize"]
-        if first["magic"] != _MAGIC or first["version"] != _DATA_VERSION:
-            raise refuse("not an LMDB file, or its first meta page is damaged")
-        if psize < 512 or psize > 65536 or psize & (psize - 1):
-            raise refuse(f"the first meta page names an impossible page size {psize}")
-        f.seek(psize)
-        head = f.read(_META_SIZE)
+    head = os.pread(fd, _META_SIZE, 0)
+    if len(head) < _META_SIZE:
+        raise refuse(f"the file has {size} bytes, less than LMDB's first meta page (truncated?)")
+    first = _meta(head, 0)
+    psize = first["psize"]
+    if first["magic"] != _MAGIC or first["version"] != _DATA_VERSION:
+        raise refuse("not an LMDB file, or its first meta page is damaged")
+    if psize < 512 or psize > 65536 or psize & (psize - 1):
+        raise refuse(f"the first meta page names an impossible page size {psize}")
+    head = os.pread(fd, _META_SIZE, psize)
     if len(head) < _META_SIZE:
         raise refuse(f"the file has {size} bytes, less than LMDB's two meta pages (truncated?)")
     second = _meta(head, 0)
@@ -119,12 +126,12 @@ def check_file(path: Path) -> None:
             f"the file has {size} bytes but its newest meta page says {last + 1} pages of "
             f"{psize} bytes ({(last + 1) * psize} bytes) are in use (truncated?)"
         )
-    damaged = _tail_page_damage(path, size, psize, last)
+    damaged = _tail_page_damage(fd, size, psize, last)
     if damaged is not None:
         raise refuse(damaged)
 
 
-def _tail_page_damage(path: Path, size: int, psize: int, last: int) -> str | None:
+def _tail_page_damage(fd: int, size: int, psize: int, last: int) -> str | None:
     """What is wrong with a B-tree page near the end of the file, if anything.
 
     A node offset is 16 bits, so LMDB reads a node up to 64 kB past the start of its page
@@ -136,9 +143,7 @@ def _tail_page_damage(path: Path, size: int, psize: int, last: int) -> str | Non
     first = max(2, (size - _NODE_REACH) // psize)
     if first > last:  # the pages in use end well before the file does
         return None
-    with open(path, "rb") as f:
-        f.seek(first * psize)
-        tail = f.read((last + 1 - first) * psize)
+    tail = os.pread(fd, (last + 1 - first) * psize, first * psize)
     for pgno in range(first, min(last + 1, first + len(tail) // psize)):
         at = (pgno - first) * psize
         number, flags, lower, upper = _PAGE.unpack_from(tail, at)

@@ -1,7 +1,8 @@
-"""H5MD scalar columns stacked without Python values (``read_column_array``) equal the values.
+"""Scalar columns stacked without Python values (``read_column_array``) equal the values.
 
-Matrix: scalar keys of Python float, int, bool and numpy float32, int8, bool scalars; rows all,
-shuffled with repeats, one; with mirrors and without: ``to_numpy`` gives exactly
+Matrix: H5MD and LMDB (the backends that have it); scalar keys of Python float, int, bool
+and numpy float32, int8, bool scalars; rows all, shuffled with repeats, one; with caches and
+without: ``to_numpy`` gives exactly
 ``np.asarray(to_list())`` (dtype and values), ``to_list`` keeps Python and numpy scalar types;
 a key some rows lack still raises naming them.
 """
@@ -27,8 +28,8 @@ KEYS = {
 }
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
+@pytest.fixture(params=[".h5", ".lmdb"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     frames = []
     for i in range(50):
         atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 1]])
@@ -36,9 +37,10 @@ def store(tmp_path: Path) -> Path:
         if i != 17:
             atoms.info["some"] = float(i)
         frames.append(atoms)
-    with ASEIO(tmp_path / "x.h5") as db:
+    path = tmp_path / f"x{request.param}"
+    with ASEIO(path) as db:
         db.extend(frames)
-    return tmp_path / "x.h5"
+    return path
 
 
 @pytest.mark.parametrize("cache_bytes", [0, 64 << 20])
