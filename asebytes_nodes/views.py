@@ -196,8 +196,7 @@ class ColumnView(_View):
         caller stacks the values, so a backend's ``read_column_array`` may give them stacked."""
         if len(self._keys) == 1:
             key = self._keys[0]
-            read_array = getattr(self._backend, "read_column_array", None) if stacked else None
-            array = None if read_array is None else read_array(key, indices)
+            array = self._backend.read_column_array(key, indices) if stacked else None
             return {key: self._backend.read_column(key, indices) if array is None else array}
         rows = self._backend.read_rows(indices, self._keys)
         return {k: [row.get(k, MISSING) for row in rows] for k in self._keys}

@@ -104,6 +104,11 @@ class ReadableBackend(ABC):
         it, or (for columnar stores, when every row has it) one stacked numpy array."""
         return [row.get(key, MISSING) for row in self.read_rows(indices, [key])]
 
+    def read_column_array(self, key: str, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """``np.asarray(read_column(key, indices))`` when a backend can give it without Python
+        values per row (``to_numpy`` asks first), else None: the default."""
+        return None
+
     def read_batch(
         self, indices: np.ndarray, keys: list[str] | None = None, *, fill: dict[str, Any] | None = None,
         atoms: np.ndarray | slice | None = None,
