@@ -289,6 +289,7 @@ def encode_row(row: dict[str, Any]) -> bytes:
 
 _PADDING = {k: b"\0" * (8 - k) for k in range(1, 8)}
 _LAYOUTS: dict[bytes, tuple[tuple[str, np.dtype[Any], tuple[int, ...], int], ...]] = {}
+_DTYPES: dict[str, np.dtype[Any]] = {}  # dtype codes seen in layouts (np.dtype(str) costs ~1 us)
 
 
 def _layout(code: bytes) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...], int], ...]:
@@ -299,7 +300,11 @@ def _layout(code: bytes) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...], int
         entries = []
         for j in range(0, len(flat), 4):
             key, dtype_code, shape, offset = flat[j : j + 4]
-            dtype = np.dtype(dtype_code)
+            dtype = _DTYPES.get(dtype_code) if isinstance(dtype_code, str) else None
+            if dtype is None:
+                dtype = np.dtype(dtype_code)
+                if isinstance(dtype_code, str) and len(_DTYPES) < 256:
+                    _DTYPES[dtype_code] = dtype
             if dtype.kind not in _ALLOWED_KINDS or not isinstance(key, str):
                 raise UnsafeStoreError(
                     f"refusing stored array {key!r} of dtype {dtype_code!r}: this package stores only "
