@@ -66,14 +66,15 @@ def normalize_indices(index: Any, length: int) -> IndexArray:
             )
         if arr.ndim != 1:
             raise TypeError(f"row index arrays must be one-dimensional, got shape {arr.shape}")
-        arr = arr.astype(np.int64)
+        # a list gave a new array; a caller's array is copied, so the rows never change under us
+        arr = arr.astype(np.int64, copy=arr is index)
     if arr.size == 0:
         return arr
-    bad = (arr < -length) | (arr >= length)
-    if bad.any():
-        first = int(arr[np.argmax(bad)])
-        raise _out_of_range(first, length)
-    return np.where(arr < 0, arr + length, arr)
+    low, high = int(arr.min()), int(arr.max())  # two reductions, no temporary masks
+    if low < -length or high >= length:
+        bad = (arr < -length) | (arr >= length)
+        raise _out_of_range(int(arr[np.argmax(bad)]), length)  # the first one, as given
+    return np.where(arr < 0, arr + length, arr) if low < 0 else arr
 
 
 def is_key_index(index: Any) -> bool:

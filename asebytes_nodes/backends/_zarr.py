@@ -159,6 +159,7 @@ from ._zarr_txn import (
     array_names,
     check_inside,
     check_record,
+    document_stat,
     group_document,
     parse_record,
     seal,
@@ -275,6 +276,7 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
         self._document: dict[str, Any] = {}
         self._touched = False
         self._record_bytes: bytes | None = None
+        self._seen: tuple[int, ...] | None = None  # document_stat when _record_bytes was read
         try:
             self._open()
         except OSError as exc:
@@ -397,8 +399,12 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
                 self._open()
             return
         if not self._remote:  # the group's own record, without zarr; the same bytes: nothing to do
+            seen = document_stat(self._target)
+            if seen is not None and seen == self._seen and self._record_bytes is not None:
+                return  # the document this handle read, untouched since (a stat, not a read)
             raw = self._record_document()
             if raw is not None and raw == self._record_bytes:
+                self._seen = seen
                 return
             meta = parse_record(raw)
             if meta is not None:
@@ -406,7 +412,7 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
                     self._check(meta)
                     self._group, self._meta = LazyGroup(self._open_group), meta
                     self._forget()
-                self._record_bytes = raw  # a document whose record is self._meta
+                self._record_bytes, self._seen = raw, seen  # a document whose record is self._meta
                 return  # anything else: zarr reports what is wrong
         kwargs: dict[str, Any] = {"storage_options": self._storage_options} if self._remote else {}
         try:
@@ -437,7 +443,7 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
 
     def _forget(self) -> None:
         """Drop everything read under an older record: array handles, offsets, decoded columns."""
-        self._arrays, self._offsets = {}, None
+        self._arrays, self._offsets, self._seen = {}, None, None
         self._cache.clear()
 
     def __getstate__(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import re
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = [
     "check_inside",
     "check_record",
     "collect_garbage",
+    "document_stat",
     "group_document",
     "new_name",
     "seal",
@@ -55,6 +57,8 @@ RECORD_ATTR = "asebytes_nodes"  # the group attribute holding the record
 _COLUMN_ID = re.compile(r"c\d{1,9}(?:x[0-9a-f]{8})?")
 _COUNTS_NAME = re.compile(r"n_atoms|n\d{1,9}(?:x[0-9a-f]{8})?")
 _KINDS = frozenset({"scalar", "frame", "atom", "object"})
+# a group document changed this lately is read, not trusted by its stat (FAT keeps times to 2 s)
+_SETTLE_NS = 2_000_000_000
 
 
 def _unsafe(where: str, what: str, value: Any) -> UnsafeStoreError:
@@ -207,3 +211,17 @@ def parse_record(raw: bytes | None) -> Any:
         return parsed.get("attributes", {}).get(RECORD_ATTR)
     except (ValueError, AttributeError):
         return None
+
+
+def document_stat(folder: str) -> tuple[int, ...] | None:
+    """A local group document's identity (inode, size, times), so a reader can tell it is
+    unchanged without reading it; None when that cannot be trusted: missing, or changed so
+    lately (within ``_SETTLE_NS``) that a rewrite in the same clock tick would keep its times.
+    A commit replaces the document (a new inode), so an equal identity means the same bytes."""
+    try:
+        st = os.stat(os.path.join(folder, "zarr.json"))
+    except OSError:
+        return None
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < _SETTLE_NS:
+        return None
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
