@@ -96,10 +96,10 @@ class ASEIO:
         ``db["calc.energy"]``, ``db[["calc.energy", "calc.forces"]]`` -> ColumnView."""
         if isinstance(index, (int, np.integer)):
             if index >= 0 and not self._backend.length_known():  # a stream without a count: read forward
-                row = int(index)
+                row, data = int(index), self._backend.read_row(int(index))
             else:
-                row = normalize_index(index, len(self._backend))
-            return atoms_of_rows([self._backend.read_row(row)], [row])[0]
+                row, data = self._backend.read_row_at(index)
+            return atoms_of_rows([data], [row])[0]
         if is_key_index(index):
             return self[:][index]
         return RowView(self._backend, normalize_indices(index, len(self._backend)))

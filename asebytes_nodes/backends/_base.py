@@ -32,6 +32,7 @@ from ..errors import (
     StoreCorruptedError,
     UnsupportedOperationError,
 )
+from ..indexing import normalize_index
 from ._columns import ColumnInfo, describe_value
 from ._keys import MISSING
 
@@ -94,6 +95,13 @@ class ReadableBackend(ABC):
     def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
         """Row ``index`` as a new dict; the default reads a batch of one."""
         return self.read_rows([index], keys)[0]
+
+    def read_row_at(self, index: int) -> tuple[int, dict[str, Any]]:
+        """Row ``index`` as given by a user (negative counts from the end; out of range:
+        ``RowIndexError``) and its row number; backends that can check and read in one
+        transaction override it (``db[i]`` reads each row through it)."""
+        row = normalize_index(index, len(self))
+        return row, self.read_row(row)
 
     def columns(self, index: int = 0) -> list[str]:
         """Keys carried by row ``index``; the default reads the row."""

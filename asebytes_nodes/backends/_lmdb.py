@@ -81,6 +81,7 @@ from ..errors import (
     MissingExtraError,
     StoreCorruptedError,
 )
+from ..indexing import normalize_index
 from ..registry import builtin
 from ._base import MISSING, WritableBackend, check_format_record, check_group_name
 from ._lmdb_batch import fetch_rows, read_batch
@@ -442,6 +443,12 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
     def read_row(self, index: int, keys: Sequence[str] | None = None) -> dict[str, Any]:
         with self._txn() as txn:
             return self._get(txn, index, keys)
+
+    def read_row_at(self, index: int) -> tuple[int, dict[str, Any]]:
+        """The length checked and the row read in one transaction (one snapshot)."""
+        with self._txn() as txn:
+            row = normalize_index(index, self._length(txn))
+            return row, self._get(txn, row)
 
     def read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None

@@ -8,56 +8,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+from batchkit import KEYS, assert_same_batch, batch_row, template_batch
 
 from asebytes_nodes import LMDBBackend, StoreCorruptedError
-from asebytes_nodes.backends import _lmdb_batch
 from asebytes_nodes.batch import read_batch_default
-
-KEYS = ["arrays.positions", "arrays.numbers", "calc.energy", "calc.forces"]
 
 
 def _row(rng: np.random.Generator, n: int, i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "arrays.numbers": rng.integers(1, 30, n),
-        "arrays.positions": rng.normal(size=(n, 3)),
-        "cell": np.eye(3) * 5.0,
-        "pbc": np.array([True, False, True]),
-        "info.index": i,
-        "info.flag": bool(i % 2),
-        "info.signed": -i,
-        "calc.energy": float(rng.normal()),
-        "calc.forces": rng.normal(size=(n, 3)),
-        **extra,
-    }
+    more = {"cell": np.eye(3) * 5.0, "pbc": np.array([True, False, True]), "info.flag": bool(i % 2)}
+    return batch_row(rng, n, i, **more, **{"info.signed": -i, **extra})
 
 
 def _store(tmp_path: Path, rows: list[dict[str, Any]]) -> LMDBBackend:
     backend = LMDBBackend(tmp_path / "b.lmdb")
     backend.extend(rows)
     return backend
-
-
-def _same(fast: dict[str, Any], slow: dict[str, Any]) -> None:
-    assert list(fast) == list(slow)
-    for key in slow:
-        assert isinstance(fast[key], np.ndarray), key
-        assert fast[key].dtype == slow[key].dtype, key
-        assert fast[key].shape == slow[key].shape, key
-        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
-
-
-def _fast(backend: LMDBBackend, indices: Any, keys: Any = None, atoms: Any = None) -> dict[str, Any] | None:
-    with backend._txn() as txn:
-        return _lmdb_batch.read_batch(
-            txn,
-            backend._seal,
-            np.asarray(indices, np.int64),
-            keys,
-            atoms,
-            backend._damaged,
-            backend._decode,
-            0,
-        )
 
 
 @pytest.mark.parametrize("ragged", [False, True])
@@ -69,13 +34,15 @@ def test_batches_equal_decoded_rows(tmp_path: Path, ragged: bool) -> None:
     order = np.random.default_rng(1).permutation(300)
     for idx in [order[:32], order[32:64], [5, 5, 299, 0, 5], [140]]:
         for keys in [KEYS, None, ["info.index", "info.flag", "info.signed", "cell", "pbc"]]:
-            fast = _fast(backend, idx, keys)
+            fast = template_batch(backend, idx, keys)
             assert fast is not None, (idx, keys)
-            _same(fast, read_batch_default(backend, np.asarray(idx), keys))
-            _same(backend.read_batch(np.asarray(idx), keys), fast)
-        selected = _fast(backend, idx, KEYS, np.array([0, -1]))
+            assert_same_batch(fast, read_batch_default(backend, np.asarray(idx), keys))
+            assert_same_batch(backend.read_batch(np.asarray(idx), keys), fast)
+        selected = template_batch(backend, idx, KEYS, np.array([0, -1]))
         assert selected is not None
-        _same(selected, read_batch_default(backend, np.asarray(idx), KEYS, atoms=np.array([0, -1])))
+        assert_same_batch(
+            selected, read_batch_default(backend, np.asarray(idx), KEYS, atoms=np.array([0, -1]))
+        )
 
 
 def test_fallbacks_give_the_decoded_answer(tmp_path: Path) -> None:
@@ -85,9 +52,9 @@ def test_fallbacks_give_the_decoded_answer(tmp_path: Path) -> None:
     rows[4].pop("calc.energy")
     rows[5]["calc.energy"] = np.float32(1.5)  # a numpy scalar: an extension type, not a template slot
     backend = _store(tmp_path, rows)
-    assert _fast(backend, [4, 5], ["calc.energy"]) is None  # a key some rows lack
-    assert _fast(backend, [3], ["info.label"]) is None  # not a number
-    assert _fast(backend, [5, 6], ["calc.energy"]) is None  # mixed types
+    assert template_batch(backend, [4, 5], ["calc.energy"]) is None  # a key some rows lack
+    assert template_batch(backend, [3], ["info.label"]) is None  # not a number
+    assert template_batch(backend, [5, 6], ["calc.energy"]) is None  # mixed types
     with pytest.raises(KeyError, match="rows 4"):
         backend.read_batch(np.array([4, 6]), ["calc.energy"])
     filled = backend.read_batch(np.array([4, 6]), ["calc.energy"], fill={"calc.energy": 0.0})
@@ -122,8 +89,10 @@ def test_a_row_matching_another_template_of_its_length(tmp_path: Path) -> None:
     backend = _store(tmp_path, [a, b, a, b])
     keys = [*KEYS, "info.index"]
     for idx in [[0, 1, 2, 3], [1], [0], [3, 0]]:
-        fast = _fast(backend, idx, keys)
+        fast = template_batch(backend, idx, keys)
         assert fast is not None
-        _same(fast, read_batch_default(backend, np.asarray(idx), keys))
-    assert _fast(backend, [0, 1], ["info.flag"]) is None  # a bool and an int: decoded rows decide
-    _same(backend.read_batch(np.array([0, 1]), None), read_batch_default(backend, np.array([0, 1]), None))
+        assert_same_batch(fast, read_batch_default(backend, np.asarray(idx), keys))
+    assert template_batch(backend, [0, 1], ["info.flag"]) is None  # a bool and an int: decoded rows decide
+    assert_same_batch(
+        backend.read_batch(np.array([0, 1]), None), read_batch_default(backend, np.array([0, 1]), None)
+    )

@@ -11,34 +11,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from batchkit import KEYS, assert_same_batch, batch_row
 
 from asebytes_nodes import LMDBBackend, StoreCorruptedError
 from asebytes_nodes.backends import _lmdb_batch, _lmdb_batch_cache
 from asebytes_nodes.batch import read_batch_default
 
-KEYS = ["arrays.positions", "arrays.numbers", "calc.energy", "calc.forces"]
-
-
-def _row(rng: np.random.Generator, n: int, i: int) -> dict[str, Any]:
-    return {
-        "arrays.numbers": rng.integers(1, 30, n),
-        "arrays.positions": rng.normal(size=(n, 3)),
-        "info.index": i,
-        "calc.energy": float(rng.normal()),
-        "calc.forces": rng.normal(size=(n, 3)),
-    }
-
-
-def _same(fast: dict[str, Any], slow: dict[str, Any]) -> None:
-    assert list(fast) == list(slow)
-    for key in slow:
-        assert fast[key].dtype == slow[key].dtype, key
-        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
-
 
 def _epoch(backend: LMDBBackend, seed: int, n: int, keys: Any = KEYS) -> None:
     for idx in np.array_split(np.random.default_rng(seed).permutation(n), max(1, n // 8)):
-        _same(backend.read_batch(idx, keys), read_batch_default(backend, idx, keys))
+        assert_same_batch(backend.read_batch(idx, keys), read_batch_default(backend, idx, keys))
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +33,7 @@ def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_later_epochs_read_the_kept_rows(tmp_path: Path, ragged: bool) -> None:
     rng = np.random.default_rng(0)
     backend = LMDBBackend(tmp_path / "b.lmdb")
-    backend.extend([_row(rng, int(rng.integers(1, 9)) if ragged else 4, i) for i in range(64)])
+    backend.extend([batch_row(rng, int(rng.integers(1, 9)) if ragged else 4, i) for i in range(64)])
     for seed in range(3):
         _epoch(backend, seed, 64)
         _epoch(backend, seed, 64, ["calc.energy", "info.index"])
@@ -59,7 +41,9 @@ def test_later_epochs_read_the_kept_rows(tmp_path: Path, ragged: bool) -> None:
     assert len(cache.slots) == 64
     idx = np.array([5, 5, 63, 0])
     atoms = np.array([0, -1])
-    _same(backend.read_batch(idx, KEYS, atoms=atoms), read_batch_default(backend, idx, KEYS, atoms=atoms))
+    assert_same_batch(
+        backend.read_batch(idx, KEYS, atoms=atoms), read_batch_default(backend, idx, KEYS, atoms=atoms)
+    )
 
 
 def test_a_commit_drops_the_copy(tmp_path: Path) -> None:
@@ -67,14 +51,14 @@ def test_a_commit_drops_the_copy(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     path = tmp_path / "b.lmdb"
     backend = LMDBBackend(path)
-    backend.extend([_row(rng, 3, i) for i in range(16)])
+    backend.extend([batch_row(rng, 3, i) for i in range(16)])
     other = LMDBBackend(path)  # another handle on the same file
     _epoch(backend, 0, 16)
     _epoch(backend, 1, 16)
     other.update_rows([2, 9], [{"calc.energy": 123.0}, {"calc.energy": -4.5}])
     assert backend.read_batch(np.arange(16), ["calc.energy"])["calc.energy"][[2, 9]].tolist() == [123.0, -4.5]
-    other.set_rows([5], [_row(rng, 3, 77)])
-    other.extend([_row(rng, 3, 99)])
+    other.set_rows([5], [batch_row(rng, 3, 77)])
+    other.extend([batch_row(rng, 3, 99)])
     _epoch(backend, 2, 17)
     assert backend.read_batch(np.arange(17), ["info.index"])["info.index"][[5, 16]].tolist() == [77, 99]
     other.close()
@@ -84,7 +68,7 @@ def test_a_commit_drops_the_copy(tmp_path: Path) -> None:
 def test_rows_past_the_budget_are_read_from_the_store(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     backend = LMDBBackend(tmp_path / "b.lmdb", cache_bytes=9000)
-    backend.extend([_row(rng, 5, i) for i in range(40)])
+    backend.extend([batch_row(rng, 5, i) for i in range(40)])
     for seed in range(3):
         _epoch(backend, seed, 40)
     cache = _lmdb_batch_cache._CACHES[0]
@@ -95,7 +79,7 @@ def test_rows_past_the_budget_are_read_from_the_store(tmp_path: Path) -> None:
 def test_cache_bytes_zero_keeps_no_rows(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     backend = LMDBBackend(tmp_path / "b.lmdb", cache_bytes=0)
-    backend.extend([_row(rng, 5, i) for i in range(40)])
+    backend.extend([batch_row(rng, 5, i) for i in range(40)])
     for seed in range(2):
         _epoch(backend, seed, 40)
     assert _lmdb_batch_cache._CACHES == []
@@ -107,7 +91,7 @@ def test_tables_of_another_lineage_start_a_new_copy(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(_lmdb_batch, "_MAX_TEMPLATES", 3)  # the tables are reset again and again
     rng = np.random.default_rng(3)
     backend = LMDBBackend(tmp_path / "b.lmdb")
-    backend.extend([_row(rng, n % 7 + 1, n) for n in range(30)])
+    backend.extend([batch_row(rng, n % 7 + 1, n) for n in range(30)])
     for seed in range(4):
         _epoch(backend, seed, 30)
 
@@ -117,7 +101,7 @@ def test_a_damaged_row_is_still_named_in_a_new_process_view(tmp_path: Path) -> N
     rng = np.random.default_rng(4)
     path = tmp_path / "b.lmdb"
     backend = LMDBBackend(path)
-    rows = [_row(rng, 3, i) for i in range(20)]
+    rows = [batch_row(rng, 3, i) for i in range(20)]
     backend.extend(rows)
     _epoch(backend, 0, 20)
     backend.close()

@@ -11,53 +11,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+from batchkit import KEYS, assert_same_batch, batch_row, template_batch
 
 from asebytes_nodes import LMDBBackend
 from asebytes_nodes.backends import _lmdb_batch
 from asebytes_nodes.batch import read_batch_default
 
-KEYS = ["arrays.positions", "arrays.numbers", "calc.energy", "calc.forces"]
-
 
 def _row(rng: np.random.Generator, n: int, i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "arrays.numbers": rng.integers(1, 30, n),
-        "arrays.positions": rng.normal(size=(n, 3)),
-        "cell": np.eye(3) * 5.0,
-        "info.index": i,
-        "calc.energy": float(rng.normal()),
-        "calc.forces": rng.normal(size=(n, 3)),
-        **extra,
-    }
-
-
-def _same(fast: dict[str, Any], slow: dict[str, Any]) -> None:
-    assert list(fast) == list(slow)
-    for key in slow:
-        assert fast[key].dtype == slow[key].dtype, key
-        assert fast[key].shape == slow[key].shape, key
-        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
-
-
-def _fast(backend: LMDBBackend, indices: Any, keys: Any = None) -> dict[str, Any] | None:
-    with backend._txn() as txn:
-        return _lmdb_batch.read_batch(
-            txn,
-            backend._seal,
-            np.asarray(indices, np.int64),
-            keys,
-            None,
-            backend._damaged,
-            backend._decode,
-            0,
-        )
+    return batch_row(rng, n, i, cell=np.eye(3) * 5.0, **extra)
 
 
 def _check(backend: LMDBBackend, batches: list[list[int]], keys: Any) -> None:
     for idx in batches:
-        fast = _fast(backend, idx, keys)
+        fast = template_batch(backend, idx, keys)
         assert fast is not None, idx
-        _same(fast, read_batch_default(backend, np.asarray(idx), keys))
+        assert_same_batch(fast, read_batch_default(backend, np.asarray(idx), keys))
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +57,7 @@ def test_templates_learnt_wider_than_the_spare_bytes(tmp_path: Path) -> None:
     _check(backend, [list(range(20))], ["calc.energy", "info.index", "cell"])
 
 
-def test_one_template_and_many_give_the_same(tmp_path: Path) -> None:
+def test_one_template_and_many_give_theassert_same_batch(tmp_path: Path) -> None:
     """Fixed atom counts (one table of rows) and ragged ones (joined per key), with empty frames."""
     rng = np.random.default_rng(3)
     rows = [_row(rng, 4, i) for i in range(10)] + [_row(rng, n, 10 + n) for n in (0, 1, 7, 0, 2)]
@@ -102,9 +71,9 @@ def test_uint64_beyond_int64_is_left_to_decoded_rows(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     backend = LMDBBackend(tmp_path / "b.lmdb")
     backend.extend([_row(rng, 2, 2**63 + i) for i in range(3)] + [_row(rng, 2, i) for i in range(3)])
-    assert _fast(backend, [0, 1, 2], ["info.index"]) is None
-    assert _fast(backend, [0, 3], ["info.index"]) is None
-    assert _fast(backend, [3, 4, 5], ["info.index"])["info.index"].tolist() == [0, 1, 2]  # type: ignore[index]
+    assert template_batch(backend, [0, 1, 2], ["info.index"]) is None
+    assert template_batch(backend, [0, 3], ["info.index"]) is None
+    assert template_batch(backend, [3, 4, 5], ["info.index"])["info.index"].tolist() == [0, 1, 2]  # type: ignore[index]
 
 
 def test_the_template_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,7 +86,7 @@ def test_the_template_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.Monke
     assert len(_lmdb_batch._TABLES.templates) <= 3 + 1 + 3  # at most a batch's worth past the bound
 
 
-def test_threads_learning_at_once_read_the_same(tmp_path: Path) -> None:
+def test_threads_learning_at_once_read_theassert_same_batch(tmp_path: Path) -> None:
     """Threads learning templates at the same time (each batch keeps the tables it started with)."""
     rng = np.random.default_rng(6)
     backend = LMDBBackend(tmp_path / "b.lmdb")
@@ -129,7 +98,7 @@ def test_threads_learning_at_once_read_the_same(tmp_path: Path) -> None:
     def work(part: int) -> None:
         try:
             for j in range(part, len(batches), 4):
-                _same(backend.read_batch(batches[j], KEYS), expected[j])
+                assert_same_batch(backend.read_batch(batches[j], KEYS), expected[j])
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
