@@ -73,14 +73,23 @@ def _is_numeric(value: Any) -> bool:
 
 
 # -- arguments -------------------------------------------------------------------------------------
+_CHECKED: dict[tuple[Any, ...], tuple[str, ...]] = {}  # key lists seen (a batch loop repeats one)
+
+
 def normalize_keys(keys: str | Sequence[str] | None) -> list[str] | None:
     """``None`` or a list of checked, distinct keys (a single key may be given as a string)."""
     if keys is None:
         return None
-    keys = [keys] if isinstance(keys, str) else list(keys)
-    for key in keys:
-        check_key(key)
-    return list(dict.fromkeys(keys))
+    given = (keys,) if isinstance(keys, str) else tuple(keys)
+    checked = _CHECKED.get(given) if all(type(k) is str for k in given) else None
+    if checked is None:
+        for key in given:
+            check_key(key)
+        checked = tuple(dict.fromkeys(given))
+        if len(_CHECKED) >= 256:
+            _CHECKED.clear()
+        _CHECKED[given] = checked
+    return list(checked)
 
 
 def normalize_fill(fill: Any, keys: list[str] | None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class BatchReads:
     _local: Callable[[str], Any]
     _take: Callable[[str, int, np.ndarray], np.ndarray]
     _atom_offsets: Callable[[], np.ndarray]
+    _plans: tuple[Any, dict[tuple[str, ...], Any]] = (None, {})  # (record, plan per keys)
 
     def read_batch(
         self,
@@ -53,32 +54,19 @@ class BatchReads:
     ) -> dict[str, Any] | None:
         from ..batch import atom_gather
 
-        columns, n = self._meta["columns"], self._meta["length"]
-        if keys is None:
-            wanted = [k for k in sorted(columns) if columns[k]["count"] and self._carried(columns[k], idx)]
-            if any(columns[k]["kind"] == "object" for k in wanted):
-                return None  # numeric or not is known only from the values: the default decides
-        else:
-            wanted = list(dict.fromkeys(keys))
-            for key in wanted:
-                spec = columns.get(key)
-                if spec is None or not spec["count"] or spec["kind"] == "object":
-                    return None
-                if not self._carried(spec, idx):
-                    return None
-        for key in wanted:
-            spec = columns[key]
-            if 0 in spec["shape"] or is_per_atom(key) != (spec["kind"] == "atom"):
-                return None
+        plan = self._batch_plan(idx, keys)
+        if plan is None:
+            return None
         offsets = self._atom_offsets()
         starts, stops = offsets[idx], offsets[idx + 1]
         counts = stops - starts
         rows: np.ndarray | None = None
         batch: dict[str, Any] = {"n_atoms": counts}
-        for key in wanted:
-            spec = columns[key]
-            name = spec["id"] + "/values"
-            if spec["kind"] != "atom":
+        n = self._meta["length"]
+        for key, name, per_atom, flags in plan:
+            if flags is not None and not self._gather(flags, n, idx).all():
+                return None  # some rows lack it: the default fills or names them
+            if not per_atom:
                 batch[key] = self._gather(name, n, idx)
                 continue
             if rows is None:
@@ -90,6 +78,39 @@ class BatchReads:
         if atoms is not None and rows is None:
             batch["n_atoms"] = atom_gather(counts, atoms, idx)[1]
         return batch
+
+    def _batch_plan(
+        self, idx: np.ndarray, keys: Sequence[str] | None
+    ) -> list[tuple[str, str, bool, str | None]] | None:
+        """``(key, values array, per atom?, presence flags to check or None)`` for each key of
+        a batch, or None when this path cannot serve it. Plans for given keys are kept for the
+        record they were made from (a batch loop asks the same keys every time)."""
+        columns = self._meta["columns"]
+        if keys is None:
+            wanted = [k for k in sorted(columns) if columns[k]["count"] and self._carried(columns[k], idx)]
+            if any(columns[k]["kind"] == "object" for k in wanted):
+                return None  # numeric or not is known only from the values: the default decides
+            return self._plan_of(wanted)
+        held = self._plans
+        if held[0] is not self._meta:
+            held = self._plans = (self._meta, {})
+        key = tuple(keys)
+        if key not in held[1]:
+            held[1][key] = self._plan_of(list(dict.fromkeys(keys)))
+        return held[1][key]  # type: ignore[no-any-return]
+
+    def _plan_of(self, wanted: list[str]) -> list[tuple[str, str, bool, str | None]] | None:
+        columns, n = self._meta["columns"], self._meta["length"]
+        plan = []
+        for key in wanted:
+            spec = columns.get(key)
+            if spec is None or not spec["count"] or spec["kind"] == "object" or 0 in spec["shape"]:
+                return None
+            if is_per_atom(key) != (spec["kind"] == "atom"):
+                return None
+            flags = None if spec["count"] == n else spec["id"] + "/present"
+            plan.append((key, spec["id"] + "/values", spec["kind"] == "atom", flags))
+        return plan
 
     def _carried(self, spec: dict[str, Any], idx: np.ndarray) -> bool:
         """Do all rows ``idx`` carry this column?"""
