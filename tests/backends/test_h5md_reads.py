@@ -72,3 +72,42 @@ def test_new_per_atom_datasets_have_small_chunks(tmp_path):
         assert position.chunks[0] * int(np.prod(position.chunks[1:])) * 8 <= 4096
         assert position.chunks[1:] == position.shape[1:]
         assert f["observables/atoms/energy/value"].chunks == (4096,)
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 16, 64 << 20])
+def test_batches_of_wide_frames_match_the_row_path(tmp_path, cache_bytes):
+    """Per-atom chunks of one frame (wide frames) and of several, decoded without a mirror, with
+    one for some datasets only (the budget goes to those with the most frames per chunk) and
+    with mirrors for all: every batch is the rows as written, float64 exact."""
+    frames = _frames(40) + [Atoms("H150", positions=np.random.default_rng(1).random((150, 3)))] * 3
+    for i, atoms in enumerate(frames[-3:]):
+        atoms = frames[-3 + i] = atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, energy=-float(i), forces=np.full((150, 3), i / 7))
+    path = tmp_path / "x.h5"
+    ASEIO(path).extend(frames)
+    with ASEIO(path, readonly=True, cache_bytes=cache_bytes) as db:
+        for idx in (np.array([42, 3, 40, 3, 17]), np.arange(len(db))[::-1], np.array([41])):
+            got = db[idx].to_batch(KEYS)
+            for key in KEYS:
+                expected = read_batch_default(db.backend, idx, [key])[key]
+                assert got[key].dtype == expected.dtype and got[key].tobytes() == expected.tobytes(), key
+
+
+def test_attributes_read_as_h5py_reads_them(tmp_path):
+    from asebytes_nodes.backends._hdf5_journal import read_attribute
+    from asebytes_nodes.backends.h5md._plan import as_text
+
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        g = f.create_group("g")
+        g.attrs["text"] = "héllo"
+        g.attrs["fixed"] = np.bytes_(b"abc")
+        g.attrs["number"] = np.uint32(7)
+        g.attrs["array"] = np.array([1, 1])
+        g.attrs["empty"] = h5py.Empty("f8")
+        assert as_text(read_attribute(g, "text")) == "héllo"
+        assert as_text(read_attribute(g, "fixed")) == "abc"
+        number = read_attribute(g, "number")
+        assert number == 7 and number.dtype == np.uint32
+        assert read_attribute(g, "array").tolist() == [1, 1]
+        assert read_attribute(g, "empty") == g.attrs["empty"]
+        assert read_attribute(g, "absent") is None

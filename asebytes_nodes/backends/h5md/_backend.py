@@ -34,7 +34,7 @@ from .._hdf5_files import SharedFile, acquire, open_hdf5, peek, release
 from .._hdf5_guard import FULL, LINKS
 from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, reading, store_lock, unseal
 from .._keys import atom_counts
-from ._check import check_version, conformance, invariants
+from ._check import check_version, conformance, creator_name, invariants
 from ._foreign import foreign_plan
 from ._gather import DEFAULT_CACHE_BYTES, fast_batch, head, index_problems, plain, rows_of
 from ._plan import (
@@ -237,7 +237,7 @@ class H5MDBackend(WritableBackend):
         """Read what the file says about this store's particle group (``handle``: None if no file)."""
         self._generation = self._shared.generation
         self._own = True
-        self._version, self._creator = (1, 1), {"name": CREATOR, "version": __version__}
+        self._version, self._creator = (1, 1), None
         requested = self._options["group"]
         self._group = requested or DEFAULT_GROUP
         self._plan = Plan()
@@ -256,12 +256,13 @@ class H5MDBackend(WritableBackend):
             )
         self._version = check_version(self._path, h5md)
         creator = h5md.get("creator")
-        self._creator = {k: as_text(v) for k, v in creator.attrs.items()} if is_group(creator) else {}
-        self._own = self._creator.get("name") == CREATOR
-        groups = particle_groups(handle)
+        self._creator = creator if is_group(creator) else None  # its attributes: format_info()
+        made_by = creator_name(self._creator)
+        self._own = made_by == CREATOR
         # Without group=, our files open their default store (``atoms``, empty until written: the
         # other groups stay apart); another program's file opens its only group.
-        if requested is None and not self._own and DEFAULT_GROUP not in groups and groups:
+        groups = None if self._own or requested is not None else particle_groups(handle)
+        if groups and DEFAULT_GROUP not in groups:
             if len(groups) > 1:
                 raise UnknownKeyError(
                     f"{self._path} has {len(groups)} particle groups ({', '.join(groups)}); pick one "
@@ -269,14 +270,16 @@ class H5MDBackend(WritableBackend):
                 )
             self._group = groups[0]
         raw = handle.get(f"{PRIVATE}/{self._group}")
-        table = unseal(raw.attrs, TABLE, str(self._path)) if raw is not None else None
+        table = unseal(raw, TABLE, str(self._path)) if raw is not None else None
+        if groups is None:  # a store of ours has its table: no need to list the groups
+            groups = [] if table is not None else particle_groups(handle)
         try:
             if table is not None:
                 self._plan = own_plan(self._path, partial(head, self._shared), self._group, table)
             elif self._group in groups:
                 self._own = False
                 self._shared.require(FULL)  # another program's layout: its plan reads every element
-                self._plan = foreign_plan(handle, self._group, self._creator.get("name") == "znh5md")
+                self._plan = foreign_plan(handle, self._group, made_by == "znh5md")
                 if self._plan.skipped:
                     warnings.warn(
                         f"{self._path}: elements not read: "
@@ -328,7 +331,11 @@ class H5MDBackend(WritableBackend):
 
     def format_info(self) -> dict[str, Any]:
         with self._reading():
-            info: dict[str, Any] = {"h5md": ".".join(map(str, self._version)), "creator": self._creator}
+            if self._creator is not None:
+                creator = {k: as_text(v) for k, v in self._creator.attrs.items()}
+            else:  # a store not written yet is ours; a file without h5md/creator names none
+                creator = {"name": CREATOR, "version": __version__} if self._own else {}
+            info: dict[str, Any] = {"h5md": ".".join(map(str, self._version)), "creator": creator}
             if self._plan.table is not None:
                 info.update(format=FORMAT_NAME, version=self._plan.table["version"])
             return {**info, "particles_group": self._group}

@@ -10,14 +10,15 @@ from typing import Any
 import numpy as np
 
 from ...errors import FormatVersionError, StoreCorruptedError
+from .._hdf5_journal import read_attribute
 from ._foreign import increasing, sampling
 from ._plan import PRIVATE, Plan, as_text, is_group, timed
 
-__all__ = ["check_version", "conformance", "invariants"]
+__all__ = ["check_version", "conformance", "creator_name", "invariants"]
 
 
 def check_version(path: Path, h5md: Any) -> tuple[int, int]:
-    version = h5md.attrs.get("version")
+    version = read_attribute(h5md, "version")
     if version is None:
         raise StoreCorruptedError(f"{path}: the h5md group has no 'version' attribute, which H5MD requires")
     numbers = np.asarray(version).reshape(-1)
@@ -33,6 +34,12 @@ def check_version(path: Path, h5md: Any) -> tuple[int, int]:
             "upgrade asebytes-nodes"
         )
     return major, minor
+
+
+def creator_name(creator: Any) -> str | None:
+    """The program named by the ``h5md/creator`` group (None: no group, or no name)."""
+    name = None if creator is None else read_attribute(creator, "name")
+    return None if name is None else as_text(name)
 
 
 def conformance(f: Any, group: str) -> list[str]:

@@ -6,8 +6,10 @@ the file in this process) gets a *mirror*: an uninitialised array of its shape (
 system commits its pages only as they are written) into which whole HDF5 chunks are read the
 first time a request touches them. A row read again is a numpy index, with no h5py call. Larger
 datasets are read per request, each needed chunk once, per-atom datasets only up to the widest
-frame asked for. Mirrors belong to the shared handle and go when it is reopened (the file
-changed) or closed.
+frame asked for. A training batch hands the budget first to the datasets it reads whose chunks
+hold the most frames (energy before species before one-frame positions chunks): only a chunk
+holding several frames is likely to be read again before an epoch ends. Mirrors belong to the
+shared handle and go when it is reopened (the file changed) or closed.
 
 Chunks of our own numeric datasets are read as stored and decoded here (:mod:`._direct`: HDF5's
 selection of scattered chunks costs more than inflating them); other datasets and other
@@ -133,8 +135,8 @@ def _mirror(shared: SharedFile, path: str, limit: int) -> Mirror | None:
 
 def rows_of(shared: SharedFile, plan: Plan, path: str, rows: np.ndarray, limit: int) -> Any:
     """Rows ``rows`` (sorted unique int64) of dataset ``path`` of the particle group of ``plan``."""
-    source, whole = _source(shared, plan, path, rows, limit)
-    return source[rows] if whole else source
+    source, at = _source(shared, plan, path, rows, limit)
+    return source if at is None else source[at]
 
 
 def head(shared: SharedFile, path: str, n: int) -> np.ndarray:
@@ -148,28 +150,34 @@ def head(shared: SharedFile, path: str, n: int) -> np.ndarray:
 
 def _source(
     shared: SharedFile, plan: Plan, path: str, rows: np.ndarray, limit: int, width: int | None = None
-) -> tuple[Any, bool]:
-    """Where rows ``rows`` (sorted unique int64) of dataset ``path`` are: (the mirror, True) to
-    index with store rows, or (those rows read, per-atom ones up to ``width`` particles, False)."""
+) -> tuple[Any, np.ndarray | None]:
+    """Where rows ``rows`` (sorted unique int64) of dataset ``path`` are: an array and the row of
+    it holding each of ``rows`` (None: the array is those rows). The array is the mirror, the
+    decoded chunks holding them, or those rows read by HDF5 (per-atom ones up to ``width``
+    particles)."""
     mirror = _mirror(shared, path, limit)
     if mirror is not None:
-        return _filled(shared, plan, path, mirror, rows, limit), True
+        return _filled(shared, plan, path, mirror, rows, limit), rows
     ds = shared.dataset(path)
     grid = _grid(shared, plan, path, ds)
     if grid is not None and grid.bits is not None:
+        if grid.step == 1:  # one row per chunk: the chunks are the rows
+            return _decoded(shared, plan, path, grid, rows, limit), None
         chunks = rows // grid.step
-        if len(rows) == 1:
-            picked = _decoded(shared, plan, path, grid, chunks, limit)[rows % grid.step]
-        else:
-            firsts = np.flatnonzero(np.diff(chunks, prepend=-1))  # rows are sorted: each chunk's first
-            block = _decoded(shared, plan, path, grid, chunks[firsts], limit)
-            at = np.repeat(np.arange(len(firsts)) * grid.step, np.diff(firsts, append=len(rows)))
-            picked = block[at + rows % grid.step]
-        return (picked if width is None else picked[:, :width]), False
+        firsts = np.flatnonzero(np.diff(chunks, prepend=-1))  # rows are sorted: each chunk's first
+        block = _decoded(shared, plan, path, grid, chunks[firsts], limit)
+        return block, _positions(chunks, firsts) * grid.step + rows % grid.step
     confirm(shared, plan, path, ds, rows, limit)
     if width is not None and width < ds.shape[1]:
         ds = _Narrow(ds, width)
-    return take(ds, rows), False
+    return take(ds, rows), None
+
+
+def _positions(chunks: np.ndarray, firsts: np.ndarray) -> np.ndarray:
+    """For each of sorted ``chunks``, its place among the distinct ones (``firsts``: where each starts)."""
+    place = np.zeros(len(chunks), np.int64)
+    place[firsts[1:]] = 1
+    return np.cumsum(place)
 
 
 def _filled(shared: SharedFile, plan: Plan, path: str, mirror: Mirror, rows: np.ndarray, limit: int) -> Any:
@@ -251,6 +259,11 @@ def fast_batch(
             frame_of, atom_of = frame_of[gather], atom_of[gather]
     batch: dict[str, Any] = {"n_atoms": counts}
     frames: np.ndarray | None = None  # sorted unique rows: made for the first dataset read from the file
+    # Mirrors go first to the datasets with the most frames per chunk: a mirror spares decoding
+    # a chunk again for each later row of it, and the budget may not hold every dataset.
+    if any(col.path not in shared.mirrors for col in wanted):
+        for col in sorted(wanted, key=lambda c: -_frames_per_chunk(shared, plan, c.path)):  # type: ignore[arg-type]
+            _mirror(shared, col.path, limit)  # type: ignore[arg-type]
     for col in wanted:
         atom = col.kind == "atom"
         mirror = _mirror(shared, col.path, limit)  # type: ignore[arg-type]
@@ -260,8 +273,10 @@ def fast_batch(
         else:
             frames = np.unique(indices) if frames is None else frames
             width = int(atom_of.max()) + 1 if atom and len(atom_of) else None
-            data = np.asarray(_source(shared, plan, col.path, frames, limit, width)[0])  # type: ignore[arg-type]
+            data, at = _source(shared, plan, col.path, frames, limit, width)  # type: ignore[arg-type]
+            data = np.asarray(data)
             rows = np.searchsorted(frames, frame_of if atom else indices)
+            rows = rows if at is None else at[rows]
         if atom:  # one take from the (rows x particles) view: no per-frame work
             flat = data.reshape(data.shape[0] * data.shape[1], *data.shape[2:])
             values = flat.take(rows * data.shape[1] + atom_of, axis=0)
@@ -271,6 +286,11 @@ def fast_batch(
             values = values.astype(col.dtype)  # species stored as float once atom counts differ
         batch[col.key] = values
     return batch
+
+
+def _frames_per_chunk(shared: SharedFile, plan: Plan, path: str) -> int:
+    grid = _grid(shared, plan, path, shared.dataset(path))
+    return 0 if grid is None else grid.step
 
 
 def _all_present(shared: SharedFile, plan: Plan, col: Col, rows: np.ndarray, limit: int) -> bool:
