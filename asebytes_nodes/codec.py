@@ -293,29 +293,44 @@ _DTYPES: dict[str, np.dtype[Any]] = {}  # dtype codes seen in layouts (np.dtype(
 
 
 def _layout(code: bytes) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...], int], ...]:
-    """Decoded array layout of a row, cached: most rows of a store share a few layouts."""
+    """Decoded array layout of a row, cached: most rows of a store share a few layouts (a
+    ragged store has one per atom count, so a new one costs little: a dict lookup per array)."""
     layout = _LAYOUTS.get(code)
     if layout is None:
         flat = msgpack.unpackb(code, raw=False) if code else []
-        entries = []
-        for j in range(0, len(flat), 4):
-            key, dtype_code, shape, offset = flat[j : j + 4]
-            dtype = _DTYPES.get(dtype_code) if isinstance(dtype_code, str) else None
+        if len(flat) % 4:
+            raise ValueError(f"an array layout of {len(flat)} fields (4 per array)")
+        keys, codes = flat[0::4], flat[1::4]
+        dtypes = [_DTYPES.get(c) if type(c) is str else None for c in codes]
+        for j, dtype in enumerate(dtypes):
             if dtype is None:
-                dtype = np.dtype(dtype_code)
-                if isinstance(dtype_code, str) and len(_DTYPES) < 256:
-                    _DTYPES[dtype_code] = dtype
-            if dtype.kind not in _ALLOWED_KINDS or not isinstance(key, str):
-                raise UnsafeStoreError(
-                    f"refusing stored array {key!r} of dtype {dtype_code!r}: this package stores only "
-                    "bool, integer, float, complex and fixed-width string arrays under string keys"
-                )
-            entries.append((key, dtype, tuple(int(d) for d in shape), int(offset)))
-        layout = tuple(entries)
+                dtypes[j] = _checked_dtype(keys[j], codes[j])
+            elif type(keys[j]) is not str:
+                raise _refused_array(keys[j], codes[j])
+        # shapes and offsets are used as given: anything but integers (or a buffer too short
+        # for them) fails in np.ndarray, which decode_row reports as a damaged row
+        layout = tuple(zip(keys, dtypes, map(tuple, flat[2::4]), flat[3::4], strict=True))
         if len(_LAYOUTS) > 4096:  # ragged stores have many layouts; keep the cache bounded
             _LAYOUTS.clear()
         _LAYOUTS[code] = layout
     return layout
+
+
+def _checked_dtype(key: Any, dtype_code: Any) -> np.dtype[Any]:
+    """The dtype a layout names for ``key``, if this package would store it (remembered)."""
+    dtype = np.dtype(dtype_code)
+    if dtype.kind not in _ALLOWED_KINDS or not isinstance(key, str):
+        raise _refused_array(key, dtype_code)
+    if isinstance(dtype_code, str) and len(_DTYPES) < 256:
+        _DTYPES[dtype_code] = dtype
+    return dtype
+
+
+def _refused_array(key: Any, dtype_code: Any) -> UnsafeStoreError:
+    return UnsafeStoreError(
+        f"refusing stored array {key!r} of dtype {dtype_code!r}: this package stores only "
+        "bool, integer, float, complex and fixed-width string arrays under string keys"
+    )
 
 
 def decode_row(data: Any, keys: Any = None) -> dict[str, Any]:
