@@ -75,3 +75,25 @@ def test_a_write_checks_every_dataset_first(tmp_path: Path) -> None:
     assert (tmp_path / "outside.h5").read_bytes() == before
     with h5py.File(path, "r") as f:
         assert np.asarray(f["parameters/asebytes_nodes/atoms/n_atoms"]).shape == (4,)
+
+
+def test_links_are_checked_along_each_path_opened(tmp_path: Path) -> None:
+    """Opening a store of ours walks no links: each path is checked as first opened. A soft link
+    on it that leads through an external link, or in circles, is refused; a link elsewhere in
+    the file that the store never opens is not followed."""
+    path = _store(tmp_path / "s.h5")
+    with h5py.File(path, "a") as f:
+        f["elsewhere"] = h5py.ExternalLink("/etc/passwd", "/data")
+        f["loop"] = h5py.SoftLink("/loop")
+    with ASEIO(path, readonly=True) as db:
+        assert db["calc.energy"].to_numpy().tolist() == [0.0, 1.0, 2.0, 3.0]
+    name = "observables/atoms/energy"
+    for target, problem in ((f"/elsewhere/{name}", "external link"), ("/loop", "soft link")):
+        with h5py.File(path, "a") as f:
+            if "moved" not in f:
+                f.move(name, "moved")
+            else:
+                del f[name]
+            f[name] = h5py.SoftLink(target)
+        with ASEIO(path, readonly=True) as db, pytest.raises(UnsafeStoreError, match=problem):
+            db["calc.energy"].to_numpy()

@@ -19,9 +19,10 @@ Rules
   the child (a lock another thread of the parent held at the fork would never be released).
 * What of the handle passed the hostile-file check is kept with it (``level``, see
   :mod:`._hdf5_guard`): :meth:`SharedFile.reader` raises it to what its caller asks for before
-  returning the handle, and :meth:`SharedFile.dataset` checks the storage of each dataset of a
-  file checked only for links before handing it out. A content sniffer may open the handle
-  unchecked (:func:`peek`) for the backend opened next to reuse.
+  returning the handle; below :data:`~._hdf5_guard.LINKS`, :meth:`SharedFile.get` and
+  :meth:`SharedFile.dataset` check the links along each path when first opened, and below
+  :data:`~._hdf5_guard.FULL` the storage of each dataset before handing it out. A content
+  sniffer may open the handle unchecked (:func:`peek`) for the backend opened next to reuse.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 import h5py
 
 from ..errors import StoreCorruptedError
-from ._hdf5_guard import FULL, NONE, refuse_outside, refuse_outside_storage
+from ._hdf5_guard import FULL, LINKS, NONE, refuse_outside, refuse_outside_path, refuse_outside_storage
 from ._hdf5_journal import journaled, reading, recover
 
 __all__ = ["SharedFile", "acquire", "open_hdf5", "peek", "release"]
@@ -72,6 +73,7 @@ class SharedFile:
         self.file: Any = None
         self.level = NONE  # what of the open handle passed the hostile-file check
         self.datasets: dict[str, Any] = {}
+        self.paths: set[str] = set()  # paths whose links were checked (see get)
         self.mirrors: dict[str, Any] = {}  # decoded copies of datasets (see h5md._gather), or None
         self.mirror_bytes = 0
         self.found: dict[str, Any] = {}  # chunks HDF5's index was seen to find (see h5md._gather.confirm)
@@ -100,6 +102,7 @@ class SharedFile:
     def _forget(self) -> None:
         """Forget what was read through the handle: dataset lookups, decoded copies, chunks found."""
         self.datasets, self.mirrors, self.mirror_bytes, self.found = {}, {}, 0, {}
+        self.paths = set()
 
     def _drop(self) -> None:
         if self.file is not None:
@@ -155,12 +158,24 @@ class SharedFile:
                 and self._stat() == self.stamp
             )
 
+    def get(self, name: str) -> Any:
+        """Object ``name`` of the current handle (None if absent; call :meth:`reader` first), the
+        links along its path checked unless the whole file's were."""
+        self._check_path(name)
+        return self.file.get(name)
+
+    def _check_path(self, name: str) -> None:
+        if self.level < LINKS and name not in self.paths and isinstance(self.file, h5py.File):
+            refuse_outside_path(self.file, name, self.path)
+            self.paths.add(name)
+
     def dataset(self, name: str) -> Any:
-        """Dataset ``name`` of the current handle (call :meth:`reader` first), its storage
-        checked unless the whole file was."""
+        """Dataset ``name`` of the current handle (call :meth:`reader` first), the links along
+        its path and its storage checked unless the whole file's were."""
         ds = self.datasets.get(name)
         if ds is None:
-            ds = self.file[name]
+            self._check_path(name)
+            ds = self.file[name]  # h5py's error if absent: reading() names the file damaged
             if self.level < FULL and isinstance(ds, h5py.Dataset):
                 refuse_outside_storage(ds, self.path)
             self.datasets[name] = ds

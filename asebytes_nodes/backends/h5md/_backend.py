@@ -31,7 +31,7 @@ from ...rows import gc_paused
 from .._base import MISSING, ColumnInfo, WritableBackend, check_group_name, path_of
 from .._columns import Column, expand_rows, expand_values, first_value, sorted_unique, type_code_dtype
 from .._hdf5_files import SharedFile, acquire, open_hdf5, peek, release
-from .._hdf5_guard import FULL, LINKS
+from .._hdf5_guard import FULL, LINKS, NONE
 from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, reading, store_lock, unseal
 from .._keys import atom_counts
 from ._check import check_version, conformance, creator_name, invariants
@@ -162,7 +162,7 @@ class H5MDBackend(WritableBackend):
         self._generation = -1
         try:
             with self._shared.lock, reading(self._path):
-                self._load(self._shared.reader(_open, LINKS))
+                self._load(self._shared.reader(_open, NONE))
         except BaseException:
             self.close()
             raise
@@ -222,10 +222,10 @@ class H5MDBackend(WritableBackend):
             self._file()
             yield
 
-    def _file(self, level: int = LINKS) -> Any:
-        """The shared read handle, checked to ``level`` (:mod:`.._hdf5_guard`: links, and each
-        dataset as it is opened; FULL: every dataset now); reloads what to read when the file
-        changed."""
+    def _file(self, level: int = NONE) -> Any:
+        """The shared read handle, checked to ``level`` (:mod:`.._hdf5_guard`; below it, each
+        path and dataset as it is first opened, see :meth:`SharedFile.get`; FULL: every dataset
+        now); reloads what to read when the file changed."""
         if not self._finalizer.alive:
             raise ValueError(f"{self._path}: the store is closed")
         handle = self._shared.reader(_open, level)
@@ -246,7 +246,7 @@ class H5MDBackend(WritableBackend):
                 asked = "" if requested is None else f" for group {requested!r}"
                 raise StoreNotFoundError(f"{self._path}: no such H5MD file (opened read-only{asked})")
             return
-        h5md = handle.get("h5md")
+        h5md = self._shared.get("h5md")
         if not is_group(h5md):
             if len(handle) == 0 and not self.readonly:
                 return
@@ -255,13 +255,13 @@ class H5MDBackend(WritableBackend):
                 "backend that wrote it (for MDTraj files: backend='mdtraj')"
             )
         self._version = check_version(self._path, h5md)
-        creator = h5md.get("creator")
+        creator = self._shared.get("h5md/creator")
         self._creator = creator if is_group(creator) else None  # its attributes: format_info()
         made_by = creator_name(self._creator)
         self._own = made_by == CREATOR
         # Without group=, our files open their default store (``atoms``, empty until written: the
         # other groups stay apart); another program's file opens its only group.
-        groups = None if self._own or requested is not None else particle_groups(handle)
+        groups = None if self._own or requested is not None else self._groups(handle)
         if groups and DEFAULT_GROUP not in groups:
             if len(groups) > 1:
                 raise UnknownKeyError(
@@ -269,10 +269,10 @@ class H5MDBackend(WritableBackend):
                     "with group=..."
                 )
             self._group = groups[0]
-        raw = handle.get(f"{PRIVATE}/{self._group}")
+        raw = self._shared.get(f"{PRIVATE}/{self._group}")
         table = unseal(raw, TABLE, str(self._path)) if raw is not None else None
         if groups is None:  # a store of ours has its table: no need to list the groups
-            groups = [] if table is not None else particle_groups(handle)
+            groups = [] if table is not None else self._groups(handle)
         try:
             if table is not None:
                 self._plan = own_plan(self._path, partial(head, self._shared), self._group, table)
@@ -298,6 +298,11 @@ class H5MDBackend(WritableBackend):
             raise StoreCorruptedError(
                 f"{self._path}: cannot read particle group {self._group!r} as H5MD ({exc})"
             ) from exc
+
+    def _groups(self, handle: Any) -> list[str]:
+        """The file's particle groups, listed once every link of the file was checked."""
+        self._shared.require(LINKS)
+        return particle_groups(handle)
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
