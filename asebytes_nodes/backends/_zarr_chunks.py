@@ -51,6 +51,7 @@ __all__ = ["ChunkCache", "LazyGroup", "ShardedArray", "ragged_rows"]
 
 _DENSE_SHARE = 8  # arrays up to cache_bytes / 8 are gathered in one buffer of their own size
 _SCAN_CHUNKS = 4  # a slab over this many chunks or more is not kept in the cache
+_ABSENT = int(_EMPTY)  # an index entry's offset for a chunk not written
 _RESIDUE = 0x48674BC7  # crc32c of any bytes followed by their own crc32c (little-endian)
 
 
@@ -66,7 +67,7 @@ class ShardedArray:
         self.chunk_bytes = self.chunk * int(np.prod(self.tail, dtype=np.int64)) * dtype.itemsize
         self._blosc = codec.cname is not None
         self._suffix = "/0" * len(self.tail)
-        self._shards: dict[int, tuple[int, np.ndarray] | None] = {}
+        self._shards: dict[int, tuple[int, list[list[int]]] | None] = {}
 
     @classmethod
     def open(cls, root: Path, name: str, dtype: np.dtype[Any], rows: int) -> ShardedArray | None:
@@ -100,7 +101,7 @@ class ShardedArray:
     def _path(self, shard: int) -> Path:
         return self.folder / f"c/{shard}{self._suffix}"
 
-    def _shard(self, s: int) -> tuple[int, np.ndarray] | None:
+    def _shard(self, s: int) -> tuple[int, list[list[int]]] | None:
         """(open descriptor, index) of shard ``s``; None when an unchecksummed shard is absent."""
         if s in self._shards:
             return self._shards[s]
@@ -131,20 +132,20 @@ class ShardedArray:
         if ((index[:, 0] != _EMPTY) & (index[:, 0] + index[:, 1] > end - size - 4)).any():
             os.close(fd)
             raise _ReadFailure(self.name) from StoreCorruptedError(f"{path}: a chunk lies outside the file")
-        self._shards[s] = fd, index
+        self._shards[s] = fd, index.tolist()  # (offset, length) per chunk, as Python ints
         return self._shards[s]
 
     def read_into(self, c: int, out: np.ndarray) -> None:
         """Decode inner chunk ``c`` into ``out``, a C-contiguous ``(chunk rows, *tail)`` array."""
         s, j = divmod(c, self.per_shard)
-        opened = self._shard(s)
-        if opened is None or opened[1][j, 0] == _EMPTY:
+        opened = self._shards[s] if s in self._shards else self._shard(s)
+        offset, length = (_ABSENT, 0) if opened is None else opened[1][j]
+        if offset == _ABSENT:
             if self.checksum:
                 raise _ReadFailure(self.name) from StoreCorruptedError(f"{self._path(s)}: chunk {j} missing")
             out[...] = 0  # zarr skipped an all-zero chunk
             return
-        fd, index = opened
-        offset, length = index[j].tolist()
+        fd = opened[0]  # type: ignore[index]
         try:
             self._decode(os.pread(fd, length, offset), out)
         except Exception as exc:  # noqa: BLE001 - checksum, codec, I/O: retried, then reported
