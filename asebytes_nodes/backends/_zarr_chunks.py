@@ -67,7 +67,7 @@ class ShardedArray:
         self.chunk_bytes = self.chunk * int(np.prod(self.tail, dtype=np.int64)) * dtype.itemsize
         self._blosc = codec.cname is not None
         self._suffix = "/0" * len(self.tail)
-        self._shards: dict[int, tuple[int, list[list[int]]] | None] = {}
+        self._shards: dict[int, tuple[int, np.ndarray] | None] = {}
 
     @classmethod
     def open(cls, root: Path, name: str, dtype: np.dtype[Any], rows: int) -> ShardedArray | None:
@@ -101,7 +101,7 @@ class ShardedArray:
     def _path(self, shard: int) -> Path:
         return self.folder / f"c/{shard}{self._suffix}"
 
-    def _shard(self, s: int) -> tuple[int, list[list[int]]] | None:
+    def _shard(self, s: int) -> tuple[int, np.ndarray] | None:
         """(open descriptor, index) of shard ``s``; None when an unchecksummed shard is absent."""
         if s in self._shards:
             return self._shards[s]
@@ -132,14 +132,15 @@ class ShardedArray:
         if ((index[:, 0] != _EMPTY) & (index[:, 0] + index[:, 1] > end - size - 4)).any():
             os.close(fd)
             raise _ReadFailure(self.name) from StoreCorruptedError(f"{path}: a chunk lies outside the file")
-        self._shards[s] = fd, index.tolist()  # (offset, length) per chunk, as Python ints
+        self._shards[s] = fd, index
         return self._shards[s]
 
     def read_into(self, c: int, out: np.ndarray) -> None:
         """Decode inner chunk ``c`` into ``out``, a C-contiguous ``(chunk rows, *tail)`` array."""
         s, j = divmod(c, self.per_shard)
         opened = self._shards[s] if s in self._shards else self._shard(s)
-        offset, length = (_ABSENT, 0) if opened is None else opened[1][j]
+        # Python ints (item): no numpy scalar per chunk; no conversion of a whole index on open
+        offset, length = (_ABSENT, 0) if opened is None else (opened[1].item(j, 0), opened[1].item(j, 1))
         if offset == _ABSENT:
             if self.checksum:
                 raise _ReadFailure(self.name) from StoreCorruptedError(f"{self._path(s)}: chunk {j} missing")
