@@ -301,12 +301,14 @@ def _layout(code: bytes) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...], int
         if len(flat) % 4:
             raise ValueError(f"an array layout of {len(flat)} fields (4 per array)")
         keys, codes = flat[0::4], flat[1::4]
-        dtypes = [_DTYPES.get(c) if type(c) is str else None for c in codes]
-        for j, dtype in enumerate(dtypes):
+        dtypes: list[np.dtype[Any]] = []
+        for key, dtype_code in zip(keys, codes, strict=True):
+            dtype = _DTYPES.get(dtype_code) if type(dtype_code) is str else None
             if dtype is None:
-                dtypes[j] = _checked_dtype(keys[j], codes[j])
-            elif type(keys[j]) is not str:
-                raise _refused_array(keys[j], codes[j])
+                dtype = _checked_dtype(key, dtype_code)
+            elif type(key) is not str:
+                raise _refused_array(key, dtype_code)
+            dtypes.append(dtype)
         # shapes and offsets are used as given: anything but integers (or a buffer too short
         # for them) fails in np.ndarray, which decode_row reports as a damaged row
         layout = tuple(zip(keys, dtypes, map(tuple, flat[2::4]), flat[3::4], strict=True))

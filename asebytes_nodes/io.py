@@ -98,7 +98,7 @@ class ASEIO:
             if index >= 0 and not self._backend.length_known():  # a stream without a count: read forward
                 row, data = int(index), self._backend.read_row(int(index))
             else:
-                row, data = self._backend.read_row_at(index)
+                row, data = self._backend.read_row_at(int(index))
             return atoms_of_rows([data], [row])[0]
         if is_key_index(index):
             return self[:][index]

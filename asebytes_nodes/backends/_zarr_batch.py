@@ -121,6 +121,6 @@ class BatchReads:
         """Rows ``index`` (any order, repeats) of array ``name``: a new array."""
         local = self._local(name)
         if local is not None:
-            return self._cache.take(local, extent, index)  # type: ignore[no-any-return]
+            return self._cache.take(local, extent, index)
         frames, where = np.unique(index, return_inverse=True)
         return self._take(name, extent, frames)[where]
