@@ -367,6 +367,8 @@ def read_batch(
     if len(indices) == 0:
         return empty_batch(backend, keys, fills)
     size = chunk_size or len(indices)
+    if len(indices) <= size:  # one call (a training batch): no slices
+        return backend.read_batch(indices, keys, fill=fills, atoms=selection)
     parts = [
         backend.read_batch(indices[start : start + size], keys, fill=fills, atoms=selection)
         for start in range(0, len(indices), size)

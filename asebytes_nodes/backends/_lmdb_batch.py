@@ -23,8 +23,10 @@ A batch is a fixed number of C and numpy calls, whatever its rows' lengths or te
    are padded with "any byte"). Rows failing it try the next older template of their length
    (lengths may collide) in another such pass; a row no template allows is decoded by
    :func:`decode_row` (with all its refusals) and its template learnt;
-4. rows of one template (fixed atom counts): each key one slice of the rows as a 2-D table;
-   rows of several: where the keys sit read from a per-keys plan (templates x keys) with one
+4. rows whose requested keys sit alike (same types and atom count, the same distances between
+   the keys; templates differing only in earlier bytes qualify): every row gathered in one
+   fancy index as one numpy record, each key one copy out of it; other batches: where the
+   keys sit read from a per-keys plan (templates x keys) with one
    fancy index, per-frame values gathered with numpy (one call per key), the per-atom values
    of every key copied into one buffer in one ``bytearray.join`` of views of the joined rows.
 
@@ -54,57 +56,20 @@ from typing import Any
 
 import numpy as np
 
-from ..batch import AtomSelection, _is_numeric, atom_gather
-from ..codec import _layout
+from ..batch import AtomSelection, atom_gather
 from ..errors import StoreCorruptedError
-from ._keys import atom_count, is_per_atom
+from ._keys import is_per_atom
 from ._lmdb_batch_cache import cache_of
+from ._lmdb_templates import Field, Template, learn
 
-__all__ = ["Template", "fetch_rows", "learn", "read_batch"]
+__all__ = ["fetch_rows", "read_batch"]
 
 _MAX_TEMPLATES = 4096
 _MAX_PLANS = 64
-_FIXED = {
-    0xCA: ">f4",
-    0xCB: ">f8",
-    0xCC: ">u1",
-    0xCD: ">u2",
-    0xCE: ">u4",
-    0xCF: ">u8",
-    0xD0: ">i1",
-    0xD1: ">i2",
-    0xD2: ">i4",
-    0xD3: ">i8",
-}  # msgpack type byte -> payload
 _OUT = {"f": np.dtype(np.float64), "i": np.dtype(np.int64), "b": np.dtype(np.bool_)}
 _WORD = np.dtype((np.void, 8))
 _U64 = np.dtype(">u8")
 _ROW_KEY = struct.Struct(">cQ")  # a row's LMDB key: b"r" + u64 big endian
-
-
-@dataclass(frozen=True)
-class Field:
-    """Where one key's value sits in a row: ``offset`` (from the row's start), its stored
-    ``dtype`` and ``shape``; ``kind`` for a msgpack number (``f``/``i``/``b``), else None."""
-
-    offset: int
-    dtype: np.dtype[Any]
-    shape: tuple[int, ...]
-    kind: str | None = None
-
-
-@dataclass(frozen=True)
-class Template:
-    """The structure of rows of ``length`` bytes (checksum excluded): the bits ``mask`` of
-    every byte before the raw arrays must equal ``value`` (``mask`` 0: any byte); where each
-    key sits, which keys :mod:`asebytes_nodes.batch` counts as numeric, the atom count."""
-
-    length: int
-    mask: np.ndarray
-    value: np.ndarray
-    fields: dict[str, Field]
-    numeric: frozenset[str]
-    n_atoms: int
 
 
 @dataclass(frozen=True)
@@ -133,39 +98,58 @@ def _field(key: str, template: Template) -> Field | None:
 
 
 @dataclass(frozen=True)
+class _Record:
+    """Rows of templates that hold the keys of a plan alike (same types, same offsets from the
+    first of them, same atom count) as numpy sees them: ``dtype`` (a field per key) and
+    ``(key, type, per-atom)`` of every field; ``layout`` is what makes two templates alike."""
+
+    layout: tuple[Any, ...]
+    dtype: np.dtype[Any]
+    fields: tuple[tuple[str, _Type, bool], ...]
+
+    @classmethod
+    def of(cls, plan: _Plan, offsets: list[int], kinds: list[int], n_atoms: int) -> _Record | None:
+        """The record of rows with the plan's keys at ``offsets`` as ``kinds``; None if some key
+        is absent, not served or empty."""
+        if min(kinds, default=-1) < 0:
+            return None
+        types = [known[k] for known, k in zip(plan.types, kinds, strict=True)]
+        if not all(t.width for t in types):
+            return None
+        atoms = plan.per_atom.tolist()
+        shapes = [(n_atoms, *t.shape) if a else t.shape for t, a in zip(types, atoms, strict=True)]
+        formats = [
+            np.dtype(np.uint8) if t.kind == "b" else np.dtype((t.dtype, shape))
+            for t, shape in zip(types, shapes, strict=True)
+        ]
+        base = min(offsets)
+        at = [o - base for o in offsets]
+        dtype = np.dtype(
+            {
+                "names": list(plan.keys),
+                "formats": formats,
+                "offsets": at,
+                "itemsize": max(a + f.itemsize for a, f in zip(at, formats, strict=True)),
+            }
+        )
+        fields = tuple(zip(plan.keys, types, plan.per_atom.tolist(), strict=True))
+        return cls((tuple(at), tuple(kinds), n_atoms), dtype, fields)
+
+
+@dataclass(frozen=True)
 class _Plan:
     """Where ``keys`` sit in every template: ``offsets`` and ``kinds`` (templates x keys; a
-    kind indexes ``types[key]``, -1: absent or not served)."""
+    kind indexes ``types[key]``, -1: absent or not served); per template the index of its
+    record in ``records`` (-1: none) and the offset of its first key (``bases``)."""
 
     keys: tuple[str, ...]
     per_atom: np.ndarray
     offsets: np.ndarray
     kinds: np.ndarray
     types: tuple[tuple[_Type, ...], ...]
-    tables: dict[int, list[tuple[str, int, _Type, bool]] | None] = field(default_factory=dict, compare=False)
-
-    def table(self, template: int) -> list[tuple[str, int, _Type, bool]] | None:
-        """``(key, offset, type, per-atom)`` of every key in rows of ``template``; None if one
-        is absent, not served or empty (cached)."""
-        if template not in self.tables:
-            kinds = self.kinds[template].tolist()
-            self.tables[template] = (
-                None
-                if min(kinds, default=0) < 0
-                or not all(t[k].width for t, k in zip(self.types, kinds, strict=True))
-                else [
-                    (key, at, types[k], per_atom)
-                    for key, at, types, k, per_atom in zip(
-                        self.keys,
-                        self.offsets[template].tolist(),
-                        self.types,
-                        kinds,
-                        self.per_atom.tolist(),
-                        strict=True,
-                    )
-                ]
-            )
-        return self.tables[template]
+    records: tuple[_Record, ...] = ()
+    record_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bases: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
     def of(cls, keys: tuple[str, ...], templates: tuple[Template | None, ...]) -> _Plan:
@@ -184,12 +168,28 @@ class _Plan:
                 if f is not None:
                     kind = _Type(f.kind, f.dtype, f.shape[1:] if self.per_atom[j] else f.shape)
                     offsets[i, j], kinds[i, j] = f.offset, types[j].setdefault(kind, len(types[j]))
-        return _Plan(
+        plan = _Plan(
             self.keys,
             self.per_atom,
             np.concatenate([self.offsets, offsets]),
             np.concatenate([self.kinds, kinds]),
             tuple(tuple(known) for known in types),  # in the order of their numbers
+        )
+        records = list(self.records)
+        known = {r.layout: j for j, r in enumerate(records)}
+        ids = []
+        for template, at, kind in zip(templates, offsets.tolist(), kinds.tolist(), strict=True):
+            record = None if template is None else _Record.of(plan, at, kind, template.n_atoms)
+            if record is not None and record.layout not in known:
+                known[record.layout] = len(records)
+                records.append(record)
+            ids.append(-1 if record is None else known[record.layout])
+        bases = offsets.min(axis=1) if len(self.keys) else np.zeros(len(templates), np.int64)
+        return _Plan(
+            *(plan.keys, plan.per_atom, plan.offsets, plan.kinds, plan.types),
+            tuple(records),
+            np.concatenate([self.record_ids, np.array(ids, np.int64)]),
+            np.concatenate([self.bases, bases]),
         )
 
 
@@ -239,101 +239,6 @@ class _Tables:
 
 
 _TABLES = _Tables()
-
-
-# -- learning a template -------------------------------------------------------------------------
-def _length(body: bytes, pos: int, width: int) -> int:
-    return int.from_bytes(body[pos : pos + width], "big")
-
-
-def _skip(body: bytes, pos: int) -> int:
-    """The position after the msgpack value at ``pos``."""
-    b = body[pos]
-    if b <= 0x7F or b >= 0xE0 or b in (0xC0, 0xC2, 0xC3):
-        return pos + 1
-    if 0x80 <= b <= 0x9F:  # fixmap, fixarray
-        n = (b & 0x0F) * (2 if b < 0x90 else 1)
-        pos += 1
-        for _ in range(n):
-            pos = _skip(body, pos)
-        return pos
-    if 0xA0 <= b <= 0xBF:
-        return pos + 1 + (b & 0x1F)
-    if b in _FIXED:
-        return pos + 1 + np.dtype(_FIXED[b]).itemsize
-    if b in (0xC4, 0xC5, 0xC6, 0xD9, 0xDA, 0xDB):  # bin, str 8/16/32
-        width = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}[b]
-        return pos + 1 + width + _length(body, pos + 1, width)
-    if b in (0xC7, 0xC8, 0xC9):  # ext 8/16/32: length, type, data
-        width = {0xC7: 1, 0xC8: 2, 0xC9: 4}[b]
-        return pos + 2 + width + _length(body, pos + 1, width)
-    if 0xD4 <= b <= 0xD8:  # fixext 1-16
-        return pos + 2 + (1 << (b - 0xD4))
-    if b in (0xDC, 0xDD, 0xDE, 0xDF):  # array, map 16/32
-        width = 2 if b in (0xDC, 0xDE) else 4
-        n = _length(body, pos + 1, width) * (2 if b >= 0xDE else 1)
-        pos += 1 + width
-        for _ in range(n):
-            pos = _skip(body, pos)
-        return pos
-    raise ValueError(f"msgpack type byte {b:#x}")
-
-
-def _header(body: bytes, pos: int, fix: tuple[int, int], codes: dict[int, int]) -> tuple[int, int]:
-    """``(count, position after the header)`` of a map/array/str/bin header at ``pos``."""
-    b = body[pos]
-    if fix[0] <= b <= fix[1]:
-        return b - fix[0], pos + 1
-    width = codes[b]
-    return _length(body, pos + 1, width), pos + 1 + width
-
-
-_MAP = ((0x80, 0x8F), {0xDE: 2, 0xDF: 4})
-_STR = ((0xA0, 0xBF), {0xD9: 1, 0xDA: 2, 0xDB: 4})
-_BIN = ((1, 0), {0xC4: 1, 0xC5: 2, 0xC6: 4})
-
-
-def learn(body: bytes, row: dict[str, Any]) -> Template | None:
-    """The template of ``body`` (a row's stored bytes without checksum), whose values
-    :func:`decode_row` gave as ``row``; None if the row is not of the expected form."""
-    try:
-        if body[0] != 0x93:
-            return None
-        n, pos = _header(body, 1, *_MAP)
-        value = np.frombuffer(body, np.uint8).copy()
-        mask = np.full(len(value), 0xFF, np.uint8)
-        names: list[str] = []
-        slots: dict[str, Field] = {}
-        for _ in range(n):
-            size, at = _header(body, pos, *_STR)
-            names.append(body[at : at + size].decode())
-            pos, b = at + size, body[at + size]
-            if b in _FIXED:
-                dtype = np.dtype(_FIXED[b])
-                mask[pos + 1 : pos + 1 + dtype.itemsize] = value[pos + 1 : pos + 1 + dtype.itemsize] = 0
-                slots[names[-1]] = Field(pos + 1, dtype, (), "f" if b in (0xCA, 0xCB) else "i")
-            elif b <= 0x7F or b >= 0xE0:  # fixint: the type byte is the value
-                mask[pos], value[pos] = (0x80, 0) if b <= 0x7F else (0xE0, 0xE0)
-                slots[names[-1]] = Field(pos, np.dtype("u1" if b <= 0x7F else "i1"), (), "i")
-            elif b in (0xC2, 0xC3):
-                mask[pos], value[pos] = 0xFE, 0xC2
-                slots[names[-1]] = Field(pos, np.dtype("u1"), (), "b")
-            pos = _skip(body, pos)
-        size, pos = _header(body, pos, *_BIN)
-        code = body[pos : pos + size]
-        size, raw = _header(body, pos + size, *_BIN)
-    except (IndexError, KeyError, ValueError, UnicodeDecodeError):
-        return None
-    if raw + size != len(body) or names != list(row):
-        return None
-    fields = dict(slots)
-    for key, dtype, shape, offset in _layout(bytes(code)):
-        fields[key] = Field(raw + offset, dtype, shape)
-    numeric = frozenset(k for k, v in row.items() if _is_numeric(v))
-    counted = atom_count(row, None)
-    if counted is None or "arrays.numbers" not in row:
-        return None
-    return Template(len(body), mask[:raw], value[:raw], fields, numeric, counted)
 
 
 # -- reading a batch -----------------------------------------------------------------------------
@@ -391,7 +296,7 @@ def read_batch(
         return None
     size, db, txn_id = txn.snapshot()
     cache = cache_of(size, db, txn_id, cache_bytes) if cache_bytes > 0 else None
-    held = None if cache is None else cache.get(rows)
+    held = None if cache is None else cache.get(indices)
     if cache is not None and held is not None:  # every row verified before, in this snapshot
         tables, starts, ids = held
         return _gather_batch(tables, cache.buffer, starts, ids, keys, atoms, indices)
@@ -411,13 +316,7 @@ def read_batch(
         _TABLES = learnt
     if cache is not None and not cache.keep(learnt, joined, ends[-1], starts, ids, rows):
         cache_of(size, db, txn_id, cache_bytes, fresh=True).keep(learnt, joined, ends[-1], starts, ids, rows)
-    if (ids != ids[0]).any():
-        return _gather_batch(learnt, joined, starts, ids, keys, atoms, indices)
-    # rows of one template: one table of rows x bytes
-    table = np.frombuffer(joined, np.uint8, ends[-1]).reshape(len(rows), -1)
-    counts = learnt.n_atoms[ids]
-    batch = _table(table, int(ids[0]), counts, learnt.plan(_keys(learnt, ids, keys)))
-    return None if batch is None else _select(batch, atoms, indices)
+    return _gather_batch(learnt, joined, starts, ids, keys, atoms, indices)
 
 
 def _keys(tables: _Tables, ids: np.ndarray, keys: list[str] | None) -> tuple[str, ...]:
@@ -437,9 +336,16 @@ def _gather_batch(
     atoms: AtomSelection,
     indices: np.ndarray,
 ) -> dict[str, Any] | None:
-    """The batch of verified rows at ``starts`` of ``joined`` (templates ``ids``)."""
+    """The batch of verified rows at ``starts`` of ``joined`` (templates ``ids``): rows of one
+    template gathered as one record array, others key by key."""
     counts = tables.n_atoms[ids]
-    batch = _columns(joined, starts, ids, counts, tables.plan(_keys(tables, ids, keys)))
+    plan = tables.plan(_keys(tables, ids, keys))
+    records = plan.record_ids[ids]
+    first = int(records[0])
+    if first >= 0 and not (records != first).any():
+        batch = _from_record(joined, starts + plan.bases[ids], plan.records[first], counts)
+    else:
+        batch = _columns(joined, starts, ids, counts, plan)
     return None if batch is None else _select(batch, atoms, indices)
 
 
@@ -539,22 +445,22 @@ def _columns(
     return batch
 
 
-def _table(table: np.ndarray, template: int, counts: np.ndarray, plan: _Plan) -> dict[str, Any] | None:
-    """Every key of ``plan`` for rows of one ``template`` (``table``: rows x bytes), each one
-    slice of the table; None if the template lacks one."""
-    layout = plan.table(template)
-    if layout is None:
-        return None
+def _from_record(
+    joined: Any, starts: np.ndarray, record: _Record, counts: np.ndarray
+) -> dict[str, Any] | None:
+    """Every field of ``record`` for the rows whose first key sits at ``starts`` of ``joined``:
+    the rows gathered in one step, each key copied out of them; None for uint64 beyond int64."""
+    n_rows = len(starts)
+    rows = _gather(joined, starts, record.dtype.itemsize).view(record.dtype)  # a void gather is faster
     batch: dict[str, Any] = {"n_atoms": counts}
-    n_atoms = int(counts[0])
-    for key, at, kind, per_atom in layout:
+    for key, kind, per_atom in record.fields:
+        values = rows[key]
         if kind.kind == "b":
-            batch[key] = table[:, at] == 0xC3  # true, else false
+            batch[key] = values == 0xC3  # true, else false
         elif per_atom:
-            values = table[:, at : at + kind.width * n_atoms].copy().view(kind.dtype)
-            batch[key] = values.reshape(-1, *kind.shape)
+            batch[key] = np.ascontiguousarray(values).reshape(-1, *kind.shape)
         else:
-            batch[key] = _finish(table[:, at : at + kind.width].copy().view(kind.dtype), kind, len(table))
+            batch[key] = _finish(np.ascontiguousarray(values), kind, n_rows)
             if batch[key] is None:
                 return None
     return batch

@@ -36,7 +36,7 @@ class RowCache:
         self.size, self.db, self.txn_id = size, db, txn_id  # what identifies the snapshot
         self.budget = budget  # bytes of rows kept at most
         self.tables: Any = None
-        self.slots: dict[int, int] = {}  # row number -> slot
+        self.slot_of = np.zeros(0, np.int64)  # per row number: its slot, -1 if not held
         self.starts = np.zeros(0, np.int64)  # per slot: where the row starts in buffer
         self.ids = np.zeros(0, np.int64)  # per slot: the row's template
         self.count = 0  # slots in use (the arrays grow by doubling)
@@ -44,12 +44,15 @@ class RowCache:
         self.used = 0
         self.lock = threading.Lock()
 
-    def get(self, rows: list[int]) -> tuple[Any, np.ndarray, np.ndarray] | None:
-        """``(tables, starts, ids)`` of ``rows`` if all are held, else None."""
-        slots = list(map(self.slots.get, rows))
-        if None in slots:
+    def get(self, rows: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray] | None:
+        """``(tables, starts, ids)`` of ``rows`` (a non-empty array of row numbers) if all are
+        held, else None."""
+        slot_of = self.slot_of
+        if int(rows.max()) >= len(slot_of):
             return None
-        at = np.array(slots, np.int64)
+        at = slot_of[rows]
+        if (at < 0).any():
+            return None
         return self.tables, self.starts[at], self.ids[at]
 
     def keep(
@@ -63,7 +66,8 @@ class RowCache:
             held = self.tables
             if held is not None and not _extends(tables, held):
                 return False
-            new = [j for j, row in enumerate(rows) if row not in self.slots]
+            slot_of = self.slot_of
+            new = [j for j, row in enumerate(rows) if row >= len(slot_of) or slot_of[row] < 0]
             if not new or self.used + size > self.budget:
                 return True
             if not len(self.buffer):
@@ -80,8 +84,12 @@ class RowCache:
             self.used += size
             if held is None or len(tables.templates) > len(held.templates):
                 self.tables = tables
-            for slot, j in enumerate(new, first):  # visible to readers only now
-                self.slots.setdefault(rows[j], slot)
+            if max(rows) >= len(slot_of):  # grown into a copy, as above
+                grown_of = np.full(max(2 * max(rows), 1024), -1, np.int64)
+                grown_of[: len(slot_of)] = slot_of
+                slot_of = grown_of
+            slot_of[[rows[j] for j in new]] = np.arange(first, self.count)  # visible to readers only now
+            self.slot_of = slot_of
             return True
 
 

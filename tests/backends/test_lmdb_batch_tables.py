@@ -1,7 +1,7 @@
 """LMDB batches from row templates (``_lmdb_batch``): the template tables (lengths shared by
 several templates, templates learnt wider than the joined rows' spare bytes, the cache reset)
-and the two gathers (rows of one template as a table, rows of many joined per key) give what
-decoded rows give."""
+and the two gathers (rows whose keys sit alike as one record array, other rows joined per
+key) give what decoded rows give."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_templates_learnt_wider_than_the_spare_bytes(tmp_path: Path) -> None:
     _check(backend, [list(range(20))], ["calc.energy", "info.index", "cell"])
 
 
-def test_one_template_and_many_give_theassert_same_batch(tmp_path: Path) -> None:
+def test_one_template_and_many_give_the_same_batch(tmp_path: Path) -> None:
     """Fixed atom counts (one table of rows) and ragged ones (joined per key), with empty frames."""
     rng = np.random.default_rng(3)
     rows = [_row(rng, 4, i) for i in range(10)] + [_row(rng, n, 10 + n) for n in (0, 1, 7, 0, 2)]
@@ -65,6 +65,29 @@ def test_one_template_and_many_give_theassert_same_batch(tmp_path: Path) -> None
     backend.extend(rows)
     _check(backend, [list(range(10)), [10, 13], [10], [14, 0, 10, 12, 11, 3]], KEYS)
     _check(backend, [list(range(15))], None)
+
+
+def test_templates_shifted_by_earlier_bytes_share_one_record(tmp_path: Path) -> None:
+    """Rows whose keys sit alike but start at different offsets (an earlier string of another
+    length: ethanol's case) are gathered as one record; a bool and a stress ride along."""
+    rng = np.random.default_rng(4)
+    rows = [
+        {
+            "info.label": "x" * (i % 5),
+            **_row(rng, 3, i, **{"info.flag": i % 2 == 0, "calc.stress": rng.normal(size=6)}),
+        }
+        for i in range(12)
+    ]
+    backend = LMDBBackend(tmp_path / "b.lmdb")
+    backend.extend(rows)
+    keys = [*KEYS, "info.flag", "calc.stress"]
+    _check(backend, [list(range(12)), [11, 0, 5, 5, 2]], keys)
+    plan = _lmdb_batch._TABLES.plan(tuple(keys))
+    used = plan.record_ids[1:]
+    assert len(plan.records) == 1 and (used == 0).all()  # five templates, one record
+    assert len(set(plan.bases[1:].tolist())) == 5
+    got = backend.read_batch(np.array([3, 1]), keys)
+    assert got["info.flag"].tolist() == [False, False] and got["calc.stress"].shape == (2, 6)
 
 
 def test_uint64_beyond_int64_is_left_to_decoded_rows(tmp_path: Path) -> None:
@@ -86,7 +109,7 @@ def test_the_template_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.Monke
     assert len(_lmdb_batch._TABLES.templates) <= 3 + 1 + 3  # at most a batch's worth past the bound
 
 
-def test_threads_learning_at_once_read_theassert_same_batch(tmp_path: Path) -> None:
+def test_threads_learning_at_once_read_the_same_batch(tmp_path: Path) -> None:
     """Threads learning templates at the same time (each batch keeps the tables it started with)."""
     rng = np.random.default_rng(6)
     backend = LMDBBackend(tmp_path / "b.lmdb")
