@@ -50,3 +50,25 @@ def test_damaged_table_is_refused(tmp_path: Path) -> None:
         attrs["asebytes_nodes"] = attrs["asebytes_nodes"].replace('"length": 20', '"length": 21')
     with pytest.raises(StoreCorruptedError, match="CRC-32"):
         hdf5kit.open_store(path, BACKEND, readonly=True)
+
+
+@pytest.mark.parametrize("counts", [(2, 3, 4), (4, 4, 4)], ids=["ragged", "fixed"])
+def test_an_atom_count_beyond_the_particles_is_refused_in_batches(
+    tmp_path: Path, counts: tuple[int, ...]
+) -> None:
+    """A damaged ``n_atoms`` larger than the per-atom datasets' particle axis would gather
+    another frame's atoms (ragged) or cut atoms off (fixed): batches name the dataset instead."""
+    import h5py
+    import numpy as np
+    from ase import Atoms
+
+    from asebytes_nodes import ASEIO, StoreCorruptedError
+
+    path = tmp_path / "c.h5"
+    with ASEIO(path) as db:
+        db.extend([Atoms("H" * n, positions=np.full((n, 3), float(i))) for i, n in enumerate(counts)])
+        assert db[[2, 0]].to_batch(["arrays.positions"])["n_atoms"].tolist() == [counts[2], counts[0]]
+    with h5py.File(path, "r+") as f:
+        f["parameters/asebytes_nodes/atoms/n_atoms"][2] = 7
+    with ASEIO(path) as db, pytest.raises(StoreCorruptedError, match="position/value holds 4 per frame"):
+        db[[0, 2]].to_batch(["arrays.positions"])

@@ -64,6 +64,7 @@ class Mirror:
         self.data = np.empty(ds.shape, ds.dtype)  # pages are committed as chunks are read in
         self.step = 1 if vlen else int(ds.chunks[0])
         self.loaded = np.zeros(-(-len(self.data) // self.step), bool)
+        self.complete = not len(self.loaded)  # every chunk read in: rows are plain numpy indices
 
     def fill(self, rows: np.ndarray, load: Callable[[np.ndarray], np.ndarray | None]) -> np.ndarray:
         """The mirror, with the chunks holding ``rows`` (int64) read in; ``load`` is given the
@@ -98,6 +99,7 @@ class Mirror:
             with checked(self.ds, np.array([runs[0][0], runs[-1][1] - 1])):
                 self._read_runs(runs)
         self.loaded[missing] = True
+        self.complete = bool(self.loaded.all())
         return self.data
 
     def _read_runs(self, runs: list[tuple[int, int]]) -> None:
@@ -230,54 +232,58 @@ def fast_batch(
     atoms: np.ndarray | slice | None,
     limit: int,
 ) -> dict[str, Any] | None:
-    """The batch of ``indices`` as arrays, gathered with numpy from each dataset read once; None
-    when a key needs the general path (missing in some rows, not numeric, another program's
-    conversion)."""
-    from ...batch import atom_gather
-
+    """The batch of ``indices`` (non-empty) as arrays, gathered with numpy from each dataset
+    read once; None when a key needs the general path (missing in some rows, not numeric,
+    another program's conversion). Frames of one atom count take each per-atom key in one
+    fancy index of the (frames x particles) dataset; others gather atom by atom."""
     if plan.counts is None:
         return None
-    cols = plan.cols
-    if keys is None:
-        if any(c.kind in _NUMERIC and not plain(c) for c in cols.values()):
-            return None
-        wanted = [cols[k] for k in sorted(cols) if plain(cols[k])]
-        wanted = [c for c in wanted if _all_present(shared, plan, c, indices, limit)]
-    else:
-        wanted = [cols.get(k) for k in keys]  # type: ignore[misc]
-        if not all(
-            c is not None and plain(c) and _all_present(shared, plan, c, indices, limit) for c in wanted
-        ):
-            return None
+    wanted = _wanted(plan, None if keys is None else tuple(keys))
+    if wanted is None:
+        return None
+    present = [c for c in wanted if c.flags is None or _all_present(shared, plan, c, indices, limit)]
+    if keys is not None and len(present) < len(wanted):
+        return None
     counts = plan.counts[indices]
-    per_atom = any(c.kind == "atom" for c in wanted)
-    if per_atom or atoms is not None:
+    first = int(counts[0])
+    fixed = atoms is None and not (counts != first).any()  # one atom count: no per-atom index
+    frame_of = atom_of = None
+    if not fixed and any(c.kind == "atom" for c in present):
         frame_of = np.repeat(indices, counts)  # store row of every atom of the batch
         atom_of = np.arange(len(frame_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
         if atoms is not None:
+            from ...batch import atom_gather
+
             gather, counts = atom_gather(counts, atoms, indices)
             frame_of, atom_of = frame_of[gather], atom_of[gather]
     batch: dict[str, Any] = {"n_atoms": counts}
     frames: np.ndarray | None = None  # sorted unique rows: made for the first dataset read from the file
     # Mirrors go first to the datasets with the most frames per chunk: a mirror spares decoding
     # a chunk again for each later row of it, and the budget may not hold every dataset.
-    if any(col.path not in shared.mirrors for col in wanted):
-        for col in sorted(wanted, key=lambda c: -_frames_per_chunk(shared, plan, c.path)):  # type: ignore[arg-type]
+    if any(col.path not in shared.mirrors for col in present):
+        for col in sorted(present, key=lambda c: -_frames_per_chunk(shared, plan, c.path)):  # type: ignore[arg-type]
             _mirror(shared, col.path, limit)  # type: ignore[arg-type]
-    for col in wanted:
+    for col in present:
         atom = col.kind == "atom"
-        mirror = _mirror(shared, col.path, limit)  # type: ignore[arg-type]
+        mirror = shared.mirrors[col.path]
+        if atom:
+            _check_particles(shared, plan, col.path)  # type: ignore[arg-type]
         if mirror is not None:
-            data = _filled(shared, plan, col.path, mirror, indices, limit)  # type: ignore[arg-type]
-            rows = frame_of if atom else indices
+            data = mirror.data if mirror.complete else _filled(shared, plan, col.path, mirror, indices, limit)  # type: ignore[arg-type]
+            rows = frame_of if atom and not fixed else indices
         else:
             frames = np.unique(indices) if frames is None else frames
-            width = int(atom_of.max()) + 1 if atom and len(atom_of) else None
+            width = None
+            if atom:
+                width = first if fixed else int(atom_of.max()) + 1 if len(atom_of) else None  # type: ignore[arg-type]
             data, at = _source(shared, plan, col.path, frames, limit, width)  # type: ignore[arg-type]
             data = np.asarray(data)
-            rows = np.searchsorted(frames, frame_of if atom else indices)
+            rows = np.searchsorted(frames, frame_of if atom and not fixed else indices)
             rows = rows if at is None else at[rows]
-        if atom:  # one take from the (rows x particles) view: no per-frame work
+        if atom and fixed:  # every frame's first ``first`` particles
+            values = data.take(rows, axis=0)  # a take costs far less than numpy's mixed indexing
+            values = (values if first == data.shape[1] else values[:, :first]).reshape(-1, *data.shape[2:])
+        elif atom:  # one take from the (rows x particles) view: no per-frame work
             flat = data.reshape(data.shape[0] * data.shape[1], *data.shape[2:])
             values = flat.take(rows * data.shape[1] + atom_of, axis=0)
         else:
@@ -286,6 +292,43 @@ def fast_batch(
             values = values.astype(col.dtype)  # species stored as float once atom counts differ
         batch[col.key] = values
     return batch
+
+
+def _check_particles(shared: SharedFile, plan: Plan, path: str) -> None:
+    """Raise StoreCorruptedError if per-atom dataset ``path`` holds fewer particles per frame
+    than some frame's atom count says (a damaged count would read another frame's atoms);
+    checked once per plan and dataset."""
+    if path not in plan.checked:
+        counts = plan.counts
+        most = int(counts.max()) if counts is not None and len(counts) else 0
+        particles = shared.dataset(path).shape[1]
+        if most > particles:
+            raise StoreCorruptedError(
+                f"{shared.path}: a frame counts {most} atoms but {path} holds {particles} per "
+                "frame: the file is damaged; restore it from a copy"
+            )
+        plan.checked.add(path)
+
+
+def _wanted(plan: Plan, keys: tuple[str, ...] | None) -> list[Col] | None:
+    """The columns a batch of ``keys`` (None: every numeric key) reads on the fast path, or None
+    if one needs the general path (cached per plan); columns with presence flags are checked
+    per batch."""
+    cache = plan.batch_cols
+    if keys not in cache:
+        cols = plan.cols
+        if keys is None:
+            numeric = [c for c in cols.values() if c.kind in _NUMERIC]
+            found = (
+                None if not all(map(plain, numeric)) else [cols[k] for k in sorted(cols) if plain(cols[k])]
+            )
+        else:
+            picked = [cols.get(k) for k in keys]
+            found = None if not all(c is not None and plain(c) for c in picked) else picked  # type: ignore[misc]
+        if len(cache) >= 64:
+            cache.clear()
+        cache[keys] = found
+    return cache[keys]
 
 
 def _frames_per_chunk(shared: SharedFile, plan: Plan, path: str) -> int:

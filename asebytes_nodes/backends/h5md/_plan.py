@@ -94,6 +94,8 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)
     znh5md: bool = False  # other files: written by znh5md (units and NaN read its way)
     _counts: np.ndarray | None = field(default=None, repr=False)
+    batch_cols: dict[Any, Any] = field(default_factory=dict, repr=False)  # see _gather._wanted
+    checked: set[str] = field(default_factory=set, repr=False)  # see _gather._check_particles
 
     @property
     def counts(self) -> np.ndarray | None:
