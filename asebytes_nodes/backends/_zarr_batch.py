@@ -52,8 +52,6 @@ class BatchReads:
     def _gathered_batch(
         self, idx: np.ndarray, keys: Sequence[str] | None, atoms: Any
     ) -> dict[str, Any] | None:
-        from ..batch import atom_gather
-
         plan = self._batch_plan(idx, keys)
         if plan is None:
             return None
@@ -70,12 +68,11 @@ class BatchReads:
                 batch[key] = self._gather(name, n, idx)
                 continue
             if rows is None:
-                rows = ragged_rows(starts, stops)[0]
-                if atoms is not None:
-                    gather, batch["n_atoms"] = atom_gather(counts, atoms, idx)
-                    rows = rows[gather]
+                rows = _atom_rows(starts, stops, counts, atoms, idx, batch)
             batch[key] = self._gather(name, int(offsets[-1]), rows)
         if atoms is not None and rows is None:
+            from ..batch import atom_gather
+
             batch["n_atoms"] = atom_gather(counts, atoms, idx)[1]
         return batch
 
@@ -124,3 +121,26 @@ class BatchReads:
             return self._cache.take(local, extent, index)
         frames, where = np.unique(index, return_inverse=True)
         return self._take(name, extent, frames)[where]
+
+
+def _atom_rows(
+    starts: np.ndarray,
+    stops: np.ndarray,
+    counts: np.ndarray,
+    atoms: Any,
+    idx: np.ndarray,
+    batch: dict[str, Any],
+) -> np.ndarray:
+    """The row of every atom of the batch in the per-atom arrays (the ``atoms`` of each frame if
+    given; their counts then replace ``batch["n_atoms"]``). Frames of one atom count: one
+    broadcast sum, no per-atom bookkeeping."""
+    first = int(counts[0])
+    if atoms is None and not (counts != first).any():
+        return (starts[:, None] + np.arange(first)).reshape(-1)
+    rows = ragged_rows(starts, stops)[0]
+    if atoms is not None:
+        from ..batch import atom_gather
+
+        gather, batch["n_atoms"] = atom_gather(counts, atoms, idx)
+        rows = rows[gather]
+    return rows
