@@ -109,7 +109,7 @@ class _Locks:
         self.keys: dict[str, str] = {}  # path as given -> real path (one syscall per component)
         self.locks: dict[str, StoreLock] = {}
         self.shared_depth: dict[str, int] = {}  # read calls in progress (all threads)
-        self.shared: dict[str, Any] = {}  # the held shared-lock context of each store being read
+        self.shared: dict[str, bool] = {}  # per store being read: did its first read take the lock?
         self.writing: set[str] = set()  # stores this process is writing: their journal is live
         self.mutex = threading.RLock()
 
@@ -140,6 +140,10 @@ def store_lock(path: Path, timeout: float | None = None) -> StoreLock:
     ``timeout`` (seconds, default :data:`~._safety.DEFAULT_LOCK_TIMEOUT`) sets how long its
     writers wait, for this process."""
     key = _key(path)
+    if timeout is None:  # a read call's lookup: no mutex once the lock exists (a dict read)
+        found = _LOCKS.locks.get(key)
+        if found is not None:
+            return found
     with _LOCKS.mutex:
         lock = _LOCKS.locks.get(key)
         if lock is None:
@@ -150,32 +154,36 @@ def store_lock(path: Path, timeout: float | None = None) -> StoreLock:
         return lock
 
 
-@contextmanager
-def reading(path: Path) -> Iterator[None]:
-    """Hold the store's lock shared for one read call (no-op inside this process's own write).
-    Whatever HDF5 raises while reading (damaged metadata or chunks) becomes
-    StoreCorruptedError naming the store. Call :func:`recover` before (re)opening the file."""
-    lock, key = store_lock(path), _key(path)
-    with _LOCKS.mutex:
-        depth = _LOCKS.shared_depth.get(key, 0)
-        if depth == 0:  # the first read call (of any thread) takes the lock, the last lets it go
-            context = _LOCKS.shared[key] = lock.shared()
-            context.__enter__()
-        _LOCKS.shared_depth[key] = depth + 1
-    try:
-        yield
-    except Exception as exc:
-        if isinstance(exc, ASEBytesError) or not _from_h5py(exc):
-            raise
-        raise StoreCorruptedError(
-            f"{path}: HDF5 cannot read the file ({type(exc).__name__}: {exc}); it is damaged or "
-            "truncated; restore it from a copy"
-        ) from exc
-    finally:
+class reading:
+    """``with reading(path):`` holds the store's lock shared for one read call (no-op inside
+    this process's own write). Whatever HDF5 raises while reading (damaged metadata or chunks)
+    becomes StoreCorruptedError naming the store. Call :func:`recover` before (re)opening the
+    file. A class, not a generator: every read call of a training loop passes here."""
+
+    __slots__ = ("path", "key")
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.key = path, _key(path)
+
+    def __enter__(self) -> None:
+        lock, key = store_lock(self.path), self.key
+        with _LOCKS.mutex:
+            depth = _LOCKS.shared_depth.get(key, 0)
+            if depth == 0:  # the first read call (of any thread) takes the lock, the last lets it go
+                _LOCKS.shared[key] = lock.share()
+            _LOCKS.shared_depth[key] = depth + 1
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        key = self.key
         with _LOCKS.mutex:
             _LOCKS.shared_depth[key] -= 1
-            if _LOCKS.shared_depth[key] == 0:
-                _LOCKS.shared.pop(key).__exit__(None, None, None)
+            if _LOCKS.shared_depth[key] == 0 and _LOCKS.shared.pop(key):
+                _LOCKS.locks[key].unshare()
+        if isinstance(exc, Exception) and not isinstance(exc, ASEBytesError) and _from_h5py(exc):
+            raise StoreCorruptedError(
+                f"{self.path}: HDF5 cannot read the file ({type(exc).__name__}: {exc}); it is "
+                "damaged or truncated; restore it from a copy"
+            ) from exc
 
 
 def _from_h5py(exc: BaseException) -> bool:

@@ -134,18 +134,28 @@ class StoreLock:
     @contextmanager
     def shared(self) -> Iterator[None]:
         """Wait out a writer's critical section; no-op if no writer ever made the lock file."""
-        if self._depth:
-            yield
-            return
-        fd = self._open(create=False)
-        if fd is None:
-            yield
-            return
-        self._acquire(fd, fcntl.LOCK_SH)
+        taken = self.share()
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if taken:
+                self.unshare()
+
+    def share(self) -> bool:
+        """Take the lock shared (what :meth:`shared` holds); False if nothing was taken: inside
+        this handle's own write, or no writer ever made the lock file. :meth:`unshare` ends it."""
+        if self._depth:
+            return False
+        fd = self._open(create=False)
+        if fd is None:
+            return False
+        self._acquire(fd, fcntl.LOCK_SH)
+        return True
+
+    def unshare(self) -> None:
+        """Let go of a lock :meth:`share` took."""
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close the lock file (releasing any lock this handle holds)."""

@@ -24,7 +24,7 @@ would return NaN or 0 where values were written.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -247,7 +247,7 @@ def fast_batch(
     counts = plan.counts[indices]
     first = int(counts[0])
     fixed = atoms is None and not (counts != first).any()  # one atom count: no per-atom index
-    frame_of = atom_of = None
+    frame_of = atom_of = indices  # per atom when frames differ: its store row, its place in the frame
     if not fixed and any(c.kind == "atom" for c in present):
         frame_of = np.repeat(indices, counts)  # store row of every atom of the batch
         atom_of = np.arange(len(frame_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -258,25 +258,26 @@ def fast_batch(
             frame_of, atom_of = frame_of[gather], atom_of[gather]
     batch: dict[str, Any] = {"n_atoms": counts}
     frames: np.ndarray | None = None  # sorted unique rows: made for the first dataset read from the file
+    mirrored: dict[int, np.ndarray] = {}  # particles per frame -> where the atoms sit in a mirror
     # Mirrors go first to the datasets with the most frames per chunk: a mirror spares decoding
     # a chunk again for each later row of it, and the budget may not hold every dataset.
     if any(col.path not in shared.mirrors for col in present):
         for col in sorted(present, key=lambda c: -_frames_per_chunk(shared, plan, c.path)):  # type: ignore[arg-type]
             _mirror(shared, col.path, limit)  # type: ignore[arg-type]
     for col in present:
-        atom = col.kind == "atom"
-        mirror = shared.mirrors[col.path]
+        atom, path = col.kind == "atom", cast(str, col.path)  # plain columns have one
+        mirror = shared.mirrors[path]
         if atom:
-            _check_particles(shared, plan, col.path)  # type: ignore[arg-type]
+            _check_particles(shared, plan, path)
         if mirror is not None:
-            data = mirror.data if mirror.complete else _filled(shared, plan, col.path, mirror, indices, limit)  # type: ignore[arg-type]
+            data = mirror.data if mirror.complete else _filled(shared, plan, path, mirror, indices, limit)
             rows = frame_of if atom and not fixed else indices
         else:
             frames = np.unique(indices) if frames is None else frames
             width = None
             if atom:
-                width = first if fixed else int(atom_of.max()) + 1 if len(atom_of) else None  # type: ignore[arg-type]
-            data, at = _source(shared, plan, col.path, frames, limit, width)  # type: ignore[arg-type]
+                width = first if fixed else int(atom_of.max()) + 1 if len(atom_of) else None
+            data, at = _source(shared, plan, path, frames, limit, width)
             data = np.asarray(data)
             rows = np.searchsorted(frames, frame_of if atom and not fixed else indices)
             rows = rows if at is None else at[rows]
@@ -285,7 +286,12 @@ def fast_batch(
             values = (values if first == data.shape[1] else values[:, :first]).reshape(-1, *data.shape[2:])
         elif atom:  # one take from the (rows x particles) view: no per-frame work
             flat = data.reshape(data.shape[0] * data.shape[1], *data.shape[2:])
-            values = flat.take(rows * data.shape[1] + atom_of, axis=0)
+            width = data.shape[1]
+            if mirror is None:
+                at = rows * width + atom_of
+            elif (at := mirrored.get(width)) is None:  # the same for every mirror of this width
+                at = mirrored[width] = rows * width + atom_of
+            values = flat.take(at, axis=0)
         else:
             values = data.take(rows, axis=0)
         if col.dtype is not None and values.dtype != col.dtype:
@@ -324,7 +330,8 @@ def _wanted(plan: Plan, keys: tuple[str, ...] | None) -> list[Col] | None:
             )
         else:
             picked = [cols.get(k) for k in keys]
-            found = None if not all(c is not None and plain(c) for c in picked) else picked  # type: ignore[misc]
+            found = [c for c in picked if c is not None and plain(c)]
+            found = found if len(found) == len(picked) else None
         if len(cache) >= 64:
             cache.clear()
         cache[keys] = found
