@@ -178,8 +178,8 @@ class _Plan:
         records = list(self.records)
         known = {r.layout: j for j, r in enumerate(records)}
         ids = []
-        for template, at, kind in zip(templates, offsets.tolist(), kinds.tolist(), strict=True):
-            record = None if template is None else _Record.of(plan, at, kind, template.n_atoms)
+        for template, at, numbers in zip(templates, offsets.tolist(), kinds.tolist(), strict=True):
+            record = None if template is None else _Record.of(plan, at, numbers, template.n_atoms)
             if record is not None and record.layout not in known:
                 known[record.layout] = len(records)
                 records.append(record)
