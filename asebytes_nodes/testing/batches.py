@@ -206,6 +206,10 @@ class BatchContract:
         for atoms in ([0, 2, -1], slice(1, None, 3), [4, 4]):
             expected = expected_batch(frames, order, keys, atoms)
             assert_batch_equal(expected, db[order].to_batch(keys, atoms=atoms))
+        # no per-atom key asked: the counts still say how many atoms were selected
+        assert_batch_equal(
+            expected_batch(frames, order, ["cell"], [0, -1]), db[order].to_batch(["cell"], atoms=[0, -1])
+        )
         stacked = db[order]["arrays.positions"].to_numpy(atoms=[0, -1])
         assert stacked.shape == (3, 2, 3)
         for j, i in enumerate(order):
@@ -227,6 +231,9 @@ class BatchContract:
         for atoms in ([0], [-1, 0], slice(0, 2)):
             expected = expected_batch(frames, order, ["arrays.positions", "calc.forces"], atoms)
             assert_batch_equal(expected, db[order].to_batch(["arrays.positions", "calc.forces"], atoms=atoms))
+            assert_batch_equal(
+                expected_batch(frames, order, ["cell"], atoms), db[order].to_batch(["cell"], atoms=atoms)
+            )
         small = [i for i in range(len(frames)) if counts[i] < max(counts)]
         with pytest.raises(
             IndexError, match=rf"atom index {max(counts) - 1} .*rows {small[0]}.*{min(counts)} to"

@@ -248,7 +248,7 @@ def fast_batch(
     first = int(counts[0])
     fixed = atoms is None and not (counts != first).any()  # one atom count: no per-atom index
     frame_of = atom_of = indices  # per atom when frames differ: its store row, its place in the frame
-    if not fixed and any(c.kind == "atom" for c in present):
+    if atoms is not None or (not fixed and any(c.kind == "atom" for c in present)):
         frame_of = np.repeat(indices, counts)  # store row of every atom of the batch
         atom_of = np.arange(len(frame_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
         if atoms is not None:
