@@ -336,8 +336,8 @@ def _gather_batch(
     atoms: AtomSelection,
     indices: np.ndarray,
 ) -> dict[str, Any] | None:
-    """The batch of verified rows at ``starts`` of ``joined`` (templates ``ids``): rows of one
-    template gathered as one record array, others key by key."""
+    """The batch of verified rows at ``starts`` of ``joined`` (templates ``ids``): rows whose
+    keys sit alike (one record of the plan) gathered as one record array, others key by key."""
     counts = tables.n_atoms[ids]
     plan = tables.plan(_keys(tables, ids, keys))
     records = plan.record_ids[ids]
