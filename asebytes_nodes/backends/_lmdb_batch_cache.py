@@ -26,6 +26,7 @@ import numpy as np
 __all__ = ["RowCache", "cache_of"]
 
 _STORES = 4
+_INDEXED_ROWS = 1 << 22  # row numbers a copy can hold (its slot array: 16 MiB at most)
 
 
 class RowCache:
@@ -36,7 +37,7 @@ class RowCache:
         self.size, self.db, self.txn_id = size, db, txn_id  # what identifies the snapshot
         self.budget = budget  # bytes of rows kept at most
         self.tables: Any = None
-        self.slot_of = np.zeros(0, np.int64)  # per row number: its slot, -1 if not held
+        self.slot_of = np.zeros(0, np.int32)  # per row number: its slot, -1 if not held
         self.starts = np.zeros(0, np.int64)  # per slot: where the row starts in buffer
         self.ids = np.zeros(0, np.int64)  # per slot: the row's template
         self.count = 0  # slots in use (the arrays grow by doubling)
@@ -67,7 +68,13 @@ class RowCache:
             if held is not None and not _extends(tables, held):
                 return False
             slot_of = self.slot_of
-            new = [j for j, row in enumerate(rows) if row >= len(slot_of) or slot_of[row] < 0]
+            # rows past _INDEXED_ROWS are not kept: the slot array stays small (a 64 MiB copy holds
+            # far fewer rows, and an epoch re-read pays off only where the copy holds the store)
+            new = [
+                j
+                for j, row in enumerate(rows)
+                if row < _INDEXED_ROWS and (row >= len(slot_of) or slot_of[row] < 0)
+            ]
             if not new or self.used + size > self.budget:
                 return True
             if not len(self.buffer):
@@ -84,8 +91,9 @@ class RowCache:
             self.used += size
             if held is None or len(tables.templates) > len(held.templates):
                 self.tables = tables
-            if max(rows) >= len(slot_of):  # grown into a copy, as above
-                grown_of = np.full(max(2 * max(rows), 1024), -1, np.int64)
+            top = max(rows[j] for j in new)
+            if top >= len(slot_of):  # grown into a copy, as above
+                grown_of = np.full(min(max(top + 1, 2 * len(slot_of), 1024), _INDEXED_ROWS), -1, np.int32)
                 grown_of[: len(slot_of)] = slot_of
                 slot_of = grown_of
             slot_of[[rows[j] for j in new]] = np.arange(first, self.count)  # visible to readers only now

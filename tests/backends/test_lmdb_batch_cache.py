@@ -76,6 +76,22 @@ def test_rows_past_the_budget_are_read_from_the_store(tmp_path: Path) -> None:
     backend.close()
 
 
+def test_rows_past_the_indexed_range_are_read_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slot array covers row numbers up to a bound (16 MiB of it at most): rows past it are
+    never kept, their batches read the store and stay right."""
+    monkeypatch.setattr(_lmdb_batch_cache, "_INDEXED_ROWS", 16)
+    rng = np.random.default_rng(6)
+    backend = LMDBBackend(tmp_path / "b.lmdb")
+    backend.extend([batch_row(rng, 5, i) for i in range(40)])
+    for seed in range(2):
+        _epoch(backend, seed, 40)
+    cache = _lmdb_batch_cache._CACHES[0]
+    assert len(cache.slot_of) == 16 and int((cache.slot_of >= 0).sum()) == 16
+    backend.close()
+
+
 def test_cache_bytes_zero_keeps_no_rows(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     backend = LMDBBackend(tmp_path / "b.lmdb", cache_bytes=0)
