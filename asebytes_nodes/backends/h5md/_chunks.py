@@ -61,14 +61,29 @@ def fletcher32(blobs: list[bytes]) -> np.ndarray:
         half = len(blobs) // 2
         return np.concatenate([fletcher32(blobs[:half]), fletcher32(blobs[half:])])
     words = (sizes + 1) // 2  # none is empty
-    w = np.frombuffer(b"".join(b + b"\0" if len(b) % 2 else b for b in blobs), ">u2").astype(np.int64)
+    odd = bool((sizes & 1).any())
+    joined = b"".join(b + b"\0" if len(b) % 2 else b for b in blobs) if odd else b"".join(blobs)
+    w = np.frombuffer(joined, ">u2").astype(np.int64)  # native words: the arithmetic below is 3x faster
     starts = np.cumsum(words) - words
     sum1 = np.add.reduceat(w, starts)
-    w *= np.arange(len(w))  # sum2 adds word j (of n) n - j times: (start + n) * sum1 - sum of g * w[g]
+    w *= _positions(len(w))  # sum2 adds word j (of n) n - j times: (start + n) * sum1 - sum of g * w[g]
     sum2 = (starts + words) * sum1 - np.add.reduceat(w, starts)
     nonzero = sum1 > 0  # else both sums are 0
     sum1, sum2 = (np.where(nonzero, (s - 1) % 65535 + 1, 0) for s in (sum1, sum2))
     return (sum2 << 16) | sum1
+
+
+_POSITIONS = np.arange(1 << 15, dtype=np.int64)
+
+
+def _positions(n: int) -> np.ndarray:
+    """``arange(n)`` as int64, from a kept copy up to 2**20 words (8 MiB)."""
+    global _POSITIONS
+    if n > len(_POSITIONS):
+        if n > 1 << 20:
+            return np.arange(n, dtype=np.int64)
+        _POSITIONS = np.arange(max(n, min(2 * len(_POSITIONS), 1 << 20)), dtype=np.int64)
+    return _POSITIONS[:n]
 
 
 def _pipeline(ds: Any) -> tuple[int | None, bool] | None:

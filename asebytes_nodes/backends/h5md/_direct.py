@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from ...errors import StoreCorruptedError
+from .._hdf5_btree import ChunkIndex
 from .._hdf5_index import ChunkGrid
 from ._chunks import _pipeline, fletcher32
 
@@ -48,10 +49,20 @@ class Grid(ChunkGrid):
             self.bits = (deflate, (2 if deflate else 1) if pipeline[1] else 0)
         self.nbytes = ds.dtype.itemsize * int(np.prod(ds.chunks))
         self.whole = len(self.across) == 1 and ds.shape[1:] == ds.chunks[1:]  # one chunk spans a row
+        self.index: ChunkIndex | None | bool = self.whole  # True: not read yet (see fetch)
 
     def fetch(self, chunks: np.ndarray) -> tuple[list[tuple[_Offset, int, bytes]], list[_Offset]]:
         """The stored chunks numbered ``chunks`` along the first axis, each with every chunk across
-        the other axes, as (offset, filter mask, bytes); and the offsets HDF5's index does not find."""
+        the other axes, as (offset, filter mask, bytes); and the offsets HDF5's index does not find.
+
+        Chunks spanning a row are found through :class:`.._hdf5_btree.ChunkIndex` and read with
+        ``pread`` when it finds them all; otherwise HDF5 looks each one up (``read_direct_chunk``)."""
+        if self.index is True:
+            self.index = ChunkIndex.of(self.ds)
+        if isinstance(self.index, ChunkIndex) and self.index.lookup(chunks).all():
+            direct = self._pread(self.index, chunks)
+            if direct is not None:
+                return direct, []
         step, read = self.step, self.ds.id.read_direct_chunk
         self.lookups += len(chunks)
         if not self.walked and self.lookups * _WALK > len(self.seen):
@@ -68,6 +79,16 @@ class Grid(ChunkGrid):
                     continue
                 found.append((at, mask, blob))
         return found, missing
+
+    def _pread(self, index: ChunkIndex, chunks: np.ndarray) -> list[tuple[_Offset, int, bytes]] | None:
+        """The chunks ``chunks`` (all found by ``index``) read from the file; None if one is cut short."""
+        blobs = index.read(chunks)
+        if blobs is None:
+            return None
+        zeros = (0,) * (len(self.shape) - 1)
+        starts = (chunks * self.step).tolist()
+        masks = index.mask[chunks].tolist()
+        return [((lo, *zeros), m, b) for lo, m, b in zip(starts, masks, blobs, strict=True)]
 
     def unfound(self, chunks: np.ndarray) -> list[_Offset]:
         """Offsets of the chunks numbered ``chunks`` (as in :meth:`fetch`) HDF5's index does not find."""
@@ -97,22 +118,36 @@ class Grid(ChunkGrid):
         """The chunks' bytes through HDF5's filters (fletcher32 and/or deflate), checked."""
         deflate, checksum = self.bits or (0, 0)
         datas = [blob for _, _, blob in found]
-        summed = [i for i, (_, mask, _) in enumerate(found) if checksum and not mask & checksum]
-        if summed:
-            stored = [int.from_bytes(datas[i][-4:], "little") for i in summed]
+        masks = [mask for _, mask, _ in found]
+        if checksum:
+            summed = [i for i, mask in enumerate(masks) if not mask & checksum]
+            if len(summed) == len(datas):  # the usual case: every chunk checksummed
+                stored = [int.from_bytes(data[-4:], "little") for data in datas]
+                datas = [data[:-4] for data in datas]
+            else:
+                stored = [int.from_bytes(datas[i][-4:], "little") for i in summed]
+                for i in summed:
+                    datas[i] = datas[i][:-4]
             for i in summed:
-                datas[i] = datas[i][:-4]
                 if not datas[i]:
                     self._damaged(found[i][0], "shorter than its checksum")
             for i, ok in zip(summed, _checked([datas[i] for i in summed], stored), strict=True):
                 if not ok:
                     self._damaged(found[i][0], "fletcher32 checksum mismatch")
+        if deflate and not any(masks):  # the usual case: every chunk deflated, checked at once
+            inflaters = [zlib.decompressobj() for _ in datas]
+            try:  # at most one byte more than a chunk holds: a hostile stream claims no more memory
+                out = [z.decompress(data, self.nbytes + 1) for z, data in zip(inflaters, datas, strict=True)]
+            except zlib.error:
+                out = None  # the loop below names the chunk
+            if out is not None and all(z.eof for z in inflaters) and set(map(len, out)) == {self.nbytes}:
+                return out
         out = []
-        for (at, mask, _), data in zip(found, datas, strict=True):
+        for at, mask, data in zip((f[0] for f in found), masks, datas, strict=True):
             ended = True
             if deflate and not mask & deflate:
                 inflater = zlib.decompressobj()
-                try:  # at most one byte more than a chunk holds: a hostile stream claims no more memory
+                try:
                     data = inflater.decompress(data, self.nbytes + 1)
                 except zlib.error as exc:
                     self._damaged(at, f"inflate failed: {exc}")
