@@ -12,7 +12,8 @@ What is read (HDF5 file format specification 3.0; the files HDF5 writes with its
   (``OHDR``; optional times and attribute limits by its flags; continuation blocks ``OCHK``),
   continued through Object Header Continuation messages (type 16: address, length);
 * its Data Layout message (type 8), version 3, class 2 (chunked): rank + 1, the address of the
-  root node of a version 1 B-tree;
+  root node of a version 1 B-tree, the chunk's shape and its element's size (u32 each; checked
+  against the dataset's);
 * a node: ``TREE``, node type 1 (raw data chunks), level, entries used (u16), the left and right
   sibling addresses, then key 0, child 0, ..., key n-1, child n-1, key n. A key is the chunk's
   stored size (u32), its filter mask (u32) and its offset along each axis and one more (u64
@@ -86,8 +87,8 @@ class ChunkIndex:
             if f.mode != "r" or f.id.get_create_plist().get_sizes() != (8, 8):
                 return None
             fd = f.id.get_vfd_handle()
-            root, rank = _layout(fd, h5py.h5o.get_info(ds.id).addr, f.userblock_size)
-            if rank != ds.ndim + 1:
+            root, dims = _layout(fd, h5py.h5o.get_info(ds.id).addr, f.userblock_size)
+            if dims != (*chunks, ds.dtype.itemsize):  # the message is this dataset's
                 return None
             n_chunks = -(-ds.shape[0] // chunks[0])
             nbytes = ds.dtype.itemsize * int(np.prod(chunks))
@@ -101,8 +102,9 @@ class ChunkIndex:
         todo = chunks[~self.known[chunks]]
         if len(todo):
             leaf = np.searchsorted(self._firsts, todo * self._step, side="right") - 1
-            leaf = np.unique(leaf[leaf >= 0])
-            new = leaf[~self._read[leaf]]
+            wanted = np.zeros(len(self._read), bool)
+            wanted[leaf[leaf >= 0]] = True
+            new = np.flatnonzero(wanted & ~self._read)
             if len(new):
                 self._load_leaves(new)
             self.known[todo] = True  # not in their leaf: not found here
@@ -206,13 +208,15 @@ def _below(first: np.ndarray, last: np.ndarray) -> np.ndarray:
     return (first < last[..., 0]) | ((first == last[..., 0]) & last[..., 1:].any(axis=-1))
 
 
-def _layout(fd: int, header: int, base: int) -> tuple[int, int]:
-    """(root node address, rank + 1) from the Data Layout message of the object header at ``header``."""
+def _layout(fd: int, header: int, base: int) -> tuple[int, tuple[int, ...]]:
+    """(root node address, chunk shape and element size) from the Data Layout message of the
+    object header at ``header``."""
     for kind, data in _messages(fd, base + header, base):
         if kind == _LAYOUT:
             if data[0] != 3 or data[1] != 2:
                 raise _Unreadable(f"layout version {data[0]} class {data[1]}")
-            return int.from_bytes(data[3:11], "little"), data[2]
+            dims = struct.unpack_from(f"<{data[2]}I", data, 11)
+            return int.from_bytes(data[3:11], "little"), dims
     raise _Unreadable("no layout message")
 
 
