@@ -35,11 +35,19 @@ def _write(path: Path, rows: int, *, libver: str = "earliest", track_order: bool
 
 
 def _assert_as_hdf5(ds: h5py.Dataset) -> None:
-    index = ChunkIndex.of(ds)
-    assert index is not None
     n = -(-ds.shape[0] // ds.chunks[0])
     chunks = np.random.default_rng(0).permutation(n)
+    single = ChunkIndex.of(ds)  # random rows: one key read per chunk
+    assert single is not None and all(single.one(k) for k in chunks[:300].tolist())
+    index = ChunkIndex.of(ds)  # batches: whole leaves
+    assert index is not None
     assert index.lookup(chunks).all()
+    for k in chunks[:300].tolist():
+        assert (single.address[k], single.size[k], single.mask[k]) == (
+            index.address[k],
+            index.size[k],
+            index.mask[k],
+        )
     for k in chunks[:400].tolist():  # HDF5's lookups of a sample (each costs more than ours)
         info = ds.id.get_chunk_info_by_coord((k * ds.chunks[0], *(0 for _ in ds.shape[1:])))
         assert (index.address[k], index.size[k], index.mask[k]) == (
@@ -111,3 +119,5 @@ def test_a_damaged_leaf_key_is_not_found_here(tmp_path: Path) -> None:
         assert index is not None
         found = index.lookup(np.arange(200))
         assert not found[row] and found.sum() == 199
+        single = ChunkIndex.of(f["a"])
+        assert single is not None and not single.one(row) and single.one(row + 1)

@@ -31,6 +31,9 @@ _Offset = tuple[int, ...]
 #: when the chunks looked up pass 1/_WALK of its chunks: a walk costs about 1 us a chunk, a
 #: lookup whose node is not cached 50-150 us (a v1 B-tree of 100,000 chunks), a cached one 5-25 us.
 _WALK = 64
+#: Chunks a request needs before it reads whole leaves of the chunk index it lacks (a leaf, up to
+#: 64 chunks, costs about as much to read here as 5-10 of HDF5's lookups).
+_INDEXED = 8
 
 
 class Grid(ChunkGrid):
@@ -56,13 +59,18 @@ class Grid(ChunkGrid):
         the other axes, as (offset, filter mask, bytes); and the offsets HDF5's index does not find.
 
         Chunks spanning a row are found through :class:`.._hdf5_btree.ChunkIndex` and read with
-        ``pread`` when it finds them all; otherwise HDF5 looks each one up (``read_direct_chunk``)."""
-        if self.index is True:
-            self.index = ChunkIndex.of(self.ds)
-        if isinstance(self.index, ChunkIndex) and self.index.lookup(chunks).all():
-            direct = self._pread(self.index, chunks)
-            if direct is not None:
-                return direct, []
+        ``pread`` when it finds them all; otherwise HDF5 looks each one up (``read_direct_chunk``).
+        Requests of fewer than :data:`_INDEXED` chunks (random rows) read one key each
+        (:meth:`ChunkIndex.one`) rather than whole leaves."""
+        index, many = self.index, len(chunks) >= _INDEXED
+        if index is True:
+            index = self.index = ChunkIndex.of(self.ds)
+        if (
+            isinstance(index, ChunkIndex)
+            and (index.lookup(chunks).all() if many else all(map(index.one, chunks.tolist())))
+            and (direct := self._pread(index, chunks)) is not None
+        ):
+            return direct, []
         step, read = self.step, self.ds.id.read_direct_chunk
         self.lookups += len(chunks)
         if not self.walked and self.lookups * _WALK > len(self.seen):
