@@ -44,6 +44,8 @@ __all__ = ["ChunkIndex"]
 _LAYOUT, _CONTINUATION = 8, 16
 _NODE_HEAD = 24  # "TREE", type, level, entries used, left and right sibling addresses
 _DEFAULT_ENTRIES = 64  # entries of a node of HDF5's default size (K = 32)
+_MAX_BLOCKS = 64  # object header blocks read at most (HDF5 writes one or a few)
+_MAX_BLOCK_BYTES = 1 << 20
 
 
 class _Unreadable(Exception):
@@ -169,7 +171,7 @@ class ChunkIndex:
         last = np.frombuffer(body, self._key, 1, used * self._entry.itemsize)
         keys = np.concatenate([entries["key"], last])
         first = keys["offset"][:, 0].astype(np.int64)
-        if (np.diff(first) <= 0).any() and found:  # leaves are checked per key in _load_leaf
+        if (np.diff(first) <= 0).any() and found:  # leaves are checked per key in _load_leaves
             raise _Unreadable(f"node at {address}: keys out of order")
         return found, keys, entries["child"].astype(np.int64)
 
@@ -265,43 +267,39 @@ def _layout(fd: int, header: int, base: int) -> tuple[int, tuple[int, ...]]:
 
 
 def _messages(fd: int, at: int, base: int) -> Any:
-    """(type, data) of every message of the object header at file offset ``at``."""
+    """(type, data) of every message of the object header at file offset ``at``; _Unreadable for
+    a header whose continuation blocks loop, number over :data:`_MAX_BLOCKS` or are larger than
+    :data:`_MAX_BLOCK_BYTES` (a damaged or hostile file)."""
     head = os.pread(fd, 32, at)
-    if head[:4] == b"OHDR":
-        flags, pos = head[5], 6
-        pos += 16 if flags & 0x20 else 0
-        pos += 4 if flags & 0x10 else 0
+    if head[:4] == b"OHDR":  # version 2: type u8, size u16, flags u8, [creation order u16]
+        flags = head[5]
+        pos = 6 + (16 if flags & 0x20 else 0) + (4 if flags & 0x10 else 0)
         width = 1 << (flags & 3)
-        size = int.from_bytes(head[pos : pos + width], "little")
-        blocks = [(at + pos + width, size, False)]
-        order = 2 if flags & 0x04 else 0
-        while blocks:
-            start, size, continued = blocks.pop()
-            data = os.pread(fd, size, start)
-            if continued and data[:4] != b"OCHK":
-                raise _Unreadable("continuation block without its signature")
-            pos, end = (4, len(data) - 4) if continued else (0, len(data))
-            while pos + 4 + order <= end:
-                kind, length = data[pos], int.from_bytes(data[pos + 1 : pos + 3], "little")
-                body = data[pos + 4 + order : pos + 4 + order + length]
-                pos += 4 + order + length
-                if kind == _CONTINUATION:
-                    offset, size = struct.unpack("<QQ", body[:16])
-                    blocks.append((base + offset, size, True))
-                yield kind, body
-    elif head[0] == 1:
-        spans = [(at + 16, int.from_bytes(head[8:12], "little"))]
-        while spans:
-            start, size = spans.pop()
-            data = os.pread(fd, size, start)
-            pos = 0
-            while pos + 8 <= len(data):
-                kind, length = struct.unpack("<HH", data[pos : pos + 4])
-                body = data[pos + 8 : pos + 8 + length]
-                pos += 8 + length
-                if kind == _CONTINUATION:
-                    offset, size = struct.unpack("<QQ", body[:16])
-                    spans.append((base + offset, size))
-                yield kind, body
+        first, v2 = (at + pos + width, int.from_bytes(head[pos : pos + width], "little")), True
+        step = 6 if flags & 0x04 else 4
+    elif head[:1] == b"\x01":  # version 1: type u16, size u16, flags u8, 3 reserved; from byte 16
+        first, v2, step = (at + 16, int.from_bytes(head[8:12], "little")), False, 8
     else:
         raise _Unreadable("unknown object header version")
+    blocks, seen = [(*first, False)], set[int]()
+    while blocks:
+        start, size, continued = blocks.pop()
+        if start in seen or len(seen) >= _MAX_BLOCKS or size > _MAX_BLOCK_BYTES:
+            raise _Unreadable("object header blocks loop, or are too many or too large")
+        seen.add(start)
+        data = os.pread(fd, size, start)
+        framed = v2 and continued  # "OCHK", messages, checksum
+        if framed and data[:4] != b"OCHK":
+            raise _Unreadable("continuation block without its signature")
+        pos, end = (4, len(data) - 4) if framed else (0, len(data))
+        while pos + step <= end:
+            if v2:
+                kind, length = data[pos], int.from_bytes(data[pos + 1 : pos + 3], "little")
+            else:
+                kind, length = struct.unpack_from("<HH", data, pos)
+            body = data[pos + step : pos + step + length]
+            pos += step + length
+            if kind == _CONTINUATION and len(body) >= 16:
+                offset, size = struct.unpack_from("<QQ", body)
+                blocks.append((base + offset, size, True))
+            yield kind, body

@@ -3,6 +3,7 @@ way to HDF5 for every index it does not read."""
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -14,7 +15,7 @@ h5py = pytest.importorskip("h5py")
 import hdf5kit  # noqa: E402
 
 from asebytes_nodes import ASEIO  # noqa: E402
-from asebytes_nodes.backends._hdf5_btree import ChunkIndex  # noqa: E402
+from asebytes_nodes.backends._hdf5_btree import ChunkIndex, _messages, _Unreadable  # noqa: E402
 
 
 def _write(path: Path, rows: int, *, libver: str = "earliest", track_order: bool = False) -> None:
@@ -121,3 +122,17 @@ def test_a_damaged_leaf_key_is_not_found_here(tmp_path: Path) -> None:
         assert not found[row] and found.sum() == 199
         single = ChunkIndex.of(f["a"])
         assert single is not None and not single.one(row) and single.one(row + 1)
+
+
+def test_object_header_blocks_that_loop_are_refused(tmp_path: Path) -> None:
+    """A continuation message pointing back at its own block (a hostile file): refused, not a hang."""
+    path = tmp_path / "loop.bin"
+    header = struct.pack("<BBHII", 1, 0, 1, 1, 24) + b"\0" * 4  # version 1, one message, 24 bytes
+    message = struct.pack("<HHB3x", 0x10, 16, 0) + struct.pack("<QQ", 16, 24)  # continue at byte 16
+    path.write_bytes(header + message)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(_Unreadable, match="loop"):
+            list(_messages(fd, 0, 0))
+    finally:
+        os.close(fd)
