@@ -34,6 +34,7 @@ _WALK = 64
 #: Chunks a request needs before it reads whole leaves of the chunk index it lacks (a leaf, up to
 #: 64 chunks, costs about as much to read here as 5-10 of HDF5's lookups).
 _INDEXED = 8
+_INDEX_CHUNKS = 4096  # datasets of this many chunks open the index for random rows too
 
 
 class Grid(ChunkGrid):
@@ -60,12 +61,13 @@ class Grid(ChunkGrid):
 
         Chunks spanning a row are found through :class:`.._hdf5_btree.ChunkIndex` and read with
         ``pread`` when it finds them all; otherwise HDF5 looks each one up (``read_direct_chunk``).
-        The index is opened by the first request of at least :data:`_INDEXED` chunks (a batch);
-        smaller ones (random rows) then read one key each (:meth:`ChunkIndex.one`) rather than
-        whole leaves, and before it go to HDF5: opening it costs about 1 ms, a cold energy column
-        or first frame 6-9 ms in all."""
+        The index is opened by the first request of at least :data:`_INDEXED` chunks (a batch), or
+        of any size on a dataset of :data:`_INDEX_CHUNKS` chunks or more (where HDF5's lookups
+        read B-tree nodes: 63 us a chunk at 100,000); smaller requests then read one key each
+        (:meth:`ChunkIndex.one`) rather than whole leaves, and before it go to HDF5: opening it
+        costs about 1 ms, a cold energy column or first frame of a small store 6-9 ms in all."""
         index, many = self.index, len(chunks) >= _INDEXED
-        if index is True and many:
+        if index is True and (many or len(self.seen) >= _INDEX_CHUNKS):
             index = self.index = ChunkIndex.of(self.ds)
         if (
             isinstance(index, ChunkIndex)
