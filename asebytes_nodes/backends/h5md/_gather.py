@@ -83,8 +83,8 @@ class Mirror:
             needed[chunks] = True
             missing = np.flatnonzero(needed & ~self.loaded)
         block = load(missing)
-        if block is not None and len(missing) == 1:
-            part = self.data[int(missing[0]) * self.step :][: self.step]  # a view of the mirror
+        if block is not None and int(missing[-1]) - int(missing[0]) + 1 == len(missing):  # one run
+            part = self.data[int(missing[0]) * self.step :][: len(block)]  # a view of the mirror
             part[...] = block[: len(part)]
         elif block is not None:
             at = (missing[:, None] * self.step + np.arange(self.step)).reshape(-1)
