@@ -133,14 +133,9 @@ class Grid(ChunkGrid):
         masks = [mask for _, mask, _ in found]
         if checksum:
             summed = [i for i, mask in enumerate(masks) if not mask & checksum]
-            if len(summed) == len(datas):  # the usual case: every chunk checksummed
-                stored = [int.from_bytes(data[-4:], "little") for data in datas]
-                datas = [data[:-4] for data in datas]
-            else:
-                stored = [int.from_bytes(datas[i][-4:], "little") for i in summed]
-                for i in summed:
-                    datas[i] = datas[i][:-4]
+            stored = [int.from_bytes(datas[i][-4:], "little") for i in summed]
             for i in summed:
+                datas[i] = datas[i][:-4]
                 if not datas[i]:
                     self._damaged(found[i][0], "shorter than its checksum")
             for i, ok in zip(summed, _checked([datas[i] for i in summed], stored), strict=True):
