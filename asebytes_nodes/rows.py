@@ -29,7 +29,6 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.cell import Cell
-from ase.constraints import dict2constraint
 
 from .backends._keys import TOP_LEVEL_KEYS
 from .errors import InvalidDataError, StoreCorruptedError, UnknownKeyError
@@ -166,6 +165,8 @@ def _snapshot(atoms: Atoms) -> Atoms:
 
 def _rebuild_constraints(constraints: list[dict[str, Any]]) -> list[Any]:
     """ASE constraint objects from stored dicts; one ASE cannot rebuild is a clear error."""
+    from ase.constraints import dict2constraint  # imports scipy (about 1 s): only frames with constraints
+
     out = []
     for constraint in constraints:
         try:

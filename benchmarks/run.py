@@ -67,10 +67,10 @@ FULL = Config(
 )
 QUICK = Config(
     mode="quick",
-    datasets=(("ethanol-200", ethanol, 200), ("periodic-200", periodic, 200)),
-    codec_frames=200,
-    lookup_sizes=(10**3, 10**4, 10**5),
-    repeats=2,
+    datasets=(("ethanol-50", ethanol, 50), ("periodic-50", periodic, 50)),
+    codec_frames=50,
+    lookup_sizes=(10**3, 10**4),
+    repeats=1,
 )
 
 
