@@ -35,6 +35,23 @@ def test_backends_import_only_when_used(tmp_path) -> None:
     assert "lmdb" in loaded
 
 
+def test_reading_frames_without_constraints_imports_no_scipy(tmp_path) -> None:
+    """ase.constraints imports scipy (about 1 s per process here): every DataLoader worker and CLI
+    call would pay it. It is imported only for frames that carry constraints."""
+    path = str(tmp_path / "a.lmdb")
+    script = (
+        "from ase import Atoms\nfrom ase.calculators.singlepoint import SinglePointCalculator\n"
+        "from asebytes_nodes import ASEIO\n"
+        "atoms = Atoms('H2O', positions=[[0, 0, 0], [0, 0, 1], [0, 1, 0]], cell=[3, 3, 3], pbc=True)\n"
+        "atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=[[0.0, 0.0, 0.1]] * 3)\n"
+        f"db = ASEIO({path!r})\ndb.extend([atoms])\nassert db[0].get_potential_energy() == -1.0\n"
+        "list(db[:])\ndb[:].to_batch()"
+    )
+    loaded = _modules_after(script)
+    assert "asebytes_nodes.rows" in loaded
+    assert "scipy" not in loaded and "ase.constraints" not in loaded
+
+
 def test_public_names_resolve() -> None:
     for name in asebytes_nodes.__all__:
         assert getattr(asebytes_nodes, name) is not None
