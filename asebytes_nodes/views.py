@@ -202,6 +202,11 @@ class ColumnView(_View):
         return {k: [row.get(k, MISSING) for row in rows] for k in self._keys}
 
     def _read_all(self, stacked: bool = False) -> dict[str, Any]:
+        if stacked and self._single:  # a column the backend gives as one array: one call, no copies
+            array = self._backend.read_column_array(self._keys[0], self._indices)
+            if array is not None:
+                return {self._keys[0]: array}
+            stacked = False  # the chunks would be refused the same way
         parts: dict[str, list[Any]] = {k: [] for k in self._keys}
         for chunk in self._chunks(max(DEFAULT_CHUNK_SIZE * 16, self._backend.read_batch_size)):
             for key, values in self._read(chunk, stacked).items():

@@ -37,6 +37,23 @@ def test_fletcher32_is_hdf5s(tmp_path: Path) -> None:
     assert fletcher32(blobs).tolist() == stored
 
 
+@pytest.mark.parametrize("size", [1_000, 20_001, 40_000])  # summed at once; one by one (large blobs)
+def test_checked_matches_hdf5s_sums_for_many_blobs(tmp_path: Path, size: int) -> None:
+    from asebytes_nodes.backends.h5md._direct import _checked
+
+    rng = np.random.default_rng(size)
+    blobs = [rng.integers(0, 256, size + k, dtype=np.uint8).tobytes() for k in range(7)]
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        stored = []
+        for i, blob in enumerate(blobs):
+            data = np.frombuffer(blob, np.uint8)
+            ds = f.create_dataset(str(i), data=data, chunks=(len(blob),), fletcher32=True)
+            stored.append(int.from_bytes(ds.id.read_direct_chunk((0,))[1][-4:], "little"))
+    assert _checked(blobs, stored) == [True] * 7
+    stored[3] ^= 1 << 20
+    assert _checked(blobs, stored) == [True, True, True, False, True, True, True]
+
+
 def test_direct_chunks_read_back_with_plain_h5py(tmp_path: Path) -> None:
     """Three extends: a narrow start (the atom axis grows past its chunk), one starting inside a
     chunk, and one large enough to deflate in threads."""

@@ -55,9 +55,11 @@ _CACHED_RUN = 1 << 16  # longer fill runs are deflated each time
 def fletcher32(blobs: list[bytes]) -> np.ndarray:
     """HDF5's fletcher32 of each blob (``H5_checksum_fletcher32``: big-endian 16-bit words, an
     odd last byte as a high byte, both sums folded to 1..65535 unless all words are zero); exact
-    for blobs up to 16 MiB each (taken at most 16 MiB at a time, the sums stay within int64)."""
+    for blobs up to 16 MiB each. Blobs are taken at most 256 KiB at a time (one blob may be more):
+    the int64 copy of their words then stays in the CPU's cache (96 blobs of 30 KiB: 4 ms, 13 ms
+    at once), and the sums within int64."""
     sizes = np.fromiter(map(len, blobs), np.int64, len(blobs))
-    if len(blobs) > 1 and sizes.sum() > 1 << 24:
+    if len(blobs) > 1 and sizes.sum() > _AT_ONCE:
         half = len(blobs) // 2
         return np.concatenate([fletcher32(blobs[:half]), fletcher32(blobs[half:])])
     words = (sizes + 1) // 2  # none is empty
@@ -73,6 +75,7 @@ def fletcher32(blobs: list[bytes]) -> np.ndarray:
     return (sum2 << 16) | sum1
 
 
+_AT_ONCE = 1 << 18  # bytes of blobs summed in one pass
 _POSITIONS = np.arange(1 << 15, dtype=np.int64)
 
 
