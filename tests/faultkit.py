@@ -113,11 +113,31 @@ def run_in_child(op: Callable[..., Any], args: tuple[Any, ...]) -> int | None:
     return proc.exitcode
 
 
-def timed(op: Callable[..., Any], *args: Any) -> float:
-    """Seconds one call of ``op(*args)`` takes in this process."""
-    start = time.perf_counter()
-    op(*args)
-    return time.perf_counter() - start
+def child_seconds(op: Callable[..., Any], *args: Any) -> float:
+    """Seconds ``op(*args)`` takes in a child process started as :func:`kill_during` starts one:
+    the span to draw kill moments from. (Timed in the test process, a first call pays imports and
+    first-touch costs the forkserver's children do not, so every kill could come too late.)"""
+    ctx = _context()
+    started, finished = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_child, args=(op, args, started, finished))
+    proc.start()
+    try:
+        if not started.wait(CHILD_TIMEOUT):
+            raise RuntimeError("the child process did not start the operation")
+        start = time.perf_counter()
+        while not finished.wait(0.01):
+            if not proc.is_alive() or time.perf_counter() - start > CHILD_TIMEOUT:
+                raise RuntimeError(f"the operation did not finish in the child (exit code {proc.exitcode})")
+        return time.perf_counter() - start
+    finally:
+        proc.kill()
+        proc.join(5)
+
+
+def kill_delay(rng: Any, duration: float, trial: int) -> float:
+    """A kill moment for trial ``trial`` of an operation taking ``duration`` seconds: uniform over
+    it, the first trial over its first quarter, so at least one kill lands mid-operation."""
+    return rng.uniform(0, duration) * (0.25 if trial == 0 else 1.0)
 
 
 def copy_store(src: Path, dst: Path) -> Path:

@@ -26,14 +26,15 @@ from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from faultkit import (
     _context,
+    child_seconds,
     copy_store,
     files_below,
     fill_disk,
     flip_bit,
+    kill_delay,
     kill_during,
     run_in_child,
     small_disk,
-    timed,
     truncate,
     versioned_frame,
 )
@@ -331,11 +332,11 @@ def kill_at_io(seed: Path, work: Path, backend: str, name: str, trials: int) -> 
 def kill_at_random(seed: Path, work: Path, backend: str, name: str, trials: int, rng: random.Random) -> int:
     """SIGKILL at uniformly drawn moments of the operation (open to close); returns kills landed."""
     before, after = expected_states(seed, work, backend, name)
-    duration = timed(operate, str(copy_store(seed, work / "timed.h5")), backend, name)
+    duration = child_seconds(operate, str(copy_store(seed, work / "timed.h5")), backend, name)
     landed = 0
     for n in range(trials):
         path = copy_store(seed, work / f"r{n}.h5")
-        delay = rng.uniform(0, duration)
+        delay = kill_delay(rng, duration, n)
         landed += kill_during(operate, (str(path), backend, name), delay)
         assert_recovered(path, backend, before, after, f"{backend} {name} killed {delay * 1e3:.1f} ms in")
     return landed

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from faultkit import copy_store, kill_during, timed, versioned_frame
+from faultkit import child_seconds, copy_store, kill_delay, kill_during, versioned_frame
 
 from asebytes_nodes import ASEIO
 
@@ -147,13 +147,13 @@ def _kill_matrix(tmp_path: Path, seeded: Callable[[str], Path], suffix: str, nam
             pytest.skip(f"{type(probe.backend).__name__}.{flag} is False")
     # How long the operation takes here, measured on a copy in this process.
     probe_path = copy_store(seed_path, tmp_path / f"probe{suffix}")
-    duration = timed(run_op, str(probe_path), name)  # open + operation, as the child does
+    duration = child_seconds(run_op, str(probe_path), name)  # open + operation, as the trials' children
     rng = random.Random(f"{suffix}-{name}")
     landed = 0
     for k in range(trials):
         work = tmp_path / f"t{k}"
         work.mkdir()
-        landed += _trial(seed_path, work, suffix, name, rng.uniform(0, duration))
+        landed += _trial(seed_path, work, suffix, name, kill_delay(rng, duration, k))
     assert landed > 0, f"no kill landed during {name} ({duration * 1e3:.2f} ms); the test tested nothing"
 
 

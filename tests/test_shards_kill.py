@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from faultkit import frame_version, kill_during, timed, versioned_frame
+from faultkit import child_seconds, frame_version, kill_during, versioned_frame
 
 from asebytes_nodes import ASEIO
 from asebytes_nodes.shards import ShardedBackend
@@ -32,7 +32,7 @@ def _seed(path: Path) -> None:
 def _trials(tmp_path: Path, seeds: int) -> None:
     template = tmp_path / "template"
     _seed(template)
-    duration = timed(op_extend, str(shutil.copytree(template, tmp_path / "timing")))
+    duration = child_seconds(op_extend, str(shutil.copytree(template, tmp_path / "timing")))
     killed = 0
     for seed in range(seeds):
         path = shutil.copytree(template, tmp_path / f"trial{seed}")
