@@ -14,7 +14,6 @@ import itertools
 import os
 import secrets
 import shutil
-import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -120,20 +119,15 @@ def write_store(
     with _removed_on_error(tmp):
         scratch = {**_scratch_options(cls), **options}
         store = cls(os.fspath(tmp), readonly=False, **scratch)  # type: ignore[call-arg]
-        flusher = _Flusher(tmp if scratch.get("sync") is False else None)
         try:
             iterator = iter(rows)
             while chunk := list(itertools.islice(iterator, CHUNK_ROWS)):
                 store.extend(chunk)  # type: ignore[attr-defined]
-                flusher.poke()
                 counts.update(itertools.chain.from_iterable(chunk))  # the rows' keys, in one C loop
                 natoms += map(atom_count, chunk)
                 del chunk  # freed before the next rows are read (one batch of rows alive at a time)
         finally:
-            try:
-                flusher.close()
-            finally:
-                store.close()
+            store.close()
         for side in folder.glob(f"{tmp.name}?*"):  # lock files beside the store (LMDB's -lock ...)
             remove_path(side)
     return WrittenStore(
@@ -182,55 +176,6 @@ def _scratch_options(cls: type[ReadableBackend]) -> dict[str, Any]:
     and a crash before that leaves only a temporary file (on 20,000-frame LMDB shards: 20 flushes
     of about 5 MiB each replaced by one)."""
     return {"sync": False} if "sync" in inspect.signature(cls).parameters else {}
-
-
-class _Flusher:
-    """Writes a growing store file back to disk in a background thread (``fdatasync`` after each
-    poke), so the disk works while the next rows are parsed and the final ``fsync`` before the
-    rename has little left to wait for. A failed flush is raised by :meth:`close` (a later
-    ``fsync`` on a new descriptor would not report it). ``path`` None: nothing to do."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._path, self._fd = path, -1
-        self._wake = threading.Event()
-        self._done = False
-        self._error: OSError | None = None
-        self._thread: threading.Thread | None = None
-
-    def poke(self) -> None:
-        """Flush what was written so far (starts the thread on the first call)."""
-        if self._path is None:
-            return
-        if self._thread is None:
-            self._fd = os.open(self._path, os.O_RDONLY)
-            self._thread = threading.Thread(target=self._run, name="shard-flush", daemon=True)
-            self._thread.start()
-        self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._done:
-                return
-            try:
-                os.fdatasync(self._fd)
-            except OSError as exc:
-                self._error = exc
-                return
-
-    def close(self) -> None:
-        """Stop the thread; raise a flush's error."""
-        if self._thread is not None:
-            self._done = True
-            self._wake.set()
-            self._thread.join()
-            os.close(self._fd)
-            self._thread = None
-        if self._error is not None:
-            raise OSError(
-                f"{self._path}: writing the shard back to disk failed: {self._error}"
-            ) from self._error
 
 
 def _sync_tree(path: Path) -> None:
