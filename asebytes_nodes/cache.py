@@ -45,6 +45,7 @@ import numpy as np
 
 from .backends._base import ReadableBackend, WritableBackend, check_format_record
 from .errors import CacheMismatchError, RowIndexError, StoreCorruptedError, UnsupportedOperationError
+from .indexing import distinct
 
 __all__ = ["CACHE_FORMAT_VERSION", "CachedBackend"]
 
@@ -165,7 +166,7 @@ class CachedBackend(ReadableBackend):
         if (where < 0).any():
             self._scan()
             where = self._index[rows]
-        missing = np.unique(rows[where < 0])
+        missing = distinct(rows[where < 0])
         if missing.size:
             fresh = self._source.read_rows(missing)
             self._cache.extend([{**row, ROW_KEY: i} for i, row in zip(missing.tolist(), fresh, strict=True)])

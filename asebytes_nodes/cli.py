@@ -86,6 +86,7 @@ def _scan(db: Any, chunk: int = 2_000) -> dict[str, Any]:
     (memory: one chunk's columns), with a progress bar."""
     import numpy as np
 
+    from .indexing import distinct
     from .progress import stepped
 
     counts: list[np.ndarray] = []
@@ -98,7 +99,7 @@ def _scan(db: Any, chunk: int = 2_000) -> dict[str, Any]:
         if "arrays.numbers" in keys:
             ragged = rows["arrays.numbers"].to_ragged()
             counts.append(np.diff(ragged.offsets))
-            elements.update(np.unique(ragged.values).tolist())
+            elements.update(distinct(ragged.values).tolist())
         if "pbc" in keys:
             for value in rows["pbc"].to_list():
                 label = "none" if value is None else " ".join("T" if p else "F" for p in value)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..indexing import distinct
+
 __all__ = ["ChunkGrid"]
 
 
@@ -32,7 +34,7 @@ class ChunkGrid:
     def unseen(self, rows: np.ndarray) -> np.ndarray:
         """Sorted numbers of the chunks holding ``rows`` (any order) not looked up yet."""
         chunks = np.asarray(rows, np.int64) // self.step
-        return np.unique(chunks[~self.seen[chunks]])
+        return distinct(chunks[~self.seen[chunks]])
 
     def unfound(self, chunks: np.ndarray) -> list[tuple[int, ...]]:
         """Offsets of the chunks numbered ``chunks`` along the first axis (each with every chunk

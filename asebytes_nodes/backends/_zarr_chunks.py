@@ -44,6 +44,7 @@ import numpy as np
 from numcodecs.blosc import decompress as blosc_decompress
 
 from ..errors import StoreCorruptedError
+from ..indexing import distinct
 from ._zarr_read import _ReadFailure
 from ._zarr_shards import _EMPTY, _codec_of, _geometry, _our_layout
 
@@ -258,7 +259,7 @@ class ChunkCache:
 
     def _fill(self, array: ShardedArray, dense: _Dense, chunks: np.ndarray) -> None:
         size = len(dense.data)
-        for c in np.unique(chunks[~dense.loaded[chunks]]).tolist():
+        for c in distinct(chunks[~dense.loaded[chunks]]).tolist():
             self.decoded += 1
             lo, hi = c * array.chunk, min((c + 1) * array.chunk, size)
             if hi - lo == array.chunk:
@@ -316,7 +317,7 @@ class ChunkCache:
             holder.stamp[slots[~missing]] = self.tick
         extra = None
         if missing.any():
-            wanted = np.unique(chunks[missing])
+            wanted = distinct(chunks[missing])
             loaded = self._load(array, holder, wanted.tolist()) if holder is not None else 0
             if loaded < len(wanted):  # more than the pool holds: the rest only for this request
                 extra, rest = self._decoded(array, wanted[loaded:])

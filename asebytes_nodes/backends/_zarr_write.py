@@ -24,6 +24,7 @@ import zarr
 from zarr.core.sync import sync as zarr_sync
 
 from ..errors import ColumnTypeError, ConcurrentCommitError, DiskFullError
+from ..indexing import distinct
 from ._keys import MISSING, atom_counts
 from ._safety import disk_full, is_disk_full
 from ._zarr_arrays import gather
@@ -353,7 +354,7 @@ class Writes:
 
     def drop_keys(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str]) -> None:
         self._check_writable()
-        order = np.unique(np.asarray(indices, np.int64))
+        order = distinct(np.asarray(indices, np.int64))
         with self._writing():
             gone = {k for k in keys if k in self._meta["columns"]}
             if gone and len(order):

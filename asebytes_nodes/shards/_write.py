@@ -26,6 +26,7 @@ import numpy as np
 from ..backends._base import ReadableBackend
 from ..backends._keys import atom_count
 from ..codec import encode_row
+from ..indexing import distinct
 from ..registry import resolve_backend
 from ._manifest import TEMP_PREFIX, ShardEntry, digest, natoms_name, save_natoms, shard_name, sync_folder
 
@@ -82,7 +83,7 @@ def sample_rows(backend: ReadableBackend, start: int, stop: int) -> list[dict[st
     """Up to 256 rows spread evenly over ``start:stop`` (to size shards)."""
     if stop <= start:
         return []
-    picks = np.unique(np.linspace(start, stop - 1, num=min(_SAMPLE, stop - start)).astype(np.int64))
+    picks = distinct(np.linspace(start, stop - 1, num=min(_SAMPLE, stop - start)).astype(np.int64))
     return backend.read_rows(picks)
 
 

@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 
 from ...errors import StoreCorruptedError
+from ...indexing import distinct
 from .._hdf5_files import SharedFile
 from .._hdf5_journal import checked
 from ._direct import Grid
@@ -273,7 +274,7 @@ def fast_batch(
             data = mirror.data if mirror.complete else _filled(shared, plan, path, mirror, indices, limit)
             rows = frame_of if atom and not fixed else indices
         else:
-            frames = np.unique(indices) if frames is None else frames
+            frames = distinct(indices) if frames is None else frames
             width = None
             if atom:
                 width = first if fixed else int(atom_of.max()) + 1 if len(atom_of) else None
@@ -384,7 +385,7 @@ def confirm(shared: SharedFile, plan: Plan, path: str, ds: Any, rows: np.ndarray
         new = ~grid.seen[chunks]
         if not new.any():
             return
-        todo = np.unique(chunks[new])
+        todo = distinct(chunks[new])
     _settle(shared, plan, path, grid, todo, grid.unfound(todo), limit)
 
 
