@@ -76,12 +76,10 @@ def _child(op: Callable[..., Any], args: tuple[Any, ...], started: Any, finished
     time.sleep(CHILD_TIMEOUT)  # wait for the kill, which the parent always sends
 
 
-def kill_during(op: Callable[..., Any], args: tuple[Any, ...], delay: float) -> bool:
-    """Run ``op(*args)`` in a child process and SIGKILL it ``delay`` seconds after it starts.
-
-    ``op`` must be a module-level function (it is pickled). Returns True when the kill
-    landed before ``op`` returned (the trial tested a crash), False when it came too late.
-    """
+@contextlib.contextmanager
+def _operation(op: Callable[..., Any], args: tuple[Any, ...]) -> Iterator[tuple[Any, Any]]:
+    """A child process running ``op(*args)`` (:func:`_child`), yielded once the operation has
+    started, with the event it sets when done; the child is killed on the way out."""
     ctx = _context()
     started, finished = ctx.Event(), ctx.Event()
     proc = ctx.Process(target=_child, args=(op, args, started, finished))
@@ -89,14 +87,24 @@ def kill_during(op: Callable[..., Any], args: tuple[Any, ...], delay: float) -> 
     try:
         if not started.wait(CHILD_TIMEOUT):
             raise RuntimeError("the child process did not start the operation")
-        if delay > 0:
-            time.sleep(delay)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join(CHILD_TIMEOUT)
+        yield proc, finished
     finally:
         if proc.is_alive():
             proc.kill()
             proc.join(5)
+
+
+def kill_during(op: Callable[..., Any], args: tuple[Any, ...], delay: float) -> bool:
+    """Run ``op(*args)`` in a child process and SIGKILL it ``delay`` seconds after it starts.
+
+    ``op`` must be a module-level function (it is pickled). Returns True when the kill
+    landed before ``op`` returned (the trial tested a crash), False when it came too late.
+    """
+    with _operation(op, args) as (proc, finished):
+        if delay > 0:
+            time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(CHILD_TIMEOUT)
     if proc.exitcode not in (-signal.SIGKILL, None):
         raise RuntimeError(f"the child process failed before the kill (exit code {proc.exitcode})")
     return not finished.is_set()
@@ -117,21 +125,12 @@ def child_seconds(op: Callable[..., Any], *args: Any) -> float:
     """Seconds ``op(*args)`` takes in a child process started as :func:`kill_during` starts one:
     the span to draw kill moments from. (Timed in the test process, a first call pays imports and
     first-touch costs the forkserver's children do not, so every kill could come too late.)"""
-    ctx = _context()
-    started, finished = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_child, args=(op, args, started, finished))
-    proc.start()
-    try:
-        if not started.wait(CHILD_TIMEOUT):
-            raise RuntimeError("the child process did not start the operation")
+    with _operation(op, args) as (proc, finished):
         start = time.perf_counter()
         while not finished.wait(0.01):
             if not proc.is_alive() or time.perf_counter() - start > CHILD_TIMEOUT:
                 raise RuntimeError(f"the operation did not finish in the child (exit code {proc.exitcode})")
         return time.perf_counter() - start
-    finally:
-        proc.kill()
-        proc.join(5)
 
 
 def kill_delay(rng: Any, duration: float, trial: int) -> float:
