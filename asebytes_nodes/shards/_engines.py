@@ -36,6 +36,7 @@ from ..progress import progress
 __all__ = ["QUIET", "DaskEngine", "Engine", "SerialEngine", "engine_for", "local_cluster"]
 
 _LOCAL_SCHEDULERS = ("synchronous", "sync", "single-threaded", "threads", "processes")
+_WINDOW = 8  # tasks submitted to a cluster at least at a time (see DaskEngine.map)
 
 #: Dask settings of the clusters started here: no statistical profiler (it feeds the dashboard,
 #: which is off), monitors waking once a second instead of every 20-500 ms, and glibc's
@@ -176,17 +177,35 @@ class DaskEngine:
             return list(compute(*[delayed(fn, pure=False)(t) for t in tasks], scheduler=self._local))
         from distributed import as_completed
 
-        # retries=1: a task whose worker died runs again elsewhere (its shard has a temporary
-        # name until complete, so a killed attempt leaves no partial shard)
-        futures = self._client.map(fn, list(tasks), pure=False, retries=1)
+        # Tasks are submitted a window at a time (twice the cluster's threads, at least
+        # _WINDOW): an extxyz partition carries its rows of the byte-offset index (480 kB for
+        # 20,000 frames), and a graph of every task at once would hold the whole index on the
+        # scheduler (23 MiB at 10^6 frames, 2.3 GB at 10^8). retries=1: a task whose worker died
+        # runs again elsewhere (its shard has a temporary name until complete, so a killed
+        # attempt leaves no partial shard).
+        todo = list(enumerate(tasks))[::-1]
+        results: list[Any] = [None] * len(todo)
+        running: dict[Any, int] = {}
+
+        def top_up(queue: Any) -> None:
+            window = max(_WINDOW, 2 * sum(self._client.nthreads().values()))
+            while todo and len(running) < window:
+                k, task = todo.pop()
+                future = self._client.submit(fn, task, pure=False, retries=1)
+                running[future] = k
+                queue.add(future)
+
         try:
-            with progress(len(tasks), desc, unit="partitions", enabled=self._show) as bar:
-                for future in as_completed(futures):
-                    future.result()  # the first failure raises here, with the task's own error
+            with progress(len(results), desc, unit="partitions", enabled=self._show) as bar:
+                queue = as_completed()
+                top_up(queue)
+                for future in queue:
+                    results[running.pop(future)] = future.result()  # the first failure raises its own error
                     bar.update(1)
-            return [f.result() for f in futures]
+                    top_up(queue)
+            return results
         finally:
-            self._client.cancel(futures)
+            self._client.cancel(list(running))
 
     def close(self) -> None:
         if self._client is not None:
