@@ -26,7 +26,6 @@ from ...errors import (
     UnknownKeyError,
     UnsupportedOperationError,
 )
-from ...indexing import distinct
 from ...registry import builtin, keep_until_opened
 from ...rows import gc_paused
 from .._base import MISSING, ColumnInfo, WritableBackend, check_group_name, path_of
@@ -547,7 +546,7 @@ class H5MDBackend(WritableBackend):
 
     def drop_keys(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str]) -> None:
         self._check_writable()
-        where = distinct(np.asarray(indices, np.int64))
+        where = sorted_unique(np.asarray(indices, np.int64))[0]
         self._write(where, [{} for _ in where], None, full=False, drop=keys)
 
     def _refuse_foreign(self, where: np.ndarray | None, rows: list[dict[str, Any]]) -> None:
