@@ -12,7 +12,8 @@ started before the clock, its start reported apart). Peak
 memory is the ``ru_maxrss`` of the converting process or of each Dask worker; CPU seconds add
 the driver's and the workers' (on a busy machine, frames per CPU second show what wall time hides).
 Several ``--frames`` sizes show how time and memory grow; ``--repeat`` keeps the best wall time
-of that many runs per configuration. The end prints the ratio sharded 1 worker / single-store
+of that many runs per configuration (run in rounds of every configuration, so that a drift of
+the machine meets them all). The end prints the ratio sharded 1 worker / single-store
 ``convert`` per size and, on paper, what 10^8 frames cost on 8, 64 and 512 workers
 (:func:`estimate`); ``--output PATH`` writes the results (``PATH.json``) and tables (``PATH.md``).
 """
@@ -162,20 +163,21 @@ def _measure(frames: int, args: argparse.Namespace, folder: Path) -> list[dict[s
         f"shards of {args.shard_frames}"
     )
     print(_HEADER)
-    results = []
     for k, config in enumerate(configs):
         config.update(
             source=os.fspath(source),
             target=os.fspath(folder / f"out{k}{'.lmdb' if config['mode'] == 'single' else ''}"),
         )
-        best: dict[str, Any] | None = None
-        for _ in range(args.repeat):  # best of --repeat by wall time; CPU seconds of that run
-            r = _run_config(config)
-            best = r if best is None or r["seconds"] < best["seconds"] else best
-        assert best is not None
-        best.update(frames=frames, index_s=index_s, source_mib=size)
-        print(_row(best), flush=True)
-        results.append(best)
+    runs: list[list[dict[str, Any]]] = [[] for _ in configs]
+    for round_ in range(args.repeat):  # rounds of every configuration: a drift of the machine meets all
+        for k, config in enumerate(configs):
+            runs[k].append(_run_config(config))
+            if args.repeat > 1:
+                print(f"  round {round_ + 1}: {_row({**runs[k][-1], 'frames': frames})}", flush=True)
+    results = [min(rs, key=lambda r: r["seconds"]) for rs in runs]  # CPU seconds of that run
+    for r in results:
+        r.update(frames=frames, index_s=index_s, source_mib=size)
+        print(_row(r), flush=True)
     source.unlink()
     single = results[0]
     for r in results[1:]:

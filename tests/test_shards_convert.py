@@ -9,7 +9,6 @@ The cluster tests (worker processes) are in ``test_dask_cluster.py``.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import ase.io
@@ -106,21 +105,26 @@ def test_a_failed_seal_names_the_range_and_the_rerun_completes(tmp_path: Path) -
     assert len(ASEIO(tmp_path / "out")) == 9
 
 
-def test_serial_engine_finishes_in_a_background_thread() -> None:
+def test_serial_engine_finishes_each_result_before_the_next_task() -> None:
     engine = SerialEngine(show_progress=False)
-    seen: list[str] = []
+    events: list[str] = []
+
+    def fn(t: int) -> int:
+        events.append(f"fn {t}")
+        return t + 1
 
     def then(x: int) -> int:
-        seen.append(threading.current_thread().name)
+        events.append(f"then {x}")
         if x == 4:
             raise ValueError("then failed on 4")
         return 10 * x
 
-    assert engine.map(lambda t: t + 1, [0, 1, 2], desc="t", then=then) == [10, 20, 30]
-    assert len(seen) == 3 and all(name.startswith("finish") for name in seen)
+    assert engine.map(fn, [0, 1, 2], desc="t", then=then) == [10, 20, 30]
+    assert events == ["fn 0", "then 1", "fn 1", "then 2", "fn 2", "then 3"]
+    events.clear()
     with pytest.raises(ValueError, match="then failed on 4"):
-        engine.map(lambda t: t + 1, [0, 3, 5], desc="t", then=then)
-    assert seen[-1].startswith("finish") and len(seen) == 6  # the last result was finished too
+        engine.map(fn, [0, 3, 5], desc="t", then=then)
+    assert events == ["fn 0", "then 1", "fn 3", "then 4"]  # no task runs after the failure
 
 
 def _convert(source: str, target: str) -> None:

@@ -11,8 +11,7 @@ a HuggingFace stream by its shards (data files; one dataset shard each, whatever
 only, sent with the task; any other store by row range, opened in the worker (by path,
 or from the pickled backend). Each task writes its shard under a
 temporary name (:func:`write_partition`), then syncs, hashes and renames it and records it
-in a journal file (:func:`seal_partition`; with one worker in a background thread, while
-the next partition is read). The manifest is written
+in a journal file (:func:`seal_partition`). The manifest is written
 last, in a work folder ``.<name>.partial`` beside the target that is then renamed to
 the target: a failed conversion leaves no dataset, and its rerun keeps every shard whose
 journal entry, source range and hash still match.

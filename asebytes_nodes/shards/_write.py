@@ -4,7 +4,7 @@ Rows go to the shard backend in chunks of :data:`CHUNK_ROWS`, whatever the calle
 batches, so the same rows always give the same bytes (an LMDB shard written by one
 worker or by eight is byte-identical, and DVC stores it once). Writing is two steps:
 :func:`write_store` fills the store (the rows' work), :func:`seal` syncs, hashes and
-renames it (file work only, which a conversion overlaps with the next store's rows).
+renames it (file work only).
 """
 
 from __future__ import annotations
