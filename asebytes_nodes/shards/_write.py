@@ -3,7 +3,7 @@
 Rows go to the shard backend in chunks of :data:`CHUNK_ROWS`, whatever the caller's
 batches, so the same rows always give the same bytes (an LMDB shard written by one
 worker or by eight is byte-identical, and DVC stores it once). Writing is two steps:
-:func:`write_store` fills the store (the rows' work), :func:`seal` syncs, hashes and
+:func:`write_store` fills the store (the rows' work), :func:`seal` hashes, syncs and
 renames it (file work only).
 """
 
@@ -137,13 +137,15 @@ def write_store(
 
 
 def seal(written: WrittenStore, index: int) -> ShardEntry:
-    """Sync a written store, hash it and rename it into place as shard ``index`` (after its
-    atom-count file); its manifest entry. Touches only files, so it may run in another thread
-    while the next store is written."""
+    """Hash a written store, sync it and rename it into place as shard ``index`` (after its
+    atom-count file); its manifest entry."""
     folder, tmp = written.folder, written.tmp
     with _removed_on_error(tmp):
-        _sync_tree(tmp)
+        # hashed first, while its pages are the dirty ones just written: once synced, they are clean
+        # and the kernel may drop them (a 200,000-frame conversion as 10 LMDB shards, 2 alternating
+        # runs: 170.7 s with the sync first, 167.1 s hashed first; single-store convert 167.4 s)
         size, sha = digest(tmp)
+        _sync_tree(tmp)
         final = folder / shard_name(index, len(written.natoms), written.extension)
         natoms_sha = save_natoms(folder / f"{tmp.name}.natoms.npy", written.natoms)
         os.replace(folder / f"{tmp.name}.natoms.npy", folder / natoms_name(final.name))
