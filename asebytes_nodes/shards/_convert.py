@@ -10,7 +10,7 @@ a HuggingFace stream by its shards (data files; one dataset shard each, whatever
 (:class:`~asebytes_nodes.selection.SelectedRows`) by the row numbers of the partition
 only, sent with the task; any other store by row range, opened in the worker (by path,
 or from the pickled backend). Each task writes its shard under a
-temporary name (:func:`write_partition`), then syncs, hashes and renames it and records it
+temporary name (:func:`write_partition`), then hashes, syncs and renames it and records it
 in a journal file (:func:`seal_partition`). The manifest is written
 last, in a work folder ``.<name>.partial`` beside the target that is then renamed to
 the target: a failed conversion leaves no dataset, and its rerun keeps every shard whose
