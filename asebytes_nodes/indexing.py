@@ -22,7 +22,13 @@ def distinct(values: npt.ArrayLike) -> np.ndarray:
     """The sorted distinct values of a 1-D array: ``np.unique`` without its first call's cost
     (numpy 2.4 imports ``numpy.ma`` there, 5-9 ms in a fresh process: a DataLoader worker's
     first batch or a cold first frame paid it)."""
-    values = np.sort(np.asarray(values).ravel())
+    values = np.asarray(values).ravel()
+    if len(values) > 64:  # runs of one value (a frame's rows in one chunk) are sorted as one
+        first = np.empty(len(values), bool)
+        first[0] = True
+        np.not_equal(values[1:], values[:-1], out=first[1:])
+        values = values[first]
+    values = np.sort(values)
     keep = np.empty(len(values), bool)
     keep[:1] = True
     np.not_equal(values[1:], values[:-1], out=keep[1:])

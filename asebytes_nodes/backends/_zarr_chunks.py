@@ -153,6 +153,33 @@ class ShardedArray:
         except Exception as exc:  # noqa: BLE001 - checksum, codec, I/O: retried, then reported
             raise _ReadFailure(self.name) from StoreCorruptedError(f"{self._path(s)}: chunk {j}: {exc}")
 
+    def read_many(self, chunks: list[int], dest: np.ndarray, slots: list[int]) -> None:
+        """Decode inner chunks ``chunks`` into ``dest[slots[i]]`` (``dest``: a C-contiguous
+        ``(n, chunk rows, *tail)`` array): :meth:`read_into` for a request's chunks in one loop,
+        each chunk copied in as bytes. A Python call and a numpy copy per chunk cost about as much
+        as decoding it (100,000 frames, shuffled batches: 28,000 chunks for 9,600 frames)."""
+        out = memoryview(dest.reshape(-1).view(np.uint8))
+        size, per, shards, check = self.chunk_bytes, self.per_shard, self._shards, self.checksum
+        blosc, pread, crc = self._blosc, os.pread, google_crc32c.value
+        for c, k in zip(chunks, slots, strict=True):
+            s, j = divmod(c, per)
+            opened = shards[s] if s in shards else self._shard(s)
+            offset = _ABSENT if opened is None else opened[1].item(j, 0)
+            if offset == _ABSENT:  # zeros, or the error naming it
+                self.read_into(c, dest[k])
+                continue
+            try:
+                raw = pread(opened[0], opened[1].item(j, 1), offset)  # type: ignore[index]
+                if check and crc(raw) != _RESIDUE:
+                    raise ValueError("does not match its crc32c checksum")
+                body = memoryview(raw)[:-4] if check else raw
+                decoded = blosc_decompress(body) if blosc else body
+                if len(decoded) != size:
+                    raise ValueError(f"decodes to {len(decoded)} bytes, not {size}")
+                out[k * size : (k + 1) * size] = decoded
+            except Exception as exc:  # noqa: BLE001 - checksum, codec, I/O: retried, then reported
+                raise _ReadFailure(self.name) from StoreCorruptedError(f"{self._path(s)}: chunk {j}: {exc}")
+
     def read_chunk(self, c: int) -> np.ndarray:
         """Inner chunk ``c`` decoded: a new ``(chunk rows, *tail)`` array."""
         out = np.empty((self.chunk, *self.tail), self.dtype)
@@ -258,17 +285,21 @@ class ChunkCache:
         return self.put(array.name, _Pool(array, rows, capacity)) if capacity else None
 
     def _fill(self, array: ShardedArray, dense: _Dense, chunks: np.ndarray) -> None:
-        size = len(dense.data)
-        for c in distinct(chunks[~dense.loaded[chunks]]).tolist():
-            self.decoded += 1
-            lo, hi = c * array.chunk, min((c + 1) * array.chunk, size)
-            if hi - lo == array.chunk:
-                array.read_into(c, dense.data[lo:hi])
-            else:  # the last, partly committed chunk
-                dense.data[lo:hi] = array.read_chunk(c)[: hi - lo]
+        size, step = len(dense.data), array.chunk
+        todo = distinct(chunks[~dense.loaded[chunks]])
+        full = size // step  # chunks wholly inside the committed rows
+        whole = todo[todo < full].tolist()
+        if whole:
+            array.read_many(whole, dense.data[: full * step].reshape(full, step, *array.tail), whole)
+            dense.loaded[whole] = True
+        for c in todo[todo >= full].tolist():  # the last, partly committed chunk
+            dense.data[c * step :] = array.read_chunk(c)[: size - c * step]
             dense.loaded[c] = True
-            dense.nbytes += dense.data[lo:hi].nbytes
-            self._add(array.name, dense.data[lo:hi].nbytes)
+        self.decoded += len(todo)
+        rows = len(whole) * step + (size - full * step if len(todo) > len(whole) else 0)
+        added = rows * (array.chunk_bytes // step)
+        dense.nbytes += added
+        self._add(array.name, added)
         dense.complete = bool(dense.loaded.all())
 
     def _slots(self, array: ShardedArray, pool: _Pool, n: int) -> list[int]:
@@ -294,11 +325,11 @@ class ChunkCache:
 
     def _load(self, array: ShardedArray, pool: _Pool, chunks: list[int]) -> int:
         """Decode ``chunks`` (none held) into slots of ``pool``; how many (the first) got one."""
-        free = self._slots(array, pool, len(chunks))
-        for c, slot in zip(chunks, free, strict=False):  # free may be shorter
-            self.decoded += 1
-            array.read_into(c, pool.data[slot])
-            pool.where[c], pool.owner[slot], pool.stamp[slot] = slot, c, self.tick
+        free = self._slots(array, pool, len(chunks))  # may be fewer
+        taken = chunks[: len(free)]
+        array.read_many(taken, pool.data, free)
+        self.decoded += len(free)
+        pool.where[taken], pool.owner[free], pool.stamp[free] = free, taken, self.tick
         return len(free)
 
     def take(self, array: ShardedArray, rows: int, index: np.ndarray) -> np.ndarray:
@@ -337,9 +368,8 @@ class ChunkCache:
     def _decoded(self, array: ShardedArray, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Chunks (sorted) decoded into one new buffer of their rows, kept nowhere; and the chunks."""
         out = np.empty((len(chunks), array.chunk, *array.tail), array.dtype)
-        for k, c in enumerate(chunks.tolist()):
-            self.decoded += 1
-            array.read_into(c, out[k])
+        array.read_many(chunks.tolist(), out, list(range(len(chunks))))
+        self.decoded += len(chunks)
         return out.reshape(len(chunks) * array.chunk, *array.tail), chunks
 
     def slab(self, array: ShardedArray, rows: int, lo: int, hi: int) -> np.ndarray:
