@@ -197,8 +197,8 @@ def _checked(datas: list[bytes], stored: list[int]) -> list[bool]:
     else:
         sums = []
         for data in datas:
-            words = np.frombuffer(data + b"\0" if len(data) % 2 else data, ">u2")
-            sum1 = int(words.sum(dtype=np.int64))
+            words = np.frombuffer(data + b"\0" if len(data) % 2 else data, ">u2").astype(np.int64)
+            sum1 = int(words.sum())
             sum2 = int(np.dot(words, _WEIGHTS[-len(words) :]))
             sums.append(((sum2 - 1) % 65535 + 1) << 16 | ((sum1 - 1) % 65535 + 1) if sum1 else 0)
     return [

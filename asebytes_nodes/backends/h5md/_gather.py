@@ -166,6 +166,8 @@ def _source(
     if grid is not None and grid.bits is not None:
         if grid.step == 1:  # one row per chunk: the chunks are the rows
             return _decoded(shared, plan, path, grid, rows, limit), None
+        if len(rows) == 1:  # a random read: its chunk is the block
+            return _decoded(shared, plan, path, grid, rows // grid.step, limit), rows % grid.step
         chunks = rows // grid.step
         firsts = np.flatnonzero(np.diff(chunks, prepend=-1))  # rows are sorted: each chunk's first
         block = _decoded(shared, plan, path, grid, chunks[firsts], limit)

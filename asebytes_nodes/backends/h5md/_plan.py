@@ -181,7 +181,7 @@ def convert(col: Col, data: Any, sizes: np.ndarray | None) -> list[Any]:
     arr = np.asarray(data)
     if col.dtype is not None and arr.dtype != col.dtype:
         if arr.dtype.kind == "f" and np.dtype(col.dtype).kind in "iub":
-            arr = np.nan_to_num(arr, nan=0.0)  # padding of float species
+            arr = np.where(np.isnan(arr), 0.0, arr)  # padding of float species
         arr = arr.astype(col.dtype)
     if col.scale != 1.0:
         arr = arr * col.scale
