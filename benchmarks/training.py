@@ -15,6 +15,10 @@ Writes ``training.md`` and ``training.json`` beside this file (or into ``--out-d
 * **scale** (issue 17; our LMDB, Zarr, H5MD on generated periodic sets of 8-128 atoms per frame,
   written in a temporary folder and removed): cold 1,000 random ``db[i]``, shuffled batches of
   32 through ``to_batch`` (the first ``--scale-batches`` of an epoch), read-all, energy column.
+
+Cold figures of one dataset are taken in alternating rounds over all its stores, each store's
+files read once before its turn (``cold.rounds``): the stores compared meet the same machine
+load and the same page cache.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import numpy as np
 from ase import Atoms
 
 from .batches import BATCH_KEYS, READERS, Reader, batch_indices
-from .cold import compile_package, measure
+from .cold import compile_package, rounds
 from .datasets import _attach_results, ethanol, periodic, random_indices
 from .measure import best_of
 from .training_report import render
@@ -224,15 +228,6 @@ def warm(kind: str, path: Path, frames: Sequence[Atoms], repeats: int) -> dict[s
     return {**figures, "checks": checks}
 
 
-def cold(kind: str, path: Path, n: int, repeats: int) -> dict[str, Any]:
-    """Fresh-process medians in seconds: open + first frame, + 100 random frames, + energy."""
-    return {
-        "first": measure(kind, path, "first", {}, repeats),
-        "random": measure(kind, path, "random", {"n_rows": n, "count": N_RANDOM}, repeats),
-        "energy": measure(kind, path, "energy", {}, repeats),
-    }
-
-
 def _guarded(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``fn()``, or ``{"error": ...}`` when it raises: one broken store must not lose the run."""
     start = time.perf_counter()
@@ -245,42 +240,54 @@ def _guarded(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _training_row(kind: str, frames: list[Atoms], config: Config, folder: Path) -> dict[str, Any]:
+    """Write the store (kept for the cold rounds) and its warm figures."""
     store = write_store(kind, folder, lambda: iter([frames]))
     path = Path(store["path"])
     row = {**store, "write_fps": len(frames) / store["write_s"]}
     row["warm"] = warm(kind, path, frames, config.repeats)
-    row["cold"] = cold(kind, path, len(frames), config.cold_repeats)
     expected = float(sum(a.get_potential_energy() for a in frames))
     row["problems"] = [
         f"{op} checksum {v!r} != {expected!r}"
         for op, v in row["warm"]["checks"].items()
         if not np.isclose(v, expected, rtol=1e-9)
     ]
-    shutil.rmtree(path.parent)
     return row
 
 
+def _cold_rounds(
+    label: str,
+    rows: dict[str, dict[str, Any]],
+    specs: dict[str, dict[str, Any]],
+    repeats: int,
+    timeout: float,
+) -> dict[str, dict[str, Any]]:
+    """The cold figures of every store written without error (:func:`.cold.rounds`), per kind."""
+    start = time.perf_counter()
+    paths = {kind: Path(row["path"]) for kind, row in rows.items() if "error" not in row}
+    figures = rounds(paths, specs, repeats, timeout)
+    _log(f"  {label + ' cold, in rounds':<32} {time.perf_counter() - start:6.1f} s")
+    return figures
+
+
 def bench_training(name: str, frames: list[Atoms], config: Config, workdir: Path) -> dict[str, Any]:
-    """Every store of ``config.kinds`` on one dataset: write, warm reads, cold reads."""
+    """Every store of ``config.kinds`` on one dataset: write and warm reads store by store, then
+    the cold reads of all of them in alternating rounds."""
+    folder = workdir / name
     rows = {
-        kind: _guarded(f"{name} {kind}", partial(_training_row, kind, frames, config, workdir / name))
+        kind: _guarded(f"{name} {kind}", partial(_training_row, kind, frames, config, folder))
         for kind in config.kinds
     }
+    specs = {"first": {}, "random": {"n_rows": len(frames), "count": N_RANDOM}, "energy": {}}
+    for kind, figures in _cold_rounds(name, rows, specs, config.cold_repeats, config.scale_timeout).items():
+        rows[kind] = figures if "error" in figures else {**rows[kind], "cold": figures}
+    shutil.rmtree(folder, ignore_errors=True)
     return {"n_frames": len(frames), "n_atoms": int(sum(len(a) for a in frames)), "stores": rows}
 
 
 # -- scale (issue 17) ------------------------------------------------------------------------------
-def _scale_row(kind: str, n: int, specs: dict[str, Any], config: Config, folder: Path) -> dict[str, Any]:
+def _scale_store(kind: str, n: int, folder: Path) -> dict[str, Any]:
     store = write_store(kind, folder, partial(scaled, n))
-    path = Path(store["path"])
-    try:
-        figures = {
-            op: measure(kind, path, op, spec, config.scale_repeats, config.scale_timeout)
-            for op, spec in specs.items()
-        }
-    finally:
-        shutil.rmtree(path.parent)
-    return {"write_fps": n / store["write_s"], "size_bytes": store["size_bytes"], **figures}
+    return {"write_fps": n / store["write_s"], "size_bytes": store["size_bytes"], "path": store["path"]}
 
 
 def bench_scale(n: int, config: Config, workdir: Path) -> dict[str, Any]:
@@ -294,10 +301,14 @@ def bench_scale(n: int, config: Config, workdir: Path) -> dict[str, Any]:
         "energy": {},
     }
     rows = {
-        kind: _guarded(f"scale-{n} {kind}", partial(_scale_row, kind, n, specs, config, folder))
+        kind: _guarded(f"scale-{n} {kind}", partial(_scale_store, kind, n, folder))
         for kind in OURS
         if kind in config.kinds
     }
+    cold = _cold_rounds(f"scale-{n}", rows, specs, config.scale_repeats, config.scale_timeout)
+    for kind, figures in cold.items():
+        rows[kind] = figures if "error" in figures else {**rows[kind], **figures}
+        rows[kind].pop("path", None)
     shutil.rmtree(folder, ignore_errors=True)
     count = {"getitem": config.scale_getitem, "batches": min(n_batches * 32, n), "read_all": n, "energy": n}
     return {"n_frames": n, "counts": count, "stores": rows}
@@ -319,6 +330,7 @@ def run(config: Config, workdir: Path, scale_only: bool = False) -> dict[str, An
             "repeats": config.repeats,
             "cold_repeats": config.cold_repeats,
             "scale_repeats": config.scale_repeats,
+            "cold_rounds": True,
             "skipped": skipped,
         },
         "training": {},

@@ -156,6 +156,12 @@ def _training_targets(results: dict[str, Any]) -> list[str]:
     ]
 
 
+_ROUNDS = (
+    " (cold figures taken in alternating rounds over a dataset's stores, each store's files read"
+    " just before its turn)"
+)
+
+
 def _scale_section(results: dict[str, Any]) -> list[str]:
     if not results["scale"]:
         return []
@@ -230,7 +236,8 @@ def render(results: dict[str, Any]) -> str:
         f"Run {meta['date']}, {meta['cpus']} CPUs, load average at start {load} (other jobs ran on the",
         "machine: compare figures within this run, not across runs). Warm figures: best of "
         f"{meta['repeats']}; cold: median of {meta['cold_repeats']} fresh processes; scale: median of "
-        f"{meta['scale_repeats']}. Runtime {results['runtime_seconds']:.0f} s. Load average at the end "
+        f"{meta['scale_repeats']}{_ROUNDS if meta.get('cold_rounds') else ''}. "
+        f"Runtime {results['runtime_seconds']:.0f} s. Load average at the end "
         + ", ".join(f"{x:.1f}" for x in meta.get("load_average_end", ()))
         + ".",
         "",
