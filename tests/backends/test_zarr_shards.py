@@ -18,6 +18,7 @@ from asebytes_nodes import ASEIO, StoreCorruptedError  # noqa: E402
 from asebytes_nodes.backends._zarr_shards import (  # noqa: E402
     chunk_codec,
     handles,
+    paying,
     write_new_array,
     write_rows,
 )
@@ -217,3 +218,42 @@ def test_group_documents_written_directly_are_zarrs(tmp_path: Path) -> None:
         assert len(db) == 2 * len(frames)
         for j, (got, want) in enumerate(zip(db[:].to_list(), frames + frames, strict=True)):
             assert_atoms_equal(want, got, f"frame {j}")
+
+
+def _stages(root: Path, name: str) -> list[str]:
+    document = json.loads((root / name / "zarr.json").read_text())
+    return [stage["name"] for stage in document["codecs"][0]["configuration"]["codecs"]]
+
+
+def test_a_compressor_that_does_not_pay_is_left_out_and_appends_stay_direct(tmp_path: Path) -> None:
+    """Random floats (lz4 saves under 10%) are stored without Blosc, small atomic numbers with
+    it; appends to either are written here (not left to zarr), and zarr reads both back."""
+    root, codec = tmp_path / "p.zarr", chunk_codec("lz4", 5)
+    zarr.open_group(root, mode="w")
+    rng = np.random.default_rng(3)
+    floats, numbers = rng.normal(size=(4000, 3)), rng.integers(1, 90, 4000)
+    write_new_array(root, "pos", 4000, 0, floats, 341, 2728, codec)
+    write_new_array(root, "num", 4000, 0, numbers, 1024, 4096, codec)
+    assert _stages(root, "pos") == ["bytes", "crc32c"]
+    assert _stages(root, "num") == ["bytes", "blosc", "crc32c"]
+    more = rng.normal(size=(500, 3))
+    assert write_rows(root, "pos", 4500, 4000, more, codec)  # the array's own codec: direct
+    assert write_rows(root, "num", 4500, 4000, numbers[:500], codec)
+    np.testing.assert_array_equal(
+        zarr.open_array(root, path="pos", mode="r")[:], np.concatenate([floats, more])
+    )
+    np.testing.assert_array_equal(
+        zarr.open_array(root, path="num", mode="r")[:], np.concatenate([numbers, numbers[:500]])
+    )
+    assert not write_rows(
+        root, "num", 4600, 4500, numbers[:100], chunk_codec("zstd", 5)
+    )  # another compressor
+
+
+def test_too_little_data_to_judge_keeps_the_compressor(tmp_path: Path) -> None:
+    root = tmp_path / "s.zarr"
+    zarr.open_group(root, mode="w")
+    noise = np.random.default_rng(4).normal(size=(100, 3))  # 2.4 KB: below the 16 KiB probe
+    write_new_array(root, "v", 100, 0, noise, 341, 2728, chunk_codec("lz4", 5))
+    assert _stages(root, "v") == ["bytes", "blosc", "crc32c"]
+    assert paying(chunk_codec(None, 5), np.random.default_rng(5).normal(size=(4000, 3))).cname is None
