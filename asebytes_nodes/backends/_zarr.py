@@ -101,18 +101,8 @@ when a write needs it. Object stores and other codecs read through zarr, with a 
 whole decoded columns. ``read_batch`` (:mod:`._zarr_batch`) gathers training batches with
 numpy. Every cache is dropped when the record changes; values returned are fresh copies.
 
-Inner chunks are 8 KiB and shards 16 MiB by default (``chunk_bytes``, ``shard_bytes``; a
-shard index keeps 2,048 chunk entries, 32 KiB, as 16 KiB / 32 MiB did). Random rows and
-shuffled batches decode about one inner chunk per per-atom array per frame, so the bytes a
-chunk holds set their cost. Measured 2026-12-04 on a loaded 2-CPU machine (CPU time, fresh
-process, store opened inside; 16 KiB / 32 MiB -> 8 KiB / 16 MiB): shuffled batches of 32
-(300 of them) through ``to_batch`` on 100,000 periodic frames of 8-128 atoms 507-558 ->
-384-385 ms, on 20,000: 180-200 -> 172-178 ms; 100 random frames of ethanol-20000 22.5 -> 20.8
-ms; open + first frame 4.4 -> 4.1 ms; the energy column of 100,000 frames 10.2 -> 9.5 ms;
-read-all of 20,000 frames 1.88 -> 1.90 s. Sizes grow 0.7-0.8% (ethanol-20000 9.98 -> 10.06
-MB, periodic-1000 5.21 -> 5.25 MB, 100,000 frames 329.7 -> 332.2 MB) and the 100,000-frame
-store holds 46 files instead of 34. 4 KiB / 8 MiB reads as fast and costs 2.3% in size and
-twice the files; 4 KiB / 32 MiB costs 14-21% on small stores (a 128 KiB index per shard).
+Inner chunks are 8 KiB and shards 16 MiB by default (``chunk_bytes``, ``shard_bytes``): how they
+were chosen is in :mod:`._zarr_arrays`.
 
 Version history
 ---------------

@@ -198,7 +198,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError('The H5MD backend needs h5py. Run: pip install "asebytes-nodes[h5md]"') from exc
 
-from ._backend import DEFAULT_GROUP, H5MDBackend, sniff
+from ._backend import DEFAULT_GROUP, H5MDBackend
+from ._check import sniff
 from ._units import unit_factor
 
 __all__ = ["DEFAULT_GROUP", "H5MDBackend", "sniff", "unit_factor"]

@@ -13,7 +13,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-import h5py
 import numpy as np
 from ase.data import atomic_masses
 
@@ -26,11 +25,11 @@ from ...errors import (
     UnknownKeyError,
     UnsupportedOperationError,
 )
-from ...registry import builtin, keep_until_opened
+from ...registry import builtin
 from ...rows import gc_paused
 from .._base import MISSING, ColumnInfo, WritableBackend, check_group_name, path_of
 from .._columns import Column, expand_rows, expand_values, first_value, sorted_unique, type_code_dtype
-from .._hdf5_files import SharedFile, acquire, open_hdf5, peek, release
+from .._hdf5_files import SharedFile, acquire, open_hdf5, release
 from .._hdf5_guard import FULL, LINKS, NONE
 from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, reading, store_lock, unseal
 from .._keys import atom_counts
@@ -55,30 +54,10 @@ from ._table import encode_batch
 from ._writer import VELOCITY_SOURCES, velocities, write
 from ._zarrmd import is_zarr_dir, open_zarr
 
-__all__ = ["DEFAULT_GROUP", "H5MDBackend", "sniff"]
+__all__ = ["DEFAULT_GROUP", "H5MDBackend"]
 
 #: The particle group of a store opened without ``group=`` (unless the file has only another one).
 DEFAULT_GROUP = "atoms"
-
-
-def sniff(path: str | os.PathLike[str]) -> bool:
-    """Is ``path`` an HDF5 file with an ``/h5md`` group? Never raises, never writes. The file is
-    opened as the process's shared handle, which the backend opened next reuses (see
-    :func:`~asebytes_nodes.registry.keep_until_opened`)."""
-    try:
-        if not os.path.isfile(path):
-            return False
-        f, let_go = peek(path_of(os.fspath(path)))
-    except Exception:
-        return False
-    try:
-        return (
-            f is not None and isinstance(f.get("h5md", getlink=True), h5py.HardLink) and is_group(f["h5md"])
-        )
-    except Exception:
-        return False
-    finally:
-        keep_until_opened(let_go)
 
 
 def _open(path: Path) -> Any:

@@ -1,20 +1,45 @@
-"""What an H5MD file must be: the H5MD version on open, then for ``check()`` where a particle
-group departs from H5MD 1.1 (metadata, box, elements' step and time) and where a store we wrote
-departs from its column table."""
+"""What an H5MD file must be: an ``/h5md`` group (:func:`sniff`, for the registry), the H5MD
+version on open, then for ``check()`` where a particle group departs from H5MD 1.1 (metadata,
+box, elements' step and time) and where a store we wrote departs from its column table."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from ...errors import FormatVersionError, StoreCorruptedError
+from ...registry import keep_until_opened
+from .._base import path_of
+from .._hdf5_files import peek
 from .._hdf5_journal import read_attribute
 from ._foreign import increasing, sampling
 from ._plan import PRIVATE, Plan, as_text, is_group, timed
 
-__all__ = ["check_version", "conformance", "creator_name", "invariants"]
+__all__ = ["check_version", "conformance", "creator_name", "invariants", "sniff"]
+
+
+def sniff(path: str | os.PathLike[str]) -> bool:
+    """Is ``path`` an HDF5 file with an ``/h5md`` group? Never raises, never writes. The file is
+    opened as the process's shared handle, which the backend opened next reuses (see
+    :func:`~asebytes_nodes.registry.keep_until_opened`)."""
+    try:
+        if not os.path.isfile(path):
+            return False
+        f, let_go = peek(path_of(os.fspath(path)))
+    except Exception:
+        return False
+    try:
+        return (
+            f is not None and isinstance(f.get("h5md", getlink=True), h5py.HardLink) and is_group(f["h5md"])
+        )
+    except Exception:
+        return False
+    finally:
+        keep_until_opened(let_go)
 
 
 def check_version(path: Path, h5md: Any) -> tuple[int, int]:
