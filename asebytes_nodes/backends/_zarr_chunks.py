@@ -138,35 +138,32 @@ class ShardedArray:
 
     def read_into(self, c: int, out: np.ndarray) -> None:
         """Decode inner chunk ``c`` into ``out``, a C-contiguous ``(chunk rows, *tail)`` array."""
-        s, j = divmod(c, self.per_shard)
-        opened = self._shards[s] if s in self._shards else self._shard(s)
-        # Python ints (item): no numpy scalar per chunk; no conversion of a whole index on open
-        offset, length = (_ABSENT, 0) if opened is None else (opened[1].item(j, 0), opened[1].item(j, 1))
-        if offset == _ABSENT:
-            if self.checksum:
-                raise _ReadFailure(self.name) from StoreCorruptedError(f"{self._path(s)}: chunk {j} missing")
-            out[...] = 0  # zarr skipped an all-zero chunk
-            return
-        fd = opened[0]  # type: ignore[index]
-        try:
-            self._decode(os.pread(fd, length, offset), out)
-        except Exception as exc:  # noqa: BLE001 - checksum, codec, I/O: retried, then reported
-            raise _ReadFailure(self.name) from StoreCorruptedError(f"{self._path(s)}: chunk {j}: {exc}")
+        self.read_many([c], out[None], [0])
 
     def read_many(self, chunks: list[int], dest: np.ndarray, slots: list[int]) -> None:
         """Decode inner chunks ``chunks`` into ``dest[slots[i]]`` (``dest``: a C-contiguous
-        ``(n, chunk rows, *tail)`` array): :meth:`read_into` for a request's chunks in one loop,
-        each chunk copied in as bytes. A Python call and a numpy copy per chunk cost about as much
-        as decoding it (100,000 frames, shuffled batches: 28,000 chunks for 9,600 frames)."""
+        ``(n, chunk rows, *tail)`` array), in one loop: a Python call and a numpy copy per chunk
+        cost about as much as decoding it (100,000 frames, shuffled batches: 28,000 chunks for
+        9,600 frames). Each chunk's checksum is checked in one pass, no copy (crc32c over the
+        chunk and its own checksum gives a fixed residue), then it is decompressed and copied in
+        as bytes. A chunk never written is zeros (zarr skipped an all-zero chunk), or damage in
+        a checksummed array."""
+        if not dest.flags.c_contiguous:
+            raise ValueError("read_many writes into a C-contiguous array")
         out = memoryview(dest.reshape(-1).view(np.uint8))
         size, per, shards, check = self.chunk_bytes, self.per_shard, self._shards, self.checksum
         blosc, pread, crc = self._blosc, os.pread, google_crc32c.value
         for c, k in zip(chunks, slots, strict=True):
             s, j = divmod(c, per)
             opened = shards[s] if s in shards else self._shard(s)
+            # Python ints (item): no numpy scalar per chunk; no conversion of a whole index on open
             offset = _ABSENT if opened is None else opened[1].item(j, 0)
-            if offset == _ABSENT:  # zeros, or the error naming it
-                self.read_into(c, dest[k])
+            if offset == _ABSENT:
+                if check:
+                    raise _ReadFailure(self.name) from StoreCorruptedError(
+                        f"{self._path(s)}: chunk {j} missing"
+                    )
+                out[k * size : (k + 1) * size] = bytes(size)
                 continue
             try:
                 raw = pread(opened[0], opened[1].item(j, 1), offset)  # type: ignore[index]
@@ -185,17 +182,6 @@ class ShardedArray:
         out = np.empty((self.chunk, *self.tail), self.dtype)
         self.read_into(c, out)
         return out
-
-    def _decode(self, raw: bytes, out: np.ndarray) -> None:
-        """Check an encoded chunk's checksum (crc32c over the chunk and its own checksum gives a
-        fixed residue: one pass, no copy), decompress it and copy it into ``out``."""
-        if self.checksum and google_crc32c.value(raw) != _RESIDUE:
-            raise ValueError("does not match its crc32c checksum")
-        body = memoryview(raw)[:-4] if self.checksum else raw
-        decoded = blosc_decompress(body) if self._blosc else body
-        if len(decoded) != self.chunk_bytes:
-            raise ValueError(f"decodes to {len(decoded)} bytes, not {self.chunk_bytes}")
-        out[...] = np.frombuffer(decoded, self.dtype).reshape(out.shape)
 
     def close(self) -> None:
         for opened in self._shards.values():
