@@ -89,7 +89,8 @@ def measure(
 def page_in(path: Path) -> int:
     """Read every file of the store at ``path`` once (bytes read): each fresh process then meets
     the page cache this module's figures assume, whatever the kernel reclaimed since the store
-    was written (a 581 MB LMDB store just written read 71,000 batch frames/s, 16,000 after)."""
+    was written (our LMDB's batches of a 581 MB store have read 16,000 to 71,000 frames/s
+    between runs)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     total = 0
     for file in files:
