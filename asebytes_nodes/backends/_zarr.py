@@ -196,7 +196,8 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
         fsspec options for URLs (credentials, endpoint).
     compressor, clevel
         ``"lz4"`` (default, Blosc with shuffle), ``"zstd"``, ``"blosclz"``, ``"zlib"``,
-        ``"gzip"`` or ``None``; and its level.
+        ``"gzip"`` or ``None``; and its level. In a local store, a new array whose first 32 KiB
+        a Blosc compressor shrinks by less than 10% is stored without it (read faster).
     chunk_frames, shard_frames
         Rows per chunk and per shard (frames for per-frame columns, atoms for per-atom
         ones are scaled by the mean atom count). Default: about ``chunk_bytes`` (8 KiB)
