@@ -47,6 +47,65 @@ def test_calculator_like_ase() -> None:
     assert dict_to_atoms(atoms_to_dict(molecule("H2O"))).calc is None
 
 
+def _variants(atoms: Atoms) -> dict[str, Atoms]:
+    """``atoms`` unchanged and changed in each way ASE's compare_atoms looks at (or does not)."""
+    out = {"same": atoms.copy()}
+    out["moved by 1e-12"] = atoms.copy()
+    out["moved by 1e-12"].positions[0, 0] += 1e-12
+    out["numbers"] = atoms.copy()
+    out["numbers"].numbers[0] = 3
+    out["cell"] = atoms.copy()
+    out["cell"].cell[0, 0] += 1.0
+    out["pbc"] = atoms.copy()
+    out["pbc"].pbc = [True, False, True]
+    out["charges added"] = atoms.copy()
+    out["charges added"].set_initial_charges(np.zeros(len(atoms)))
+    out["momenta (not compared by ASE)"] = atoms.copy()
+    out["momenta (not compared by ASE)"].set_momenta(np.ones((len(atoms), 3)))
+    out["-0.0 for 0.0"] = atoms.copy()
+    out["-0.0 for 0.0"].positions[out["-0.0 for 0.0"].positions == 0.0] = -0.0
+    return out
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_state_check_answers_as_ases(nan: bool) -> None:
+    """Loaded frames answer ``check_state`` (every get_potential_energy/get_forces asks it)
+    exactly as ASE's own SinglePointCalculator does, for unchanged and changed atoms; NaN
+    positions (which ASE counts as a change) included."""
+    atoms = molecule("H2O", vacuum=2.0)
+    atoms.positions[1, 1] = 0.0
+    if nan:
+        atoms.positions[2, 0] = np.nan
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.5, forces=np.ones((3, 3)))
+    loaded = dict_to_atoms(atoms_to_dict(atoms))
+    ase_calc = SinglePointCalculator(loaded, energy=-1.5, forces=np.ones((3, 3)))
+    for name, other in _variants(loaded).items():
+        assert sorted(loaded.calc.check_state(other)) == sorted(ase_calc.check_state(other)), name
+    if nan:
+        with pytest.raises(PropertyNotImplementedError):
+            loaded.get_potential_energy()
+    else:
+        assert loaded.get_potential_energy() == -1.5
+        loaded.positions[0, 2] += 1e-9
+        with pytest.raises(PropertyNotImplementedError):
+            loaded.get_forces()
+
+
+def test_loaded_calculator_pickles_as_ases() -> None:
+    """Pickled or deep-copied, a loaded frame's calculator is a plain SinglePointCalculator
+    (a process without this package unpickles it) with the same results."""
+    import copy
+    import pickle
+
+    atoms = make_frames("all_calc_results")[0]
+    loaded = dict_to_atoms(atoms_to_dict(atoms))
+    for again in (pickle.loads(pickle.dumps(loaded)), copy.deepcopy(loaded)):
+        assert type(again.calc) is SinglePointCalculator
+        assert again.get_potential_energy() == loaded.get_potential_energy()
+        np.testing.assert_array_equal(again.get_forces(), loaded.get_forces())
+    assert b"asebytes_nodes" not in pickle.dumps(loaded.calc)
+
+
 def test_stale_results_are_dropped_like_ase() -> None:
     atoms = molecule("H2O")
     atoms.calc = SinglePointCalculator(atoms, energy=1.0)
