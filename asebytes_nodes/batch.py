@@ -175,7 +175,7 @@ def _split_selection(gather: np.ndarray, counts: np.ndarray, new_counts: np.ndar
 def assemble(
     rows: Sequence[Mapping[str, Any]],
     indices: np.ndarray,
-    keys: list[str] | None,
+    keys: Sequence[str] | None,
     *,
     fill: Mapping[str, Any],
     atoms: AtomSelection,
@@ -339,7 +339,7 @@ def columns_of_batch(batch: Mapping[str, Any], keys: list[str], *, ragged: bool)
 def read_batch_default(
     backend: ReadableBackend,
     indices: np.ndarray,
-    keys: list[str] | None = None,
+    keys: Sequence[str] | None = None,
     *,
     fill: Mapping[str, Any] | None = None,
     atoms: AtomSelection = None,

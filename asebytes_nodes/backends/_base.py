@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -118,8 +118,8 @@ class ReadableBackend(ABC):
         return None
 
     def read_batch(
-        self, indices: np.ndarray, keys: list[str] | None = None, *, fill: dict[str, Any] | None = None,
-        atoms: np.ndarray | slice | None = None,
+        self, indices: np.ndarray, keys: Sequence[str] | None = None, *,
+        fill: Mapping[str, Any] | None = None, atoms: np.ndarray | slice | None = None,
     ) -> dict[str, Any]:
         """Rows ``indices`` (non-empty) as one training batch of arrays (see :mod:`asebytes_nodes.batch`
         for the format and the arguments); the default assembles ``read_rows``, backends override

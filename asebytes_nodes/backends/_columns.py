@@ -271,10 +271,10 @@ def check(
         expected = [(dtype, (c, *tail)) for c, p in zip(counts.tolist(), present, strict=True) if p]
     else:
         expected = [(dtype, tail)] * len(given)
-    got = [(v.dtype, v.shape) if type(v) is np.ndarray else None for v in given]
-    if got == expected:  # one list comparison in C
+    found = [(v.dtype, v.shape) if type(v) is np.ndarray else None for v in given]
+    if found == expected:  # one list comparison in C
         return
-    first = next(j for j, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e)
+    first = next(j for j, (g, e) in enumerate(zip(found, expected, strict=True)) if g != e)
     j = [j for j, p in enumerate(present) if p][first]
     bad = values[j]
     what = f"dtype {bad.dtype}, shape {bad.shape}" if isinstance(bad, np.ndarray) else type(bad).__name__

@@ -204,6 +204,7 @@ def recover(path: Path) -> bool:
     # shared too (both would wait): let ours go, recover, take it again.
     reader = _LOCKS.shared_depth.get(key, 0) > 0 and not lock._depth and lock._fd is not None
     if reader:
+        assert lock._fd is not None  # checked just above
         fcntl.flock(lock._fd, fcntl.LOCK_UN)
     try:
         with lock.exclusive():
@@ -217,6 +218,7 @@ def recover(path: Path) -> bool:
         ) from exc
     finally:
         if reader:
+            assert lock._fd is not None  # store locks are never closed
             lock._acquire(lock._fd, fcntl.LOCK_SH)  # waits up to the timeout, like shared()
     return True
 
@@ -411,6 +413,7 @@ class _UndoFile:
         if not len(todo):
             return
         runs = np.split(todo, np.flatnonzero(np.diff(todo) != 1) + 1)
+        assert self.fd is not None and self.journal is not None  # open until spilling
         for run in runs:
             start = int(run[0]) * _PAGE
             stop = min((int(run[-1]) + 1) * _PAGE, self.old_length)
@@ -425,6 +428,7 @@ class _UndoFile:
         self._write_pending()
         if self.failure is not None:  # the last appends met a full disk
             raise self.failure
+        assert self.fd is not None  # only close_files() closes it
         os.fdatasync(self.fd)  # data and length; the mtime can wait
         self.close_files()
         self.journal_path.unlink()

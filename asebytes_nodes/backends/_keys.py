@@ -13,7 +13,7 @@ every ``arrays.*`` key, and the calculator results ASE declares with a leading `
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -70,6 +70,10 @@ def is_per_atom(key: str) -> bool:
     return key.startswith("arrays.") or (key.startswith("calc.") and key[5:] in PER_ATOM_CALC)
 
 
+@overload
+def atom_count(row: Mapping[str, Any], default: int = 0) -> int: ...
+@overload
+def atom_count(row: Mapping[str, Any], default: int | None) -> int | None: ...
 def atom_count(row: Mapping[str, Any], default: int | None = 0) -> int | None:
     """The atom count a row states (length of ``arrays.numbers`` or ``arrays.positions``),
     else ``default``."""

@@ -70,7 +70,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -463,9 +463,9 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
     def read_batch(
         self,
         indices: np.ndarray,
-        keys: list[str] | None = None,
+        keys: Sequence[str] | None = None,
         *,
-        fill: dict[str, Any] | None = None,
+        fill: Mapping[str, Any] | None = None,
         atoms: np.ndarray | slice | None = None,
     ) -> dict[str, Any]:
         """Rows as one batch of arrays, gathered with numpy from the joined rows (see

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import sub
@@ -277,7 +277,7 @@ def read_batch(
     txn: Any,
     seal: Any,
     indices: np.ndarray,
-    keys: list[str] | None,
+    keys: Sequence[str] | None,
     atoms: AtomSelection,
     damaged: Callable[[bytes], Exception],
     decode: Callable[[int, Any], dict[str, Any]],
@@ -319,7 +319,7 @@ def read_batch(
     return _gather_batch(learnt, joined, starts, ids, keys, atoms, indices)
 
 
-def _keys(tables: _Tables, ids: np.ndarray, keys: list[str] | None) -> tuple[str, ...]:
+def _keys(tables: _Tables, ids: np.ndarray, keys: Sequence[str] | None) -> tuple[str, ...]:
     """``keys``, or (None) every numeric key the templates ``ids`` share."""
     if keys is not None:
         return tuple(keys)
@@ -332,7 +332,7 @@ def _gather_batch(
     joined: Any,
     starts: np.ndarray,
     ids: np.ndarray,
-    keys: list[str] | None,
+    keys: Sequence[str] | None,
     atoms: AtomSelection,
     indices: np.ndarray,
 ) -> dict[str, Any] | None:

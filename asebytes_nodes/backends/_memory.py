@@ -8,7 +8,7 @@ Pickling copies the rows (a spawned worker gets its own copy).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,8 +55,8 @@ class MemoryBackend(WritableBackend):
         return [copy_row({k: row[k] for k in keys if k in row}) for row in picked]
 
     def read_batch(
-        self, indices: np.ndarray, keys: list[str] | None = None, *, fill: dict[str, Any] | None = None,
-        atoms: np.ndarray | slice | None = None,
+        self, indices: np.ndarray, keys: Sequence[str] | None = None, *,
+        fill: Mapping[str, Any] | None = None, atoms: np.ndarray | slice | None = None,
     ) -> dict[str, Any]:
         """Assembled straight from the stored rows (no per-row copy: the assembly copies)."""
         from ..batch import assemble

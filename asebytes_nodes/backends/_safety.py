@@ -169,7 +169,7 @@ class StoreLock:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["path"], store=state["store"], timeout=state["timeout"], clear=state.get("clear", False)  # type: ignore[arg-type]
+            state["path"], store=state["store"], timeout=state["timeout"], clear=state.get("clear", False)
         )
 
 

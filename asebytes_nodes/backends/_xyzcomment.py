@@ -141,7 +141,9 @@ def _values(name: str, frames: list[tuple[dict[str, Any], bool]]) -> list[Any]:
             for j, _ in items:
                 out[j] = _convert(name, frames[j][0][name])  # ASE's error
             continue
-        array = np.array([p for _, parts in items for p in parts], dtype=dtype).reshape(len(items), size)
+        array: np.ndarray[Any, Any] = np.array([p for _, parts in items for p in parts], dtype=dtype).reshape(
+            len(items), size
+        )
         if name in SPECIAL_3_3_KEYS:  # ASE reshapes the 9 numbers in Fortran order
             array = array.reshape(len(items), 3, 3).transpose(0, 2, 1)
         column = array[:, 0] if size == 1 else array  # one number is a numpy scalar, as ASE's

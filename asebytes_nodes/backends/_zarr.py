@@ -398,11 +398,11 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
             if raw is not None and raw == self._record_bytes:
                 self._seen = seen
                 return
-            meta = parse_record(raw)
-            if meta is not None:
-                if meta != self._meta:
-                    self._check(meta)
-                    self._group, self._meta = LazyGroup(self._open_group), meta
+            record = parse_record(raw)
+            if record is not None:
+                if record != self._meta:
+                    self._check(record)
+                    self._group, self._meta = LazyGroup(self._open_group), record
                     self._forget()
                 self._record_bytes, self._seen = raw, seen  # a document whose record is self._meta
                 return  # anything else: zarr reports what is wrong
@@ -494,7 +494,7 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
         return {key: Column.of(self._meta["columns"][key]).info(key, sampler(key)) for key in self.keys()}
 
     def columns(self, index: int = 0) -> list[str]:
-        return self._guarded(lambda: self._columns(index))  # type: ignore[no-any-return]
+        return self._guarded(lambda: self._columns(index))
 
     def _columns(self, index: int) -> list[str]:
         n = self._meta["length"]
@@ -511,7 +511,7 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
     def read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
-        return self._guarded(lambda: self._read_rows(indices, keys))  # type: ignore[no-any-return]
+        return self._guarded(lambda: self._read_rows(indices, keys))
 
     def _read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None
@@ -535,7 +535,7 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
         return expand_rows(rows, where)
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
-        return self._guarded(lambda: self._read_column(key, indices))  # type: ignore[no-any-return]
+        return self._guarded(lambda: self._read_column(key, indices))
 
     def _read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         spec = self._meta["columns"].get(key)

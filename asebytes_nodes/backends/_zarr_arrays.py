@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -44,9 +44,13 @@ from ._zarr_read import _ReadFailure
 from ._zarr_remote import fork_array
 from ._zarr_shards import handles, write_new_array, write_rows
 
+if TYPE_CHECKING:
+    from zarr.core.array_spec import ArrayConfigParams
+
 __all__ = ["ArrayAccess", "compressors", "gather"]
 
-WRITE_ALL = {"write_empty_chunks": True}  # zarr writes all-zero shards too: a missing one is damage
+# zarr writes all-zero shards too: a missing one is damage
+WRITE_ALL: ArrayConfigParams = {"write_empty_chunks": True}
 
 
 class ArrayAccess:
@@ -115,7 +119,7 @@ class ArrayAccess:
         (without ``fill``: only if they are there already)."""
         hit = self._cache.get(("column", name))
         if hit is not None and len(hit) == extent:
-            return hit  # type: ignore[no-any-return]
+            return hit
         if not fill:
             return None
         arr = self._array(name)
@@ -123,7 +127,7 @@ class ArrayAccess:
         if nbytes > self._cache_limit:
             return None
         hit = self._read(name, lambda a: a[:extent]) if extent else np.zeros((0, *arr.shape[1:]), arr.dtype)
-        return self._cache.put(("column", name), hit)  # type: ignore[no-any-return]
+        return self._cache.put(("column", name), hit)
 
     def _slab(self, name: str, extent: int, lo: int, hi: int, fill: bool = True) -> np.ndarray:
         """Rows ``lo:hi`` of array ``name`` (committed rows: ``extent``) as a private copy;
@@ -165,7 +169,11 @@ class ArrayAccess:
         cached = None if local is not None or contiguous else self._cached(name, extent)
         if cached is not None or (local is not None and not contiguous):
             rows, bounds = ragged_rows(starts, stops)  # only the wanted rows, in one gather
-            slab = cached[rows] if cached is not None else self._cache.take(local, extent, rows)
+            if cached is not None:
+                slab = cached[rows]
+            else:
+                assert local is not None  # the condition above
+                slab = self._cache.take(local, extent, rows)
             starts, stops = bounds[:-1], bounds[1:]
         else:
             lo = int(starts[0])

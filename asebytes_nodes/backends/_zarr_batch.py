@@ -46,8 +46,8 @@ class BatchReads:
         if len(idx):
             batch = self._guarded(lambda: self._gathered_batch(idx, keys, atoms))
             if batch is not None:
-                return batch  # type: ignore[no-any-return]
-        return super().read_batch(idx, keys, fill=fill, atoms=atoms)  # type: ignore[misc, no-any-return]
+                return batch
+        return super().read_batch(idx, keys, fill=fill, atoms=atoms)  # type: ignore[misc]
 
     def _gathered_batch(
         self, idx: np.ndarray, keys: Sequence[str] | None, atoms: Any
@@ -94,7 +94,7 @@ class BatchReads:
         key = tuple(keys)
         if key not in held[1]:
             held[1][key] = self._plan_of(list(dict.fromkeys(keys)))
-        return held[1][key]  # type: ignore[no-any-return]
+        return held[1][key]
 
     def _plan_of(self, wanted: list[str]) -> list[tuple[str, str, bool, str | None]] | None:
         columns, n = self._meta["columns"], self._meta["length"]

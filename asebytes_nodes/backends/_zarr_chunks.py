@@ -150,7 +150,7 @@ class ShardedArray:
         a checksummed array."""
         if not dest.flags.c_contiguous:
             raise ValueError("read_many writes into a C-contiguous array")
-        out = memoryview(dest.reshape(-1).view(np.uint8))
+        out = memoryview(dest.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # numpy: no __buffer__ < 3.12
         size, per, shards, check = self.chunk_bytes, self.per_shard, self._shards, self.checksum
         blosc, pread, crc = self._blosc, os.pread, google_crc32c.value
         for c, k in zip(chunks, slots, strict=True):

@@ -95,7 +95,9 @@ class CheckedReads:
     def _extents(self) -> dict[str, tuple[int, np.dtype[Any]]]:
         """Committed rows and dtype of every array the record uses."""
         n, atoms = self._meta["length"], self._meta["atoms"]
-        out = {self._counts_name(): (n, np.dtype(np.int64))} if n else {}
+        out: dict[str, tuple[int, np.dtype[Any]]] = (
+            {self._counts_name(): (n, np.dtype(np.int64))} if n else {}
+        )
         for spec in self._meta["columns"].values():
             base, kind = spec["id"] + "/", spec["kind"]
             if spec.get("present", True):
@@ -113,8 +115,12 @@ class CheckedReads:
         for name, (rows, dtype) in self._extents().items():
             found = None if self._remote else verify_array(Path(self._target), name, rows, dtype)
             if found is None:  # laid out by zarr: decode it whole, with zarr's own checks
+
+                def head(a: Any, rows: int = rows) -> np.ndarray:
+                    return a[:rows]
+
                 try:
-                    self._read(name, lambda a, rows=rows: a[:rows])
+                    self._read(name, head)
                     found = []
                 except (_ReadFailure, StoreCorruptedError) as exc:
                     found = [f"{name}: cannot be decoded ({_cause(exc)})"]

@@ -168,6 +168,7 @@ class CopyOnWrite:
                     full[new_offsets[i] : new_offsets[i + 1]] = piece
                 self._write_range(new + "/values", 0, len(full), full, tail, dtype, scale)
             else:
+                assert source is not None  # old["id"]
                 values = source + "/values"
                 self._patch_ragged(values, new + "/values", offsets, rows, pieces, tail, dtype, scale)
             return

@@ -55,6 +55,7 @@ class Writes:
     _root: str
     _target: str
     _remote: bool
+    _storage_options: dict[str, Any] | None
     _lock: Any
     _group: Any
     _began: int
@@ -330,7 +331,8 @@ class Writes:
     def _remote_generation(self) -> int:
         """The generation of the record as the object store holds it now."""
         group = zarr.open_group(self._target, mode="r", storage_options=self._storage_options)
-        return int(group.attrs.asdict().get(RECORD_ATTR, {}).get("generation", 0))
+        record: Any = group.attrs.asdict().get(RECORD_ATTR, {})
+        return int(record.get("generation", 0))
 
     def set_rows(self, indices: Sequence[int] | np.ndarray, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()

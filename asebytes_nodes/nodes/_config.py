@@ -66,7 +66,7 @@ def _derived(options: type[Any]) -> type[_Model]:
     fields, defaults, descriptions and limits, its cross-field rules run after validation."""
     fields: dict[str, Any] = {}
     for spec in option_fields(options):
-        kind: Any = Literal[spec.choices] if spec.choices else spec.kind  # type: ignore[valid-type]
+        kind: Any = Literal[spec.choices] if spec.choices else spec.kind
         limits = dict(spec.limits)
         if "pattern" in limits:
             limits["pattern"] = f"^(?:{limits['pattern']})$"
@@ -79,12 +79,12 @@ def _derived(options: type[Any]) -> type[_Model]:
         options(**{name: getattr(self, name) for name in names})
         return self
 
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         options.__name__,
         __base__=_Model,
         __doc__=options.__doc__,
         __module__=__name__,
-        __validators__={"rules": model_validator(mode="after")(rules)},
+        __validators__={"rules": model_validator(mode="after")(rules)},  # type: ignore[dict-item]
         **fields,
     )
 

@@ -10,7 +10,7 @@ dataset opens only the shards it reads).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -130,9 +130,9 @@ class ConcatBackend(ReadableBackend):
     def read_batch(
         self,
         indices: np.ndarray,
-        keys: list[str] | None = None,
+        keys: Sequence[str] | None = None,
         *,
-        fill: dict[str, Any] | None = None,
+        fill: Mapping[str, Any] | None = None,
         atoms: np.ndarray | slice | None = None,
     ) -> dict[str, Any]:
         """Inherited; each part's own ``read_batch`` of its rows, joined and put in the order asked."""

@@ -133,7 +133,7 @@ class Partition:
             backend = open_backend(backend, readonly=True, **self.source_options)
         try:
             if self.stream_shard is not None:
-                yield from backend.iter_stream_shard(self.stream_shard)  # type: ignore[attr-defined]
+                yield from backend.iter_stream_shard(self.stream_shard)
             elif self.picks is not None:
                 for lo in range(0, len(self.picks), CHUNK_ROWS):
                     yield from backend.read_rows(self.picks[lo : lo + CHUNK_ROWS])

@@ -34,7 +34,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pytest
@@ -71,7 +71,8 @@ _NAMES = st.text("abxy._/ 0\x00", min_size=1, max_size=4)
 
 def _array(dtype: np.dtype[Any], shape: Any) -> st.SearchStrategy[np.ndarray]:
     if dtype.kind == "f":  # every float, NaN and inf included
-        return hnp.arrays(dtype, shape, elements=st.floats(width=8 * min(dtype.itemsize, 8)))
+        width = 8 * min(dtype.itemsize, 8)  # 16, 32 or 64
+        return hnp.arrays(dtype, shape, elements=st.floats(width=width))  # type: ignore[arg-type]
     return hnp.arrays(dtype, shape)
 
 
@@ -254,7 +255,7 @@ KNOWN_CASES: dict[str, Callable[[], list[list[Atoms]]]] = {
     "misfits in an int column": lambda: [[_h(x=1)], [_h(x="")], [_h(x=[2.0])], [_h(x=None)]],
     "NUL string first": lambda: [[_h(s="a\x00b")], [_h(s="ab")]],
     "NUL string later": lambda: [[_h(s="ab")], [_h(s="a\x00b")]],
-    "NUL and slash in keys": lambda: [[_h(**{"a\x00b": 1, "/": 2.0, "..": "x"})]],
+    "NUL and slash in keys": lambda: [[_h(**cast(dict[str, Any], {"a\x00b": 1, "/": 2.0, "..": "x"}))]],
     "lone surrogate": lambda: [[_h(s="a")], [_h(s="a\udc80")], [_h(**{"\udc80": 1})]],
 }
 

@@ -234,7 +234,7 @@ class StatefulContract:
     def run_model(self, make_store: Callable[[], StoreFactory], examples: int, steps: int) -> None:
         refuses = self.refuses_storable_values
         run_state_machine_as_test(
-            lambda: WriteModel(make_store(), refuses),
+            lambda: WriteModel(make_store(), refuses),  # type: ignore[arg-type]  # any factory (its docs)
             settings=settings(max_examples=examples, stateful_step_count=steps, deadline=None,
                               suppress_health_check=list(HealthCheck)),
         )
