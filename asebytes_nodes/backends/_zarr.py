@@ -56,8 +56,9 @@ committed record names readable with its committed content, at every moment:
   never delete anything; the collector looks only at its own dataset's folder (``c<k>``,
   ``n<k>`` names), so it never touches ``groups/``. (:mod:`._zarr_write` runs writes and
   commits, :mod:`._zarr_rewrite` builds replacements, :mod:`._zarr_txn` checks, seals and
-  cleans up after records, :mod:`._zarr_read` guards every read, :mod:`._zarr_arrays`
-  reads and writes rows of arrays, :mod:`._zarr_columns` is the column model.)
+  cleans up after records, :mod:`._zarr_read` guards every read, :mod:`._zarr_rows` reads
+  rows and columns, :mod:`._zarr_arrays` reads and writes rows of arrays, :mod:`._zarr_columns`
+  is the column model.)
 
 A kill at any moment therefore leaves every frame at its old or its new version. A full
 disk raises :class:`~asebytes_nodes.errors.DiskFullError`; what the write had made is
@@ -130,7 +131,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..codec import decode_value
 from ..errors import (
     ASEBytesError,
     DiskFullError,
@@ -140,8 +140,8 @@ from ..errors import (
     StoreNotFoundError,
 )
 from ..registry import builtin
-from ._base import MISSING, ColumnInfo, WritableBackend, check_format_record, check_group_name
-from ._columns import Column, expand_rows, expand_values, first_value, sorted_unique
+from ._base import ColumnInfo, WritableBackend, check_format_record, check_group_name
+from ._columns import Column, first_value
 from ._safety import DEFAULT_LOCK_TIMEOUT, StoreLock, disk_full, is_disk_full
 from ._zarr_txn import (
     FORMAT_NAME,
@@ -166,6 +166,7 @@ try:
     from ._zarr_read import CheckedReads
     from ._zarr_remote import create_group
     from ._zarr_rewrite import CopyOnWrite
+    from ._zarr_rows import RowReads
     from ._zarr_shards import chunk_codec  # numcodecs, crc32c: zarr's
     from ._zarr_write import Writes
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -180,7 +181,7 @@ GROUPS_DIR = "groups"  # ZarrBackend(path, group=name) keeps its dataset in <pat
 GROUP_DOCUMENT = group_document()
 
 
-class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, WritableBackend):
+class ZarrBackend(Writes, CopyOnWrite, BatchReads, RowReads, ArrayAccess, CheckedReads, WritableBackend):
     """Frames in a Zarr v3 group, local or at any fsspec URL (``s3://``, ``gs://``...).
 
     >>> from asebytes_nodes import ASEIO
@@ -513,80 +514,8 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, ArrayAccess, CheckedReads, Wr
     ) -> list[dict[str, Any]]:
         return self._guarded(lambda: self._read_rows(indices, keys))
 
-    def _read_rows(
-        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None
-    ) -> list[dict[str, Any]]:
-        idx = np.asarray(indices, dtype=np.int64)
-        if idx.size == 0:
-            return []
-        frames, where = sorted_unique(idx)
-        wanted = (
-            self._meta["columns"]
-            if keys is None
-            else {k: self._meta["columns"][k] for k in keys if k in self._meta["columns"]}
-        )
-        rows: list[dict[str, Any]] = [{} for _ in frames]
-        for key, spec in wanted.items():
-            if not spec["count"]:
-                continue
-            values, present = self._read_values(spec, frames)
-            for j in np.flatnonzero(present).tolist():
-                rows[j][key] = values[j]
-        return expand_rows(rows, where)
-
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         return self._guarded(lambda: self._read_column(key, indices))
-
-    def _read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
-        spec = self._meta["columns"].get(key)
-        idx = np.asarray(indices, dtype=np.int64)
-        if spec is None or not spec["count"]:
-            return [MISSING] * len(idx)
-        frames, where = sorted_unique(idx)
-        values, present = self._read_values(spec, frames)
-        if spec["kind"] == "frame" and present.all():
-            stacked = np.asarray(values)  # one stacked array, no per-frame objects
-            return stacked if where is None else stacked[where]
-        if not present.all():
-            values = [v if p else MISSING for v, p in zip(values, present.tolist(), strict=True)]
-        return expand_values(values, where)
-
-    def _read_values(self, spec: dict[str, Any], frames: np.ndarray) -> tuple[Any, np.ndarray]:
-        """Values of one column at sorted unique ``frames``, and which frames carry it."""
-        base, length = spec["id"], self._meta["length"]
-        n = len(frames)
-        present = (
-            np.ones(n, bool) if spec["count"] == length else self._take(base + "/present", length, frames)
-        )
-        kind = spec["kind"]
-        if kind == "scalar":
-            values = self._take(base + "/values", length, frames)
-            return (values.tolist() if spec["type"] in ("f", "i", "b") else list(values)), present
-        if kind in ("frame", "atom") and 0 in spec["shape"]:  # written before issue 19: no data to read
-            return self._empty_values(spec, frames), present
-        if kind == "frame":
-            values = self._take(base + "/values", length, frames)
-            if not spec["shape"]:  # 0-d arrays stay 0-d arrays, not the numpy scalars iteration gives
-                return [v.reshape(()) for v in values[:, None]], present
-            return values, present
-        if kind == "atom":
-            offsets = self._atom_offsets()
-            return self._take_ragged(base + "/values", offsets, frames), present
-        offsets = self._byte_offsets(spec)
-        blobs = self._take_ragged(base + "/values", offsets, frames)
-        return [
-            decode_value(b.tobytes()) if p else None for b, p in zip(blobs, present, strict=True)
-        ], present
-
-    def _empty_values(self, spec: dict[str, Any], frames: np.ndarray) -> list[np.ndarray]:
-        """Values of a column whose rows hold no element (a zero-length axis): zarr cannot read
-        its empty chunk grid, and nothing needs reading. Stores written now keep such values in
-        object columns; this reads the typed columns of older stores."""
-        dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
-        if spec["kind"] == "frame":
-            return [np.zeros(shape, dtype) for _ in frames.tolist()]
-        offsets = self._atom_offsets()
-        return [np.zeros((int(offsets[i + 1] - offsets[i]), *shape), dtype) for i in frames.tolist()]
 
 
 def _is_group_name(name: str) -> bool:

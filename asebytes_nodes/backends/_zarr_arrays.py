@@ -110,9 +110,15 @@ class ArrayAccess:
         return self._offsets
 
     def _byte_offsets(self, spec: dict[str, Any]) -> np.ndarray:
+        """Cumulative byte sizes of an object column's committed values (length + 1 entries),
+        kept in the handle's cache: a random row would otherwise sum every frame's size."""
         n = self._meta["length"]
-        sizes = self._slab(spec["id"] + "/sizes", n, 0, n)
-        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        key = ("bytes", spec["id"], n)  # a replaced column gets a new id; an extended one, a new n
+        offsets = self._cache.get(key)
+        if offsets is None:
+            sizes = self._slab(spec["id"] + "/sizes", n, 0, n)
+            offsets = self._cache.put(key, np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]))
+        return offsets
 
     def _cached(self, name: str, extent: int, fill: bool = True) -> np.ndarray | None:
         """The first ``extent`` rows of array ``name``, decoded, if they fit in the cache

@@ -273,6 +273,8 @@ class ChunkCache:
     def _fill(self, array: ShardedArray, dense: _Dense, chunks: np.ndarray) -> None:
         size, step = len(dense.data), array.chunk
         todo = distinct(chunks[~dense.loaded[chunks]])
+        if not len(todo):
+            return
         full = size // step  # chunks wholly inside the committed rows
         whole = todo[todo < full].tolist()
         if whole:
@@ -365,7 +367,8 @@ class ChunkCache:
         first, last = lo // array.chunk, (hi - 1) // array.chunk
         holder = self._holder(array, rows)
         if isinstance(holder, _Dense):
-            self._fill(array, holder, np.arange(first, last + 1))
+            if not (holder.complete or (first == last and holder.loaded[first])):  # a random row: held
+                self._fill(array, holder, np.arange(first, last + 1))
             return holder.data[lo:hi].copy()
         short = holder is not None and last - first < _SCAN_CHUNKS  # kept; a long scan decodes past it
         if short:

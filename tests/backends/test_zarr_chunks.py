@@ -45,3 +45,51 @@ def test_random_batches_and_slabs_are_exact_under_any_budget(tmp_path: Path, bud
         for got, atoms in zip(ragged, frames[start:stop], strict=True):
             np.testing.assert_array_equal(got, atoms.positions)
     assert backend._cache.held <= budget
+
+
+@pytest.mark.parametrize("budget", [0, 3000, 1 << 20])
+def test_a_single_row_reads_as_in_a_request_of_many(tmp_path: Path, budget: int) -> None:
+    """``db[i]`` takes each column's slab directly (``_zarr_rows._read_one``): the same keys,
+    types, dtypes and values as the row read among others, for every kind of frame (scalars,
+    0-d and shaped per-frame arrays, per-atom arrays, objects, keys some rows lack), any key
+    subset, and every cache budget."""
+    from asebytes_nodes.testing.frames import FRAME_KINDS, assert_values_equal, make_frames
+
+    frames = [atoms for kind in sorted(FRAME_KINDS) for atoms in make_frames(kind)]
+    path = tmp_path / "all.zarr"
+    ASEIO(path).extend(frames)
+    backend = ZarrBackend(path, readonly=True, cache_bytes=budget)
+    n = len(frames)
+    order = np.random.default_rng(1).permutation(n)
+    many = {int(i): row for i, row in zip(order, backend.read_rows(order), strict=True)}
+    keys = backend.keys()
+    some = keys[::2]
+    for i in order.tolist():
+        one = backend.read_rows([i])[0]
+        assert list(one) == list(many[i]), i
+        for key in one:
+            assert_values_equal(one[key], many[i][key], f"row {i} {key}")
+        subset = backend.read_rows([i], some)[0]
+        assert set(subset) == set(one) & set(some), i
+        assert_values_equal(subset, {k: one[k] for k in subset}, f"row {i} keys {some}")
+
+
+def test_object_values_stay_right_as_the_handle_writes(tmp_path: Path) -> None:
+    """An object column's byte offsets are kept by the handle (a random row would otherwise sum
+    every frame's size): replacing a value, extending, and another handle's commit are all seen."""
+    frames = _frames(40)
+    for i, atoms in enumerate(frames):
+        atoms.info["tag"] = "x" * (i % 7)
+    path = tmp_path / "o.zarr"
+    db = ASEIO(path)
+    db.extend(frames)
+    assert [db[i].info["tag"] for i in (3, 39, 0)] == ["xxx", "xxxx", ""]
+    changed = frames[3].copy()
+    changed.info["tag"] = "a much longer value than before"
+    db[3] = changed
+    assert db[3].info["tag"] == "a much longer value than before" and db[4].info["tag"] == "xxxx"
+    db.extend(frames[:2])
+    assert db[41].info["tag"] == "x" and db[39].info["tag"] == "xxxx"
+    other = ASEIO(path)
+    other[39] = changed
+    assert db[39].info["tag"] == "a much longer value than before" and db[40].info["tag"] == ""
