@@ -32,7 +32,9 @@ def _swapped(total: int) -> int:
 
 def test_checksums_are_hdf5s(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    blobs = [rng.bytes(n) for n in (1, 2, 3, 1001, 4096, 200_001)] + [b"\0" * 7, b"\xff" * 9]
+    # the largest sums a blob summed alone can reach: 64 Ki words of 0xffff (float64 stays exact)
+    blobs = [rng.bytes(n) for n in (1, 2, 3, 1001, 4096, 200_001)]
+    blobs += [b"\0" * 7, b"\xff" * 9, b"\xff" * (1 << 17)]
     with h5py.File(tmp_path / "sums.h5", "w") as f:  # HDF5's own sums: fletcher32-only datasets
         stored = []
         for i, blob in enumerate(blobs):

@@ -179,7 +179,7 @@ class Grid(ChunkGrid):
 
 _FEW = 4  # blobs summed one by one; more are summed at once, unless they are large:
 _LARGE = 16 << 10  # blobs of this mean size are summed one by one too (no int64 copy of them all)
-_WEIGHTS = np.arange(1 << 16, 0, -1, dtype=np.int64)  # word j of n counts n - j times in the second sum
+_WEIGHTS = np.arange(1 << 16, 0, -1, dtype=np.float64)  # word j of n counts n - j times in the second sum
 
 
 def _checked(datas: list[bytes], stored: list[int]) -> list[bool]:
@@ -197,9 +197,9 @@ def _checked(datas: list[bytes], stored: list[int]) -> list[bool]:
     else:
         sums = []
         for data in datas:
-            words = np.frombuffer(data + b"\0" if len(data) % 2 else data, ">u2").astype(np.int64)
-            sum1 = int(words.sum())
-            sum2 = int(np.dot(words, _WEIGHTS[-len(words) :]))
+            words = np.frombuffer(data + b"\0" if len(data) % 2 else data, ">u2").astype(np.float64)
+            sum1 = int(words.sum())  # float64 sums of these integers are exact (below 2**53)
+            sum2 = int(np.dot(words, _WEIGHTS[-len(words) :]))  # BLAS: 2-3 us less a blob than int64
             sums.append(((sum2 - 1) % 65535 + 1) << 16 | ((sum1 - 1) % 65535 + 1) if sum1 else 0)
     return [
         found in (total, ((total & 0x00FF00FF) << 8) | ((total >> 8) & 0x00FF00FF))
