@@ -52,13 +52,20 @@ def _add_write_flags(parser: argparse.ArgumentParser) -> None:
         if spec.choices is not None:
             choices = [*spec.choices, *(["none"] if spec.nullable else [])]
         default = "" if spec.default is None else f" (default {spec.default})"
+        text = spec.help.rstrip(".").replace("%", "%%")  # argparse formats help with %
+        if spec.kind is bool:  # a switch: absent leaves the backend's default
+            parser.add_argument(
+                _flag(name), dest=name, action="store_true", default=None,
+                help=f"{', '.join(owners[name])}: {text}",
+            )  # fmt: skip
+            continue
         parser.add_argument(
             _flag(name),
             dest=name,
             type=spec.kind,
             choices=choices,
             default=None,
-            help=f"{', '.join(owners[name])}: {spec.help.rstrip('.')}{default}",
+            help=f"{', '.join(owners[name])}: {text}{default}",
             metavar=None if choices else name.upper(),
         )
 

@@ -124,6 +124,9 @@ class ZarrOptions(Options):
         choices=ZARR_COMPRESSORS,
     )
     clevel: int = option(5, "Compression level (0-9; up to 22 for 'zstd-raw').", ge=0, le=22)
+    compress_all: bool = option(
+        False, "Keep the compressor on arrays it shrinks by under 10% (smallest store, slower reads)."
+    )
     chunk_frames: int | None = option(None, "Rows per chunk (default: from chunk_bytes).", gt=0)
     shard_frames: int | None = option(None, "Rows per shard file (default: from shard_bytes).", gt=0)
     chunk_bytes: int = option(8 << 10, "Target bytes per chunk.", gt=0)

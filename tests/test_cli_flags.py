@@ -64,3 +64,30 @@ def test_benchmark_table_has_three_significant_digits() -> None:
     figures = {"write": 1193.4, "read_all": 56254.3, "random": 427.2, "column": 719662.0, "size": 0.85123}
     table = markdown_table({"frames": 10, "atoms_per_frame": 9.0, "lmdb": {**figures, "files": 2}})
     assert "| lmdb | 1,190 | 56,300 | 427 | 720,000 | 0.851 | 2 |" in table
+
+
+def test_switch_flags_take_no_value(tmp_path: Path) -> None:
+    """A boolean backend option is a switch (``--compress-all``, no value; the help's "10%" is
+    printed as written), and a store written with it keeps Blosc on random positions, which
+    the default stores plain; a backend without the option names the options it takes."""
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    frames = [molecule("CH3CH2OH") for _ in range(300)]
+    for atoms in frames:
+        atoms.positions += rng.normal(scale=0.1, size=atoms.positions.shape)
+    ASEIO(tmp_path / "src.lmdb").extend(frames)
+    helped = run("convert", "--help")
+    assert helped.returncode == 0 and "--compress-all " in helped.stdout and "under 10%" in helped.stdout
+    stages = {}
+    for extra in ((), ("--compress-all",)):
+        out = tmp_path / f"out{len(extra)}.zarr"
+        assert run("convert", tmp_path / "src.lmdb", out, *extra, "-q").returncode == 0
+        record = json.loads((out / "zarr.json").read_text())["attributes"]["asebytes_nodes"]
+        array = out / record["columns"]["arrays.positions"]["id"] / "values" / "zarr.json"
+        chain = json.loads(array.read_text())["codecs"][0]["configuration"]["codecs"]
+        stages[extra] = [stage["name"] for stage in chain]
+        assert len(ASEIO(out, readonly=True)) == len(frames)
+    assert stages == {(): ["bytes", "crc32c"], ("--compress-all",): ["bytes", "blosc", "crc32c"]}
+    refused = run("convert", tmp_path / "src.lmdb", tmp_path / "x.lmdb", "--compress-all")
+    assert refused.returncode == 1 and "--compress-all" in refused.stderr

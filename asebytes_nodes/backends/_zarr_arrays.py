@@ -255,7 +255,8 @@ class ArrayAccess:
             root, fresh = Path(self._target), name not in self._committed_arrays()
             if fresh:
                 chunk, shard = self._chunking(tail, dtype, scale)
-                write_new_array(root, name, stop, start, data, chunk, shard, self._direct)
+                trim = not self._layout["compress_all"]
+                write_new_array(root, name, stop, start, data, chunk, shard, self._direct, trim)
             if fresh or write_rows(root, name, stop, start, data, self._direct):
                 self._arrays.pop(name, None)  # its zarr handle would hold the old shape
                 return

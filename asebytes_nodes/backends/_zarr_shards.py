@@ -224,14 +224,15 @@ def write_new_array(
     chunk: int,
     shard: int,
     codec: ChunkCodec,
+    trim: bool = True,
 ) -> None:
     """Create array ``name`` of ``rows`` rows under store ``root``, holding ``data`` at ``start:``.
 
     Whatever was at ``name`` before (an uncommitted leftover) is removed first. A compressor
-    that does not pay on ``data`` is left out of the array (:func:`paying`).
+    that does not pay on ``data`` is left out of the array (:func:`paying`) unless not ``trim``.
     """
     folder = _new_folder(root, name)
-    codec = paying(codec, data)
+    codec = paying(codec, data) if trim else codec
     document = array_document((rows, *data.shape[1:]), data.dtype, chunk, shard, codec)
     (folder / "zarr.json").write_text(json.dumps(document, indent=2))
     _write_shards(None, folder, rows, start, data, chunk, shard, codec, atomic=False)

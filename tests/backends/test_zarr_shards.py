@@ -257,3 +257,31 @@ def test_too_little_data_to_judge_keeps_the_compressor(tmp_path: Path) -> None:
     write_new_array(root, "v", 100, 0, noise, 341, 2728, chunk_codec("lz4", 5))
     assert _stages(root, "v") == ["bytes", "blosc", "crc32c"]
     assert paying(chunk_codec(None, 5), np.random.default_rng(5).normal(size=(4000, 3))).cname is None
+
+
+def test_compress_all_keeps_the_compressor_on_every_new_array(tmp_path: Path) -> None:
+    """By default random positions are stored without Blosc (it saves under 10%);
+    ``compress_all=True`` keeps it there too: a smaller store with the same frames, also after
+    the handle is pickled (a DataLoader worker's copy writes as its parent would)."""
+    import pickle
+
+    from asebytes_nodes import ZarrBackend
+
+    rng = np.random.default_rng(8)
+    frames = [molecule("CH3CH2OH") for _ in range(300)]  # 65 kB of positions: enough to judge
+    for atoms in frames:
+        atoms.positions += rng.normal(scale=0.1, size=atoms.positions.shape)
+    stages, sizes = {}, {}
+    for compress_all in (False, True):
+        root = tmp_path / f"{compress_all}.zarr"
+        backend = ZarrBackend(root, compress_all=compress_all)
+        backend = pickle.loads(pickle.dumps(backend))
+        db = ASEIO(backend)
+        db.extend(frames)
+        array = backend._meta["columns"]["arrays.positions"]["id"] + "/values"
+        stages[compress_all] = _stages(root, array)
+        sizes[compress_all] = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+        for j, (got, want) in enumerate(zip(ASEIO(root, readonly=True)[:].to_list(), frames, strict=True)):
+            assert_atoms_equal(want, got, f"frame {j}")
+    assert stages == {False: ["bytes", "crc32c"], True: ["bytes", "blosc", "crc32c"]}
+    assert sizes[True] < sizes[False]
