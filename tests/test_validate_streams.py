@@ -76,3 +76,44 @@ def test_peak_memory_does_not_grow_with_the_store(stores: tuple[Path, Path], com
     assert code == 0
     size = big.stat().st_size
     assert grew < size / 2, f"{command} grew by {grew / 2**20:.1f} MiB on a {size / 2**20:.1f} MiB store"
+
+
+def test_validate_reads_wide_frames_in_batches_of_bounded_bytes() -> None:
+    """``check_rows`` sizes its batches by what a row holds, not by the backend's
+    ``read_batch_size`` (16,384 rows of H5MD's 128-atom frames held 655 MB): every row is
+    checked once, in order, and a bad row is still named."""
+    from collections.abc import Sequence
+    from typing import Any
+
+    from asebytes_nodes import ReadableBackend
+    from asebytes_nodes.validation import _CHECK_BYTES, _FIRST_CHECK, check_rows
+
+    atoms, n = 1000, 2000
+
+    class Wide(ReadableBackend):  # a user backend making 48 kB rows on request
+        read_batch_size = 16384
+
+        def __init__(self) -> None:
+            self.requests: list[list[int]] = []
+
+        def __len__(self) -> int:
+            return n
+
+        def read_rows(self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None) -> Any:
+            self.requests.append([int(i) for i in indices])
+            return [
+                {
+                    "arrays.numbers": np.ones(atoms, np.int64),
+                    "arrays.positions": np.zeros((atoms, 3)),
+                    "calc.forces": np.zeros((atoms + (i == n - 3), 3)),  # row n - 3: one force too many
+                }
+                for i in indices
+            ]
+
+    backend = Wide()
+    problems = check_rows(backend)
+    assert [i for request in backend.requests for i in request] == list(range(n))
+    row_bytes = atoms * (8 + 24 + 24)
+    assert len(backend.requests[0]) == _FIRST_CHECK
+    assert max(len(r) for r in backend.requests[1:]) <= _CHECK_BYTES // row_bytes + 1
+    assert len(problems) == 1 and f"row {n - 3}" in problems[0] and "calc.forces" in problems[0]
