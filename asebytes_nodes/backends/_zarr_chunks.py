@@ -200,7 +200,7 @@ class _Dense:
         self.rows = rows
         self.data = np.empty((rows, *array.tail), array.dtype)
         self.loaded = np.zeros(-(-rows // array.chunk), bool)
-        self.complete = not len(self.loaded)
+        self.missing = len(self.loaded)  # chunks not decoded yet
         self.nbytes = 0
 
 
@@ -270,9 +270,9 @@ class ChunkCache:
         capacity = min(-(-rows // array.chunk), self.limit // array.chunk_bytes)
         return self.put(array.name, _Pool(array, rows, capacity)) if capacity else None
 
-    def _fill(self, array: ShardedArray, dense: _Dense, chunks: np.ndarray) -> None:
+    def _fill(self, array: ShardedArray, dense: _Dense, todo: np.ndarray) -> None:
+        """Decode chunks ``todo`` (sorted, distinct, none loaded) into ``dense``."""
         size, step = len(dense.data), array.chunk
-        todo = distinct(chunks[~dense.loaded[chunks]])
         if not len(todo):
             return
         full = size // step  # chunks wholly inside the committed rows
@@ -288,7 +288,7 @@ class ChunkCache:
         added = rows * (array.chunk_bytes // step)
         dense.nbytes += added
         self._add(array.name, added)
-        dense.complete = bool(dense.loaded.all())
+        dense.missing -= len(todo)
 
     def _slots(self, array: ShardedArray, pool: _Pool, n: int) -> list[int]:
         """Up to ``n`` slots for chunks to decode: new ones while the limit allows, then the
@@ -320,13 +320,31 @@ class ChunkCache:
         pool.where[taken], pool.owner[free], pool.stamp[free] = free, taken, self.tick
         return len(free)
 
+    def _held(self, array: ShardedArray, pool: _Pool, c: int) -> int:
+        """The slot holding chunk ``c`` (a new request), decoded into one now if it was not
+        held; -1 when no slot is free."""
+        self.tick += 1
+        slot: int = pool.where.item(c)
+        if slot >= 0:
+            pool.stamp[slot] = self.tick
+            return slot
+        free = self._slots(array, pool, 1)
+        if not free:
+            return -1
+        slot = free[0]
+        array.read_many([c], pool.data, free)
+        self.decoded += 1
+        pool.where[c], pool.owner[slot], pool.stamp[slot] = slot, c, self.tick
+        return slot
+
     def take(self, array: ShardedArray, rows: int, index: np.ndarray) -> np.ndarray:
         """Rows ``index`` (any order, repeats) of ``array`` (``rows`` committed): a new array.
         Each chunk involved is decoded at most once; rows of held chunks are gathered at once."""
         holder = self._holder(array, rows)
         if isinstance(holder, _Dense):
-            if not holder.complete:
-                self._fill(array, holder, index // array.chunk)
+            if holder.missing:
+                chunks = index // array.chunk
+                self._fill(array, holder, distinct(chunks[~holder.loaded[chunks]]))
             return holder.data.take(index, axis=0)  # much faster than data[index] for 2-D rows
         chunks = index // array.chunk
         self.tick += 1
@@ -367,9 +385,14 @@ class ChunkCache:
         first, last = lo // array.chunk, (hi - 1) // array.chunk
         holder = self._holder(array, rows)
         if isinstance(holder, _Dense):
-            if not (holder.complete or (first == last and holder.loaded[first])):  # a random row: held
-                self._fill(array, holder, np.arange(first, last + 1))
+            if holder.missing and not (first == last and holder.loaded[first]):  # a random row: held
+                self._fill(array, holder, np.flatnonzero(~holder.loaded[first : last + 1]) + first)
             return holder.data[lo:hi].copy()
+        if first == last and holder is not None:  # a random row (db[i]): within one chunk
+            slot = self._held(array, holder, first)
+            if slot >= 0:
+                base = first * array.chunk
+                return holder.data[slot, lo - base : hi - base].copy()
         short = holder is not None and last - first < _SCAN_CHUNKS  # kept; a long scan decodes past it
         if short:
             self.tick += 1

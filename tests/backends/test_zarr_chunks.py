@@ -40,6 +40,12 @@ def test_random_batches_and_slabs_are_exact_under_any_budget(tmp_path: Path, bud
             np.testing.assert_array_equal(batch[key], np.concatenate([frames[i].arrays[name] for i in idx]))
         np.testing.assert_array_equal(batch["info.energy_ref"], [frames[i].info["energy_ref"] for i in idx])
         assert backend._cache.held <= budget
+        for i in rng.integers(0, len(frames), 5).tolist():  # single rows: one chunk's slot each
+            atoms = ASEIO(backend)[i]
+            np.testing.assert_array_equal(atoms.positions, frames[i].positions)
+            np.testing.assert_array_equal(atoms.numbers, frames[i].numbers)
+            assert atoms.info["energy_ref"] == frames[i].info["energy_ref"]
+            assert backend._cache.held <= budget
     for start, stop in ((0, 300), (17, 19), (40, 140), (299, 300)):  # long scans and short slabs
         ragged = ASEIO(backend)["arrays.positions"][start:stop].to_list()
         for got, atoms in zip(ragged, frames[start:stop], strict=True):
