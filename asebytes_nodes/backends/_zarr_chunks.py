@@ -270,17 +270,18 @@ class ChunkCache:
         capacity = min(-(-rows // array.chunk), self.limit // array.chunk_bytes)
         return self.put(array.name, _Pool(array, rows, capacity)) if capacity else None
 
-    def _fill(self, array: ShardedArray, dense: _Dense, todo: np.ndarray) -> None:
+    def _fill(self, array: ShardedArray, dense: _Dense, todo: list[int]) -> None:
         """Decode chunks ``todo`` (sorted, distinct, none loaded) into ``dense``."""
         size, step = len(dense.data), array.chunk
-        if not len(todo):
+        if not todo:
             return
         full = size // step  # chunks wholly inside the committed rows
-        whole = todo[todo < full].tolist()
+        whole = todo if todo[-1] < full else todo[:-1]  # the last may be partly committed
         if whole:
             array.read_many(whole, dense.data[: full * step].reshape(full, step, *array.tail), whole)
             dense.loaded[whole] = True
-        for c in todo[todo >= full].tolist():  # the last, partly committed chunk
+        if len(whole) < len(todo):
+            c = todo[-1]
             dense.data[c * step :] = array.read_chunk(c)[: size - c * step]
             dense.loaded[c] = True
         self.decoded += len(todo)
@@ -344,7 +345,7 @@ class ChunkCache:
         if isinstance(holder, _Dense):
             if holder.missing:
                 chunks = index // array.chunk
-                self._fill(array, holder, distinct(chunks[~holder.loaded[chunks]]))
+                self._fill(array, holder, distinct(chunks[~holder.loaded[chunks]]).tolist())
             return holder.data.take(index, axis=0)  # much faster than data[index] for 2-D rows
         chunks = index // array.chunk
         self.tick += 1
@@ -386,7 +387,8 @@ class ChunkCache:
         holder = self._holder(array, rows)
         if isinstance(holder, _Dense):
             if holder.missing and not (first == last and holder.loaded[first]):  # a random row: held
-                self._fill(array, holder, np.flatnonzero(~holder.loaded[first : last + 1]) + first)
+                gaps = np.flatnonzero(~holder.loaded[first : last + 1]) + first if last > first else [first]
+                self._fill(array, holder, list(map(int, gaps)))
             return holder.data[lo:hi].copy()
         if first == last and holder is not None:  # a random row (db[i]): within one chunk
             slot = self._held(array, holder, first)
