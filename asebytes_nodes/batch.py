@@ -164,6 +164,26 @@ def _atom_index_error(index: int, n: int, counts: np.ndarray, rows: np.ndarray) 
     )
 
 
+def pick_atoms(values: Sequence[Any], atoms: np.ndarray | slice, rows: np.ndarray) -> list[Any]:
+    """Per-atom ``values`` of store ``rows`` (one each; MISSING kept) cut to the ``atoms`` of every
+    frame, as :func:`atom_gather` selects them: the same indices, the same error naming the rows
+    whose frames are too small. Column views' lists take atoms through it."""
+    present = [j for j, value in enumerate(values) if value is not MISSING]
+    arrays = [np.asarray(values[j]) for j in present]
+    if isinstance(atoms, np.ndarray) and len(atoms) and arrays:
+        counts = np.array([len(a) for a in arrays], dtype=np.int64)
+        low, high = int(atoms.min()), int(atoms.max())
+        small = counts[(counts <= high) | (counts < -low)]
+        if len(small):
+            n = int(small.min())
+            index = next(i for i in atoms.tolist() if not -n <= i < n)
+            raise _atom_index_error(index, n, counts, np.asarray(rows)[present])
+    picked = list(values)
+    for j, array in zip(present, arrays, strict=True):
+        picked[j] = array[atoms]
+    return picked
+
+
 def _split_selection(gather: np.ndarray, counts: np.ndarray, new_counts: np.ndarray) -> list[np.ndarray]:
     """Per-frame local atom indices from a gather array (for per-atom values kept as lists)."""
     starts = np.cumsum(counts) - counts

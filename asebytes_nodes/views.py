@@ -226,16 +226,27 @@ class ColumnView(_View):
             else:
                 yield [_row_dict(values, j) for j in range(len(chunk))]
 
-    def to_list(self) -> list[Any]:
-        """Values (one key) or ``{key: value}`` dicts (several keys), ``None`` where missing."""
-        values = self._read_all()
+    def to_list(self, *, atoms: Any = None) -> list[Any]:
+        """Values (one key) or ``{key: value}`` dicts (several keys), ``None`` where missing;
+        ``atoms`` keeps only those atoms (indices or a slice) of per-atom values."""
+        values = self._read_picked(atoms)
         if self._single:
             return [_none(v) for v in values[self._keys[0]]]
         return [_row_dict(values, j) for j in range(len(self))]
 
-    def to_dict(self) -> dict[str, list[Any]]:
-        """``{key: [values]}`` with ``None`` where a row lacks the key."""
-        return {k: [_none(v) for v in vs] for k, vs in self._read_all().items()}
+    def to_dict(self, *, atoms: Any = None) -> dict[str, list[Any]]:
+        """``{key: [values]}`` with ``None`` where a row lacks the key; ``atoms`` as in :meth:`to_list`."""
+        return {k: [_none(v) for v in vs] for k, vs in self._read_picked(atoms).items()}
+
+    def _read_picked(self, atoms: Any) -> dict[str, Any]:
+        """Every value of this view, per-atom ones cut to ``atoms`` of each frame (None: all)."""
+        values, selection = self._read_all(), _batch.normalize_atoms(atoms)
+        if selection is None:
+            return values
+        return {
+            k: _batch.pick_atoms(vs, selection, self._indices) if is_per_atom(k) else vs
+            for k, vs in values.items()
+        }
 
     def to_batch(self, *, fill: Any = None, atoms: Any = None) -> dict[str, Any]:
         """This view's keys as one batch of arrays (see :meth:`RowView.to_batch`)."""

@@ -11,7 +11,8 @@ import pytest
 
 from asebytes_nodes import ASEIO
 from asebytes_nodes.backends._base import ReadableBackend
-from asebytes_nodes.batch import atom_gather, merge_batches, read_batch
+from asebytes_nodes.backends._keys import MISSING
+from asebytes_nodes.batch import atom_gather, merge_batches, pick_atoms, read_batch
 from asebytes_nodes.rows import atoms_to_dict
 from asebytes_nodes.testing.batches import expected_batch, numeric_shared_keys
 from asebytes_nodes.testing.frames import assert_values_equal, make_frames
@@ -86,3 +87,29 @@ def test_arguments_are_checked(kwargs: dict[str, Any], error: type, match: str) 
     db.extend(make_frames("ethanol"))
     with pytest.raises(error, match=match):
         db[[0]].to_batch(**kwargs)
+
+
+def test_pick_atoms_keeps_missing_values_and_names_small_frames() -> None:
+    values = [np.arange(6).reshape(3, 2), MISSING, np.arange(10).reshape(5, 2)]
+    picked = pick_atoms(values, np.array([-1, 0]), np.array([4, 5, 6]))
+    assert picked[1] is MISSING
+    assert picked[0].tolist() == [[4, 5], [0, 1]] and picked[2].tolist() == [[8, 9], [0, 1]]
+    sliced = pick_atoms(values[::2], slice(1, 2), np.array([4, 6]))
+    assert [p.tolist() for p in sliced] == [[[2, 3]], [[2, 3]]]
+    with pytest.raises(IndexError, match=r"atom index 3 .*3 atoms of rows 4; the frames here have 3 to 5"):
+        pick_atoms(values, np.array([0, 3]), np.array([4, 5, 6]))
+    with pytest.raises(IndexError, match=r"atom index -4 .*3 atoms of rows 4"):
+        pick_atoms(values, np.array([-4]), np.array([4, 5, 6]))
+
+
+def test_column_lists_select_atoms_and_keep_none_for_rows_lacking_a_key() -> None:
+    frames = make_frames("ethanol")[:3]
+    frames[1].set_array("tag", np.arange(len(frames[1])))
+    db = ASEIO("memory://")
+    db.extend(frames)
+    first, tagged, last = db["arrays.tag"].to_list(atoms=[0, -1])
+    assert first is None and last is None
+    assert tagged.tolist() == [0, len(frames[1]) - 1]
+    assert db[["arrays.tag", "calc.energy"]].to_dict(atoms=[2])["calc.energy"] == db["calc.energy"].to_list()
+    with pytest.raises(TypeError, match="boolean mask"):
+        db["arrays.positions"].to_list(atoms=np.ones(len(frames[0]), bool))

@@ -222,6 +222,15 @@ class BatchContract:
         np.testing.assert_array_equal(both["cell"], np.stack([frames[i].cell.array for i in order]))
         ragged = db[order]["arrays.positions"].to_ragged(atoms=slice(0, 2))
         np.testing.assert_array_equal(ragged.frame(1), frames[0].positions[:2])
+        listed = db[order]["arrays.positions"].to_list(atoms=[0, -1])  # lists select as batches do
+        for got, i in zip(listed, order, strict=True):
+            np.testing.assert_array_equal(got, frames[i].positions[[0, -1]])
+        rows = db[order][["arrays.numbers", "cell"]].to_list(atoms=slice(1, None, 3))
+        for got, i in zip(rows, order, strict=True):
+            np.testing.assert_array_equal(got["arrays.numbers"], frames[i].numbers[1::3])
+            np.testing.assert_array_equal(got["cell"], frames[i].cell.array)  # per frame: whole
+        columns = db[order][["arrays.numbers", "cell"]].to_dict(atoms=[1])
+        assert [v.tolist() for v in columns["arrays.numbers"]] == [[frames[i].numbers[1]] for i in order]
         with pytest.raises(IndexError, match=f"atom index {len(frames[0])} .*{len(frames[0])} atoms"):
             db[order].to_batch(["arrays.positions"], atoms=[0, len(frames[0])])
         with pytest.raises(TypeError, match="boolean mask"):
@@ -246,6 +255,13 @@ class BatchContract:
             db[:].to_batch(["arrays.positions"], atoms=[max(counts) - 1])
         with pytest.raises(ValueError, match="to_ragged"):
             db[:]["arrays.positions"].to_numpy(atoms=slice(0, 2))
+        listed = db[order]["calc.forces"].to_list(atoms=[-1, 0])
+        for got, i in zip(listed, order, strict=True):
+            np.testing.assert_array_equal(got, frames[i].get_forces()[[-1, 0]])
+        with pytest.raises(
+            IndexError, match=rf"atom index {max(counts) - 1} .*rows {small[0]}.*{min(counts)} to"
+        ):
+            db[:]["arrays.positions"].to_list(atoms=[max(counts) - 1])
 
     def test_batches_cover_every_frame_once(self, store: StoreFactory) -> None:
         frames = self.ragged_frames() or self.fixed_frames()
