@@ -67,14 +67,21 @@ def read_meta(get: Get, key: bytes, required: bool = True) -> dict[str, Any]:
 
 def _gather(
     get: Get, key: str, code: str, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """(values, present, absent, found) of ``rows`` from the blocks of one scalar column: one
     LMDB read per block; ``present``: the row's block holds its value; ``absent``: per block
-    number in ``found``'s order, no block stored."""
+    read, no block stored; ``found``: each row's block in that order (None if none is absent)."""
     dtype = type_code_dtype(code)
-    blocks = rows // BLOCK
-    low = int(blocks.min()) if len(blocks) else 0
-    unique = np.flatnonzero(np.bincount(blocks - low)) + low  # sorted, as np.unique (cheaper)
+    n = len(rows)
+    # consecutive rows (a whole column, a slice): their blocks in order, the values one slice
+    run = n > 1 and int(rows[-1]) - int(rows[0]) == n - 1 and bool((rows[1:] > rows[:-1]).all())
+    if run:
+        low = int(rows[0]) // BLOCK
+        unique = np.arange(low, int(rows[-1]) // BLOCK + 1)
+    else:
+        blocks = rows // BLOCK
+        low = int(blocks.min()) if n else 0
+        unique = np.flatnonzero(np.bincount(blocks - low)) + low  # sorted, as np.unique (cheaper)
     masks = np.zeros((len(unique), BLOCK), bool)
     values = np.zeros((len(unique), BLOCK), dtype)
     absent = np.zeros(len(unique), bool)
@@ -85,6 +92,11 @@ def _gather(
         else:
             masks[j] = np.frombuffer(raw, bool, BLOCK)
             values[j] = np.frombuffer(raw, dtype, BLOCK, BLOCK)
+    if run:
+        start = int(rows[0]) - low * BLOCK
+        cut = slice(start, start + n)
+        found = rows // BLOCK - low if absent.any() else None
+        return values.reshape(-1)[cut], masks.reshape(-1)[cut], absent, found
     found = np.searchsorted(unique, blocks)
     where = found, rows % BLOCK
     return values[where], masks[where], absent, found
@@ -102,7 +114,7 @@ def read_scalar_column(
     out: list[Any] = picked.tolist() if code in ("f", "i", "b") else list(picked)
     for j in np.flatnonzero(~present).tolist():
         out[j] = MISSING
-    if absent.any():
+    if found is not None and absent.any():
         slow = np.flatnonzero(absent[found])
         for j, value in zip(slow.tolist(), from_rows(rows[slow].tolist()), strict=True):
             out[j] = value

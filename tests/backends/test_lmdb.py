@@ -123,3 +123,32 @@ def test_a_file_replaced_under_the_same_name_is_read_afresh(tmp_path: Path) -> N
     os.replace(other, path)
     assert len(ASEIO(path, readonly=True)) == 4
     assert len(old) == 4  # handles follow the path, like every other backend
+
+
+def test_a_scalar_column_without_a_block_is_read_from_its_rows() -> None:
+    """A block not found (a damaged page hid it) leaves its rows to be read one by one, in a
+    whole column (consecutive rows: the values one slice of the blocks), a run across it and a
+    selection; the other blocks still serve theirs, and rows a block lacks stay MISSING."""
+    from asebytes_nodes.backends._keys import MISSING
+    from asebytes_nodes.backends._lmdb_blocks import BLOCK, block_key, read_scalar_column, scalar_array
+
+    values = np.arange(3 * BLOCK) / 7
+    flags = np.ones(3 * BLOCK, bool)
+    flags[5] = False  # a row without the key
+    part = [slice(b * BLOCK, (b + 1) * BLOCK) for b in range(3)]
+    blocks = {block_key("e", b): flags[part[b]].tobytes() + values[part[b]].tobytes() for b in (0, 2)}
+    asked: list[list[int]] = []
+
+    def from_rows(rows: list[int]) -> list[float]:
+        asked.append(rows)
+        return [float(values[i]) for i in rows]
+
+    expected = [MISSING if not f else float(v) for v, f in zip(values, flags, strict=True)]
+    for rows in (np.arange(3 * BLOCK), np.arange(BLOCK - 2, BLOCK + 3), np.array([2 * BLOCK, BLOCK + 1, 3])):
+        asked.clear()
+        got = read_scalar_column(blocks.get, "e", "f", rows, from_rows)
+        assert got == [expected[i] for i in rows.tolist()]
+        assert asked == [[i for i in rows.tolist() if BLOCK <= i < 2 * BLOCK]]
+    last = scalar_array(blocks.get, "e", "f", np.arange(2 * BLOCK, 3 * BLOCK))
+    assert last is not None and last.tolist() == values[part[2]].tolist()
+    assert scalar_array(blocks.get, "e", "f", np.arange(3 * BLOCK)) is None  # a row lacks it
