@@ -240,7 +240,8 @@ class ColumnView(_View):
 
     def _read_picked(self, atoms: Any) -> dict[str, Any]:
         """Every value of this view, per-atom ones cut to ``atoms`` of each frame (None: all)."""
-        values, selection = self._read_all(), _batch.normalize_atoms(atoms)
+        selection = _batch.normalize_atoms(atoms)  # a bad selection is refused before reading
+        values = self._read_all()
         if selection is None:
             return values
         return {
