@@ -22,11 +22,13 @@ What is read (HDF5 file format specification 3.0; the files HDF5 writes with its
   user block).
 
 The levels above the leaves are read when the index is first used (about 1/64 of the leaves);
-a leaf when a chunk it holds is first asked for. Anything else gives no index and the callers
-ask HDF5 (``read_direct_chunk``), which also decides what a chunk not found means: layout
-version 4 (HDF5 1.10+ indexes), addresses not 8 bytes wide, a node that does not read as
-above, keys out of order. A chunk whose leaf key is not exactly its offset is not found here
-either. Only for read-only handles: a writer's chunks may still sit in HDF5's cache.
+a leaf when a chunk it holds is first asked for, and all the others once requests of whole
+leaves (batches) would have read an eighth of them (a shuffled epoch reads them all). Anything
+else gives no index and the callers ask HDF5 (``read_direct_chunk``), which also decides what a
+chunk not found means: layout version 4 (HDF5 1.10+ indexes), addresses not 8 bytes wide, a node
+that does not read as above, keys out of order. A chunk whose leaf key is not exactly its offset
+is not found here either. Only for read-only handles: a writer's chunks may still sit in HDF5's
+cache.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ _NODE_HEAD = 24  # "TREE", type, level, entries used, left and right sibling add
 _DEFAULT_ENTRIES = 64  # entries of a node of HDF5's default size (K = 32)
 _MAX_BLOCKS = 64  # object header blocks read at most (HDF5 writes one or a few)
 _MAX_BLOCK_BYTES = 1 << 20
+#: Once a request would have read this fraction of a dataset's leaves (1/_REST), the rest are read
+#: too, :data:`_LEAVES_AT_ONCE` at a time: a shuffled epoch reads every leaf, and a leaf read in a
+#: group of thousands costs a fifth of one read with a batch's few (numpy's per-call work).
+_REST = 8
+_LEAVES_AT_ONCE = 4096  # about 10 MiB of nodes parsed at once
 
 
 class _Unreadable(Exception):
@@ -111,8 +118,10 @@ class ChunkIndex:
             wanted = np.zeros(len(self._read), bool)
             wanted[leaf[leaf >= 0]] = True
             new = np.flatnonzero(wanted & ~self._read)
-            if len(new):
-                self._load_leaves(new)
+            if len(new) and (int(self._read.sum()) + len(new)) * _REST >= len(self._read):
+                new = np.flatnonzero(~self._read)
+            for at in range(0, len(new), _LEAVES_AT_ONCE):
+                self._load_leaves(new[at : at + _LEAVES_AT_ONCE])
             self.known[todo] = True  # not in their leaf: not found here
         return self.size[chunks] > 0
 

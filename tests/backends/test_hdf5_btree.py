@@ -75,6 +75,37 @@ def test_finds_every_chunk_hdf5_finds(tmp_path: Path, track_order: bool) -> None
     assert version == b"OHDR" if track_order else version[:1] == b"\x01"
 
 
+def test_batches_read_the_remaining_leaves_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small requests read their own leaves; once one would have read an eighth of them the rest
+    are read too (in groups), and every chunk is then where HDF5 says it is."""
+    from asebytes_nodes.backends import _hdf5_btree
+
+    monkeypatch.setattr(_hdf5_btree, "_LEAVES_AT_ONCE", 7)  # several groups from 141 leaves
+    path = tmp_path / "t.h5"
+    _write(path, 9000)
+    order = np.random.default_rng(5).permutation(9000)
+    with h5py.File(path, "r") as f:
+        ds = f["a"]
+        index = ChunkIndex.of(ds)
+        assert index is not None
+        leaves = len(index._read)
+        assert index.lookup(order[:4]).all()
+        assert 0 < index._read.sum() * _hdf5_btree._REST < leaves  # a few leaves: only its own
+        step = 4
+        while not index._read.all():
+            assert index.lookup(order[step : step + 4]).all()
+            step += 4
+        assert step <= 4 * (leaves // _hdf5_btree._REST + 1)
+        assert index.known.all() and (index.size > 0).all()
+        for k in order[::97].tolist():
+            info = ds.id.get_chunk_info_by_coord((k, 0, 0))
+            assert (index.address[k], index.size[k], index.mask[k]) == (
+                info.byte_offset,
+                info.size,
+                info.filter_mask,
+            )
+
+
 def test_our_h5md_store_read_through_the_index(tmp_path: Path) -> None:
     path = hdf5kit.build(tmp_path / "s.h5", "h5md", 300)
     frames = [hdf5kit.frame("h5md", i) for i in range(300)]
