@@ -217,10 +217,14 @@ class ColumnView(_View):
         for chunk in self.chunked(DEFAULT_CHUNK_SIZE):
             yield from chunk
 
-    def chunked(self, size: int = DEFAULT_CHUNK_SIZE) -> Iterator[list[Any]]:
-        """Lists of up to ``size`` values (dicts for several keys), one backend call each."""
+    def chunked(self, size: int = DEFAULT_CHUNK_SIZE, *, atoms: Any = None) -> Iterator[list[Any]]:
+        """Lists of up to ``size`` values (dicts for several keys), one backend call each;
+        ``atoms`` as in :meth:`to_list`."""
+        return self._chunked(size, _batch.normalize_atoms(atoms))  # a bad selection: refused here
+
+    def _chunked(self, size: int, selection: _batch.AtomSelection) -> Iterator[list[Any]]:
         for chunk in self._chunks(size):
-            values = self._read(chunk)
+            values = self._picked(self._read(chunk), selection, chunk)
             if self._single:
                 yield [_none(v) for v in values[self._keys[0]]]
             else:
@@ -241,12 +245,15 @@ class ColumnView(_View):
     def _read_picked(self, atoms: Any) -> dict[str, Any]:
         """Every value of this view, per-atom ones cut to ``atoms`` of each frame (None: all)."""
         selection = _batch.normalize_atoms(atoms)  # a bad selection is refused before reading
-        values = self._read_all()
+        return self._picked(self._read_all(), selection, self._indices)
+
+    @staticmethod
+    def _picked(values: dict[str, Any], selection: _batch.AtomSelection, rows: IndexArray) -> dict[str, Any]:
+        """``values`` of store ``rows``, per-atom ones cut to ``selection`` of each frame (None: all)."""
         if selection is None:
             return values
         return {
-            k: _batch.pick_atoms(vs, selection, self._indices) if is_per_atom(k) else vs
-            for k, vs in values.items()
+            k: _batch.pick_atoms(vs, selection, rows) if is_per_atom(k) else vs for k, vs in values.items()
         }
 
     def to_batch(self, *, fill: Any = None, atoms: Any = None) -> dict[str, Any]:

@@ -231,6 +231,11 @@ class BatchContract:
             np.testing.assert_array_equal(got["cell"], frames[i].cell.array)  # per frame: whole
         columns = db[order][["arrays.numbers", "cell"]].to_dict(atoms=[1])
         assert [v.tolist() for v in columns["arrays.numbers"]] == [[frames[i].numbers[1]] for i in order]
+        chunks = list(db[order][["arrays.numbers", "cell"]].chunked(2, atoms=slice(1, None, 3)))
+        assert [len(c) for c in chunks] == [2, 1]
+        for got, want in zip(chunks[0] + chunks[1], rows, strict=True):  # chunks select as lists do
+            np.testing.assert_array_equal(got["arrays.numbers"], want["arrays.numbers"])
+            np.testing.assert_array_equal(got["cell"], want["cell"])
         with pytest.raises(IndexError, match=f"atom index {len(frames[0])} .*{len(frames[0])} atoms"):
             db[order].to_batch(["arrays.positions"], atoms=[0, len(frames[0])])
         with pytest.raises(TypeError, match="boolean mask"):
@@ -262,6 +267,16 @@ class BatchContract:
             IndexError, match=rf"atom index {max(counts) - 1} .*rows {small[0]}.*{min(counts)} to"
         ):
             db[:]["arrays.positions"].to_list(atoms=[max(counts) - 1])
+        chunked = [v for c in db[order]["calc.forces"].chunked(2, atoms=[-1, 0]) for v in c]
+        for got, i in zip(chunked, order, strict=True):
+            np.testing.assert_array_equal(got, frames[i].get_forces()[[-1, 0]])
+        late = db[[counts.index(max(counts)), small[-1]]]["arrays.positions"].chunked(
+            1, atoms=[max(counts) - 1]
+        )
+        with pytest.raises(IndexError, match=rf"atom index {max(counts) - 1} .*rows {small[-1]}\b"):
+            list(late)  # the second chunk names its store row
+        with pytest.raises(TypeError, match="boolean mask"):
+            db[:]["arrays.positions"].chunked(2, atoms=np.ones(2, bool))  # refused at the call
 
     def test_batches_cover_every_frame_once(self, store: StoreFactory) -> None:
         frames = self.ragged_frames() or self.fixed_frames()
