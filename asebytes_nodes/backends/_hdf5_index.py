@@ -25,11 +25,14 @@ class ChunkGrid:
     HDF5's index was seen to find (``seen``, by chunk number along the first axis)."""
 
     def __init__(self, ds: Any) -> None:
-        self.ds, self.step = ds, int(ds.chunks[0])
-        self.width = ds.chunks[1] if ds.ndim > 1 else 0
-        grid = (range(0, n, c) for n, c in zip(ds.shape[1:], ds.chunks[1:], strict=True))
+        # h5py asks HDF5 at every look (ndim alone costs 5 us): each is read once, a cold
+        # first frame of an H5MD store opens about ten grids
+        self.shape, self.chunks = shape, chunks = tuple(ds.shape), tuple(ds.chunks)
+        self.ds, self.step = ds, int(chunks[0])
+        self.width = chunks[1] if len(shape) > 1 else 0
+        grid = (range(0, n, c) for n, c in zip(shape[1:], chunks[1:], strict=True))
         self.across = list(itertools.product(*grid))  # chunk offsets along the other axes
-        self.seen = np.zeros(-(-ds.shape[0] // self.step), bool)
+        self.seen = np.zeros(-(-shape[0] // self.step), bool)
 
     def unseen(self, rows: np.ndarray) -> np.ndarray:
         """Sorted numbers of the chunks holding ``rows`` (any order) not looked up yet."""

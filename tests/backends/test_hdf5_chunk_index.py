@@ -98,3 +98,28 @@ def test_unwritten_presence_flags_read_as_absent(tmp_path: Path) -> None:
             assert [late[0], "info.late" in db.backend.read_row(40000), late[2]] == [1.0, False, 2.0]
     with ASEIO(path, backend="h5md", readonly=True) as db:
         assert db.backend.check() == []
+
+
+N_ATOMS = "/parameters/asebytes_nodes/atoms/n_atoms"
+
+
+def test_a_lost_chunk_of_a_small_dataset_is_asked_of_hdf5_and_an_error(tmp_path: Path) -> None:
+    """A first frame confirms the one chunk of the atom counts through HDF5's own lookup (no
+    chunk index of ours opened for it: 0.8 ms of a cold read); a key naming another chunk is
+    still StoreCorruptedError, as HDF5 alone reads zeros."""
+    path = hdf5kit.build(tmp_path / "s.h5", "h5md", 300)
+    with ASEIO(path, readonly=True) as db:
+        assert db[7].info["frame"] == 7
+        assert db.backend._shared.found[N_ATOMS.lstrip("/")].index is True  # not opened
+    offset, _ = hdf5kit.btree_key(path, N_ATOMS, 0)
+    with open(path, "r+b") as f:  # the key's first coordinate: the chunk holding rows 4096-
+        f.seek(offset - 8)
+        assert int.from_bytes(f.read(8), "little") == 0
+        f.seek(offset - 8)
+        f.write((4096).to_bytes(8, "little"))
+    with h5py.File(path, "r") as f:
+        assert not f[N_ATOMS][:].any()
+    for cache_bytes in (64 << 20, 0):
+        with pytest.raises(StoreCorruptedError, match=f"{N_ATOMS} rows 0-299 is damaged"):
+            with ASEIO(path, readonly=True, cache_bytes=cache_bytes) as db:
+                db[7]

@@ -13,6 +13,7 @@ naming the dataset and its rows, where HDF5 raises too.
 
 from __future__ import annotations
 
+import math
 import zlib
 from typing import NoReturn
 
@@ -44,16 +45,16 @@ class Grid(ChunkGrid):
 
     def __init__(self, ds: h5py.Dataset) -> None:
         super().__init__(ds)
-        self.shape, self.chunks, self.dtype = ds.shape, ds.chunks, ds.dtype  # h5py looks them up
+        self.dtype = dtype = ds.dtype
         self.lookups, self.walked = 0, False  # chunks looked up; the index walked (see _WALK)
-        pipeline = _pipeline(ds) if ds.dtype.kind in "biuf" else None
+        pipeline = _pipeline(ds) if dtype.kind in "biuf" else None
         # mask bits of deflate and fletcher32 (0: not in the pipeline), as HDF5 numbers filters
         self.bits: tuple[int, int] | None = None
         if pipeline is not None:
             deflate = 1 if pipeline[0] is not None else 0
             self.bits = (deflate, (2 if deflate else 1) if pipeline[1] else 0)
-        self.nbytes = ds.dtype.itemsize * int(np.prod(ds.chunks))
-        self.whole = len(self.across) == 1 and ds.shape[1:] == ds.chunks[1:]  # one chunk spans a row
+        self.nbytes = dtype.itemsize * math.prod(self.chunks)
+        self.whole = len(self.across) == 1 and self.shape[1:] == self.chunks[1:]  # one chunk spans a row
         self.index: ChunkIndex | None | bool = self.whole  # True: not read yet (see fetch)
 
     def fetch(self, chunks: np.ndarray) -> tuple[list[tuple[_Offset, int, bytes]], list[_Offset]]:
@@ -67,9 +68,7 @@ class Grid(ChunkGrid):
         read B-tree nodes: 63 us a chunk at 100,000); smaller requests then read one key each
         (:meth:`ChunkIndex.one`) rather than whole leaves, and before it go to HDF5: opening it
         costs about 1 ms, a cold energy column or first frame of a small store 6-9 ms in all."""
-        index, many = self.index, len(chunks) >= _INDEXED
-        if index is True and (many or len(self.seen) >= _INDEX_CHUNKS):
-            index = self.index = ChunkIndex.of(self.ds)
+        index, many = self._opened(len(chunks)), len(chunks) >= _INDEXED
         if (
             isinstance(index, ChunkIndex)
             and (index.lookup(chunks).all() if many else all(map(index.one, chunks.tolist())))
@@ -93,6 +92,13 @@ class Grid(ChunkGrid):
                 found.append((at, mask, blob))
         return found, missing
 
+    def _opened(self, n: int) -> ChunkIndex | None | bool:
+        """The chunk index, opened first by a request of ``n`` chunks that pays for it (see
+        :meth:`fetch`); True while not opened, None where it cannot be read."""
+        if self.index is True and (n >= _INDEXED or len(self.seen) >= _INDEX_CHUNKS):
+            self.index = ChunkIndex.of(self.ds)
+        return self.index
+
     def _pread(self, index: ChunkIndex, chunks: np.ndarray) -> list[tuple[_Offset, int, bytes]] | None:
         """The chunks ``chunks`` (all found by ``index``) read from the file; None if one is cut short."""
         blobs = index.read(chunks)
@@ -107,11 +113,12 @@ class Grid(ChunkGrid):
         """Offsets of the chunks numbered ``chunks`` (as in :meth:`fetch`) HDF5's index does not
         find. Chunks :class:`.._hdf5_btree.ChunkIndex` finds are not read (HDF5 finds them too);
         the others are asked of HDF5 :data:`_ASKED` at a time, so a whole dataset's scan holds
-        a few MB, not every chunk (170 MB for 100,000 frames' positions)."""
-        if self.index is True:
-            self.index = ChunkIndex.of(self.ds)
-        if isinstance(self.index, ChunkIndex):
-            chunks = chunks[~self.index.lookup(chunks)]
+        a few MB, not every chunk (170 MB for 100,000 frames' positions). A few chunks of a
+        small dataset are all asked of HDF5 (the index is opened as :meth:`fetch` opens it: the
+        atom counts of a first frame's read, one chunk, cost 0.8 ms more through it)."""
+        index = self._opened(len(chunks))
+        if isinstance(index, ChunkIndex):
+            chunks = chunks[~index.lookup(chunks)]
         missing: list[_Offset] = []
         for lo in range(0, len(chunks), _ASKED):
             missing += self.fetch(chunks[lo : lo + _ASKED])[1]
