@@ -101,3 +101,4 @@ def test_other_writers_keep_unit_conversion(tmp_path: Path) -> None:
         f["h5md/creator"].attrs["name"] = "some-md-code"
     db = ASEIO(path, readonly=True)
     np.testing.assert_allclose(db[0].get_velocities(), np.full((3, 3), 0.5 / units.fs), rtol=1e-12)
+    assert db.backend.format_info()["creator"]["name"] == "some-md-code"  # the writer it names
