@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import h5py
 import numpy as np
 import pytest
@@ -9,7 +11,9 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from asebytes_nodes import ASEIO
+from asebytes_nodes.backends.h5md import _backend as held_row_module
 from asebytes_nodes.batch import read_batch_default
+from asebytes_nodes.testing.frames import FRAME_KINDS, assert_values_equal, make_frames
 
 KEYS = ["arrays.positions", "arrays.numbers", "calc.energy", "calc.forces", "cell"]
 
@@ -111,3 +115,44 @@ def test_attributes_read_as_h5py_reads_them(tmp_path):
         assert read_attribute(g, "array").tolist() == [1, 1]
         assert read_attribute(g, "empty") == g.attrs["empty"]
         assert read_attribute(g, "absent") is None
+
+
+@pytest.mark.parametrize("kind", list(FRAME_KINDS))
+def test_a_row_the_mirrors_hold_reads_as_the_general_path_reads_it(tmp_path, kind: str) -> None:
+    """A single row whose chunks the mirrors hold is taken from them at once (held_row); the
+    row equals the one read without mirrors (cache_bytes=0: every column by the general path):
+    the same keys in the same order, types, dtypes and values, for every kind of frame and for
+    key subsets. Its arrays are its own: changing one changes no later read."""
+    frames = make_frames(kind)
+    path = tmp_path / "s.h5"
+    with ASEIO(path) as db:
+        db.extend(frames)
+    with ASEIO(path, readonly=True, cache_bytes=0) as plain_db:
+        expected = [plain_db.backend.read_rows([i]) for i in range(len(frames))]
+        subsets = [
+            plain_db.backend.read_rows([i], ["calc.energy", "arrays.positions"]) for i in range(len(frames))
+        ]
+    with ASEIO(path, readonly=True) as db:
+        backend = db.backend
+        backend.read_rows(np.arange(len(frames)))  # every chunk read in: the mirrors hold each row
+        calls = []
+        original = held_row_module.held_row
+
+        def spy(*args: Any) -> Any:
+            values, rest = original(*args)
+            calls.append((set(values), {c.key for c in rest}))
+            return values, rest
+
+        held_row_module.held_row = spy
+        try:
+            for i in range(len(frames)):
+                assert_values_equal(expected[i], backend.read_rows([i]), f"row {i}")
+                assert_values_equal(subsets[i], backend.read_rows([i], ["calc.energy", "arrays.positions"]))
+        finally:
+            held_row_module.held_row = original
+        assert len(calls) == 2 * len(frames)
+        assert all("arrays.positions" in got for got, _ in calls)  # taken from the mirrors
+        for value in backend.read_rows([0])[0].values():
+            if isinstance(value, np.ndarray) and value.size and value.dtype.kind in "fi":
+                value[...] = 7
+        assert_values_equal(expected[0], backend.read_rows([0]), "row 0 read again")

@@ -35,7 +35,7 @@ from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, read
 from .._keys import atom_counts
 from ._check import check_version, conformance, creator_name, invariants
 from ._foreign import foreign_plan
-from ._gather import DEFAULT_CACHE_BYTES, fast_batch, head, index_problems, plain, rows_of
+from ._gather import DEFAULT_CACHE_BYTES, fast_batch, head, held_row, index_problems, plain, rows_of
 from ._plan import (
     CREATOR,
     FORMAT_NAME,
@@ -377,13 +377,18 @@ class H5MDBackend(WritableBackend):
             wanted = (
                 list(cols.values()) if keys is None else [cols[k] for k in dict.fromkeys(keys) if k in cols]
             )
-            sizes = self._sizes(frames) if any(col.kind == "atom" for col in wanted) else None
             rows: list[dict[str, Any]] = [{} for _ in frames]
-            for col in wanted:
+            order, rest = wanted, wanted
+            if len(frames) == 1 and self._own:  # a random row: what the mirrors hold, at once
+                rows[0], rest = held_row(self._shared, self._plan, int(frames[0]), wanted)
+            sizes = self._sizes(frames) if any(col.kind == "atom" for col in rest) else None
+            for col in rest:
                 key = col.key
                 for row, value in zip(rows, self._column(col, frames, sizes), strict=True):
                     if value is not MISSING:
                         row[key] = value
+            if rest is not order and rest:  # the keys in the order the general path gives them
+                rows[0] = {col.key: rows[0][col.key] for col in order if col.key in rows[0]}
             return expand_rows(rows, where)
 
     def read_batch(

@@ -34,7 +34,7 @@ from ...indexing import distinct
 from .._hdf5_files import SharedFile
 from .._hdf5_journal import checked
 from ._direct import Grid
-from ._plan import Col, Need, Plan, take
+from ._plan import Col, Need, Plan, convert, take
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -42,6 +42,7 @@ __all__ = [
     "confirm",
     "fast_batch",
     "head",
+    "held_row",
     "index_problems",
     "plain",
     "rows_of",
@@ -66,6 +67,10 @@ class Mirror:
         self.step = 1 if vlen else int(ds.chunks[0])
         self.loaded = np.zeros(-(-len(self.data) // self.step), bool)
         self.complete = not len(self.loaded)  # every chunk read in: rows are plain numpy indices
+
+    def holds(self, row: int) -> bool:
+        """Is ``row`` read in already?"""
+        return self.complete or bool(self.loaded[row // self.step])
 
     def fill(self, rows: np.ndarray, load: Callable[[np.ndarray], np.ndarray | None]) -> np.ndarray:
         """The mirror, with the chunks holding ``rows`` (int64) read in; ``load`` is given the
@@ -140,6 +145,34 @@ def rows_of(shared: SharedFile, plan: Plan, path: str, rows: np.ndarray, limit: 
     """Rows ``rows`` (sorted unique int64) of dataset ``path`` of the particle group of ``plan``."""
     source, at = _source(shared, plan, path, rows, limit)
     return source if at is None else source[at]
+
+
+def held_row(
+    shared: SharedFile, plan: Plan, row: int, cols: Sequence[Col]
+) -> tuple[dict[str, Any], list[Col]]:
+    """Row ``row``'s values of the plain columns whose mirrors hold it (and its presence flags)
+    already: a random row read again, a store that fits the cache. Each is the mirror's row
+    copied and converted as :func:`._plan.convert` converts any row, without the per-column
+    lookups of the general path (a row of ten columns: about 60 -> 30 us); and the columns
+    left for that path (not plain, not mirrored, not read in yet)."""
+    values: dict[str, Any] = {}
+    rest: list[Col] = []
+    mirrors, counts = shared.mirrors, plan.counts
+    for col in cols:
+        if col.flags is not None:
+            flags = mirrors.get(col.flags)
+            if flags is None or not flags.holds(row):
+                rest.append(col)
+                continue
+            if not flags.data[row]:
+                continue  # the row lacks the key
+        mirror = mirrors.get(col.path) if col.path is not None and plain(col) else None
+        if mirror is None or counts is None or not mirror.holds(row):
+            rest.append(col)
+            continue
+        sizes = counts[row : row + 1] if col.kind == "atom" else None
+        values[col.key] = convert(col, mirror.data[row : row + 1].copy(), sizes)[0]
+    return values, rest
 
 
 def head(shared: SharedFile, path: str, n: int) -> np.ndarray:
