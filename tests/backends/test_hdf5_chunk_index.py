@@ -123,3 +123,29 @@ def test_a_lost_chunk_of_a_small_dataset_is_asked_of_hdf5_and_an_error(tmp_path:
         with pytest.raises(StoreCorruptedError, match=f"{N_ATOMS} rows 0-299 is damaged"):
             with ASEIO(path, readonly=True, cache_bytes=cache_bytes) as db:
                 db[7]
+
+
+def test_a_large_dataset_opens_its_index_after_a_few_single_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single rows of a dataset counted as large (here: 8 chunks or more) are looked up by HDF5
+    until it has looked up a few chunks, then through the index; every row reads as written."""
+    from asebytes_nodes.backends._hdf5_btree import ChunkIndex
+    from asebytes_nodes.backends.h5md import _direct
+
+    monkeypatch.setattr(_direct, "_INDEX_CHUNKS", 8)
+    path = hdf5kit.build(tmp_path / "s.h5", "h5md", 300)
+    frames = [hdf5kit.frame("h5md", i) for i in range(300)]
+    forces = FORCES.lstrip("/")
+    with ASEIO(path, readonly=True, cache_bytes=0) as db:
+        grids = db.backend._shared.found
+        step = h5py.File(path, "r")[FORCES].chunks[0]
+        rows = [k * step for k in range(_direct._LOOKUPS_FIRST + 2)]  # one row in each of 6 chunks
+        for j, row in enumerate(rows):
+            np.testing.assert_array_equal(db[row].get_forces(), frames[row].get_forces())
+            opened = grids[forces].index
+            if j < _direct._LOOKUPS_FIRST:
+                assert opened is True, (j, opened)
+            else:
+                assert isinstance(opened, ChunkIndex), (j, opened)
+        assert grids[forces].lookups == _direct._LOOKUPS_FIRST

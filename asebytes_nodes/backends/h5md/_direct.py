@@ -35,7 +35,11 @@ _WALK = 64
 #: Chunks a request needs before it reads whole leaves of the chunk index it lacks (a leaf, up to
 #: 64 chunks, costs about as much to read here as 5-10 of HDF5's lookups).
 _INDEXED = 8
-_INDEX_CHUNKS = 4096  # datasets of this many chunks open the index for random rows too
+_INDEX_CHUNKS = 4096  # datasets of this many chunks open the index for random rows too ...
+#: ... once HDF5 has looked up this many of their chunks: opening the index costs 5-15 of HDF5's
+#: lookups in a cold B-tree (0.8 ms against 50-150 us each at 100,000 chunks), so a first frame
+#: opens none (100,000 frames: 13-17 -> 10-12 ms) and random rows pay for at most 4 lookups more.
+_LOOKUPS_FIRST = 4
 _ASKED = 1024  # chunks a scan for chunks HDF5's index does not find reads at once (see unfound)
 
 
@@ -64,10 +68,11 @@ class Grid(ChunkGrid):
         Chunks spanning a row are found through :class:`.._hdf5_btree.ChunkIndex` and read with
         ``pread`` when it finds them all; otherwise HDF5 looks each one up (``read_direct_chunk``).
         The index is opened by the first request of at least :data:`_INDEXED` chunks (a batch), or
-        of any size on a dataset of :data:`_INDEX_CHUNKS` chunks or more (where HDF5's lookups
-        read B-tree nodes: 63 us a chunk at 100,000); smaller requests then read one key each
-        (:meth:`ChunkIndex.one`) rather than whole leaves, and before it go to HDF5: opening it
-        costs about 1 ms, a cold energy column or first frame of a small store 6-9 ms in all."""
+        on a dataset of :data:`_INDEX_CHUNKS` chunks or more (where HDF5's lookups read B-tree
+        nodes: 63 us a chunk at 100,000) after :data:`_LOOKUPS_FIRST` of HDF5's lookups; smaller
+        requests then read one key each (:meth:`ChunkIndex.one`) rather than whole leaves, and
+        before it go to HDF5: opening it costs about 1 ms, a cold energy column or first frame of
+        a small store 6-9 ms in all."""
         index, many = self._opened(len(chunks)), len(chunks) >= _INDEXED
         if (
             isinstance(index, ChunkIndex)
@@ -95,7 +100,8 @@ class Grid(ChunkGrid):
     def _opened(self, n: int) -> ChunkIndex | None | bool:
         """The chunk index, opened first by a request of ``n`` chunks that pays for it (see
         :meth:`fetch`); True while not opened, None where it cannot be read."""
-        if self.index is True and (n >= _INDEXED or len(self.seen) >= _INDEX_CHUNKS):
+        large = len(self.seen) >= _INDEX_CHUNKS and self.lookups >= _LOOKUPS_FIRST
+        if self.index is True and (n >= _INDEXED or large):
             self.index = ChunkIndex.of(self.ds)
         return self.index
 
