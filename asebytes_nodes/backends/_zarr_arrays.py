@@ -105,8 +105,16 @@ class ArrayAccess:
         """Cumulative atom counts of the committed frames (length + 1 entries)."""
         n = self._meta["length"]
         if self._offsets is None or len(self._offsets) != n + 1:
-            counts = self._slab(self._counts_name(), n, 0, n)
-            self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+            name = self._counts_name()
+            local = self._local(name)
+            if local is not None:  # the cached counts summed where they lie, not copied first
+                counts = self._cache.slab(local, n, 0, n, private=False)
+            else:
+                counts = self._slab(name, n, 0, n)
+            offsets = np.empty(n + 1, np.int64)  # summed in place: one array of n + 1, not three
+            offsets[0] = 0
+            np.cumsum(counts, dtype=np.int64, out=offsets[1:])
+            self._offsets = offsets
         return self._offsets
 
     def _byte_offsets(self, spec: dict[str, Any]) -> np.ndarray:

@@ -379,8 +379,9 @@ class ChunkCache:
         self.decoded += len(chunks)
         return out.reshape(len(chunks) * array.chunk, *array.tail), chunks
 
-    def slab(self, array: ShardedArray, rows: int, lo: int, hi: int) -> np.ndarray:
-        """Rows ``lo:hi`` of ``array`` (``rows`` committed): a new array."""
+    def slab(self, array: ShardedArray, rows: int, lo: int, hi: int, private: bool = True) -> np.ndarray:
+        """Rows ``lo:hi`` of ``array`` (``rows`` committed): a new array (``private=False``: a
+        view of the cache where it holds them whole, for a caller that only reads it at once)."""
         if hi <= lo:
             return np.zeros((0, *array.tail), array.dtype)
         first, last = lo // array.chunk, (hi - 1) // array.chunk
@@ -389,7 +390,7 @@ class ChunkCache:
             if holder.missing and not (first == last and holder.loaded[first]):  # a random row: held
                 gaps = np.flatnonzero(~holder.loaded[first : last + 1]) + first if last > first else [first]
                 self._fill(array, holder, list(map(int, gaps)))
-            return holder.data[lo:hi].copy()
+            return holder.data[lo:hi].copy() if private else holder.data[lo:hi]
         if first == last and holder is not None:  # a random row (db[i]): within one chunk
             slot = self._held(array, holder, first)
             if slot >= 0:
