@@ -524,6 +524,9 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, RowReads, ArrayAccess, Checke
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         return self._guarded(lambda: self._read_column(key, indices))
 
+    def read_column_array(self, key: str, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        return self._guarded(lambda: self._read_column_array(key, indices))
+
 
 def _is_group_name(name: str) -> bool:
     try:

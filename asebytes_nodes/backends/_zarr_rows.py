@@ -16,7 +16,7 @@ import numpy as np
 
 from ..codec import decode_value
 from ._base import MISSING
-from ._columns import expand_rows, expand_values, sorted_unique
+from ._columns import expand_rows, expand_values, sorted_unique, type_code_dtype
 
 __all__ = ["RowReads"]
 
@@ -96,6 +96,20 @@ class RowReads:
         if not present.all():
             values = [v if p else MISSING for v, p in zip(values, present.tolist(), strict=True)]
         return expand_values(values, where)
+
+    def _read_column_array(self, key: str, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """``np.asarray(read_column(key, indices))`` of a scalar column every row carries, taken
+        from its array with no Python value per row (an energy column of 100,000 frames was
+        100,000 floats, then an array of them); None for any other column."""
+        spec = self._meta["columns"].get(key)
+        idx = np.asarray(indices, dtype=np.int64)
+        length = self._meta["length"]
+        if spec is None or spec["kind"] != "scalar" or spec["count"] != length or not idx.size:
+            return None
+        frames, where = sorted_unique(idx)
+        values = self._take(spec["id"] + "/values", length, frames)
+        values = values.astype(type_code_dtype(spec["type"]), copy=False)  # the dtype numpy gives the values
+        return values if where is None else values[where]
 
     def _read_values(self, spec: dict[str, Any], frames: np.ndarray) -> tuple[Any, np.ndarray]:
         """Values of one column at sorted unique ``frames``, and which frames carry it."""

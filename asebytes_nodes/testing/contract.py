@@ -207,6 +207,22 @@ class ReadableContract(DataCapabilities):
         assert db["info.index"].to_list() == [0, 1, 2, 3]
         assert all(type(v) is int for v in db["info.index"].to_list())
 
+    def test_scalar_columns_as_arrays(self, store: StoreFactory) -> None:
+        """``to_numpy`` of a scalar column is ``np.asarray`` of its values (the dtype numpy gives
+        them), in any row order with repeats, however the backend reads it."""
+        self.require("any_keys")
+        frames = self.frames_of("ethanol")
+        for i, atoms in enumerate(frames):
+            atoms.info.update(count=i, flag=bool(i % 2), weight=np.float32(i / 3), small=np.int16(-i))
+        db = self.reopen(store, frames)
+        order = [3, 0, 3, 1]
+        for key in ("calc.energy", "info.count", "info.flag", "info.weight", "info.small"):
+            for column in (db[key], db[order][key]):
+                expected = np.asarray(column.to_list())
+                got = column.to_numpy()
+                assert got.dtype == expected.dtype, (key, got.dtype, expected.dtype)
+                np.testing.assert_array_equal(got, expected)
+
     def test_several_columns(self, store: StoreFactory) -> None:
         frames = self.frames_of("ethanol")
         db = self.reopen(store, frames)
