@@ -105,12 +105,7 @@ class ArrayAccess:
         """Cumulative atom counts of the committed frames (length + 1 entries)."""
         n = self._meta["length"]
         if self._offsets is None or len(self._offsets) != n + 1:
-            name = self._counts_name()
-            local = self._local(name)
-            if local is not None:  # the cached counts summed where they lie, not copied first
-                counts = self._cache.slab(local, n, 0, n, private=False)
-            else:
-                counts = self._slab(name, n, 0, n)
+            counts = self._slab(self._counts_name(), n, 0, n, private=False)  # summed where they lie
             offsets = np.empty(n + 1, np.int64)  # summed in place: one array of n + 1, not three
             offsets[0] = 0
             np.cumsum(counts, dtype=np.int64, out=offsets[1:])
@@ -143,15 +138,18 @@ class ArrayAccess:
         hit = self._read(name, lambda a: a[:extent]) if extent else np.zeros((0, *arr.shape[1:]), arr.dtype)
         return self._cache.put(("column", name), hit)
 
-    def _slab(self, name: str, extent: int, lo: int, hi: int, fill: bool = True) -> np.ndarray:
+    def _slab(
+        self, name: str, extent: int, lo: int, hi: int, fill: bool = True, private: bool = True
+    ) -> np.ndarray:
         """Rows ``lo:hi`` of array ``name`` (committed rows: ``extent``) as a private copy;
-        ``fill=False`` reads only those rows unless the whole array is cached already."""
+        ``fill=False`` reads only those rows unless the whole array is cached already;
+        ``private=False``: a view of the cache where it holds them, for a caller that only reads it."""
         local = self._local(name)
         if local is not None:
-            return self._cache.slab(local, extent, lo, hi)
+            return self._cache.slab(local, extent, lo, hi, private)
         cached = self._cached(name, extent, fill)
         if cached is not None:
-            return cached[lo:hi].copy()
+            return cached[lo:hi].copy() if private else cached[lo:hi]
         arr = self._array(name)
         return self._read(name, lambda a: a[lo:hi]) if hi > lo else np.zeros((0, *arr.shape[1:]), arr.dtype)
 
