@@ -156,3 +156,18 @@ def test_a_row_the_mirrors_hold_reads_as_the_general_path_reads_it(tmp_path, kin
             if isinstance(value, np.ndarray) and value.size and value.dtype.kind in "fi":
                 value[...] = 7
         assert_values_equal(expected[0], backend.read_rows([0]), "row 0 read again")
+
+
+def test_a_single_row_of_per_frame_keys_reads_no_atom_counts(tmp_path) -> None:
+    """Rows of per-frame keys only, read one at a time (mirrors held or not), never read the
+    atom counts (every frame's, a whole dataset); a per-atom key then does."""
+    path = tmp_path / "s.h5"
+    with ASEIO(path) as db:
+        db.extend(_frames(30))
+    with ASEIO(path, readonly=True) as db:
+        backend = db.backend
+        for i in (3, 3, 17):  # the second read of row 3 finds its chunk held
+            assert backend.read_rows([i], ["calc.energy", "cell"])[0]["calc.energy"] == float(i)
+        assert backend._plan._counts is None
+        assert len(backend.read_rows([3], ["arrays.positions"])[0]["arrays.positions"]) > 0
+        assert backend._plan._counts is not None

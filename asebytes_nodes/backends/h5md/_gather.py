@@ -157,7 +157,7 @@ def held_row(
     left for that path (not plain, not mirrored, not read in yet)."""
     values: dict[str, Any] = {}
     rest: list[Col] = []
-    mirrors, counts = shared.mirrors, plan.counts
+    mirrors = shared.mirrors
     for col in cols:
         if col.flags is not None:
             flags = mirrors.get(col.flags)
@@ -167,10 +167,11 @@ def held_row(
             if not flags.data[row]:
                 continue  # the row lacks the key
         mirror = mirrors.get(col.path) if col.path is not None and plain(col) else None
-        if mirror is None or counts is None or not mirror.holds(row):
+        counts = plan.counts if col.kind == "atom" else None  # read only when a per-atom key needs them
+        if mirror is None or not mirror.holds(row) or (col.kind == "atom" and counts is None):
             rest.append(col)
             continue
-        sizes = counts[row : row + 1] if col.kind == "atom" else None
+        sizes = None if counts is None else counts[row : row + 1]
         values[col.key] = convert(col, mirror.data[row : row + 1].copy(), sizes)[0]
     return values, rest
 
