@@ -35,7 +35,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -299,8 +299,9 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
         raise BackendNotFoundError(
             f"no backend for the URI scheme {scheme + '://'!r} in {text!r}; registered: {_describe()}"
         )
-    path = Path(text).expanduser()
-    if path.is_dir():  # a folder that names its own format (a shard manifest) wins over its extension
+    local = os.path.expanduser(text)  # os.path, not pathlib: a cold open pays every microsecond
+    if os.path.isdir(local):  # a folder that names its own format (a shard manifest) wins over its extension
+        path = Path(local)
         for entry in _TABLE.values():
             if (
                 entry.folders
@@ -308,10 +309,11 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
                 and entry.sniffs(path)
             ):
                 return entry
-    suffix = path.suffix.lower()
+    suffix = _suffix(local)
     matches = [e for e in _TABLE.values() if suffix and suffix in e.extensions]
     if len(matches) == 1:
         return matches[0]
+    path = Path(local)  # what sniffers are given
     if matches:
         if path.exists() and not _empty_file(path):  # an empty file (a NamedTemporaryFile) is a new store
             for entry in matches:
@@ -330,6 +332,15 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
         + (f" (did you mean {close[0]!r}?)" if close else "")
         + f"; use a registered extension or URI scheme, or pass backend=... Registered: {_describe()}"
     )
+
+
+def _suffix(text: str) -> str:
+    """``Path(text).suffix.lower()`` without building the Path."""
+    name = os.path.basename(text.rstrip("/" + os.sep))
+    if name == ".":  # pathlib drops a trailing "." part
+        return Path(text).suffix.lower()
+    dot = name.rfind(".")
+    return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
 
 
 def _empty_file(path: Path) -> bool:
@@ -380,6 +391,8 @@ def open_backend(
     backend explicitly. ``readonly`` and ``options`` go to the backend's constructor;
     a ``group`` option is checked first (a valid name, a backend with groups).
     """
+    if type(target) is str or isinstance(target, PurePath):  # the usual case: no ABC checks (30 us cold)
+        return _open_path(target, backend, readonly, options)
     from .backends._base import ReadableBackend
 
     if isinstance(target, ReadableBackend):
@@ -404,6 +417,12 @@ def open_backend(
         raise TypeError(
             f"cannot open a store from {type(target).__name__}; pass a path, a URI or a backend instance"
         )
+    return _open_path(target, backend, readonly, options)
+
+
+def _open_path(
+    target: str | os.PathLike[str], backend: str | None, readonly: bool, options: dict[str, Any]
+) -> ReadableBackend:
     with _opening():
         entry = resolve_backend(target, backend)
         cls = entry.load()

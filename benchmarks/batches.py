@@ -92,7 +92,7 @@ class Ours(Reader):
 
     modules = (
         "asebytes_nodes",
-        "asebytes_nodes.io",  # ASEIO and its views (the package exports it lazily)
+        "asebytes_nodes:ASEIO",  # the package exports it lazily: its first lookup imports it
         "asebytes_nodes.batch",
         "asebytes_nodes.backends._lmdb",
         "asebytes_nodes.backends._zarr",
@@ -259,6 +259,10 @@ READERS: dict[str, type[Reader]] = {
 
 
 def preload(kind: str) -> None:
-    """Import everything ``kind`` reads with (kept out of every timed region)."""
-    for name in READERS[kind].modules:
-        importlib.import_module(name)
+    """Import everything ``kind`` reads with (kept out of every timed region). ``module:name``
+    also resolves a name the module exports lazily, as a program's own import line does."""
+    for entry in READERS[kind].modules:
+        name, _, attr = entry.partition(":")
+        module = importlib.import_module(name)
+        if attr:
+            getattr(module, attr)

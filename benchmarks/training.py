@@ -107,7 +107,8 @@ def _log(message: str) -> None:
 
 def available(kind: str) -> bool:
     """Are ``kind``'s libraries installed?"""
-    return all(importlib.util.find_spec(m.split(".")[0]) is not None for m in READERS[kind].modules)
+    tops = {entry.partition(":")[0].split(".")[0] for entry in READERS[kind].modules}
+    return all(importlib.util.find_spec(top) is not None for top in tops)
 
 
 # -- data ------------------------------------------------------------------------------------------

@@ -51,6 +51,26 @@ def test_extension_scheme_and_pathlib(tmp_path: Path) -> None:
     assert ASEIO(instance).backend is instance
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        *("a.zarr", "a.ZARR", "a.zarr/", "a.zarr//", "a.zarr/.", "./a.zarr", "x/../a.zarr", ".zarr", "a."),
+        *("a..zarr", "a.tar.xyz", "a.xyz/.", "noext", "a.b/c"),
+    ],
+)
+def test_extension_is_read_as_pathlib_reads_it(spelling: str) -> None:
+    """The registry reads a path's extension without building a Path; it must agree with
+    ``Path.suffix`` on trailing separators, dot files, a trailing "." part and double dots."""
+    target = f"/nonexistent/{spelling}"
+    suffix = Path(target).suffix.lower()
+    expected = next((e.name for e in list_backends().values() if suffix and suffix in e.extensions), None)
+    try:
+        found = registry.resolve_backend(target).name
+    except BackendNotFoundError:
+        found = None
+    assert found == expected
+
+
 def test_unknown_targets_list_what_is_registered(tmp_path: Path) -> None:
     with pytest.raises(BackendNotFoundError, match=r"'.xyz9'.*lmdb \(.lmdb, lmdb://\)"):
         ASEIO(tmp_path / "frames.xyz9")
