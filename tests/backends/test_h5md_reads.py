@@ -171,3 +171,69 @@ def test_a_single_row_of_per_frame_keys_reads_no_atom_counts(tmp_path) -> None:
         assert backend._plan._counts is None
         assert len(backend.read_rows([3], ["arrays.positions"])[0]["arrays.positions"]) > 0
         assert backend._plan._counts is not None
+
+
+def _position_mirror(db: ASEIO) -> Any:
+    return db.backend._shared.mirrors["particles/atoms/position/value"]
+
+
+def test_single_rows_read_small_chunks_ahead(tmp_path) -> None:
+    """Random single rows read a mirrored dataset's small chunks one at a time until the misses
+    reach a third of the chunks not read yet, then the rest at once: the positions' copy is
+    whole long before the rows read have touched every chunk. Every row reads as written."""
+    frames = _frames(200)
+    path = tmp_path / "a.h5"
+    ASEIO(path).extend(frames)
+    with h5py.File(path, "r") as f:
+        step = f["particles/atoms/position/value"].chunks[0]
+    n_chunks = -(-len(frames) // step)
+    assert n_chunks >= 40  # small chunks: 1-40 atoms a frame, about 4 KiB a chunk
+    order = np.random.default_rng(2).permutation(len(frames))
+    touched: set[int] = set()
+    whole_after = None
+    with ASEIO(path, readonly=True) as db:
+        for i in order.tolist():
+            atoms = db[i]
+            touched.add(i // step)
+            np.testing.assert_array_equal(atoms.positions, frames[i].positions)
+            np.testing.assert_array_equal(atoms.numbers, frames[i].numbers)
+            np.testing.assert_array_equal(atoms.get_forces(), frames[i].get_forces())
+            assert atoms.get_potential_energy() == frames[i].get_potential_energy()
+            if whole_after is None and _position_mirror(db).complete:
+                whole_after = len(touched)
+    assert whole_after is not None and whole_after <= n_chunks // 2, (whole_after, n_chunks)
+
+
+def test_a_few_single_rows_read_only_their_chunks(tmp_path) -> None:
+    """A few random rows read only the chunks holding them (nothing ahead)."""
+    path = tmp_path / "a.h5"
+    ASEIO(path).extend(_frames(200))
+    with ASEIO(path, readonly=True) as db:
+        for i in (150, 3, 77):
+            db[i]
+        assert int(_position_mirror(db).loaded.sum()) == 3
+
+
+def test_damage_ahead_leaves_healthy_single_rows_readable(tmp_path) -> None:
+    """A damaged chunk among those read ahead does not fail a healthy row: each row then reads
+    its own chunk, and only a row in the damaged chunk raises StoreCorruptedError."""
+    from faultkit import flip_bit
+
+    from asebytes_nodes import StoreCorruptedError
+
+    frames = _frames(200)
+    path = tmp_path / "a.h5"
+    ASEIO(path).extend(frames)
+    dataset = "particles/atoms/position/value"
+    with h5py.File(path, "r") as f:
+        ds = f[dataset]
+        step, last = ds.chunks[0], ds.id.get_num_chunks() - 1
+        info = ds.id.get_chunk_info(last)
+    flip_bit(path, info.byte_offset + info.size // 2, 3)
+    bad = set(range(info.chunk_offset[0], min(info.chunk_offset[0] + step, len(frames))))
+    healthy = [i for i in np.random.default_rng(3).permutation(len(frames)).tolist() if i not in bad]
+    with ASEIO(path, readonly=True) as db:
+        for i in healthy:
+            np.testing.assert_array_equal(db[i].positions, frames[i].positions)
+        with pytest.raises(StoreCorruptedError, match="position"):
+            db[min(bad)]
