@@ -7,10 +7,11 @@ system commits its pages only as they are written) into which whole HDF5 chunks 
 first time a request touches them; random single rows read a mirror's small chunks ahead once
 their misses have cost about what the rest costs in one request (:meth:`Mirror._ahead`). A row
 read again is a numpy index, with no h5py call. Larger datasets are read per request, each
-needed chunk once, per-atom datasets only up to the widest frame asked for. A training batch hands the budget first to the datasets it reads whose chunks
-hold the most frames (energy before species before one-frame positions chunks): only a chunk
-holding several frames is likely to be read again before an epoch ends. Mirrors belong to the
-shared handle and go when it is reopened (the file changed) or closed.
+needed chunk once, per-atom datasets only up to the widest frame asked for. A training batch
+hands the budget first to the datasets it reads whose chunks hold the most frames (energy before
+species before one-frame positions chunks): only a chunk holding several frames is likely to be
+read again before an epoch ends. Mirrors belong to the shared handle and go when it is reopened
+(the file changed) or closed.
 
 Chunks of our own numeric datasets are read as stored and decoded here (:mod:`._direct`: HDF5's
 selection of scattered chunks costs more than inflating them); other datasets and other
