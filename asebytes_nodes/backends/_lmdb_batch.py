@@ -140,7 +140,9 @@ class _Record:
 class _Plan:
     """Where ``keys`` sit in every template: ``offsets`` and ``kinds`` (templates x keys; a
     kind indexes ``types[key]``, -1: absent or not served); per template the index of its
-    record in ``records`` (-1: none) and the offset of its first key (``bases``)."""
+    record in ``records`` (-1: none), the offset of its first key (``bases``) and the number of
+    its row of kinds in ``alike`` (-1: a key absent or not served), so that a batch learns that
+    its rows hold every key as the same type from one comparison."""
 
     keys: tuple[str, ...]
     per_atom: np.ndarray
@@ -150,6 +152,8 @@ class _Plan:
     records: tuple[_Record, ...] = ()
     record_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     bases: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    alike: tuple[tuple[int, ...], ...] = ()
+    signatures: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
     def of(cls, keys: tuple[str, ...], templates: tuple[Template | None, ...]) -> _Plan:
@@ -185,11 +189,24 @@ class _Plan:
                 records.append(record)
             ids.append(-1 if record is None else known[record.layout])
         bases = offsets.min(axis=1) if len(self.keys) else np.zeros(len(templates), np.int64)
+        alike = list(self.alike)
+        numbered = {row: j for j, row in enumerate(alike)}
+        signatures = []
+        for row in map(tuple, kinds.tolist()):
+            if min(row, default=0) < 0:
+                signatures.append(-1)
+                continue
+            if row not in numbered:
+                numbered[row] = len(alike)
+                alike.append(row)
+            signatures.append(numbered[row])
         return _Plan(
             *(plan.keys, plan.per_atom, plan.offsets, plan.kinds, plan.types),
             tuple(records),
             np.concatenate([self.record_ids, np.array(ids, np.int64)]),
             np.concatenate([self.bases, bases]),
+            tuple(alike),
+            np.concatenate([self.signatures, np.array(signatures, np.int64)]),
         )
 
 
@@ -291,8 +308,7 @@ def read_batch(
     tables = _TABLES
     if len(tables.templates) > _MAX_TEMPLATES:  # ragged stores: keep the cache bounded
         tables = _TABLES = _Tables()
-    rows = indices.tolist()
-    if not rows:
+    if not len(indices):
         return None
     size, db, txn_id = txn.snapshot()
     cache = cache_of(size, db, txn_id, cache_bytes) if cache_bytes > 0 else None
@@ -300,6 +316,7 @@ def read_batch(
     if cache is not None and held is not None:  # every row verified before, in this snapshot
         tables, starts, ids = held
         return _gather_batch(tables, cache.buffer, starts, ids, keys, atoms, indices)
+    rows = indices.tolist()
     names, values = _fetch(txn, rows)
     lengths = list(map(len, values))
     ends = list(accumulate(lengths))
@@ -402,16 +419,21 @@ def _columns(
 ) -> dict[str, Any] | None:
     """Every key of ``plan`` for the rows at ``starts`` of templates ``ids``; None if some row
     lacks one or the rows disagree on an array's type."""
-    kinds = plan.kinds[ids]
-    if (kinds < 0).any():
-        return None  # some rows lack it, or it is no number: assembled from decoded rows
-    mixed = (kinds != kinds[0]).any(axis=0).tolist()
+    signatures = plan.signatures[ids]
+    first = int(signatures[0])
+    if first >= 0 and not (signatures != first).any():  # every key of one type in all rows
+        kinds, row, mixed = None, plan.alike[first], [False] * len(plan.keys)
+    else:
+        kinds = plan.kinds[ids]
+        if (kinds < 0).any():
+            return None  # some rows lack it, or it is no number: assembled from decoded rows
+        row, mixed = kinds[0].tolist(), (kinds != kinds[0]).any(axis=0).tolist()
     offsets = plan.offsets[ids] + starts[:, None]
     batch: dict[str, Any] = {"n_atoms": counts}
     spans: list[tuple[int, _Type]] = []  # per-atom keys of ragged rows, copied together below
     fixed = not (counts != counts[0]).any()  # one atom count: each per-atom key one gather
     for j, key in enumerate(plan.keys):
-        kind = plan.types[j][kinds[0, j]]
+        kind = plan.types[j][row[j]]
         if plan.per_atom[j] and not mixed[j] and kind.width:
             if fixed and counts[0]:
                 values = _gather(joined, offsets[:, j], kind.width * int(counts[0])).view(kind.dtype)
@@ -420,7 +442,7 @@ def _columns(
                 spans.append((j, kind))
                 batch[key] = None  # keeps the order of keys
             continue
-        if mixed[j]:
+        if kinds is not None and mixed[j]:
             value = _mixed(joined, offsets[:, j], kinds[:, j], plan.types[j])
         else:
             value = _values(joined, offsets[:, j], kind) if kind.width else None
@@ -429,12 +451,13 @@ def _columns(
         batch[key] = value
     if spans:
         begins = offsets[:, [j for j, _ in spans]].T
-        sizes = np.array([kind.width for _, kind in spans], np.int64)[:, None] * counts
+        widths = [kind.width for _, kind in spans]
         view = memoryview(joined)
-        cut = map(slice, begins.ravel().tolist(), (begins + sizes).ravel().tolist())
+        ends = begins + np.multiply.outer(widths, counts)
+        cut = map(slice, begins.ravel().tolist(), ends.ravel().tolist())
         buffer = bytearray().join(map(view.__getitem__, cut))
-        at = 0
-        for (j, kind), size in zip(spans, sizes.sum(axis=1).tolist(), strict=True):
+        at, total = 0, int(counts.sum())
+        for (j, kind), size in zip(spans, [w * total for w in widths], strict=True):
             values = (
                 np.frombuffer(buffer, kind.dtype, size // kind.dtype.itemsize, at)
                 if size

@@ -48,11 +48,11 @@ class RowCache:
     def get(self, rows: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray] | None:
         """``(tables, starts, ids)`` of ``rows`` (a non-empty array of row numbers) if all are
         held, else None."""
-        slot_of = self.slot_of
-        if int(rows.max()) >= len(slot_of):
+        try:
+            at = self.slot_of[rows]
+        except IndexError:  # a row number past every row held
             return None
-        at = slot_of[rows]
-        if (at < 0).any():
+        if at.min() < 0:
             return None
         return self.tables, self.starts[at], self.ids[at]
 
