@@ -34,6 +34,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 import argparse
 import datetime
+import gc
 import importlib.util
 import json
 import os
@@ -207,6 +208,17 @@ def _batch_error(reader: Reader, frames: Sequence[Atoms], idx: np.ndarray) -> di
     }
 
 
+def cpu_per_wall(fn: Callable[[], object], at_least_s: float = 0.2) -> float:
+    """CPU seconds of this process (all its threads) per wall second while ``fn`` runs,
+    repeated for at least ``at_least_s``: 1.0 is one busy thread, more means ``fn`` runs on
+    threads of its own (atompack-db's batches run on a Rayon pool, one thread per core)."""
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    while time.perf_counter() - wall < at_least_s:
+        fn()
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
 def warm(kind: str, path: Path, frames: Sequence[Atoms], repeats: int) -> dict[str, Any]:
     """In-process rates (frames/s) with the store opened untimed; checksums of what was read."""
     n = len(frames)
@@ -223,6 +235,7 @@ def warm(kind: str, path: Path, frames: Sequence[Atoms], repeats: int) -> dict[s
         if kind in OURS or kind == "atompack":
             checks["batches"] = reader.batches(epoch)
             figures["batches_fps"] = n / best_of(partial(reader.batches, epoch), repeats)
+            figures["batches_cpu_per_wall"] = cpu_per_wall(partial(reader.batches, epoch))
             figures.update(_batch_error(reader, frames, epoch[0]))
     finally:
         reader.close()

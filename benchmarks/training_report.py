@@ -77,7 +77,8 @@ def _training_section(name: str, data: dict[str, Any]) -> list[str]:
         "",
         "Warm: one process, store opened untimed, best of the repeats; frames/s. Batches: a shuffled",
         "epoch in batches of 32 as flat arrays (positions, numbers, energy, forces); errors: largest",
-        "|difference| in one batch against the frames written.",
+        "|difference| in one batch against the frames written. CPU/wall: CPU seconds of the process",
+        "(all threads) per wall second of batches; above 1, the batches run on more than one core.",
         "",
     ]
     atompack = stores.get("atompack", {}).get("warm", {}).get("batches_fps")
@@ -95,6 +96,7 @@ def _training_section(name: str, data: dict[str, Any]) -> list[str]:
                 _rate(w["energy_fps"]),
                 "–" if batches is None else _rate(batches),
                 "–" if batches is None or not atompack else _ratio(batches / atompack),
+                "–" if "batches_cpu_per_wall" not in w else f"{w['batches_cpu_per_wall']:.2f}",
                 w.get("positions_dtype", "–"),
                 "–" if batches is None else f"{w['positions_max_err']:.1e} / {w['forces_max_err']:.1e}",
             ]
@@ -109,6 +111,7 @@ def _training_section(name: str, data: dict[str, Any]) -> list[str]:
             "energy/s",
             "batches/s",
             "vs atompack",
+            "CPU/wall",
             "positions",
             "max err pos / forces",
         ],

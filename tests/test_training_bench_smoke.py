@@ -55,13 +55,15 @@ def test_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     ours = data["stores"]["ours (LMDB)"]["warm"]
     assert ours["positions_dtype"] == "float64"
     assert ours["positions_max_err"] == 0.0 and ours["forces_max_err"] == 0.0
+    # our batches run on the calling thread: at most one CPU second per wall second (and some)
+    assert 0 < ours["batches_cpu_per_wall"] <= 1.05
     if "atompack" in kinds:
         assert data["stores"]["atompack"]["warm"]["positions_dtype"] == "float32"
     scale = results["scale"]["40"]["stores"]["ours (LMDB)"]
     assert "error" not in scale, scale.get("error")
     assert all(scale[op]["seconds"] > 0 for op in ("getitem", "batches", "read_all", "energy"))
     report = training.render(results)
-    assert "| ours (LMDB) |" in report and "Issue 17" in report
+    assert "| ours (LMDB) |" in report and "Issue 17" in report and "| CPU/wall |" in report
     if "atompack" in kinds:
         assert "batches: ours (LMDB) vs atompack" in report
 
