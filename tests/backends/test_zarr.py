@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +119,32 @@ def test_random_reads_decode_only_the_chunks_they_need(tmp_path: Path) -> None:
     np.testing.assert_array_equal(batch["calc.energy"], energies)
     assert backend._cache.held <= 16 << 10
     assert backend._group._opened is None  # reads of a local store never open zarr's group
+
+
+def test_arrays_of_one_row_per_frame_take_chunks_eight_times_larger(tmp_path: Path) -> None:
+    """Per-frame arrays (cell, energy, atom counts, flags) get inner chunks of 8 x chunk_bytes,
+    per-atom ones of chunk_bytes; ``chunk_frames`` sets both as before. Random rows read back."""
+    frames = make_frames("periodic_variable_n") * 30
+    frames[3].info["tag"] = 1.5  # a column some frames lack: presence flags
+    path = tmp_path / "default.zarr"
+    ASEIO(path, chunk_bytes=1024).extend(frames)
+    ids = {key: spec["id"] for key, spec in ZarrBackend(path, readonly=True)._meta["columns"].items()}
+
+    def rows_per_chunk(store: Path, name: str) -> int:
+        sharding = json.loads((store / name / "zarr.json").read_text())["codecs"][0]
+        return int(sharding["configuration"]["chunk_shape"][0])  # inner chunks
+
+    assert rows_per_chunk(path, f"{ids['cell']}/values") == 8 * 1024 // 72  # 113 frames, not 14
+    assert rows_per_chunk(path, f"{ids['calc.energy']}/values") == 8 * 1024 // 8
+    assert rows_per_chunk(path, f"{ids['info.tag']}/present") == 8 * 1024
+    assert rows_per_chunk(path, "n_atoms") == 8 * 1024 // 8
+    assert rows_per_chunk(path, f"{ids['arrays.positions']}/values") == 1024 // 24  # per atom: as before
+    chosen = tmp_path / "frames.zarr"
+    ASEIO(chosen, chunk_frames=4).extend(frames)
+    assert rows_per_chunk(chosen, f"{ids['cell']}/values") == 4
+    db = ASEIO(path, readonly=True)
+    for i in (0, 57, 13, 89, 3):
+        assert db[i] == frames[i]
 
 
 def test_batches_gathered_with_numpy_equal_the_default_path(tmp_path: Path) -> None:
