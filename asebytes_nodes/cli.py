@@ -247,8 +247,8 @@ def _print_frame(target: str, index: int, backend: str | None, group: str | None
             if isinstance(value, np.ndarray):
                 text = np.array2string(value, prefix=" " * 26)
                 print(f"  {key:<22}{value.dtype}{list(value.shape)}\n{' ' * 26}{text}")
-            else:
-                print(f"  {key:<22}{value!r}")
+            else:  # numpy scalars as Python values: -288.75, not np.float64(-288.75)
+                print(f"  {key:<22}{(value.item() if isinstance(value, np.generic) else value)!r}")
 
 
 # -- convert -------------------------------------------------------------------------------------
