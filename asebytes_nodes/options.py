@@ -130,7 +130,7 @@ class ZarrOptions(Options):
     chunk_frames: int | None = option(None, "Rows per chunk (default: from chunk_bytes).", gt=0)
     shard_frames: int | None = option(None, "Rows per shard file (default: from shard_bytes).", gt=0)
     chunk_bytes: int = option(
-        8 << 10, "Target bytes per chunk (arrays of one row per frame: 8 times this).", gt=0
+        8 << 10, "Target bytes per chunk (per-frame values of over 8 bytes: up to 8 times this).", gt=0
     )
     shard_bytes: int = option(16 << 20, "Target bytes per shard file.", gt=0)
 

@@ -30,7 +30,7 @@ and its arrays are::
 
 Column names are ids (``c0``, ``c1``...) so keys may hold dots and slashes; an id is
 never reused within a store. Arrays are chunked along their first axis to about
-``chunk_bytes`` (arrays of one row per frame to 8 times that; see ``_zarr_arrays``) and
+``chunk_bytes`` (small per-frame rows up to 8 times that; see ``_zarr_arrays``) and
 sharded to about ``shard_bytes``, so a store is a few files per
 column whatever its length. Every chunk's codec chain ends in ``crc32c`` (version 2),
 so a damaged chunk is an error, never wrong numbers.

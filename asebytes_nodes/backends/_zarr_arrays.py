@@ -23,19 +23,20 @@ MB, periodic-1000 5.21 -> 5.25 MB, 100,000 frames 329.7 -> 332.2 MB) and the 100
 store holds 46 files instead of 34. 4 KiB / 8 MiB reads as fast and costs 2.3% in size and
 twice the files; 4 KiB / 32 MiB costs 14-21% on small stores (a 128 KiB index per shard).
 
-Arrays of one row per frame (per-frame values, atom counts, presence flags) take inner chunks
-of eight times that (64 KiB by default; ``chunk_frames`` overrides both). A random row reads
+Arrays of one row per frame with rows of more than 8 bytes (cells, stresses, per-frame
+vectors) take chunks of as many frames as a column of 8-byte scalars (the energy: 1,024 frames
+in 8 KiB), up to eight times ``chunk_bytes`` (``chunk_frames`` overrides it). A random row reads
 one chunk of every array, and per-frame rows are small (a cell 72 bytes: 113 frames in 8 KiB,
 so 1,000 random rows of 100,000 frames read about 600 cell chunks and 480 stress chunks
 besides the ~3,400 per-atom ones); a chunk's fixed cost (a ``pread``, its checksum, a Python
-step: about 10 us) dominates its bytes there. Measured 2026-12-06 (fresh processes, store
-opened inside, 7 alternating rounds, medians; 8 KiB -> 64 KiB per-frame chunks): 1,000 random
-``db[i]`` on 100,000 periodic frames 140 -> 119 ms, on 20,000 102 -> 92 ms; 300 shuffled
-batches of 32 on 100,000 frames 223 -> 211 ms; read-all of 20,000 frames 589 -> 574 ms; the
-energy column of 100,000 frames 4.2 ms either way; open + first frame of periodic-1000 4.2 ->
-4.1 ms, of ethanol-20000 6.0 -> 5.9 ms; open + 100 random frames of ethanol-20000 13.7 -> 13.1
-ms. Stores shrink 1-2% (fewer, smaller shard indexes: ethanol-20000 10.38 -> 10.13 MB,
-periodic-1000 5.44 -> 5.34 MB).
+step: about 10 us) dominates its bytes there. Scalar columns keep 8 KiB: every chunk of 64 KiB
+made the energy column of 1,000 frames 6% slower (Blosc inflates a chunk's padding past the
+last frame too, about 1 us a KiB here). Measured 2026-12-06 (fresh processes, store opened
+inside, 6-10 alternating rounds, medians, 8 KiB -> these chunks): 1,000 random ``db[i]`` on
+100,000 periodic frames 121 -> 102 ms, on 20,000 93 -> 88 ms; 300 shuffled batches of 32 on
+100,000 frames 236 -> 201 ms; the energy column of periodic-1000 1.47 -> 1.49 ms; open + first
+frame of periodic-1000 3.8 -> 3.7 ms; open + 100 random frames of ethanol-20000 12.9 -> 12.6 ms.
+Sizes do not change (ethanol-20000 10.38 -> 10.32 MB).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from ._zarr_read import _ReadFailure
 from ._zarr_remote import fork_array
 from ._zarr_shards import handles, write_new_array, write_rows
 
-#: Inner chunks of arrays of one row per frame hold this many times ``chunk_bytes`` (see above).
+#: Chunks of arrays of one row per frame hold at most this many times ``chunk_bytes`` (see above).
 _FRAME_SPAN = 8
 
 
@@ -220,8 +221,11 @@ class ArrayAccess:
         if layout["chunk_frames"]:
             chunk = max(1, int(layout["chunk_frames"] * scale))
         else:
-            span = _FRAME_SPAN if scale == 1 else 1  # one row a frame: chunks of 8 x chunk_bytes
-            chunk = max(1, span * layout["chunk_bytes"] // row_bytes)
+            chunk = max(1, layout["chunk_bytes"] // row_bytes)
+            if scale == 1:  # one row a frame: as many frames as a column of 8-byte scalars, up to 8x
+                chunk = max(
+                    chunk, min(layout["chunk_bytes"] // 8, _FRAME_SPAN * layout["chunk_bytes"] // row_bytes)
+                )
         if layout["shard_frames"]:
             shard = max(1, int(layout["shard_frames"] * scale) // chunk) * chunk
         else:

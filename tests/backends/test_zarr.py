@@ -121,9 +121,10 @@ def test_random_reads_decode_only_the_chunks_they_need(tmp_path: Path) -> None:
     assert backend._group._opened is None  # reads of a local store never open zarr's group
 
 
-def test_arrays_of_one_row_per_frame_take_chunks_eight_times_larger(tmp_path: Path) -> None:
-    """Per-frame arrays (cell, energy, atom counts, flags) get inner chunks of 8 x chunk_bytes,
-    per-atom ones of chunk_bytes; ``chunk_frames`` sets both as before. Random rows read back."""
+def test_small_per_frame_rows_take_as_many_frames_per_chunk_as_scalars(tmp_path: Path) -> None:
+    """Per-frame arrays of rows over 8 bytes (cell, stress) get chunks of as many frames as a
+    scalar column (up to 8 x chunk_bytes); scalars, atom counts, flags and per-atom arrays keep
+    chunk_bytes; ``chunk_frames`` sets them all as before. Random rows read back."""
     frames = make_frames("periodic_variable_n") * 30
     frames[3].info["tag"] = 1.5  # a column some frames lack: presence flags
     path = tmp_path / "default.zarr"
@@ -135,10 +136,11 @@ def test_arrays_of_one_row_per_frame_take_chunks_eight_times_larger(tmp_path: Pa
         return int(sharding["configuration"]["chunk_shape"][0])  # inner chunks
 
     assert rows_per_chunk(path, f"{ids['cell']}/values") == 8 * 1024 // 72  # 113 frames, not 14
-    assert rows_per_chunk(path, f"{ids['calc.energy']}/values") == 8 * 1024 // 8
-    assert rows_per_chunk(path, f"{ids['info.tag']}/present") == 8 * 1024
-    assert rows_per_chunk(path, "n_atoms") == 8 * 1024 // 8
-    assert rows_per_chunk(path, f"{ids['arrays.positions']}/values") == 1024 // 24  # per atom: as before
+    assert rows_per_chunk(path, f"{ids['calc.stress']}/values") == 1024 // 8  # as many as the energy's
+    assert rows_per_chunk(path, f"{ids['calc.energy']}/values") == 1024 // 8
+    assert rows_per_chunk(path, f"{ids['info.tag']}/present") == 1024
+    assert rows_per_chunk(path, "n_atoms") == 1024 // 8
+    assert rows_per_chunk(path, f"{ids['arrays.positions']}/values") == 1024 // 24  # per atom
     chosen = tmp_path / "frames.zarr"
     ASEIO(chosen, chunk_frames=4).extend(frames)
     assert rows_per_chunk(chosen, f"{ids['cell']}/values") == 4
