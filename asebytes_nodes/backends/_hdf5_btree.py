@@ -155,6 +155,15 @@ class ChunkIndex:
                     return True
         return bool(self.lookup(np.array([k]))[0])
 
+    def blob(self, k: int) -> bytes | None:
+        """The stored bytes of chunk ``k`` if the index holds it (:meth:`one`) and the file has
+        them all; None otherwise."""
+        if not self.one(k):
+            return None
+        size = int(self.size[k])
+        raw = os.pread(self._fd, size, int(self.address[k]))
+        return raw if len(raw) == size else None
+
     def read(self, chunks: np.ndarray) -> list[bytes] | None:
         """The stored bytes of ``chunks`` (found by :meth:`lookup`), or None if the file ends first."""
         fd, pread, sizes = self._fd, os.pread, self.size[chunks].tolist()

@@ -4,7 +4,9 @@ Matrix: the fletcher32 sums against HDF5's own (one blob and many, odd lengths, 
 one forces chunk of a store rewritten as HDF5 may store it (byte-swapped checksum, deflate
 skipped by the filter mask, bytes after the deflate stream) reads the values HDF5 reads; a chunk
 HDF5 refuses (wrong checksum, deflate stream cut short) is StoreCorruptedError naming dataset and
-rows; each by row, by batch with mirrors and without.
+rows; each by row, by batch with mirrors and without, and by row once a batch has opened the
+chunk index (a lone chunk decoded alone, ``Grid.lone``, which leaves every doubt to the general
+path).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def _store(tmp_path: Path) -> tuple[Path, int, tuple[int, ...], np.ndarray]:
     """A store, the row of a forces chunk in its middle, that chunk's offset and decoded tile."""
     path = tmp_path / "x.h5"
     with ASEIO(path) as db:
-        db.extend([versioned_frame(i) for i in range(64)])
+        db.extend([versioned_frame(i) for i in range(400)])  # 20+ chunks: a batch opens the index
     with h5py.File(path, "r") as f:
         ds = f[FORCES]
         step = ds.chunks[0]
@@ -86,7 +88,20 @@ def _reads(path: Path, row: int) -> list[np.ndarray]:
             got.append(db[[row, 0]].to_batch(["calc.forces"])["calc.forces"][: len(got[-1])])
             every = db[[row, *range(len(db))]].to_batch(["calc.forces"])  # many chunks summed at once
             got.append(every["calc.forces"][: len(got[-1])])
+    with ASEIO(path, readonly=True, cache_bytes=0) as db:
+        _open_index_around(db, row)
+        got.append(db[row].get_forces())
     return got
+
+
+def _open_index_around(db: ASEIO, row: int) -> None:
+    """Read every chunk of forces but the one holding ``row`` in a batch: HDF5's chunk index is
+    then open, and a single row's chunk is decoded alone."""
+    with h5py.File(db.backend.location, "r") as f:
+        step = f[FORCES].chunks[0]
+    others = [i for i in range(len(db)) if i // step != row // step]
+    assert len(others) // step >= 8  # enough chunks for a batch to open the index
+    db[others].to_batch(["calc.forces"])
 
 
 @pytest.mark.parametrize("variant", ["swapped checksum", "deflate skipped", "bytes after the stream"])
@@ -128,6 +143,11 @@ def test_chunks_hdf5_refuses_are_errors(tmp_path: Path, variant: str) -> None:
             with pytest.raises(StoreCorruptedError, match=f"{FORCES} rows {row}-.*{why}"):
                 db[:].to_batch(["calc.forces"])
             assert db[row - 1].info["frame"] == row - 1  # other chunks still read
+    with ASEIO(path, readonly=True, cache_bytes=0) as db:
+        _open_index_around(db, row)
+        with pytest.raises(StoreCorruptedError, match=f"{FORCES} rows {row}-.*{why}"):
+            db[row]
+        assert db[row - 1].info["frame"] == row - 1
 
 
 def test_a_chunk_inflating_far_beyond_its_size_is_refused_within_bounded_memory(tmp_path: Path) -> None:
@@ -146,3 +166,13 @@ def test_a_chunk_inflating_far_beyond_its_size_is_refused_within_bounded_memory(
         finally:
             tracemalloc.stop()
     assert peak < 8 << 20, f"decoding a hostile chunk held {peak:,} bytes"
+    with ASEIO(path, readonly=True, cache_bytes=0) as db:
+        _open_index_around(db, row)
+        tracemalloc.start()
+        try:
+            with pytest.raises(StoreCorruptedError, match=f"{FORCES} rows {row}-.*more bytes decoded"):
+                db[row]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 << 20, f"decoding a hostile chunk alone held {peak:,} bytes"

@@ -158,6 +158,50 @@ def test_a_row_the_mirrors_hold_reads_as_the_general_path_reads_it(tmp_path, kin
         assert_values_equal(expected[0], backend.read_rows([0]), "row 0 read again")
 
 
+@pytest.mark.parametrize("kind", list(FRAME_KINDS))
+def test_a_row_decoded_from_its_chunk_alone_reads_as_the_general_path_reads_it(tmp_path, kind: str) -> None:
+    """Without mirrors (cache_bytes=0: datasets larger than the cache), a single row's chunks are
+    decoded one by one (``Grid.lone``) once a batch has opened the chunk index; before that the
+    general path reads them. Both give the same row: keys and their order, types, dtypes, values,
+    for every kind of frame and for key subsets; and its arrays are its own."""
+    from asebytes_nodes.backends.h5md._direct import Grid
+
+    base = make_frames(kind)
+    frames = base * -(-400 // len(base))  # enough chunks of every dataset for a batch to open the index
+    path = tmp_path / "s.h5"
+    with ASEIO(path) as db:
+        db.extend(frames)
+    n, subset = len(frames), ["calc.energy", "arrays.positions"]
+    lone = Grid.lone
+    decoded: list[int] = []
+
+    def spy(self: Grid, k: int) -> bytes | None:
+        raw = lone(self, k)
+        decoded.append(raw is not None)
+        return raw
+
+    Grid.lone = spy  # type: ignore[method-assign]
+    try:
+        with ASEIO(path, readonly=True, cache_bytes=0) as plain_db:  # no batch: the index stays closed
+            expected = [plain_db.backend.read_rows([i]) for i in range(n)]
+            subsets = [plain_db.backend.read_rows([i], subset) for i in range(n)]
+        assert not any(decoded)
+        with ASEIO(path, readonly=True, cache_bytes=0) as db:
+            backend = db.backend
+            backend.read_rows(np.arange(n))  # a batch of every chunk opens the index
+            for i in np.random.default_rng(0).permutation(n).tolist():
+                assert_values_equal(expected[i], backend.read_rows([i]), f"row {i}")
+                assert_values_equal(subsets[i], backend.read_rows([i], subset), f"row {i}")
+            # one-atom frames fill a chunk with 170 of them: too few chunks to open the index
+            assert sum(decoded) >= n or kind == "empty_and_single"  # positions at least, every row
+            for value in backend.read_rows([0])[0].values():
+                if isinstance(value, np.ndarray) and value.size and value.dtype.kind in "fi":
+                    value[...] = 7
+            assert_values_equal(expected[0], backend.read_rows([0]), "row 0 read again")
+    finally:
+        Grid.lone = lone  # type: ignore[method-assign]
+
+
 def test_a_single_row_of_per_frame_keys_reads_no_atom_counts(tmp_path) -> None:
     """Rows of per-frame keys only, read one at a time (mirrors held or not), never read the
     atom counts (every frame's, a whole dataset); a per-atom key then does."""
