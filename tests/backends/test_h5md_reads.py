@@ -51,13 +51,17 @@ def test_batches_match_the_row_path(tmp_path, cache_bytes):
     assert (backend._shared.mirror_bytes > 0) == bool(cache_bytes)
 
 
-def test_mirrors_follow_a_write(tmp_path):
-    """A reader's decoded copies are dropped when the file changes: it reads what was written."""
+@pytest.mark.parametrize("cache_bytes", [0, 64 << 20])
+def test_mirrors_follow_a_write(tmp_path, cache_bytes):
+    """A reader's decoded copies and chunk index are dropped when the file changes: it reads what
+    was written (cache_bytes=0: single rows from chunks decoded alone, the index opened by a batch)."""
     path = tmp_path / "x.h5"
     writer = ASEIO(path)
     writer.extend(_frames(50))
-    reader = ASEIO(path, readonly=True)
+    reader = ASEIO(path, readonly=True, cache_bytes=cache_bytes)
+    reader[list(range(50))].to_batch(["arrays.positions"])
     assert reader[7].get_potential_energy() == 7.0
+    np.testing.assert_array_equal(reader[7].positions, _frames(50)[7].positions)
     assert reader[[7]].to_batch(["calc.energy"])["calc.energy"].tolist() == [7.0]
     replaced = _frames(1, seed=3)[0]
     replaced.calc.results["energy"] = -1.0
