@@ -35,7 +35,10 @@ _WALK = 64
 #: Chunks a request needs before it reads whole leaves of the chunk index it lacks (a leaf, up to
 #: 64 chunks, costs about as much to read here as 5-10 of HDF5's lookups).
 _INDEXED = 8
-_INDEX_CHUNKS = 4096  # datasets of this many chunks open the index for random rows too ...
+#: Datasets of this many chunks open the index for random rows too (then decoded alone, see
+#: :meth:`Grid.lone`; 4,096 before: 1,000 random rows of 1,000 frames 127 -> 121 ms, 100 random
+#: rows of periodic-1000 21.4 -> 19.3 ms, medians of 6 alternating fresh processes) ...
+_INDEX_CHUNKS = 256
 #: ... once HDF5 has looked up this many of their chunks: opening the index costs 5-15 of HDF5's
 #: lookups in a cold B-tree (0.8 ms against 50-150 us each at 100,000 chunks), so a first frame
 #: opens none (100,000 frames: 13-17 -> 10-12 ms) and random rows pay for at most 4 lookups more.
