@@ -179,10 +179,10 @@ def test_a_row_decoded_from_its_chunk_alone_reads_as_the_general_path_reads_it(t
     lone = Grid.lone
     decoded: list[int] = []
 
-    def spy(self: Grid, k: int) -> bytes | None:
-        raw = lone(self, k)
-        decoded.append(raw is not None)
-        return raw
+    def spy(self: Grid, k: int) -> np.ndarray | None:
+        block = lone(self, k)
+        decoded.append(block is not None)
+        return block
 
     Grid.lone = spy  # type: ignore[method-assign]
     try:

@@ -192,7 +192,7 @@ def held_row(
     from its chunk decoded alone (:func:`_lone`) where a dataset is too large to mirror. Each
     is converted as :func:`._plan.convert` converts any row, without the per-column lookups of
     the general path (a row of ten columns: about 60 -> 30 us; 1,000 random rows of 100,000
-    frames: 257 -> 210 ms); and the columns left for that path (not plain, not read in yet, a
+    frames: 269 -> 210 ms); and the columns left for that path (not plain, not read in yet, a
     chunk with anything unusual)."""
     values: dict[str, Any] = {}
     rest: list[Col] = []
@@ -230,11 +230,11 @@ def _lone(shared: SharedFile, path: str, row: int) -> np.ndarray | None:
     grid = shared.found.get(path)
     if grid is None:
         return None
-    raw = grid.lone(row // grid.step)
-    if raw is None:
+    block = grid.lone(row // grid.step)
+    if block is None:
         return None
     at = row % grid.step
-    return np.frombuffer(raw, grid.dtype).reshape(grid.chunks)[at : at + 1].copy()
+    return block[at : at + 1].copy()
 
 
 def head(shared: SharedFile, path: str, n: int) -> np.ndarray:
@@ -289,8 +289,8 @@ def _filled(shared: SharedFile, plan: Plan, path: str, mirror: Mirror, rows: np.
 
     def load(chunks: np.ndarray) -> np.ndarray | None:
         if grid is not None and grid.bits is not None:
-            if len(chunks) == 1 and (raw := grid.lone(int(chunks[0]))) is not None:
-                return np.frombuffer(raw, grid.dtype).reshape(grid.chunks)
+            if len(chunks) == 1 and (block := grid.lone(int(chunks[0]))) is not None:
+                return block
             return _decoded(shared, plan, path, grid, chunks, limit)
         confirm(shared, plan, path, mirror.ds, chunks * mirror.step, limit)
         return None
