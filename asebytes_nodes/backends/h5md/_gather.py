@@ -36,7 +36,7 @@ from ...indexing import distinct
 from .._hdf5_files import SharedFile
 from .._hdf5_journal import checked
 from ._direct import Grid
-from ._plan import Col, Need, Plan, convert, take
+from ._plan import Col, Need, Plan, row_value, take
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -190,13 +190,14 @@ def held_row(
     """Row ``row``'s values of the plain columns it can take at once: from mirrors holding it
     (and its presence flags) already, a random row read again or a store that fits the cache;
     from its chunk decoded alone (:func:`_lone`) where a dataset is too large to mirror. Each
-    is converted as :func:`._plan.convert` converts any row, without the per-column lookups of
-    the general path (a row of ten columns: about 60 -> 30 us; 1,000 random rows of 100,000
-    frames: 269 -> 210 ms); and the columns left for that path (not plain, not read in yet, a
-    chunk with anything unusual)."""
+    is converted by :func:`._plan.row_value`, without the per-column lookups of the general
+    path (1,000 random rows of 100,000 frames: 269 -> 210 ms); and the columns left for that
+    path (not plain, not read in yet, a chunk with anything unusual)."""
     values: dict[str, Any] = {}
     rest: list[Col] = []
-    mirrors = shared.mirrors
+    mirrors, held = shared.mirrors, plan.held
+    if held is None:  # each plain column's dataset, once per plan (an own plan's columns stay)
+        held = plan.held = {key: col.path if plain(col) else None for key, col in plan.cols.items()}
     for col in cols:
         if col.flags is not None:
             flags = mirrors.get(col.flags)
@@ -205,36 +206,35 @@ def held_row(
                 continue
             if not flags.data[row]:
                 continue  # the row lacks the key
-        path = col.path if plain(col) else None  # plain columns have one
+        path = held.get(col.key)
+        n = None
+        if col.kind == "atom":
+            counts = plan.counts  # read only when a per-atom key needs them
+            if counts is None:
+                rest.append(col)
+                continue
+            n = int(counts[row])
         mirror = mirrors.get(path) if path is not None else None
-        counts = plan.counts if col.kind == "atom" else None  # read only when a per-atom key needs them
-        if col.kind == "atom" and counts is None:
-            rest.append(col)
-            continue
         if mirror is not None and mirror.holds(row):
-            data = mirror.data[row : row + 1].copy()
+            stored = mirror.data[row]
         elif mirror is None and path is not None and (lone := _lone(shared, path, row)) is not None:
-            data = lone
+            stored = lone
         else:
             rest.append(col)
             continue
-        sizes = None if counts is None else counts[row : row + 1]
-        values[col.key] = convert(col, data, sizes)[0]
+        values[col.key] = row_value(col, stored, n)
     return values, rest
 
 
 def _lone(shared: SharedFile, path: str, row: int) -> np.ndarray | None:
-    """Row ``row`` of our unmirrored dataset ``path`` from its chunk decoded alone
-    (:meth:`Grid.lone`), once the general path has read it before (its grid and index made);
-    None: that path reads it."""
+    """Row ``row`` of our unmirrored dataset ``path`` (a read-only view) from its chunk decoded
+    alone (:meth:`Grid.lone`), once the general path has read it before (its grid and index
+    made); None: that path reads it."""
     grid = shared.found.get(path)
     if grid is None:
         return None
     block = grid.lone(row // grid.step)
-    if block is None:
-        return None
-    at = row % grid.step
-    return block[at : at + 1].copy()
+    return None if block is None else block[row % grid.step]
 
 
 def head(shared: SharedFile, path: str, n: int) -> np.ndarray:

@@ -36,6 +36,7 @@ __all__ = [
     "is_group",
     "own_plan",
     "particle_groups",
+    "row_value",
     "take",
     "timed",
 ]
@@ -96,6 +97,7 @@ class Plan:
     _counts: np.ndarray | None = field(default=None, repr=False)
     batch_cols: dict[Any, Any] = field(default_factory=dict, repr=False)  # see _gather._wanted
     checked: set[str] = field(default_factory=set, repr=False)  # see _gather._check_particles
+    held: dict[str, str | None] | None = field(default=None, repr=False)  # see _gather.held_row
 
     @property
     def counts(self) -> np.ndarray | None:
@@ -180,9 +182,7 @@ def convert(col: Col, data: Any, sizes: np.ndarray | None) -> list[Any]:
         return [_json(t) for t in texts] if col.json else texts
     arr = np.asarray(data)
     if col.dtype is not None and arr.dtype != col.dtype:
-        if arr.dtype.kind == "f" and np.dtype(col.dtype).kind in "iub":
-            arr = np.where(np.isnan(arr), 0.0, arr)  # padding of float species
-        arr = arr.astype(col.dtype)
+        arr = _as_dtype(arr, col.dtype)
     if col.scale != 1.0:
         arr = arr * col.scale
     if col.cuboid:
@@ -195,6 +195,29 @@ def convert(col: Col, data: Any, sizes: np.ndarray | None) -> list[Any]:
         return list(arr)
     arr = arr.reshape(len(arr))
     return list(arr) if col.code is not None and col.code[0] == "n" else arr.tolist()
+
+
+def row_value(col: Col, stored: Any, n: int | None) -> Any:
+    """What :func:`convert` gives for one frame of a plain column (``._gather.plain``: numeric,
+    read as stored) from that frame's stored row, a view the caller keeps: only the frame's ``n``
+    atoms (per-atom keys) are copied or converted, without a list or the other kinds' checks
+    (1,000 random rows of 1,000 frames: 123 -> 117 ms)."""
+    arr = np.asarray(stored) if n is None else stored[:n]
+    if col.dtype is not None and arr.dtype != col.dtype:
+        arr = _as_dtype(arr, col.dtype)
+    elif col.kind != "scalar":
+        arr = arr.copy()
+    if col.kind != "scalar":
+        return arr
+    arr = arr.reshape(())
+    return arr[()] if col.code is not None and col.code[0] == "n" else arr.item()
+
+
+def _as_dtype(arr: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored values in the dtype handed out; a float's NaN (the padding of float species) as 0."""
+    if arr.dtype.kind == "f" and np.dtype(dtype).kind in "iub":
+        arr = np.where(np.isnan(arr), 0.0, arr)
+    return arr.astype(dtype)
 
 
 def all_nan(value: Any) -> bool:
