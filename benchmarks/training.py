@@ -387,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         changes["cold_repeats"] = args.cold_repeats
     if changes:
         config = Config(**{**config.__dict__, **changes})
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="asebytes-training-", dir=args.workdir) as tmp:
         results = run(config, Path(tmp), scale_only=args.scale_only or args.training_from is not None)
     if args.training_from:
