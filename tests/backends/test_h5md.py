@@ -277,7 +277,13 @@ def test_particle_groups(tmp_path: Path) -> None:
     assert H5MDBackend.list_groups(path) == ["solute", "solvent"]
     assert len(ASEIO(path, group="solvent")) == 2
     assert len(ASEIO(path, particles_group="solute")) == 4
-    assert len(ASEIO(path, readonly=True)) == 0  # the default store, not written yet: apart from both
+    assert len(ASEIO(path)) == 0  # the default store, not written yet: apart from both
+    with pytest.raises(StoreNotFoundError, match="no particle group 'atoms'.*solute, solvent.*group="):
+        ASEIO(path, readonly=True)  # read-only, an empty default store would hide both groups
+    alone = tmp_path / "alone.h5"
+    ASEIO(alone, group="trajectory").extend(make_frames("ethanol")[:1])  # the group MDAnalysis opens
+    with pytest.raises(StoreNotFoundError, match="no particle group 'atoms'; it has: trajectory"):
+        ASEIO(alone, readonly=True)
     with pytest.raises(StoreNotFoundError, match="g.h5 has no particle group 'gas'.*solute, solvent"):
         ASEIO(path, group="gas", readonly=True)
     with pytest.raises(StoreNotFoundError, match="missing.h5: no such H5MD file.*group 'gas'"):

@@ -72,3 +72,27 @@ def test_an_atom_count_beyond_the_particles_is_refused_in_batches(
         f["parameters/asebytes_nodes/atoms/n_atoms"][2] = 7
     with ASEIO(path) as db, pytest.raises(StoreCorruptedError, match="position/value holds 4 per frame"):
         db[[0, 2]].to_batch(["arrays.positions"])
+
+
+@pytest.mark.parametrize("backend", ["h5md", "mdtraj"])
+def test_a_cut_h5_file_is_reported_damaged_not_unrecognised(tmp_path: Path, backend: str) -> None:
+    """``.h5`` is chosen by content: a file HDF5 cannot open but that carries its signature
+    (ours or MDTraj's, cut short) is reported damaged by the default backend, not as one that no
+    backend recognises; a file without the signature stays unrecognised, an empty one is named."""
+    from faultkit import truncate
+
+    from asebytes_nodes import ASEIO, BackendNotFoundError, StoreCorruptedError, StoreNotFoundError
+
+    path = hdf5kit.build(tmp_path / "cut.h5", backend, 20)
+    truncate(path, path.stat().st_size - 100)
+    for readonly in (True, False):
+        with pytest.raises(StoreCorruptedError, match="cut.h5: HDF5 cannot read the file.*truncated"):
+            ASEIO(path, readonly=readonly)
+    other = tmp_path / "other.h5"
+    other.write_bytes(b"not HDF5 at all\n" * 40)
+    with pytest.raises(BackendNotFoundError, match="other.h5: not an HDF5 file"):
+        ASEIO(other, readonly=True)
+    empty = tmp_path / "empty.h5"
+    empty.touch()
+    with pytest.raises(StoreNotFoundError, match="empty.h5: an empty file, no H5MD store"):
+        ASEIO(empty, readonly=True)

@@ -223,7 +223,8 @@ class H5MDBackend(WritableBackend):
         if handle is None:
             if self.readonly:
                 asked = "" if requested is None else f" for group {requested!r}"
-                raise StoreNotFoundError(f"{self._path}: no such H5MD file (opened read-only{asked})")
+                what = "no such H5MD file" if not self._path.exists() else "an empty file, no H5MD store"
+                raise StoreNotFoundError(f"{self._path}: {what} (opened read-only{asked})")
             return
         h5md = self._shared.get("h5md")
         if not is_group(h5md):
@@ -267,10 +268,11 @@ class H5MDBackend(WritableBackend):
                         UserWarning,
                         stacklevel=2,
                     )
-            elif not self._own or (requested is not None and self.readonly):
-                found = ", ".join(groups) or "none"
+            elif not self._own or (self.readonly and (requested is not None or groups)):
+                found = ", ".join(groups) or "none"  # read-only, our default store is empty only alone
                 raise StoreNotFoundError(
-                    f"{self._path} has no particle group {self._group!r}; it has: {found}"
+                    f"{self._path} has no particle group {self._group!r}; it has: {found} (pick one "
+                    "with group=...)"
                 )
         except (KeyError, ValueError, TypeError, OSError) as exc:
             if isinstance(exc, ASEBytesError):
