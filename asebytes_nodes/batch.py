@@ -431,8 +431,8 @@ def to_tensors(batch: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in batch.items():
         if isinstance(value, np.ndarray) and value.dtype.kind in _NUMERIC_KINDS:
-            if not value.flags.writeable or any(s < 0 for s in value.strides):
-                value = value.copy()
+            if not value.flags.writeable or any(s < 0 or s % value.itemsize for s in value.strides):
+                value = value.copy()  # torch takes neither, nor strides that split an item
             out[key] = torch.from_numpy(value)
         else:
             out[key] = value

@@ -64,3 +64,7 @@ def test_to_tensors_shares_memory_where_it_can() -> None:
     assert tensors["names"] == ["a", "b"]
     assert tensors["frozen"].dtype == torch.float32 and tensors["frozen"].tolist() == [0, 1, 2]
     assert tensors["n_atoms"].dtype == torch.int64
+    record = np.zeros(1, [("energy", "<f8"), ("cell", "<f8", (3, 3)), ("pbc", "?", (3,)), ("n", "<i2")])
+    record["cell"] = np.eye(3)  # a lone row's field: its stride (83 bytes) splits float64 items
+    tensor = to_tensors({"cell": record["cell"]})["cell"]
+    assert tensor.tolist() == [np.eye(3).tolist()]

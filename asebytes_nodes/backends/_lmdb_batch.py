@@ -480,10 +480,10 @@ def _from_record(
         values = rows[key]
         if kind.kind == "b":
             batch[key] = values == 0xC3  # true, else false
-        elif per_atom:
-            batch[key] = np.ascontiguousarray(values).reshape(-1, *kind.shape)
+        elif per_atom:  # copies: a lone row's field would keep the record's stride
+            batch[key] = values.copy().reshape(-1, *kind.shape)
         else:
-            batch[key] = _finish(np.ascontiguousarray(values), kind, n_rows)
+            batch[key] = _finish(values.copy(), kind, n_rows)
             if batch[key] is None:
                 return None
     return batch
