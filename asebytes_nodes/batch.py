@@ -66,7 +66,8 @@ _NUMERIC_KINDS = frozenset("biufc")
 _SCALARS = (bool, int, float, complex, np.bool_, np.number)
 
 
-def _is_numeric(value: Any) -> bool:
+def is_numeric(value: Any) -> bool:
+    """Does ``value`` go into a batch as an array (a number, or a numeric array)?"""
     if isinstance(value, np.ndarray):
         return value.dtype.kind in _NUMERIC_KINDS
     return isinstance(value, _SCALARS)
@@ -222,7 +223,7 @@ def assemble(
             raise _missing_error(key, [int(indices[j]) for j in missing], len(rows))
         present = next((v for v in values if v is not MISSING), MISSING)
         per_atom = is_per_atom(key)
-        if not _is_numeric(fill[key] if present is MISSING else present):
+        if not is_numeric(fill[key] if present is MISSING else present):
             for j in missing:
                 values[j] = copy.deepcopy(fill[key])
             if per_atom and gather is not None:
@@ -240,7 +241,7 @@ def _shared_numeric_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rows:
         return []
     common = set(rows[0]).intersection(*rows[1:])
-    return sorted(k for k in common if _is_numeric(rows[0][k]))
+    return sorted(k for k in common if is_numeric(rows[0][k]))
 
 
 def _missing_error(key: str, rows: list[int], total: int) -> UnknownKeyError:

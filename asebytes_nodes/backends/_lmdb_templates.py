@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..batch import _is_numeric
+from ..batch import is_numeric
 from ..codec import _layout
 from ._keys import atom_count
 
@@ -147,7 +147,7 @@ def learn(body: bytes, row: dict[str, Any]) -> Template | None:
     fields = dict(slots)
     for key, dtype, shape, offset in _layout(bytes(code)):
         fields[key] = Field(raw + offset, dtype, shape)
-    numeric = frozenset(k for k, v in row.items() if _is_numeric(v))
+    numeric = frozenset(k for k, v in row.items() if is_numeric(v))
     counted = atom_count(row, None)
     if counted is None or "arrays.numbers" not in row:
         return None

@@ -190,6 +190,24 @@ class BatchContract:
         shared = numeric_shared_keys(frames, list(range(len(frames))))
         assert list(db[:].to_batch()) == ["n_atoms", *shared]
 
+    def test_keys_none_takes_numbers_of_mixed_types(self, store: StoreFactory) -> None:
+        """An energy given as a numpy float in one frame and a Python float in the next (EMT's
+        and a SinglePointCalculator's) is a number every row carries: ``keys=None`` takes it."""
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        frames = self.fixed_frames()[:2]
+        for atoms, energy in zip(frames, (np.float64(-1.5), -2.5), strict=True):
+            atoms.calc = SinglePointCalculator(atoms, energy=energy)
+        db = self.open(store, frames)
+        if "calc.energy" not in db.keys(0):
+            pytest.skip("the backend does not keep the energy")
+        order = [1, 0, 1]
+        got = db[order].to_batch()
+        assert list(got) == ["n_atoms", *numeric_shared_keys(frames, order)]
+        assert got["calc.energy"].dtype == np.float64
+        assert got["calc.energy"].tolist() == [db[i].get_potential_energy() for i in order]  # as rows read
+        np.testing.assert_allclose(got["calc.energy"], [-2.5, -1.5, -2.5], rtol=1e-7)  # float32 files
+
     def test_empty_index_list(self, store: StoreFactory) -> None:
         frames = self.fixed_frames()
         db = self.open(store, frames)

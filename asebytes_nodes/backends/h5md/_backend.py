@@ -17,6 +17,7 @@ import numpy as np
 from ase.data import atomic_masses
 
 from ... import __version__
+from ...batch import is_numeric
 from ...errors import (
     ASEBytesError,
     InvalidDataError,
@@ -408,9 +409,18 @@ class H5MDBackend(WritableBackend):
         if len(idx):
             with self._reading():
                 batch = fast_batch(self._shared, self._plan, idx, keys, atoms, self._options["cache_bytes"])
-            if batch is not None:
+            if batch is not None and (keys is not None or not self._numbers_encoded(idx)):
                 return batch
         return super().read_batch(idx, keys, fill=fill, atoms=atoms)
+
+    def _numbers_encoded(self, indices: np.ndarray) -> bool:
+        """Does a column of encoded values (the fast batch of ``keys=None`` reads plain ones) hold
+        a number in every row of ``indices``? An energy of mixed Python and numpy floats does."""
+        return any(
+            all(v is not MISSING and is_numeric(v) for v in self.read_column(key, indices))
+            for key, col in self._plan.cols.items()
+            if col.kind == "object"
+        )
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
