@@ -7,7 +7,9 @@ extxyz reader gives numpy scalars for numbers of the comment line, ``.traj``
 keeps only ASE's standard per-atom arrays and JSON-encodable info). One change:
 per-atom string columns, which ASE returns as object arrays, come back as
 fixed-width unicode arrays, the form every backend can store. The store is a
-snapshot of the file when it was opened: reopen it to see appended frames.
+snapshot of the file when it was opened: reopen it to see appended frames. An
+extxyz/xyz file changed in any other way (rewritten in place, cut) makes every
+later read raise :class:`~asebytes_nodes.errors.StoreCorruptedError`.
 Damaged files raise :class:`~asebytes_nodes.errors.StoreCorruptedError` naming
 the file and, where it applies, the frame.
 

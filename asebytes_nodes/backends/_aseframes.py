@@ -19,14 +19,13 @@ from ..errors import StoreCorruptedError
 from ..progress import progress
 from ..rows import atoms_to_dict
 from ._xyzcomment import Parsed, comment_rows, comment_signature, fast_keys, parse_comment, species_numbers
-from ._xyzindex import build_index, cache_dir
+from ._xyzindex import build_index, cache_dir, holds_stamped_bytes
 
 __all__ = ["ExtxyzFrames", "Frames", "Indices", "row_of", "select"]
 
 Indices = Sequence[int] | np.ndarray
 _READ_BLOCK = 1 << 24  # most bytes read in one system call for consecutive extxyz frames
 _RECENT = 4096  # parsed comment lines kept (info reads several columns of the same frames)
-_UNSEEN: Any = object()
 
 
 class Frames(ABC):
@@ -72,26 +71,49 @@ def row_of(atoms: Any, keys: Sequence[str] | None) -> dict[str, Any]:
 
 
 class ExtxyzFrames(Frames):
-    """Frames located by byte offset, each parsed by ASE's extxyz reader from its own bytes."""
+    """Frames located by byte offset, each parsed by ASE's extxyz reader from its own bytes.
+
+    The handle is a snapshot of the file as indexed: appended bytes are ignored, and any other
+    change of the indexed bytes (a rewrite in place) makes every read raise instead of mixing
+    old and new values.
+    """
 
     access = "byte offset of every frame, from one scan"
 
     def __init__(self, path: Path, index_cache: bool | str | os.PathLike[str]) -> None:
         self._path = path
-        self._recent: dict[int, Parsed] = {}  # parsed comment lines of the frames read last
+        # (comment line, parsed) of the frames read last; a line is reused only for the same text
+        self._recent: dict[int, tuple[str | None, Parsed]] = {}
         self._fd = os.open(path, os.O_RDONLY)
         try:
-            self._table = build_index(self._fd, os.fspath(path), cache_dir(index_cache))
+            self._table, self._stamp = build_index(self._fd, os.fspath(path), cache_dir(index_cache))
         except BaseException:
             self.close()
             raise
+        self._seen = (self._stamp["size"], self._stamp["mtime_ns"])  # last (size, mtime) that matched
 
     def __len__(self) -> int:
         return len(self._table) - 1
 
+    def _check(self) -> None:
+        """Raise if the bytes this handle indexed changed (appending is fine): one ``fstat`` per
+        read; the stamp's hashes are compared only when the size or mtime moved."""
+        st = os.fstat(self._fd)
+        now = (st.st_size, st.st_mtime_ns)
+        if now == self._seen:
+            return
+        if not holds_stamped_bytes(self._fd, self._stamp, st.st_size):
+            raise StoreCorruptedError(
+                f"{self._path}: the file was rewritten or cut since it was opened (only appended "
+                "frames keep a handle valid); reopen it"
+            )
+        self._seen = now
+
     def _groups(self, idx: np.ndarray) -> Iterator[tuple[bytes, list[tuple[int, int, int, int]]]]:
         """(bytes, [(position in idx, frame, start, stop in those bytes)]) in the order asked;
-        frames adjacent in the file share one read."""
+        frames adjacent in the file share one read. The file is checked before the first read
+        and after the last, so bytes read while it was rewritten are never returned silently."""
+        self._check()
         lo = self._table[idx, 0].tolist()
         hi = self._table[idx + 1, 0].tolist()
         j = 0
@@ -106,8 +128,11 @@ class ExtxyzFrames(Frames):
                 )
             yield blob, [(m, int(idx[m]), lo[m] - lo[j], hi[m] - lo[j]) for m in range(j, k)]
             j = k
+        self._check()
 
     def _corrupt(self, i: int, what: str, exc: Exception) -> StoreCorruptedError:
+        """The error for frame ``i``; a file rewritten during the read raises that instead."""
+        self._check()
         return StoreCorruptedError(
             f"{self._path}: frame {i} (byte {int(self._table[i, 0])}) cannot be read as {what}: "
             f"{type(exc).__name__}: {exc}"
@@ -131,17 +156,19 @@ class ExtxyzFrames(Frames):
             raise self._corrupt(i, "an extxyz comment line", exc) from exc
 
     def _parsed(self, i: int, blob: bytes, start: int, stop: int) -> Parsed:
-        """Frame ``i``'s parsed comment line, kept for the next column read of the same frames."""
-        parsed = self._recent.get(i, _UNSEEN)
-        if parsed is _UNSEEN:
-            comment = self._comment(i, blob, start, stop)
-            try:
-                parsed = parse_comment(comment)
-            except Exception as exc:  # ASE raises many types on malformed text
-                raise self._corrupt(i, "an extxyz comment line", exc) from exc
-            if len(self._recent) >= _RECENT:
-                self._recent = {}
-            self._recent[i] = parsed
+        """Frame ``i``'s parsed comment line, kept for the next column read of the same frames;
+        reused only while the line reads the same, so it never outlives the bytes it came from."""
+        comment = self._comment(i, blob, start, stop)
+        kept = self._recent.get(i)
+        if kept is not None and kept[0] == comment:
+            return kept[1]
+        try:
+            parsed = parse_comment(comment)
+        except Exception as exc:  # ASE raises many types on malformed text
+            raise self._corrupt(i, "an extxyz comment line", exc) from exc
+        if len(self._recent) >= _RECENT:
+            self._recent = {}
+        self._recent[i] = (comment, parsed)
         return parsed
 
     def rows(self, indices: Indices, keys: Sequence[str] | None) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import StoreCorruptedError
 from ..progress import Progress, progress
 
-__all__ = ["CACHE_ENV", "FrameIndex", "build_index", "cache_dir", "check_stream"]
+__all__ = ["CACHE_ENV", "FrameIndex", "build_index", "cache_dir", "check_stream", "holds_stamped_bytes"]
 
 CACHE_ENV = "ASEBYTES_NODES_CACHE_DIR"
 CACHE_FORMAT = "asebytes_nodes.xyz-index"
@@ -68,17 +68,18 @@ def cache_dir(option: bool | str | os.PathLike[str]) -> Path | None:
     return Path(base) / "asebytes_nodes"
 
 
-def build_index(fd: int, path: str, cache: Path | None) -> FrameIndex:
-    """The frame table of the open file ``fd``: from the cache when it still describes the
-    file, extended by scanning only the new bytes when the file grew by appending,
-    else scanned in full (and the cache rewritten, if it can be)."""
+def build_index(fd: int, path: str, cache: Path | None) -> tuple[FrameIndex, dict[str, Any]]:
+    """The frame table of the open file ``fd`` and the stamp of the bytes it describes (so a
+    reader can tell later whether they changed): the table from the cache when it still
+    describes the file, extended by scanning only the new bytes when the file grew by
+    appending, else scanned in full (and the cache rewritten, if it can be)."""
     stamp = _stamp(fd)
     if cache is None:
-        return _scan(fd, path, stamp["size"], 0, 0)
+        return _scan(fd, path, stamp["size"], 0, 0), stamp
     target = cache / "extxyz-index" / _cache_name(path)
     cached = _load(target, path)
     if cached is not None and cached[0] == stamp:
-        return cached[1]
+        return cached[1], stamp
     if cached is not None and _appended(fd, cached[0], stamp):
         old = cached[1]
         resume = max(len(old) - 2, 0)  # rescan the last known frame: VEC lines may have followed
@@ -86,7 +87,7 @@ def build_index(fd: int, path: str, cache: Path | None) -> FrameIndex:
     else:
         table = _scan(fd, path, stamp["size"], 0, 0)
     _save(target, path, stamp, table)
-    return table
+    return table, stamp
 
 
 class _LineEnds:
@@ -260,14 +261,21 @@ def _stamp(fd: int) -> dict[str, Any]:
     }
 
 
+def holds_stamped_bytes(fd: int, old: dict[str, Any], size: int) -> bool:
+    """True when the open file ``fd``, now ``size`` bytes long, still holds the bytes the stamp
+    ``old`` hashed: the same file, or it with bytes appended (the middle of a file longer than
+    twice ``_STAMP_BYTES`` is not compared)."""
+    n = old["size"]
+    return (
+        size >= n
+        and _digest(fd, 0, min(n, _STAMP_BYTES)) == old["head"]
+        and _digest(fd, max(n - _STAMP_BYTES, 0), n) == old["tail"]
+    )
+
+
 def _appended(fd: int, old: dict[str, Any], new: dict[str, Any]) -> bool:
     """True when the file grew and the bytes the old stamp hashed are unchanged."""
-    size = old["size"]
-    return (
-        new["size"] > size
-        and _digest(fd, 0, min(size, _STAMP_BYTES)) == old["head"]
-        and _digest(fd, max(size - _STAMP_BYTES, 0), size) == old["tail"]
-    )
+    return new["size"] > old["size"] and holds_stamped_bytes(fd, old, new["size"])
 
 
 def _cache_name(path: str) -> str:

@@ -19,6 +19,8 @@ import ase.io
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.build import bulk
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io.trajectory import TrajectoryReader
 
 from asebytes_nodes import ASEIO, BackendNotFoundError, ReadOnlyError, StoreCorruptedError, StoreNotFoundError
@@ -200,7 +202,7 @@ def test_appended_frames_extend_the_cached_index(tmp_path: Path, cache_home: Pat
     assert_same_as_ase(path, db)
     fd = os.open(path, os.O_RDONLY)
     try:
-        full = _xyzindex.build_index(fd, str(path), None)
+        full, _ = _xyzindex.build_index(fd, str(path), None)
     finally:
         os.close(fd)
     np.testing.assert_array_equal(_xyzindex._load(_cache_file(cache_home), str(path))[1], full)  # type: ignore[index]
@@ -294,6 +296,90 @@ def test_reads_use_the_index_of_the_file_as_opened(tmp_path: Path) -> None:
         assert_atoms_equal(a, b)
     with pytest.raises(StoreCorruptedError, match="number of atoms"):
         ASEIO(path)
+
+
+def _energy_frames(e0: float, n: int) -> list[Atoms]:
+    """``n`` frames whose energy and forces are both ``e0 + i`` (and the same text width for any ``e0``)."""
+    frames = []
+    for i in range(n):
+        atoms = bulk("Cu", cubic=True)
+        atoms.positions += e0
+        atoms.calc = SinglePointCalculator(atoms, energy=e0 + i, forces=np.full((4, 3), e0 + i))
+        frames.append(atoms)
+    return frames
+
+
+def _rewrite(path: Path, frames: list[Atoms], append: bool = False) -> None:
+    """``ase.io.write`` into the same inode; the mtime is moved on if a coarse file system clock
+    hid the change (a handle notices changes through the size or the mtime)."""
+    before = os.stat(path)
+    ase.io.write(path, frames, append=append)
+    after = os.stat(path)
+    assert after.st_ino == before.st_ino
+    if after.st_mtime_ns == before.st_mtime_ns:
+        os.utime(path, ns=(after.st_atime_ns, after.st_mtime_ns + 1))
+
+
+def _assert_reads_refused(db: ASEIO, path: Path) -> None:
+    """Every read path raises, naming the file: none mixes old and new bytes."""
+    reads = [
+        lambda: db[0],
+        lambda: db["calc.energy"].to_numpy(),
+        lambda: db[:].to_batch(["calc.energy"]),
+        lambda: db[:].to_batch(["calc.forces"]),
+        lambda: db.keys(1),
+    ]
+    for read in reads:
+        with pytest.raises(StoreCorruptedError, match=rf"{re.escape(str(path))}: .*rewritten.*reopen it"):
+            read()
+
+
+@pytest.mark.parametrize("new_frames", [3, 5], ids=["same length", "longer"])
+def test_a_file_rewritten_in_place_is_refused(tmp_path: Path, new_frames: int) -> None:
+    path = tmp_path / "f.extxyz"
+    ase.io.write(path, _energy_frames(1.0, 3))
+    size = path.stat().st_size
+    db = ASEIO(path)
+    np.testing.assert_array_equal(db["calc.energy"].to_numpy(), [1, 2, 3])  # comment lines kept
+    _rewrite(path, _energy_frames(5.0, new_frames))  # not an append: the old bytes changed
+    assert (path.stat().st_size == size) == (new_frames == 3)
+    _assert_reads_refused(db, path)
+    assert len(db) == 3
+    np.testing.assert_array_equal(ASEIO(path)["calc.energy"].to_numpy(), 5.0 + np.arange(new_frames))
+
+
+def test_appended_frames_keep_a_handle_valid(tmp_path: Path) -> None:
+    path = tmp_path / "f.extxyz"
+    ase.io.write(path, _energy_frames(1.0, 3))
+    db = ASEIO(path)
+    np.testing.assert_array_equal(db["calc.energy"].to_numpy(), [1, 2, 3])
+    _rewrite(path, _energy_frames(7.0, 2), append=True)
+    assert len(db) == 3  # a snapshot of the file as opened
+    batch = db[:].to_batch(["calc.energy", "calc.forces"])
+    np.testing.assert_array_equal(batch["calc.energy"], [1, 2, 3])
+    np.testing.assert_array_equal(batch["calc.forces"][::4, 0], [1, 2, 3])
+    np.testing.assert_array_equal(db["calc.energy"].to_numpy(), [1, 2, 3])
+    assert db[2].get_potential_energy() == 3
+    np.testing.assert_array_equal(ASEIO(path)["calc.energy"].to_numpy(), [1, 2, 3, 7, 8])
+    _rewrite(path, _energy_frames(5.0, 5))  # then rewritten, longer still: refused after all
+    _assert_reads_refused(db, path)
+
+
+def test_a_rewrite_keeping_size_and_mtime_never_mixes_values(tmp_path: Path) -> None:
+    path = tmp_path / "f.extxyz"
+    ase.io.write(path, _energy_frames(1.0, 3))
+    st = path.stat()
+    db = ASEIO(path)
+    np.testing.assert_array_equal(db["calc.energy"].to_numpy(), [1, 2, 3])
+    ase.io.write(path, _energy_frames(5.0, 3))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `rsync --inplace --times` leaves it
+    assert path.stat().st_size == st.st_size
+    # Not seen by the cheap check (same size and mtime), but one frame's values come from one version.
+    forces = db[:].to_batch(["calc.forces"])["calc.forces"]  # read by ASE's reader: the new bytes
+    np.testing.assert_array_equal(forces[::4, 0], [5, 6, 7])
+    energy = db[:].to_batch(["calc.energy"])["calc.energy"]  # comment lines only: not the kept ones
+    np.testing.assert_array_equal(energy, [5, 6, 7])
+    np.testing.assert_array_equal(db["calc.energy"].to_numpy(), [5, 6, 7])
 
 
 # Comment lines that look alike but carry different keys (quoting, escapes, flags, spacing).
