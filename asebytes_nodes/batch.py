@@ -201,12 +201,14 @@ def assemble(
     fill: Mapping[str, Any],
     atoms: AtomSelection,
     shared: bool = False,
+    backend: ReadableBackend | None = None,
 ) -> dict[str, Any]:
     """One batch from row dicts (store rows ``indices``, each carrying ``arrays.numbers``).
 
     One ``np.stack`` or ``np.concatenate`` per key. ``shared=True`` says the rows belong to a
     store (an in-memory backend): arrays are copied by the assembly anyway, list values are
-    deep-copied here.
+    deep-copied here. A key none of the rows carries takes its dtype and shape from the schema
+    of ``backend`` (every batch of an epoch alike), or from ``fill`` where the store has none.
     """
     counts = atom_counts(rows)
     if keys is None:
@@ -219,10 +221,20 @@ def assemble(
         except KeyError:  # some rows lack it: find them
             values = [row.get(key, MISSING) for row in rows]
             missing = [j for j, v in enumerate(values) if v is MISSING]
+        present = next((v for v in values if v is not MISSING), MISSING)
+        form = None
+        if present is MISSING and backend is not None:  # no row here carries it: the store's form
+            info = backend.schema().get(key)
+            if info is None and key not in fill:
+                known = ", ".join(sorted(backend.schema()))
+                raise UnknownKeyError(f"no row carries the key {key!r}; available keys: {known}")
+            form = None if info is None else _stored_form(info)
         if missing and key not in fill:
             raise _missing_error(key, [int(indices[j]) for j in missing], len(rows))
-        present = next((v for v in values if v is not MISSING), MISSING)
         per_atom = is_per_atom(key)
+        if form is not None:  # the stored form decides, not the fill (strings and objects: a list)
+            numeric = form[0].kind in _NUMERIC_KINDS
+            present = np.zeros((1, *form[1]) if per_atom else form[1], form[0]) if numeric else None
         if not is_numeric(fill[key] if present is MISSING else present):
             for j in missing:
                 values[j] = copy.deepcopy(fill[key])
@@ -309,12 +321,18 @@ def empty_batch(backend: ReadableBackend, keys: list[str] | None, fill: Mapping[
                 raise UnknownKeyError(f"no row carries the key {key!r}; pass fill= or leave it out of keys=")
             dtype, shape = np.asarray(fill[key]).dtype, np.shape(fill[key])
         else:
-            try:
-                dtype, shape = np.dtype(info.dtype), tuple(info.shape[1:] if info.per_atom else info.shape)
-            except TypeError:  # str, dict, list: a list
-                dtype, shape = np.dtype(object), ()
+            dtype, shape = _stored_form(info)
         batch[key] = [] if dtype.kind not in _NUMERIC_KINDS else np.zeros((0, *shape), dtype=dtype)
     return batch
+
+
+def _stored_form(info: Any) -> tuple[np.dtype, tuple[int, ...]]:
+    """dtype and shape per frame (per atom for per-atom keys) of a schema entry; object for
+    strings, dicts and lists."""
+    try:
+        return np.dtype(info.dtype), tuple(info.shape[1:] if info.per_atom else info.shape)
+    except TypeError:  # str, dict, list: a list
+        return np.dtype(object), ()
 
 
 def merge_batches(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -368,7 +386,7 @@ def read_batch_default(
     """The default ``read_batch``: one ``read_rows`` call, then :func:`assemble`."""
     wanted = None if keys is None else list(dict.fromkeys([*keys, "arrays.numbers"]))
     rows = backend.read_rows(indices, wanted)
-    return assemble(rows, np.asarray(indices), keys, fill=fill or {}, atoms=atoms)
+    return assemble(rows, np.asarray(indices), keys, fill=fill or {}, atoms=atoms, backend=backend)
 
 
 def read_batch(

@@ -62,7 +62,8 @@ class MemoryBackend(WritableBackend):
         from ..batch import assemble
 
         rows = [self._rows[i] for i in np.asarray(indices).tolist()]
-        return assemble(rows, np.asarray(indices), keys, fill=fill or {}, atoms=atoms, shared=True)
+        idx = np.asarray(indices)
+        return assemble(rows, idx, keys, fill=fill or {}, atoms=atoms, shared=True, backend=self)
 
     def keys(self) -> list[str]:
         found: set[str] = set()
