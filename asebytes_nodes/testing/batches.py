@@ -187,8 +187,8 @@ class BatchContract:
             assert got[key].dtype == np.asarray(rows[0][key]).dtype
         stored = np.asarray(next(r[key] for r in rows if key in r))
         tail = stored.shape[1:] if is_per_atom(key) else stored.shape
-        for fill in (-7, {key: -7}):  # no row of the batch carries it: the stored form all the same
-            got = db[lacking].to_batch([key], fill=fill)[key]
+        for lone_fill in (-7, {key: -7}):  # no row of the batch carries it: the stored form all the same
+            got = db[lacking].to_batch([key], fill=lone_fill)[key]
             assert got.dtype == stored.dtype and got.shape[1:] == tail
             assert len(got) == (sum(len(frames[i]) for i in lacking) if is_per_atom(key) else len(lacking))
         with pytest.raises(KeyError, match=r"'calc\.enrgy'.*available keys: .*arrays\.positions"):
