@@ -46,6 +46,19 @@ def test_extxyz_to_shards(tmp_path: Path, scheduler: str | None) -> None:
     assert db.backend.check() == []
 
 
+def test_extxyz_rewritten_after_indexing_is_refused(tmp_path: Path) -> None:
+    """Tasks read byte ranges of the driver's index: a file rewritten since (same length, other
+    values) fails the partition naming the file, rather than sharding the new bytes by old offsets."""
+    source = tmp_path / "all.extxyz"
+    ase.io.write(source, make_frames("ethanol"), format="extxyz")
+    opened = ASEIO(source)
+    original = source.read_bytes()
+    at = original.rindex(b"1")  # a digit of the last frame's last atom line
+    source.write_bytes(original[:at] + b"2" + original[at + 1 :])  # in place: same inode, same length
+    with pytest.raises(PartitionError, match="all.extxyz.*rewritten or cut since it was opened"):
+        convert_sharded(opened, tmp_path / "out", shard_frames=2)
+
+
 def test_store_by_row_ranges_and_convert_entry(tmp_path: Path) -> None:
     pytest.importorskip("zarr")
     frames = all_frames()

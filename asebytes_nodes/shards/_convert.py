@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -62,9 +62,10 @@ _JOURNAL = ".convert-{:05d}.json"
 class _XyzRange(ExtxyzFrames):
     """Frames ``first:first + n`` of an extxyz file, located by the rows of its index sent along."""
 
-    def __init__(self, path: Path, table: np.ndarray, first: int) -> None:
+    def __init__(self, path: Path, table: np.ndarray, first: int, stamp: dict[str, Any]) -> None:
         self._path, self._table, self._first = path, table, first
         self._recent = {}
+        self._stamp, self._seen = stamp, (stamp["size"], stamp["mtime_ns"])  # the driver's index's
         self._fd = os.open(path, os.O_RDONLY)
 
     def _corrupt(self, i: int, what: str, exc: Exception) -> StoreCorruptedError:
@@ -87,6 +88,7 @@ class Partition:
     # extxyz only: index rows start..stop (the last is the end); a view of the driver's index, pickled
     # (sent to a worker) as these rows only
     xyz_table: np.ndarray | None
+    xyz_stamp: dict[str, Any] | None  # the file the index was made of: a rewrite since then is refused
     folder: str
     backend: str
     options: dict[str, Any]
@@ -117,7 +119,8 @@ class Partition:
     def rows(self) -> Any:
         """The partition's rows, read in this process."""
         if self.xyz_table is not None:
-            frames = _XyzRange(Path(self.source), self.xyz_table, self.start)
+            stamp = cast("dict[str, Any]", self.xyz_stamp)  # set with the table
+            frames = _XyzRange(Path(self.source), self.xyz_table, self.start, stamp)
             try:
                 n = len(self.xyz_table) - 1
                 for lo in range(0, n, 1000):
@@ -311,11 +314,11 @@ def _partitions(
     source_options: dict[str, Any] | None,
     shard_options: dict[str, Any] | None,
 ) -> list[Partition]:
-    table = picks = None
+    table = picks = xyz_stamp = None
     if isinstance(src, SelectedRows):  # each task gets its own row numbers, not all of them
         source, picks = src.source.backend, src.rows
     elif isinstance(src, ASEFileBackend) and isinstance(src._frames, ExtxyzFrames):
-        table = src._frames._table  # workers parse their own byte ranges
+        table, xyz_stamp = src._frames._table, src._frames._stamp  # workers parse their own byte ranges
         source = os.fspath(src.location)
     elif isinstance(source, os.PathLike):
         source = os.fspath(source)
@@ -329,6 +332,7 @@ def _partitions(
             source=source,
             source_options=dict(source_options or {}) if table is None else {},
             xyz_table=None if table is None else table[start : stop + 1],
+            xyz_stamp=xyz_stamp,
             folder=os.fspath(work),
             backend=backend,
             options=dict(shard_options or {}),
