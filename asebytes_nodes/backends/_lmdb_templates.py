@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..batch import is_numeric
-from ..codec import _layout
+from ..codec import _EXT_SCALAR, _layout
 from ._keys import atom_count
 
 __all__ = ["Field", "Template", "learn"]
@@ -106,6 +106,26 @@ def _header(body: bytes, pos: int, fix: tuple[int, int], codes: dict[int, int]) 
     return _length(body, pos + 1, width), pos + 1 + width
 
 
+def _numpy_scalar(body: bytes, pos: int) -> tuple[int, np.dtype[Any]] | None:
+    """(where its bytes start, dtype) of the numpy number at ``pos`` (the codec's extension
+    type 2: dtype string, then the value's bytes), or None for any other value."""
+    b = body[pos]
+    if b == 0xC7:  # ext 8: length, type, payload
+        size, code, at = body[pos + 1], body[pos + 2], pos + 3
+    elif 0xD4 <= b <= 0xD8:  # fixext 1-16: type, payload
+        size, code, at = 1 << (b - 0xD4), body[pos + 1], pos + 2
+    else:
+        return None
+    n = body[at] if code == _EXT_SCALAR and size else 0
+    try:
+        dtype = np.dtype(body[at + 1 : at + 1 + n].decode("ascii")) if n else None
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return None
+    if dtype is None or dtype.kind not in "biufc" or dtype.itemsize != size - 1 - n:
+        return None
+    return at + 1 + n, dtype
+
+
 _MAP = ((0x80, 0x8F), {0xDE: 2, 0xDF: 4})
 _STR = ((0xA0, 0xBF), {0xD9: 1, 0xDA: 2, 0xDB: 4})
 _BIN = ((1, 0), {0xC4: 1, 0xC5: 2, 0xC6: 4})
@@ -136,6 +156,10 @@ def learn(body: bytes, row: dict[str, Any]) -> Template | None:
             elif b in (0xC2, 0xC3):
                 mask[pos], value[pos] = 0xFE, 0xC2
                 slots[names[-1]] = Field(pos, np.dtype("u1"), (), "b")
+            elif (scalar := _numpy_scalar(body, pos)) is not None:  # np.float64(...): ASE's extxyz
+                at, dtype = scalar
+                mask[at : at + dtype.itemsize] = value[at : at + dtype.itemsize] = 0
+                slots[names[-1]] = Field(at, dtype, ())
             pos = _skip(body, pos)
         size, pos = _header(body, pos, *_BIN)
         code = body[pos : pos + size]

@@ -216,6 +216,27 @@ class BatchContract:
         assert got["calc.energy"].tolist() == [db[i].get_potential_energy() for i in order]  # as rows read
         np.testing.assert_allclose(got["calc.energy"], [-2.5, -1.5, -2.5], rtol=1e-7)  # float32 files
 
+    def test_numpy_scalars_keep_their_dtype(self, store: StoreFactory) -> None:
+        """Per-frame numpy numbers (ASE's extxyz reader gives ``np.float64`` energies) come back
+        in their own dtype, in rows that mix them with Python numbers too."""
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        frames = self.typed_frames()
+        if frames is None:
+            pytest.skip("the backend cannot hold these frames")
+        frames = [frames[0].copy() for _ in range(4)]
+        for i, atoms in enumerate(frames):
+            atoms.calc = SinglePointCalculator(atoms, energy=np.float64(i - 1.25))
+            atoms.info.update(
+                half=np.float32(i / 4), small=np.int16(-i), flag=np.bool_(i % 2), wave=np.complex128(i + 1j)
+            )
+        frames[3].info["small"] = -3  # a Python int among numpy ones: the stored types are kept
+        db = self.open(store, frames)
+        for order in ([3, 0, 2, 2], [1]):
+            keys = numeric_shared_keys(frames, order)
+            assert {"calc.energy", "info.half", "info.wave"} <= set(keys)
+            assert_batch_equal(expected_batch(frames, order, keys), db[order].to_batch())
+
     def test_empty_index_list(self, store: StoreFactory) -> None:
         frames = self.fixed_frames()
         db = self.open(store, frames)
