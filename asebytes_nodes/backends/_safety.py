@@ -19,6 +19,7 @@ import errno
 import fcntl
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +59,7 @@ class StoreLock:
         self.records_holder = True
         self._fd: int | None = None
         self._depth = 0
+        self._threads = threading.RLock()  # the thread writing through this handle
 
     def _open(self, create: bool) -> int | None:
         if self._fd is None:
@@ -102,7 +104,22 @@ class StoreLock:
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Hold the lock alone for the duration (one writer at a time)."""
+        """Hold the lock alone for the duration (one writer at a time, also among the threads
+        sharing this handle: ``flock`` cannot tell them apart)."""
+        if not self._threads.acquire(timeout=self.timeout):
+            raise StoreLockedError(
+                f"{self.store!r} is being written by another thread of this process, for more than "
+                f"{self.timeout:g} s; wait for it to finish, or pass a longer lock_timeout="
+            )
+        try:
+            with self._alone():
+                yield
+        finally:
+            self._threads.release()
+
+    @contextmanager
+    def _alone(self) -> Iterator[None]:
+        """:meth:`exclusive` in the thread that holds ``_threads``."""
         if self._depth:
             self._depth += 1
             try:
