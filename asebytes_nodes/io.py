@@ -166,18 +166,20 @@ class ASEIO:
         n = len(backend)
         index = int(index)
         index = min(max(index + n if index < 0 else index, 0), n)
-        backend.insert_rows(index, rows_from_atoms([atoms]))
+        backend.insert_rows(index, rows_from_atoms([atoms], rows=[index]))
 
     def __setitem__(self, index: Any, value: Any) -> None:
         """``db[i] = atoms`` replaces a frame; ``db[a:b] = [atoms, ...]`` replaces several."""
         backend = self._writable()
         if isinstance(index, (int, np.integer)):
-            backend.set_rows([normalize_index(index, len(backend))], rows_from_atoms([value]))
+            row = normalize_index(index, len(backend))
+            backend.set_rows([row], rows_from_atoms([value], rows=[row]))
             return
         if is_key_index(index):
             raise TypeError("assign whole frames (db[i] = atoms); use db.update(i, ...) for keys")
         rows_idx = normalize_indices(index, len(backend))
-        rows = rows_from_atoms(value)
+        frames = list(value)
+        rows = rows_from_atoms(frames, rows=rows_idx.tolist() if len(frames) == len(rows_idx) else None)
         if len(rows) != len(rows_idx):
             raise InvalidDataError(
                 f"cannot assign {len(rows)} frames to {len(rows_idx)} rows; the counts must match"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy as _copy
 import gc
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,7 +65,12 @@ def atoms_to_dict(atoms: Atoms) -> dict[str, Any]:
     row["cell"] = atoms.cell.array
     row["pbc"] = atoms.pbc
     for name, value in atoms.info.items():
-        row["info." + str(name)] = value
+        if type(name) is not str:  # its str() would come back: another key, or one already there
+            raise InvalidDataError(
+                f"atoms.info key {name!r} is of type {type(name).__name__}; flat keys are strings: "
+                f"rename it (atoms.info[{str(name)!r}] = ...)"
+            )
+        row["info." + name] = value
     calc = atoms.calc
     if calc is not None:
         results = getattr(calc, "results", None) or {}
@@ -301,8 +306,11 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def rows_from_atoms(images: Iterable[Any], *, show_progress: bool | None = None) -> list[dict[str, Any]]:
-    """Convert and check every frame before a write; errors name the offending frame.
+def rows_from_atoms(
+    images: Iterable[Any], *, show_progress: bool | None = None, rows: Sequence[int] | None = None
+) -> list[dict[str, Any]]:
+    """Convert and check every frame before a write; errors name the offending frame (by the
+    store ``rows`` the frames are written to when given, else by position in ``images``).
 
     ASE keeps ``cell`` and ``pbc`` well formed; per-atom arrays, calculator
     results, info values and constraints are checked here. Many frames show a
@@ -310,30 +318,30 @@ def rows_from_atoms(images: Iterable[Any], *, show_progress: bool | None = None)
     """
     from .progress import progress
 
-    rows: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
     frames = iter(images)
     total = len(images) if isinstance(images, Sized) else None
     with progress(total, "preparing frames", enabled=show_progress) as bar:
         while True:
             with gc_paused():  # per batch, so cyclic garbage from a user's generator is still collected
-                start = len(rows)
+                start = len(out)
                 batch = list(itertools.islice(frames, 1024))
-                rows.extend(_checked_row(start + j, atoms) for j, atoms in enumerate(batch))
+                for j, atoms in enumerate(batch, start):
+                    out.append(_checked_row(f"frame {j}" if rows is None else f"row {rows[j]}", atoms))
             bar.update(len(batch))
             if len(batch) < 1024:
-                return rows
+                return out
 
 
-def _checked_row(i: int, atoms: Any) -> dict[str, Any]:
+def _checked_row(where: str, atoms: Any) -> dict[str, Any]:
     if not isinstance(atoms, Atoms):
-        raise InvalidDataError(
-            f"frame {i}: expected ase.Atoms, got {type(atoms).__name__}; nothing was written"
-        )
-    row = atoms_to_dict(atoms)
+        got = type(atoms).__name__
+        raise InvalidDataError(f"{where}: expected ase.Atoms, got {got}; nothing was written")
     try:
+        row = atoms_to_dict(atoms)
         check_frame(row, len(atoms.arrays["numbers"]))
     except InvalidDataError as exc:
-        raise type(exc)(f"frame {i}: {exc}; nothing was written") from None
+        raise type(exc)(f"{where}: {exc}; nothing was written") from None
     return row
 
 

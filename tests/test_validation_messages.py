@@ -74,3 +74,26 @@ def test_cli_counts_one_frame_and_prints_no_missing_version(
     assert "on 1 frame\n" in out
     assert main(["validate", str(path)]) == 0
     assert "ok (1 frame, ase backend)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", [".lmdb", ".zarr", ".h5"])
+def test_bad_frames_are_named_by_the_row_they_would_replace(tmp_path: Path, suffix: str) -> None:
+    import numpy as np
+
+    db = ASEIO(tmp_path / f"s{suffix}")
+    db.extend([molecule("H2O")] * 5)
+    bad = molecule("H2O")
+    bad.arrays["foo"] = np.ones(2)  # 2 rows for 3 atoms
+    with pytest.raises(InvalidDataError, match=r"^row 3: 'arrays\.foo' has 2 rows"):
+        db[3] = bad
+    with pytest.raises(InvalidDataError, match=r"^row 4: 'arrays\.foo'"):
+        db[-1] = bad
+    with pytest.raises(InvalidDataError, match=r"^row 2: 'arrays\.foo'"):
+        db[1:3] = [molecule("H2O"), bad]
+    with pytest.raises(InvalidDataError, match=r"^frame 1: 'arrays\.foo'"):
+        db.extend([molecule("H2O"), bad])  # a new frame has no row yet: its place in the call
+    keyed = molecule("H2O")
+    keyed.info[5] = "five"  # str(5) would come back as "5", or collide with an "5" key
+    with pytest.raises(InvalidDataError, match=r"^frame 0: atoms\.info key 5 is of type int.*'5'"):
+        db.extend([keyed])
+    assert len(db) == 5 and all(set(a.arrays) == {"numbers", "positions"} for a in db)
