@@ -316,6 +316,16 @@ def check_group_name(store: str, group: Any) -> str:
     return group
 
 
+def check_cache_bytes(store: str, value: Any) -> int:
+    """``value`` if it is a cache size a backend takes: bytes, as a non-negative int (0: none)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidDataError(
+            f"{store}: cache_bytes must be a whole number of bytes, 0 or more (0 keeps no cache), "
+            f"got {value!r}; for 64 MiB pass 64 << 20"
+        )
+    return int(value)
+
+
 def _local_path(cls: type[ReadableBackend], target: str | Path, what: str) -> Path:
     text = str(target)
     if "://" in text:

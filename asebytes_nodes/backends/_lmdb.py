@@ -83,7 +83,7 @@ from ..errors import (
 )
 from ..indexing import normalize_index
 from ..registry import builtin
-from ._base import MISSING, WritableBackend, check_format_record, check_group_name
+from ._base import MISSING, WritableBackend, check_cache_bytes, check_format_record, check_group_name
 from ._lmdb_batch import fetch_rows, read_batch
 from ._lmdb_blocks import (
     META_KEYS,
@@ -176,7 +176,7 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
         cache_bytes: int = 64 << 20,
     ) -> None:
         self._path = local_path(target)
-        self._cache_bytes = cache_bytes
+        self._cache_bytes = check_cache_bytes(str(self._path), cache_bytes)
         self._group = None if group is None else check_group_name(str(self._path), group)
         self.readonly = readonly
         self._map_size = map_size

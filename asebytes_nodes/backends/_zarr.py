@@ -142,7 +142,7 @@ from ..errors import (
     StoreNotFoundError,
 )
 from ..registry import builtin
-from ._base import ColumnInfo, WritableBackend, check_format_record, check_group_name
+from ._base import ColumnInfo, WritableBackend, check_cache_bytes, check_format_record, check_group_name
 from ._columns import Column, first_value
 from ._safety import DEFAULT_LOCK_TIMEOUT, StoreLock, disk_full, is_disk_full
 from ._zarr_txn import (
@@ -248,7 +248,7 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, RowReads, ArrayAccess, Checke
         self._root = os.fspath(target)
         self._group_name = None if group is None else check_group_name(self._root, group)
         self._target = self._root if group is None else f"{self._root.rstrip('/')}/{GROUPS_DIR}/{group}"
-        self._cache_limit = cache_bytes
+        self._cache_limit = check_cache_bytes(self._root, cache_bytes)
         self._remote = "://" in self._target
         self.readonly = readonly
         self._storage_options = storage_options

@@ -28,7 +28,7 @@ from ...errors import (
 )
 from ...registry import builtin
 from ...rows import gc_paused
-from .._base import MISSING, ColumnInfo, WritableBackend, check_group_name, path_of
+from .._base import MISSING, ColumnInfo, WritableBackend, check_cache_bytes, check_group_name, path_of
 from .._columns import Column, expand_rows, expand_values, first_value, sorted_unique, type_code_dtype
 from .._hdf5_files import SharedFile, acquire, open_hdf5, release
 from .._hdf5_guard import FULL, LINKS, NONE
@@ -135,7 +135,7 @@ class H5MDBackend(WritableBackend):
             "compression": compression,
             "compression_opts": compression_opts,
             "timestep": timestep,
-            "cache_bytes": int(cache_bytes),
+            "cache_bytes": check_cache_bytes(str(self._path), cache_bytes),
         }
         self._shared: SharedFile = acquire(self._path)
         self._finalizer = weakref.finalize(self, release, self._shared)
