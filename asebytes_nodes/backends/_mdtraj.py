@@ -148,12 +148,16 @@ class MDTrajBackend(WritableBackend):
         readonly: bool = False,
         compression: str | None = None,
         title: str = "asebytes-nodes",
+        lock_timeout: float | None = None,
     ) -> None:
         if compression not in ("gzip", None):
             raise ValueError(f"compression must be 'gzip' or None (what MDTraj reads), got {compression!r}")
         self._path = path_of(os.fspath(target))
+        if lock_timeout is not None:  # seconds to wait for another process's write (default 60)
+            store_lock(self._path, lock_timeout)
         self.readonly = readonly
         self._options: dict[str, Any] = {"compression": compression, "title": title}
+        self._options["lock_timeout"] = lock_timeout
         if readonly and not self._path.exists():
             raise StoreNotFoundError(f"{self._path}: no such MDTraj HDF5 file (opened read-only)")
         self._shared: SharedFile | None = None

@@ -96,3 +96,37 @@ def test_a_cut_h5_file_is_reported_damaged_not_unrecognised(tmp_path: Path, back
     empty.touch()
     with pytest.raises(StoreNotFoundError, match="empty.h5: an empty file, no H5MD store"):
         ASEIO(empty, readonly=True)
+
+
+@pytest.mark.parametrize("backend", ["h5md", "mdtraj"])
+def test_a_write_held_past_lock_timeout_is_named(tmp_path: Path, backend: str) -> None:
+    """Another process's write (its lock on ``<file>.lock``) held past ``lock_timeout=``: opening
+    raises StoreLockedError, also through the ``.h5`` content sniffer (which said no backend
+    recognised the file, after waiting twice)."""
+    import subprocess
+    import sys
+    import time
+
+    from asebytes_nodes import ASEIO, StoreLockedError
+
+    path = hdf5kit.build(tmp_path / "held.h5", backend, 5)
+    hold = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, f"{path}.lock"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with pytest.raises(StoreLockedError, match="held.h5.*locked"):
+            ASEIO(path, backend=backend, lock_timeout=0.5)
+        with pytest.raises(StoreLockedError, match="held.h5.*locked"):
+            ASEIO(path, readonly=True)  # sniffed: the lock, not the content, is what stops it
+        assert time.monotonic() - start < 10
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(ASEIO(path, readonly=True)) == 5

@@ -92,6 +92,9 @@ class H5MDBackend(WritableBackend):
     cache_bytes
         Decoded copies of datasets kept for random and batched reads, per file and process
         (default 64 MiB; 0 reads every request from the file). See :mod:`._gather`.
+    lock_timeout
+        Seconds a write, or a read meeting one, waits for another process's write before
+        StoreLockedError (default 60; for the file in this process).
     """
 
     name: ClassVar[str] = "h5md"
@@ -115,8 +118,11 @@ class H5MDBackend(WritableBackend):
         compression_opts: int | None = None,
         timestep: float = 1.0,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        lock_timeout: float | None = None,
     ) -> None:
         self._path = path_of(os.fspath(target))
+        if lock_timeout is not None:
+            store_lock(self._path, lock_timeout)
         if compression not in (None, "gzip", "lzf"):
             raise ValueError(f"unknown compression {compression!r}; use 'gzip', 'lzf' or None")
         if group is not None and particles_group is not None and group != particles_group:
@@ -136,6 +142,7 @@ class H5MDBackend(WritableBackend):
             "compression_opts": compression_opts,
             "timestep": timestep,
             "cache_bytes": check_cache_bytes(str(self._path), cache_bytes),
+            "lock_timeout": lock_timeout,
         }
         self._shared: SharedFile = acquire(self._path)
         self._finalizer = weakref.finalize(self, release, self._shared)

@@ -24,15 +24,16 @@ __all__ = ["check_version", "conformance", "creator_name", "invariants", "sniff"
 
 def sniff(path: str | os.PathLike[str]) -> bool:
     """Is ``path`` an HDF5 file with an ``/h5md`` group, or one HDF5 cannot open (truncated,
-    damaged: opening it as H5MD, the default of ``.h5``, then says why)? Never raises, never
-    writes. The file is opened as the process's shared handle, which the backend opened next
-    reuses (see :func:`~asebytes_nodes.registry.keep_until_opened`)."""
+    damaged: opening it as H5MD, the default of ``.h5``, then says why)? Never writes; raises
+    StoreLockedError only, when another process's write holds the file past its lock timeout.
+    The file is opened as the process's shared handle, which the backend opened next reuses (see
+    :func:`~asebytes_nodes.registry.keep_until_opened`)."""
     try:
         if not os.path.isfile(path):
             return False
         f, let_go = peek(path_of(os.fspath(path)))
-    except TimeoutError:  # a writer holds the file's lock: nothing is known of its content
-        return False
+    except TimeoutError:  # a write held the file's lock throughout: that, not the content, is the news
+        raise
     except OSError:  # HDF5 refused it: damaged if it carries HDF5's signature
         try:
             return bool(h5py.is_hdf5(os.fspath(path)))
