@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from ase.data import atomic_masses
 
 from ... import __version__
-from ...batch import is_numeric
 from ...errors import (
     ASEBytesError,
     InvalidDataError,
@@ -36,7 +34,16 @@ from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, read
 from .._keys import atom_counts
 from ._check import check_version, conformance, creator_name, invariants
 from ._foreign import foreign_plan
-from ._gather import DEFAULT_CACHE_BYTES, fast_batch, head, held_row, index_problems, plain, rows_of
+from ._gather import (
+    DEFAULT_CACHE_BYTES,
+    encoded_numbers,
+    fast_batch,
+    head,
+    held_row,
+    index_problems,
+    plain,
+    rows_of,
+)
 from ._plan import (
     CREATOR,
     FORMAT_NAME,
@@ -52,6 +59,7 @@ from ._plan import (
     particle_groups,
 )
 from ._table import encode_batch
+from ._units import momenta
 from ._writer import VELOCITY_SOURCES, velocities, write
 from ._zarrmd import is_zarr_dir, open_zarr
 
@@ -416,18 +424,10 @@ class H5MDBackend(WritableBackend):
         if len(idx):
             with self._reading():
                 batch = fast_batch(self._shared, self._plan, idx, keys, atoms, self._options["cache_bytes"])
-            if batch is not None and (keys is not None or not self._numbers_encoded(idx)):
+            plan = self._plan  # keys=None: numbers in encoded columns too (not in the fast batch)
+            if batch is not None and (keys is not None or not encoded_numbers(plan, self.read_column, idx)):
                 return batch
         return super().read_batch(idx, keys, fill=fill, atoms=atoms)
-
-    def _numbers_encoded(self, indices: np.ndarray) -> bool:
-        """Does a column of encoded values (the fast batch of ``keys=None`` reads plain ones) hold
-        a number in every row of ``indices``? An energy of mixed Python and numpy floats does."""
-        return any(
-            all(v is not MISSING and is_numeric(v) for v in self.read_column(key, indices))
-            for key, col in self._plan.cols.items()
-            if col.kind == "object"
-        )
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
@@ -521,14 +521,7 @@ class H5MDBackend(WritableBackend):
         cols = self._plan.cols
         masses = self._column(cols["arrays.masses"], frames, sizes) if "arrays.masses" in cols else None
         numbers = self._column(cols["arrays.numbers"], frames, sizes) if "arrays.numbers" in cols else None
-        out = []
-        for j, v in enumerate(velocities):
-            m = MISSING if masses is None else masses[j]
-            if m is MISSING:
-                z = MISSING if numbers is None else numbers[j]
-                m = np.ones(len(v)) if z is MISSING else atomic_masses[z]
-            out.append(v * m[:, None])
-        return out
+        return momenta(velocities, masses, numbers)
 
     # -- writing -----------------------------------------------------------------------------
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:

@@ -31,8 +31,10 @@ from typing import Any, cast
 import h5py
 import numpy as np
 
+from ...batch import is_numeric
 from ...errors import StoreCorruptedError
 from ...indexing import distinct
+from .._base import MISSING
 from .._hdf5_files import SharedFile
 from .._hdf5_journal import checked
 from ._direct import Grid
@@ -42,6 +44,7 @@ __all__ = [
     "DEFAULT_CACHE_BYTES",
     "Mirror",
     "confirm",
+    "encoded_numbers",
     "fast_batch",
     "head",
     "held_row",
@@ -400,6 +403,17 @@ def fast_batch(
             values = values.astype(col.dtype)  # species stored as float once atom counts differ
         batch[col.key] = values
     return batch
+
+
+def encoded_numbers(plan: Plan, column: Callable[[str, np.ndarray], Any], rows: np.ndarray) -> bool:
+    """Does a column of encoded values hold a number in each of ``rows`` (``column(key, rows)``
+    reads its values)? :func:`fast_batch` of ``keys=None`` takes plain columns only, so such a
+    batch (an energy of mixed Python and numpy floats) takes the general path."""
+    return any(
+        all(v is not MISSING and is_numeric(v) for v in column(key, rows))
+        for key, col in plan.cols.items()
+        if col.kind == "object"
+    )
 
 
 def _check_particles(shared: SharedFile, plan: Plan, path: str) -> None:

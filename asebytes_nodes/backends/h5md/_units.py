@@ -4,11 +4,15 @@ unit strings (``kJ mol-1 nm-1``, ``eV/Angstrom^3``, ``kJ/(mol*nm)``) to ASE unit
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 from ase import units as ase_units
+from ase.data import atomic_masses
 
-__all__ = ["QUANTITY", "UNITS", "VELOCITY_UNIT", "unit_factor"]
+from .._keys import MISSING
+
+__all__ = ["QUANTITY", "UNITS", "VELOCITY_UNIT", "momenta", "unit_factor"]
 
 #: Unit labels written on our files (MDAnalysis' spelling where it has one).
 UNITS = {
@@ -107,3 +111,16 @@ def unit_factor(unit: str, quantity: str) -> float:
     if tuple(dims) != _DIMENSIONS[quantity]:
         raise ValueError(f"{unit!r} is not a unit of {quantity}")
     return factor / ase_units.fs if quantity == "time" else factor
+
+
+def momenta(velocities: list[Any], masses: list[Any] | None, numbers: list[Any] | None) -> list[Any]:
+    """Each frame's velocities times its masses (ASE keeps momenta): the file's masses, else the
+    standard masses of its species, else 1 (MISSING where a frame lacks the masses or species)."""
+    out = []
+    for j, v in enumerate(velocities):
+        m = MISSING if masses is None else masses[j]
+        if m is MISSING:
+            z = MISSING if numbers is None else numbers[j]
+            m = np.ones(len(v)) if z is MISSING else atomic_masses[z]
+        out.append(v * m[:, None])
+    return out
