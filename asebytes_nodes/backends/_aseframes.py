@@ -26,6 +26,7 @@ __all__ = ["ExtxyzFrames", "Frames", "Indices", "row_of", "select"]
 Indices = Sequence[int] | np.ndarray
 _READ_BLOCK = 1 << 24  # most bytes read in one system call for consecutive extxyz frames
 _RECENT = 4096  # parsed comment lines kept (info reads several columns of the same frames)
+_HEAD_BYTES = 8192  # larger frames are read up to their comment line for per-frame values
 
 
 class Frames(ABC):
@@ -109,26 +110,50 @@ class ExtxyzFrames(Frames):
             )
         self._seen = now
 
-    def _groups(self, idx: np.ndarray) -> Iterator[tuple[bytes, list[tuple[int, int, int, int]]]]:
+    def _groups(
+        self, idx: np.ndarray, heads: bool = False
+    ) -> Iterator[tuple[bytes, list[tuple[int, int, int, int]]]]:
         """(bytes, [(position in idx, frame, start, stop in those bytes)]) in the order asked;
-        frames adjacent in the file share one read. The file is checked before the first read
-        and after the last, so bytes read while it was rewritten are never returned silently."""
+        frames adjacent in the file share one read. With ``heads``, a frame of more than
+        :data:`_HEAD_BYTES` comes alone as its count and comment lines (what its per-frame values
+        need; the atom lines are most of a large frame's bytes). The file is checked before the
+        first read and after the last, so bytes read while it was rewritten are never returned."""
         self._check()
         lo = self._table[idx, 0].tolist()
         hi = self._table[idx + 1, 0].tolist()
         j = 0
         while j < len(lo):
+            if heads and hi[j] - lo[j] > _HEAD_BYTES:
+                blob = self._head(lo[j], hi[j])
+                yield blob, [(j, int(idx[j]), 0, len(blob))]
+                j += 1
+                continue
             k = j + 1
             while k < len(lo) and lo[k] == hi[k - 1] and hi[k] - lo[j] <= _READ_BLOCK:
+                if heads and hi[k] - lo[k] > _HEAD_BYTES:
+                    break
                 k += 1
-            blob = os.pread(self._fd, hi[k - 1] - lo[j], lo[j])
-            if len(blob) != hi[k - 1] - lo[j]:
-                raise StoreCorruptedError(
-                    f"{self._path}: the file is shorter than when it was opened; reopen it"
-                )
-            yield blob, [(m, int(idx[m]), lo[m] - lo[j], hi[m] - lo[j]) for m in range(j, k)]
+            yield self._bytes(lo[j], hi[k - 1]), [
+                (m, int(idx[m]), lo[m] - lo[j], hi[m] - lo[j]) for m in range(j, k)
+            ]
             j = k
         self._check()
+
+    def _bytes(self, lo: int, hi: int) -> bytes:
+        blob = os.pread(self._fd, hi - lo, lo)
+        if len(blob) != hi - lo:
+            raise StoreCorruptedError(f"{self._path}: the file is shorter than when it was opened; reopen it")
+        return blob
+
+    def _head(self, lo: int, hi: int) -> bytes:
+        """The frame at bytes ``lo:hi`` up to the end of its comment line (or whole)."""
+        size = _HEAD_BYTES // 4
+        while True:
+            blob = self._bytes(lo, min(hi, lo + size))
+            first = blob.find(b"\n")
+            if (first >= 0 and blob.find(b"\n", first + 1) >= 0) or lo + size >= hi:
+                return blob
+            size *= 4
 
     def _corrupt(self, i: int, what: str, exc: Exception) -> StoreCorruptedError:
         """The error for frame ``i``; a file rewritten during the read raises that instead."""
@@ -175,11 +200,13 @@ class ExtxyzFrames(Frames):
         idx = np.asarray(indices, dtype=np.int64)
         found: list[dict[str, Any]] = [{}] * len(idx)
         fast = fast_keys(keys)
+        heads = fast and keys is not None and "arrays.numbers" not in keys  # comment lines suffice
         with progress(len(idx), f"reading {self._path.name}") as bar:
-            for blob, group in self._groups(idx):
+            for blob, group in self._groups(idx, heads):
                 whole = self._fast_rows(blob, group, keys, found) if fast else group
-                for m, i, start, stop in whole:
-                    found[m] = row_of(self._parse(i, blob[start:stop]), keys)
+                for m, i, start, stop in whole:  # (with heads: the whole frame read again)
+                    frame = self._bytes(*self._table[[i, i + 1], 0].tolist()) if heads else blob[start:stop]
+                    found[m] = row_of(self._parse(i, frame), keys)
                 bar.update(len(group))
         return found
 
@@ -217,7 +244,7 @@ class ExtxyzFrames(Frames):
         # A frame's keys follow from its comment line's keys, its Properties and whether it
         # has atoms (ASE's reader turns a 3-column move_mask into one constraint per atom).
         found: list[Hashable] = []
-        for blob, group in self._groups(np.asarray(indices, dtype=np.int64)):
+        for blob, group in self._groups(np.asarray(indices, dtype=np.int64), heads=True):
             for _, i, start, stop in group:
                 comment = self._comment(i, blob, start, stop)
                 if comment is None:  # the comment line is kept as info["comment"], not parsed

@@ -80,9 +80,28 @@ def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(_xyzindex.CACHE_ENV, str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("case", ["tricky", "crlf", "libatoms", "written by ase"])
+def _large_frames(path: Path) -> Path:
+    """Frames past 8 KiB (read up to their comment line), beside small ones, with comment lines
+    of up to 40 kB (read in growing steps) and a large frame with VEC lines (read whole)."""
+    rng = np.random.default_rng(3)
+    frames = []
+    for k, n in enumerate((3, 160, 2, 320, 160, 1)):
+        atoms = bulk("Cu", cubic=True).repeat((n, 1, 1))[: n * 4 - k]
+        atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
+        atoms.info.update(step=k, note="x" * (3000 * k), weights=list(range(4000 * (k == 3))))
+        atoms.calc = SinglePointCalculator(atoms, energy=-k - 0.5, forces=rng.normal(size=(len(atoms), 3)))
+        frames.append(atoms)
+    ase.io.write(path, frames, format="extxyz")
+    with path.open("a") as f:
+        ase.io.write(f, [frames[1]], format="extxyz", vec_cell=True)
+    return path
+
+
+@pytest.mark.parametrize("case", ["tricky", "crlf", "libatoms", "written by ase", "large frames"])
 def test_columns_equal_what_ase_reads(tmp_path: Path, case: str) -> None:
-    if case == "libatoms":
+    if case == "large frames":
+        path = _large_frames(tmp_path / "big.xyz")
+    elif case == "libatoms":
         path = REALDATA / "libatoms_extxyz_append.xyz"
         if not path.exists():
             pytest.skip(f"{path} is absent: the shared real-data folder sits beside the repository")
