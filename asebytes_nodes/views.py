@@ -17,6 +17,7 @@ from . import batch as _batch
 from .backends._keys import MISSING, is_per_atom
 from .errors import MissingValueError, RaggedColumnError, StoreCorruptedError, UnknownKeyError
 from .indexing import IndexArray, is_key_index, normalize_index, normalize_indices
+from .progress import progress
 from .rows import dict_to_atoms, gc_paused
 
 if TYPE_CHECKING:
@@ -208,9 +209,13 @@ class ColumnView(_View):
                 return {self._keys[0]: array}
             stacked = False  # the chunks would be refused the same way
         parts: dict[str, list[Any]] = {k: [] for k in self._keys}
-        for chunk in self._chunks(max(DEFAULT_CHUNK_SIZE * 16, self._backend.read_batch_size)):
-            for key, values in self._read(chunk, stacked).items():
-                parts[key].append(values)
+        size, n = max(DEFAULT_CHUNK_SIZE * 16, self._backend.read_batch_size), len(self._indices)
+        # one bar for all chunks (a backend's own bar would start again with each)
+        with progress(n if n > size else 0, f"reading {', '.join(self._keys)}") as bar:
+            for chunk in self._chunks(size):
+                for key, values in self._read(chunk, stacked).items():
+                    parts[key].append(values)
+                bar.update(len(chunk))
         return {k: _join(p) for k, p in parts.items()}
 
     def __iter__(self) -> Iterator[Any]:

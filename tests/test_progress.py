@@ -123,3 +123,18 @@ def test_indexing_info_validate_and_column_reads_draw_bars(tmp_path: Path) -> No
         assert f"{bar}:" in drawn, (bar, drawn)
     assert "reading many.xyz:" in drawn  # a column of 6,000 frames parsed in full
     assert "reading many.traj:" in drawn
+
+
+def test_a_column_read_in_chunks_draws_one_bar(tmp_path: Path) -> None:
+    """A column of more frames than one read takes (16,384) draws one bar for the whole read,
+    not one per chunk starting again from 0."""
+    path = tmp_path / "long.xyz"
+    path.write_text('1\nenergy=-1.5 Lattice="2 0 0 0 2 0 0 0 2"\nH 0 0 0\n' * 40_000)
+    code = (
+        "from asebytes_nodes import ASEIO\n"
+        f"values = ASEIO({str(path)!r}, index_cache=False)['calc.energy'].to_list()\n"
+        "assert values == [-1.5] * 40_000\n"
+    )
+    drawn = _drawn_on_terminal(100, code=code)
+    assert "reading calc.energy:" in drawn, drawn
+    assert "reading long.xyz:" not in drawn  # the chunks' own bars stay silent inside it
