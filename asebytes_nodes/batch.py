@@ -102,6 +102,30 @@ def normalize_fill(fill: Any, keys: list[str] | None) -> dict[str, Any]:
     return {key: fill for key in keys or ()}
 
 
+def shaped_fill(backend: ReadableBackend, fills: dict[str, Any]) -> dict[str, Any]:
+    """``fills`` with each value for a numeric key the store holds made an array of the key's
+    stored shape (per frame; per atom for per-atom keys) and dtype (with the fill's): every part
+    of a batch read from several stores or shards is then filled alike, also a part whose rows
+    all lack the key. Other values stay as given."""
+    if not fills:
+        return fills
+    schema, out = backend.schema(), dict(fills)
+    for key, value in fills.items():
+        info = schema.get(key)
+        if info is None or isinstance(value, (str, bytes)):
+            continue
+        dtype, shape = _stored_form(info)
+        if dtype.kind not in _NUMERIC_KINDS or not is_numeric(value):
+            continue
+        try:
+            out[key] = np.full(shape, value, dtype=np.result_type(dtype, value))
+        except (ValueError, TypeError) as exc:
+            raise InvalidDataError(
+                f"fill value {value!r} for {key!r} does not fit its stored shape {shape} and dtype: {exc}"
+            ) from exc
+    return out
+
+
 def normalize_atoms(atoms: Any) -> AtomSelection:
     """A slice, or a 1-D ``int64`` array of atom indices (negative counts from each frame's end)."""
     if atoms is None or isinstance(atoms, slice):
@@ -401,7 +425,7 @@ def read_batch(
     """A batch of checked row numbers ``indices``: arguments normalised, the backend's
     ``read_batch`` called once per chunk of ``chunk_size`` rows (all at once if None)."""
     keys = normalize_keys(keys)
-    fills = normalize_fill(fill, keys)
+    fills = shaped_fill(backend, normalize_fill(fill, keys))
     selection = normalize_atoms(atoms)
     if len(indices) == 0:
         return empty_batch(backend, keys, fills)
@@ -431,7 +455,7 @@ def iter_batches(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     keys, selection = normalize_keys(keys), normalize_atoms(atoms)
-    fills = normalize_fill(fill, keys)
+    fills = shaped_fill(backend, normalize_fill(fill, keys))
     order = np.random.default_rng(seed).permutation(indices) if shuffle else indices
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):

@@ -4,6 +4,7 @@ chunked reads merge; the atom gather on mixed atom counts; the argument checks."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,3 +114,30 @@ def test_column_lists_select_atoms_and_keep_none_for_rows_lacking_a_key() -> Non
     assert db[["arrays.tag", "calc.energy"]].to_dict(atoms=[2])["calc.energy"] == db["calc.energy"].to_list()
     with pytest.raises(TypeError, match="boolean mask"):
         db["arrays.positions"].to_list(atoms=np.ones(len(frames[0]), bool))
+
+
+def test_fill_is_shaped_alike_across_stores_and_shards(tmp_path: Path) -> None:
+    """A fill for rows of several stores (``a + b``) or shards, where one part's rows all lack
+    the key, takes the key's stored shape and dtype in every part (it was the fill's own shape
+    there, and the parts could not be joined)."""
+    from ase.build import bulk, molecule
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from asebytes_nodes import convert
+
+    plain = molecule("H2O")
+    plain.calc = SinglePointCalculator(plain, energy=1.0)
+    stressed = bulk("Cu", cubic=True)
+    stressed.calc = SinglePointCalculator(stressed, energy=2.0, stress=np.arange(6.0))
+    ASEIO(tmp_path / "a.lmdb").extend([plain, plain])
+    ASEIO(tmp_path / "b.lmdb").extend([stressed])
+    ASEIO(tmp_path / "src.lmdb").extend([plain, plain, stressed])
+    convert(tmp_path / "src.lmdb", tmp_path / "sh", shard_frames=2)
+    for db in (ASEIO(tmp_path / "a.lmdb") + ASEIO(tmp_path / "b.lmdb"), ASEIO(tmp_path / "sh")):
+        for fill in (0, {"calc.stress": 0}):
+            got = db[[2, 0]].to_batch(["calc.energy", "calc.stress"], fill=fill)["calc.stress"]
+            assert got.dtype == np.float64 and got.tolist() == [list(range(6)), [0.0] * 6]
+        lone = db[[0, 1]].to_batch(["calc.stress"], fill=0)["calc.stress"]  # no row carries it
+        assert lone.shape == (2, 6) and lone.dtype == np.float64
+        shapes = {b["calc.stress"].shape for b in db.batches(2, keys=["calc.stress"], fill=0)}
+        assert shapes == {(2, 6), (1, 6)}
