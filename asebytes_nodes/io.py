@@ -102,7 +102,7 @@ class ASEIO:
             return atoms_of_rows([data], [row])[0]
         if is_key_index(index):
             return self[:][index]
-        return RowView(self._backend, normalize_indices(index, len(self._backend)))
+        return RowView(self._backend, normalize_indices(index, len(self._backend)), self)
 
     def __iter__(self) -> Iterator[Atoms]:
         if not self._backend.length_known():

@@ -73,9 +73,10 @@ def check_keys(backend: ReadableBackend, keys: Sequence[str]) -> None:
 
 
 class _View:
-    def __init__(self, backend: ReadableBackend, indices: IndexArray) -> None:
+    def __init__(self, backend: ReadableBackend, indices: IndexArray, owner: Any = None) -> None:
         self._backend = backend
         self._indices = indices
+        self._owner = owner  # the ASEIO it came from, kept alive while the view is (see open_output)
 
     @property
     def indices(self) -> IndexArray:
@@ -113,11 +114,11 @@ class RowView(_View):
         if is_key_index(index):
             keys = [index] if isinstance(index, str) else list(index)
             check_keys(self._backend, keys)
-            return ColumnView(self._backend, self._indices, keys, single=isinstance(index, str))
+            return ColumnView(self._backend, self._indices, keys, isinstance(index, str), self._owner)
         if isinstance(index, (int, np.integer)):
             row = int(self._indices[normalize_index(index, len(self._indices))])
             return atoms_of_rows([self._backend.read_row(row)], [row])[0]
-        return RowView(self._backend, self._narrow(index))
+        return RowView(self._backend, self._narrow(index), self._owner)
 
     def __iter__(self) -> Iterator[Atoms]:
         for chunk in self.chunked(self._backend.read_batch_size):
@@ -171,8 +172,10 @@ class ColumnView(_View):
     refuses them with an error naming the rows.
     """
 
-    def __init__(self, backend: ReadableBackend, indices: IndexArray, keys: list[str], single: bool) -> None:
-        super().__init__(backend, indices)
+    def __init__(
+        self, backend: ReadableBackend, indices: IndexArray, keys: list[str], single: bool, owner: Any = None
+    ) -> None:
+        super().__init__(backend, indices, owner)
         self._keys = keys
         self._single = single
 
@@ -184,12 +187,12 @@ class ColumnView(_View):
     def __getitem__(self, index: Any) -> Any:
         if is_key_index(index):
             keys = [index] if isinstance(index, str) else list(index)
-            return RowView(self._backend, self._indices)[keys]
+            return RowView(self._backend, self._indices, self._owner)[keys]
         if isinstance(index, (int, np.integer)):
             row = int(self._indices[normalize_index(index, len(self._indices))])
             values = self._read(np.array([row]))
             return values[self._keys[0]][0] if self._single else _row_dict(values, 0)
-        return ColumnView(self._backend, self._narrow(index), self._keys, self._single)
+        return ColumnView(self._backend, self._narrow(index), self._keys, self._single, self._owner)
 
     def _read(self, indices: IndexArray, stacked: bool = False) -> dict[str, Any]:
         """{key: values} for the given rows: a list with :data:`MISSING` for absent values,

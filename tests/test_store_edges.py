@@ -65,3 +65,32 @@ def test_convert_and_remove_leave_nothing_behind(entry: Any, tmp_path: Path) -> 
     assert cls.store_size(dest) >= sum(p.stat().st_size for p in tmp_path.iterdir() if p.is_file())
     cls.remove_store(dest)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".lmdb", ".zarr", ".h5"])
+def test_views_keep_the_store_they_came_from(tmp_path: Path, suffix: str) -> None:
+    """A view outlives the ASEIO expression it came from: ``from_rev(...).frames["calc.energy"]``
+    closed a copied output (and deleted its folder) when the ASEIO was collected, under the view."""
+    import gc
+    import weakref
+
+    from ase.build import molecule
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for i in range(4):
+        atoms = molecule("H2O")
+        atoms.calc = SinglePointCalculator(atoms, energy=float(i))
+        frames.append(atoms)
+    ASEIO(tmp_path / f"s{suffix}").extend(frames)
+
+    def opened() -> ASEIO:  # as open_output hands out another revision's copy
+        db = ASEIO(tmp_path / f"s{suffix}", readonly=True)
+        weakref.finalize(db, db.backend.close)
+        return db
+
+    column, rows, both = opened()["calc.energy"], opened()[1:3], opened()[::2][["calc.energy", "pbc"]]
+    gc.collect()
+    assert column.to_list() == [0.0, 1.0, 2.0, 3.0] and column[1:][0] == 1.0
+    assert [a.get_potential_energy() for a in rows] == [1.0, 2.0]
+    assert both.to_numpy()["calc.energy"].tolist() == [0.0, 2.0]

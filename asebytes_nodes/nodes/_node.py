@@ -81,6 +81,10 @@ def open_output(node: zntrack.Node, path: str | Path, group: str | None = None) 
                 "to make it"
             )
         return ASEIO(path, readonly=True, group=group)
+    key = (id(node), str(path), group)
+    known = _COPIES.get(key)
+    if known is not None and known[0]() is node and (copied := known[1]()) is not None:
+        return copied  # this node's output copied before and still in use: no second copy
     tmp = Path(tempfile.mkdtemp(prefix="asebytes-nodes-"))
     local = tmp / Path(path).name
     try:
@@ -92,8 +96,15 @@ def open_output(node: zntrack.Node, path: str | Path, group: str | None = None) 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    weakref.finalize(frames, _discard, frames.backend, tmp)
+    weakref.finalize(frames, _discard, frames.backend, tmp)  # views keep frames alive (_View._owner)
+    for stale in [k for k, (n, c) in _COPIES.items() if n() is None or c() is None]:
+        del _COPIES[stale]
+    _COPIES[key] = (weakref.ref(node), weakref.ref(frames))
     return frames
+
+
+#: (node, output, group) -> the node and its output copied from another revision, both weakly.
+_COPIES: dict[tuple[Any, ...], tuple[weakref.ref[Any], weakref.ref[ASEIO]]] = {}
 
 
 def _fetch_hint(node: zntrack.Node, path: str | Path, exc: Exception) -> str:

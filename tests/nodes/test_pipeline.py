@@ -158,6 +158,12 @@ def test_split_parameter_moves_every_part(in_repo: Path) -> None:
     old = zntrack.from_rev("Train", rev="v1")
     assert old.indices.tolist() == before.tolist()
     assert [a.info["i"] for a in old.frames] == before.tolist()
+    assert old.frames is old.frames  # one copy of the old output while it is in use
+    column = zntrack.from_rev("Train", rev="v1").frames["info.i"]  # node and store gone, the view not
+    import gc
+
+    gc.collect()
+    assert column.to_list() == before.tolist()
     assert [a.info["i"] for a in zntrack.from_rev("Pick", rev="v1").frames] == [
         0,
         2,
