@@ -148,3 +148,20 @@ def test_cluster_gets_tasks_a_window_at_a_time(scheduler: str) -> None:
     assert [task for task, _ in results] == list(range(40))
     # finished tasks leave the scheduler a moment after their results are taken
     assert max(held for _, held in results) <= 2 * _WINDOW < 40
+
+
+def test_relative_paths_reach_workers_in_another_folder(
+    tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers started elsewhere (dask-jobqueue jobs start in their own folder) get the source
+    and the target as absolute paths: relative ones failed there with FileNotFoundError."""
+    isolated = tmp_path / "jobs"
+    isolated.mkdir()
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        client.run(os.chdir, str(isolated))  # the workers' folder is not the driver's
+        monkeypatch.chdir(source.parent)
+        count = convert_sharded(source.name, "out", shard_frames=7, scheduler=cluster.scheduler_address)
+    assert count == len(ASEIO(source)) == len(ASEIO(source.parent / "out"))
+    assert list(isolated.iterdir()) == []

@@ -246,7 +246,7 @@ def convert_sharded(
     A failing partition raises :class:`~asebytes_nodes.errors.PartitionError` naming its source
     rows, and no dataset appears at ``target``; the next call keeps the finished shards.
     """
-    final = path_of(os.fspath(target))
+    final = path_of(os.fspath(target)).absolute()  # workers may run in another folder
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final}: already exists; pass overwrite=True (--overwrite) to replace it")
     opened = not isinstance(source, ReadableBackend) and not hasattr(source, "backend")
@@ -319,9 +319,9 @@ def _partitions(
         source, picks = src.source.backend, src.rows
     elif isinstance(src, ASEFileBackend) and isinstance(src._frames, ExtxyzFrames):
         table, xyz_stamp = src._frames._table, src._frames._stamp  # workers parse their own byte ranges
-        source = os.fspath(src.location)
-    elif isinstance(source, os.PathLike):
-        source = os.fspath(source)
+        source = os.path.abspath(src.location)
+    elif isinstance(source, (str, os.PathLike)) and "://" not in os.fspath(source):
+        source = os.path.abspath(os.path.expanduser(os.fspath(source)))  # workers may run elsewhere
     stamp = _stamp(source, src)
     streamed = bool(ranges) and ranges[0][1] < 0
     return [
