@@ -253,6 +253,7 @@ def _print_frame(target: str, index: int, backend: str | None, group: str | None
 
 # -- convert -------------------------------------------------------------------------------------
 def _convert(args: argparse.Namespace) -> None:
+    from .errors import UnknownKeyError
     from .transfer import convert
 
     options = {name: getattr(args, name) for name in _write_flags() if getattr(args, name) is not None}
@@ -262,7 +263,12 @@ def _convert(args: argparse.Namespace) -> None:
     _check_options(args.dst, args.to_backend or ("lmdb" if sharded else None), options)
     if args.to_backend and not sharded:
         options["backend"] = args.to_backend
-    source: Any = _open(args.src, args.from_backend)
+    source: Any = _open(args.src, args.from_backend, args.from_group)
+    if args.from_group is None and source.backend.length_known() and not len(source):
+        groups = source.list_groups(args.src, args.from_backend) if source.backend.supports_groups else []
+        if groups:  # its frames are all in groups: copying the empty default store is no conversion
+            names = ", ".join(groups)
+            raise UnknownKeyError(f"{args.src}: no frames outside its groups ({names}); pass --from-group")
     selected = (args.start, args.stop, args.step) != (None, None, None)
     count = convert(
         source,
@@ -378,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.add_argument("--chunk-size", type=int, default=None, help="frames per write (default 1000+)")
     p.add_argument("--from-backend", help="backend name for SRC")
+    p.add_argument("--from-group", help="the group of SRC to read (info SRC lists them)")
     p.add_argument("--to-backend", help="backend name for DST (of its shards, with the flags below)")
     p.add_argument(
         "--shards", type=_shard_size, default=None, metavar="SIZE",
@@ -478,11 +485,8 @@ def _as_flags(message: str, command: str) -> str:
     """A library message's Python keywords (``backend=...``, ``group='A'``) as this command's flags."""
     backend = "--from-backend/--to-backend" if command == "convert" else "--backend"
     message = re.sub(r"\bbackend=(?:\.\.\.|'(\w+)')", lambda m: f"{backend} {m.group(1) or 'NAME'}", message)
-    if command != "convert":  # convert opens no group
-        message = re.sub(
-            r"\bgroup=(?:\.\.\.|'([\w.-]+)')", lambda m: f"--group {m.group(1) or 'NAME'}", message
-        )
-    return message
+    group = "--from-group" if command == "convert" else "--group"  # convert reads a group of SRC
+    return re.sub(r"\bgroup=(?:\.\.\.|'([\w.-]+)')", lambda m: f"{group} {m.group(1) or 'NAME'}", message)
 
 
 def _version() -> str:

@@ -126,6 +126,22 @@ def test_convert_refuses_to_clobber_and_replaces_on_request(stores: dict[str, Pa
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
+@pytest.mark.parametrize("suffix", [".zarr", ".h5", ".lmdb"])
+def test_convert_reads_a_group_of_the_source(tmp_path: Path, suffix: str) -> None:
+    """A source whose frames are all in a group: convert names the groups (it wrote 0 frames
+    from a Zarr store and exited 0) and reads one with --from-group."""
+    src = tmp_path / f"g{suffix}"
+    frames = make_frames("periodic_variable_n")
+    ASEIO(src, group="trajectory").extend(frames)
+    refused = run("convert", src, tmp_path / "all.lmdb")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "trajectory" in refused.stderr and "--from-group" in refused.stderr
+    done = run("convert", src, tmp_path / "traj.lmdb", "--from-group", "trajectory", "-q")
+    assert done.returncode == 0, done.stderr
+    for expected, got in zip(frames, ASEIO(tmp_path / "traj.lmdb", readonly=True), strict=True):
+        assert_atoms_equal(expected, got)
+
+
 def test_convert_names_options_the_backend_does_not_take(stores: dict[str, Path], tmp_path: Path) -> None:
     done = run("convert", stores["lmdb"], tmp_path / "x.lmdb", "--compressor", "zstd")
     assert done.returncode == 1

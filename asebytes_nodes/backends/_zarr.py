@@ -126,6 +126,7 @@ Version history
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext, suppress
 from pathlib import Path
@@ -321,10 +322,18 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, RowReads, ArrayAccess, Checke
             raise StoreCorruptedError(f"{self._target}: cannot open as a Zarr group ({exc})") from exc
         meta: Any = self._group.attrs.asdict().get(RECORD_ATTR)
         if meta is None:
-            if any(name != GROUPS_DIR for name in self._group.keys()):
-                raise StoreCorruptedError(
-                    f"{self._target}: a Zarr group, but not an asebytes-nodes store "
-                    f"(no {RECORD_ATTR!r} attribute)"
+            with warnings.catch_warnings():  # zarr names our lock file "not a component"
+                warnings.filterwarnings("ignore", message=f".*{LOCK_NAME}")
+                if any(name != GROUPS_DIR for name in self._group.keys()):
+                    raise StoreCorruptedError(
+                        f"{self._target}: a Zarr group, but not an asebytes-nodes store "
+                        f"(no {RECORD_ATTR!r} attribute)"
+                    )
+            groups = [] if self._remote or self._group_name is not None else self.list_groups(self._root)
+            if self.readonly and groups:  # only groups: an empty default store would hide them
+                raise StoreNotFoundError(
+                    f"{self._root}: no frames outside its groups; its groups: {', '.join(groups)} "
+                    "(pick one with group=...)"
                 )
             meta = fresh
             if not self.readonly:  # under the lock: never over a record another writer just made
