@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidDataError
+from .backends._base import WritableBackend
+from .errors import InvalidDataError, UnsupportedOperationError
 from .indexing import normalize_indices
 from .io import ASEIO
 from .progress import progress
@@ -88,6 +89,9 @@ def convert(
     destination is a sharded dataset folder of ``backend`` stores (default LMDB), one shard
     per partition, written by Dask workers: see :func:`asebytes_nodes.shards.convert_sharded`.
     """
+    whole = isinstance(chunk_size, (int, np.integer)) and not isinstance(chunk_size, bool)
+    if chunk_size is not None and (not whole or chunk_size < 1):
+        raise InvalidDataError(f"chunk_size must be a whole number of frames, 1 or more, got {chunk_size!r}")
     if shard_frames or shard_bytes or workers > 1 or scheduler is not None:
         if indices is not None or chunk_size is not None or "://" in os.fspath(destination):
             raise InvalidDataError(
@@ -115,7 +119,13 @@ def convert(
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final}: already exists; pass overwrite=True (--overwrite) to replace it")
     partial = final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
-    store = _store_class(partial, options.get("backend"))
+    # the new store's backend, named by the destination (an existing one is replaced, not sniffed)
+    store = _store_class(partial if final.exists() else final, options.get("backend"))
+    if not issubclass(store, WritableBackend):
+        raise UnsupportedOperationError(
+            f"{final}: the {store.name} backend reads these files but does not write them; "
+            "convert to .lmdb, .zarr or .h5 (H5MD)"
+        )
     store.remove_store(partial)
     try:
         with ASEIO(partial, **options) as dst:

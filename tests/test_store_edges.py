@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from ase.build import molecule
 
@@ -94,3 +95,19 @@ def test_views_keep_the_store_they_came_from(tmp_path: Path, suffix: str) -> Non
     assert column.to_list() == [0.0, 1.0, 2.0, 3.0] and column[1:][0] == 1.0
     assert [a.get_potential_energy() for a in rows] == [1.0, 2.0]
     assert both.to_numpy()["calc.energy"].tolist() == [0.0, 2.0]
+
+
+def test_convert_refuses_what_it_cannot_write_naming_the_destination(tmp_path: Path) -> None:
+    from asebytes_nodes import BackendNotFoundError, InvalidDataError
+
+    src = tmp_path / "s.lmdb"
+    ASEIO(src).extend([molecule("H2O")] * 3)
+    with pytest.raises(UnsupportedOperationError, match=r"out\.extxyz: the ase backend reads .* not write"):
+        convert(src, tmp_path / "out.extxyz")
+    with pytest.raises(BackendNotFoundError, match=r"'[^']*/out': no backend for the extension '\(none\)'"):
+        convert(src, tmp_path / "out")
+    for size in (0, -5, 2.5, True):
+        with pytest.raises(InvalidDataError, match="chunk_size must be a whole number of frames"):
+            convert(src, tmp_path / "c.lmdb", chunk_size=size)
+    assert convert(src, tmp_path / "c.lmdb", chunk_size=np.int64(2)) == 3
+    assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name or "out" in p.name]

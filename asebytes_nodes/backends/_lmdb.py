@@ -384,7 +384,7 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
     def _damaged(self, key: bytes) -> StoreCorruptedError:
         return StoreCorruptedError(
             f"{self._path}: {describe_key(key)} fails its checksum: the file is damaged; restore "
-            "it from a copy, or run `asebytes check` to list every damaged row"
+            "it from a copy, or run `asebytes-nodes validate` to list every damaged row"
         )
 
     # -- reading -----------------------------------------------------------------------------

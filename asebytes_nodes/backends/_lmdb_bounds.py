@@ -224,7 +224,7 @@ class BoundedTxn:
             raise StoreCorruptedError(
                 f"{self._path}: {describe_key(key)} claims {size} bytes from offset "
                 f"{page + _PAGE_HEADER}, past the end of the file ({known} bytes): the file is "
-                "damaged; restore it from a copy, or run `asebytes check` to list every damaged row"
+                "damaged; restore it from a copy, or run `asebytes-nodes validate` to list every damaged row"
             )
 
     def small(self, key: bytes) -> Any:

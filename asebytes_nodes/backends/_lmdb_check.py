@@ -256,7 +256,7 @@ def lmdb_failure(path: Path, exc: BaseException) -> StoreCorruptedError:
     """The package error for an LMDB error met while reading ``path`` (raise it ``from exc``)."""
     return StoreCorruptedError(
         f"{path}: LMDB cannot read its pages ({type(exc).__name__}: {exc}); the file is damaged: "
-        "restore it from a copy, or run `asebytes check` to see which rows are still readable"
+        "restore it from a copy, or run `asebytes-nodes validate` to see which rows are still readable"
     )
 
 
