@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import zntrack
 
 from ..io import ASEIO
 from ..registry import list_backends
@@ -38,6 +39,12 @@ def iter_chunks(frames: Any, size: int) -> Iterator[list[Atoms]]:
     iterator = iter(frames)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+def frames_of(data: Any) -> Any:
+    """The frames an upstream ``data`` dependency gives: a node's ``frames``, or the frames
+    themselves when the graph passed a node's attribute (``Convert(data=load.frames)``)."""
+    return data.frames if isinstance(data, zntrack.Node) else data
 
 
 def as_aseio(frames: Any) -> ASEIO:

@@ -14,7 +14,7 @@ import zntrack
 from ..bench import METRICS, Settings, benchmark, figure, markdown_table
 from ._config import BenchmarkConfig
 from ._node import ConfiguredNode
-from ._ops import as_aseio
+from ._ops import as_aseio, frames_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,7 +82,7 @@ class Benchmark(ConfiguredNode):
 
         config: BenchmarkConfig = self.settings()
         settings = Settings(**config.model_dump(exclude={"backends"}))
-        results = benchmark(as_aseio(self.data.frames), config.backends, settings)
+        results = benchmark(as_aseio(frames_of(self.data)), config.backends, settings)
         self.metrics = readable_metrics(results)
         stores = pd.Index(
             [label for label, values in results.items() if isinstance(values, dict)], name="store"

@@ -10,7 +10,7 @@ import zntrack
 from ..io import ASEIO
 from ._config import ConvertConfig
 from ._node import FramesNode
-from ._ops import as_aseio, write_sharded, write_store
+from ._ops import as_aseio, frames_of, write_sharded, write_store
 
 __all__ = ["Convert", "input_frames"]
 
@@ -18,7 +18,7 @@ __all__ = ["Convert", "input_frames"]
 def input_frames(node: zntrack.Node) -> Any:
     """The frames a node reads: its upstream node's ``frames``, or its ``source`` file opened read-only."""
     if node.data is not None:
-        return node.data.frames
+        return frames_of(node.data)
     return ASEIO(node.source, readonly=True)
 
 
@@ -26,7 +26,8 @@ class Convert(FramesNode):
     """Frames rewritten into the backend of ``config.store``, with its options.
 
     Give either ``data`` (an upstream node with ``frames``: Load, Subset, another Convert, or
-    any node whose ``frames`` is an ASEIO or a list of Atoms) or ``source`` (a file, tracked by
+    any node whose ``frames`` is an ASEIO or a list of Atoms; or that attribute itself,
+    ``data=load.frames``) or ``source`` (a file, tracked by
     DVC). Backend options are checked per backend: Zarr compressor, level, chunk and shard
     sizes; LMDB map size; H5MD author, compression and particles group. With ``shards``,
     ``workers > 1`` or a ``scheduler``, the output is one folder of shard stores (one DVC

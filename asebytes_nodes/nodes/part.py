@@ -8,7 +8,7 @@ import zntrack
 
 from ..io import ASEIO
 from ._config import PartConfig
-from ._ops import as_aseio
+from ._ops import as_aseio, frames_of
 from .subset import SelectionNode
 
 __all__ = ["Part"]
@@ -34,7 +34,7 @@ class Part(SelectionNode):
         super().configured(config)
 
     def upstream(self) -> ASEIO:
-        return as_aseio(self.split.data.frames)
+        return as_aseio(frames_of(self.split.data))
 
     def run(self) -> None:
         config: PartConfig = self.settings()

@@ -17,7 +17,7 @@ import zntrack
 
 from ._config import SplitConfig
 from ._node import ConfiguredNode
-from ._ops import as_aseio, fingerprint
+from ._ops import as_aseio, fingerprint, frames_of
 from ._select import split_rows
 
 __all__ = ["Split"]
@@ -51,7 +51,7 @@ class Split(ConfiguredNode):
 
     def run(self) -> None:
         config: SplitConfig = self.settings()
-        source = as_aseio(self.data.frames)
+        source = as_aseio(frames_of(self.data))
         parts = split_rows(source, config)
         record = {
             "parts": {name: rows.tolist() for name, rows in parts.items()},

@@ -14,7 +14,7 @@ from ..io import ASEIO
 from ..selection import SelectedRows
 from ._config import SubsetConfig
 from ._node import FramesNode
-from ._ops import as_aseio, fingerprint, write_sharded, write_store
+from ._ops import as_aseio, fingerprint, frames_of, write_sharded, write_store
 from ._select import select_rows
 
 __all__ = ["SelectionNode", "Subset"]
@@ -97,7 +97,7 @@ class Subset(SelectionNode):
     data: Any = zntrack.deps()
 
     def upstream(self) -> ASEIO:
-        return as_aseio(self.data.frames)
+        return as_aseio(frames_of(self.data))
 
     def run(self) -> None:
         config: SubsetConfig = self.settings()

@@ -54,6 +54,19 @@ def test_load_then_convert(project: Path, frames: list[Atoms], backend: str) -> 
     assert ignored == [f"/{side.name}" for side in LMDBBackend.side_files("frames.lmdb")]  # beside the output
 
 
+def test_an_upstream_nodes_frames_attribute_as_data(project: Path, frames: list[Atoms]) -> None:
+    """``Convert(data=load.frames)`` (the attribute, not the node) reads those frames; the run
+    failed with ``'ASEIO' object has no attribute 'frames'``."""
+    with zntrack.Project() as graph:
+        load = Load(source="source.lmdb", config={"frames": {"stop": 5}})
+        Convert(data=load.frames, config={"store": {"backend": "lmdb"}})
+    graph.build()
+    run_all(Load, Convert)
+    out = zntrack.from_rev("Convert").frames
+    assert len(out) == 5
+    assert_atoms_equal(out[4], frames[4], where="row 4")
+
+
 def test_convert_from_a_path_and_cache(project: Path, frames: list[Atoms]) -> None:
     with zntrack.Project() as graph:
         Convert(
