@@ -75,11 +75,7 @@ def open_output(node: zntrack.Node, path: str | Path, group: str | None = None) 
     state = node.state
     if state.rev is None and state.remote is None:
         if not Path(path).exists():
-            raise StoreNotFoundError(
-                f"{node.name}: its output {path} is not in this workspace; run `dvc pull {path}` "
-                f"to fetch it from the DVC remote (after a fresh clone), or `dvc repro {node.name}` "
-                "to make it"
-            )
+            raise missing_output(node, path)
         return ASEIO(path, readonly=True, group=group)
     key = (id(node), str(path), group)
     known = _COPIES.get(key)
@@ -91,7 +87,7 @@ def open_output(node: zntrack.Node, path: str | Path, group: str | None = None) 
         try:
             state.fs.get(Path(path).as_posix(), local.as_posix(), recursive=True)
         except Exception as exc:
-            raise StoreNotFoundError(_fetch_hint(node, path, exc)) from exc
+            raise missing_output(node, path, exc) from exc
         frames = ASEIO(local, readonly=True, group=group)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -105,6 +101,18 @@ def open_output(node: zntrack.Node, path: str | Path, group: str | None = None) 
 
 #: (node, output, group) -> the node and its output copied from another revision, both weakly.
 _COPIES: dict[tuple[Any, ...], tuple[weakref.ref[Any], weakref.ref[ASEIO]]] = {}
+
+
+def missing_output(node: zntrack.Node, path: str | Path, exc: Exception | None = None) -> StoreNotFoundError:
+    """The error for an output of ``node`` that is not there, saying what to run: ``dvc pull``
+    or ``dvc repro`` for the workspace, ``dvc fetch`` for another revision (``exc``: DVC's)."""
+    if node.state.rev is None and node.state.remote is None:
+        return StoreNotFoundError(
+            f"{node.name}: its output {path} is not in this workspace; run `dvc pull {path}` "
+            f"to fetch it from the DVC remote (after a fresh clone), or `dvc repro {node.name}` "
+            "to make it"
+        )
+    return StoreNotFoundError(_fetch_hint(node, path, exc or FileNotFoundError(str(path))))
 
 
 def _fetch_hint(node: zntrack.Node, path: str | Path, exc: Exception) -> str:

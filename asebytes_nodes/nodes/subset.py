@@ -13,7 +13,7 @@ import zntrack
 from ..io import ASEIO
 from ..selection import SelectedRows
 from ._config import SubsetConfig
-from ._node import FramesNode
+from ._node import FramesNode, missing_output
 from ._ops import as_aseio, fingerprint, frames_of, write_sharded, write_store
 from ._select import select_rows
 
@@ -62,8 +62,12 @@ class SelectionNode(FramesNode):
     @property
     def indices(self) -> np.ndarray:
         """Selected row numbers of the upstream frames, read through the node's state."""
-        with self.state.fs.open(Path(self.selection_path).as_posix()) as fh:
-            return np.asarray(json.load(fh)["indices"], dtype=np.int64)
+        path = Path(self.selection_path).as_posix()
+        try:
+            with self.state.fs.open(path) as fh:
+                return np.asarray(json.load(fh)["indices"], dtype=np.int64)
+        except FileNotFoundError as exc:  # not pulled, or not fetched at that revision
+            raise missing_output(self, path, exc) from exc
 
     @property
     def frames(self) -> ASEIO:

@@ -18,9 +18,9 @@ from ase import Atoms
 from node_data import needs_h5md
 from pydantic import ValidationError
 
-from asebytes_nodes import ASEIO
+from asebytes_nodes import ASEIO, StoreNotFoundError
 from asebytes_nodes.backends import LMDBBackend
-from asebytes_nodes.nodes import Cache, Convert, Load
+from asebytes_nodes.nodes import Cache, Convert, Load, Subset
 from asebytes_nodes.testing.frames import assert_atoms_equal
 
 
@@ -65,6 +65,20 @@ def test_an_upstream_nodes_frames_attribute_as_data(project: Path, frames: list[
     out = zntrack.from_rev("Convert").frames
     assert len(out) == 5
     assert_atoms_equal(out[4], frames[4], where="row 4")
+
+
+def test_a_missing_selection_says_what_to_run(project: Path) -> None:
+    """A Subset without a store of its own whose selection.json is not there (not pulled): its
+    frames and indices say to run dvc pull or dvc repro (a bare FileNotFoundError before)."""
+    with zntrack.Project() as graph:
+        Subset(data=Load(source="source.lmdb"), config={"indices": [0, 2]})
+    graph.build()
+    run_all(Load, Subset)
+    assert zntrack.from_rev("Subset").indices.tolist() == [0, 2]
+    (project / "nodes" / "Subset" / "selection.json").unlink()
+    for attr in ("indices", "frames"):
+        with pytest.raises(StoreNotFoundError, match=r"Subset: its output .*selection.json.*dvc pull"):
+            getattr(zntrack.from_rev("Subset"), attr)
 
 
 def test_convert_from_a_path_and_cache(project: Path, frames: list[Atoms]) -> None:
