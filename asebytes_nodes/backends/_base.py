@@ -230,8 +230,10 @@ class ReadableBackend(ABC):
         return None
 
     def _check_writable(self) -> None:
-        if self.readonly or not self.supports_write:
+        if self.readonly:
             raise ReadOnlyError(READ_ONLY_MESSAGE)
+        if not self.supports_write:  # however it was opened
+            raise ReadOnlyError(f"the {self.name} backend reads stores but does not write them")
 
     def __enter__(self) -> ReadableBackend:
         return self
