@@ -89,7 +89,7 @@ def mdtraj_frames(n: int = 5) -> list[Atoms]:
         atoms = molecule("CH3CH2OH")
         atoms.positions = np.round(atoms.positions / 0.15625) * 0.15625 + 0.625 * i
         atoms.cell, atoms.pbc = np.diag([10.0, 12.5, 15.0 + 2.5 * i]), True
-        atoms.info.update({"time": 500.0 * i})  # fs: 0.5 ps steps
+        atoms.info.update({"time": 0.5 * i})
         atoms.calc = SinglePointCalculator(atoms, energy=(i - 2) * 0.75 * units.kJ / units.mol)
         out.append(atoms)
     return out

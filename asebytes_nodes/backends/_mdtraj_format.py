@@ -13,7 +13,7 @@ dataset          shape               units on disk          flat key (our units)
 coordinates      (frames, atoms, 3)  nanometers             ``arrays.positions`` (Å); required
 cell_lengths     (frames, 3)         nanometers             ``cell`` (Å, lower-triangular: a along x,
 cell_angles      (frames, 3)         degrees                b in the xy plane) and ``pbc`` all True
-time             (frames,)           picoseconds            ``info.time`` (fs, float, as H5MD's)
+time             (frames,)           picoseconds            ``info.time`` (**ps**, float)
 velocities       (frames, atoms, 3)  nanometers/picosecond  ``arrays.momenta`` (ASE units, see below)
 kineticEnergy    (frames,)           kilojoules_per_mole    ``info.kinetic_energy`` (eV)
 potentialEnergy  (frames,)           kilojoules_per_mole    ``calc.energy`` (eV)
@@ -103,7 +103,7 @@ UNITS: dict[str, dict[str, float]] = {  # dataset -> {units attribute: factor to
     "coordinates": _LENGTH,
     "cell_lengths": _LENGTH,
     "cell_angles": {"degrees": 1.0, "radians": 180.0 / math.pi},
-    "time": {"picoseconds": 1e3, "femtoseconds": 1.0, "nanoseconds": 1e6},  # to fs, as H5MD's info.time
+    "time": {"picoseconds": 1.0, "femtoseconds": 1e-3, "nanoseconds": 1e3},
     "velocities": {"nanometers/picosecond": units.nm / _PS, "angstroms/picosecond": units.Ang / _PS},
     "kineticEnergy": _ENERGY,
     "potentialEnergy": _ENERGY,

@@ -75,7 +75,7 @@ def frames(n: int = 5, *, periodic: bool = True, names: bool = False) -> list[At
             atoms.new_array("residue_ids", np.array([1] * 6 + [2] * 3))
         # info keys in the order the backend returns them (sorted): info dicts compare with order
         atoms.info.update(
-            {"kinetic_energy": 2.5 * KJ_MOL, "lambda": 0.25, "temperature": 300.25, "time": 500.0 * i}
+            {"kinetic_energy": 2.5 * KJ_MOL, "lambda": 0.25, "temperature": 300.25, "time": 0.5 * i}
         )
         atoms.calc = SinglePointCalculator(atoms, energy=(i - 2) * 0.75 * KJ_MOL)
         out.append(atoms)
@@ -145,7 +145,7 @@ def test_real_file_matches_mdtraj(real: Path, tmp_path: Path) -> None:
     traj = mdtraj.load(str(real))
     assert len(db) == traj.n_frames
     np.testing.assert_array_equal(db["arrays.positions"].to_numpy(), traj.xyz.astype(float) * 10)
-    np.testing.assert_array_equal(db["info.time"].to_numpy(), traj.time.astype(float) * 1000)  # ps -> fs
+    np.testing.assert_array_equal(db["info.time"].to_numpy(), traj.time)
     symbols = [a.element.symbol for a in traj.topology.atoms]
     assert db[-1].get_chemical_symbols() == symbols
     assert db[0].arrays["atom_names"].tolist() == [a.name for a in traj.topology.atoms]
@@ -169,7 +169,7 @@ def test_mdtraj_opens_our_file(path: Path) -> None:
     np.testing.assert_array_equal(traj.xyz * 10, [a.positions for a in images])
     np.testing.assert_array_equal(traj.unitcell_lengths * 10, [a.cell.lengths() for a in images])
     np.testing.assert_array_equal(traj.unitcell_angles, np.full((5, 3), 90.0))
-    np.testing.assert_array_equal(traj.time * 1000, [a.info["time"] for a in images])  # ps, ours fs
+    np.testing.assert_array_equal(traj.time, [a.info["time"] for a in images])
     assert [a.element.symbol for a in traj.topology.atoms] == images[0].get_chemical_symbols()
     assert [a.name for a in traj.topology.atoms] == images[0].arrays["atom_names"].tolist()
     assert [r.name for r in traj.topology.residues] == ["ETH", "OH"]
@@ -222,8 +222,7 @@ def test_string_and_energy_columns(path: Path) -> None:
     db = write(path, images)
     assert all(type(e) is float for e in db["calc.energy"]) and db.schema["calc.energy"].dtype == "float"
     both = db[["info.time", "arrays.residue_names"]].to_numpy()
-    assert both["arrays.residue_names"].shape == (5, 9)
-    assert both["info.time"].tolist() == [0, 500, 1000, 1500, 2000]  # fs
+    assert both["arrays.residue_names"].shape == (5, 9) and both["info.time"].tolist() == [0, 0.5, 1, 1.5, 2]
     names = db[0].arrays["atom_names"]
     names[:] = "X"
     assert_atoms_equal(images[0], db[0])
@@ -321,12 +320,12 @@ def test_replace_update_and_unsupported(path: Path) -> None:
     again = ASEIO(path, readonly=True)
     assert_atoms_equal(images[1], again[1])  # a reader holds the file open while the writer writes
     db[1] = images[4]
-    db.update(2, info={"time": 99000.0}, calc={"energy": 0.5 * KJ_MOL})
+    db.update(2, info={"time": 99.0}, calc={"energy": 0.5 * KJ_MOL})
     with pytest.raises(InvalidDataError, match="row 3: .*'info.tag' cannot be stored"):
         db.update(3, info={"tag": "x"})
     assert_atoms_equal(images[4], db[1])
     assert_atoms_equal(images[4], again[1])
-    assert again["info.time"].to_list() == [0.0, 2000.0, 99000.0, 1500.0]
+    assert again["info.time"].to_list() == [0.0, 2.0, 99.0, 1.5]
     assert again[2].get_potential_energy() == 0.5 * KJ_MOL
     for attempt in (lambda: again.append(images[0]), lambda: again.update(0, info={"time": 1.0})):
         with pytest.raises(ReadOnlyError) as err:
