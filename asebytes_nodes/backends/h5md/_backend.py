@@ -10,7 +10,6 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,11 +27,11 @@ from ...registry import builtin
 from ...rows import gc_paused
 from .._base import MISSING, ColumnInfo, WritableBackend, check_cache_bytes, check_group_name, path_of
 from .._columns import Column, expand_rows, expand_values, first_value, sorted_unique, type_code_dtype
-from .._hdf5_files import SharedFile, acquire, open_hdf5, release
+from .._hdf5_files import SharedFile, acquire, release
 from .._hdf5_guard import FULL, LINKS, NONE
 from .._hdf5_journal import JOURNAL_SUFFIX, LOCK_SUFFIX, checksum_problems, reading, store_lock, unseal
 from .._keys import atom_counts
-from ._check import check_version, conformance, creator_name, invariants
+from ._check import check_version, conformance, creator_name, group_names, invariants
 from ._foreign import foreign_plan
 from ._gather import (
     DEFAULT_CACHE_BYTES,
@@ -61,17 +60,12 @@ from ._plan import (
 from ._table import encode_batch
 from ._units import momenta
 from ._writer import VELOCITY_SOURCES, velocities, write
-from ._zarrmd import is_zarr_dir, open_zarr
+from ._zarrmd import open_store
 
 __all__ = ["DEFAULT_GROUP", "H5MDBackend"]
 
 #: The particle group of a store opened without ``group=`` (unless the file has only another one).
 DEFAULT_GROUP = "atoms"
-
-
-def _open(path: Path) -> Any:
-    """The file read-only: HDF5, or H5MD in a Zarr v2 directory ("zarrmd")."""
-    return open_zarr(path) if is_zarr_dir(path) else open_hdf5(path)
 
 
 class H5MDBackend(WritableBackend):
@@ -157,7 +151,7 @@ class H5MDBackend(WritableBackend):
         self._generation = -1
         try:
             with self._shared.lock, reading(self._path):
-                self._load(self._shared.reader(_open, NONE))
+                self._load(self._shared.reader(open_store, NONE))
         except BaseException:
             self.close()
             raise
@@ -196,18 +190,7 @@ class H5MDBackend(WritableBackend):
     def list_groups(cls, target: str | os.PathLike[str]) -> list[str]:
         """The particle groups in the H5MD file at ``target`` but the default one (``atoms``),
         sorted: the names to pass as ``group=``."""
-        path = path_of(os.fspath(target))
-        if not path.exists():
-            raise StoreNotFoundError(f"{path}: no such file")
-        shared = acquire(path)
-        try:
-            with shared.lock, reading(path):
-                handle = shared.reader(_open, LINKS)
-                if not is_group(handle.get("h5md")):
-                    raise StoreCorruptedError(f"{path}: not an H5MD file (no /h5md group)")
-                return [name for name in particle_groups(handle) if name != DEFAULT_GROUP]
-        finally:
-            release(shared)
+        return [name for name in group_names(path_of(os.fspath(target))) if name != DEFAULT_GROUP]
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -223,7 +206,7 @@ class H5MDBackend(WritableBackend):
         now); reloads what to read when the file changed."""
         if not self._finalizer.alive:
             raise ValueError(f"{self._path}: the store is closed")
-        handle = self._shared.reader(_open, level)
+        handle = self._shared.reader(open_store, level)
         if self._shared.generation != self._generation:
             self._load(handle)
         return handle

@@ -11,15 +11,17 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ...errors import FormatVersionError, StoreCorruptedError
+from ...errors import FormatVersionError, StoreCorruptedError, StoreNotFoundError
 from ...registry import keep_until_opened
 from .._base import path_of
-from .._hdf5_files import peek
-from .._hdf5_journal import read_attribute
+from .._hdf5_files import acquire, peek, release
+from .._hdf5_guard import LINKS
+from .._hdf5_journal import read_attribute, reading
 from ._foreign import increasing, sampling
-from ._plan import PRIVATE, Plan, as_text, is_group, timed
+from ._plan import PRIVATE, Plan, as_text, is_group, particle_groups, timed
+from ._zarrmd import open_store
 
-__all__ = ["check_version", "conformance", "creator_name", "invariants", "sniff"]
+__all__ = ["check_version", "conformance", "creator_name", "group_names", "invariants", "sniff"]
 
 
 def sniff(path: str | os.PathLike[str]) -> bool:
@@ -49,6 +51,21 @@ def sniff(path: str | os.PathLike[str]) -> bool:
         return False
     finally:
         keep_until_opened(let_go)
+
+
+def group_names(path: Path) -> list[str]:
+    """The particle groups of the H5MD file at ``path`` (every link of the file checked first)."""
+    if not path.exists():
+        raise StoreNotFoundError(f"{path}: no such file")
+    shared = acquire(path)
+    try:
+        with shared.lock, reading(path):
+            handle = shared.reader(open_store, LINKS)
+            if not is_group(handle.get("h5md")):
+                raise StoreCorruptedError(f"{path}: not an H5MD file (no /h5md group)")
+            return particle_groups(handle)
+    finally:
+        release(shared)
 
 
 def check_version(path: Path, h5md: Any) -> tuple[int, int]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ...errors import MissingExtraError, StoreCorruptedError, UnsafeStoreError
 from .._confine import is_plain_name, refuse_escapes
+from .._hdf5_files import open_hdf5
 
 
 def is_zarr_dir(path: str | os.PathLike[str]) -> bool:
@@ -140,3 +141,8 @@ class ZarrDataset:
     def asstr(self) -> ZarrDataset:
         """Zarr hands strings out as ``str`` already."""
         return self
+
+
+def open_store(path: Path) -> Any:
+    """The file read-only: HDF5, or H5MD in a Zarr v2 directory ("zarrmd")."""
+    return open_zarr(path) if is_zarr_dir(path) else open_hdf5(path)
