@@ -106,7 +106,8 @@ def shaped_fill(backend: ReadableBackend, fills: dict[str, Any]) -> dict[str, An
     """``fills`` with each value for a numeric key the store holds made an array of the key's
     stored shape (per frame; per atom for per-atom keys) and dtype (with the fill's): every part
     of a batch read from several stores or shards is then filled alike, also a part whose rows
-    all lack the key. Other values stay as given."""
+    all lack the key (:class:`~asebytes_nodes.shards.ConcatBackend` calls it: one store's own
+    read finds the form in its schema). Other values stay as given."""
     if not fills:
         return fills
     schema, out = backend.schema(), dict(fills)
@@ -425,7 +426,7 @@ def read_batch(
     """A batch of checked row numbers ``indices``: arguments normalised, the backend's
     ``read_batch`` called once per chunk of ``chunk_size`` rows (all at once if None)."""
     keys = normalize_keys(keys)
-    fills = shaped_fill(backend, normalize_fill(fill, keys))
+    fills = normalize_fill(fill, keys)
     selection = normalize_atoms(atoms)
     if len(indices) == 0:
         return empty_batch(backend, keys, fills)
@@ -455,7 +456,7 @@ def iter_batches(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     keys, selection = normalize_keys(keys), normalize_atoms(atoms)
-    fills = shaped_fill(backend, normalize_fill(fill, keys))
+    fills = normalize_fill(fill, keys)
     order = np.random.default_rng(seed).permutation(indices) if shuffle else indices
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):

@@ -136,9 +136,11 @@ class ConcatBackend(ReadableBackend):
         atoms: np.ndarray | slice | None = None,
     ) -> dict[str, Any]:
         """Inherited; each part's own ``read_batch`` of its rows, joined and put in the order asked."""
-        from ..batch import merge_batches, read_batch_default
+        from ..batch import merge_batches, read_batch_default, shaped_fill
 
         groups = list(self._groups(indices))
+        if fill:  # every part fills a key none of its rows carries in the dataset's form
+            fill = shaped_fill(self, dict(fill))
         try:
             parts = [self._part(p).read_batch(local, keys, fill=fill, atoms=atoms) for p, _, local in groups]
         except (UnknownKeyError, RowIndexError):  # name the dataset's rows, not a part's
