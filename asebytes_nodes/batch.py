@@ -249,9 +249,10 @@ def assemble(
         present = next((v for v in values if v is not MISSING), MISSING)
         form = None
         if present is MISSING and backend is not None:  # no row here carries it: the store's form
-            info = backend.schema().get(key)
+            schema = backend.schema()
+            info = schema.get(key)
             if info is None and key not in fill:
-                known = ", ".join(sorted(backend.schema()))
+                known = ", ".join(sorted(schema))
                 raise UnknownKeyError(f"no row carries the key {key!r}; available keys: {known}")
             form = None if info is None else _stored_form(info)
         if missing and key not in fill:
