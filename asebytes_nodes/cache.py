@@ -13,7 +13,7 @@ Any writable backend holds the cache; LMDB is the one to use with several proces
 * row 0, the header: ``{"info._asebytes_cache": <JSON>}`` with ``format``, ``version``
   and the source record: what :meth:`HFBackend.cache_record` reports (URI or dataset
   fingerprint, split, name, revision, column mapping), or for other backends their name and
-  location, plus the source length;
+  location (for a store without one, a token of its instance), plus the source length;
 * every other row: one source row plus ``"info._asebytes_cache_row": i``, its row number
   in the source, written in the same append as the row itself. Rows are appended in the
   order they are first read.
@@ -122,6 +122,11 @@ class CachedBackend(ReadableBackend):
         if filled != self._record:
             changed = sorted(k for k in {*filled, *self._record} if filled.get(k) != self._record.get(k))
             what = "; ".join(f"{k}: {filled.get(k)!r} there, {self._record.get(k)!r} here" for k in changed)
+            if "instance" in changed:
+                what += (
+                    "; a source without a location is known only by its instance: give its backend a "
+                    "`location` (the path or URI of its data) to reuse a cache across instances"
+                )
             raise CacheMismatchError(
                 f"{self._where()} was filled from another source ({what}); delete the cache to reset "
                 f"it ({type(self._cache).__name__}.remove_store(path) removes it with its side files), "

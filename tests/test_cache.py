@@ -235,3 +235,17 @@ def test_other_sources_are_refused(source: str, tmp_path: Path) -> None:
     assert_atoms_equal(frame(7), memory[7])
     assert_atoms_equal(frame(7), memory[7])
     assert len(memory.backend.cache) == 2  # type: ignore[attr-defined]
+
+
+def test_a_source_without_a_location_is_known_by_its_instance(tmp_path: Path) -> None:
+    """Two location-less sources of one length never share a cache; a pickled copy of one does."""
+    water, ammonia = MemoryBackend(), MemoryBackend()
+    ASEIO(water).extend([frame(0), frame(1)])
+    ASEIO(ammonia).extend([frame(2), frame(3)])
+    cache = tmp_path / "cache.lmdb"
+    assert_atoms_equal(frame(1), ASEIO(water, cache_to=cache)[1])
+    with pytest.raises(CacheMismatchError, match="known only by its instance"):
+        ASEIO(ammonia, cache_to=cache)
+    copy = pickle.loads(pickle.dumps(ASEIO(water, cache_to=cache)))
+    assert_atoms_equal(frame(0), copy[0])
+    assert_atoms_equal(frame(1), copy[1])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -170,8 +171,15 @@ class ReadableBackend(ABC):
         return dict(sorted(counts.items()))
 
     def cache_record(self) -> dict[str, Any]:
-        """What identifies this store to a cache of its rows (plain JSON values)."""
-        return {"backend": self.name, "location": self.location}
+        """What identifies this store to a cache of its rows (plain JSON values).
+
+        A store without a :attr:`location` is known by its instance (and copies pickled from it):
+        a cache it filled is refused to any other, since nothing else tells their rows apart.
+        """
+        if self.location is not None:
+            return {"backend": self.name, "location": self.location}
+        token = self.__dict__.setdefault("_cache_identity", uuid.uuid4().hex)
+        return {"backend": self.name, "location": None, "instance": token}
 
     @classmethod
     def list_groups(cls, target: str | Path) -> list[str]:
