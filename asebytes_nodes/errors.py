@@ -15,6 +15,7 @@ __all__ = [
     "CacheMismatchError",
     "ColumnTypeError",
     "ConcurrentCommitError",
+    "DestinationExistsError",
     "DiskFullError",
     "FormatVersionError",
     "InvalidDataError",
@@ -107,6 +108,11 @@ class DiskFullError(ASEBytesError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class DestinationExistsError(ASEBytesError, FileExistsError):
+    """A conversion's destination exists: without ``overwrite``, or it is not a store that
+    ``overwrite`` may replace (a folder of other files, one holding the source)."""
 
 
 class StoreLockedError(ASEBytesError, TimeoutError):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backends._base import WritableBackend
-from .errors import InvalidDataError, UnsupportedOperationError
+from .errors import BackendNotFoundError, DestinationExistsError, InvalidDataError, UnsupportedOperationError
 from .indexing import normalize_indices
 from .io import ASEIO
 from .progress import progress
@@ -116,8 +116,7 @@ def convert(
             raise InvalidDataError(f"{dest}: the destination already holds {len(dst)} frames")
         return copy_frames(src, dst, indices=indices, chunk_size=chunk_size, show_progress=show_progress)
     final = Path(dest).expanduser()
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final}: already exists; pass overwrite=True (--overwrite) to replace it")
+    check_destination(final, source, overwrite=overwrite, backend=options.get("backend"))
     partial = final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
     # the new store's backend, named by the destination (an existing one is replaced, not sniffed)
     store = _store_class(partial if final.exists() else final, options.get("backend"))
@@ -142,6 +141,40 @@ def convert(
     finally:
         store.remove_store(partial)
     return count
+
+
+def check_destination(final: Path, source: Any, *, overwrite: bool, backend: str | None = None) -> None:
+    """Refuse an existing ``final`` unless ``overwrite`` is set and it is a store that may be replaced:
+    never a folder of other files, one holding the source, or the working folder."""
+    if not final.exists():
+        return
+    if not overwrite:
+        raise DestinationExistsError(
+            f"{final}: already exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    try:
+        replaceable = resolve_backend(final, backend).load().holds_store(final)
+    except BackendNotFoundError:
+        replaceable = final.is_dir() and not any(final.iterdir())
+    if not replaceable:
+        names = sorted(p.name for p in final.iterdir()) if final.is_dir() else []
+        some = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise DestinationExistsError(
+            f"{final}: exists and is not a store{f' (it holds {some})' if names else ''}; overwrite=True "
+            "replaces stores only: choose another destination, or remove it yourself"
+        )
+    if final.is_dir():
+        place = final.resolve()
+        where = getattr(getattr(source, "backend", source), "location", None)
+        if isinstance(source, (str, os.PathLike)) and "://" not in os.fspath(source):
+            where = os.fspath(source)
+        inside = [("the source", Path(where).expanduser().resolve())] if where and "://" not in where else []
+        for what, path in [*inside, ("the working folder", Path.cwd().resolve())]:
+            if path.is_relative_to(place) and (path != place or what == "the working folder"):
+                raise DestinationExistsError(
+                    f"{final}: overwrite=True would delete {what} ({path}) with it; "
+                    "choose another destination"
+                )
 
 
 def _store_class(target: str | os.PathLike[str], backend: str | None) -> type[ReadableBackend]:

@@ -126,6 +126,41 @@ def test_convert_refuses_to_clobber_and_replaces_on_request(stores: dict[str, Pa
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
+def test_overwrite_replaces_stores_only(stores: dict[str, Path], tmp_path: Path) -> None:
+    """--overwrite deleted any folder at DST: one of other files named like a store, the folder
+    holding the source, the working folder (``convert src . --shards``)."""
+    notes = tmp_path / "results.zarr"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("precious")
+    project = tmp_path / "project"
+    project.mkdir()
+    source = project / "src.lmdb"
+    ASEIO(source).extend(make_frames("periodic_variable_n"))
+    attempts = [
+        (("convert", stores["lmdb"], notes, "--overwrite"), tmp_path, "is not a store (it holds notes.txt)"),
+        (("convert", source, project, "--shards", "2", "--overwrite"), tmp_path, "is not a store"),
+        (("convert", source, ".", "--shards", "2", "--overwrite"), project, "is not a store"),
+    ]
+    for args, cwd, message in attempts:
+        done = run(*args, cwd=cwd)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert (notes / "notes.txt").read_text() == "precious" and len(ASEIO(source, readonly=True)) == 5
+    shards = tmp_path / "shards"
+    assert run("convert", source, shards, "--shards", "2", "-q").returncode == 0
+    inside = shards / "inside.lmdb"
+    ASEIO(inside).extend(make_frames("periodic_variable_n")[:1])
+    for args, cwd, message in [
+        (("convert", inside, shards, "--shards", "2", "--overwrite"), tmp_path, "would delete the source"),
+        (("convert", source, ".", "--shards", "2", "--overwrite"), shards, "would delete the working folder"),
+    ]:
+        done = run(*args, cwd=cwd)
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert inside.exists() and len(ASEIO(shards, readonly=True)) == 5
+    done = run("convert", stores["lmdb"], shards, "--shards", "4", "--overwrite", "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(ASEIO(shards, readonly=True)) == len(ASEIO(stores["lmdb"], readonly=True))
+
+
 @pytest.mark.parametrize("suffix", [".zarr", ".h5", ".lmdb"])
 def test_convert_reads_a_group_of_the_source(tmp_path: Path, suffix: str) -> None:
     """A source whose frames are all in a group: convert names the groups (it wrote 0 frames

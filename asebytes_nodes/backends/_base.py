@@ -193,6 +193,17 @@ class ReadableBackend(ABC):
         return [path.with_name(path.name + suffix) for suffix in cls.side_suffixes]
 
     @classmethod
+    def holds_store(cls, target: str | Path) -> bool:
+        """Whether the existing ``target`` is a store :meth:`remove_store` may delete to replace it.
+
+        A file is; a folder only when empty: backends that keep a store in a folder override this
+        to recognise their own (Zarr's ``zarr.json``), so ``overwrite=True`` never deletes a folder
+        of other files that happens to carry a store's name.
+        """
+        path = _local_path(cls, target, "inspect")
+        return not path.is_dir() or not any(path.iterdir())
+
+    @classmethod
     def remove_store(cls, target: str | Path) -> None:
         """Delete the store at ``target`` (a file or a directory) and its side files, if they exist."""
         path = _local_path(cls, target, "remove")

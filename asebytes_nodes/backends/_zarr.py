@@ -369,6 +369,11 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, RowReads, ArrayAccess, Checke
                 doc.write(GROUP_DOCUMENT)
 
     @classmethod
+    def holds_store(cls, target: str | os.PathLike[str]) -> bool:
+        """Inherited, or a folder with a group document (``zarr.json``)."""
+        return super().holds_store(os.fspath(target)) or (Path(target).expanduser() / "zarr.json").is_file()
+
+    @classmethod
     def list_groups(cls, target: str | os.PathLike[str]) -> list[str]:
         """Names of the datasets in ``groups/`` of the store at ``target``, sorted."""
         target = os.fspath(target)

@@ -124,6 +124,11 @@ class ShardedBackend(ConcatBackend, WritableBackend):
                 f"{shard_backend!r}; drop shard_backend= or write a new dataset"
             )
 
+    @classmethod
+    def holds_store(cls, target: str | os.PathLike[str]) -> bool:
+        """Inherited, or a folder with a shard manifest."""
+        return super().holds_store(os.fspath(target)) or (path_of(os.fspath(target)) / MANIFEST).is_file()
+
     def _planned(self, backend: str, shard_frames: int | None) -> Manifest:
         folder = self._folder
         if self.readonly:

@@ -39,6 +39,7 @@ from ..errors import PartitionError, StoreCorruptedError
 from ..registry import open_backend
 from ..rows import gc_paused
 from ..selection import SelectedRows
+from ..transfer import check_destination
 from ._engines import engine_for
 from ._manifest import MANIFEST, TEMP_PREFIX, Manifest, ShardEntry, digest, sync_folder, write_atomic
 from ._write import (
@@ -247,8 +248,7 @@ def convert_sharded(
     rows, and no dataset appears at ``target``; the next call keeps the finished shards.
     """
     final = path_of(os.fspath(target)).absolute()  # workers may run in another folder
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final}: already exists; pass overwrite=True (--overwrite) to replace it")
+    check_destination(final, source, overwrite=overwrite)
     opened = not isinstance(source, ReadableBackend) and not hasattr(source, "backend")
     src: ReadableBackend = (
         open_backend(source, readonly=True, **(source_options or {}))
