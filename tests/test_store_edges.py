@@ -111,3 +111,16 @@ def test_convert_refuses_what_it_cannot_write_naming_the_destination(tmp_path: P
             convert(src, tmp_path / "c.lmdb", chunk_size=size)
     assert convert(src, tmp_path / "c.lmdb", chunk_size=np.int64(2)) == 3
     assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name or "out" in p.name]
+
+
+@pytest.mark.parametrize("suffix", [".lmdb", ".zarr", ".h5", ".h5md"])
+def test_a_new_store_makes_its_folders_on_first_write(tmp_path: Path, suffix: str) -> None:
+    """Zarr made missing folders, LMDB called the store corrupted and H5MD raised about its lock file."""
+    target = tmp_path / "new" / "deeper" / f"a{suffix}"
+    db = ASEIO(target)
+    assert not (tmp_path / "new").exists()  # opening makes nothing
+    db.append(molecule("H2O"))
+    assert ASEIO(target, readonly=True)[0].get_chemical_formula() == "H2O"
+    out = tmp_path / "other" / f"b{suffix}"
+    assert convert(target, out, show_progress=False) == 1
+    assert len(ASEIO(out, readonly=True)) == 1

@@ -193,6 +193,8 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
         if self._absent:
             self._seal = SealedC  # a new file's
             return
+        if create:
+            self._path.parent.mkdir(parents=True, exist_ok=True)  # a new store's folders, as Zarr's
         self._shared = acquire_env(self._path, self.readonly, self._map_size, self._env_options)
         try:
             self._check_format()

@@ -67,9 +67,10 @@ class StoreLock:
             try:
                 self._fd = os.open(self.path, flags, 0o644)
             except FileNotFoundError:
-                if create:
-                    raise
-                return None
+                if not create:
+                    return None
+                self.path.parent.mkdir(parents=True, exist_ok=True)  # a new store's folders, as Zarr's
+                self._fd = os.open(self.path, flags, 0o644)
             except PermissionError:
                 if create:
                     raise
