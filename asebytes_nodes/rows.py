@@ -32,7 +32,7 @@ from ase.calculators.calculator import all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.cell import Cell
 
-from .backends._keys import TOP_LEVEL_KEYS
+from .backends._keys import PER_ATOM_CALC, TOP_LEVEL_KEYS
 from .errors import InvalidDataError, StoreCorruptedError, UnknownKeyError
 from .validation import check_frame, unknown_key_message
 
@@ -259,6 +259,13 @@ def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
         numbers = np.zeros(0 if positions is None else len(positions), dtype=np.int64)
     if positions is None:
         positions = np.zeros((len(numbers), 3))
+    n = len(numbers)
+    if (
+        len(positions) != n
+        or (arrays and any(len(v) != n for v in arrays.values()))
+        or (results and _atom_results_differ(results, n))
+    ):
+        raise StoreCorruptedError(_lengths_message(numbers, positions, arrays, results))
     cell = top.get("cell")
     if cell is None:
         cellobj = _cell(np.zeros((3, 3)))
@@ -287,6 +294,26 @@ def dict_to_atoms(row: Mapping[str, Any]) -> Atoms:
             _new_calculator = _CalculatorFactory()
         atoms._calc = _new_calculator(atoms, results)
     return atoms
+
+
+def _atom_results_differ(results: dict[str, Any], n: int) -> bool:
+    """Does a per-atom calculator result have another length than the frame's ``n`` atoms?"""
+    for name, value in results.items():
+        if name in PER_ATOM_CALC and (np.ndim(value) == 0 or len(value) != n):
+            return True
+    return False
+
+
+def _lengths_message(
+    numbers: Any, positions: Any, arrays: dict[str, Any], results: dict[str, Any]
+) -> str:
+    """Which per-atom values of a row disagree on its atom count."""
+    lengths = {"arrays.numbers": len(numbers), "arrays.positions": len(positions)}
+    lengths.update({f"arrays.{k}": len(v) for k, v in arrays.items()})
+    per_atom = {k: v for k, v in results.items() if k in PER_ATOM_CALC}
+    lengths.update({f"calc.{k}": (np.shape(v) or (None,))[0] for k, v in per_atom.items()})
+    listed = ", ".join(f"{key!r} {count}" for key, count in lengths.items())
+    return f"the row's per-atom values disagree on its atom count ({listed}); it cannot become Atoms"
 
 
 @contextmanager

@@ -56,3 +56,25 @@ def test_custom_backend_is_read_only() -> None:
     assert db[0].get_chemical_formula() == "H2O"
     with pytest.raises(ReadOnlyError):
         db.append(molecule("H2O"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("arrays.positions", np.zeros((2, 3)), "'arrays.positions' 2"),
+        ("arrays.momenta", np.zeros((5, 3)), "'arrays.momenta' 5"),
+        ("calc.forces", np.zeros((4, 3)), "'calc.forces' 4"),
+    ],
+)
+def test_a_row_whose_per_atom_values_disagree_is_named(key: str, value: np.ndarray, named: str) -> None:
+    """Such a row became Atoms with 3 numbers and 2 positions (ase.Atoms itself refuses it)."""
+    from ase.build import molecule
+
+    from asebytes_nodes import StoreCorruptedError
+
+    good = atoms_to_dict(molecule("H2O"))
+    db = ASEIO(ListBackend([good, {**good, key: value}]))
+    assert db[0].get_chemical_formula() == "H2O"
+    for read in (lambda: db[1], lambda: list(db), lambda: db[[0, 1]].to_list()):
+        with pytest.raises(StoreCorruptedError, match=f"row 1: .*{named}"):
+            read()
