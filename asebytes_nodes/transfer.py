@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backends._base import WritableBackend
-from .errors import BackendNotFoundError, DestinationExistsError, InvalidDataError, UnsupportedOperationError
+from .errors import (
+    BackendNotFoundError,
+    DestinationExistsError,
+    InvalidDataError,
+    StoreCorruptedError,
+    UnsupportedOperationError,
+)
 from .indexing import normalize_indices
 from .io import ASEIO
 from .progress import progress
@@ -136,6 +142,8 @@ def convert(
                 show_progress=show_progress,
                 desc=f"converting to {final.name}",
             )
+        if not partial.exists():  # a backend that made nothing must not cost the old destination
+            raise StoreCorruptedError(f"{final}: the {store.name} backend wrote no store; left unchanged")
         store.remove_store(final)
         os.replace(partial, final)
     finally:

@@ -124,3 +124,18 @@ def test_a_new_store_makes_its_folders_on_first_write(tmp_path: Path, suffix: st
     out = tmp_path / "other" / f"b{suffix}"
     assert convert(target, out, show_progress=False) == 1
     assert len(ASEIO(out, readonly=True)) == 1
+
+
+@pytest.mark.parametrize("suffix", [".lmdb", ".zarr", ".h5md"])
+def test_an_empty_write_makes_an_empty_store(tmp_path: Path, suffix: str) -> None:
+    """H5MD made no file for extend([]), so converting an empty selection over an existing store
+    deleted the old store and then failed on the missing temporary file."""
+    empty = tmp_path / f"e{suffix}"
+    ASEIO(empty).extend([])
+    assert len(ASEIO(empty, readonly=True)) == 0
+    ASEIO(empty).append(molecule("H2O"))
+    assert ASEIO(empty, readonly=True)[0].get_chemical_formula() == "H2O"
+    out = tmp_path / f"out{suffix}"
+    assert convert(empty, out, show_progress=False) == 1
+    assert convert(empty, out, indices=[], overwrite=True, show_progress=False) == 0
+    assert len(ASEIO(out, readonly=True)) == 0

@@ -509,7 +509,7 @@ class H5MDBackend(WritableBackend):
     # -- writing -----------------------------------------------------------------------------
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
-        if not rows:
+        if not rows and self._path.exists():
             return
         with gc_paused():  # thousands of new objects per batch: see gc_paused
             counts = atom_counts(rows)
@@ -566,8 +566,8 @@ class H5MDBackend(WritableBackend):
             plan = self._plan
             if where is None:
                 where = np.arange(plan.length, plan.length + len(rows))
-            if not len(where):
-                return
+            if not len(where) and (rows or self._path.exists()):
+                return  # nothing to write (an empty extend writes a new file's layout)
             self._refuse_foreign(where, rows)
             drop = [key for key in drop if key in plan.cols]
             batch = encode_batch(
@@ -587,5 +587,5 @@ class H5MDBackend(WritableBackend):
                 batch.table["velocity"] = True
                 stored = [{} for _ in rows] if full else self.read_rows(where, VELOCITY_SOURCES)
                 velocity = velocities(rows, stored, batch.counts[where], batch.table["width"], drop)
-            pbc = rows[0].get("pbc") if full else None
+            pbc = rows[0].get("pbc") if full and rows else None
             write(self._shared, self._group, self._options, batch, where, pbc, velocity)

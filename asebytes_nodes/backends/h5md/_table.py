@@ -75,7 +75,7 @@ def encode_batch(
     """
     table = copy.deepcopy(table) if table is not None else new_table(timestep)
     n0 = table["length"]
-    n1 = max(n0, int(where[-1]) + 1)
+    n1 = max(n0, int(where[-1]) + 1) if len(where) else n0  # no rows: a new file's layout only
     all_counts = np.zeros(n1, np.int64)
     if stored_counts is not None:
         all_counts[:n0] = stored_counts
@@ -86,7 +86,7 @@ def encode_batch(
     columns = table["columns"]
     batches: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
     new: set[str] = set() if table["velocity"] else {"velocity"}
-    keys = dict.fromkeys([*(columns if full else ()), *rows[0]])
+    keys = dict.fromkeys([*(columns if full else ()), *(rows[0] if rows else ())])
     if not set().union(*rows) <= keys.keys():  # later rows bring keys of their own: keep their order
         keys.update(dict.fromkeys(k for row in rows for k in row))
     for key in keys:

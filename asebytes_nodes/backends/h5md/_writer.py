@@ -42,6 +42,9 @@ def write(
     table = batch.table
     with shared.writer(nbytes) as f, _Edits(f) as edits, Chunks() as chunks:
         writer = _Writer(f, edits, chunks, group, options, table, batch.n0, batch.new)
+        writer.metadata()
+        if not len(where):  # an empty first write: the file and its /h5md group; the particle
+            return  # group comes with the first frame (its box takes that frame's pbc)
         writer.layout(pbc)
         writer.clock(where if batch.counted else where[:0], batch.counts)
         for key, spec in table["columns"].items():
@@ -140,8 +143,8 @@ class _Writer:
         self.fresh = fresh  # keys (and "velocity") whose datasets this write creates
         self.private = f"{PRIVATE}/{group}"
 
-    def layout(self, pbc: Any) -> None:
-        """The h5md metadata, the particle group with its box, and the private group."""
+    def metadata(self) -> None:
+        """The /h5md group: version, author and creator."""
         edits = self.edits
         if "h5md" not in self.f:
             h5md = edits.group("h5md")
@@ -153,6 +156,10 @@ class _Writer:
             creator = h5md.create_group("creator")
             creator.attrs["name"] = CREATOR
             creator.attrs["version"] = __version__
+
+    def layout(self, pbc: Any) -> None:
+        """The particle group with its box, and the private group."""
+        edits = self.edits
         path = f"particles/{self.group}/box"
         if path not in self.f:
             box = edits.group(path)
