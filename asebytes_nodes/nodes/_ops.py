@@ -25,6 +25,7 @@ from ..transfer import convert
 if TYPE_CHECKING:
     from ase import Atoms
 
+    from ..backends._base import ReadableBackend
     from ._config import StoreSpec
 
 __all__ = ["as_aseio", "fingerprint", "git_ignore", "iter_chunks", "write_sharded", "write_store"]
@@ -112,8 +113,10 @@ def fingerprint(frames: ASEIO) -> str:
     """A digest that changes whenever the data behind ``frames`` changes.
 
     Local stores are hashed by content (file names and bytes, like DVC does); a selection
-    combines its source's digest with its row numbers; remote sources give their location
-    and length, the best a reader can know without downloading them.
+    combines its source's digest with its row numbers; a store without a location (frames
+    copied into memory from an upstream node's list of Atoms) by its rows' encoded content;
+    remote sources give their location and length, the best a reader can know without
+    downloading them.
     """
     digest = hashlib.md5()
     backend = frames.backend
@@ -122,7 +125,10 @@ def fingerprint(frames: ASEIO) -> str:
         digest.update(backend.rows.tobytes())
         return digest.hexdigest()
     location = backend.location
-    path = Path(location) if location and "://" not in location else None
+    if location is None:
+        _digest_rows(backend, digest)
+        return digest.hexdigest()
+    path = Path(location) if "://" not in location else None
     if path is None or not path.exists():
         digest.update(f"{type(backend).__name__}:{location}:{len(backend)}".encode())
         return digest.hexdigest()
@@ -133,3 +139,15 @@ def fingerprint(frames: ASEIO) -> str:
             while block := fh.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def _digest_rows(backend: ReadableBackend, digest: Any, chunk_size: int = 1000) -> None:
+    """Feed every row of ``backend`` to ``digest``, keys sorted, as the codec encodes it
+    (msgpack, arrays as raw bytes with dtype and shape: a changed value, key or shape changes it)."""
+    from ..codec import encode_row
+
+    n = len(backend)
+    digest.update(f"{n}:".encode())
+    for start in range(0, n, chunk_size):
+        rows = backend.read_rows(np.arange(start, min(start + chunk_size, n)))
+        digest.update(b"".join(encode_row({k: row[k] for k in sorted(row)}) for row in rows))

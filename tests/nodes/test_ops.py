@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 from node_data import needs_h5md
 
 from asebytes_nodes import ASEIO
 from asebytes_nodes.backends import LMDBBackend
 from asebytes_nodes.bench import Settings, Store, benchmark, figure, markdown_table
 from asebytes_nodes.nodes import BenchmarkConfig, CacheConfig, StoreSpec
-from asebytes_nodes.nodes._ops import fingerprint, git_ignore, write_store
+from asebytes_nodes.nodes._ops import as_aseio, fingerprint, git_ignore, write_store
 from asebytes_nodes.nodes.cache import cache_frames
 from asebytes_nodes.options import store_suffix
 from asebytes_nodes.selection import SelectedRows
@@ -72,6 +73,23 @@ def test_fingerprint_follows_the_data(tmp_path: Path, frames: list[Atoms]) -> No
     b.update(1, calc={"energy": 123.0})
     assert fingerprint(b) != before
     assert fingerprint(ASEIO(SelectedRows(a, [0, 1]))) != fingerprint(ASEIO(SelectedRows(a, [0, 2])))
+
+
+def test_fingerprint_of_frames_in_memory_follows_their_content(frames: list[Atoms]) -> None:
+    """An upstream node whose ``frames`` is a list of Atoms is copied into memory: its fingerprint
+    is its content, so new energies of as many frames reach the selection (it was only the length,
+    and stages downstream of a Subset were skipped)."""
+    before = fingerprint(as_aseio(frames[:6]))
+    assert fingerprint(as_aseio(frames[:6])) == before  # the same frames, the same digest
+    changed = [atoms.copy() for atoms in frames[:6]]
+    changed[2].calc = SinglePointCalculator(changed[2], energy=frames[2].get_potential_energy() + 0.5)
+    assert fingerprint(as_aseio(changed)) != before
+    changed[2].calc = frames[2].calc
+    changed[4].positions[0, 1] += 1e-9
+    assert fingerprint(as_aseio(changed)) != before
+    assert fingerprint(as_aseio(frames[1:7])) != before
+    selected = fingerprint(ASEIO(SelectedRows(as_aseio(frames[:6]), [1, 3])))
+    assert fingerprint(ASEIO(SelectedRows(as_aseio(changed), [1, 3]))) != selected
 
 
 def test_side_files_are_git_ignored_once(tmp_path: Path) -> None:
