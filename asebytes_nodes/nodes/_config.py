@@ -97,15 +97,31 @@ H5MDOptions = BACKEND_OPTIONS["h5md"]
 
 
 class StoreSpec(_Model):
-    """Where a node writes frames: a backend, its options (validated per backend) and a group."""
+    """Where a node writes frames: a backend, a group and the backend's options (validated per
+    backend). H5MD's ``particles_group`` option is that backend's name for ``group``: it is moved
+    to ``group``, so the node reads the frames from the group it wrote them to."""
 
     backend: Literal[tuple(BACKEND_OPTIONS)] = Field(  # type: ignore[valid-type]
         default="lmdb", description="Backend of the output store."
     )
-    options: dict[str, Any] = Field(default_factory=dict, description="Options of that backend.")
     group: str | None = Field(
         default=None, description="Group of the store to write the frames to (backends with groups)."
     )
+    options: dict[str, Any] = Field(default_factory=dict, description="Options of that backend.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _particles_group_is_group(cls, data: Any) -> Any:
+        """``options.particles_group`` moved to ``group`` (a different ``group`` is refused by
+        :meth:`_check_options`); None, H5MD's default, dropped."""
+        options = data.get("options") if isinstance(data, dict) and data.get("backend") == "h5md" else None
+        if not isinstance(options, dict) or "particles_group" not in options:
+            return data  # other backends refuse the option as unknown
+        rest = {k: v for k, v in options.items() if k != "particles_group"}
+        named, group = options["particles_group"], data.get("group")
+        if named is None or group is None or group == named:
+            return {**data, "options": rest, "group": group if named is None else named}
+        return data
 
     @field_validator("group")
     @classmethod
@@ -118,7 +134,7 @@ class StoreSpec(_Model):
 
         backend = info.data.get("backend")
         try:
-            check_group_name("the output store", group)
+            check_group_name("the output store (group, or options.particles_group)", group)
         except InvalidDataError as exc:
             raise ValueError(str(exc)) from None
         if backend is not None and not list_backends()[backend].load().supports_groups:
@@ -132,7 +148,13 @@ class StoreSpec(_Model):
         if model is None:  # the backend itself failed validation and is reported
             return options
         # Keep only what the user set: unset options keep the backend's own defaults.
-        return model.model_validate(options).model_dump(exclude_unset=True)
+        checked = model.model_validate(options).model_dump(exclude_unset=True)
+        if "particles_group" in checked:  # left here by _particles_group_is_group: group differs
+            raise ValueError(
+                f"particles_group {checked['particles_group']!r} and group {info.data.get('group')!r} "
+                "both name the H5MD particle group; give it once, as group"
+            )
+        return checked
 
 
 # -- node configurations ---------------------------------------------------------------------
@@ -240,16 +262,22 @@ class Filters(_Model):
         default=None, description="Keys every frame must carry, e.g. calc.forces."
     )
 
-    @model_validator(mode="after")
-    def _known(self) -> Filters:
+    @field_validator("elements")
+    @classmethod
+    def _known_elements(cls, elements: list[str] | None) -> list[str] | None:
         from ase.data import atomic_numbers
 
-        unknown = [s for s in self.elements or () if s not in atomic_numbers or s == "X"]
+        unknown = [s for s in elements or () if s not in atomic_numbers or s == "X"]
         if unknown:
             raise ValueError(f"unknown chemical symbols {unknown}; write them like 'H', 'Cu'")
-        for key in self.has_keys or ():
+        return elements
+
+    @field_validator("has_keys")
+    @classmethod
+    def _known_keys(cls, keys: list[str] | None) -> list[str] | None:
+        for key in keys or ():
             _check_key(key)
-        return self
+        return keys
 
 
 class Sample(_Model):
@@ -316,13 +344,26 @@ class SplitConfig(_RowsConfig):
     )
     seed: int = Field(default=0, description="Seed of the shuffle.")
 
-    @model_validator(mode="after")
-    def _valid(self) -> SplitConfig:
-        if not self.fractions:
+    @field_validator("fractions")
+    @classmethod
+    def _valid(cls, fractions: dict[str, float]) -> dict[str, float]:
+        if not fractions:
             raise ValueError("fractions must name at least one part")
-        if sum(self.fractions.values()) > 1 + 1e-9:
-            raise ValueError(f"fractions sum to {sum(self.fractions.values()):g}, more than 1")
-        return self
+        if sum(fractions.values()) > 1 + 1e-9:
+            raise ValueError(f"fractions sum to {sum(fractions.values()):g}, more than 1")
+        return fractions
+
+    @field_validator("indices")
+    @classmethod
+    def _once(cls, indices: list[int] | None) -> list[int] | None:
+        """A row listed twice could land in two parts (``-1`` and ``n - 1`` are caught when the
+        stage runs, once ``n`` is known)."""
+        from collections import Counter
+
+        repeated = sorted(i for i, count in Counter(indices or ()).items() if count > 1)
+        if repeated:
+            raise ValueError(f"rows {repeated} are listed more than once; a split takes each row once")
+        return indices
 
 
 class PartConfig(_Model):
@@ -342,3 +383,9 @@ class BenchmarkConfig(_derived(Settings)):  # type: ignore[misc]  # a model made
         min_length=1,
         description="Stores to compare, by label.",
     )
+
+    @field_validator("column")
+    @classmethod
+    def _known_column(cls, column: str) -> str:
+        _check_key(column)
+        return column

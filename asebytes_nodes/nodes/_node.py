@@ -17,13 +17,15 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import zntrack
 from zntrack.config import ZNTRACK_LAZY_VALUE, NodeStatusEnum
 
-from ..errors import PipelineSourceError, StoreNotFoundError
+from ..errors import ASEBytesError, PipelineSourceError, StoreNotFoundError
 from ..io import ASEIO
 from ..options import store_suffix
 from ._ops import git_ignore
@@ -163,6 +165,18 @@ class ConfiguredNode(zntrack.Node):  # type: ignore[misc]  # zntrack has no type
         """Is this instance being loaded (``from_rev``, ``zntrack run``) rather than built?"""
         return self.__dict__.get("config") is ZNTRACK_LAZY_VALUE
 
+    @contextmanager
+    def stage_errors(self) -> Iterator[None]:
+        """Errors of the configuration meeting the data (an index out of range, a key no frame
+        carries, an empty sample) raised inside get the node's name; a running stage exits with
+        that message alone, as for an invalid config."""
+        try:
+            yield
+        except (ASEBytesError, ValueError) as exc:
+            if self.state.state is NodeStatusEnum.RUNNING:
+                raise SystemExit(f"{self.name}: {exc}") from exc
+            raise
+
     def settings(self) -> Any:
         """The configuration as a validated model.
 
@@ -261,7 +275,22 @@ class FramesNode(ConfiguredNode):
         raw = self._raw_store()
         if path is None or raw is None:
             raise ValueError(f"{self.name}: this node writes no frames")
-        return open_output(self, path, raw.get("group"))
+        return open_output(self, path, _written_group(raw))
+
+
+def _written_group(raw: dict[str, Any]) -> str | None:
+    """The group a stage configured with the store settings ``raw`` wrote to: ``group``, or
+    H5MD's ``options.particles_group`` in a ``params.yaml`` edited by hand (:class:`StoreSpec`
+    moves it to ``group``)."""
+    from pydantic import ValidationError
+
+    from ._config import StoreSpec
+
+    try:
+        return StoreSpec.model_validate(raw).group
+    except ValidationError:  # the stage refused these settings: no store was written with them
+        group = raw.get("group")
+        return group if isinstance(group, str) else None
 
 
 def _suffix_or_none(backend: str) -> str | None:

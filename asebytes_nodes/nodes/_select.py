@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..backends._base import MISSING
-from ..indexing import IndexArray, normalize_indices
+from ..errors import RowIndexError
+from ..indexing import IndexArray, distinct, normalize_indices
 from ..views import check_keys
 
 if TYPE_CHECKING:
@@ -31,11 +32,14 @@ BLOCK_ROWS = 100_000
 def pick_rows(
     frames: ASEIO, config: SubsetConfig | SplitConfig, *, workers: int = 1, scheduler: str | None = None
 ) -> IndexArray:
-    """Row numbers of ``frames`` given by ``indices`` or ``slice`` (else every row) that pass ``filters``
-    (on Dask with ``workers > 1`` or a ``scheduler``)."""
+    """Row numbers of ``frames`` given by ``indices`` (in their order) or ``slice`` (ascending), else
+    every row, that pass ``filters`` (on Dask with ``workers > 1`` or a ``scheduler``)."""
     n = len(frames)
     if config.indices is not None:
-        rows = normalize_indices(config.indices, n)
+        try:
+            rows = normalize_indices(config.indices, n)
+        except RowIndexError as exc:
+            raise RowIndexError(f"indices: {exc}; indices are row numbers of the upstream frames") from None
     elif config.slice is not None:
         rows = normalize_indices(config.slice.to_slice(), n)
     else:
@@ -46,17 +50,22 @@ def pick_rows(
 def select_rows(
     frames: ASEIO, config: SubsetConfig, *, workers: int = 1, scheduler: str | None = None
 ) -> IndexArray:
-    """Row numbers of ``frames`` that a Subset picks: :func:`pick_rows`, then its sample (sorted,
-    so reading them walks the store forwards)."""
+    """Row numbers of ``frames`` that a Subset picks: :func:`pick_rows`, then its sample (in the
+    order :func:`pick_rows` gives them). A sample that would be empty is refused."""
     rows = pick_rows(frames, config, workers=workers, scheduler=scheduler)
     sample = config.sample
     if sample is None:
         return rows
-    want = sample.n if sample.n is not None else int((sample.fraction or 0) * len(rows))
-    if want > len(rows):
+    if sample.n is not None and sample.n > len(rows):
         raise ValueError(
-            f"sample.n is {want} but only {len(rows)} frames remain after indices/slice and "
+            f"sample.n is {sample.n} but only {len(rows)} frames remain after indices/slice and "
             "filters; lower sample.n or use sample.fraction"
+        )
+    want = sample.n if sample.n is not None else int((sample.fraction or 0) * len(rows))
+    if want == 0:
+        raise ValueError(
+            f"sample.fraction {sample.fraction} of the {len(rows)} frames that remain after indices/slice "
+            "and filters is 0 frames; raise sample.fraction or use sample.n"
         )
     picked = np.random.default_rng(sample.seed).choice(len(rows), want, replace=False)
     return rows[np.sort(picked)]
@@ -65,13 +74,27 @@ def select_rows(
 def split_rows(frames: ASEIO, config: SplitConfig) -> dict[str, IndexArray]:
     """The picked rows cut into disjoint parts, by name: a seeded shuffle cut by fraction in
     alphabetical order of the names (an order that survives ``params.yaml``, which sorts keys).
-    Each part is sorted."""
+    Each part keeps the order :func:`pick_rows` gives. A row picked twice (``indices`` naming it
+    twice, or as ``-1`` and ``n - 1``) is refused: it could land in two parts."""
     rows = pick_rows(frames, config)
+    repeated = _repeated(rows)
+    if len(repeated):
+        raise ValueError(
+            f"indices name rows {repeated.tolist()} more than once (negative indices counted from the "
+            f"end of the {len(frames)} upstream frames); a split takes each row once, so its parts "
+            "stay disjoint: list each row once"
+        )
     order = np.random.default_rng(config.seed).permutation(len(rows))
     names = sorted(config.fractions)
     bounds = np.floor(np.cumsum([config.fractions[k] for k in names]) * len(rows) + 1e-9).astype(int)
     starts = np.concatenate([[0], bounds[:-1]])
     return {k: rows[np.sort(order[a:b])] for k, a, b in zip(names, starts, bounds, strict=True)}
+
+
+def _repeated(rows: IndexArray) -> IndexArray:
+    """The row numbers that occur more than once in ``rows``, ascending."""
+    ordered = np.sort(rows)
+    return distinct(ordered[1:][ordered[1:] == ordered[:-1]])
 
 
 def filter_rows(

@@ -52,7 +52,8 @@ class Split(ConfiguredNode):
     def run(self) -> None:
         config: SplitConfig = self.settings()
         source = as_aseio(frames_of(self.data))
-        parts = split_rows(source, config)
+        with self.stage_errors():
+            parts = split_rows(source, config)
         record = {
             "parts": {name: rows.tolist() for name, rows in parts.items()},
             "source_rows": len(source),

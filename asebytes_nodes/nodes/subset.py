@@ -106,5 +106,6 @@ class Subset(SelectionNode):
     def run(self) -> None:
         config: SubsetConfig = self.settings()
         source = self.upstream()
-        rows = select_rows(source, config, workers=config.workers, scheduler=config.scheduler)
+        with self.stage_errors():
+            rows = select_rows(source, config, workers=config.workers, scheduler=config.scheduler)
         self.write_selection(source, rows, config)

@@ -54,12 +54,17 @@ BAD: list[tuple[type[BaseModel], dict[str, Any], str]] = [
     ),
     (ConvertConfig, {"chunk_size": 0}, r"chunk_size\n.*greater than 0"),
     (LoadConfig, {"frames": {"step": -1}}, r"frames\.step\n.*greater than 0"),
-    (SplitConfig, {"fractions": {"train": 0.8, "test": 0.3}}, r"fractions sum to 1\.1"),
-    (SplitConfig, {"fractions": {}}, r"fractions must name at least one part"),
+    (SplitConfig, {"fractions": {"train": 0.8, "test": 0.3}}, r"\nfractions\n.*fractions sum to 1\.1"),
+    (SplitConfig, {"fractions": {}}, r"\nfractions\n.*fractions must name at least one part"),
+    (SplitConfig, {"indices": [0, 3, 0, 1, 3]}, r"\nindices\n.*rows \[0, 3\] are listed more than once"),
     (PartConfig, {}, r"part\n.*Field required"),
     (SubsetConfig, {"split": {"fractions": {"train": 1.0}}}, r"a Subset does not split: one Split node"),
     (SubsetConfig, {"sample": {"n": 3, "fraction": 0.5}}, r"sample\n.*exactly one of n and fraction"),
-    (SubsetConfig, {"filters": {"elements": ["Cu", "Xx"]}}, r"filters\n.*unknown chemical symbols \['Xx'\]"),
+    (
+        SubsetConfig,
+        {"filters": {"elements": ["Cu", "Xx"]}},
+        r"filters\.elements\n.*unknown chemical symbols \['Xx'\]",
+    ),
     (
         SubsetConfig,
         {"filters": {"energy_per_atom": {"min": 1, "max": 0}}},
@@ -68,12 +73,28 @@ BAD: list[tuple[type[BaseModel], dict[str, Any], str]] = [
     (
         SubsetConfig,
         {"filters": {"has_keys": ["energy"]}},
-        r"filters\n.*'energy' is not in the flat namespace",
+        r"filters\.has_keys\n.*'energy' is not in the flat namespace",
     ),
     (SubsetConfig, {"filters": {"max_force": -1}}, r"filters\.max_force\n.*greater than 0"),
     (SubsetConfig, {"indices": [1], "slice": {"stop": 3}}, r"either indices or slice"),
     (BenchmarkConfig, {"backends": {}}, r"backends\n.*at least 1 item"),
     (BenchmarkConfig, {"repeats": "many"}, r"repeats\n.*valid integer"),
+    (BenchmarkConfig, {"column": "energy"}, r"\ncolumn\n.*'energy' is not in the flat namespace"),
+    (
+        ConvertConfig,
+        {"store": {"backend": "h5md", "group": "a", "options": {"particles_group": "b"}}},
+        r"store\.options\n.*particles_group 'b' and group 'a' both name the H5MD particle group",
+    ),
+    (
+        ConvertConfig,
+        {"store": {"backend": "h5md", "options": {"particles_group": "a b"}}},
+        r"store\.group\n.*\(group, or options\.particles_group\): invalid group name 'a b'",
+    ),
+    (
+        ConvertConfig,
+        {"store": {"backend": "zarr", "options": {"particles_group": "a"}}},
+        r"store\.options\.particles_group\n.*Extra inputs",
+    ),
 ]
 
 
@@ -89,6 +110,19 @@ def test_store_options_keep_only_what_was_set() -> None:
     assert StoreSpec(
         backend="zarr", options=ZarrOptions(clevel=3).model_dump(exclude_unset=True)
     ).options == {"clevel": 3}
+
+
+def test_particles_group_is_the_group() -> None:
+    """H5MD's particles_group option is that backend's name for ``group``: moved there, so a node
+    reads its frames from the group it wrote (``frames`` looked in the default group before)."""
+    for group in (None, "pg"):
+        spec = StoreSpec(backend="h5md", group=group, options={"particles_group": "pg"})
+        assert (spec.group, spec.options) == ("pg", {})
+    assert StoreSpec(backend="h5md", options={"particles_group": None, "timestep": 2.0}).model_dump() == {
+        "backend": "h5md",
+        "group": None,
+        "options": {"timestep": 2.0},
+    }
 
 
 def test_params_are_plain_values_and_models_are_accepted(tmp_path: Any, monkeypatch: Any) -> None:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from asebytes_nodes import ASEIO, StoreNotFoundError
 from asebytes_nodes.backends import LMDBBackend
-from asebytes_nodes.nodes import Cache, Convert, Load, Subset
+from asebytes_nodes.nodes import Cache, Convert, Load, Split, Subset
 from asebytes_nodes.testing.frames import assert_atoms_equal
 
 
@@ -194,3 +194,39 @@ def test_group_is_checked_when_the_graph_is_built(project: Path) -> None:
         with pytest.raises(ValidationError, match=f"the {backend} backend has no groups"):
             with zntrack.Project():
                 Convert(source="source.lmdb", config={"store": {"backend": backend, "group": "a"}})
+
+
+@needs_h5md
+def test_particles_group_output_reads_back(project: Path, frames: list[Atoms]) -> None:
+    """H5MD's ``particles_group`` option writes that group, and ``frames`` reads it (it looked in
+    the default group 'atoms': StoreNotFoundError), for a Convert, a materialised Subset and a
+    params.yaml edited by hand."""
+    h5md = {"backend": "h5md", "options": {"particles_group": "pg"}}
+    with zntrack.Project() as graph:
+        convert = Convert(source="source.lmdb", config={"store": h5md})
+        Subset(data=convert, config={"indices": [4, 1], "materialize": h5md})
+    graph.build()
+    run_all(Convert, Subset)
+    out, subset = zntrack.from_rev("Convert").frames, zntrack.from_rev("Subset").frames
+    assert ASEIO.list_groups(out.backend.location) == ["pg"]
+    assert len(out) == len(frames)
+    assert_atoms_equal(subset[0], frames[4])
+    by_hand = {"backend": "h5md", "options": {"particles_group": "hand"}}
+    edit_params(project / "params.yaml", "Convert", {"store": by_hand})
+    run_all(Convert)
+    assert len(zntrack.from_rev("Convert").frames) == len(frames)
+
+
+def test_selection_errors_name_the_node_and_field(project: Path) -> None:
+    """A row index out of range, or a row a Split would take twice (``-1`` and ``n - 1``), fails
+    the stage with one line naming the node and ``indices``."""
+    with zntrack.Project() as graph:
+        load = Load(source="source.lmdb", config={"frames": {"stop": 3}})
+        Subset(data=load, config={"indices": [0, 99]})
+        Split(data=load, config={"indices": [2, -1, 0], "fractions": {"a": 0.5, "b": 0.5}})
+    graph.build()
+    run_all(Load)
+    with pytest.raises(SystemExit, match=r"^Subset: indices: row index 99 is out of range for 3 rows"):
+        run_all(Subset)
+    with pytest.raises(SystemExit, match=r"^Split: indices name rows \[2\] more than once"):
+        run_all(Split)

@@ -88,8 +88,27 @@ def test_rows_then_filters_then_split(store: ASEIO, frames: list[Atoms]) -> None
 
 def test_indices_keep_order_and_accept_negative(store: ASEIO) -> None:
     assert select_rows(store, SubsetConfig(indices=[5, -1, 0])).tolist() == [5, len(store) - 1, 0]
-    with pytest.raises(RowIndexError, match="row index 999 is out of range"):
+    with pytest.raises(RowIndexError, match="^indices: row index 999 is out of range"):
         select_rows(store, SubsetConfig(indices=[999]))
+
+
+def test_samples_and_parts_keep_the_order_of_indices(store: ASEIO) -> None:
+    """Explicit indices keep their order through a sample and a split (the docs said ascending)."""
+    given = [20, 9, 17, 3, 12, 7, 1, 15]
+    sample = select_rows(store, SubsetConfig(indices=given, sample={"n": 5, "seed": 4})).tolist()
+    assert sample == [i for i in given if i in sample] and sample != sorted(sample)
+    parts = split_rows(store, SplitConfig(indices=given, fractions={"a": 0.5, "b": 0.5}, seed=2))
+    for rows in parts.values():
+        assert rows.tolist() == [i for i in given if i in rows.tolist()]
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == sorted(given)
+
+
+def test_split_refuses_a_row_picked_twice(store: ASEIO) -> None:
+    """``-1`` and ``n - 1`` name one row: a split would put it in two parts (train [0 1 9 1],
+    test [2 3 9 0] before)."""
+    config = SplitConfig(indices=[0, 1, len(store) - 1, -1, 2], fractions={"a": 0.5, "b": 0.5})
+    with pytest.raises(ValueError, match=rf"^indices name rows \[{len(store) - 1}\] more than once"):
+        split_rows(store, config)
 
 
 def test_seeded_sample(store: ASEIO) -> None:
@@ -101,6 +120,8 @@ def test_seeded_sample(store: ASEIO) -> None:
     assert len(half) == len(store) // 2
     with pytest.raises(ValueError, match=r"sample.n is 500 but only \d+ frames remain"):
         select_rows(store, SubsetConfig(sample={"n": 500}))
+    with pytest.raises(ValueError, match=r"sample.fraction 0.01 of the 5 frames .* is 0 frames"):
+        select_rows(store, SubsetConfig(indices=[0, 1, 2, 3, 4], sample={"fraction": 0.01}))
 
 
 def test_filter_on_a_key_no_frame_has(store: ASEIO) -> None:
