@@ -2,8 +2,9 @@
 
 Reading turns a whole ``pyarrow.Table`` (a batch of dataset rows) into row dicts: each
 column is converted once with numpy (nested lists are flattened and split at their
-offsets), never through one Python dict per dataset row. Writing builds the *flat
-layout* below, which reads back exactly.
+offsets), never through one Python dict per dataset row (the readers of mapped columns,
+with their checks, are in :mod:`._hf_readers`). Writing builds the *flat layout* below,
+which reads back exactly.
 
 Flat layout (version 1)
 -----------------------
@@ -46,10 +47,8 @@ import numpy as np
 from ..codec import decode_value, encode_value
 from ..errors import InvalidDataError, MissingExtraError, StoreCorruptedError
 from ..rows import rows_from_atoms
-from ..validation import check_key
 from ._columns import scalar_type_code, type_code_dtype
-from ._hf_mapping import ColumnMapping
-from ._keys import MISSING, is_per_atom
+from ._keys import MISSING
 
 try:
     import pyarrow as pa
@@ -62,16 +61,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 if TYPE_CHECKING:
     from ase import Atoms
 
-__all__ = [
-    "LAYOUT_COLUMN",
-    "LAYOUT_VERSION",
-    "Reader",
-    "layout_version",
-    "plan_readers",
-    "rows_to_arrow",
-    "table_to_rows",
-    "write_parquet",
-]
+__all__ = ["LAYOUT_COLUMN", "LAYOUT_VERSION", "layout_version", "rows_to_arrow", "write_parquet"]
 
 LAYOUT_COLUMN = "_asebytes_nodes_layout"
 LAYOUT_VERSION = 1
@@ -188,237 +178,6 @@ def _flat(arr: pa.Array, column: str) -> list[Any]:
     ):
         return _scalars(arr, exact=True)
     return _natural(arr)
-
-
-# -- reading: one reader per flat key -------------------------------------------------------
-def _fill_nulls(stacked: np.ndarray, arr: pa.Array) -> list[Any]:
-    """One cell or pbc per row: a null row (or an all-null column, Arrow's ``null`` type) is a
-    zero cell or a non-periodic pbc, as ASE builds an Atoms without them."""
-    valid = np.ones(len(arr), dtype=bool) if not arr.null_count else (
-        arr.is_valid().to_numpy(zero_copy_only=False)
-    )
-    out = np.zeros((len(arr), *stacked.shape[1:]), dtype=stacked.dtype)
-    out[valid] = stacked
-    return list(out)
-
-
-def _place(stacked: Any, arr: pa.Array) -> list[Any]:
-    """One value per row from values stacked over the non-null rows."""
-    if not arr.null_count:
-        return list(stacked)
-    out: list[Any] = [MISSING] * len(arr)
-    valid = np.flatnonzero(arr.is_valid().to_numpy(zero_copy_only=False)).tolist()
-    for j, value in zip(valid, stacked, strict=True):
-        out[j] = value
-    return out
-
-
-def _voigt(s: np.ndarray) -> np.ndarray:
-    """(n, 3, 3) -> (n, 6), symmetrised like ``ase.stress.full_3x3_to_voigt_6_stress``."""
-    return np.stack(
-        [s[:, 0, 0], s[:, 1, 1], s[:, 2, 2], (s[:, 1, 2] + s[:, 2, 1]) / 2,
-         (s[:, 0, 2] + s[:, 2, 0]) / 2, (s[:, 0, 1] + s[:, 1, 0]) / 2],
-        axis=1,
-    )
-
-
-class Reader:
-    """Turns the source column(s) of one flat key into one value per row (``MISSING`` if absent).
-
-    ``kind`` is ``flat`` (flat layout), ``natural`` (any column), or one of the mapped parts
-    ``positions``, ``numbers``, ``cell``, ``pbc``, ``stress``. ``extra`` names the columns a
-    stress reader also needs: the volume-normalised flag and the cell.
-    """
-
-    def __init__(
-        self, key: str, column: str, kind: str, extra: tuple[str, ...] = (), factor: float = 1.0
-    ) -> None:
-        self.key = key
-        self.column = column
-        self.kind = kind
-        self.columns = (column, *extra)
-        self.factor = factor
-
-    def read(self, table: pa.Table, rows: np.ndarray) -> list[Any]:
-        """Values of the rows of ``table``, which are dataset rows ``rows`` (for messages)."""
-        arr = _column(table, self.column)
-        kind = self.kind
-        if kind == "flat":
-            return _flat(arr, self.column)
-        if kind == "natural":
-            return _natural(arr)
-        if kind == "numbers":
-            return self._numbers(arr, rows)
-        if kind == "positions":
-            return self._positions(arr, rows)
-        if kind == "cell":
-            return _fill_nulls(self._per_frame(arr, rows, (9,)).reshape(-1, 3, 3).astype(np.float64), arr)
-        if kind == "pbc":
-            return _fill_nulls(self._per_frame(arr, rows, (3,)) != 0, arr)
-        return _place(self._stress(table, arr, rows), arr)
-
-    def _fail(self, rows: np.ndarray, what: str) -> InvalidDataError:
-        return InvalidDataError(
-            f"column {self.column!r} (mapped to {self.key!r}) must hold {what} "
-            f"(rows {int(rows[0])} to {int(rows[-1])}); fix the mapping or the data"
-        )
-
-    def _per_frame(self, arr: pa.Array, rows: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
-        """The non-null rows as one (rows, size) array; every row must hold one of ``sizes`` numbers."""
-        if pa.types.is_null(arr.type):  # every row null
-            return np.zeros((0, sizes[0]))
-        nested = _nested(arr)
-        if nested is None:
-            raise self._fail(rows, f"lists of {' or '.join(map(str, sizes))} numbers")
-        values, offsets = nested
-        per_element = int(np.prod(values.shape[1:], dtype=np.int64))
-        counts = np.diff(offsets)[arr.is_valid().to_numpy(zero_copy_only=False)] * per_element
-        if len(counts) == 0:
-            return np.zeros((0, sizes[0]))
-        if counts.min() != counts.max() or int(counts[0]) not in sizes:
-            raise self._fail(rows, f"{' or '.join(map(str, sizes))} numbers in every row")
-        return values.reshape(len(counts), int(counts[0]))
-
-    def _positions(self, arr: pa.Array, rows: np.ndarray) -> list[Any]:
-        nested = _nested(arr)
-        if nested is not None and nested[0].ndim == 1 and not (nested[1] % 3).any():
-            nested = nested[0].reshape(-1, 3), nested[1] // 3  # 3n numbers per row
-        if nested is None or nested[0].shape[1:] != (3,):
-            raise self._fail(rows, "lists of 3 numbers per atom")
-        return _with_missing(_split(nested[0].astype(np.float64, copy=False), nested[1]), arr)
-
-    def _stress(self, table: pa.Table, arr: pa.Array, rows: np.ndarray) -> np.ndarray:
-        """Voigt stress in eV/Å³ with ASE's sign (see :mod:`._hf_mapping`)."""
-        flat = self._per_frame(arr, rows, (6, 9)).astype(np.float64)
-        stress = (_voigt(flat.reshape(-1, 3, 3)) if flat.shape[1] == 9 else flat) * self.factor
-        if len(self.columns) == 1:
-            return stress
-        norm_name, cell_name = self.columns[1:]
-        valid = arr.is_valid().to_numpy(zero_copy_only=False)
-        norm = _column(table, norm_name).fill_null(False).to_numpy(zero_copy_only=False)[valid]
-        if norm.any():
-            cells = Reader("cell", cell_name, "cell").read(table, rows)
-            picked = np.flatnonzero(valid)[norm].tolist()
-            missing = [j for j in picked if cells[j] is MISSING]
-            if missing:
-                raise InvalidDataError(
-                    f"row {int(rows[missing[0]])}: {norm_name!r} says the stress was multiplied by "
-                    f"the cell volume, but the row has no cell in {cell_name!r}"
-                )
-            volumes = np.abs(np.linalg.det(np.stack([cells[j] for j in picked])))
-            stress[norm] /= volumes[:, None]
-        return stress
-
-    def _numbers(self, arr: pa.Array, rows: np.ndarray) -> list[Any]:
-        child = arr.flatten()
-        offsets = np.zeros(len(arr) + 1, dtype=np.int64)
-        np.cumsum(pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False), out=offsets[1:])
-        if pa.types.is_string(child.type) or pa.types.is_large_string(child.type):
-            from ase.data import atomic_numbers
-
-            encoded = pc.dictionary_encode(child)
-            symbols = encoded.dictionary.to_pylist()
-            unknown = [s for s in symbols if s not in atomic_numbers]
-            if unknown:
-                raise InvalidDataError(
-                    f"column {self.column!r}: unknown chemical symbol {unknown[0]!r} "
-                    f"(rows {int(rows[0])} to {int(rows[-1])}); symbols must be ASE element symbols"
-                )
-            lookup = np.array([atomic_numbers[s] for s in symbols], dtype=np.int64)
-            values = lookup[encoded.indices.to_numpy(zero_copy_only=False)]
-        elif pa.types.is_integer(child.type) and not child.null_count:
-            values = child.to_numpy(zero_copy_only=False).astype(np.int64)
-        else:
-            raise self._fail(rows, "lists of atomic numbers or of chemical symbols")
-        return _with_missing(_split(values, offsets), arr)
-
-
-def plan_readers(columns: Sequence[str], mapping: ColumnMapping) -> dict[str, Reader]:
-    """One reader per flat key, in row order; unmapped columns become ``info.<column>``.
-
-    Raises ``UnknownKeyError`` naming a required column the dataset lacks, with the
-    available ones.
-    """
-    from ..errors import UnknownKeyError
-
-    columns = [c for c in columns if c != LAYOUT_COLUMN]
-    present = set(columns)
-    readers: dict[str, Reader] = {}
-    if mapping.flat:
-        for name in columns:
-            if name in mapping.exclude:
-                continue
-            try:
-                readers[check_key(name)] = Reader(name, name, "flat")
-            except KeyError:
-                readers["info." + name] = Reader("info." + name, name, "natural")
-        if not {"arrays.positions", "arrays.numbers"} & set(readers):
-            raise UnknownKeyError(
-                "a flat-layout dataset needs an 'arrays.positions' or 'arrays.numbers' column; "
-                f"available columns: {', '.join(columns)}"
-            )
-        return readers
-    required = set(mapping.required if mapping.required is not None else mapping.mapped())
-    if mapping.required is None:
-        required -= {"cell", "pbc"}
-    required |= {"arrays.positions", "arrays.numbers"}
-    kinds = {"arrays.positions": "positions", "arrays.numbers": "numbers", "cell": "cell", "pbc": "pbc"}
-    for key, column in mapping.mapped().items():
-        if column not in present:
-            if key in required:
-                raise UnknownKeyError(
-                    f"the mapping reads {key!r} from column {column!r}, which the dataset does not "
-                    f"have; available columns: {', '.join(columns)}"
-                )
-            continue
-        if key == "calc.stress":
-            norm = mapping.stress_volume_normalized
-            extra = (norm, mapping.cell) if norm in present and mapping.cell in present else ()
-            readers[key] = Reader(key, column, "stress", extra, mapping.stress_factor)
-        else:
-            readers[key] = Reader(key, column, kinds.get(key, "natural"))
-    consumed = mapping.consumed()
-    for name in columns:
-        if name not in consumed and "info." + name not in readers:
-            readers["info." + name] = Reader("info." + name, name, "natural")
-    return readers
-
-
-def table_to_rows(
-    table: pa.Table, readers: dict[str, Reader], rows: np.ndarray, keys: Iterable[str] | None = None
-) -> list[dict[str, Any]]:
-    """Row dicts for the rows of ``table`` (dataset rows ``rows``), optionally only ``keys``.
-
-    Per-atom mapped values must match the frame's atom count; an error names the row.
-    """
-    wanted = readers if keys is None else {k: readers[k] for k in keys if k in readers}
-    out: list[dict[str, Any]] = [{} for _ in range(table.num_rows)]
-    counts: np.ndarray | None = None
-    for key, reader in wanted.items():
-        values = reader.read(table, rows)
-        if reader.kind in ("natural", "positions", "numbers") and is_per_atom(key):
-            counts = _check_atoms(key, reader.column, values, counts, rows)
-        for row, value in zip(out, values, strict=True):
-            if value is not MISSING:
-                row[key] = value
-    return out
-
-
-def _check_atoms(
-    key: str, column: str, values: list[Any], counts: np.ndarray | None, rows: np.ndarray
-) -> np.ndarray:
-    lengths = np.fromiter((len(v) if v is not MISSING and hasattr(v, "__len__") else -1 for v in values),
-                          np.int64, len(values))
-    if counts is None:
-        return lengths
-    bad = (lengths >= 0) & (counts >= 0) & (lengths != counts)
-    if bad.any():
-        j = int(np.argmax(bad))
-        raise InvalidDataError(
-            f"row {int(rows[j])}: column {column!r} (read as {key!r}) has {lengths[j]} entries, "
-            f"but the frame has {counts[j]} atoms"
-        )
-    return np.where(counts >= 0, counts, lengths)
 
 
 # -- writing --------------------------------------------------------------------------------

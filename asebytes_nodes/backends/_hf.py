@@ -68,7 +68,7 @@ from ._hf_mapping import COLABFIT, OPTIMADE, ColumnMapping, detect_mapping
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ._arrow import Reader
+    from ._hf_readers import Reader
 
 __all__ = ["HFBackend", "accepts", "hub_repository"]
 
@@ -315,7 +315,8 @@ class HFBackend(ReadableBackend):
         self._mapping: ColumnMapping = (
             mapping or _SCHEME_MAPPINGS.get(scheme) or detect_mapping(columns) or ColumnMapping()
         )
-        from ._arrow import LAYOUT_COLUMN, layout_version, plan_readers
+        from ._arrow import LAYOUT_COLUMN, layout_version
+        from ._hf_readers import plan_readers
 
         self._readers: dict[str, Reader] = plan_readers(columns, self._mapping)
         self._layout: int | None = None
@@ -398,7 +399,7 @@ class HFBackend(ReadableBackend):
 
     def iter_rows(self, keys: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Every row in order, reading a stream forward once; needs no length."""
-        from ._arrow import table_to_rows
+        from ._hf_readers import table_to_rows
 
         if self._stream is None:
             yield from super().iter_rows(keys)
@@ -416,8 +417,9 @@ class HFBackend(ReadableBackend):
 
     def _table(self, rows: np.ndarray, keys: Sequence[str] | None) -> pa.Table:
         """Dataset rows ``rows`` (in that order) with the columns ``keys`` need."""
-        readers = self._readers if keys is None else {k: self._readers[k] for k in keys if k in self._readers}
-        columns = tuple(dict.fromkeys(c for r in readers.values() for c in r.columns))
+        from ._hf_readers import needed_columns
+
+        columns = needed_columns(self._readers, keys)
         if self._stream is not None:
             unique, where = sorted_unique(rows)
             import pyarrow as pa
@@ -433,7 +435,7 @@ class HFBackend(ReadableBackend):
     def read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
-        from ._arrow import table_to_rows
+        from ._hf_readers import table_to_rows
 
         rows = np.asarray(indices, dtype=np.int64)
         if keys is not None and not any(k in self._readers for k in keys):
@@ -453,7 +455,9 @@ class HFBackend(ReadableBackend):
         rows = np.asarray(indices, dtype=np.int64)
         if reader is None or rows.size == 0:
             return [MISSING] * len(rows)
-        values = reader.read(self._table(rows, [key]), rows)
+        from ._hf_readers import column_values
+
+        values = column_values(self._table(rows, [key]), self._readers, key, rows)
         first = values[0]
         if type(first) is np.ndarray and all(
             type(v) is np.ndarray and v.shape == first.shape and v.dtype == first.dtype for v in values
@@ -499,7 +503,7 @@ class HFBackend(ReadableBackend):
     def iter_stream_shard(self, index: int, keys: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """The rows of stream shard ``index`` (of :meth:`stream_shards`) in order: reading the shards in
         turn gives every row of the stream. Errors number rows from the shard's first."""
-        from ._arrow import table_to_rows
+        from ._hf_readers import table_to_rows
 
         part = self._data.shard(num_shards=self.stream_shards(), index=index, contiguous=True)
         start = 0

@@ -9,8 +9,9 @@ Stress conventions
 (xx, yy, zz, yz, xz, xy), eV/Å³, and ASE's sign (the sign of ``atoms.get_stress()``,
 the physical Cauchy stress: negative diagonal under compression). A 3x3 column is
 symmetrised like ASE's ``full_3x3_to_voigt_6_stress`` and multiplied by
-``stress_factor``; where the ``stress_volume_normalized`` column is true, the value was
-stored multiplied by the cell volume and is divided by it.
+``stress_factor``; where the ``stress_volume_normalized`` column (booleans) is true, the
+value was stored multiplied by the cell volume and is divided by it (a row without a cell, or
+with a cell of no volume, is refused with ``InvalidDataError``).
 
 * ColabFit ``cauchy_stress`` is already eV/Å³ with ASE's sign: colabfit-tools fills it
   from ``atoms.get_stress(voigt=False)`` (``colabfit/tools/vast/property.py``), and its
@@ -51,16 +52,18 @@ class ColumnMapping:
     >>> ColumnMapping.from_dict(m.to_dict()) == m
     True
 
-    ``numbers`` may hold atomic numbers or chemical symbols; ``cell`` a 3x3 matrix or 9
-    values (rows are the lattice vectors), ``pbc`` booleans or OPTIMADE-style
-    ``dimension_types`` (0/1). ``calc``, ``info`` and ``arrays`` map a result, info or
-    per-atom array name to a column. Columns not mapped and not in ``exclude`` land in
-    ``info.<column>``. ``cell`` and ``pbc`` may be None (molecules). ``required`` lists the
-    flat keys whose column must exist (default: every ``calc``, ``info`` and ``arrays``
-    entry); positions and numbers are always required, and a missing required column is an
-    error listing the available ones. Other mapped columns (by default ``cell`` and
-    ``pbc``) are read where the dataset has them. With ``flat=True`` the
-    columns are named by flat keys (``arrays.positions``, ``calc.energy`` ...): the layout
+    ``numbers`` may hold atomic numbers or chemical symbols; ``cell`` a 3x3 matrix or 9 values
+    (rows are the lattice vectors; a vector of nulls, OPTIMADE's for a non-periodic direction,
+    is a zero vector), ``pbc`` three booleans, OPTIMADE-style ``dimension_types`` (0/1), or one
+    boolean per row for all three directions (as ASE's ``pbc=True``). Per-atom ``calc`` results
+    must have the shape ASE gives them (forces (n_atoms, 3) ...). ``calc``, ``info`` and
+    ``arrays`` map a result, info or per-atom array name to a column. Columns not mapped and not
+    in ``exclude`` land in ``info.<column>``. ``cell`` and ``pbc`` may be None (molecules).
+    ``required`` lists the flat keys whose column must exist (default: every ``calc``, ``info``
+    and ``arrays`` entry); positions and numbers are always required, and a missing required
+    column is an error listing the available ones. Other mapped columns (by default ``cell`` and
+    ``pbc``) are read where the dataset has them. With ``flat=True`` the columns are named by
+    flat keys (``arrays.positions``, ``calc.energy`` ...): the layout
     :func:`~asebytes_nodes.backends._arrow.write_parquet` writes, read back exactly.
     """
 

@@ -163,3 +163,111 @@ def test_array2d_feature_columns() -> None:
     assert db[0].positions.dtype == np.float64
     np.testing.assert_array_equal(db[0].get_forces(), np.eye(3)[:2])
     assert db[1].get_chemical_symbols() == ["He"]
+
+
+
+# -- values a write would refuse are refused on reading, naming the column and the row ------------
+BASE = {"positions": [[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]], "atomic_numbers": [[1, 1]], "energy": [1.5]}
+CUBE = [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]]
+
+
+def refused(pattern: str) -> pytest.RaisesExc[InvalidDataError]:
+    return pytest.raises(InvalidDataError, match=pattern)
+
+
+def colabfit(tmp_path: Path, name: str, **columns: object) -> ASEIO:
+    path = write(pa.table({**BASE, **columns}), tmp_path / f"{name}.parquet")
+    return ASEIO("colabfit://" + path, split="train", cache_dir=tmp_path / "cache")
+
+
+def test_volume_normalized_stress_needs_a_cell(tmp_path: Path) -> None:
+    flag = "cauchy_stress_volume_normalized"
+    stress = [[8.0, 0, 0], [0, 16.0, 0], [0, 0, 24.0]]
+    two = {**{k: v * 2 for k, v in BASE.items()}, "cauchy_stress": [stress] * 2, flag: [False, True]}
+    db = colabfit(tmp_path, "ok", **two, cell=[CUBE, CUBE])
+    np.testing.assert_allclose(db[1].get_stress(), [1, 2, 3, 0, 0, 0])  # divided by the volume, 8
+    null_cell = pa.array([CUBE, None], pa.list_(pa.list_(pa.float64())))
+    with refused(rf"row 1: '{flag}' says .* but the row has no cell in 'cell'"):
+        colabfit(tmp_path, "null", **two, cell=null_cell)[1]
+    with refused(r"row 1: .*by the cell volume, but the dataset has no cell column"):
+        list(colabfit(tmp_path, "none", **two))
+    flat = [[2.0, 0, 0], [0, 2.0, 0], [0, 0, 0]]
+    with refused(r"row 1: .* its cell in 'cell' has no volume"):
+        colabfit(tmp_path, "zero", **two, cell=[CUBE, flat])["calc.stress"].to_list()
+    for name, flags in (("int", [0, 1]), ("str", ["false", "true"])):
+        with refused(rf"^column '{flag}' .* must hold booleans, but it is of Arrow"):
+            colabfit(tmp_path, name, **{**two, flag: flags}, cell=[CUBE] * 2)[0]
+
+
+def test_per_atom_results_must_have_ase_shapes(tmp_path: Path) -> None:
+    db = colabfit(tmp_path, "f2", atomic_forces=[[[1.0, 2.0], [3.0, 4.0]]])
+    message = (r"row 0: column 'atomic_forces' \(mapped to 'calc.forces'\) must hold numbers of shape "
+               r"\(n_atoms, 3\), not \(2, 2\)")
+    for read in (lambda: db[0], lambda: db["calc.forces"].to_list(), lambda: db.backend.read_rows([0])):
+        with refused(message):
+            read()
+    with refused(r"'atomic_forces'.*\(n_atoms, 3\), but it is of Arrow type list<"):
+        colabfit(tmp_path, "fs", atomic_forces=[[["1", "2", "3"], ["4", "5", "6"]]])[0]
+    with refused(r"'atomic_forces'.*one entry per atom, but it is of Arrow type double"):
+        colabfit(tmp_path, "f0", atomic_forces=[1.0])[0]
+    mapping = ColumnMapping(numbers="atomic_numbers", calc={"energies": "e"})
+    path = write(pa.table({**BASE, "e": [[0.5, 1.0]]}), tmp_path / "e.parquet")
+    energies = ASEIO("hf://" + path, split="train", mapping=mapping, cache_dir=tmp_path / "c")
+    assert energies[0].calc.results["energies"].tolist() == [0.5, 1.0]  # an (n_atoms,) result passes
+
+
+def test_wrong_arrow_types_name_the_column(tmp_path: Path) -> None:
+    atoms = colabfit(tmp_path, "pbc", pbc=[True], cell=[CUBE])[0]
+    assert atoms.pbc.tolist() == [True] * 3  # one flag per row stands for all three, as ASE's pbc=True
+    cases = {
+        "cell": (["2 0 0 0 2 0 0 0 2"], "lists of 9 numbers in every row, but it is of Arrow type string"),
+        "positions": (["0 0 0 1 0 0"], "lists of 3 numbers per atom, but it is of Arrow type string"),
+        "atomic_numbers": (
+            [1], "lists of atomic numbers or of chemical symbols, but it is of Arrow type int64"
+        ),
+    }
+    for column, (values, what) in cases.items():
+        with refused(rf"^column '{column}' \(mapped to .*\) must hold {what}; fix"):
+            colabfit(tmp_path, column, **{column: values})[0]
+
+
+def test_bad_values_name_their_row_not_the_batch(tmp_path: Path) -> None:
+    n = 100
+    cells, forces, symbols = [CUBE] * n, [[[0.0, 0.0, 1.0]]] * n, [["H"]] * n
+    cells[57], forces[61], symbols[83] = CUBE[:2], [[0.0, 1.0]], ["Xx"]  # 6 numbers, 2 components, no element
+    table = {"positions": [[[0.0, 0.0, 0.0]]] * n, "atomic_numbers": [["H"]] * n, "energy": [1.0] * n}
+    path = write(pa.table({**table, "cell": cells, "atomic_forces": forces}), tmp_path / "r.parquet")
+    db = ASEIO("colabfit://" + path, split="train", cache_dir=tmp_path / "cache")
+    for read in (lambda: list(db), lambda: db["cell"].to_list(), lambda: db[50:60].to_list()):
+        with refused(r"^row 57: column 'cell' .* 9 numbers in every row, not 6"):
+            read()
+    with refused(r"^row 61: column 'atomic_forces'"):
+        db["calc.forces"].to_list()
+    path = write(pa.table({**table, "atomic_numbers": symbols}), tmp_path / "s.parquet")
+    db = ASEIO("colabfit://" + path, split="train", cache_dir=tmp_path / "cache")
+    with refused(r"^row 83: column 'atomic_numbers': unknown chemical symbol 'Xx'"):
+        list(db)
+
+
+def test_column_reads_check_the_atom_count_like_rows(tmp_path: Path) -> None:
+    db = colabfit(tmp_path, "n", atomic_forces=[[[1.0, 2.0, 3.0]]])
+    message = r"^row 0: column 'atomic_forces' \(read as 'calc.forces'\) has 1 entries, but the frame has 2"
+    for read in (lambda: db[0], lambda: db["calc.forces"].to_list(), lambda: db[:].to_batch(["calc.forces"])):
+        with refused(message):
+            read()
+
+
+def test_optimade_null_lattice_vectors_are_zero_vectors(tmp_path: Path) -> None:
+    def slab(name: str, third: list[float | None]) -> ASEIO:
+        table = pa.table({
+            "cartesian_site_positions": [[[0.0, 0, 0], [1.0, 0, 0]]], "species_at_sites": [["Si", "O"]],
+            "lattice_vectors": [[[3.0, 0, 0], [0, 4.0, 0], third]], "dimension_types": [[1, 1, 0]],
+        })
+        path = write(table, tmp_path / f"{name}.parquet")
+        return ASEIO("optimade://" + path, split="train", cache_dir=tmp_path / "cache")
+
+    atoms = slab("slab", [None, None, None])[0]  # OPTIMADE: the vector of a non-periodic direction
+    assert atoms.cell.tolist() == [[3, 0, 0], [0, 4, 0], [0, 0, 0]]
+    assert atoms.pbc.tolist() == [True, True, False]
+    with refused(r"row 0: column 'lattice_vectors'.*null as a whole, not in part"):
+        slab("part", [None, 1.0, None])[0]
