@@ -308,7 +308,7 @@ def _lengths_message(
     numbers: Any, positions: Any, arrays: dict[str, Any], results: dict[str, Any]
 ) -> str:
     """Which per-atom values of a row disagree on its atom count."""
-    lengths = {"arrays.numbers": len(numbers), "arrays.positions": len(positions)}
+    lengths: dict[str, int | None] = {"arrays.numbers": len(numbers), "arrays.positions": len(positions)}
     lengths.update({f"arrays.{k}": len(v) for k, v in arrays.items()})
     per_atom = {k: v for k, v in results.items() if k in PER_ATOM_CALC}
     lengths.update({f"calc.{k}": (np.shape(v) or (None,))[0] for k, v in per_atom.items()})
