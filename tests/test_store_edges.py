@@ -139,3 +139,30 @@ def test_an_empty_write_makes_an_empty_store(tmp_path: Path, suffix: str) -> Non
     assert convert(empty, out, show_progress=False) == 1
     assert convert(empty, out, indices=[], overwrite=True, show_progress=False) == 0
     assert len(ASEIO(out, readonly=True)) == 0
+
+
+@pytest.mark.parametrize(("suffix", "options"), [(".zarr", {"chunk_frames": 2}), (".zarr", {}), (".lmdb", {}),
+                                                 (".h5md", {})])  # fmt: skip
+def test_keys_first_written_past_the_first_chunk(tmp_path: Path, suffix: str, options: dict[str, Any]) -> None:
+    """Zarr wrote a column that first appears in a later append only from that row on: the chunks
+    before it were missing and every read of the column called the store damaged."""
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from asebytes_nodes.testing.frames import assert_atoms_equal
+
+    plain = [bulk("Cu", cubic=True) for _ in range(250)]
+    late = bulk("Cu", cubic=True)
+    late.new_array("q", np.arange(4.0))
+    late.info.update(label="late", value=2.5, vector=np.ones(3))
+    late.calc = SinglePointCalculator(late, energy=-1.0, forces=np.ones((4, 3)), stress=np.arange(6.0))
+    path = tmp_path / f"s{suffix}"
+    db = ASEIO(path, **options)
+    db.extend(plain)
+    db.append(late)
+    again = ASEIO(path, readonly=True)
+    assert again.backend.check() == []
+    for expected, got in zip([*plain, late], again, strict=True):
+        assert_atoms_equal(expected, got)
+    assert again["calc.energy"].to_list() == [None] * 250 + [-1.0]
+    assert again["info.label"].to_list()[-2:] == [None, "late"]

@@ -212,6 +212,9 @@ class Writes:
                 if key in widened:
                     present, data = widened[key]
                     self._append_column(spec, present, data, counts, 0, n1, 0, atoms1)
+                elif key not in meta["columns"] and n0:  # new: written from row 0, every chunk there
+                    present, data = _from_start(spec, *batches[key], n0, atoms0)
+                    self._append_column(spec, present, data, counts, 0, n1, 0, atoms1)
                 else:
                     present, data = batches.get(key, (np.zeros(len(rows), bool), None))
                     self._append_column(spec, present, data, counts, n0, n1, atoms0, atoms1)
@@ -407,6 +410,17 @@ class Writes:
             return [MISSING] * n
         values, present = self._read_values(spec, np.arange(n))
         return [v if p else MISSING for v, p in zip(values, present.tolist(), strict=True)]
+
+
+def _from_start(spec: dict[str, Any], present: np.ndarray, data: Any, n0: int, atoms0: int) -> tuple[Any, Any]:
+    """A new column's batch for rows ``n0:`` as written from row 0 (the ``n0`` rows before lack it):
+    a reader takes a missing chunk for damage, so none may stay unwritten."""
+    flags = np.concatenate([np.zeros(n0, bool), present])
+    if spec["kind"] == "object":
+        blob, sizes = data
+        return flags, (blob, np.concatenate([np.zeros(n0, np.int64), sizes]))
+    lead = atoms0 if spec["kind"] == "atom" else n0
+    return flags, np.concatenate([np.zeros((lead, *data.shape[1:]), data.dtype), data])
 
 
 def _first_free(meta: dict[str, Any]) -> int:
