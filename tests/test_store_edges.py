@@ -143,7 +143,9 @@ def test_an_empty_write_makes_an_empty_store(tmp_path: Path, suffix: str) -> Non
 
 @pytest.mark.parametrize(("suffix", "options"), [(".zarr", {"chunk_frames": 2}), (".zarr", {}), (".lmdb", {}),
                                                  (".h5md", {})])  # fmt: skip
-def test_keys_first_written_past_the_first_chunk(tmp_path: Path, suffix: str, options: dict[str, Any]) -> None:
+def test_keys_first_written_past_the_first_chunk(
+    tmp_path: Path, suffix: str, options: dict[str, Any]
+) -> None:
     """Zarr wrote a column that first appears in a later append only from that row on: the chunks
     before it were missing and every read of the column called the store damaged."""
     from ase.build import bulk

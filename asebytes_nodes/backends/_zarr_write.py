@@ -412,7 +412,9 @@ class Writes:
         return [v if p else MISSING for v, p in zip(values, present.tolist(), strict=True)]
 
 
-def _from_start(spec: dict[str, Any], present: np.ndarray, data: Any, n0: int, atoms0: int) -> tuple[Any, Any]:
+def _from_start(
+    spec: dict[str, Any], present: np.ndarray, data: Any, n0: int, atoms0: int
+) -> tuple[np.ndarray, Any]:
     """A new column's batch for rows ``n0:`` as written from row 0 (the ``n0`` rows before lack it):
     a reader takes a missing chunk for damage, so none may stay unwritten."""
     flags = np.concatenate([np.zeros(n0, bool), present])
