@@ -266,7 +266,7 @@ def builtin_frames(name: str, n: int, seed: int = 0) -> list[Any]:
 def print_bench(args: argparse.Namespace) -> None:
     """Run the benchmark the command line asked for and print a Markdown table (or JSON)."""
     if args.path:
-        frames = ASEIO(args.path, readonly=True)
+        frames = ASEIO(args.path, readonly=True, **({"split": args.split} if args.split else {}))
     else:
         frames = ASEIO("memory://")
         frames.extend(builtin_frames(args.dataset, args.frames))

@@ -40,6 +40,14 @@ def _store_flags(parser: argparse.ArgumentParser) -> None:
     """How info, show and validate open their store."""
     parser.add_argument("--backend", help="backend name, when the extension is not enough")
     parser.add_argument("--group", help="a group of the store (info lists them)")
+    _split_flag(parser)
+
+
+def _split_flag(parser: argparse.ArgumentParser, of: str = "the dataset") -> None:
+    parser.add_argument(
+        "--split", metavar="NAME",
+        help=f"split of {of} (hf://, colabfit://, optimade://); needed when it has several",
+    )  # fmt: skip
 
 
 def _add_write_flags(parser: argparse.ArgumentParser) -> None:
@@ -70,10 +78,12 @@ def _add_write_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _open(target: str, backend: str | None = None, group: str | None = None) -> Any:
+def _open(target: str, backend: str | None = None, group: str | None = None, split: str | None = None) -> Any:
+    """A store opened read-only; ``split`` is passed to its backend only when given."""
     from .io import ASEIO
 
-    return ASEIO(target, backend=backend, group=group, readonly=True)
+    options = {} if split is None else {"split": split}
+    return ASEIO(target, backend=backend, group=group, readonly=True, **options)
 
 
 # -- info ----------------------------------------------------------------------------------------
@@ -121,11 +131,13 @@ def _scan(db: Any, chunk: int = 2_000) -> dict[str, Any]:
     return {"atoms": n, "elements": sorted(elements), "pbc": pbc, "volumes": vol}
 
 
-def info(target: str, backend: str | None = None, group: str | None = None) -> dict[str, Any]:
+def info(
+    target: str, backend: str | None = None, group: str | None = None, split: str | None = None
+) -> dict[str, Any]:
     """Everything ``asebytes-nodes info`` reports, as a JSON-ready dict."""
     from ase.data import chemical_symbols
 
-    with _open(target, backend, group) as db:
+    with _open(target, backend, group, split) as db:
         scan = _scan(db)
         counts, schema, carried = scan["atoms"], db.schema, db.backend.key_counts()
         size = _size_on_disk(target, db.backend)
@@ -230,12 +242,14 @@ def _print_info(data: dict[str, Any]) -> None:
 
 
 # -- show ----------------------------------------------------------------------------------------
-def _print_frame(target: str, index: int, backend: str | None, group: str | None = None) -> None:
+def _print_frame(
+    target: str, index: int, backend: str | None, group: str | None = None, split: str | None = None
+) -> None:
     import numpy as np
 
     from .rows import atoms_to_dict
 
-    with _open(target, backend, group) as db:
+    with _open(target, backend, group, split) as db:
         n = len(db)
         atoms = db[index]
         row = atoms_to_dict(atoms)
@@ -263,7 +277,7 @@ def _convert(args: argparse.Namespace) -> None:
     _check_options(args.dst, args.to_backend or ("lmdb" if sharded else None), options)
     if args.to_backend and not sharded:
         options["backend"] = args.to_backend
-    source: Any = _open(args.src, args.from_backend, args.from_group)
+    source: Any = _open(args.src, args.from_backend, args.from_group, args.split)
     if args.from_group is None and source.backend.length_known() and not len(source):
         groups = source.list_groups(args.src, args.from_backend) if source.backend.supports_groups else []
         if groups:  # its frames are all in groups: copying the empty default store is no conversion
@@ -322,7 +336,7 @@ def _check_options(target: str, backend: str | None, options: dict[str, Any]) ->
 
 # -- validate ------------------------------------------------------------------------------------
 def _validate(args: argparse.Namespace) -> int:
-    with _open(args.path, args.backend, args.group) as db:
+    with _open(args.path, args.backend, args.group, args.split) as db:
         problems = db.backend.check()
         n = len(db)
     for problem in problems:
@@ -385,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=None, help="frames per write (default 1000+)")
     p.add_argument("--from-backend", help="backend name for SRC")
     p.add_argument("--from-group", help="the group of SRC to read (info SRC lists them)")
+    _split_flag(p, "SRC")
     p.add_argument("--to-backend", help="backend name for DST (of its shards, with the flags below)")
     p.add_argument(
         "--shards", type=_shard_size, default=None, metavar="SIZE",
@@ -430,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in dataset when no PATH is given",
     )
     p.add_argument("--frames", type=int, default=1000, help="frames to use (default 1000)")
+    _split_flag(p, "PATH")
     every = ",".join(BACKEND_OPTIONS)
     p.add_argument("--backends", default=every, help=f"comma-separated backends to measure (default {every})")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
@@ -438,13 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "info":
-        data = info(args.path, args.backend, args.group)
+        data = info(args.path, args.backend, args.group, args.split)
         if args.json:
             print(json.dumps(data, indent=2))
         else:
             _print_info(data)
     elif args.command == "show":
-        _print_frame(args.path, args.index, args.backend, args.group)
+        _print_frame(args.path, args.index, args.backend, args.group, args.split)
     elif args.command == "convert":
         _convert(args)
     elif args.command == "validate":
@@ -486,6 +502,7 @@ def _as_flags(message: str, command: str) -> str:
     backend = "--from-backend/--to-backend" if command == "convert" else "--backend"
     message = re.sub(r"\bbackend=(?:\.\.\.|'(\w+)')", lambda m: f"{backend} {m.group(1) or 'NAME'}", message)
     group = "--from-group" if command == "convert" else "--group"  # convert reads a group of SRC
+    message = re.sub(r"\bsplit=(?:\.\.\.|'([\w.-]+)')", lambda m: f"--split {m.group(1) or 'NAME'}", message)
     return re.sub(r"\bgroup=(?:\.\.\.|'([\w.-]+)')", lambda m: f"{group} {m.group(1) or 'NAME'}", message)
 
 

@@ -91,3 +91,29 @@ def test_switch_flags_take_no_value(tmp_path: Path) -> None:
     assert stages == {(): ["bytes", "crc32c"], ("--compress-all",): ["bytes", "blosc", "crc32c"]}
     refused = run("convert", tmp_path / "src.lmdb", tmp_path / "x.lmdb", "--compress-all")
     assert refused.returncode == 1 and "--compress-all" in refused.stderr
+
+
+def test_split_of_a_dataset(tmp_path: Path) -> None:
+    """``--split NAME`` picks the split of an hf:// source; a source of one split needs none."""
+    pa = pytest.importorskip("pyarrow")
+    pytest.importorskip("datasets")
+    import pyarrow.parquet as pq
+
+    one = tmp_path / "one.parquet"
+    pq.write_table(pa.table({"positions": [[[0.0, 0, 0]]], "atomic_numbers": [[1]], "energy": [1.0]}), one)
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    for split, number in (("train", 1), ("test", 8)):
+        table = pa.table({"positions": [[[0.0, 0.0, 0.0]]], "atomic_numbers": [[number]]})
+        pq.write_table(table, tmp_path / "repo" / "data" / f"{split}-00000-of-00001.parquet")
+    repo = f"colabfit://{tmp_path / 'repo'}"
+    done = run("convert", f"colabfit://{one}", tmp_path / "one.lmdb", "-q")
+    assert done.returncode == 0, done.stderr
+    assert ASEIO(str(tmp_path / "one.lmdb"))[0].get_potential_energy() == 1.0
+    refused = run("info", repo)
+    assert refused.returncode == 1 and "choose one with --split NAME, e.g. --split train" in refused.stderr
+    assert "O" in run("info", repo, "--split", "test", "--json").stdout
+    assert "formula               O" in run("show", repo, "0", "--split", "test").stdout
+    assert run("validate", repo, "--split", "train").returncode == 0
+    done = run("convert", repo, tmp_path / "test.lmdb", "--split", "test", "-q")
+    assert done.returncode == 0 and ASEIO(str(tmp_path / "test.lmdb"))[0].get_chemical_symbols() == ["O"]
+    assert "has no split 'valid'" in run("validate", repo, "--split", "valid").stderr

@@ -21,10 +21,11 @@ Sources
   ``datasets.load_dataset(rest, name=..., revision=...)``. ``datasets`` >= 4 runs no
   dataset scripts; with datasets 3 this backend passes ``trust_remote_code=False``.
 
-A ``datasets.Dataset`` or ``IterableDataset`` (or a ``DatasetDict`` with ``split=``) may be
-passed instead of a URI. ``split=`` (a split name) is required whenever the source holds
-splits; the error lists them. ``streaming`` defaults to True for Hub sources and False for
-local ones; ``streaming=False`` downloads.
+A ``datasets.Dataset`` or ``IterableDataset`` (or a ``DatasetDict``) may be passed instead of
+a URI. ``split=`` (a split name) picks the split of a source that holds splits; it may be left
+out when there is only one (a ``.parquet`` or ``.arrow`` file is one split, ``train``), and is
+required, the error listing them, when there are several. ``streaming`` defaults to True for
+Hub sources and False for local ones; ``streaming=False`` downloads.
 
 Mapping: ``mapping=`` (a ``ColumnMapping`` or its dict), else by scheme (``colabfit://``
 -> :data:`COLABFIT`, ``optimade://`` -> :data:`OPTIMADE`), else recognised from the
@@ -97,23 +98,27 @@ def _datasets() -> Any:
     return datasets
 
 
-def _pick_split(data: Any, split: str | None, where: str) -> Any:
+def _pick_split(data: Any, split: str | None, where: str) -> tuple[Any, str | None]:
+    """The split ``split`` of a dataset with splits, and its name; without ``split=``, the only
+    split of a dataset that has one (a parquet file is one split, ``train``)."""
     datasets = _datasets()
     if not isinstance(data, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        return data
+        return data, split
     names = ", ".join(repr(s) for s in data)
+    if split is None and len(data) == 1:
+        split = next(iter(data))
     if split is None:
         raise UnknownKeyError(
             f"{where} holds the splits {names}; choose one with split=..., e.g. split={next(iter(data))!r}"
         )
     if split not in data:
         raise UnknownKeyError(f"{where} has no split {split!r}; its splits are {names}")
-    return data[split]
+    return data[split], split
 
 
 def _load(uri: str, split: str | None, name: str | None, streaming: bool | None,
-          revision: str | None, cache_dir: str | None) -> Any:
-    """The dataset behind a URI (module docstring, "Sources")."""
+          revision: str | None, cache_dir: str | None) -> tuple[Any, str | None]:
+    """The dataset behind a URI (module docstring, "Sources") and the name of its split."""
     datasets = _datasets()
     rest = uri.split("://", 1)[1]
     local = Path(rest).expanduser()
@@ -151,7 +156,7 @@ def _load_split(path: str, split: str | None, uri: str, **kwargs: Any) -> Any:
     except ValueError as exc:
         if split is None or "Unknown split" not in str(exc):
             raise
-        return _pick_split(datasets.load_dataset(path, **kwargs), split, uri)  # raises, listing them
+        return _pick_split(datasets.load_dataset(path, **kwargs), split, uri)[0]  # raises, listing them
 
 
 def hub_repository(uri: str) -> str:
@@ -299,13 +304,14 @@ class HFBackend(ReadableBackend):
                     f"{self._uri!r}: the hf backend opens hf://, colabfit:// or optimade:// URIs or "
                     "datasets objects"
                 )
-            data = _load(self._uri, split, name, streaming, revision, self._options["cache_dir"])
+            data, split = _load(self._uri, split, name, streaming, revision, self._options["cache_dir"])
             scheme = self._uri.split("://", 1)[0].lower()
         else:
             if streaming is not None or revision is not None or name is not None:
                 raise TypeError("streaming=, name= and revision= apply to URIs, not to datasets objects")
             self._uri, scheme = None, "hf"
-            data = _pick_split(target, split, type(target).__name__)
+            data, split = _pick_split(target, split, type(target).__name__)
+        self._options["split"] = split  # the only split, when split= was not given
         self._data = data
         datasets = _datasets()
         self._stream = None if isinstance(data, datasets.Dataset) else _Stream(data, batch_size)

@@ -124,6 +124,20 @@ def test_splits_are_required_and_listed(ten: tuple[list[Atoms], Path], tmp_path:
         ASEIO(f"hf://{tmp_path / 'frames.csv'}", split="train")
 
 
+def test_the_only_split_is_the_default(ten: tuple[list[Atoms], Path], tmp_path: Path) -> None:
+    """A parquet file is one split, ``train``: read as with ``split="train"``, caches included."""
+    frames, path = ten
+    db = ASEIO(f"hf://{path}", cache_dir=tmp_path / "cache")
+    assert_atoms_equal(frames[3], db[3])
+    named = ASEIO(f"hf://{path}", split="train", cache_dir=tmp_path / "cache")
+    assert db.backend.cache_record() == named.backend.cache_record() and "split='train'" in repr(db.backend)
+    only = datasets.load_dataset("parquet", data_files=str(path), cache_dir=str(tmp_path / "cache"))
+    assert_atoms_equal(frames[5], ASEIO(only)[5])  # a DatasetDict of one split
+    cached = ASEIO(f"hf://{path}", cache_dir=tmp_path / "cache", cache_to=tmp_path / "c.lmdb")
+    assert_atoms_equal(frames[1], cached[1])
+    assert_atoms_equal(frames[2], ASEIO(f"hf://{path}", split="train", cache_to=tmp_path / "c.lmdb")[2])
+
+
 def test_in_memory_datasets(ten: tuple[list[Atoms], Path], tmp_path: Path) -> None:
     frames, path = ten
     data = datasets.load_dataset("parquet", data_files=str(path), split="train",
