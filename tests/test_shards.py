@@ -99,6 +99,24 @@ def test_extend_tops_up_the_last_shard(tmp_path: Path) -> None:
     assert np.allclose(again["calc.energy"].to_numpy(), [f.get_potential_energy() for f in frames])
 
 
+@pytest.mark.parametrize("shard_backend", ["lmdb", "zarr", "h5md"])
+def test_a_reader_keeps_its_snapshot_while_another_handle_appends(tmp_path: Path, shard_backend: str) -> None:
+    """A handle opened before an append said the old last shard was missing and told the user to
+    restore it: the append had replaced it with a topped-up file holding the same rows first."""
+    frames = make_frames("periodic_variable_n") * 4
+    ASEIO(tmp_path / "ds", backend="shards", shard_backend=shard_backend, shard_frames=8).extend(frames[:10])
+    reader = ASEIO(tmp_path / "ds", readonly=True)
+    assert_atoms_equal(frames[0], reader[0])
+    for stop in (13, 20):  # twice: the file the reader knows and its first successor are both gone
+        ASEIO(tmp_path / "ds").extend(frames[len(reader) if stop == 13 else 13 : stop])
+        assert len(reader) == 10
+        assert reader.backend.natoms.tolist() == [len(f) for f in frames[:10]]
+        for expected, got in zip(frames[:10], reader, strict=True):
+            assert_atoms_equal(expected, got)
+        assert reader["calc.energy"].to_list() == [f.get_potential_energy() for f in frames[:10]]
+    assert len(ASEIO(tmp_path / "ds", readonly=True)) == 20
+
+
 def test_append_writes_only_the_new_atom_counts(tmp_path: Path) -> None:
     frames = make_frames("periodic_variable_n") * 3
     db = ASEIO(tmp_path / "ds", backend="shards", shard_frames=4)

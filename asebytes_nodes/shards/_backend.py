@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
@@ -159,8 +159,22 @@ class ShardedBackend(ConcatBackend, WritableBackend):
         self._natoms: np.ndarray | None = None
 
     # -- reading -----------------------------------------------------------------------------
-    def _open_shard(self, p: int) -> ReadableBackend:
+    def _entry(self, p: int) -> ShardEntry:
+        """Shard ``p``'s entry; if its file is gone, the one that replaced it since this handle read
+        the manifest (an append tops up the last shard as a new file starting with the same rows),
+        so a reader keeps its snapshot while another handle appends."""
         entry = self._manifest.shards[p]
+        if (self._folder / entry.file).exists():
+            return entry
+        try:
+            current = Manifest.load(self._folder).shards
+        except (OSError, StoreCorruptedError):
+            return entry
+        same_start = sum(s.rows for s in current[:p]) == int(self._starts[p])
+        return current[p] if p < len(current) and same_start and current[p].rows >= entry.rows else entry
+
+    def _open_shard(self, p: int) -> ReadableBackend:
+        entry = self._entry(p)
         path = self._folder / entry.file
         rows = f"rows {int(self._starts[p])}-{int(self._starts[p + 1]) - 1}"
         if not path.exists():
@@ -194,6 +208,46 @@ class ShardedBackend(ConcatBackend, WritableBackend):
             )
         return shard
 
+    def _reopened(self, read: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``read(*args, **kwargs)``; if it fails on a shard an append has since replaced (its file
+        gone), once more with those shards reopened from the files that replaced them."""
+        try:
+            return read(*args, **kwargs)
+        except (StoreNotFoundError, StoreCorruptedError):
+            gone = [
+                p
+                for p, handle in enumerate(self._handles)
+                if handle is not None and not (self._folder / self._manifest.shards[p].file).exists()
+            ]
+            if not gone:
+                raise
+        for p in gone:
+            self._recent.pop(p, None)
+            self._handles[p].close()  # type: ignore[union-attr]
+            self._handles[p] = None
+        return read(*args, **kwargs)
+
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        return self._reopened(super().read_rows, indices, keys)
+
+    def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
+        return self._reopened(super().read_column, key, indices)
+
+    def read_batch(
+        self,
+        indices: np.ndarray,
+        keys: Sequence[str] | None = None,
+        *,
+        fill: Mapping[str, Any] | None = None,
+        atoms: np.ndarray | slice | None = None,
+    ) -> dict[str, Any]:
+        return self._reopened(super().read_batch, indices, keys, fill=fill, atoms=atoms)
+
+    def columns(self, index: int = 0) -> list[str]:
+        return self._reopened(super().columns, index)
+
     def _counts(self, p: int) -> dict[str, int]:
         return self._manifest.shards[p].keys
 
@@ -204,7 +258,11 @@ class ShardedBackend(ConcatBackend, WritableBackend):
     def natoms(self) -> np.ndarray:
         """Atom count of every frame (uint32), from the manifest's array: no shard is opened."""
         if self._natoms is None:
-            self._natoms = self._manifest.load_natoms(self._folder)
+            parts = [
+                self._entry(p).load_natoms(self._folder)[: entry.rows]
+                for p, entry in enumerate(self._manifest.shards)
+            ]
+            self._natoms = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
         return self._natoms
 
     @property

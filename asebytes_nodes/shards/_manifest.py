@@ -185,11 +185,6 @@ class Manifest:
         """Replace the manifest atomically (the shards and natoms file must be on disk already)."""
         write_atomic(folder / MANIFEST, json.dumps(self.to_json(), indent=1).encode())
 
-    def load_natoms(self, folder: Path) -> np.ndarray:
-        """Atom count of every frame (uint32), from the shards' atom-count files."""
-        parts = [entry.load_natoms(folder) for entry in self.shards]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
-
 
 def shard_name(index: int, rows: int, extension: str) -> str:
     """File name of shard ``index`` holding ``rows`` rows (a refilled shard gets a new name)."""
