@@ -79,6 +79,7 @@ import numpy as np
 from ..codec import decode_row, decode_value, encode_row, encode_value
 from ..errors import (
     MissingExtraError,
+    RowIndexError,
     StoreCorruptedError,
 )
 from ..indexing import normalize_index
@@ -426,6 +427,7 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
         key = _row_key(i)
         raw = txn.get(key)
         if raw is None:
+            self._within(txn, [i])
             raise StoreCorruptedError(f"{self._path}: row {i} is missing from the file")
         body = self._seal.unwrap(key, raw)
         if body is None:
@@ -457,7 +459,11 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
     ) -> list[dict[str, Any]]:
         rows, decode, trailer = np.asarray(indices).tolist(), self._decode, self._seal.trailer
         with self._txn() as txn:
-            values = fetch_rows(txn, self._seal, rows, self._damaged)
+            try:
+                values = fetch_rows(txn, self._seal, rows, self._damaged)
+            except StoreCorruptedError:
+                self._within(txn, rows)
+                raise
             if trailer:
                 values = [value[: len(value) - trailer] for value in values]
             return [decode(i, value, keys) for i, value in zip(rows, values, strict=True)]
@@ -474,9 +480,13 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
         :mod:`._lmdb_batch`); batches it cannot serve are assembled from decoded rows."""
         indices = np.asarray(indices, dtype=np.int64)
         with self._txn() as txn:
-            batch = read_batch(
-                txn, self._seal, indices, keys, atoms, self._damaged, self._decode, self._cache_bytes
-            )
+            try:
+                batch = read_batch(
+                    txn, self._seal, indices, keys, atoms, self._damaged, self._decode, self._cache_bytes
+                )
+            except StoreCorruptedError:
+                self._within(txn, indices)
+                raise
         return super().read_batch(indices, keys, fill=fill, atoms=atoms) if batch is None else batch
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any]:
@@ -489,8 +499,19 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
                 return [self._get(txn, i, keys).get(key, MISSING) for i in rows]
 
             if code is not None:
-                return read_scalar_column(get, key, code, np.asarray(indices, dtype=np.int64), from_rows)
+                rows = np.asarray(indices, dtype=np.int64)
+                return read_scalar_column(get, key, code, rows, from_rows, lambda r: self._within(txn, r))
             return from_rows(np.asarray(indices).tolist())
+
+    def _within(self, txn: Any, rows: Sequence[int] | np.ndarray) -> None:
+        """Refuse rows past the end of the store (a view made before rows were deleted) with a
+        :class:`RowIndexError`, rather than reading them as missing values or damage."""
+        n, last = self._length(txn), int(np.max(rows, initial=-1))
+        if last >= n:
+            raise RowIndexError(
+                f"{self._path}: row {last} is out of range for {n} rows (were rows deleted after "
+                "this view was made?)"
+            )
 
     def read_column_array(self, key: str, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:
         """``np.asarray(read_column(key, indices))`` straight from a scalar column's blocks (no

@@ -103,14 +103,22 @@ def _gather(
 
 
 def read_scalar_column(
-    get: Get, key: str, code: str, rows: np.ndarray, from_rows: Callable[[list[int]], list[Any]]
+    get: Get,
+    key: str,
+    code: str,
+    rows: np.ndarray,
+    from_rows: Callable[[list[int]], list[Any]],
+    within: Callable[[np.ndarray], None],
 ) -> list[Any]:
     """One scalar column from its blocks: one LMDB read per block, no row decoding.
 
     Rows whose block is absent (never written, or hidden by a damaged page) are read
-    through ``from_rows(row numbers)``: the rows are the source of truth.
+    through ``from_rows(row numbers)``: the rows are the source of truth. ``within(rows)``
+    refuses rows past the store's end, which blocks show as lacking the key.
     """
     picked, present, absent, found = _gather(get, key, code, rows)
+    if not present.all():
+        within(rows[~present])
     out: list[Any] = picked.tolist() if code in ("f", "i", "b") else list(picked)
     for j in np.flatnonzero(~present).tolist():
         out[j] = MISSING

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import RowIndexError
 from ..registry import builtin
 from ._base import WritableBackend
 from ._columns import copy_row
@@ -49,10 +50,22 @@ class MemoryBackend(WritableBackend):
     def read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
+        picked = self._picked(indices)
         if keys is None:
-            return [copy_row(self._rows[int(i)]) for i in indices]
-        picked = [self._rows[int(i)] for i in indices]
+            return [copy_row(row) for row in picked]
         return [copy_row({k: row[k] for k in keys if k in row}) for row in picked]
+
+    def _picked(self, indices: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        """The stored rows ``indices``; a row past the end (a view made before rows were deleted)
+        is a :class:`RowIndexError` naming it."""
+        rows = np.asarray(indices, dtype=np.int64).tolist()
+        try:
+            return [self._rows[i] for i in rows]
+        except IndexError:
+            last, n = max(rows), len(self._rows)
+            raise RowIndexError(
+                f"row {last} is out of range for {n} rows (were rows deleted after this view was made?)"
+            ) from None
 
     def read_batch(
         self, indices: np.ndarray, keys: Sequence[str] | None = None, *,
@@ -61,7 +74,7 @@ class MemoryBackend(WritableBackend):
         """Assembled straight from the stored rows (no per-row copy: the assembly copies)."""
         from ..batch import assemble
 
-        rows = [self._rows[i] for i in np.asarray(indices).tolist()]
+        rows = self._picked(indices)
         idx = np.asarray(indices)
         return assemble(rows, idx, keys, fill=fill or {}, atoms=atoms, shared=True, backend=self)
 

@@ -44,6 +44,7 @@ from ..errors import (
     MissingValueError,
     RaggedColumnError,
     ReadOnlyError,
+    RowIndexError,
     SerializationError,
     UnknownKeyError,
     UnsupportedOperationError,
@@ -511,8 +512,12 @@ class WritableContract(ReadableContract):
             with pytest.raises(UnsupportedOperationError, match="delete"):
                 del db[0]
             return
+        stale = (db[3:], db["calc.energy"][3:], db[["calc.energy", "arrays.positions"]][3:])
         del db[1]
         del db[[0, -1]]
+        for view in stale:  # made before the rows were deleted: past the end now, never None
+            with pytest.raises(RowIndexError, match="out of range"):
+                view.to_list()
         expected = [frames[2], frames[3]]
         again = ASEIO(store.open(readonly=True))
         assert len(again) == 2

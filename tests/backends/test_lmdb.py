@@ -146,7 +146,7 @@ def test_a_scalar_column_without_a_block_is_read_from_its_rows() -> None:
     expected = [MISSING if not f else float(v) for v, f in zip(values, flags, strict=True)]
     for rows in (np.arange(3 * BLOCK), np.arange(BLOCK - 2, BLOCK + 3), np.array([2 * BLOCK, BLOCK + 1, 3])):
         asked.clear()
-        got = read_scalar_column(blocks.get, "e", "f", rows, from_rows)
+        got = read_scalar_column(blocks.get, "e", "f", rows, from_rows, lambda rows: None)
         assert got == [expected[i] for i in rows.tolist()]
         assert asked == [[i for i in rows.tolist() if BLOCK <= i < 2 * BLOCK]]
     last = scalar_array(blocks.get, "e", "f", np.arange(2 * BLOCK, 3 * BLOCK))
