@@ -295,6 +295,7 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
         scheme = text.split("://", 1)[0].lower()
         for entry in _TABLE.values():
             if scheme in entry.schemes:
+                _refuse_foreign_extension(text, scheme, entry)
                 return entry
         raise BackendNotFoundError(
             f"no backend for the URI scheme {scheme + '://'!r} in {text!r}; registered: {_describe()}"
@@ -332,6 +333,22 @@ def _match(target: str | os.PathLike[str], backend: str | None, *, fallback: boo
         + (f" (did you mean {close[0]!r}?)" if close else "")
         + f"; use a registered extension or URI scheme, or pass backend=... Registered: {_describe()}"
     )
+
+
+def _refuse_foreign_extension(text: str, scheme: str, entry: BackendEntry) -> None:
+    """A URI of a file format's scheme (``s3://``: Zarr) whose name ends in another backend's
+    extension (``s3://bucket/x.lmdb``) names a file that backend reads only from a local path:
+    refused, rather than opened (or made) as a store of the scheme's backend."""
+    suffix = _suffix(text)
+    if not entry.extensions or not suffix or suffix in entry.extensions:
+        return
+    owners = [e.name for e in _TABLE.values() if suffix in e.extensions]
+    if owners:
+        raise BackendNotFoundError(
+            f"{text!r}: {suffix} files belong to the {' or '.join(owners)} backend, which reads local "
+            f"paths only; on {scheme}:// the {entry.name} backend keeps stores (name one "
+            f"{entry.extensions[0]}), or copy the file to a local path first"
+        )
 
 
 def _suffix(text: str) -> str:
@@ -425,6 +442,14 @@ def _open_path(
 ) -> ReadableBackend:
     with _opening():
         entry = resolve_backend(target, backend)
+        text = os.fspath(target)
+        scheme = text.split("://", 1)[0].lower() if "://" in text else None
+        if scheme is not None and scheme not in entry.schemes:  # backend= named one for local paths
+            owners = [e.name for e in _TABLE.values() if scheme in e.schemes] or ["no registered"]
+            raise BackendNotFoundError(
+                f"{text!r}: the {entry.name} backend opens local paths, not {scheme}:// URIs "
+                f"({' or '.join(owners)} backend opens those)"
+            )
         cls = entry.load()
         _check_group(cls, os.fspath(target), options)
         return _construct(entry, cls, os.fspath(target), readonly, options)

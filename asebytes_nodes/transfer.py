@@ -99,10 +99,15 @@ def convert(
     if chunk_size is not None and (not whole or chunk_size < 1):
         raise InvalidDataError(f"chunk_size must be a whole number of frames, 1 or more, got {chunk_size!r}")
     if shard_frames or shard_bytes or workers > 1 or scheduler is not None:
-        if indices is not None or chunk_size is not None or "://" in os.fspath(destination):
+        if "://" in os.fspath(destination):
             raise InvalidDataError(
-                "a sharded conversion writes every frame of the source into a local folder: "
-                "drop indices=/chunk_size=, or select the frames into a store first"
+                f"{os.fspath(destination)}: a sharded conversion writes a local folder of shards, not "
+                "a URI; convert into a local folder (then copy it), or drop the shard options"
+            )
+        if indices is not None or chunk_size is not None:
+            raise InvalidDataError(
+                "a sharded conversion writes every frame of the source: drop indices=/chunk_size=, "
+                "or select the frames into a store first"
             )
         from .shards import convert_sharded
 
@@ -119,7 +124,10 @@ def convert(
     if "://" in dest:
         dst = ASEIO(dest, **options)
         if len(dst):
-            raise InvalidDataError(f"{dest}: the destination already holds {len(dst)} frames")
+            raise DestinationExistsError(
+                f"{dest}: the destination already holds {len(dst)} frames; a URI is never replaced "
+                "(overwrite= applies to local paths): delete it with the object store's tools first"
+            )
         return copy_frames(src, dst, indices=indices, chunk_size=chunk_size, show_progress=show_progress)
     final = Path(dest).expanduser()
     check_destination(final, source, overwrite=overwrite, backend=options.get("backend"))

@@ -167,7 +167,7 @@ try:
     from ._zarr_batch import BatchReads
     from ._zarr_chunks import ChunkCache, LazyGroup
     from ._zarr_read import CheckedReads
-    from ._zarr_remote import create_group
+    from ._zarr_remote import create_group, group_at
     from ._zarr_rewrite import CopyOnWrite
     from ._zarr_rows import RowReads
     from ._zarr_shards import chunk_codec  # numcodecs, crc32c: zarr's
@@ -300,9 +300,11 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, RowReads, ArrayAccess, Checke
             raise self._not_found("opened read-only")
         fresh = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "length": 0, "atoms": 0, "columns": {}}
         fresh = seal({**fresh, "generation": 0, "n_atoms": "n_atoms", "next_id": 0, "retired": []})
-        if not self._remote and not create and not Path(self._target).exists():
-            self._group, self._meta = None, fresh  # empty; a typo'd path must not leave a store behind
-            return
+        if not create and not self.readonly:  # a typo'd path must not leave a store behind
+            missing = not group_at(self._target, self._storage_options) if self._remote else None
+            if missing or (not self._remote and not Path(self._target).exists()):
+                self._group, self._meta = None, fresh  # empty until the first write makes it
+                return
         if self._group_name is not None and not self.readonly:
             self._make_parents()
         found = None if self._remote else parse_record(self._record_document())
@@ -317,7 +319,11 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, RowReads, ArrayAccess, Checke
                 create_group(self._target, self._storage_options, {RECORD_ATTR: fresh})
             self._group = zarr.open_group(self._target, mode="r" if self.readonly else "a", **kwargs)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            if self._remote:
+                group_at(self._target, self._storage_options)  # an object at the key: say so
             raise self._not_found(str(exc)) from exc
+        except PermissionError as exc:  # an object store refused the credentials
+            raise PermissionError(f"{self._target}: {exc}") from exc
         except (ValueError, zarr.errors.ContainsArrayError, zarr.errors.MetadataValidationError) as exc:
             raise StoreCorruptedError(f"{self._target}: cannot open as a Zarr group ({exc})") from exc
         meta: Any = self._group.attrs.asdict().get(RECORD_ATTR)

@@ -27,7 +27,9 @@ from typing import Any
 from zarr.api import asynchronous as zarr_async
 from zarr.core.sync import sync as zarr_sync
 
-__all__ = ["conditional", "create_group", "fork_array", "publish", "record_version"]
+from ..errors import InvalidDataError
+
+__all__ = ["conditional", "create_group", "fork_array", "group_at", "publish", "record_version"]
 
 _COPIES_AT_ONCE = 32
 
@@ -71,6 +73,22 @@ def publish(store: Any, document: dict[str, Any], etag: str | None) -> bool:
             return False
         raise
     return True
+
+
+def group_at(target: str, storage_options: dict[str, Any] | None) -> bool:
+    """Is there a Zarr group at ``target``? An object stored at that very key (a file uploaded
+    there, ``s3://bucket/data.extxyz``) is refused: a store made over it would hide it."""
+    from zarr.storage import FsspecStore
+
+    store = FsspecStore.from_url(target, storage_options=storage_options, read_only=True)
+    if zarr_sync(store.fs._exists(_path(store, "zarr.json"))):
+        return True
+    if store.path and zarr_sync(store.fs._isfile(store.path)):
+        raise InvalidDataError(
+            f"{target}: an object (a file, not a Zarr store) is stored at this key; read it with a "
+            "tool for its format after copying it to a local path, or choose another key for the store"
+        )
+    return False
 
 
 def create_group(target: str, storage_options: dict[str, Any] | None, attributes: dict[str, Any]) -> None:

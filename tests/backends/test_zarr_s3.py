@@ -249,6 +249,46 @@ def test_readonly_on_a_missing_remote_store(s3: S3, where: str) -> None:
         assert bucket_listing(prefix, options) == []  # a failed read-only open writes nothing
 
 
+
+def test_a_writable_open_makes_nothing_until_the_first_write(s3: S3) -> None:
+    """A read-write open of a mistyped name wrote its zarr.json into the bucket at once."""
+    prefix, options = s3
+    db = ASEIO(f"{prefix}/typo.zarr", storage_options=options)
+    assert len(db) == 0 and bucket_listing(prefix, options) == []
+    db.extend(make_frames("ethanol"))
+    assert_same_frames(make_frames("ethanol"), ASEIO(f"{prefix}/typo.zarr", storage_options=options))
+
+
+def test_files_of_other_formats_on_s3_are_refused(s3: S3, tmp_path: Any) -> None:
+    """An extxyz object on S3 opened as an empty Zarr store (and one was made over it); .lmdb and
+    .h5 names became Zarr stores; backend="lmdb" on a URL called the store corrupted."""
+    import fsspec
+
+    from asebytes_nodes import BackendNotFoundError, DestinationExistsError, InvalidDataError, convert
+
+    prefix, options = s3
+    fs = fsspec.filesystem("s3", **options)
+    fs.pipe(f"{prefix[5:]}/data.extxyz", b"1\n\nH 0 0 0\n")
+    fs.pipe(f"{prefix[5:]}/blob", b"not a store")
+    for name, match in [("data.extxyz", "belong to the ase backend"), ("x.lmdb", "lmdb backend"),
+                        ("x.h5", "h5md or mdtraj backend")]:  # fmt: skip
+        with pytest.raises(BackendNotFoundError, match=match):
+            ASEIO(f"{prefix}/{name}", storage_options=options)
+    for readonly in (False, True):
+        with pytest.raises(InvalidDataError, match="an object .* is stored at this key"):
+            ASEIO(f"{prefix}/blob", storage_options=options, readonly=readonly)
+    with pytest.raises(BackendNotFoundError, match="the lmdb backend opens local paths, not s3://"):
+        ASEIO(f"{prefix}/y.lmdb", backend="lmdb")
+    assert sorted(bucket_listing(prefix, options)) == ["blob", "data.extxyz"]
+    source = tmp_path / "src.lmdb"
+    ASEIO(source).extend(make_frames("ethanol"))
+    url = f"{prefix}/c.zarr"
+    convert(source, url, destination_options={"storage_options": options}, show_progress=False)
+    with pytest.raises(DestinationExistsError, match="a URI is never replaced"):
+        convert(source, url, overwrite=True, destination_options={"storage_options": options})
+    with pytest.raises(InvalidDataError, match="writes a local folder of shards, not a URI"):
+        convert(source, f"{prefix}/sharded", shard_frames=2)
+
 # -- groups ------------------------------------------------------------------------------------
 def test_groups_on_s3_are_isolated(s3: S3) -> None:
     prefix, options = s3
