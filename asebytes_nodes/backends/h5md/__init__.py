@@ -65,7 +65,11 @@ which would otherwise rebuild momenta from it without its unit; znh5md takes the
 
 Writes: append (``extend``) and replace in place (``set_rows``, ``update_rows``, ``drop_keys``); no
 insert or delete, which would move every dataset. Every value is checked and encoded before the
-file is opened for writing; the table (with ``length``) is written last. Every write is all or
+file is opened for writing; the table (with ``length``) is written last. A value that does not fit
+its column's type (an EMT energy, ``np.float64``, after energies read from ``.traj``, Python
+floats) rewrites the column within the write, stored rows and new, as one ``extend`` of them all
+would have stored it (encoded when the types mix); its old element is removed, so other programs
+never read part of a column. Every write is all or
 nothing, also under kill -9 and a full disk: it goes through the undo journal of
 :mod:`.._hdf5_journal` (``<file>-journal`` while it runs; an interrupted write is rolled back by
 the next open), writers (of any group) are serialised across processes by ``<file>.lock``

@@ -421,7 +421,7 @@ class H5MDBackend(WritableBackend):
             frames, where = sorted_unique(idx)
             values = self._column(col, frames, self._sizes(frames) if col.kind == "atom" else None)
             if col.kind == "frame" and not any(v is MISSING for v in values):
-                stacked = np.stack(values)  # one array, fresh memory
+                stacked = np.stack(values, dtype=values[0].dtype)  # fresh memory, byte order kept
                 return stacked if where is None else stacked[where]
             return expand_values(values, where)  # repeated rows never share arrays
 
@@ -580,6 +580,7 @@ class H5MDBackend(WritableBackend):
                 counts,
                 full,
                 drop,
+                self.read_column,
             )
             velocity = None
             derived = full or not batch.columns.keys().isdisjoint(VELOCITY_SOURCES)

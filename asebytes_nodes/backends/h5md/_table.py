@@ -1,20 +1,22 @@
 """The column table of our H5MD stores: where a new key goes, how it is typed (the shared column
 model of :mod:`.._columns`, with what HDF5 keeps typed), and the checked, padded arrays a write
-puts in its datasets. A column holds one type exactly: values that do not fit are refused, never
-converted."""
+puts in its datasets. A column holds one type exactly, never converting a value: a write whose
+values do not fit a column retypes it (:func:`_retyped`), every stored row and the new ones, to the
+column one ``extend`` of all those values would have made (an encoded one when the types mix), so
+the store ends the same however the writes were split."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
 import numpy as np
 
 from ...codec import encode_value
-from ...errors import SerializationError
+from ...errors import ColumnTypeError, SerializationError
 from .._columns import Column, Typed, check, infer, type_code_dtype
 from .._keys import MISSING
 from ._plan import FORMAT_NAME, FORMAT_VERSION, PRIVATE
@@ -54,6 +56,7 @@ class Batch:
     counted: bool  # the write sets the atom counts of its rows (whole frames)
     columns: dict[str, tuple[np.ndarray, np.ndarray, Any]]  # key -> (rows, present, data)
     new: set[str]  # keys (and "velocity") whose datasets this write creates
+    replaced: list[str] = field(default_factory=list)  # retyped columns' old elements, set aside
 
 
 def encode_batch(
@@ -66,12 +69,15 @@ def encode_batch(
     counts: np.ndarray | None,
     full: bool,
     drop: Sequence[str],
+    stored: Callable[[str, np.ndarray], Sequence[Any] | np.ndarray],
 ) -> Batch:
     """Check and encode ``rows`` for the sorted unique rows ``where`` of a store with column
     ``table`` (None: a new store) and atom counts ``stored_counts``.
 
     ``full``: each row replaces a whole frame (keys it lacks are cleared); else only the given
-    keys change. ``drop`` clears keys. New keys get a column inferred from their values.
+    keys change. ``drop`` clears keys. New keys get a column inferred from their values; a column
+    whose values do not fit is retyped from all its values (``stored(key, rows)`` reads the
+    committed ones, MISSING where a row lacks the key).
     """
     table = copy.deepcopy(table) if table is not None else new_table(timestep)
     n0 = table["length"]
@@ -86,6 +92,7 @@ def encode_batch(
     columns = table["columns"]
     batches: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
     new: set[str] = set() if table["velocity"] else {"velocity"}
+    replaced: list[str] = []
     keys = dict.fromkeys([*(columns if full else ()), *(rows[0] if rows else ())])
     if not set().union(*rows) <= keys.keys():  # later rows bring keys of their own: keep their order
         keys.update(dict.fromkeys(k for row in rows for k in row))
@@ -99,13 +106,51 @@ def encode_batch(
         if spec is None:
             spec = columns[key] = new_spec(key, values, present, all_counts[at], table, group)
             new.add(key)
-        data = encode(key, spec, values, present, all_counts[at], table, key in new, labels(at, n0))
+        try:
+            data = encode(key, spec, values, present, all_counts[at], table, key in new, labels(at, n0))
+        except ColumnTypeError:  # a value of another type: the column is made anew from all its values
+            at, values, present = _retyped(stored(key, np.arange(n0)), at, values, n1)
+            replaced += _element(spec, group)
+            spec = columns[key] = new_spec(key, values, present, all_counts, table, group)
+            new.add(key)
+            data = encode(key, spec, values, present, all_counts, table, True, labels(at, n0))
         batches[key] = (at, present, data)
     for key in drop:
         absent = np.zeros(len(where), bool)
         data = encode(key, columns[key], [MISSING] * len(where), absent, all_counts[where], table, True)
         batches[key] = (where, absent, data)
-    return Batch(table, n0, all_counts, counts is not None, batches, new)
+    return Batch(table, n0, all_counts, counts is not None, batches, new, _emptied(replaced, table, group))
+
+
+def _retyped(
+    stored: Sequence[Any] | np.ndarray, at: np.ndarray, values: list[Any], n1: int
+) -> tuple[np.ndarray, list[Any], np.ndarray]:
+    """Rows, values and presence of every frame of a column after the write: the ``stored``
+    values of the committed frames with ``values`` written over them at rows ``at``."""
+    merged = [*stored, *[MISSING] * (n1 - len(stored))]
+    for i, value in zip(at.tolist(), values, strict=True):
+        merged[i] = value
+    present = np.fromiter((v is not MISSING for v in merged), bool, n1)
+    return np.arange(n1), merged, present
+
+
+def _emptied(paths: list[str], table: dict[str, Any], group: str) -> list[str]:
+    """The ``paths`` retyped columns leave, with ``observables/<group>`` for its elements once no
+    column is left there (one extend of the same frames would not have made the group)."""
+    root = f"observables/{group}/"
+    if any(p.startswith(root) for p in paths) and not any(
+        spec["path"].startswith(root) for spec in table["columns"].values()
+    ):
+        return [p for p in paths if not p.startswith(root)] + [root[:-1]]
+    return paths
+
+
+def _element(spec: dict[str, Any], group: str) -> list[str]:
+    """What a retyped column leaves behind: its element (a typed column's value dataset with its
+    step, time and attributes: another program must not read stale rows there) and its presence
+    flags."""
+    found = [spec["path"].rpartition("/")[0]]
+    return found + [f"{PRIVATE}/{group}/present/{spec['id']}"] if spec.get("flags") else found
 
 
 def new_table(timestep: float) -> dict[str, Any]:
@@ -158,7 +203,7 @@ def new_spec(
         return spec
     place = _PLACES.get(key)
     root, name = place or ("particles" if kind == "atom" else "observables", key.partition(".")[2] or key)
-    taken = {other["path"] for other in table["columns"].values()}
+    taken = {col["path"] for other, col in table["columns"].items() if other != key}  # key: retyped
     path = f"{root}/{group}/{name}/value"
     odd = name in (".", "..") or "/" in name or "\0" in name  # not an HDF5 link name as it is
     if place is None and ((root, name) in _RESERVED or odd or path in taken):

@@ -46,6 +46,8 @@ def write(
         if not len(where):  # an empty first write: the file and its /h5md group; the particle
             return  # group comes with the first frame (its box takes that frame's pbc)
         writer.layout(pbc)
+        for path in batch.replaced:  # retyped columns: their old elements go with the write
+            edits.set_aside(path)
         writer.clock(where if batch.counted else where[:0], batch.counts)
         for key, spec in table["columns"].items():
             at, present, data = batch.columns.get(key, (where[:0], np.zeros(0, bool), None))
