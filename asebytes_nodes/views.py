@@ -315,8 +315,11 @@ class ColumnView(_View):
 
 def _join(parts: list[Any]) -> Any:
     """Chunks of one column as one list, or one array when every chunk is an array."""
+    if len(parts) == 1 and isinstance(parts[0], np.ndarray):
+        return parts[0]
     if parts and all(isinstance(p, np.ndarray) for p in parts):
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        one = {p.dtype for p in parts}  # one dtype: kept as it is (numpy makes a big-endian one native)
+        return np.concatenate(parts, dtype=one.pop() if len(one) == 1 else None)
     return list(chain.from_iterable(parts))
 
 

@@ -236,3 +236,14 @@ def test_column_reads_keep_big_endian_arrays(tmp_path: Path, read: Callable[[ASE
     db.extend(frames)
     assert_values_equal(db[0].info["v"], read(db))
     assert read(db).dtype == np.dtype(">i4")
+
+
+def test_column_reads_of_several_calls_keep_big_endian_arrays(tmp_path: Path) -> None:
+    """A column of more rows than one backend call reads (16,384) is joined keeping the dtype."""
+    frames = [Atoms("H") for _ in range(16_385)]
+    for atoms in frames:
+        atoms.info["v"] = np.arange(3, dtype=">i4")
+    db = ASEIO(tmp_path / "b.h5")
+    db.extend(frames)
+    values = db["info.v"].to_list()
+    assert values[0].dtype == values[-1].dtype == np.dtype(">i4")
