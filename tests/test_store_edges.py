@@ -168,3 +168,19 @@ def test_keys_first_written_past_the_first_chunk(
         assert_atoms_equal(expected, got)
     assert again["calc.energy"].to_list() == [None] * 250 + [-1.0]
     assert again["info.label"].to_list()[-2:] == [None, "late"]
+
+
+@pytest.mark.parametrize("suffix", [".lmdb", ".zarr", ".h5md", "memory"])
+def test_a_column_of_0d_arrays_reads_as_its_rows_do(tmp_path: Path, suffix: str) -> None:
+    """Zarr's column views gave numpy scalars where rows (and every other backend) give 0-d arrays."""
+    db = ASEIO("memory://" if suffix == "memory" else tmp_path / f"s{suffix}")
+    frames = [molecule("H2") for _ in range(3)]
+    for k, atoms in enumerate(frames):
+        atoms.info["v"] = np.array(float(k))
+    db.extend(frames)
+    column = db["info.v"]
+    chunked = [v for chunk in column.chunked(2) for v in chunk]
+    for got in (column.to_list(), [column[k] for k in range(3)], chunked):
+        assert [type(v) for v in got] == [np.ndarray] * 3 and [v.shape for v in got] == [()] * 3
+        assert [float(v) for v in got] == [0.0, 1.0, 2.0]
+    assert type(db[1].info["v"]) is np.ndarray

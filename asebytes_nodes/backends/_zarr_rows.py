@@ -90,7 +90,7 @@ class RowReads:
             return [MISSING] * len(idx)
         frames, where = sorted_unique(idx)
         values, present = self._read_values(spec, frames)
-        if spec["kind"] == "frame" and present.all():
+        if spec["kind"] == "frame" and present.all() and spec["shape"]:  # 0-d arrays stay a list of them
             stacked = np.asarray(values)  # one stacked array, no per-frame objects
             return stacked if where is None else stacked[where]
         if not present.all():
