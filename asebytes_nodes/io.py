@@ -15,7 +15,7 @@ from .indexing import is_key_index, normalize_index, normalize_indices
 from .registry import open_backend, resolve_backend
 from .rows import dict_to_atoms, rows_from_atoms
 from .validation import validate_row
-from .views import DEFAULT_CHUNK_SIZE, RowView, atoms_of_rows
+from .views import DEFAULT_CHUNK_SIZE, RowView, atoms_of_rows, check_keys
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -235,6 +235,7 @@ class ASEIO:
             raise UnsupportedOperationError(
                 "arrays.numbers and arrays.positions define the frame and cannot be dropped"
             )
+        check_keys(backend, keys)  # a misspelt key is named, not silently dropped from no row
         backend.drop_keys(rows, keys)
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -184,3 +184,21 @@ def test_a_column_of_0d_arrays_reads_as_its_rows_do(tmp_path: Path, suffix: str)
         assert [type(v) for v in got] == [np.ndarray] * 3 and [v.shape for v in got] == [()] * 3
         assert [float(v) for v in got] == [0.0, 1.0, 2.0]
     assert type(db[1].info["v"]) is np.ndarray
+
+
+@pytest.mark.parametrize("suffix", [".lmdb", ".zarr", ".h5md", "memory"])
+def test_dropping_a_key_no_row_carries_names_it(tmp_path: Path, suffix: str) -> None:
+    """drop("info.smile") (a typo) and drop("energy") did nothing and said nothing."""
+    from asebytes_nodes import UnknownKeyError
+
+    db = ASEIO("memory://" if suffix == "memory" else tmp_path / f"s{suffix}")
+    frames = [molecule("CH4"), molecule("H2O")]
+    frames[0].info["smiles"] = "C"
+    db.extend(frames)
+    for key in ("info.smile", "energy"):
+        with pytest.raises(UnknownKeyError, match=f"no row carries the key '{key}'.*info.smiles"):
+            db.drop(key)
+    assert db["info.smiles"].to_list() == ["C", None]
+    db.drop("info.smiles", [1])  # carried by another row: nothing to drop here, and no error
+    db.drop("info.smiles")
+    assert "info.smiles" not in db.backend.keys()
