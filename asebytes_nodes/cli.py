@@ -284,6 +284,12 @@ def _convert(args: argparse.Namespace) -> None:
             names = ", ".join(groups)
             raise UnknownKeyError(f"{args.src}: no frames outside its groups ({names}); pass --from-group")
     selected = (args.start, args.stop, args.step) != (None, None, None)
+    if selected and source.backend.length_known():
+        picked = len(range(len(source))[slice(args.start, args.stop, args.step)])
+        if not picked:
+            raise ValueError(
+                f"{args.src}: --start/--stop/--step select no frames of its {_frames(len(source))}"
+            )
     count = convert(
         source,
         args.dst,
@@ -300,6 +306,28 @@ def _convert(args: argparse.Namespace) -> None:
     )
     if not args.quiet:
         print(f"wrote {_frames(count)} to {args.dst}")
+
+
+def _at_least_one(text: str) -> int:
+    """A whole number of 1 or more (argparse reports anything else as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _backend_list(text: str) -> list[str]:
+    """``--backends lmdb,zarr``: the names, each a backend the benchmark measures."""
+    backends = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKEND_OPTIONS]
+    if unknown or not backends:
+        raise argparse.ArgumentTypeError(
+            f"takes a comma-separated list of {', '.join(BACKEND_OPTIONS)}; got {text!r}"
+        )
+    return backends
 
 
 def _shard_size(text: str) -> tuple[int | None, int | None]:
@@ -444,10 +472,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="ethanol",
         help="built-in dataset when no PATH is given",
     )
-    p.add_argument("--frames", type=int, default=1000, help="frames to use (default 1000)")
+    p.add_argument("--frames", type=_at_least_one, default=1000, help="frames to use (default 1000)")
     _split_flag(p, "PATH")
     every = ",".join(BACKEND_OPTIONS)
-    p.add_argument("--backends", default=every, help=f"comma-separated backends to measure (default {every})")
+    p.add_argument(
+        "--backends", type=_backend_list, default=every,
+        help=f"comma-separated backends to measure (default {every})",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     return parser
 

@@ -117,3 +117,21 @@ def test_split_of_a_dataset(tmp_path: Path) -> None:
     done = run("convert", repo, tmp_path / "test.lmdb", "--split", "test", "-q")
     assert done.returncode == 0 and ASEIO(str(tmp_path / "test.lmdb"))[0].get_chemical_symbols() == ["O"]
     assert "has no split 'valid'" in run("validate", repo, "--split", "valid").stderr
+
+
+def test_mistakes_name_the_flag_and_the_store(tmp_path: Path) -> None:
+    """--frames 0 said "max_frames is 0"; a bad --backends was blamed on the source file; a group of
+    a store without groups listed "[]"; a file opened as Zarr was "no such Zarr store"; --start past
+    the end wrote an empty store and exited 0."""
+    store = tmp_path / "ok.lmdb"
+    ASEIO(store).extend([molecule("H2O")] * 5)
+    for args, status, message in [
+        (("bench", "--frames", "0"), 2, "argument --frames: must be 1 or more, got 0"),
+        (("bench", store, "--backends", "memory"), 2, "argument --backends: takes a comma-separated list"),
+        (("info", store, "--group", "nope"), 1, "no group 'nope' in this store (opened read-only); it has"),
+        (("info", store, "--backend", "zarr"), 1, "a file, not a Zarr store (a folder)"),
+        (("convert", store, tmp_path / "e.lmdb", "--start", "100"), 1, "select no frames of its 5 frames"),
+    ]:  # fmt: skip
+        done = run(*args)
+        assert done.returncode == status and message in done.stderr, (args, done.stderr)
+    assert not (tmp_path / "e.lmdb").exists()

@@ -89,8 +89,9 @@ def open_group(env: Any, path: Path, group: str, txn: Any, create: bool) -> Any:
 
 def missing_group(path: Path, group: str, found: list[str]) -> StoreNotFoundError:
     return StoreNotFoundError(
-        f"{path}: no group {group!r} in this store (opened read-only); groups here: {found}; "
-        "open it writable to create the group, or pick one of those"
+        f"{path}: no group {group!r} in this store (opened read-only); "
+        + (f"its groups: {', '.join(found)}; pick one, or " if found else "it has no groups; ")
+        + "open it writable to create the group"
     )
 
 

@@ -355,6 +355,10 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, RowReads, ArrayAccess, Checke
         self._meta: dict[str, Any] = meta
 
     def _not_found(self, why: str) -> StoreNotFoundError:
+        if not self._remote and Path(self._root).is_file():
+            return StoreNotFoundError(
+                f"{self._root}: a file, not a Zarr store (a folder); open it with its own backend"
+            )
         if self._group_name is None:
             return StoreNotFoundError(f"{self._target}: no such Zarr store ({why})")
         known = [] if self._remote else self.list_groups(self._root)
