@@ -177,15 +177,16 @@ def atom_gather(
 
 
 def _atom_index_error(index: int, n: int, counts: np.ndarray, rows: np.ndarray) -> RowIndexError:
-    where = [int(r) for r in np.asarray(rows)[counts == n][:10]]
-    shown = ", ".join(map(str, where)) + (" ..." if (counts == n).sum() > 10 else "")
+    short = (counts <= index) if index >= 0 else (counts < -index)  # every frame too small for it
+    where = [int(r) for r in np.asarray(rows)[short][:10]]
+    shown = ", ".join(map(str, where)) + (" ..." if short.sum() > 10 else "")
     spread = (
         f"; the frames here have {counts.min()} to {counts.max()} atoms"
         if counts.min() != counts.max()
         else ""
     )
     return RowIndexError(
-        f"atom index {index} is out of range for the {n} atoms of rows {shown}{spread}: "
+        f"atom index {index} is out of range for rows {shown} (the smallest has {n} atoms){spread}: "
         "select atoms every frame has (atoms= is meant for fixed-topology data)"
     )
 

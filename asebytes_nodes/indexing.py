@@ -78,9 +78,8 @@ def normalize_indices(index: Any, length: int) -> IndexArray:
         if arr.size == 0:
             return np.zeros(0, dtype=np.int64)
         if arr.dtype.kind not in "iu":
-            raise TypeError(
-                f"row indices must be integers, got an array of dtype {arr.dtype}"
-            )
+            got = f"{type(index).__name__} {index!r}" if arr.ndim == 0 else f"an array of dtype {arr.dtype}"
+            raise TypeError(f"row indices must be integers, got {got}")
         if arr.ndim != 1:
             raise TypeError(f"row index arrays must be one-dimensional, got shape {arr.shape}")
         # a list gave a new array; a caller's array is copied, so the rows never change under us

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from ase import Atoms
 
 from .backends._base import ColumnInfo, ReadableBackend, WritableBackend
 from .backends._keys import ATOM_COUNT_KEYS
@@ -178,6 +179,10 @@ class ASEIO:
         if is_key_index(index):
             raise TypeError("assign whole frames (db[i] = atoms); use db.update(i, ...) for keys")
         rows_idx = normalize_indices(index, len(backend))
+        if isinstance(value, Atoms):  # iterating it would give its Atom objects
+            raise InvalidDataError(
+                f"assign a list of Atoms to {len(rows_idx)} rows (db[a:b] = [atoms, ...]), not one Atoms"
+            )
         frames = list(value)
         rows = rows_from_atoms(frames, rows=rows_idx.tolist() if len(frames) == len(rows_idx) else None)
         if len(rows) != len(rows_idx):

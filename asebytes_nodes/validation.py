@@ -150,10 +150,15 @@ def validate_row(
         elif key == "pbc":
             value = _shaped(prefix, key, value, ((3,),), dtype=bool)
         elif key == "constraints":
+            if isinstance(value, (list, tuple)) and all(callable(getattr(c, "todict", None)) for c in value):
+                value = [c.todict() for c in value]  # ASE constraint objects, as atoms.constraints holds them
             if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+                got = type(value).__name__
+                if isinstance(value, list):
+                    got = "a list holding " + ", ".join(sorted({type(c).__name__ for c in value}))
                 raise InvalidDataError(
-                    f"{prefix}'constraints' must be a list of ASE constraint dicts "
-                    f"(constraint.todict()), got {type(value).__name__}"
+                    f"{prefix}'constraints' must be a list of ASE constraints or their dicts "
+                    f"(constraint.todict()), got {got}"
                 )
             check_constraints(prefix, value)
         try:

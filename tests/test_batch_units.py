@@ -71,8 +71,10 @@ def test_atom_gather_mixed_counts() -> None:
     assert gather.tolist() == [1, 2, 4, 5, 9, 10]
     gather, new = atom_gather(counts[:3], np.array([-1, 0]), np.array([7, 8, 9]))
     assert new.tolist() == [2, 2, 2] and gather.tolist() == [2, 0, 7, 3, 10, 8]
-    with pytest.raises(IndexError, match=r"atom index 4 .*3 atoms of rows 7, 9; the frames here have 3 to 5"):
+    with pytest.raises(IndexError, match=r"atom index 4 .*rows 7, 9 \(the smallest has 3 atoms\); the"):
         atom_gather(counts[:3], np.array([4]), np.array([7, 8, 9]))
+    with pytest.raises(IndexError, match=r"atom index 1 .*rows 1, 2 \(the smallest has 0 atoms\)"):
+        atom_gather(np.array([2, 0, 1]), np.array([1]), np.array([0, 1, 2]))  # every frame too small
 
 
 @pytest.mark.parametrize(
@@ -97,9 +99,9 @@ def test_pick_atoms_keeps_missing_values_and_names_small_frames() -> None:
     assert picked[0].tolist() == [[4, 5], [0, 1]] and picked[2].tolist() == [[8, 9], [0, 1]]
     sliced = pick_atoms(values[::2], slice(1, 2), np.array([4, 6]))
     assert [p.tolist() for p in sliced] == [[[2, 3]], [[2, 3]]]
-    with pytest.raises(IndexError, match=r"atom index 3 .*3 atoms of rows 4; the frames here have 3 to 5"):
+    with pytest.raises(IndexError, match=r"atom index 3 .*rows 4 \(the smallest has 3 atoms\); the frames"):
         pick_atoms(values, np.array([0, 3]), np.array([4, 5, 6]))
-    with pytest.raises(IndexError, match=r"atom index -4 .*3 atoms of rows 4"):
+    with pytest.raises(IndexError, match=r"atom index -4 .*rows 4 \(the smallest has 3 atoms\)"):
         pick_atoms(values, np.array([-4]), np.array([4, 5, 6]))
 
 

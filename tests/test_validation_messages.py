@@ -105,3 +105,21 @@ def test_cache_bytes_must_be_bytes(tmp_path: Path, suffix: str, size: object) ->
     with pytest.raises(InvalidDataError, match=r"s\.\w+: cache_bytes must be a whole number.*64 << 20"):
         ASEIO(tmp_path / f"s{suffix}", cache_bytes=size)
     assert len(ASEIO(tmp_path / f"s{suffix}", cache_bytes=0)) == 0  # 0: no cache
+
+
+def test_update_takes_constraint_objects_and_mistakes_are_named(tmp_path: Path) -> None:
+    """update(constraints=[FixAtoms(...)]) was refused as "got list"; db[2.0] said "an array of dtype
+    float64"; db[0:2] = atoms (one Atoms) said "expected ase.Atoms, got Atom"."""
+    from ase.constraints import FixAtoms
+
+    db = ASEIO(tmp_path / "s.lmdb")
+    db.extend([molecule("H2O"), molecule("CH4")])
+    db.update(0, constraints=[FixAtoms([0])])
+    assert [c.todict() for c in db[0].constraints] == [FixAtoms([0]).todict()]
+    with pytest.raises(InvalidDataError, match="got a list holding str"):
+        db.update(1, constraints=["FixAtoms"])
+    with pytest.raises(TypeError, match="row indices must be integers, got float 2.0"):
+        db[2.0]  # type: ignore[index]
+    with pytest.raises(InvalidDataError, match=r"assign a list of Atoms to 2 rows"):
+        db[0:2] = molecule("H2")
+    assert db[1].get_chemical_formula() == "CH4"
