@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..backends._base import MISSING
-from ..errors import RowIndexError
+from ..errors import InvalidDataError, RowIndexError
 from ..indexing import IndexArray, distinct, normalize_indices
 from ..views import check_keys
 
@@ -57,13 +57,13 @@ def select_rows(
     if sample is None:
         return rows
     if sample.n is not None and sample.n > len(rows):
-        raise ValueError(
+        raise InvalidDataError(
             f"sample.n is {sample.n} but only {len(rows)} frames remain after indices/slice and "
             "filters; lower sample.n or use sample.fraction"
         )
     want = sample.n if sample.n is not None else int((sample.fraction or 0) * len(rows))
     if want == 0:
-        raise ValueError(
+        raise InvalidDataError(
             f"sample.fraction {sample.fraction} of the {len(rows)} frames that remain after indices/slice "
             "and filters is 0 frames; raise sample.fraction or use sample.n"
         )
@@ -79,7 +79,7 @@ def split_rows(frames: ASEIO, config: SplitConfig) -> dict[str, IndexArray]:
     rows = pick_rows(frames, config)
     repeated = _repeated(rows)
     if len(repeated):
-        raise ValueError(
+        raise InvalidDataError(
             f"indices name rows {repeated.tolist()} more than once (negative indices counted from the "
             f"end of the {len(frames)} upstream frames); a split takes each row once, so its parts "
             "stay disjoint: list each row once"
