@@ -325,9 +325,11 @@ class Writes:
             return False
 
     def _conflict(self) -> ConcurrentCommitError:
+        now = self._remote_generation()
+        seen = f"generation {self._began} became {now}" if now != self._began else "its record changed"
         return ConcurrentCommitError(
             f"{self._target}: another writer committed to this store while this write ran "
-            f"(generation {self._began} became {self._remote_generation()}); this write was not "
+            f"({seen}); this write was not "
             "committed. Object stores have no lock: run one writer at a time, then repeat the write"
         )
 
