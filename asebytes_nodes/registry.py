@@ -19,17 +19,22 @@ whose ``accepts(obj)`` predicate says yes.
 
 Third-party backends register through the ``asebytes_nodes.backends`` entry-point
 group: the entry point names a :class:`BackendEntry` or a backend class with
-``name``, ``extensions`` and ``schemes`` attributes. Entry points are read once per
+``name``, ``extensions`` and ``schemes`` attributes (a class that does not set its own
+``name`` is registered under the entry point's). Entry points are read once per
 process, and only when steps 2-5 find nothing in the table as it stands (before the
 fallback of step 6), so opening a built-in store never pays for discovery;
-:func:`list_backends` reads them too. A plugin that fails to load is skipped with a warning.
+:func:`list_backends` reads them too. A plugin that fails to load is skipped with a warning,
+and a plugin's ``sniff`` or ``accepts`` hook that raises is taken as "not mine", with a warning
+once per plugin and error type (a built-in hook's error propagates: some refuse a file on purpose).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -39,7 +44,7 @@ from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendNotFoundError, MissingExtraError
+from .errors import BackendNotFoundError, InvalidDataError, MissingExtraError
 
 if TYPE_CHECKING:
     from .backends._base import ReadableBackend
@@ -104,11 +109,17 @@ class BackendEntry:
 
     def sniffs(self, path: Path) -> bool:
         """Does this backend recognise the content of the existing file ``path``?"""
-        return _call_hook(self.sniff, path)
+        try:  # free on the good path (zero-cost exceptions)
+            return _call_hook(self.sniff, path)
+        except Exception as exc:
+            return _hook_failed(self, "sniff", exc, path)
 
     def takes(self, obj: Any) -> bool:
         """Does this backend open the in-memory object ``obj``?"""
-        return _call_hook(self.accepts, obj)
+        try:
+            return _call_hook(self.accepts, obj)
+        except Exception as exc:
+            return _hook_failed(self, "accepts", exc, obj)
 
 
 _OPENING = threading.local()  # what sniffers keep for the backend open_backend constructs next
@@ -147,6 +158,42 @@ def _call_hook(hook: Callable[[Any], bool] | str | None, arg: Any) -> bool:
         except ImportError:  # its extra is not installed: it cannot claim anything
             return False
     return bool(hook(arg))  # type: ignore[operator]
+
+
+def _hook_failed(entry: BackendEntry, which: str, exc: Exception, arg: Any) -> bool:
+    """A plugin's hook that raised answers False (warned once per plugin and error type), so one
+    broken plugin cannot stop the files and objects it does not read from opening."""
+    if any(entry is row for row in _BUILTIN):
+        raise exc  # the built-in sniffers refuse some files on purpose (UnsafeStoreError), saying why
+    if (entry.name, type(exc)) not in _HOOK_WARNED:
+        _HOOK_WARNED.add((entry.name, type(exc)))
+        _warn(
+            f"asebytes_nodes: the {entry.name!r} backend's {which} hook ({_dotted(getattr(entry, which))}) "
+            f"raised {exc!r} on {arg!r}; taken as not that backend's, and not warned again for this "
+            "backend and error type: make the hook return False for what it does not read"
+        )
+    return False
+
+
+_HOOK_WARNED: set[tuple[str, type[BaseException]]] = set()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _dotted(obj: Any) -> str:
+    """``module:qualname`` of a function or class (what an entry point names), else its repr."""
+    if isinstance(obj, str):
+        return obj
+    name = getattr(obj, "__qualname__", None)
+    return f"{obj.__module__}:{name}" if name and getattr(obj, "__module__", None) else repr(obj)
+
+
+def _warn(message: str) -> None:
+    """A RuntimeWarning attributed to the first caller outside this package: the user's line that
+    opened a store or listed the backends, not the registry's (its depth below it varies)."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
 
 
 _B = "asebytes_nodes.backends."
@@ -219,22 +266,82 @@ _plugins_loaded = False
 
 
 def register_backend(entry: BackendEntry | type, *, override: bool = False) -> BackendEntry:
-    """Add a backend to the table; refuses a name already taken unless ``override``."""
+    """Add a backend (a :class:`BackendEntry` or a backend class) to the table.
+
+    Refuses a name already taken by another backend unless ``override`` (the same backend again is
+    a no-op). Extensions and schemes are spelt as paths are matched: lower case, an extension with
+    its dot (``"rows"`` is taken as ``".rows"``), a scheme without ``://``; a spelling that could
+    never match (a bare string, ``".tar.gz"``, ``"a/b"``) raises :class:`InvalidDataError`.
+    """
     if not isinstance(entry, BackendEntry):
-        cls = entry
-        entry = BackendEntry(
-            name=getattr(cls, "name", cls.__name__),
-            target=cls,
-            extensions=tuple(getattr(cls, "extensions", ())),
-            schemes=tuple(getattr(cls, "schemes", ())),
-            sniff=getattr(cls, "sniff", None),
-        )
-    if entry.name in _TABLE and not override:
+        entry = _entry_of(entry, default_name=getattr(entry, "__name__", ""))
+    entry = _normalised(entry)
+    existing = _TABLE.get(entry.name)
+    if existing is not None and not override:
+        if existing == entry:
+            return existing
         raise ValueError(
             f"a backend named {entry.name!r} is already registered; pass override=True to replace it"
         )
     _TABLE[entry.name] = entry
     return entry
+
+
+def _entry_of(cls: Any, default_name: str) -> BackendEntry:
+    """The registry row of a backend class; ``default_name`` names one without a ``name`` of its own
+    (one it inherits from this package's classes: ``"custom"``, or a built-in backend's)."""
+    from .backends._base import ReadableBackend
+
+    if not (isinstance(cls, type) and issubclass(cls, ReadableBackend)):
+        raise TypeError(f"a backend is a BackendEntry or a ReadableBackend subclass, not {cls!r}")
+    owner = next(c for c in cls.__mro__ if "name" in vars(c))
+    own = not owner.__module__.startswith("asebytes_nodes.")
+    return BackendEntry(
+        name=cls.name if own else default_name,
+        target=cls,
+        extensions=cls.extensions,
+        schemes=cls.schemes,
+        sniff=getattr(cls, "sniff", None),
+    )
+
+
+def _normalised(entry: BackendEntry) -> BackendEntry:
+    """``entry`` with its extensions and schemes spelt as :func:`resolve_backend` compares them."""
+    name = entry.name
+    extensions = tuple(_extension(name, e) for e in _strings(name, "extensions", entry.extensions))
+    schemes = tuple(_scheme(name, s) for s in _strings(name, "schemes", entry.schemes))
+    if (extensions, schemes) == (entry.extensions, entry.schemes):
+        return entry
+    return dataclasses.replace(entry, extensions=extensions, schemes=schemes)
+
+
+def _strings(name: str, field_name: str, values: Any) -> list[str]:
+    if not isinstance(values, (tuple, list)) or not all(isinstance(v, str) for v in values):
+        example = (values,) if isinstance(values, str) else ("rows",)
+        raise InvalidDataError(
+            f"backend {name!r}: {field_name} must be a tuple of strings, such as {example!r}, not {values!r}"
+        )
+    return list(values)
+
+
+def _extension(name: str, extension: str) -> str:
+    spelt = extension.lower() if extension.startswith(".") else "." + extension.lower()
+    if len(spelt) < 2 or any(c in spelt[1:] for c in "./" + os.sep):
+        raise InvalidDataError(
+            f"backend {name!r}: the extension {extension!r} can never match: a path's extension is "
+            "its last '.'-part ('.gz' of 'a.tar.gz'), such as '.rows'"
+        )
+    return spelt
+
+
+def _scheme(name: str, scheme: str) -> str:
+    spelt = scheme.lower().removesuffix("://")
+    if not spelt or any(c in spelt for c in ":/") or spelt != spelt.strip():
+        raise InvalidDataError(
+            f"backend {name!r}: the scheme {scheme!r} can never match: a scheme is the part of a URI "
+            "before '://' ('rows' for rows://name)"
+        )
+    return spelt
 
 
 def _load_plugins() -> bool:
@@ -247,13 +354,13 @@ def _load_plugins() -> bool:
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
-            register_backend(ep.load())
+            loaded = ep.load()
+            if any(row.target is loaded for row in _TABLE.values()):
+                continue  # the plugin registered its class itself when imported
+            register_backend(loaded if isinstance(loaded, BackendEntry) else _entry_of(loaded, ep.name))
         except Exception as exc:  # a broken plugin must never break the package
-            warnings.warn(
-                f"asebytes_nodes: skipping backend plugin {ep.name!r} ({ep.value}): {exc!r}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            dist = f" of {ep.dist.name}" if ep.dist is not None else ""
+            _warn(f"asebytes_nodes: skipping backend plugin {ep.name!r} ({ep.value}{dist}): {exc!r}")
     return True
 
 

@@ -13,9 +13,11 @@ from asebytes_nodes import (
     ASEIO,
     BackendEntry,
     BackendNotFoundError,
+    InvalidDataError,
     LMDBBackend,
     MemoryBackend,
     MissingExtraError,
+    UnsafeStoreError,
     list_backends,
     open_backend,
     register_backend,
@@ -244,3 +246,135 @@ def test_plugins_are_read_when_nothing_else_matches(
     assert registry._plugins_loaded
     assert registry.resolve_backend(tmp_path / "a.late").name == "late"
     sys.modules.pop("late_plugin", None)
+
+
+def _plugin(tmp_path: Path, module: str, source: str, entry_points: str) -> None:
+    """An installed-looking plugin: ``module`` on sys.path and a dist-info naming its entry points."""
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    dist = tmp_path / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[asebytes_nodes.backends]\n{textwrap.dedent(entry_points)}")
+
+
+def test_registration_spells_extensions_and_schemes_as_paths_are_matched(clean_registry: None) -> None:
+    """A dotless or upper-case extension and an upper-case or '://' scheme registered, then never
+    matched (the error even suggested 'rows' for '.rows')."""
+    spellings = {
+        "nodot": ({"extensions": ("rows",)}, "/nonexistent/x.rows"),
+        "upper": ({"extensions": (".UPR",)}, "/nonexistent/x.upr"),
+        "upsch": ({"schemes": ("MyDict",)}, "MyDict://q"),
+        "sepsch": ({"schemes": ("sep://",)}, "sep://q"),
+    }
+    for name, (attrs, target) in spellings.items():
+        entry = register_backend(type(name, (MemoryBackend,), {"name": name, **attrs}))
+        assert registry.resolve_backend(target) is entry, name
+    assert list_backends()["nodot"].extensions == (".rows",)
+    assert list_backends()["sepsch"].schemes == ("sep",)
+    refused = [
+        ({"extensions": ".abc"}, r"extensions must be a tuple of strings, such as \('.abc',\)"),
+        ({"schemes": "abc"}, "schemes must be a tuple"),
+        ({"extensions": (".tar.gz",)}, "the extension '.tar.gz' can never match"),
+        ({"extensions": (".",)}, "the extension '.' can never match"),
+        ({"schemes": ("a/b",)}, "the scheme 'a/b' can never match"),
+        ({"schemes": ("",)}, "the scheme '' can never match"),
+    ]
+    for attrs, message in refused:
+        with pytest.raises(InvalidDataError, match=f"backend 'bad': {message}"):
+            register_backend(type("Bad", (MemoryBackend,), {"name": "bad", **attrs}))
+    assert "bad" not in list_backends()
+
+
+def test_the_same_backend_registered_twice_is_a_no_op(clean_registry: None) -> None:
+    class Twice(MemoryBackend):
+        name = "twice"
+        schemes = ("twice",)
+
+    first = register_backend(Twice)
+    assert register_backend(Twice) is first
+    with pytest.raises(ValueError, match="'twice' is already registered"):
+        register_backend(type("Other", (MemoryBackend,), {"name": "twice"}))
+    with pytest.raises(TypeError, match="ReadableBackend subclass"):
+        register_backend(len)  # type: ignore[arg-type]
+
+
+def test_a_plugin_hook_that_raises_is_taken_as_not_mine(tmp_path: Path, clean_registry: None) -> None:
+    """A plugin's naive sniff (text-only, files only) made every non-HDF5 .h5, unknown file and plain
+    folder raise its UnicodeDecodeError / IsADirectoryError instead of BackendNotFoundError."""
+
+    def naive_sniff(path: Path) -> bool:
+        with open(path) as f:
+            return f.read(4) == "JSON"
+
+    def naive_accepts(obj: object) -> bool:
+        return obj.startswith("JSON")  # type: ignore[attr-defined]
+
+    register_backend(BackendEntry("naive", MemoryBackend, (".h5",), sniff=naive_sniff, fallback=True))
+    register_backend(BackendEntry("naive_obj", MemoryBackend, accepts=naive_accepts))
+    (tmp_path / "not_hdf5.h5").write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / "data.qqq").write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / "other.qqq").write_bytes(b"\xff\xfe\x00more")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "mine.json5").write_text("JSON")
+    with pytest.warns(RuntimeWarning) as warned:
+        for target in ("not_hdf5.h5", "data.qqq", "other.qqq", "folder", "data.qqq"):
+            with pytest.raises(BackendNotFoundError):
+                ASEIO(tmp_path / target)
+        with pytest.raises(TypeError, match="cannot open a store from object"):
+            ASEIO(object())  # type: ignore[arg-type]
+    assert registry.resolve_backend(tmp_path / "mine.json5").name == "naive"  # the good path still claims
+    warned = [w for w in warned if w.category is RuntimeWarning]
+    messages = [str(w.message) for w in warned]
+    assert len(messages) == 3, messages  # once per plugin and error type, not per call
+    assert "'naive' backend's sniff hook" in messages[0] and "UnicodeDecodeError" in messages[0]
+    assert "IsADirectoryError" in messages[1]
+    assert "'naive_obj' backend's accepts hook" in messages[2] and "AttributeError" in messages[2]
+    assert all(w.filename == __file__ for w in warned)  # the user's line, not the registry's
+    (tmp_path / "script.py").write_text("print(1)\n")
+    with pytest.raises(UnsafeStoreError, match="Python source"):  # a built-in hook's refusal propagates
+        ASEIO(tmp_path / "script.py")
+
+
+def test_entry_points_self_registering_not_a_backend_and_nameless(
+    tmp_path: Path, clean_registry: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin that registered itself on import was warned about as 'already registered'; a function
+    entry point was registered as a backend; a class without its own name was 'custom' (or clashed
+    with the built-in it subclasses); the warnings pointed at registry.py."""
+    _plugin(
+        tmp_path,
+        "ep_oddities",
+        """
+        from asebytes_nodes import MemoryBackend, register_backend
+
+        class SelfReg(MemoryBackend):
+            name = "selfreg"
+            schemes = ("selfreg",)
+
+        register_backend(SelfReg)
+
+        class Nameless(MemoryBackend):
+            schemes = ("nameless",)
+
+        def helper(x):
+            return x
+        """,
+        """
+        selfreg = ep_oddities:SelfReg
+        notabackend = ep_oddities:helper
+        epname = ep_oddities:Nameless
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._plugins_loaded = False
+    with pytest.warns(RuntimeWarning) as warned:
+        table = list_backends()
+    messages = [str(w.message) for w in warned]
+    assert len(messages) == 1, messages
+    assert "skipping backend plugin 'notabackend' (ep_oddities:helper of ep_oddities)" in messages[0]
+    assert warned[0].filename == __file__
+    assert "notabackend" not in table and "helper" not in table
+    assert type(ASEIO("selfreg://x").backend).__name__ == "SelfReg"
+    assert table["epname"].schemes == ("nameless",)
+    assert type(ASEIO("nameless://x").backend).__name__ == "Nameless"
+    sys.modules.pop("ep_oddities", None)
