@@ -6,7 +6,11 @@ read contract checks ASEIO's default batch, column, key and schema paths.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,3 +82,61 @@ def test_a_row_whose_per_atom_values_disagree_is_named(key: str, value: np.ndarr
     for read in (lambda: db[1], lambda: list(db), lambda: db[[0, 1]].to_list()):
         with pytest.raises(StoreCorruptedError, match=f"row 1: .*{named}"):
             read()
+
+
+def test_contract_failures_show_their_values(tmp_path: Path) -> None:
+    """pytest rewrites the asserts of test files only: a user backend failing the installed contract
+    suite got a bare ``AssertionError`` with no values."""
+    (tmp_path / "test_user_backend.py").write_text(
+        textwrap.dedent("""
+        import pytest
+        from asebytes_nodes import ReadableBackend, atoms_to_dict
+        from asebytes_nodes.testing.contract import ReadableContract, StoreFactory
+
+        class OffByOne(ReadableBackend):
+            def __init__(self, rows):
+                self.rows = rows
+            def __len__(self):
+                return len(self.rows) - 1  # the bug
+            def read_rows(self, indices, keys=None):
+                return [{k: v for k, v in self.rows[int(i)].items() if keys is None or k in keys}
+                        for i in indices]
+
+        class Store(StoreFactory):
+            def seed(self, frames):
+                self.rows = [atoms_to_dict(a) for a in frames]
+            def open(self, readonly=False):
+                return OffByOne(self.rows)
+
+        class TestOffByOne(ReadableContract):
+            @pytest.fixture
+            def store(self):
+                return Store()
+    """)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n0", "-q", "-o", "addopts="]
+        + ["--tb=short", "-k", "test_chunked", "test_user_backend.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert "1 failed" in done.stdout, done.stdout + done.stderr
+    assert "assert [2, 2] == [2, 2, 1]" in done.stdout, done.stdout
+
+
+def test_a_narrow_format_without_its_own_frames_fails_loudly() -> None:
+    """``holds_exact_float64 = False`` without a ``frames()`` override passed green, 34 of 44 tests
+    skipped: the kinds most tests use ("ethanol", "periodic_variable_n") must be given."""
+
+    class Narrow(ReadableContract):
+        holds_exact_float64 = False
+
+    for kind in ("ethanol", "periodic_variable_n"):
+        with pytest.raises(BaseException) as outcome:  # a skip is a BaseException too: catch it to fail
+            Narrow().frames_of(kind)
+        assert outcome.type is pytest.fail.Exception, outcome.value
+        assert f"holds_exact_float64 = False leaves no {kind!r}" in str(outcome.value)
+        assert "override frames(kind)" in str(outcome.value)
+    with pytest.raises(pytest.skip.Exception, match="cannot hold 'special_values'"):
+        Narrow().frames_of("special_values")  # the other kinds are skipped, as before

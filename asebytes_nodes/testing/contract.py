@@ -21,9 +21,8 @@ and provide a ``store`` fixture returning a :class:`StoreFactory`: ``seed(frames
 writes frames (with the backend's own writer or a native tool) and ``open(readonly)``
 opens a fresh handle on the same store. Every comparison goes through a fresh handle.
 A backend with a restricted format sets the capability flags it lacks and overrides
-:meth:`ReadableContract.frames` to give frames its format holds for the kinds it can
-(at least ``"ethanol"``: 4 frames of one atom count with an energy; and
-``"periodic_variable_n"``: 5 frames, of varying atom counts where the format allows).
+:meth:`ReadableContract.frames` to give frames its format holds for the kinds it can, at
+least those of :data:`REQUIRED_KINDS` (the tests fail, not skip, without them).
 """
 
 from __future__ import annotations
@@ -53,7 +52,9 @@ from ..io import ASEIO
 from ..rows import atoms_to_dict
 from .frames import FRAME_KINDS, assert_atoms_equal, assert_values_equal, make_frames
 
-__all__ = ["KIND_NEEDS", "DataCapabilities", "ReadableContract", "StoreFactory", "WritableContract"]
+__all__ = [
+    "KIND_NEEDS", "REQUIRED_KINDS", "DataCapabilities", "ReadableContract", "StoreFactory", "WritableContract"
+]
 
 
 class StoreFactory(ABC):
@@ -98,6 +99,13 @@ KIND_NEEDS: dict[str, tuple[str, ...]] = {
     "keys_on_some_frames": ("any_keys", "variable_atoms", "exact_float64"),
 }
 
+#: The kinds every backend gives (overriding :meth:`ReadableContract.frames` where its format lacks a
+#: capability they need): a missing one fails the tests that use it instead of skipping them.
+REQUIRED_KINDS: dict[str, str] = {
+    "ethanol": "4 frames of one atom count with an energy",
+    "periodic_variable_n": "5 frames, of varying atom counts where the format allows",
+}
+
 
 class ReadableContract(DataCapabilities):
     """Contract tests for every backend; subclasses provide the ``store`` fixture."""
@@ -113,8 +121,17 @@ class ReadableContract(DataCapabilities):
         return None
 
     def frames_of(self, kind: str) -> list[Atoms]:
-        """:meth:`frames`, skipping the test where the format cannot hold them."""
+        """:meth:`frames`, skipping the test where the format cannot hold them; failing it for the
+        :data:`REQUIRED_KINDS` (a suite skipping those would pass green having checked next to nothing)."""
         frames = self.frames(kind)
+        if frames is None and kind in REQUIRED_KINDS:
+            lacking = [f"holds_{n} = False" for n in KIND_NEEDS[kind] if not getattr(self, f"holds_{n}")]
+            pytest.fail(
+                f"{type(self).__name__}: {', '.join(lacking) or 'frames()'} leaves no {kind!r} frames, which "
+                f"most contract tests need: override frames(kind) to return frames the format holds for "
+                + "; ".join(f"{k!r} ({what})" for k, what in REQUIRED_KINDS.items()),
+                pytrace=False,
+            )
         if frames is None:
             pytest.skip(f"the format cannot hold {kind!r} frames (capability)")
         return frames
