@@ -144,7 +144,7 @@ def test_unknown_keys_are_refused() -> None:
         ({"cell": np.zeros((2, 3))}, r"'cell' has shape \(2, 3\)"),
         ({"pbc": [True, False]}, r"'pbc' has shape \(2,\)"),
         ({"calc.stress": np.zeros(5)}, r"'calc.stress' has shape \(5,\)"),
-        ({"constraints": "FixAtoms"}, "list of ASE constraint dicts"),
+        ({"constraints": "FixAtoms"}, "list of ASE constraints or their dicts"),
     ],
 )
 def test_validate_row_names_the_problem(row: dict, match: str) -> None:
