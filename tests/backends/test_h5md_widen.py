@@ -23,7 +23,7 @@ h5py = pytest.importorskip("h5py")
 
 from faultkit import copy_store, run_in_child  # noqa: E402
 
-from asebytes_nodes import ASEIO  # noqa: E402
+from asebytes_nodes import ASEIO, ColumnTypeError  # noqa: E402
 from asebytes_nodes.testing.frames import assert_atoms_equal, assert_values_equal  # noqa: E402
 
 
@@ -48,11 +48,11 @@ CASES: dict[str, tuple[str, str, Any, Any]] = {
     "info float, then str": ("info", "x", 1.5, "text"),
     "info float, then None": ("info", "x", 1.5, None),
     "info int 0, then 2**64 - 1": ("info", "x", 0, 2**64 - 1),
-    "positions float64, then float32": (
+    "a per-atom array float64, then float32": (
         "arrays",
-        "positions",
-        molecule("H2O").positions,
-        molecule("H2O").positions.astype(np.float32) + 1,
+        "q",
+        np.arange(3.0),
+        np.arange(3.0).astype(np.float32) + 1,
     ),
 }
 
@@ -123,9 +123,9 @@ def test_retyped_column_of_frames_lacking_it_and_of_another_atom_count(tmp_path:
     frames = [
         _frame("calc", "energy", -1.0),
         molecule("H2O"),
-        _frame("arrays", "positions", molecule("C6H6").positions, "C6H6"),
+        _frame("arrays", "q", np.arange(12.0), "C6H6"),
         _frame("calc", "energy", np.float64(-3.0), "CH4"),
-        _frame("arrays", "positions", molecule("NH3").positions.astype(np.float32), "NH3"),
+        _frame("arrays", "q", np.arange(4.0).astype(np.float32), "NH3"),
     ]
     db = ASEIO(tmp_path / "split.h5")
     for atoms in frames:
@@ -133,7 +133,27 @@ def test_retyped_column_of_frames_lacking_it_and_of_another_atom_count(tmp_path:
     ASEIO(tmp_path / "single.h5").extend(frames)
     _assert_same_store(tmp_path / "split.h5", tmp_path / "single.h5", frames)
     with h5py.File(tmp_path / "split.h5", "r") as f:  # no stale typed element for other programs
-        assert "observables/atoms/energy" not in f and "particles/atoms/position" not in f
+        assert "observables/atoms/energy" not in f and "particles/atoms/q" not in f
+
+
+@pytest.mark.parametrize("how", ["append", "setitem", "update", "one extend"])
+def test_particle_elements_of_two_dtypes_are_refused(tmp_path: Path, how: str) -> None:
+    """float32 positions among float64 ones moved every frame's positions out of particles/ (znh5md
+    then read zeros): H5MD keeps its particle elements typed and refuses the mix, naming both."""
+    old = [_frame("arrays", "positions", molecule("H2O").positions) for _ in range(2)]
+    new = _frame("arrays", "positions", molecule("H2O").positions.astype(np.float32))
+    path = tmp_path / "s.h5"
+    db = ASEIO(path)
+    if how != "one extend":
+        db.extend(old)
+    before = path.read_bytes() if path.exists() else None
+    refused = r"(frame|row) \d: column 'arrays.positions' .*float32.*other programs read"
+    with pytest.raises(ColumnTypeError, match=refused):
+        if how == "one extend":
+            db.extend([*old, new])
+        else:
+            _apply(db, how, [], new, {"arrays": {"positions": new.positions.astype(np.float32)}})
+    assert (path.read_bytes() if path.exists() else None) == before
 
 
 def test_replacing_the_only_odd_value_types_the_column_again(tmp_path: Path) -> None:

@@ -69,7 +69,9 @@ file is opened for writing; the table (with ``length``) is written last. A value
 its column's type (an EMT energy, ``np.float64``, after energies read from ``.traj``, Python
 floats) rewrites the column within the write, stored rows and new, as one ``extend`` of them all
 would have stored it (encoded when the types mix); its old element is removed, so other programs
-never read part of a column. Every write is all or
+never read part of a column. The particle group's elements (positions, species, masses, charges,
+momenta, forces, box) stay typed for other programs: frames giving one of them two dtypes (float32
+forces among float64) are refused, whether in one write or several. Every write is all or
 nothing, also under kill -9 and a full disk: it goes through the undo journal of
 :mod:`.._hdf5_journal` (``<file>-journal`` while it runs; an interrupted write is rolled back by
 the next open), writers (of any group) are serialised across processes by ``<file>.lock``

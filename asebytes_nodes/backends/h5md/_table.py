@@ -17,7 +17,7 @@ import numpy as np
 
 from ...codec import encode_value
 from ...errors import ColumnTypeError, SerializationError
-from .._columns import Column, Typed, check, infer, type_code_dtype
+from .._columns import Column, Typed, check, describe_value, infer, type_code_dtype
 from .._keys import MISSING
 from ._plan import FORMAT_NAME, FORMAT_VERSION, PRIVATE
 
@@ -43,6 +43,14 @@ _PLACES: dict[str, tuple[str, str]] = {
     "cell": ("particles", "box/edges"),
     "pbc": ("particles", "box/pbc"),
 }
+#: Keys whose element another program reads from the particle group: kept as one typed dataset
+#: (a frame of another type is refused rather than moving every frame's values out of sight).
+_PARTICLES = frozenset(key for key, (root, _) in _PLACES.items() if root == "particles")
+_KEPT_TYPED = (
+    "H5MD keeps it in the particle group, which other programs read as one typed dataset: convert "
+    "the values to one dtype (such as .astype(np.float64)) before writing, or use LMDB or Zarr, which "
+    "keep each frame's own; nothing was written"
+)
 _RESERVED = set(_PLACES.values()) | {("particles", n) for n in ("box", "force", "velocity", "id", "image")}
 
 
@@ -106,12 +114,16 @@ def encode_batch(
         if spec is None:
             spec = columns[key] = new_spec(key, values, present, all_counts[at], table, group)
             new.add(key)
+            if spec["kind"] == "object" and key in _PARTICLES:
+                raise _mixed(key, _given(values, present), labels(at[present], n0))
         try:
             data = encode(key, spec, values, present, all_counts[at], table, key in new, labels(at, n0))
-        except ColumnTypeError:  # a value of another type: the column is made anew from all its values
+        except ColumnTypeError as exc:  # a value of another type: the column is made anew from all its values
             at, values, present = _retyped(stored(key, np.arange(n0)), at, values, n1)
             replaced += _element(spec, group)
             spec = columns[key] = new_spec(key, values, present, all_counts, table, group)
+            if spec["kind"] == "object" and key in _PARTICLES:
+                raise ColumnTypeError(f"{str(exc.args[0]).split('; nothing')[0]}; {_KEPT_TYPED}") from None
             new.add(key)
             data = encode(key, spec, values, present, all_counts, table, True, labels(at, n0))
         batches[key] = (at, present, data)
@@ -120,6 +132,16 @@ def encode_batch(
         data = encode(key, columns[key], [MISSING] * len(where), absent, all_counts[where], table, True)
         batches[key] = (where, absent, data)
     return Batch(table, n0, all_counts, counts is not None, batches, new, _emptied(replaced, table, group))
+
+
+def _mixed(key: str, values: list[Any], label: Callable[[int], str]) -> ColumnTypeError:
+    """The error for frames giving a particle element two types, naming the first that differs."""
+    first = describe_value(key, values[0]).dtype
+    j = next(j for j, v in enumerate(values) if describe_value(key, v).dtype != first)
+    got = describe_value(key, values[j]).dtype
+    return ColumnTypeError(
+        f"{label(j)}: column {key!r} is {got} where earlier frames give {first}; {_KEPT_TYPED}"
+    )
 
 
 def _retyped(
