@@ -240,6 +240,8 @@ class Reader:
         if nested is None:
             raise self._fail(what, rows, _irregular_row(arr), arr)
         values, offsets = nested
+        if not len(values):  # no atoms or only nulls in this batch: nothing tells the trailing shape
+            values = values.reshape(0, *tails[0])
         if values.shape[1:] not in tails:
             j = _first_held(arr, offsets)
             shape = (int(offsets[j + 1] - offsets[j]), *values.shape[1:])

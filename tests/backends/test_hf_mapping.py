@@ -216,6 +216,18 @@ def test_per_atom_results_must_have_ase_shapes(tmp_path: Path) -> None:
     assert energies[0].calc.results["energies"].tolist() == [0.5, 1.0]  # an (n_atoms,) result passes
 
 
+def test_rows_without_per_atom_results_read_without_them(tmp_path: Path) -> None:
+    """A structure without forces (null atomic_forces) was refused since the shape check, also when
+    every row of a batch lacked them ("not (0, 0)")."""
+    forces = pa.array([None, [[0, 0, 1.0], [0, 0, -1.0]]], pa.list_(pa.list_(pa.float64())))
+    two = {k: v * 2 for k, v in BASE.items()}
+    db = colabfit(tmp_path, "some", **two, atomic_forces=forces)
+    assert "forces" not in db[0].calc.results and db[1].calc.results["forces"].shape == (2, 3)
+    assert db["calc.forces"].to_list()[0] is None
+    none = colabfit(tmp_path, "none", **two, atomic_forces=pa.array([None, None], forces.type))
+    assert [a.calc is None or "forces" not in a.calc.results for a in none] == [True, True]
+
+
 def test_wrong_arrow_types_name_the_column(tmp_path: Path) -> None:
     atoms = colabfit(tmp_path, "pbc", pbc=[True], cell=[CUBE])[0]
     assert atoms.pbc.tolist() == [True] * 3  # one flag per row stands for all three, as ASE's pbc=True
