@@ -535,7 +535,7 @@ def open_backend(
                 if entry.takes(target):
                     cls = entry.load()
                     _check_group(cls, type(target).__name__, options)
-                    return cls(target, readonly=readonly, **options)  # type: ignore[call-arg]
+                    return cls(target, readonly=readonly, **options)
             if not _load_plugins():
                 break
         raise TypeError(
@@ -566,7 +566,7 @@ def _construct(
     entry: BackendEntry, cls: type[ReadableBackend], target: str, readonly: bool, options: dict[str, Any]
 ) -> ReadableBackend:
     try:
-        return cls(target, readonly=readonly, **options)  # type: ignore[call-arg]
+        return cls(target, readonly=readonly, **options)
     except TypeError as exc:
         unknown = _unknown_options(cls, options)
         if not unknown:

@@ -249,3 +249,12 @@ def test_a_source_without_a_location_is_known_by_its_instance(tmp_path: Path) ->
     copy = pickle.loads(pickle.dumps(ASEIO(water, cache_to=cache)))
     assert_atoms_equal(frame(0), copy[0])
     assert_atoms_equal(frame(1), copy[1])
+    sent = pickle.loads(pickle.dumps(ammonia))  # pickled before any cache (a spawned worker's copy)
+    assert_atoms_equal(frame(3), ASEIO(sent, cache_to=tmp_path / "other.lmdb")[1])
+    assert_atoms_equal(frame(2), ASEIO(ammonia, cache_to=tmp_path / "other.lmdb")[0])
+    both = ASEIO(tmp_path / "a.lmdb")
+    both.extend([frame(4)])
+    joined = ASEIO(water) + both  # a concatenation is known by its parts, in every copy of it
+    assert_atoms_equal(frame(4), ASEIO(joined.backend, cache_to=tmp_path / "joined.lmdb")[2])
+    again = pickle.loads(pickle.dumps(joined.backend))
+    assert_atoms_equal(frame(4), ASEIO(again, cache_to=tmp_path / "joined.lmdb")[2])

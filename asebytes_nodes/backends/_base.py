@@ -77,6 +77,14 @@ class ReadableBackend(ABC):
     side_suffixes: ClassVar[tuple[str, ...]] = ()
 
     readonly: bool = True
+    _cache_identity: str
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ReadableBackend:
+        self = super().__new__(cls)
+        # what names a store without a location to a cache (cache_record); made with the instance,
+        # so every copy pickled from it (a DataLoader worker's) carries the same one
+        self._cache_identity = uuid.uuid4().hex
+        return self
 
     @abstractmethod
     def __len__(self) -> int:
@@ -178,8 +186,7 @@ class ReadableBackend(ABC):
         """
         if self.location is not None:
             return {"backend": self.name, "location": self.location}
-        token = self.__dict__.setdefault("_cache_identity", uuid.uuid4().hex)
-        return {"backend": self.name, "location": None, "instance": token}
+        return {"backend": self.name, "location": None, "instance": self._cache_identity}
 
     @classmethod
     def list_groups(cls, target: str | Path) -> list[str]:

@@ -200,6 +200,10 @@ class ConcatBackend(ReadableBackend):
                 self._handles[p] = None  # an opener reopens it (or hands back the given instance)
         self._recent.clear()
 
+    def cache_record(self) -> dict[str, Any]:
+        """The parts' records, in order (a copy pickled to a worker gives the same)."""
+        return {"backend": self.name, "parts": [part.cache_record() for part in self._parts()]}
+
     def __getstate__(self) -> dict[str, Any]:
         return {"parts": self._parts()}  # each part pickles itself (file stores by path)
 

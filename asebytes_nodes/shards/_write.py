@@ -119,7 +119,7 @@ def write_store(
     natoms: list[int] = []
     with _removed_on_error(tmp):
         scratch = {**_scratch_options(cls), **options}
-        store = cls(os.fspath(tmp), readonly=False, **scratch)  # type: ignore[call-arg]
+        store = cls(os.fspath(tmp), readonly=False, **scratch)
         try:
             iterator = iter(rows)
             while chunk := list(itertools.islice(iterator, CHUNK_ROWS)):
