@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backends._base import WritableBackend
+from .backends._safety import put_in_place
 from .errors import (
     BackendNotFoundError,
     DestinationExistsError,
@@ -130,7 +131,7 @@ def convert(
             )
         return copy_frames(src, dst, indices=indices, chunk_size=chunk_size, show_progress=show_progress)
     final = Path(dest).expanduser()
-    check_destination(final, source, overwrite=overwrite, backend=options.get("backend"))
+    old = check_destination(final, source, overwrite=overwrite)
     partial = final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
     # the new store's backend, named by the destination (an existing one is replaced, not sniffed)
     store = _store_class(partial if final.exists() else final, options.get("backend"))
@@ -152,26 +153,33 @@ def convert(
             )
         if not partial.exists():  # a backend that made nothing must not cost the old destination
             raise StoreCorruptedError(f"{final}: the {store.name} backend wrote no store; left unchanged")
-        store.remove_store(final)
-        os.replace(partial, final)
+        replaced = put_in_place(partial, final)
+        if old is not None:  # the old store's own side files (another backend's lock file)
+            for side in set(old.side_files(final)) - set(store.side_files(final)):
+                side.unlink(missing_ok=True)
+            if replaced is not None and replaced != partial:
+                old.remove_store(replaced)
     finally:
         store.remove_store(partial)
     return count
 
 
-def check_destination(final: Path, source: Any, *, overwrite: bool, backend: str | None = None) -> None:
+def check_destination(final: Path, source: Any, *, overwrite: bool) -> type[ReadableBackend] | None:
     """Refuse an existing ``final`` unless ``overwrite`` is set and it is a store that may be replaced:
-    never a folder of other files, one holding the source, or the working folder."""
+    never a folder of other files, one holding the source or inside it, or the working folder.
+    Returns the backend class of the store there (None: nothing there)."""
     if not final.exists():
-        return
+        return None
     if not overwrite:
         raise DestinationExistsError(
             f"{final}: already exists; pass overwrite=True (--overwrite) to replace it"
         )
-    try:
-        replaceable = resolve_backend(final, backend).load().holds_store(final)
+    owner: type[ReadableBackend] | None
+    try:  # the store there, recognised by its own content (not the backend of the new one)
+        owner = resolve_backend(final).load()
+        replaceable = owner.holds_store(final)
     except BackendNotFoundError:
-        replaceable = final.is_dir() and not any(final.iterdir())
+        owner, replaceable = None, final.is_dir() and not any(final.iterdir())
     if not replaceable:
         names = sorted(p.name for p in final.iterdir()) if final.is_dir() else []
         some = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
@@ -179,18 +187,24 @@ def check_destination(final: Path, source: Any, *, overwrite: bool, backend: str
             f"{final}: exists and is not a store{f' (it holds {some})' if names else ''}; overwrite=True "
             "replaces stores only: choose another destination, or remove it yourself"
         )
+    place = final.resolve()
+    where = getattr(getattr(source, "backend", source), "location", None)
+    if isinstance(source, (str, os.PathLike)) and "://" not in os.fspath(source):
+        where = os.fspath(source)
+    origin = Path(where).expanduser().resolve() if where and "://" not in where else None
+    if origin is not None and origin.is_dir() and place.is_relative_to(origin) and place != origin:
+        raise DestinationExistsError(
+            f"{final}: overwrite=True would replace part of the source ({origin}); choose another destination"
+        )
     if final.is_dir():
-        place = final.resolve()
-        where = getattr(getattr(source, "backend", source), "location", None)
-        if isinstance(source, (str, os.PathLike)) and "://" not in os.fspath(source):
-            where = os.fspath(source)
-        inside = [("the source", Path(where).expanduser().resolve())] if where and "://" not in where else []
+        inside = [("the source", origin)] if origin is not None else []
         for what, path in [*inside, ("the working folder", Path.cwd().resolve())]:
             if path.is_relative_to(place) and (path != place or what == "the working folder"):
                 raise DestinationExistsError(
                     f"{final}: overwrite=True would delete {what} ({path}) with it; "
                     "choose another destination"
                 )
+    return owner
 
 
 def _store_class(target: str | os.PathLike[str], backend: str | None) -> type[ReadableBackend]:

@@ -224,3 +224,33 @@ def is_disk_full(exc: BaseException) -> bool:
 def disk_full(exc: BaseException, store: str) -> DiskFullError:
     """The package error for an out-of-space ``exc`` (raise it ``from exc``)."""
     return DiskFullError(store, f"{type(exc).__name__}: {exc}")
+
+
+_RENAME_EXCHANGE = 2  # renameat2 flag (Linux 3.15+, glibc 2.28+)
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` in one atomic step, where the kernel and file system can."""
+    import ctypes
+
+    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if rename is None:
+        return False
+    return rename(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
+def put_in_place(new: Path, final: Path) -> Path | None:
+    """Move the complete store ``new`` to ``final``. A store already there is never left half
+    deleted: a file is replaced atomically; a folder is swapped with ``new`` atomically where the
+    kernel can (else renamed aside first, whole). Returns where the old store now is, for the
+    caller to delete (None when nothing is left of it)."""
+    if not os.path.lexists(final) or (not final.is_dir() and not new.is_dir()):
+        os.replace(new, final)
+        return None
+    if _exchange(new, final):
+        return new
+    aside = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+    os.replace(final, aside)
+    os.replace(new, final)
+    return aside

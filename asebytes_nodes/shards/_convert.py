@@ -35,6 +35,7 @@ from ..backends._asefile import ASEFileBackend
 from ..backends._aseframes import ExtxyzFrames
 from ..backends._base import ReadableBackend, path_of
 from ..backends._lmdb_lock import WriterLock
+from ..backends._safety import put_in_place
 from ..errors import PartitionError, StoreCorruptedError
 from ..registry import open_backend
 from ..rows import gc_paused
@@ -283,9 +284,10 @@ def convert_sharded(
             for item in work.iterdir():
                 if item.name not in keep:
                     remove_path(item)
-        remove_path(final)
-        os.replace(work, final)
+        replaced = put_in_place(work, final)  # an old dataset there is never left half deleted
         sync_folder(final.parent)
+        if replaced is not None:
+            remove_path(replaced)
     finally:
         if opened:
             src.close()
