@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar
@@ -55,6 +56,10 @@ from ._write import (
 )
 
 __all__ = ["ShardedBackend"]
+
+
+#: Reads retried when an append replaces the shard files a read is using (see ``_reopened``).
+_REOPEN_ATTEMPTS = 8
 
 
 class ShardedBackend(ConcatBackend, WritableBackend):
@@ -200,32 +205,35 @@ class ShardedBackend(ConcatBackend, WritableBackend):
             raise StoreCorruptedError(
                 f"{self._folder}: shard file {entry.file} ({rows}) cannot be opened: {exc}"
             ) from exc
-        if len(shard) != entry.rows:
+        held = len(shard)
+        if held != entry.rows:
             shard.close()
             raise StoreCorruptedError(
-                f"{self._folder}: shard file {entry.file} ({rows}) holds {len(shard)} rows, but the "
+                f"{self._folder}: shard file {entry.file} ({rows}) holds {held} rows, but the "
                 f"manifest says {entry.rows}; restore it or rewrite the dataset"
             )
         return shard
 
     def _reopened(self, read: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``read(*args, **kwargs)``; if it fails on a shard an append has since replaced (its file
-        gone), once more with those shards reopened from the files that replaced them."""
-        try:
-            return read(*args, **kwargs)
-        except (StoreNotFoundError, StoreCorruptedError):
-            gone = [
-                p
-                for p, handle in enumerate(self._handles)
-                if handle is not None and not (self._folder / self._manifest.shards[p].file).exists()
-            ]
-            if not gone:
-                raise
-        for p in gone:
-            self._recent.pop(p, None)
-            self._handles[p].close()  # type: ignore[union-attr]
-            self._handles[p] = None
-        return read(*args, **kwargs)
+        """``read(*args, **kwargs)``; if it fails while a shard's file is gone (an append replaced
+        it, maybe while this read opened it), again with those shards reopened from the files that
+        replaced them: a few times, as appends may keep replacing them meanwhile."""
+        attempts = 1
+        while True:
+            try:
+                return read(*args, **kwargs)
+            except (OSError, ValueError):  # StoreNotFoundError, StoreCorruptedError, closed handles
+                shards = enumerate(self._manifest.shards)
+                gone = [p for p, entry in shards if not (self._folder / entry.file).exists()]
+                if not gone or attempts == _REOPEN_ATTEMPTS:
+                    raise
+            time.sleep(0.001 * 2**attempts)  # appends in quick succession: let one finish
+            attempts += 1
+            for p in gone:
+                self._recent.pop(p, None)
+                handle, self._handles[p] = self._handles[p], None
+                if handle is not None:
+                    handle.close()
 
     def read_rows(
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
@@ -332,9 +340,11 @@ class ShardedBackend(ConcatBackend, WritableBackend):
                 pos += cap
             Manifest(backend=old.backend, shard_frames=cap, shards=shards).save(self._folder)
             self.close()
-            for entry in replaced:
-                remove_path(self._folder / entry.file)
-                remove_path(self._folder / entry.natoms_file)
+            for entry in replaced:  # renamed first: a reader sees it gone at once, never half deleted
+                for name in (entry.file, entry.natoms_file):
+                    retired = self._folder / f"{TEMP_PREFIX}{name}.{os.getpid()}"
+                    os.replace(self._folder / name, retired)
+                    remove_path(retired)
             self._load()
 
     def _write(self, index: int, rows: Any) -> ShardEntry:
