@@ -420,7 +420,8 @@ class ZarrBackend(Writes, CopyOnWrite, BatchReads, RowReads, ArrayAccess, Checke
     def _refresh(self) -> None:
         """Re-read the committed metadata (another process may have written)."""
         if self._group is None:  # no store yet: open it once another handle has made it
-            if (Path(self._target) / "zarr.json").exists():
+            made = group_at(self._target, self._storage_options) if self._remote else None
+            if made or (not self._remote and (Path(self._target) / "zarr.json").exists()):
                 self._open()
             return
         if not self._remote:  # the group's own record, without zarr; the same bytes: nothing to do

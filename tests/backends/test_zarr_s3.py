@@ -254,9 +254,11 @@ def test_a_writable_open_makes_nothing_until_the_first_write(s3: S3) -> None:
     """A read-write open of a mistyped name wrote its zarr.json into the bucket at once."""
     prefix, options = s3
     db = ASEIO(f"{prefix}/typo.zarr", storage_options=options)
-    assert len(db) == 0 and bucket_listing(prefix, options) == []
+    waiting = ASEIO(f"{prefix}/typo.zarr", storage_options=options)  # another handle, opened before
+    assert len(db) == 0 and len(waiting) == 0 and bucket_listing(prefix, options) == []
     db.extend(make_frames("ethanol"))
     assert_same_frames(make_frames("ethanol"), ASEIO(f"{prefix}/typo.zarr", storage_options=options))
+    assert_same_frames(make_frames("ethanol"), waiting)  # it stayed at 0 frames until it wrote
 
 
 def test_files_of_other_formats_on_s3_are_refused(s3: S3, tmp_path: Any) -> None:
