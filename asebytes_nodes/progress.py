@@ -25,6 +25,8 @@ ENV_VAR = "ASEBYTES_NODES_PROGRESS"
 MIN_TOTAL = 5000
 #: Width of a bar when the terminal reports none.
 FALLBACK_COLUMNS = 80
+#: Rows assumed when the terminal reports none (docker exec, some CI runners report 0x0).
+FALLBACK_ROWS = 24
 
 _setting: bool | None = None
 _drawing = threading.local()  # is a bar drawn by this thread? (inner operations then stay silent)
@@ -63,8 +65,9 @@ def _fixed_width() -> int | None:
     """None when standard error is a terminal that reports its width (tqdm follows it),
     else a fixed width: ``$COLUMNS`` when positive, else :data:`FALLBACK_COLUMNS`."""
     try:
-        if os.get_terminal_size(sys.stderr.fileno()).columns > 0:
-            return None
+        size = os.get_terminal_size(sys.stderr.fileno())
+        if size.columns > 0:  # a fixed width when the height is 0: tqdm's dynamic size takes both
+            return None if size.lines > 0 else size.columns
     except (AttributeError, OSError, ValueError):  # no terminal, or no file descriptor
         pass
     try:
@@ -72,6 +75,15 @@ def _fixed_width() -> int | None:
     except ValueError:
         columns = 0
     return columns if columns > 0 else FALLBACK_COLUMNS
+
+
+def _rows() -> int | None:
+    """None when standard error is a terminal that reports its height, else
+    :data:`FALLBACK_ROWS` (tqdm hides every bar on a terminal of 0 rows)."""
+    try:
+        return None if os.get_terminal_size(sys.stderr.fileno()).lines > 0 else FALLBACK_ROWS
+    except (AttributeError, OSError, ValueError):  # no terminal, or no file descriptor
+        return FALLBACK_ROWS
 
 
 @contextmanager
@@ -106,6 +118,7 @@ def progress(
             unit=unit,
             unit_scale=True,
             ncols=width,
+            nrows=_rows(),
             dynamic_ncols=width is None,
             leave=False,
         ) as bar:

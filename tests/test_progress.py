@@ -61,9 +61,11 @@ DRAW_50K = (
 )
 
 
-def _drawn_on_terminal(columns: int, env_columns: str | None = None, code: str = DRAW_50K) -> str:
+def _drawn_on_terminal(
+    columns: int, env_columns: str | None = None, code: str = DRAW_50K, rows: int = 24
+) -> str:
     """What a fresh process running ``code`` draws on a pseudo-terminal that reports
-    ``columns`` columns (0: some CI runners and ``docker exec`` sessions)."""
+    ``columns`` columns and ``rows`` rows (0: some CI runners and ``docker exec`` sessions)."""
     import fcntl
     import os
     import pty
@@ -73,7 +75,7 @@ def _drawn_on_terminal(columns: int, env_columns: str | None = None, code: str =
     import termios
 
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, "COLUMNS")}
     if env_columns is not None:
         env["COLUMNS"] = env_columns
@@ -93,10 +95,14 @@ def _drawn_on_terminal(columns: int, env_columns: str | None = None, code: str =
     return out.decode(errors="replace")
 
 
+@pytest.mark.parametrize("rows", [24, 0])
 @pytest.mark.parametrize(("columns", "env_columns"), [(0, None), (0, "0"), (0, "120"), (100, None)])
-def test_bars_draw_on_a_terminal_that_reports_no_width(columns: int, env_columns: str | None) -> None:
-    """tqdm alone gives a 0-column terminal a 1-character bar and cuts the line's end."""
-    drawn = _drawn_on_terminal(columns, env_columns)
+def test_bars_draw_on_a_terminal_that_reports_no_width(
+    columns: int, env_columns: str | None, rows: int
+) -> None:
+    """tqdm alone gives a 0-column terminal a 1-character bar and cuts the line's end, and draws
+    no bar at all on one that reports 0 rows (``script``'s pty, docker exec)."""
+    drawn = _drawn_on_terminal(columns, env_columns, rows=rows)
     bar = re.search(r"drawing: +0%\|( *)\| 0\.00/50\.0k \[[^\r]*\]", drawn)
     assert bar is not None and len(bar.group(1)) >= 20, repr(drawn)
     width = {None: 80, "0": 80, "120": 120}[env_columns] if columns == 0 else 100
