@@ -254,15 +254,16 @@ def _print_frame(
         atoms = db[index]
         row = atoms_to_dict(atoms)
     print(f"frame {index} of {n:,} in {target}")
-    print(f"  {'formula':<22}{atoms.get_chemical_formula() or '(empty)'} ({len(atoms)} atoms)")
+    w = max([22, *(len(key) + 2 for key in row)])  # a column as wide as the longest key
+    print(f"  {'formula':<{w}}{atoms.get_chemical_formula() or '(empty)'} ({len(atoms)} atoms)")
     with np.printoptions(precision=6, suppress=True, threshold=30, edgeitems=3, linewidth=100):
         for key in sorted(row, key=lambda k: (k.startswith("arrays."), k)):
             value = row[key]
             if isinstance(value, np.ndarray):
-                text = np.array2string(value, prefix=" " * 26)
-                print(f"  {key:<22}{value.dtype}{list(value.shape)}\n{' ' * 26}{text}")
+                text = np.array2string(value, prefix=" " * (w + 4))
+                print(f"  {key:<{w}}{value.dtype}{list(value.shape)}\n{' ' * (w + 4)}{text}")
             else:  # numpy scalars as Python values: -288.75, not np.float64(-288.75)
-                print(f"  {key:<22}{(value.item() if isinstance(value, np.generic) else value)!r}")
+                print(f"  {key:<{w}}{(value.item() if isinstance(value, np.generic) else value)!r}")
 
 
 # -- convert -------------------------------------------------------------------------------------

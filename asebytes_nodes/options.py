@@ -98,9 +98,9 @@ def _check_value(spec: OptionField, value: Any) -> None:
         raise ValueError(f"{spec.name} is {value!r}; use one of {', '.join(map(repr, spec.choices))}")
     limits = spec.limits
     if "ge" in limits and value < limits["ge"]:
-        raise ValueError(f"{spec.name} is {value}, below {limits['ge']}")
-    if "le" in limits and value > limits["le"]:
-        raise ValueError(f"{spec.name} is {value}, above {limits['le']}")
+        raise ValueError(f"{spec.name} is {value}, below {limits['ge']} ({spec.help.rstrip('.')})")
+    if "le" in limits and value > limits["le"]:  # the help says where a limit depends on another option
+        raise ValueError(f"{spec.name} is {value}, above {limits['le']} ({spec.help.rstrip('.')})")
     if "gt" in limits and value <= limits["gt"]:
         raise ValueError(f"{spec.name} is {value}; it must be greater than {limits['gt']}")
     if "pattern" in limits and not re.fullmatch(limits["pattern"], str(value)):

@@ -135,3 +135,16 @@ def test_mistakes_name_the_flag_and_the_store(tmp_path: Path) -> None:
         done = run(*args)
         assert done.returncode == status and message in done.stderr, (args, done.stderr)
     assert not (tmp_path / "e.lmdb").exists()
+
+
+def test_show_keeps_long_keys_apart_and_clevel_names_its_range(tmp_path: Path) -> None:
+    """show printed "arrays.initial_magmomsfloat64[2]"; --clevel 30 said "above 22" and then 22 was
+    refused as above 9 for the same compressor."""
+    atoms = molecule("H2O")
+    atoms.set_initial_magnetic_moments([1.0, 0.0, 0.0])
+    store = tmp_path / "m.lmdb"
+    ASEIO(store).extend([atoms])
+    shown = run("show", store, "0").stdout
+    assert "arrays.initial_magmoms  float64[3]" in shown
+    done = run("convert", store, tmp_path / "c.zarr", "--compressor", "zstd", "--clevel", "30")
+    assert done.returncode == 1 and "(0-9; up to 22 for 'zstd-raw')" in done.stderr, done.stderr
