@@ -165,3 +165,23 @@ def test_relative_paths_reach_workers_in_another_folder(
         count = convert_sharded(source.name, "out", shard_frames=7, scheduler=cluster.scheduler_address)
     assert count == len(ASEIO(source)) == len(ASEIO(source.parent / "out"))
     assert list(isolated.iterdir()) == []
+
+
+def test_a_script_without_the_main_guard_is_told_to_add_it(tmp_path: Path) -> None:
+    """Each Dask worker re-ran the unguarded script, whose conversion then failed on the driver's
+    lock: "locked by another writer (pid <the user's script>) ... pass a longer lock_timeout="."""
+    import subprocess
+    import sys
+
+    ase.io.write(tmp_path / "g.extxyz", [molecule("H2O")] * 6)
+    script = tmp_path / "noguard.py"
+    script.write_text(
+        "from asebytes_nodes import convert\n"
+        "convert('g.extxyz', 'g_shards', shard_frames=2, workers=2, show_progress=False)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode != 0
+    assert 'put the conversion under `if __name__ == "__main__":`' in done.stderr, done.stderr[-2000:]
+    assert "lock_timeout" not in done.stderr

@@ -41,7 +41,7 @@ from ..registry import open_backend
 from ..rows import gc_paused
 from ..selection import SelectedRows
 from ..transfer import check_destination
-from ._engines import engine_for
+from ._engines import engine_for, refuse_rerun
 from ._manifest import MANIFEST, TEMP_PREFIX, Manifest, ShardEntry, digest, sync_folder, write_atomic
 from ._write import (
     CHUNK_ROWS,
@@ -248,6 +248,7 @@ def convert_sharded(
     A failing partition raises :class:`~asebytes_nodes.errors.PartitionError` naming its source
     rows, and no dataset appears at ``target``; the next call keeps the finished shards.
     """
+    refuse_rerun(workers, scheduler)
     final = path_of(os.fspath(target)).absolute()  # workers may run in another folder
     check_destination(final, source, overwrite=overwrite)
     opened = not isinstance(source, ReadableBackend) and not hasattr(source, "backend")

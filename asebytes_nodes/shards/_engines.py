@@ -28,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any, Protocol
 
 from ..errors import MissingExtraError
@@ -223,4 +225,20 @@ def engine_for(
         raise ValueError(f"workers must be at least 1, got {workers}")
     if workers == 1 and scheduler is None:
         return SerialEngine(show_progress)
+    refuse_rerun(workers, scheduler)
     return DaskEngine(workers, scheduler, show_progress, imports)
+
+
+def refuse_rerun(workers: int, scheduler: str | None) -> None:
+    """Refuse to start a local cluster from a spawned worker re-running the user's script (whose
+    top level starts the conversion): it would start workers of its own and fail on the lock."""
+    frame: FrameType | None = sys._getframe()
+    while frame is not None and not (
+        frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__"
+    ):
+        frame = frame.f_back  # a spawned process imports the script as __mp_main__
+    if workers > 1 and scheduler is None and frame is not None:
+        raise RuntimeError(
+            f"workers={workers}: the script that starts this conversion runs again in each Dask worker "
+            "process it starts; put the conversion under `if __name__ == \"__main__\":`"
+        )
