@@ -64,6 +64,17 @@ def source_record(source: ReadableBackend) -> dict[str, Any]:
     return result
 
 
+def source_of(cache: ReadableBackend) -> str:
+    """What the cache store ``cache`` was filled from, as its header records it."""
+    raw = cache.read_row(0, [HEADER_KEY]).get(HEADER_KEY)
+    try:
+        record = json.loads(raw)["source"] if isinstance(raw, str) else {}
+    except (ValueError, KeyError, TypeError):
+        record = {}
+    where = record.get("location") or record.get("source") or "another source"
+    return str(where) if record.get("split") is None else f"{where} (split {record['split']!r})"
+
+
 class CachedBackend(ReadableBackend):
     """A read-only view of ``source`` whose rows are kept in ``cache`` once read.
 

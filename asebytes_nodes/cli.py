@@ -80,10 +80,17 @@ def _add_write_flags(parser: argparse.ArgumentParser) -> None:
 
 def _open(target: str, backend: str | None = None, group: str | None = None, split: str | None = None) -> Any:
     """A store opened read-only; ``split`` is passed to its backend only when given."""
+    from .cache import HEADER_KEY, source_of
     from .io import ASEIO
 
     options = {} if split is None else {"split": split}
-    return ASEIO(target, backend=backend, group=group, readonly=True, **options)
+    db = ASEIO(target, backend=backend, group=group, readonly=True, **options)
+    if db.backend.length_known() and len(db) and HEADER_KEY in db.backend.columns(0):
+        raise ValueError(  # its rows are another store's, in the order first read, after a header row
+            f"{target}: a cache_to store of {source_of(db.backend)}, not a dataset; read it as "
+            f"ASEIO(<that source>, cache_to={target!r}), or convert the source itself"
+        )
+    return db
 
 
 # -- info ----------------------------------------------------------------------------------------

@@ -148,3 +148,16 @@ def test_show_keeps_long_keys_apart_and_clevel_names_its_range(tmp_path: Path) -
     assert "arrays.initial_magmoms  float64[3]" in shown
     done = run("convert", store, tmp_path / "c.zarr", "--compressor", "zstd", "--clevel", "30")
     assert done.returncode == 1 and "(0-9; up to 22 for 'zstd-raw')" in done.stderr, done.stderr
+
+
+def test_a_cache_store_is_named_as_one(tmp_path: Path) -> None:
+    """info on a cache_to store said "1 rows do not carry 'arrays.numbers' (rows 0)"; convert copied
+    its header row as an empty frame and its rows in the order they were first read."""
+    source = tmp_path / "src.lmdb"
+    ASEIO(source).extend([molecule("H2O"), molecule("CH4")])
+    cache = tmp_path / "cache.lmdb"
+    ASEIO(source, readonly=True, cache_to=cache)[1]
+    for args in (("info", cache), ("validate", cache), ("convert", cache, tmp_path / "out.lmdb")):
+        done = run(*args)
+        assert done.returncode == 1 and f"a cache_to store of {source}" in done.stderr, done.stderr
+    assert not (tmp_path / "out.lmdb").exists()
