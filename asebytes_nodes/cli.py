@@ -85,7 +85,11 @@ def _open(target: str, backend: str | None = None, group: str | None = None, spl
 
     options = {} if split is None else {"split": split}
     db = ASEIO(target, backend=backend, group=group, readonly=True, **options)
-    if db.backend.length_known() and len(db) and HEADER_KEY in db.backend.columns(0):
+    try:
+        cache = db.backend.length_known() and len(db) > 0 and HEADER_KEY in db.backend.columns(0)
+    except (OSError, ValueError):  # a damaged first row: validate reports it, others fail on it
+        cache = False
+    if cache:
         raise ValueError(  # its rows are another store's, in the order first read, after a header row
             f"{target}: a cache_to store of {source_of(db.backend)}, not a dataset; read it as "
             f"ASEIO(<that source>, cache_to={target!r}), or convert the source itself"
