@@ -140,6 +140,9 @@ def convert(
             f"{final}: the {store.name} backend reads these files but does not write them; "
             "convert to .lmdb, .zarr or .h5 (H5MD)"
         )
+    for leftover in final.parent.glob(f".{final.stem}.partial-*{final.suffix}"):
+        if leftover.name != partial.name and not _alive(leftover.name):  # a killed conversion's copy
+            store.remove_store(leftover)
     store.remove_store(partial)
     try:
         with ASEIO(partial, **options) as dst:
@@ -205,6 +208,20 @@ def check_destination(final: Path, source: Any, *, overwrite: bool) -> type[Read
                     "choose another destination"
                 )
     return owner
+
+
+def _alive(name: str) -> bool:
+    """Is the process whose id a temporary store's name carries (``.x.partial-<pid>.lmdb``) running?"""
+    pid = name.rsplit(".partial-", 1)[-1].split(".", 1)[0]
+    if not pid.isdigit():
+        return True  # not one of ours: leave it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _store_class(target: str | os.PathLike[str], backend: str | None) -> type[ReadableBackend]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -230,3 +231,20 @@ def test_a_replaced_store_is_swapped_whole(tmp_path: Path) -> None:
     assert not (tmp_path / "x.lmdb-lock").exists()  # the old backend's side file goes with it
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_a_killed_conversions_copy_is_removed_by_the_next(tmp_path: Path) -> None:
+    """A killed convert left its hidden full-size copy (.out.partial-PID.lmdb) for good."""
+    import subprocess
+
+    source = tmp_path / "src.lmdb"
+    ASEIO(source).extend([molecule("H2O")] * 2)
+    dead = subprocess.Popen(["true"])  # a process that has ended: its pid names no running one
+    dead.wait()
+    leftover = tmp_path / f".out.partial-{dead.pid}.lmdb"
+    ASEIO(leftover).extend([molecule("CH4")])
+    running = tmp_path / f".out.partial-{os.getpid()}.lmdb.keep"  # not of this pattern: kept
+    running.write_text("x")
+    assert convert(source, tmp_path / "out.lmdb", show_progress=False) == 2
+    assert not leftover.exists() and not (tmp_path / f"{leftover.name}-lock").exists()
+    assert running.exists()
