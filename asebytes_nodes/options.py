@@ -37,9 +37,11 @@ __all__ = [
     "StoreLike",
     "ZarrOptions",
     "check_options",
+    "constructor_options",
     "option",
     "option_fields",
     "store_suffix",
+    "unknown_options",
 ]
 
 #: Compressors the Zarr backend runs inside Blosc (with byte shuffle).
@@ -214,3 +216,22 @@ def store_suffix(backend: str) -> str:
         if sum(ext in entry.extensions for entry in table.values()) == 1:
             return ext
     raise ValueError(f"the {backend!r} backend has no extension of its own; name the output explicitly")
+
+
+def constructor_options(cls: type) -> list[str]:
+    """Keyword options a backend's constructor takes (besides ``readonly``)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "readonly"]
+
+
+def unknown_options(cls: type, options: Mapping[str, Any]) -> list[str]:
+    """The names in ``options`` a backend's constructor does not take (none if it takes ``**``)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return []
+    known = {p.name for p in params}
+    return [name for name in options if name not in known]

@@ -568,12 +568,15 @@ def _construct(
     try:
         return cls(target, readonly=readonly, **options)
     except TypeError as exc:
-        unknown = _unknown_options(cls, options)
+        from .options import constructor_options, unknown_options  # the error path only
+
+        unknown = unknown_options(cls, options)
         if not unknown:
             raise
         raise TypeError(
             f"the {entry.name} backend has no option {', '.join(map(repr, unknown))}; its options are "
-            f"{', '.join(_options_of(cls)) or 'none'}: check the spelling, or pass backend=... to use another"
+            f"{', '.join(constructor_options(cls)) or 'none'}: check the spelling, or pass backend=... "
+            "to use another"
         ) from exc
 
 
@@ -592,20 +595,3 @@ def _check_group(cls: type[ReadableBackend], where: str, options: dict[str, Any]
         )
     check_group_name(where, options["group"])
 
-
-def _options_of(cls: type) -> list[str]:
-    """Keyword options a backend's constructor takes (besides ``readonly``)."""
-    import inspect
-
-    params = inspect.signature(cls).parameters.values()
-    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "readonly"]
-
-
-def _unknown_options(cls: type, options: dict[str, Any]) -> list[str]:
-    import inspect
-
-    params = inspect.signature(cls).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return []
-    known = {p.name for p in params}
-    return [name for name in options if name not in known]

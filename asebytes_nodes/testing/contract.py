@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import pickle
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,6 +50,7 @@ from ..errors import (
 )
 from ..io import ASEIO
 from ..rows import atoms_to_dict
+from .capabilities import KIND_NEEDS, REQUIRED_KINDS, DataCapabilities
 from .frames import FRAME_KINDS, assert_atoms_equal, assert_values_equal, make_frames
 
 __all__ = [
@@ -67,44 +68,6 @@ class StoreFactory(ABC):
     @abstractmethod
     def open(self, readonly: bool = False) -> ReadableBackend:
         """A fresh handle on the store."""
-
-
-class DataCapabilities:
-    """What a backend's format can hold. Tests skip by these flags, never by backend name."""
-
-    #: Frames of different atom counts (and topologies) in one store.
-    holds_variable_atoms: ClassVar[bool] = True
-    #: Every float64 comes back bit for bit (False: stored in a narrower type, such as float32).
-    holds_exact_float64: ClassVar[bool] = True
-    #: Any ``info``/``arrays``/``calc`` key with values of every storable kind (False: a fixed schema).
-    holds_any_keys: ClassVar[bool] = True
-
-    def require(self, *needs: str) -> None:
-        """Skip the test unless the format holds every capability named (``"variable_atoms"``...)."""
-        missing = [need for need in needs if not getattr(self, f"holds_{need}")]
-        if missing:
-            pytest.skip(f"the format cannot hold: {', '.join(missing)} (capability)")
-
-
-#: The capabilities each kind of :data:`~asebytes_nodes.testing.frames.FRAME_KINDS` needs.
-KIND_NEEDS: dict[str, tuple[str, ...]] = {
-    "ethanol": ("any_keys", "exact_float64"),
-    "no_calculator": ("variable_atoms", "exact_float64"),
-    "all_calc_results": ("any_keys", "exact_float64"),
-    "special_values": ("any_keys", "exact_float64"),
-    "per_atom_arrays": ("any_keys", "exact_float64"),
-    "periodic_variable_n": ("any_keys", "variable_atoms", "exact_float64"),
-    "constraints": ("any_keys", "exact_float64"),
-    "empty_and_single": ("variable_atoms", "exact_float64"),
-    "keys_on_some_frames": ("any_keys", "variable_atoms", "exact_float64"),
-}
-
-#: The kinds every backend gives (overriding :meth:`ReadableContract.frames` where its format lacks a
-#: capability they need): a missing one fails the tests that use it instead of skipping them.
-REQUIRED_KINDS: dict[str, str] = {
-    "ethanol": "4 frames of one atom count with an energy",
-    "periodic_variable_n": "5 frames, of varying atom counts where the format allows",
-}
 
 
 class ReadableContract(DataCapabilities):
