@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -243,8 +242,13 @@ def test_a_killed_conversions_copy_is_removed_by_the_next(tmp_path: Path) -> Non
     dead.wait()
     leftover = tmp_path / f".out.partial-{dead.pid}.lmdb"
     ASEIO(leftover).extend([molecule("CH4")])
-    running = tmp_path / f".out.partial-{os.getpid()}.lmdb.keep"  # not of this pattern: kept
-    running.write_text("x")
-    assert convert(source, tmp_path / "out.lmdb", show_progress=False) == 2
-    assert not leftover.exists() and not (tmp_path / f"{leftover.name}-lock").exists()
-    assert running.exists()
+    alive = subprocess.Popen(["sleep", "60"])  # another conversion still running: its copy stays
+    try:
+        running = tmp_path / f".out.partial-{alive.pid}.lmdb"
+        ASEIO(running).extend([molecule("NH3")])
+        assert convert(source, tmp_path / "out.lmdb", show_progress=False) == 2
+        assert not leftover.exists() and not (tmp_path / f"{leftover.name}-lock").exists()
+        assert len(ASEIO(running, readonly=True)) == 1
+    finally:
+        alive.kill()
+        alive.wait()
