@@ -23,7 +23,7 @@ from faultkit import versioned_frame  # noqa: E402
 
 from asebytes_nodes import ASEIO, StoreCorruptedError  # noqa: E402
 from asebytes_nodes.backends.h5md._chunks import fletcher32  # noqa: E402
-from asebytes_nodes.backends.h5md._direct import _checked  # noqa: E402
+from asebytes_nodes.backends.h5md._direct import _checked, _checked_one  # noqa: E402
 
 FORCES = "/particles/atoms/forces/value"
 
@@ -48,6 +48,8 @@ def test_checksums_are_hdf5s(tmp_path: Path) -> None:
         assert _checked([blob], [total]) == [True]
         assert _checked([blob], [_swapped(total)]) == [True]
         assert _checked([blob], [total ^ 1]) == [False]
+        assert _checked_one(blob, total) and _checked_one(blob, _swapped(total))
+        assert not _checked_one(blob, total ^ 1)
     assert _checked(blobs, stored) == [True] * len(blobs)
     assert _checked(blobs, [s ^ (i == 3) for i, s in enumerate(stored)]) == [
         i != 3 for i in range(len(blobs))

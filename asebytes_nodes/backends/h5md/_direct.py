@@ -167,7 +167,7 @@ class Grid(ChunkGrid):
         deflate, checksum = self.bits
         if checksum:
             raw, stored = raw[:-4], int.from_bytes(raw[-4:], "little")
-            if not raw or not _checked([raw], [stored])[0]:
+            if not raw or not _checked_one(raw, stored):
                 return None
         if deflate:
             inflater = zlib.decompressobj()
@@ -251,16 +251,30 @@ def _checked(datas: list[bytes], stored: list[int]) -> list[bool]:
     large = sum(sizes) >= _LARGE * len(datas)
     if (len(datas) > _FEW and not large) or max(sizes, default=0) > 2 * len(_WEIGHTS):
         sums = fletcher32(datas).tolist()
+        return [_matches(found, total) for found, total in zip(stored, sums, strict=True)]
+    return [_matches(found, _summed(data)) for found, data in zip(stored, datas, strict=True)]
+
+
+def _checked_one(data: bytes, stored: int) -> bool:
+    """:func:`_checked` of one blob, without its lists (a random row's chunk: 10.8 -> 6 us)."""
+    if len(data) > 2 * len(_WEIGHTS):
+        return _checked([data], [stored])[0]
+    return _matches(stored, _summed(data))
+
+
+def _summed(data: bytes) -> int:
+    """The fletcher32 of one blob of up to 128 KiB by two numpy reductions."""
+    words = np.frombuffer(data + b"\0" if len(data) % 2 else data, ">u2").astype(np.float64)
+    sum1 = int(words.sum())  # float64 sums of these integers are exact (below 2**53)
+    weights = _WEIGHTS[-len(words) :]  # BLAS: 2-3 us less a blob than int64, in pieces that
+    if len(words) <= _DOT:  # OpenBLAS sums on one thread (it wakes others past 10,000)
+        sum2 = int(np.dot(words, weights))
     else:
-        sums = []
-        for data in datas:
-            words = np.frombuffer(data + b"\0" if len(data) % 2 else data, ">u2").astype(np.float64)
-            sum1 = int(words.sum())  # float64 sums of these integers are exact (below 2**53)
-            weights = _WEIGHTS[-len(words) :]  # BLAS: 2-3 us less a blob than int64, in pieces that
-            pieces = range(0, len(words), _DOT)  # OpenBLAS sums on one thread (it wakes others past 10,000)
-            sum2 = sum(int(np.dot(words[a : a + _DOT], weights[a : a + _DOT])) for a in pieces)
-            sums.append(((sum2 - 1) % 65535 + 1) << 16 | ((sum1 - 1) % 65535 + 1) if sum1 else 0)
-    return [
-        found in (total, ((total & 0x00FF00FF) << 8) | ((total >> 8) & 0x00FF00FF))
-        for found, total in zip(stored, sums, strict=True)
-    ]
+        pieces = range(0, len(words), _DOT)
+        sum2 = sum(int(np.dot(words[a : a + _DOT], weights[a : a + _DOT])) for a in pieces)
+    return ((sum2 - 1) % 65535 + 1) << 16 | ((sum1 - 1) % 65535 + 1) if sum1 else 0
+
+
+def _matches(found: int, total: int) -> bool:
+    """Is ``found`` the sum ``total``, in either byte order HDF5 has stored it?"""
+    return found == total or found == ((total & 0x00FF00FF) << 8) | ((total >> 8) & 0x00FF00FF)

@@ -188,11 +188,12 @@ def rows_of(shared: SharedFile, plan: Plan, path: str, rows: np.ndarray, limit: 
 
 
 def held_row(
-    shared: SharedFile, plan: Plan, row: int, cols: Sequence[Col]
+    shared: SharedFile, plan: Plan, row: int, cols: Sequence[Col], limit: int
 ) -> tuple[dict[str, Any], list[Col]]:
     """Row ``row``'s values of the plain columns it can take at once: from mirrors holding it
-    (and its presence flags) already, a random row read again or a store that fits the cache;
-    from its chunk decoded alone (:func:`_lone`) where a dataset is too large to mirror. Each
+    (and its presence flags), its chunk read into the mirror first once the general path has
+    read that dataset before (species of 20,000 frames: 905 of 1,000 random rows took that
+    path); from its chunk decoded alone (:func:`_lone`) where a dataset is too large to mirror. Each
     is converted by :func:`._plan.row_value`, without the per-column lookups of the general
     path (1,000 random rows of 100,000 frames: 269 -> 210 ms); and the columns left for that
     path (not plain, not read in yet, a chunk with anything unusual)."""
@@ -220,6 +221,8 @@ def held_row(
         mirror = mirrors.get(path) if path is not None else None
         if mirror is not None and mirror.holds(row):
             stored = mirror.data[row]
+        elif mirror is not None and path is not None and shared.found.get(path) is not None:
+            stored = _filled(shared, plan, path, mirror, np.array([row]), limit)[row]
         elif mirror is None and path is not None and (lone := _lone(shared, path, row)) is not None:
             stored = lone
         else:
