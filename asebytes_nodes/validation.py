@@ -160,7 +160,7 @@ def validate_row(
                     f"{prefix}'constraints' must be a list of ASE constraints or their dicts "
                     f"(constraint.todict()), got {got}"
                 )
-            check_constraints(prefix, value)
+            check_constraints(prefix, value, n)
         try:
             check_value(key, value)
         except SerializationError as exc:
@@ -209,20 +209,49 @@ def _per_atom(
     return arr
 
 
-def check_constraints(prefix: str, constraints: list[dict[str, Any]]) -> None:
+def check_constraints(prefix: str, constraints: list[dict[str, Any]], n: int | None = None) -> None:
     """Refuse constraint dicts ASE cannot rebuild, such as a user-defined ``FixConstraint``
-    subclass stored by its ``todict()``: it would be written, then fail on every read."""
+    subclass stored by its ``todict()``: it would be written, then fail on every read. With the
+    frame's atom count ``n``, refuse atom indices past it too (ASE accepts ``FixAtoms([7])`` on
+    3 atoms and fails only when the constraint is applied)."""
     from ase.constraints import dict2constraint
 
     for j, constraint in enumerate(constraints):
         try:
-            dict2constraint(copy.deepcopy(constraint))
+            rebuilt = dict2constraint(copy.deepcopy(constraint))
         except Exception as exc:
             raise InvalidDataError(
                 f"{prefix}constraint {j} ({constraint.get('name', 'unnamed')}) cannot be rebuilt by "
                 f"ase.constraints.dict2constraint ({type(exc).__name__}: {exc}); only constraints ASE "
                 "can rebuild are stored: remove it (del atoms.constraints[...]) or use one of ASE's classes"
             ) from None
+        if n is not None:
+            where = f"{prefix}constraint {j} ({constraint.get('name', 'unnamed')})"
+            _check_constraint_atoms(where, rebuilt, n)
+
+
+def _check_constraint_atoms(where: str, constraint: Any, n: int) -> None:
+    """Refuse a constraint naming an atom a frame of ``n`` atoms does not have; constraints
+    without atom indices (FixCom) or with their own structure (FixInternals) are not checked."""
+    get = getattr(constraint, "get_indices", None)
+    try:
+        indices = get() if callable(get) else getattr(constraint, "indices", None)
+    except (AttributeError, NotImplementedError, TypeError):
+        return
+    if indices is None:
+        return
+    try:
+        found = np.asarray(indices).reshape(-1)
+    except (TypeError, ValueError):
+        return
+    if found.dtype.kind not in "iu" or not found.size:
+        return
+    outside = found[(found >= n) | (found < -n)]
+    if outside.size:
+        raise InvalidDataError(
+            f"{where} refers to atom {int(outside[0])} but the frame has {n} atoms; ASE would fail "
+            "only when the constraint is applied: fix the indices or the atoms before writing"
+        )
 
 
 def check_frame(row: dict[str, Any], n: int) -> None:
@@ -250,7 +279,7 @@ def check_frame(row: dict[str, Any], n: int) -> None:
             check_value(key, value)
         elif key == "constraints":
             check_value(key, value)
-            check_constraints("", value)
+            check_constraints("", value, n)
 
 
 _CHECK_BYTES = 8 << 20  # values of one batch of rows checked at once (validate's memory)

@@ -62,3 +62,29 @@ def test_stored_unrebuildable_constraint_names_the_row(tmp_path: Path, target: s
     with pytest.raises(StoreCorruptedError, match=r"row 1: a stored constraint of class 'PinFirst'"):
         list(db)
     assert db[0].get_chemical_formula() == "H2O"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_constraint_naming_a_missing_atom_is_refused(tmp_path: Path, target: str) -> None:
+    """ASE takes FixAtoms([7]) on 3 atoms and fails only when it applies it (on a later
+    read and relax): every write path refuses it, naming the frame and the atom."""
+    from ase.constraints import FixBondLength, FixCom, Hookean
+
+    db = open_store(tmp_path, target)
+    kept = molecule("H2O")
+    kept.set_constraint([FixAtoms([2]), FixCom(), Hookean(0, 1, 1.0, 1.5)])  # in range, or no indices
+    db.extend([kept])
+    bad = molecule("H2O")
+    bad.set_constraint(FixAtoms([7]))
+    refused = r"frame 1: constraint 0 \(FixAtoms\) refers to atom 7 .* 3 atoms"
+    with pytest.raises(InvalidDataError, match=refused):
+        db.extend([molecule("NH3"), bad])
+    bad.set_constraint(FixBondLength(0, -4))
+    with pytest.raises(InvalidDataError, match=r"refers to atom -4 but the frame has 3 atoms"):
+        db[0] = bad
+    with pytest.raises(InvalidDataError, match=r"constraint 0 \(FixAtoms\) refers to atom 3 .* 3 atoms"):
+        db.update(0, constraints=[FixAtoms([0, 3])])
+    assert len(db) == 1
+    assert [type(c).__name__ for c in db[0].constraints] == ["FixAtoms", "FixCom", "Hookean"]
+    db.update(0, constraints=[FixAtoms([1])])
+    assert db[0].constraints[0].get_indices().tolist() == [1]
