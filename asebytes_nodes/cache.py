@@ -13,7 +13,9 @@ Any writable backend holds the cache; LMDB is the one to use with several proces
 * row 0, the header: ``{"info._asebytes_cache": <JSON>}`` with ``format``, ``version``
   and the source record: what :meth:`HFBackend.cache_record` reports (URI or dataset
   fingerprint, split, name, revision, column mapping), or for other backends their name and
-  location (for a store without one, a token of its instance), plus the source length;
+  location (for a store without one, a token of its instance), plus the source length.
+  Processes that open one new cache at the same moment may each append a header: row 0
+  decides, and the later ones (rows without a source row number) are skipped;
 * every other row: one source row plus ``"info._asebytes_cache_row": i``, its row number
   in the source, written in the same append as the row itself. Rows are appended in the
   order they are first read.
