@@ -258,3 +258,21 @@ def test_a_source_without_a_location_is_known_by_its_instance(tmp_path: Path) ->
     assert_atoms_equal(frame(4), ASEIO(joined.backend, cache_to=tmp_path / "joined.lmdb")[2])
     again = pickle.loads(pickle.dumps(joined.backend))
     assert_atoms_equal(frame(4), ASEIO(again, cache_to=tmp_path / "joined.lmdb")[2])
+
+
+def test_extra_header_rows_are_skipped(tmp_path: Path) -> None:
+    """Two processes opening one new cache at once may both append a header (each saw it
+    empty): row 0 decides, the second header is not taken for a cached row."""
+    source = tmp_path / "source.lmdb"
+    ASEIO(source).extend([frame(i) for i in range(N)])
+    cache = tmp_path / "cache.lmdb"
+    first = ASEIO(source, cache_to=cache)
+    header = LMDBBackend(cache, readonly=True).read_row(0)
+    LMDBBackend(cache).extend([header])  # the other process's header, after row 0's
+    assert_atoms_equal(frame(3), first[3])
+    again = ASEIO(source, cache_to=cache)
+    assert len(again) == N
+    assert_atoms_equal(frame(0), again[0])
+    assert_atoms_equal(frame(3), again[3])
+    store = LMDBBackend(cache, readonly=True)
+    assert [store.read_row(j).get(ROW_KEY) for j in range(1, len(store))] == [None, 3, 0]
