@@ -20,6 +20,7 @@ import zntrack
 from ..io import ASEIO
 from ..registry import list_backends
 from ..selection import SelectedRows
+from ..shards import ConcatBackend
 from ..transfer import convert
 
 if TYPE_CHECKING:
@@ -113,16 +114,20 @@ def fingerprint(frames: ASEIO) -> str:
     """A digest that changes whenever the data behind ``frames`` changes.
 
     Local stores are hashed by content (file names and bytes, like DVC does); a selection
-    combines its source's digest with its row numbers; a store without a location (frames
-    copied into memory from an upstream node's list of Atoms) by its rows' encoded content;
-    remote sources give their location and length, the best a reader can know without
-    downloading them.
+    combines its source's digest with its row numbers, a concatenation its parts' digests; a
+    store without a location (frames copied into memory from an upstream node's list of Atoms)
+    by its rows' encoded content; remote sources give their location and length, the best a
+    reader can know without downloading them.
     """
     digest = hashlib.md5()
     backend = frames.backend
     if isinstance(backend, SelectedRows):
         digest.update(fingerprint(backend.source).encode())
         digest.update(backend.rows.tobytes())
+        return digest.hexdigest()
+    if type(backend) is ConcatBackend:  # db1 + db2: its parts' digests, each store by its files
+        for part in backend._parts():
+            digest.update(fingerprint(ASEIO(part)).encode())
         return digest.hexdigest()
     location = backend.location
     if location is None:

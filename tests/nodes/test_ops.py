@@ -17,7 +17,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from node_data import needs_h5md
 
 from asebytes_nodes import ASEIO
-from asebytes_nodes.backends import LMDBBackend
+from asebytes_nodes.backends import LMDBBackend, ReadableBackend
 from asebytes_nodes.bench import Settings, Store, benchmark, figure, markdown_table
 from asebytes_nodes.nodes import BenchmarkConfig, CacheConfig, StoreSpec
 from asebytes_nodes.nodes._ops import as_aseio, fingerprint, git_ignore, write_store
@@ -73,6 +73,38 @@ def test_fingerprint_follows_the_data(tmp_path: Path, frames: list[Atoms]) -> No
     b.update(1, calc={"energy": 123.0})
     assert fingerprint(b) != before
     assert fingerprint(ASEIO(SelectedRows(a, [0, 1]))) != fingerprint(ASEIO(SelectedRows(a, [0, 2])))
+
+
+class _Remote(ReadableBackend):
+    """A user's backend of a remote source: known by its location, its rows costly to read."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    @property
+    def location(self) -> str:
+        return "remote://bucket/frames"
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read_rows(self, indices, keys=None):  # noqa: ANN001, ANN201
+        raise AssertionError("a fingerprint read rows")
+
+
+def test_fingerprint_of_a_concatenation_is_its_parts(tmp_path: Path, frames: list[Atoms]) -> None:
+    """db1 + db2 has no location: it was fingerprinted by reading every row of every part
+    (2 x 20,000 frames: 1.8 s), and a part that is costly to read was read whole."""
+    a, b = ASEIO(tmp_path / "a.lmdb"), ASEIO(tmp_path / "b.zarr")
+    a.extend(frames[:3])
+    b.extend(frames[3:6])
+    remote = ASEIO(_Remote(4))
+    before = fingerprint(a + b + remote)
+    assert fingerprint(a + b + remote) == before
+    assert fingerprint(b + a + remote) != before
+    assert fingerprint(a + b + ASEIO(_Remote(5))) != before
+    b.update(1, calc={"energy": 123.0})
+    assert fingerprint(a + b + remote) != before
 
 
 def test_fingerprint_of_frames_in_memory_follows_their_content(frames: list[Atoms]) -> None:
