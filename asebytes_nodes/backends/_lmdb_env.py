@@ -140,7 +140,10 @@ def acquire_env(path: Path, readonly: bool, map_size: int, options: EnvOptions =
         if found is None and readonly:
             raise StoreNotFoundError(f"{path}: no such LMDB store (opened read-only)")
         folder = os.access(path.parent, os.W_OK)
-        writable = not readonly or (os.access(path, os.W_OK) and folder)
+        # A read-only handle opens a writable file for writing, so that a writer in this process can
+        # share its environment; not without a lock (no writer can share it), since LMDB opens for
+        # writing with O_CREAT: a shard an append deleted just now was made anew, empty, by a reader
+        writable = not readonly or (options.lock is not False and os.access(path, os.W_OK) and folder)
         if not writable and not readonly:
             raise PermissionError(f"{path}: the file or its folder is not writable")
         check_file(path)
