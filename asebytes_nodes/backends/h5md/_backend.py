@@ -509,8 +509,8 @@ class H5MDBackend(WritableBackend):
     # -- writing -----------------------------------------------------------------------------
     def extend(self, rows: Sequence[dict[str, Any]]) -> None:
         self._check_writable()
-        if not rows and self._path.exists():
-            return
+        if not rows and (self._plan.table is not None or not self._own):
+            return  # the group's store exists (see _write: a missing one is laid out)
         with gc_paused():  # thousands of new objects per batch: see gc_paused
             counts = atom_counts(rows)
             self._write(None, list(rows), counts, full=True)
@@ -566,8 +566,8 @@ class H5MDBackend(WritableBackend):
             plan = self._plan
             if where is None:
                 where = np.arange(plan.length, plan.length + len(rows))
-            if not len(where) and (rows or self._path.exists()):
-                return  # nothing to write (an empty extend writes a new file's layout)
+            if not len(where) and (plan.table is not None or not self._own):
+                return  # nothing to write (an empty write into a missing group makes its 0-frame store)
             self._refuse_foreign(where, rows)
             drop = [key for key in drop if key in plan.cols]
             batch = encode_batch(

@@ -43,9 +43,7 @@ def write(
     with shared.writer(nbytes) as f, _Edits(f) as edits, Chunks() as chunks:
         writer = _Writer(f, edits, chunks, group, options, table, batch.n0, batch.new)
         writer.metadata()
-        if not len(where):  # an empty first write: the file and its /h5md group; the particle
-            return  # group comes with the first frame (its box takes that frame's pbc)
-        writer.layout(pbc)
+        writer.layout(pbc)  # no rows: a new group's 0-frame store (the backend skips existing ones)
         for path in batch.replaced:  # retyped columns: their old elements go with the write
             edits.set_aside(path)
         writer.clock(where if batch.counted else where[:0], batch.counts)
@@ -160,10 +158,11 @@ class _Writer:
             creator.attrs["version"] = __version__
 
     def layout(self, pbc: Any) -> None:
-        """The particle group with its box, and the private group."""
+        """The particle group with its box, and the private group. The boundary is the first
+        frame's pbc: the first frames into a 0-frame store (an empty write's) set it again."""
         edits = self.edits
         path = f"particles/{self.group}/box"
-        if path not in self.f:
+        if not self.n0 or path not in self.f:
             box = edits.group(path)
             periodic = np.zeros(3, bool) if pbc is None else np.asarray(pbc, bool).reshape(3)
             box.attrs["dimension"] = np.int32(3)
@@ -198,13 +197,14 @@ class _Writer:
     def clock(self, where: np.ndarray, counts: np.ndarray) -> None:
         """step and time of new frames; atom counts of the frames at ``where``."""
         n0, n1 = self.n0, self.table["length"]
+        made = n0 > 0 or "step" in self.edits.group(self.private)  # a 0-frame store has them too
         steps = np.arange(n0, n1, dtype=np.int64)
-        self.chunks.put(self._private("step", np.int64, n0 > 0), n0, steps)
-        time = self._private("time", np.float64, n0 > 0)
-        if not n0:
+        self.chunks.put(self._private("step", np.int64, made), n0, steps)
+        time = self._private("time", np.float64, made)
+        if not made:
             time.attrs["unit"] = "fs"
         self.chunks.put(time, n0, steps * float(self.table["timestep"]))
-        n_atoms = self._private("n_atoms", np.int64, n0 > 0)
+        n_atoms = self._private("n_atoms", np.int64, made)
         if len(where):
             self.put(n_atoms, where, counts[where])
 
