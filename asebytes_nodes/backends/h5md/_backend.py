@@ -381,7 +381,8 @@ class H5MDBackend(WritableBackend):
             rows: list[dict[str, Any]] = [{} for _ in frames]
             order, rest = wanted, wanted
             if len(frames) == 1 and self._own:  # a random row: what the mirrors hold, at once
-                rows[0], rest = held_row(self._shared, self._plan, int(frames[0]), wanted, self._options["cache_bytes"])
+                limit = self._options["cache_bytes"]
+                rows[0], rest = held_row(self._shared, self._plan, int(frames[0]), wanted, limit)
             sizes = self._sizes(frames) if any(col.kind == "atom" for col in rest) else None
             for col in rest:
                 key = col.key
