@@ -102,3 +102,22 @@ def test_other_writers_keep_unit_conversion(tmp_path: Path) -> None:
     db = ASEIO(path, readonly=True)
     np.testing.assert_allclose(db[0].get_velocities(), np.full((3, 3), 0.5 / units.fs), rtol=1e-12)
     assert db.backend.format_info()["creator"]["name"] == "some-md-code"  # the writer it names
+
+
+def test_charges_are_read_as_their_origin_tag_says(tmp_path: Path) -> None:
+    """znh5md files calculator charges as particles/<g>/charge tagged "calc" (initial charges as
+    initial_charges): they were read as initial charges, and the real ones then dropped."""
+    water = molecule("H2O")
+    water.set_initial_charges([0.4, -0.2, -0.2])
+    water.calc = SinglePointCalculator(water, energy=-1.0, charges=np.array([0.9, -0.45, -0.45]))
+    bare = molecule("H2O")
+    bare.calc = SinglePointCalculator(bare, energy=-2.0, charges=np.array([0.8, -0.4, -0.4]))
+    path = tmp_path / "charges.h5"
+    znh5md.IO(path).extend([water, bare])
+    theirs = znh5md.IO(path)[:]
+    db = ASEIO(path, readonly=True)
+    assert db.backend.skipped == {}
+    for ours, want in zip(db, theirs, strict=True):
+        np.testing.assert_array_equal(ours.calc.results["charges"], want.calc.results["charges"])
+        np.testing.assert_array_equal(ours.get_initial_charges(), want.get_initial_charges())
+    assert db[1].get_initial_charges().tolist() == [0.0, 0.0, 0.0]

@@ -27,6 +27,10 @@ _PARTICLE_KEYS = {
     "momentum": "arrays.momenta",
     "velocity": "arrays.momenta",
 }
+# Particle elements whose ASE_ENTRY_ORIGIN tag (znh5md's, asebytes') decides the key: znh5md files
+# calculator charges as ``charge`` tagged "calc" and an ``arrays["charges"]`` tagged "arrays";
+# untagged, ``charge`` is H5MD's fixed particle charge (initial charges).
+_TAGGED_KEYS = {("charge", "calc"): "calc.charges", ("charge", "arrays"): "arrays.charges"}
 # Keys whose NaN is a value even in znh5md's files (padding is told apart by the mask).
 _FRAME_AXIS_KEYS = frozenset({"arrays.positions", "arrays.numbers", "cell", "pbc"})
 
@@ -176,7 +180,11 @@ def foreign_plan(f: Any, group: str, znh5md: bool = False) -> Plan:
     ordered = [n for n in _PARTICLE_KEYS if n in names] + [n for n in names if n not in _PARTICLE_KEYS]
     for name in ordered:
         obj = part[name]
-        key = _PARTICLE_KEYS.get(name) or f"{_origin(obj, 'arrays')}.{name}"
+        key = (
+            _TAGGED_KEYS.get((name, _origin(obj, None)))
+            or _PARTICLE_KEYS.get(name)
+            or f"{_origin(obj, 'arrays')}.{name}"
+        )
         col = _foreign_col(obj, key, True, frames, plan)
         if col is not None:
             col.velocity = name == "velocity"

@@ -37,6 +37,7 @@ QUANTITY = {
     "cell": "length",
     "arrays.masses": "mass",
     "arrays.initial_charges": "charge",
+    "calc.charges": "charge",
     "calc.forces": "force",
     "calc.energy": "energy",
     "calc.stress": "pressure",
