@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ase.build import bulk
 from ase.units import fs, kJ, mol
 
 h5py = pytest.importorskip("h5py")
@@ -89,6 +90,20 @@ def test_mdanalysis_reads_our_files(tmp_path: Path) -> None:
         if atoms.pbc.any():
             np.testing.assert_allclose(ts.dimensions, atoms.cell.cellpar(), rtol=1e-5)
     reader.close()
+
+
+def test_mdanalysis_universe_opens_our_trajectory_group(tmp_path: Path) -> None:
+    """What the README says: group="trajectory" in a file named *.h5md opens as
+    ``MDAnalysis.Universe(path)``, without a topology."""
+    mda = pytest.importorskip("MDAnalysis")
+    frames = [bulk("Cu", cubic=True), bulk("Cu", cubic=True)]
+    frames[1].positions += 0.25
+    path = tmp_path / "ours.h5md"
+    ASEIO(path, group="trajectory").extend(frames)
+    universe = mda.Universe(str(path))
+    assert len(universe.trajectory) == 2 and universe.atoms.n_atoms == 4
+    for atoms, ts in zip(frames, universe.trajectory, strict=True):
+        np.testing.assert_allclose(ts.positions, atoms.positions, rtol=1e-6, atol=1e-6)
 
 
 # -- their files in ours -------------------------------------------------------------------------

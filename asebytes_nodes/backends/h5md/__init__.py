@@ -59,9 +59,9 @@ Forces stay in eV/Angstrom under the name ``forces``, not the standard ``force``
 even with ``convert_units=False``, while znh5md ignores units and assumes eV/Angstrom. This way
 znh5md reads our forces and MDAnalysis opens our files with its defaults (positions, velocities,
 box; ``MDAnalysis.Universe(path)`` without a topology reads the particle group ``trajectory``
-only: write with ``group="trajectory"`` for it). ``velocity`` is tagged ``info`` for znh5md,
-which would otherwise rebuild momenta from it without its unit; znh5md takes the exact
-``momenta`` instead.
+only, of a file named ``*.h5md``: write with ``group="trajectory"`` for it). ``velocity`` is
+tagged ``info`` for znh5md, which would otherwise rebuild momenta from it without its unit;
+znh5md takes the exact ``momenta`` instead.
 
 Writes: append (``extend``) and replace in place (``set_rows``, ``update_rows``, ``drop_keys``); no
 insert or delete, which would move every dataset. Every value is checked and encoded before the
