@@ -262,7 +262,11 @@ def assemble(
         if form is not None:  # the stored form decides, not the fill (strings and objects: a list)
             numeric = form[0].kind in _NUMERIC_KINDS
             present = np.zeros((1, *form[1]) if per_atom else form[1], form[0]) if numeric else None
-        if not is_numeric(fill[key] if present is MISSING else present):
+        if present is MISSING:
+            numeric = is_numeric(fill[key])
+        else:  # every row's own value: 1 then "a" is a list, not the strings "1", "a"
+            numeric = is_numeric(present) and all(is_numeric(v) for v in values if v is not MISSING)
+        if not numeric:
             for j in missing:
                 values[j] = copy.deepcopy(fill[key])
             if per_atom and gather is not None:
@@ -280,7 +284,7 @@ def _shared_numeric_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rows:
         return []
     common = set(rows[0]).intersection(*rows[1:])
-    return sorted(k for k in common if is_numeric(rows[0][k]))
+    return sorted(k for k in common if all(is_numeric(row[k]) for row in rows))
 
 
 def _missing_error(key: str, rows: list[int], total: int) -> UnknownKeyError:

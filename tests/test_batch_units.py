@@ -143,3 +143,25 @@ def test_fill_is_shaped_alike_across_stores_and_shards(tmp_path: Path) -> None:
         assert lone.shape == (2, 6) and lone.dtype == np.float64
         shapes = {b["calc.stress"].shape for b in db.batches(2, keys=["calc.stress"], fill=0)}
         assert shapes == {(2, 6), (1, 6)}
+
+
+@pytest.mark.parametrize("target", ["memory://", "x.lmdb", "x.zarr", "x.h5", "x.extxyz"])
+def test_a_key_of_numbers_and_text_is_a_list(tmp_path: Path, target: str) -> None:
+    """info.tag 1 in one frame, "a" in the next: to_batch() left it out on LMDB and H5MD but
+    gave the strings "1", "a" on memory, Zarr and ASE files, and every backend gave them for
+    keys=["info.tag"]. Default keys leave it out; asked for, it is the rows' own values."""
+    import ase.io
+    from ase.build import molecule
+
+    frames = [molecule("H2O"), molecule("H2O"), molecule("NH3")]
+    for atoms, tag in zip(frames, (1, "a", 2.5), strict=True):
+        atoms.info["tag"] = tag
+    if target.endswith(".extxyz"):
+        ase.io.write(tmp_path / target, frames)
+        db = ASEIO(tmp_path / target)
+    else:
+        db = ASEIO(target if "://" in target else tmp_path / target)
+        db.extend(frames)
+    assert "info.tag" not in db[:].to_batch()
+    assert db[[2, 1, 0]].to_batch(["info.tag"])["info.tag"] == [2.5, "a", 1]
+    assert db[[0, 2]].to_batch(["info.tag"])["info.tag"].tolist() == [1.0, 2.5]  # numbers only: an array

@@ -55,15 +55,16 @@ def expected_batch(
 
 
 def numeric_shared_keys(frames: list[Atoms], order: list[int]) -> list[str]:
+    """The keys ``to_batch()`` gives by default: every row carries them, with a number or a
+    numeric array in each."""
     rows = [atoms_to_dict(frames[i]) for i in order]
     common = set(rows[0]).intersection(*rows[1:])
     numeric = (bool, int, float, np.bool_, np.number)
-    return sorted(
-        k
-        for k in common
-        if (isinstance(rows[0][k], np.ndarray) and rows[0][k].dtype.kind in "biufc")
-        or isinstance(rows[0][k], numeric)
-    )
+
+    def is_number(value: Any) -> bool:
+        return (isinstance(value, np.ndarray) and value.dtype.kind in "biufc") or isinstance(value, numeric)
+
+    return sorted(k for k in common if all(is_number(row[k]) for row in rows))
 
 
 def assert_batch_equal(expected: dict[str, Any], got: dict[str, Any]) -> None:
