@@ -10,7 +10,8 @@ dataset opens only the shards it reads).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from ..io import ASEIO
 
 __all__ = ["ConcatBackend", "concat"]
+
+#: Rows asked of one part: (part, their positions in the rows asked, their rows within the part).
+_Group = tuple[int, np.ndarray, np.ndarray]
 
 
 class ConcatBackend(ReadableBackend):
@@ -81,17 +85,19 @@ class ConcatBackend(ReadableBackend):
         part = np.searchsorted(self._starts, idx, side="right") - 1
         return part, idx - self._starts[part]
 
-    def _groups(self, indices: Sequence[int] | np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(part, positions in ``indices``, rows within the part), one group per part touched."""
+    def _groups(self, indices: Sequence[int] | np.ndarray) -> tuple[list[_Group], np.ndarray | None]:
+        """The rows asked, by part: ``(part, positions in indices, rows within the part)`` for each
+        part touched, in part order, and ``order``, those positions one group after the other
+        (None where that is the order asked: rows already in part order need no sorting)."""
         part, local = self._locate(indices)
-        if len(part) and part[0] == part[-1] and (part == part[0]).all():
-            yield int(part[0]), np.arange(len(part)), local
-            return
-        order = np.argsort(part, kind="stable")
-        bounds = np.flatnonzero(np.diff(part[order])) + 1
-        for positions in np.split(order, bounds):
-            if len(positions):
-                yield int(part[positions[0]]), positions, local[positions]
+        order = None
+        at = np.arange(len(part))
+        if len(part) > 1 and (part[1:] < part[:-1]).any():
+            order = at = np.argsort(part, kind="stable")
+            part, local = part[order], local[order]
+        cuts = [0, *(np.flatnonzero(part[1:] != part[:-1]) + 1).tolist(), len(part)] if len(part) else [0]
+        groups = [(int(part[lo]), at[lo:hi], local[lo:hi]) for lo, hi in itertools.pairwise(cuts)]
+        return groups, order
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -100,7 +106,7 @@ class ConcatBackend(ReadableBackend):
         self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
         out: list[Any] = [None] * len(indices)
-        for p, positions, local in self._groups(indices):
+        for p, positions, local in self._groups(indices)[0]:
             for j, row in zip(positions.tolist(), self._part(p).read_rows(local, keys), strict=True):
                 out[j] = row
         return out
@@ -108,7 +114,7 @@ class ConcatBackend(ReadableBackend):
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any] | np.ndarray:
         pieces = [
             (positions, self._part(p).read_column(key, local))
-            for p, positions, local in self._groups(indices)
+            for p, positions, local in self._groups(indices)[0]
         ]
         if len(pieces) == 1:
             return pieces[0][1]
@@ -138,7 +144,7 @@ class ConcatBackend(ReadableBackend):
         """Inherited; each part's own ``read_batch`` of its rows, joined and put in the order asked."""
         from ..batch import merge_batches, read_batch_default, shaped_fill
 
-        groups = list(self._groups(indices))
+        groups, order = self._groups(indices)
         if fill:  # every part fills a key none of its rows carries in the dataset's form
             fill = shaped_fill(self, dict(fill))
         try:
@@ -146,10 +152,7 @@ class ConcatBackend(ReadableBackend):
         except (UnknownKeyError, RowIndexError):  # name the dataset's rows, not a part's
             return read_batch_default(self, np.asarray(indices), keys, fill=fill, atoms=atoms)
         batch = parts[0] if len(parts) == 1 else merge_batches(parts)
-        order = np.concatenate([positions for _, positions, _ in groups])
-        if (order == np.arange(len(order))).all():
-            return batch
-        return _reorder(batch, np.argsort(order, kind="stable"))
+        return batch if order is None else _reorder(batch, order)
 
     def columns(self, index: int = 0) -> list[str]:
         part, local = self._locate([index])
@@ -217,13 +220,16 @@ class ConcatBackend(ReadableBackend):
         )
 
 
-def _reorder(batch: dict[str, Any], take: np.ndarray) -> dict[str, Any]:
-    """Frames ``take`` of a batch, in that order: per-frame values by index, per-atom ones by atom ranges."""
+def _reorder(batch: dict[str, Any], order: np.ndarray) -> dict[str, Any]:
+    """A batch whose frame ``i`` belongs at position ``order[i]``, put in that order: per-frame
+    values by index, per-atom ones by atom ranges (one take per key)."""
+    take = np.empty_like(order)
+    take[order] = np.arange(len(order))
     counts = batch["n_atoms"]
-    starts = np.cumsum(counts) - counts
+    ends = np.cumsum(counts)
     new_counts = counts[take]
-    first = np.repeat(starts[take] - (np.cumsum(new_counts) - new_counts), new_counts)
-    atom_take = first + np.arange(int(new_counts.sum()), dtype=np.int64)
+    new_ends = np.cumsum(new_counts)
+    atom_take = np.repeat(ends[take] - new_ends, new_counts) + np.arange(int(new_ends[-1]), dtype=np.int64)
     out: dict[str, Any] = {}
     for key, values in batch.items():
         if not isinstance(values, np.ndarray):
