@@ -30,7 +30,10 @@ _PARTICLE_KEYS = {
 # Particle elements whose ASE_ENTRY_ORIGIN tag (znh5md's, asebytes') decides the key: znh5md files
 # calculator charges as ``charge`` tagged "calc" and an ``arrays["charges"]`` tagged "arrays";
 # untagged, ``charge`` is H5MD's fixed particle charge (initial charges).
-_TAGGED_KEYS = {("charge", "calc"): "calc.charges", ("charge", "arrays"): "arrays.charges"}
+_TAGGED_KEYS: dict[tuple[str, str | None], str] = {
+    ("charge", "calc"): "calc.charges",
+    ("charge", "arrays"): "arrays.charges",
+}
 # Keys whose NaN is a value even in znh5md's files (padding is told apart by the mask).
 _FRAME_AXIS_KEYS = frozenset({"arrays.positions", "arrays.numbers", "cell", "pbc"})
 
