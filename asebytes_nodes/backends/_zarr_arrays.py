@@ -271,8 +271,12 @@ class ArrayAccess:
         tail: tuple[int, ...],
         dtype: Any,
         scale: float = 1.0,
+        fill: int = 0,
     ) -> None:
-        """Write ``data`` at rows ``start:stop`` of array ``name``, growing or creating it.
+        """Write ``data`` at rows ``start:stop`` of array ``name``, growing or creating it;
+        ``fill``: the first rows of ``start:stop`` are the fill value and ``data`` the rest
+        (a new array only: a column new to a store is written from row 0, and its earlier rows,
+        as many as the store holds, are never built in memory).
 
         Inside ``extend`` the write joins the batch run at its end; otherwise it runs now.
         """
@@ -281,18 +285,18 @@ class ArrayAccess:
         if source is not None:  # rewrites the shard object it starts in: with its committed rows
             start, data = self._kept_rows(source, start, data, tail, dtype)
         if self._direct is not None and handles(dtype):
-            data = np.asarray(data, dtype).reshape(stop - start, *tail)
+            data = np.asarray(data, dtype).reshape(stop - start - fill, *tail)
             root, fresh = Path(self._target), name not in self._committed_arrays()
             if fresh:
                 chunk, shard = self._chunking(tail, dtype, scale)
                 trim = not self._layout["compress_all"]
-                write_new_array(root, name, stop, start, data, chunk, shard, self._direct, trim)
+                write_new_array(root, name, stop, start, data, chunk, shard, self._direct, trim, fill)
             if fresh or write_rows(root, name, stop, start, data, self._direct):
                 self._arrays.pop(name, None)  # its zarr handle would hold the old shape
                 return
         if isinstance(self._group, LazyGroup):  # zarr writes it: opened here, never in zarr's event loop
             self._group = self._group.get()
-        put = self._put(name, start, stop, data, tail, dtype, scale)
+        put = self._put(name, start, stop, data, tail, dtype, scale, fill)
         if self._deferred is not None:
             self._deferred.append(put)
         else:
@@ -311,7 +315,15 @@ class ArrayAccess:
         return keep, np.concatenate([self._slab(source, start, keep, start, False), data])
 
     async def _put(
-        self, name: str, start: int, stop: int, data: Any, tail: tuple[int, ...], dtype: Any, scale: float
+        self,
+        name: str,
+        start: int,
+        stop: int,
+        data: Any,
+        tail: tuple[int, ...],
+        dtype: Any,
+        scale: float,
+        fill: int = 0,
     ) -> None:
         source = self._forks.get(name)
         if source is not None:
@@ -325,6 +337,14 @@ class ArrayAccess:
             self._arrays[name] = zarr.Array(arr)  # the handle readers use sees the new shape
         else:
             arr = await self._create(name, stop, tail, dtype, scale)
+        if fill:  # shards of fill rows only one at a time, from a view of one zero: never built whole
+            step = (arr.shards or arr.chunks)[0]
+            whole = max(start, (start + fill) // step * step)  # the start of the shard data begins in
+            zero = np.broadcast_to(np.zeros((), dtype), (step, *tail))
+            for lo in range(start, whole, step):
+                await arr.setitem(slice(lo, min(lo + step, whole)), zero[: min(step, whole - lo)])
+            head = np.zeros((start + fill - whole, *tail), dtype)  # the fill rows of that shard
+            start, data = whole, np.concatenate([head, data])
         if stop > start:
             await arr.setitem(slice(start, stop), data)
 

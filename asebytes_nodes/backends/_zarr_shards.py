@@ -147,15 +147,18 @@ _GAIN = 0.1  # a new array keeps its compressor when its first rows compress by 
 _PROBE_BYTES = 32 << 10  # ... compressed as one block of this many bytes (at least 16 KiB given)
 
 
-def paying(codec: ChunkCodec, data: np.ndarray) -> ChunkCodec:
+def paying(codec: ChunkCodec, data: np.ndarray, fill: int = 0) -> ChunkCodec:
     """``codec``, or the same without its compressor when compressing the first 32 KiB of
-    ``data`` saves less than 10% (data under 16 KiB keeps ``codec``): positions and forces of
-    varied structures shrink by about 6%, and an uncompressed chunk is read without being
-    decompressed (shuffled batches of 100,000 periodic frames, every array uncompressed:
-    263 -> 208 ms)."""
-    if codec.cname is None or data.nbytes < _PROBE_BYTES // 2:
+    ``data`` (after ``fill`` rows of 0) saves less than 10% (under 16 KiB in all keeps
+    ``codec``): positions and forces of varied structures shrink by about 6%, and an
+    uncompressed chunk is read without being decompressed (shuffled batches of 100,000
+    periodic frames, every array uncompressed: 263 -> 208 ms)."""
+    lead = fill * int(np.prod(data.shape[1:], dtype=np.int64))  # values of the fill rows
+    if codec.cname is None or (lead + data.size) * data.itemsize < _PROBE_BYTES // 2:
         return codec
-    sample = np.ascontiguousarray(data.reshape(-1)[: _PROBE_BYTES // data.itemsize])
+    size = _PROBE_BYTES // data.itemsize
+    head = np.zeros(min(lead, size), data.dtype)
+    sample = np.concatenate([head, data.reshape(-1)[: size - len(head)]])  # contiguous
     if len(codec.encoder(data.itemsize)(sample)) <= (1 - _GAIN) * sample.nbytes:
         return codec
     return ChunkCodec(None, codec.clevel, codec.checksum)
@@ -225,17 +228,22 @@ def write_new_array(
     shard: int,
     codec: ChunkCodec,
     trim: bool = True,
+    fill: int = 0,
 ) -> None:
-    """Create array ``name`` of ``rows`` rows under store ``root``, holding ``data`` at ``start:``.
+    """Create array ``name`` of ``rows`` rows under store ``root``, holding ``fill`` rows of the
+    fill value (0) at ``start:``, then ``data``.
 
-    Whatever was at ``name`` before (an uncommitted leftover) is removed first. A compressor
-    that does not pay on ``data`` is left out of the array (:func:`paying`) unless not ``trim``.
+    Rows before ``start`` are left unwritten, as zarr leaves them; the ``fill`` rows are written
+    (as ``data`` padded with them would be) without being held in memory: a column new to a
+    store of a million frames needs every chunk before its first value. Whatever was at
+    ``name`` before (an uncommitted leftover) is removed first. A compressor that does not pay
+    on those rows is left out of the array (:func:`paying`) unless not ``trim``.
     """
     folder = _new_folder(root, name)
-    codec = paying(codec, data) if trim else codec
+    codec = paying(codec, data, fill) if trim else codec
     document = array_document((rows, *data.shape[1:]), data.dtype, chunk, shard, codec)
     (folder / "zarr.json").write_text(json.dumps(document, indent=2))
-    _write_shards(None, folder, rows, start, data, chunk, shard, codec, atomic=False)
+    _write_shards(None, folder, rows, start, data, chunk, shard, codec, atomic=False, fill=fill)
 
 
 def _our_layout(
@@ -342,16 +350,20 @@ def _write_shards(
     shard: int,
     codec: ChunkCodec,
     atomic: bool,
+    fill: int = 0,
 ) -> None:
     """Shard files in ``folder`` (of an array of ``rows`` rows) for the shards rows
-    ``start:start + len(data)`` fall in, holding ``data`` there; their other chunks are
-    kept from ``source``'s shard files (the same folder for appends; None: a new array), or
-    left unwritten."""
+    ``start:start + fill + len(data)`` fall in, holding ``fill`` rows of 0 and then ``data``
+    there; their other chunks are kept from ``source``'s shard files (the same folder for
+    appends; None: a new array), or left unwritten. A chunk wholly of fill rows is encoded once
+    and its bytes shared: memory stays at one shard's encoded chunks, whatever ``fill``."""
     dtype, tail = data.dtype, data.shape[1:]
-    stop = start + len(data)
+    begin = start + fill  # where data starts
+    stop = begin + len(data)
     encode = codec.encoder(dtype.itemsize)
     per_shard = shard // chunk
     suffix = "/0" * len(tail)
+    zero: bytes | None = None  # the encoded chunk of fill rows only
     for s in range(start // shard, -(-min(stop, rows) // shard)):
         lo = s * shard
         partial = lo < start or lo + shard > stop
@@ -365,14 +377,18 @@ def _write_shards(
                 continue
             if j not in written:  # wholly outside the write: its bytes as they are
                 encoded = old[j]
+            elif b <= begin and j not in old:  # fill rows only (and the padding, 0 too)
+                zero = encode(np.zeros((chunk, *tail), dtype)) if zero is None else zero
+                encoded = zero
             else:
-                piece = data[max(a, start) - start : min(b, stop) - start]
+                piece = data[max(a, begin) - begin : min(b, stop) - begin]
                 if len(piece) < chunk:  # part-filled: other rows from the old chunk, else 0 like zarr
                     padded = np.zeros((chunk, *tail), dtype)
                     if j in old:
                         decoded = codec.decoder(dtype.itemsize)(old[j])
                         padded[:] = np.frombuffer(decoded, dtype).reshape(chunk, *tail)
-                    padded[max(a, start) - a : max(a, start) - a + len(piece)] = piece
+                        padded[max(a, start) - a : max(a, begin) - a] = 0
+                    padded[max(a, begin) - a : max(a, begin) - a + len(piece)] = piece
                     piece = padded
                 encoded = encode(np.ascontiguousarray(piece))
             parts.append(encoded)
@@ -385,7 +401,8 @@ def _write_shards(
         if atomic:
             replace_file(path, b"".join(parts))
         else:
-            path.write_bytes(b"".join(parts))
+            with path.open("wb") as file:  # shared chunks are never joined into one copy
+                file.writelines(parts)
 
 
 def _shard_chunks(blob: bytes, per_shard: int, where: Path) -> dict[int, bytes]:

@@ -213,8 +213,8 @@ class Writes:
                     present, data = widened[key]
                     self._append_column(spec, present, data, counts, 0, n1, 0, atoms1)
                 elif key not in meta["columns"] and n0:  # new: written from row 0, every chunk there
-                    present, data = _from_start(spec, *batches[key], n0, atoms0)
-                    self._append_column(spec, present, data, counts, 0, n1, 0, atoms1)
+                    present, data = batches[key]
+                    self._append_column(spec, present, data, counts, n0, n1, atoms0, atoms1, lead=True)
                 else:
                     present, data = batches.get(key, (np.zeros(len(rows), bool), None))
                     self._append_column(spec, present, data, counts, n0, n1, atoms0, atoms1)
@@ -257,24 +257,32 @@ class Writes:
         n1: int,
         atoms0: int,
         atoms1: int,
+        lead: bool = False,
     ) -> None:
+        """Write rows ``n0:n1`` (atoms ``atoms0:atoms1``) of a column; ``lead``: a column new
+        to a store of ``n0`` frames, written from row 0 (a reader takes a missing chunk for
+        damage), its earlier rows as the fill value a shard at a time, never built whole."""
         base, kind = spec["id"], spec["kind"]
+        fill, atom_fill = (n0, atoms0) if lead else (0, 0)
         if spec.get("present", True):
             self._write_range(base + "/present", n0, n1, present, (), bool)
         elif spec["count"] != n0 or not present.all():  # the first frame without it: flag them all
-            before = np.full(n0, spec["count"] == n0, bool)
-            self._write_range(base + "/present", 0, n1, np.concatenate([before, present]), (), bool)
+            if spec["count"] == n0:  # every frame before has it (else none: a new column)
+                present = np.concatenate([np.ones(n0, bool), present])
+            self._write_range(base + "/present", 0, n1, present, (), bool, fill=n1 - len(present))
             spec["present"] = True
         tail, dtype = tuple(spec.get("shape", ())), spec.get("dtype", "uint8")
         if kind == "atom":
             mean = atoms1 / max(n1, 1)
             if data is None:
                 data = np.zeros((atoms1 - atoms0, *tail), dtype)
-            self._write_range(base + "/values", atoms0, atoms1, data, tail, dtype, mean)
+            self._write_range(
+                base + "/values", atoms0 - atom_fill, atoms1, data, tail, dtype, mean, atom_fill
+            )
         elif kind == "object":
             blob, sizes = data if data is not None else (b"", np.zeros(n1 - n0, np.int64))
             start = spec["nbytes"]
-            self._write_range(base + "/sizes", n0, n1, sizes, (), np.int64)
+            self._write_range(base + "/sizes", n0 - fill, n1, sizes, (), np.int64, fill=fill)
             self._write_range(
                 base + "/values", start, start + len(blob), np.frombuffer(blob, np.uint8), (), np.uint8, 256
             )
@@ -282,7 +290,7 @@ class Writes:
         else:
             if data is None:
                 data = np.zeros((n1 - n0, *tail), dtype)
-            self._write_range(base + "/values", n0, n1, data, tail, dtype)
+            self._write_range(base + "/values", n0 - fill, n1, data, tail, dtype, fill=fill)
 
     def _commit(self, retired: Sequence[str] = (), **changes: Any) -> None:
         """Publish the new record: the one write that makes a write visible. ``retired``:
@@ -412,19 +420,6 @@ class Writes:
             return [MISSING] * n
         values, present = self._read_values(spec, np.arange(n))
         return [v if p else MISSING for v, p in zip(values, present.tolist(), strict=True)]
-
-
-def _from_start(
-    spec: dict[str, Any], present: np.ndarray, data: Any, n0: int, atoms0: int
-) -> tuple[np.ndarray, Any]:
-    """A new column's batch for rows ``n0:`` as written from row 0 (the ``n0`` rows before lack it):
-    a reader takes a missing chunk for damage, so none may stay unwritten."""
-    flags = np.concatenate([np.zeros(n0, bool), present])
-    if spec["kind"] == "object":
-        blob, sizes = data
-        return flags, (blob, np.concatenate([np.zeros(n0, np.int64), sizes]))
-    lead = atoms0 if spec["kind"] == "atom" else n0
-    return flags, np.concatenate([np.zeros((lead, *data.shape[1:]), data.dtype), data])
 
 
 def _first_free(meta: dict[str, Any]) -> int:
