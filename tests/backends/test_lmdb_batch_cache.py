@@ -27,6 +27,7 @@ def _epoch(backend: LMDBBackend, seed: int, n: int, keys: Any = KEYS) -> None:
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch._Tables())
     monkeypatch.setattr(_lmdb_batch_cache, "_CACHES", [])
+    monkeypatch.setattr(_lmdb_batch_cache, "_HELD", [0])
 
 
 @pytest.mark.parametrize("ragged", [False, True])
@@ -74,6 +75,34 @@ def test_rows_past_the_budget_are_read_from_the_store(tmp_path: Path) -> None:
     cache = _lmdb_batch_cache._CACHES[0]
     assert 0 < cache.used <= 9000 and 0 < int((cache.slot_of >= 0).sum()) < 40
     backend.close()
+
+
+def test_the_copies_of_many_small_stores_are_all_kept(tmp_path: Path) -> None:
+    """Eight stores read in turn (a sharded dataset's shards): every copy is kept while all of
+    them fit four budgets (the four stores read last were kept: later epochs over eight shards
+    read LMDB again); past that, the copies read longest ago go and the total stays bounded."""
+    rng = np.random.default_rng(5)
+    stores = []
+    for s in range(8):
+        backend = LMDBBackend(tmp_path / f"s{s}.lmdb", cache_bytes=40_000)
+        backend.extend([batch_row(rng, 5, 100 * s + i) for i in range(12)])
+        stores.append(backend)
+    for seed in range(2):
+        for backend in stores:
+            _epoch(backend, seed, 12)
+    caches = _lmdb_batch_cache._CACHES
+    assert len(caches) == 8 and all(int((c.slot_of >= 0).sum()) == 12 for c in caches)
+    held = sum(c.used for c in caches)
+    assert held == _lmdb_batch_cache._HELD[0] <= 4 * 40_000
+    small = max(1, held // 8 // 2)  # budgets of half a store: four budgets hold four of them at most
+    for backend in stores:
+        backend.close()
+    stores = [LMDBBackend(tmp_path / f"s{s}.lmdb", cache_bytes=small) for s in range(8)]
+    for backend in stores:
+        _epoch(backend, 0, 12)
+    assert sum(c.used for c in _lmdb_batch_cache._CACHES) == _lmdb_batch_cache._HELD[0] <= 4 * small
+    for backend in stores:
+        backend.close()
 
 
 def test_rows_past_the_indexed_range_are_read_from_the_store(
