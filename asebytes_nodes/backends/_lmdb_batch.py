@@ -5,7 +5,8 @@ program share their structure: the same keys in the same order, values of the sa
 types, arrays of the same dtypes and shapes; only the numbers differ. A :class:`Template` is one
 row's bytes up to its raw array section, where each byte may take one value, except the bytes
 of top-level fixed-width numbers (float 32/64, int and uint 8-64: any payload; a fixint: any
-fixint of its sign; ``true``/``false``: either), held as a mask and a value per byte. A row of
+fixint of its sign; ``true``/``false``: either) and of text, lists and dicts (any characters and
+numbers of the same lengths and types), held as a mask and a value per byte. A row of
 the template's length whose bytes the template allows parses exactly as the template row does
 (msgpack's parse depends only on type bytes and lengths, which are fixed), so its values sit
 at the template's offsets.
