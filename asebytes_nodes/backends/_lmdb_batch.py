@@ -66,6 +66,12 @@ from ._lmdb_templates import Field, Template, learn
 __all__ = ["fetch_rows", "read_batch"]
 
 _MAX_TEMPLATES = 4096
+# Past _FLOOD templates, one is learnt per _ROWS_PER_TEMPLATE rows read at most: rows whose bytes
+# vary beyond what templates free (a unique bytes value per row) are served decoded (about 27k
+# frames/s) instead of each learning a template and copying the tables (1-2k frames/s).
+_FLOOD = 256
+_ROWS_PER_TEMPLATE = 64
+_ROWS_READ = [0]  # rows read through templates in this process (since the tables were reset)
 _MAX_PLANS = 64
 _OUT = {"f": np.dtype(np.float64), "i": np.dtype(np.int64), "b": np.dtype(np.bool_)}
 _WORD = np.dtype((np.void, 8))
@@ -309,6 +315,7 @@ def read_batch(
     tables = _TABLES
     if len(tables.templates) > _MAX_TEMPLATES:  # ragged stores: keep the cache bounded
         tables = _TABLES = _Tables()
+        _ROWS_READ[0] = 0
     if not len(indices):
         return None
     size, db, txn_id = txn.snapshot()
@@ -318,6 +325,7 @@ def read_batch(
         tables, starts, ids = held
         return _gather_batch(tables, cache.buffer, starts, ids, keys, atoms, indices)
     rows = indices.tolist()
+    _ROWS_READ[0] += len(rows)
     names, values = _fetch(txn, rows)
     lengths = list(map(len, values))
     ends = list(accumulate(lengths))
@@ -385,6 +393,9 @@ def _identify(
         failed = pending[wrong]
         ids[failed] = older = tables.older[ids[failed]]  # the next older template of that length
         lost = failed[older == 0].tolist()
+        n = len(tables.templates)
+        if lost and n > _FLOOD and _ROWS_PER_TEMPLATE * n > _ROWS_READ[0]:
+            return None  # a template per few rows: the rows are served decoded (see _FLOOD)
         if lost:  # no template allows them: learn the first one's of each length from its decoded row
             for j in {bodies[k]: k for k in reversed(lost)}.values():
                 body = joined[starts[j] : starts[j] + bodies[j]]
