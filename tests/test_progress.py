@@ -144,3 +144,17 @@ def test_a_column_read_in_chunks_draws_one_bar(tmp_path: Path) -> None:
     drawn = _drawn_on_terminal(100, code=code)
     assert "reading calc.energy:" in drawn, drawn
     assert "reading long.xyz:" not in drawn  # the chunks' own bars stay silent inside it
+
+
+def test_a_sharded_conversion_draws_a_bar_in_frames(tmp_path: Path) -> None:
+    """convert --shards drew nothing for as long as it ran: its bar counted partitions (a few)
+    and bars start at 5,000 units. It counts the frames now."""
+    path = tmp_path / "many.xyz"
+    path.write_text('1\nenergy=-1.5 Lattice="2 0 0 0 2 0 0 0 2"\nH 0 0 0\n' * 6000)
+    code = (
+        "from asebytes_nodes.cli import main\n"
+        f"main(['convert', {str(path)!r}, {str(tmp_path / 'out')!r}, '--shards', '2000'])\n"
+    )
+    drawn = _drawn_on_terminal(100, code=code)
+    assert re.search(r"converting to out: +100%\|[^|]*\| 6\.00k/6\.00k \[", drawn), drawn
+    assert len(ASEIO(tmp_path / "out")) == 6000

@@ -269,14 +269,18 @@ def convert_sharded(
             if shard_frames is None:
                 sample = list(itertools.islice(src.iter_rows(), 256)) if streams else sample_rows(src, 0, n)
             cap = shard_frames or frames_per_shard(sample, shard_bytes or DEFAULT_SHARD_BYTES)
+            ranges = _ranges(src, n, cap, streams)
             tasks = _partitions(
-                source if opened else src, src, _ranges(src, n, cap, streams), work, backend,
-                source_options, shard_options,
+                source if opened else src, src, ranges, work, backend, source_options, shard_options,
             )  # fmt: skip
             imports = [__name__, backend_class(backend)[0].__module__, type(src).__module__]
             with closing(engine_for(workers, scheduler, show_progress, imports)) as engine:
                 records = engine.map(
-                    write_partition, tasks, desc=f"converting to {final.name}", then=seal_partition
+                    write_partition,
+                    tasks,
+                    desc=f"converting to {final.name}",
+                    then=seal_partition,
+                    frames=None if streams else [stop - start for start, stop in ranges],
                 )
             shards = [ShardEntry.from_json(r["entry"]) for r in records]
             manifest = Manifest(backend=backend, shard_frames=cap, shards=shards)

@@ -29,7 +29,7 @@ import contextlib
 import functools
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any, Protocol
 
@@ -79,9 +79,25 @@ class Engine(Protocol):
         *,
         desc: str,
         then: Callable[[Any], Any] | None = None,
+        frames: Sequence[int] | None = None,
     ) -> list[Any]: ...
 
     def close(self) -> None: ...
+
+
+@contextlib.contextmanager
+def _bar(
+    tasks: Sequence[Any], frames: Sequence[int] | None, desc: str, show: bool | None
+) -> Iterator[tuple[Any, Sequence[int]]]:
+    """A bar in frames, advanced by each task's ``frames`` (a conversion of many frames in a few
+    partitions drew none: bars start at 5,000 units); without counts, in partitions, drawn however
+    few."""
+    if frames is not None:
+        with progress(sum(frames), desc, enabled=show) as bar:
+            yield bar, frames
+    else:
+        with progress(len(tasks), desc, unit="partitions", enabled=show, min_total=1) as bar:
+            yield bar, [1] * len(tasks)
 
 
 class SerialEngine:
@@ -97,14 +113,15 @@ class SerialEngine:
         *,
         desc: str,
         then: Callable[[Any], Any] | None = None,
+        frames: Sequence[int] | None = None,
     ) -> list[Any]:
         """``fn`` then ``then`` on each task here, one task after the other."""
         results = []
-        with progress(len(tasks), desc, unit="partitions", enabled=self._show) as bar:
-            for task in tasks:
+        with _bar(tasks, frames, desc, self._show) as (bar, steps):
+            for task, step in zip(tasks, steps, strict=True):
                 result = fn(task)
                 results.append(result if then is None else then(result))
-                bar.update(1)
+                bar.update(step)
         return results
 
     def close(self) -> None:
@@ -156,6 +173,7 @@ class DaskEngine:
         *,
         desc: str,
         then: Callable[[Any], Any] | None = None,
+        frames: Sequence[int] | None = None,
     ) -> list[Any]:
         if then is not None:
             fn = functools.partial(_chained, fn, then)
@@ -185,12 +203,13 @@ class DaskEngine:
                 queue.add(future)
 
         try:
-            with progress(len(results), desc, unit="partitions", enabled=self._show) as bar:
+            with _bar(tasks, frames, desc, self._show) as (bar, steps):
                 queue = as_completed()
                 top_up(queue)
                 for future in queue:
-                    results[running.pop(future)] = future.result()  # the first failure raises its own error
-                    bar.update(1)
+                    k = running.pop(future)
+                    results[k] = future.result()  # the first failure raises its own error
+                    bar.update(steps[k])
                     top_up(queue)
             return results
         finally:
