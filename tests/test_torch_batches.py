@@ -68,3 +68,26 @@ def test_to_tensors_shares_memory_where_it_can() -> None:
     record["cell"] = np.eye(3)  # a lone row's field: its stride (83 bytes) splits float64 items
     tensor = to_tensors({"cell": record["cell"]})["cell"]
     assert tensor.tolist() == [np.eye(3).tolist()]
+
+
+def test_the_readme_recipe_runs_with_spawned_workers(store: Path) -> None:
+    """The README's recipe as a script, workers started by spawn (macOS and Windows): without
+    its ``__main__`` guard each worker ran the script again and died."""
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"```python notest\n(from torch\.utils\.data import .*?)```", readme, re.S)
+    assert block is not None
+    script = store.parent / "recipe.py"
+    script.write_text(
+        "import multiprocessing\nmultiprocessing.set_start_method('spawn', force=True)\n"
+        + block.group(1)
+        + "    print('epoch of', len(dataset), 'frames done')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=store.parent, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "epoch of 30 frames done" in done.stdout
