@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -534,14 +535,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = str(exc.args[0])
         named = [getattr(args, a, None) for a in ("path", "src", "dst")]
         where = next((w for w in named if w), None)
-        if where and not any(w and w in message for w in named):
+        if where and not any(form in message for w in named if w for form in _spellings(w)):
             message = f"{where}: {message}"
         print(f"{PROG}: error: {_as_flags(message.splitlines()[0], args.command)}", file=sys.stderr)
         return 1
 
 
+def _spellings(path: str) -> tuple[str, ...]:
+    """How a message may name the path given as ``path`` (``out/`` is ``/abs/out`` there)."""
+    if "://" in path:
+        return (path,)
+    return (path, os.path.normpath(path), os.path.abspath(path))
+
+
 def _as_flags(message: str, command: str) -> str:
     """A library message's Python keywords (``backend=...``, ``group='A'``) as this command's flags."""
+    message = message.replace("drop indices=/chunk_size=", "drop --start/--stop/--step/--chunk-size")
+    message = message.replace("overwrite=True (--overwrite)", "--overwrite")
     backend = "--from-backend/--to-backend" if command == "convert" else "--backend"
     message = re.sub(r"\bbackend=(?:\.\.\.|'(\w+)')", lambda m: f"{backend} {m.group(1) or 'NAME'}", message)
     group = "--from-group" if command == "convert" else "--group"  # convert reads a group of SRC

@@ -224,6 +224,20 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert out_of_range.returncode == 1 and "Traceback" not in out_of_range.stderr
 
 
+def test_convert_errors_name_the_right_path_and_flags(stores: dict[str, Path], tmp_path: Path) -> None:
+    """A destination given with a trailing slash is named, not the source (the message holds
+    it as an absolute path); Python keywords in a library message read as the command's flags."""
+    first = run("convert", stores["lmdb"], tmp_path / "out", "--shards", "5")
+    assert first.returncode == 0, first.stderr
+    again = run("convert", stores["lmdb"], f"{tmp_path / 'out'}/", "--shards", "5")
+    assert again.returncode == 1
+    named = f"asebytes-nodes: error: {tmp_path / 'out'}: already exists; pass --overwrite"
+    assert again.stderr.startswith(named), again.stderr
+    subset = run("convert", stores["lmdb"], tmp_path / "part", "--shards", "5", "--stop", "3")
+    assert subset.returncode == 1 and "drop --start/--stop/--step/--chunk-size" in subset.stderr
+    assert "indices=" not in subset.stderr
+
+
 def test_show_out_of_range_names_the_valid_range(stores: dict[str, Path]) -> None:
     done = run("show", stores["zarr"], "99")
     assert done.returncode == 1 and "out of range for 20 rows" in done.stderr
