@@ -121,3 +121,20 @@ def test_charges_are_read_as_their_origin_tag_says(tmp_path: Path) -> None:
         np.testing.assert_array_equal(ours.calc.results["charges"], want.calc.results["charges"])
         np.testing.assert_array_equal(ours.get_initial_charges(), want.get_initial_charges())
     assert db[1].get_initial_charges().tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_frame_without_atoms_has_no_per_atom_results(tmp_path: Path) -> None:
+    """znh5md reads a 0-atom frame without forces or custom arrays (their padding is all there
+    is); we gave it (0, 3) forces and a (0,) array, and every conversion carried them."""
+    water = molecule("H2O")
+    water.arrays["extra"] = np.arange(3.0)
+    water.calc = SinglePointCalculator(water, energy=-1.0, forces=np.ones((3, 3)))
+    empty = Atoms()
+    empty.calc = SinglePointCalculator(empty, energy=0.5)
+    path = tmp_path / "empty.h5"
+    znh5md.IO(path).extend([water, empty])
+    theirs = znh5md.IO(path)[1]
+    ours = ASEIO(path, readonly=True)[1]
+    assert sorted(ours.arrays) == sorted(theirs.arrays) == ["numbers", "positions"]
+    assert ours.calc.results == theirs.calc.results == {"energy": 0.5}
+    assert ASEIO(path, readonly=True)[0].arrays["extra"].tolist() == [0.0, 1.0, 2.0]

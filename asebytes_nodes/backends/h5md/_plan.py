@@ -221,11 +221,12 @@ def _as_dtype(arr: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def all_nan(value: Any) -> bool:
-    """Is ``value`` a float (array) that is NaN throughout? znh5md's mark of a missing value."""
+    """Is ``value`` a float (array) that is NaN throughout? znh5md's mark of a missing value
+    (an empty one too: a 0-atom frame's per-atom values, which znh5md reads as absent)."""
     if isinstance(value, float):
         return value != value
     arr = np.asarray(value)
-    return arr.dtype.kind in "fc" and arr.size > 0 and bool(np.isnan(arr).all())
+    return arr.dtype.kind in "fc" and bool(np.isnan(arr).all())
 
 
 def _json(value: str) -> Any:
