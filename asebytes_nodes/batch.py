@@ -284,7 +284,16 @@ def _shared_numeric_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rows:
         return []
     common = set(rows[0]).intersection(*rows[1:])
-    return sorted(k for k in common if all(is_numeric(row[k]) for row in rows))
+    return sorted(k for k in common if all(is_numeric(row[k]) for row in rows) and _stackable(k, rows))
+
+
+def _stackable(key: str, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Do the rows' values of ``key`` join into one array: the same shape (per frame) or the
+    same shape past the atom axis (per atom)? A per-frame array of another length in each
+    frame is left out of the default keys rather than failing the batch."""
+    skip = 1 if is_per_atom(key) else 0
+    first = np.shape(rows[0][key])[skip:]
+    return all(np.shape(row[key])[skip:] == first for row in rows)
 
 
 def _missing_error(key: str, rows: list[int], total: int) -> UnknownKeyError:

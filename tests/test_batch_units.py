@@ -165,3 +165,26 @@ def test_a_key_of_numbers_and_text_is_a_list(tmp_path: Path, target: str) -> Non
     assert "info.tag" not in db[:].to_batch()
     assert db[[2, 1, 0]].to_batch(["info.tag"])["info.tag"] == [2.5, "a", 1]
     assert db[[0, 2]].to_batch(["info.tag"])["info.tag"].tolist() == [1.0, 2.5]  # numbers only: an array
+
+
+@pytest.mark.parametrize("target", ["memory://", "x.lmdb", "x.zarr", "x.h5"])
+def test_default_keys_leave_out_values_of_other_shapes(tmp_path: Path, target: str) -> None:
+    """A per-frame array of another length in each frame, or a number in some frames and an
+    array in others, failed to_batch() and batches() with default keys (RaggedColumnError,
+    depending on the shuffle); such a key is left out, and asked for it is still an error."""
+    from ase.build import molecule
+
+    from asebytes_nodes import RaggedColumnError
+
+    frames = [molecule("H2O") for _ in range(4)]
+    for i, atoms in enumerate(frames):
+        atoms.info["ragged"] = np.arange(i + 1.0)
+        atoms.info["either"] = np.ones(3) if i % 2 else 2.0
+    db = ASEIO(target if "://" in target else tmp_path / target)
+    db.extend(frames)
+    batch = db[:].to_batch()
+    assert "info.ragged" not in batch and "info.either" not in batch and batch["cell"].shape == (4, 3, 3)
+    assert db[[1, 3]].to_batch()["info.either"].tolist() == [[1.0] * 3] * 2  # these rows share a shape
+    assert sum(len(b["n_atoms"]) for b in db.batches(2, shuffle=True, seed=1)) == 4
+    with pytest.raises(RaggedColumnError, match="info.ragged"):
+        db[:].to_batch(["info.ragged"])
