@@ -66,12 +66,11 @@ from ._lmdb_templates import Field, Template, learn
 __all__ = ["fetch_rows", "read_batch"]
 
 _MAX_TEMPLATES = 4096
-# Past _FLOOD templates, one is learnt per _ROWS_PER_TEMPLATE rows read at most: rows whose bytes
-# vary beyond what templates free (a unique bytes value per row) are served decoded (about 27k
-# frames/s) instead of each learning a template and copying the tables (1-2k frames/s).
-_FLOOD = 256
-_ROWS_PER_TEMPLATE = 64
-_ROWS_READ = [0]  # rows read through templates in this process (since the tables were reset)
+# Templates of one row length at most: rows whose bytes vary beyond what templates free (a bytes
+# value unique to each row) are served decoded past it (15-21k frames/s) instead of each learning
+# a template and copying the tables (1-2k frames/s). Stores of many atom counts have a template
+# per length, and other stores' templates of other lengths do not count.
+_PER_LENGTH = 8
 _MAX_PLANS = 64
 _OUT = {"f": np.dtype(np.float64), "i": np.dtype(np.int64), "b": np.dtype(np.bool_)}
 _WORD = np.dtype((np.void, 8))
@@ -227,6 +226,7 @@ class _Tables:
 
     templates: tuple[Template | None, ...] = (None,)
     primary: dict[int, int] = field(default_factory=dict)  # row length -> newest template
+    depth: dict[int, int] = field(default_factory=dict)  # row length -> templates of that length
     older: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     mask: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.uint64))
     value: np.ndarray = field(default_factory=lambda: np.ones((1, 1), np.uint64))
@@ -245,6 +245,7 @@ class _Tables:
         return _Tables(
             (*self.templates, template),
             {**self.primary, template.length: j},
+            {**self.depth, template.length: self.depth.get(template.length, 0) + 1},
             np.append(self.older, self.primary.get(template.length, 0)),
             mask,
             value,
@@ -315,17 +316,15 @@ def read_batch(
     tables = _TABLES
     if len(tables.templates) > _MAX_TEMPLATES:  # ragged stores: keep the cache bounded
         tables = _TABLES = _Tables()
-        _ROWS_READ[0] = 0
     if not len(indices):
         return None
     size, db, txn_id = txn.snapshot()
     cache = cache_of(size, db, txn_id, cache_bytes) if cache_bytes > 0 else None
     held = None if cache is None else cache.get(indices)
     if cache is not None and held is not None:  # every row verified before, in this snapshot
-        tables, starts, ids = held
-        return _gather_batch(tables, cache.buffer, starts, ids, keys, atoms, indices)
+        tables, starts, kept = held
+        return _gather_batch(tables, cache.buffer, starts, kept, keys, atoms, indices)
     rows = indices.tolist()
-    _ROWS_READ[0] += len(rows)
     names, values = _fetch(txn, rows)
     lengths = list(map(len, values))
     ends = list(accumulate(lengths))
@@ -340,6 +339,8 @@ def read_batch(
     learnt, ids, joined = found
     if learnt is not tables:
         _TABLES = learnt
+    if ids is None:  # templates learnt, but a row's length has as many as it may (_PER_LENGTH)
+        return None
     if cache is not None and not cache.keep(learnt, joined, ends[-1], starts, ids, rows):
         cache_of(size, db, txn_id, cache_bytes, fresh=True).keep(learnt, joined, ends[-1], starts, ids, rows)
     return _gather_batch(learnt, joined, starts, ids, keys, atoms, indices)
@@ -382,10 +383,10 @@ def _identify(
     bodies: list[int],
     rows: list[int],
     decode: Callable[[int, Any], dict[str, Any]],
-) -> tuple[_Tables, np.ndarray, bytes] | None:
+) -> tuple[_Tables, np.ndarray | None, bytes] | None:
     """The template of every row (at ``starts``, ``bodies`` bytes without checksum): ``(tables,
-    ids, joined)`` with any template learnt, the joined rows padded anew if one is wider; None
-    if a row cannot have one."""
+    ids, joined)`` with any template learnt, the joined rows padded anew if one is wider; ids
+    None when a row's length has its most templates; None if a row cannot have one."""
     ids = np.fromiter(map(tables.primary.get, bodies, repeat(0)), np.int64, len(rows))
     wrong = _mismatched(joined, starts, ids, tables)
     pending = np.arange(len(rows))
@@ -393,9 +394,8 @@ def _identify(
         failed = pending[wrong]
         ids[failed] = older = tables.older[ids[failed]]  # the next older template of that length
         lost = failed[older == 0].tolist()
-        n = len(tables.templates)
-        if lost and n > _FLOOD and _ROWS_PER_TEMPLATE * n > _ROWS_READ[0]:
-            return None  # a template per few rows: the rows are served decoded (see _FLOOD)
+        if any(tables.depth.get(bodies[k], 0) >= _PER_LENGTH for k in lost):
+            return tables, None, joined  # a template per few rows of that length (see _PER_LENGTH)
         if lost:  # no template allows them: learn the first one's of each length from its decoded row
             for j in {bodies[k]: k for k in reversed(lost)}.values():
                 body = joined[starts[j] : starts[j] + bodies[j]]

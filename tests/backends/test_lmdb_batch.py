@@ -90,22 +90,28 @@ def test_rows_no_template_describes_are_served_decoded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bytes value unique to each row (its bytes stay fixed in a template) made a template per
-    row, each copying the tables: past _FLOOD templates, one is learnt per _ROWS_PER_TEMPLATE rows
-    read at most and the other rows are served decoded (6,000 frames: 1-2k -> 15-21k frames/s)."""
+    row, each copying the tables: past _PER_LENGTH templates of a row length, its rows are served
+    decoded (6,000 frames: 1-2k -> 15-21k frames/s). A store of many atom counts (a template per
+    length) read after it still learns its own and is served by them."""
     from asebytes_nodes.backends import _lmdb_batch
 
     monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch._Tables())
-    monkeypatch.setattr(_lmdb_batch, "_ROWS_READ", [0])
-    monkeypatch.setattr(_lmdb_batch, "_FLOOD", 8)
     rng = np.random.default_rng(6)
-    rows = [_row(rng, 3, i, **{"info.blob": rng.bytes(6)}) for i in range(160)]
+    rows = [_row(rng, 3, 40 + i % 40, **{"info.blob": rng.bytes(6)}) for i in range(160)]
     backend = _store(tmp_path, rows)
     for seed in range(2):
         order = np.random.default_rng(seed).permutation(160)
         for at in range(0, 160, 16):
             idx = order[at : at + 16]
             assert_same_batch(backend.read_batch(idx, KEYS), read_batch_default(backend, idx, KEYS))
-    assert len(_lmdb_batch._TABLES.templates) - 1 <= 8 + 2 * 160 // _lmdb_batch._ROWS_PER_TEMPLATE + 16
+    tables = _lmdb_batch._TABLES
+    assert set(tables.depth.values()) == {_lmdb_batch._PER_LENGTH}
+    assert len(tables.templates) - 1 == _lmdb_batch._PER_LENGTH * len(tables.depth)
+    ragged = LMDBBackend(tmp_path / "ragged.lmdb")
+    ragged.extend([_row(rng, n, 0) for n in range(1, 41)])  # 40 atom counts, a template each
+    idx = np.random.default_rng(2).permutation(40)
+    assert template_batch(ragged, idx, KEYS) is not None
+    assert len(_lmdb_batch._TABLES.templates) - len(tables.templates) == 40
 
 
 def test_fallbacks_give_the_decoded_answer(tmp_path: Path) -> None:
