@@ -58,8 +58,9 @@ Forces stay in eV/Angstrom under the name ``forces``, not the standard ``force``
 ``force`` only in units from its own table (none is eV-based) and raises on any other unit string
 even with ``convert_units=False``, while znh5md ignores units and assumes eV/Angstrom. This way
 znh5md reads our forces and MDAnalysis opens our files with its defaults (positions, velocities,
-box; ``MDAnalysis.Universe(path)`` without a topology reads the particle group ``trajectory``
-only, of a file named ``*.h5md``: write with ``group="trajectory"`` for it). ``velocity`` is
+box; ``MDAnalysis.Universe(path)`` without a topology takes its atoms from the particle group
+``trajectory`` and its frames from the alphabetically first group, of a file named ``*.h5md``:
+write with ``group="trajectory"`` into a file of that one group for it). ``velocity`` is
 tagged ``info`` for znh5md, which would otherwise rebuild momenta from it without its unit;
 znh5md takes the exact ``momenta`` instead.
 
