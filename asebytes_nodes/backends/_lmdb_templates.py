@@ -160,6 +160,18 @@ def _free(body: bytes, pos: int, mask: np.ndarray, value: np.ndarray) -> int:
     return _skip(body, pos)
 
 
+def _number(b: int, pos: int) -> Field | None:
+    """Where the msgpack number at ``pos`` (type byte ``b``) keeps its value: a fixed-width
+    number's payload, a fixint's or bool's type byte; None for any other value."""
+    if b in _FIXED:
+        return Field(pos + 1, np.dtype(_FIXED[b]), (), "f" if b in (0xCA, 0xCB) else "i")
+    if b <= 0x7F or b >= 0xE0:  # fixint: the type byte is the value
+        return Field(pos, np.dtype("u1" if b <= 0x7F else "i1"), (), "i")
+    if b in (0xC2, 0xC3):
+        return Field(pos, np.dtype("u1"), (), "b")
+    return None
+
+
 def learn(body: bytes, row: dict[str, Any]) -> Template | None:
     """The template of ``body`` (a row's stored bytes without checksum), whose values
     :func:`decode_row` gave as ``row``; None if the row is not of the expected form."""
@@ -174,25 +186,16 @@ def learn(body: bytes, row: dict[str, Any]) -> Template | None:
         for _ in range(n):
             size, at = _header(body, pos, *_STR)
             names.append(body[at : at + size].decode())
-            pos, b = at + size, body[at + size]
-            if b in _FIXED:
-                dtype = np.dtype(_FIXED[b])
-                mask[pos + 1 : pos + 1 + dtype.itemsize] = value[pos + 1 : pos + 1 + dtype.itemsize] = 0
-                slots[names[-1]] = Field(pos + 1, dtype, (), "f" if b in (0xCA, 0xCB) else "i")
-            elif b <= 0x7F or b >= 0xE0:  # fixint: the type byte is the value
-                mask[pos], value[pos] = (0x80, 0) if b <= 0x7F else (0xE0, 0xE0)
-                slots[names[-1]] = Field(pos, np.dtype("u1" if b <= 0x7F else "i1"), (), "i")
-            elif b in (0xC2, 0xC3):
-                mask[pos], value[pos] = 0xFE, 0xC2
-                slots[names[-1]] = Field(pos, np.dtype("u1"), (), "b")
-            elif (scalar := _numpy_scalar(body, pos)) is not None:  # np.float64(...): ASE's extxyz
+            pos = at + size
+            if (scalar := _numpy_scalar(body, pos)) is not None:  # np.float64(...): ASE's extxyz
                 at, dtype = scalar
                 mask[at : at + dtype.itemsize] = value[at : at + dtype.itemsize] = 0
                 slots[names[-1]] = Field(at, dtype, ())
-            else:  # text, lists, dicts: not read from here, only told apart by their structure
-                pos = _free(body, pos, mask, value)
+                pos = _skip(body, pos)
                 continue
-            pos = _skip(body, pos)
+            if (number := _number(body[pos], pos)) is not None:  # read from here by batches
+                slots[names[-1]] = number
+            pos = _free(body, pos, mask, value)  # text, lists, dicts: told apart by their structure only
         size, pos = _header(body, pos, *_BIN)
         code = body[pos : pos + size]
         size, raw = _header(body, pos + size, *_BIN)
