@@ -5,7 +5,7 @@ files written by other programs, read lazily with numpy over frames.
 >>> db = ASEIO("frames.h5", author_name="Jane Doe", compression="lzf")  # doctest: +SKIP
 >>> train = ASEIO("frames.h5", group="train")  # another particle group  # doctest: +SKIP
 
-On-disk layout (layout version 2)
+On-disk layout (layout versions 2 and 3)
 ---------------------------------
 One store is one particle group ``<g>`` (``group=``, default ``atoms``); ``T`` frames, ``W`` the
 largest atom count so far. Several stores (groups) share one file, each with its own elements,
@@ -32,18 +32,19 @@ the file holds); :meth:`~._backend.H5MDBackend.list_groups` names the other grou
         energy/value "eV", stress/value "eV Angstrom-3"                 <- calc.energy, calc.stress
         <name>/value               (T, ...) numbers, or UTF-8 strings   <- other calc.* and info.*
     parameters/asebytes_nodes/<g>/ attribute "asebytes_nodes": the JSON column table
-        step, time                 int64, float64 (T,): frame i is step i at time i * timestep "fs";
-                                   hard-linked as step/time into every element above
+        step, time                 int64, float64 (T,) "fs": the clock (below), hard-linked as
+                                   step/time into every element above
         n_atoms                    int64 (T,) true atom count of each frame
         present/c<k>               bool (T,) for a column that some frames lack
         encoded/c<k>               vlen uint8 (T,): values without an H5MD element (dicts, lists,
                                    None, string arrays, constraints ...), encoded by asebytes_nodes.codec
 
-The table is ``{"format": "asebytes_nodes.h5md", "version": 2, "length": T, "width": W,
+The table is ``{"format": "asebytes_nodes.h5md", "version": 2 or 3, "length": T, "width": W,
 "padded": atom counts ever differed, "timestep": fs, "next": column id counter, "velocity": bool,
-"columns": {key: {"id", "kind", "path", "dtype", "shape", "type", "count", "flags"}}}``, kinds
-``atom`` (per-atom numbers), ``frame`` (per-frame arrays), ``scalar`` (one exact scalar type, see
-:func:`~asebytes_nodes.backends._columns.scalar_type_code`), ``string`` and ``object`` (encoded). Per-atom
+["clock": "info",] "columns": {key: {"id", "kind", "path", "dtype", "shape", "type", "count",
+"flags"}}}``, kinds ``atom`` (per-atom numbers), ``frame`` (per-frame arrays), ``scalar`` (one
+exact scalar type, see :func:`~asebytes_nodes.backends._columns.scalar_type_code`), ``string``
+and ``object`` (encoded). Per-atom
 values are padded to ``W`` with NaN (floats), 0 or False and a frame lacking a key holds the same
 fill value; ``n_atoms`` and ``present`` give every row back exactly. znh5md reads the NaN padding.
 
@@ -52,6 +53,18 @@ A key gets the standard element above, else the part after its namespace (``info
 that contains ``/`` becomes the whole key with ``/`` written ``%2F`` (``arrays.forces`` next to
 ``calc.forces`` -> ``particles/<g>/arrays.forces``). Element groups carry znh5md's
 ``ASE_ENTRY_ORIGIN`` attribute (arrays, calc, info) so znh5md files them in the right namespace.
+
+The clock (:mod:`._clock`): the frames' own ``info.step`` and ``info.time`` (in fs, as this
+reader gives another H5MD file's times) while every frame of the store carries both, steps
+integers that increase and times finite numbers (``"clock": "info"``, version 3), so MDAnalysis
+reads a converted MD run's or H5MD file's steps and times; otherwise frame ``i`` is step ``i`` at
+time ``i * timestep`` (version 2). The first frames decide; a later write that breaks the rule (a
+frame without ``info.step``, a step not after the one before) turns the whole store's clock to
+frame indices, with a warning, and it stays so. ``info.step`` and ``info.time`` are columns of
+their own as well (``observables/<g>/step``, ``time``): they read back exactly as written.
+
+A 0-frame store (``extend([])``) also holds empty ``species/value`` (0, 1) and ``box/edges/value``
+elements, which znh5md needs to read it as 0 frames; the first frames replace them.
 
 Units: ASE's (Angstrom, eV, amu, e), written as unit strings MDAnalysis knows where one exists.
 Forces stay in eV/Angstrom under the name ``forces``, not the standard ``force``: MDAnalysis reads
@@ -162,7 +175,9 @@ Reading files from other programs (H5MD 1.0 and 1.1; pre-1.0 and 2.x are refused
   bonds) and parameters are not read.
 * Units: values with a unit string for length, velocity, force, energy, pressure, mass, charge or
   time are converted to ASE units; data without a unit string (reduced units) is taken as it is;
-  an unknown unit string raises :class:`~asebytes_nodes.errors.StoreCorruptedError`.
+  an unknown unit string raises :class:`~asebytes_nodes.errors.StoreCorruptedError`. Other keys
+  (``info.*``, custom arrays) are read as stored; a unit string there other than ASE's or none is
+  named in a warning (dataset, unit, key; once per file and dataset in a process).
 * Files whose ``h5md/creator`` is ``znh5md`` are read as znh5md reads them: values are in ASE
   units whatever the label (it labels ASE velocities ``Angstrom/fs``), and an all-NaN value of
   a result or custom element means the frame has none (a frame written without a calculator).
@@ -189,15 +204,19 @@ Version history
    (checksummed metadata). Same groups and datasets otherwise: version 1 stores are read, and
    written as version 1 (datasets they gain get checksums). Strings and encoded values
    (variable-length, in HDF5's global heap) have no checksum.
+3. The clock may come from the frames' ``info.step`` and ``info.time`` (table ``"clock": "info"``);
+   only such stores are version 3 (asebytes-nodes before it refuses them rather than append
+   frame-index steps to them), and they turn version 2 when their clock turns to frame indices.
+   Stores with the index clock, and version 1 stores, are written as before. 0-frame stores
+   made since hold empty ``species`` and ``box/edges`` elements for znh5md.
 
 Modules
 -------
 ``_backend`` (the backend class), ``_plan`` (what to read, stored values to rows), ``_gather``
 (chunk-filled mirrors and training batches), ``_direct`` (our chunks read and decoded), ``_foreign``
-(other programs' files), ``_units``, ``_check`` (``check()`` and the H5MD version), ``_table``
-(the column table, values checked and encoded), ``_writer`` (the write session), ``_chunks``
-(whole chunks deflated in threads), ``_zarrmd``
-(the read-only Zarr v2 view).
+(other programs' files), ``_units``, ``_clock`` (step and time), ``_check`` (``check()`` and the
+H5MD version), ``_table`` (the column table, values checked and encoded), ``_writer`` (the write
+session), ``_chunks`` (whole chunks deflated in threads), ``_zarrmd`` (the read-only Zarr v2 view).
 """
 
 from ...errors import MissingExtraError

@@ -90,7 +90,8 @@ class H5MDBackend(WritableBackend):
         ``"gzip"`` (default, readable by every HDF5 program; level 0-9, default 4), ``"lzf"``
         (faster, h5py only) or ``None``.
     timestep
-        Time between frames in fs, written to the ``time`` datasets when the store is created.
+        Time between frames in fs, for the H5MD ``time`` of stores whose frames do not all carry
+        ``info.step`` and ``info.time`` (which are the clock otherwise; see the package notes).
     cache_bytes
         Decoded copies of datasets kept for random and batched reads, per file and process
         (default 64 MiB; 0 reads every request from the file). See :mod:`._gather`.

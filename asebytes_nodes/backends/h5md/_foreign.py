@@ -4,6 +4,7 @@ describe (frames matched by step, units converted, padding found, znh5md's conve
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +13,11 @@ import numpy as np
 
 from ...errors import StoreCorruptedError, UnsupportedOperationError
 from ._plan import ORIGIN, Col, Plan, as_text, is_dataset, is_group, particle_groups, timed
-from ._units import QUANTITY, unit_factor
+from ._units import QUANTITY, ase_unit, unit_factor
 
 __all__ = ["foreign_plan", "increasing", "sampling"]
+
+_UNITS_WARNED: set[tuple[str, str]] = set()  # (file, dataset) a unit warning named in this process
 
 _PARTICLE_KEYS = {
     "position": "arrays.positions",
@@ -151,6 +154,8 @@ def _foreign_col(obj: Any, key: str, atom: bool, frames: _Frames, plan: Plan) ->
             col.scale = unit_factor(as_text(unit), quantity)
         except ValueError as exc:
             raise StoreCorruptedError(f"{data.name}: cannot convert its unit to ASE units: {exc}") from exc
+    elif unit is not None and not ase_unit(as_text(unit)):
+        plan.units[data.name.lstrip("/")] = (key, as_text(unit))
     if key == "cell":
         col.cuboid = shape == (3,)
     return col
@@ -202,7 +207,25 @@ def foreign_plan(f: Any, group: str, znh5md: bool = False) -> Plan:
             scale = unit_factor(as_text(unit), "time") if unit is not None else 1.0
             plan.cols.setdefault("info.time", Col("info.time", "scalar", values=times * scale))
     plan.mask = _padding(f, part, plan)
+    _warn_units(str(getattr(f, "filename", "")), plan.units)
     return plan
+
+
+def _warn_units(filename: str, units: dict[str, tuple[str, str]]) -> None:
+    """Name the datasets whose values are read in a unit other than ASE's without conversion (keys
+    of no known quantity: ``info.temperature`` in K, ``info.kinetic_energy`` in kJ/mol), once per
+    file and dataset in a process: the row keeps only the number."""
+    new = {path: found for path, found in units.items() if (filename, path) not in _UNITS_WARNED}
+    if not new:
+        return
+    _UNITS_WARNED.update((filename, path) for path in new)
+    listed = "; ".join(f"{path} in {unit!r} -> {key}" for path, (key, unit) in sorted(new.items()))
+    warnings.warn(
+        f"{filename}: values read as stored, in the file's units (not converted to ASE units; the unit "
+        f"is not kept with the value): {listed}",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _foreign_box(box: Any, frames: _Frames, plan: Plan) -> None:

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "asebytes_nodes.h5md"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest layout read (3: the clock from info.step and info.time, see _clock)
 CREATOR = "asebytes-nodes"
 PRIVATE = "parameters/asebytes_nodes"  # our column table and private datasets, per particle group
 TABLE = "asebytes_nodes"  # the attribute holding the column table
@@ -93,6 +93,7 @@ class Plan:
     table: dict[str, Any] | None = None  # own files: the column table
     needs: dict[str, Need] = field(default_factory=dict)  # own files: datasets by path, see Need
     skipped: dict[str, str] = field(default_factory=dict)
+    units: dict[str, tuple[str, str]] = field(default_factory=dict)  # other files: unit kept as stored
     znh5md: bool = False  # other files: written by znh5md (units and NaN read its way)
     _counts: np.ndarray | None = field(default=None, repr=False)
     batch_cols: dict[Any, Any] = field(default_factory=dict, repr=False)  # see _gather._wanted

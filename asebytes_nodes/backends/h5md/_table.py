@@ -19,7 +19,8 @@ from ...codec import encode_value
 from ...errors import ColumnTypeError, SerializationError
 from .._columns import Column, Typed, check, describe_value, infer, type_code_dtype
 from .._keys import MISSING
-from ._plan import FORMAT_NAME, FORMAT_VERSION, PRIVATE
+from ._clock import INDEX_VERSION, Clock, plan_clock
+from ._plan import FORMAT_NAME, PRIVATE
 
 __all__ = ["Batch", "encode_batch", "fill", "storage_dtype"]
 
@@ -64,6 +65,7 @@ class Batch:
     counted: bool  # the write sets the atom counts of its rows (whole frames)
     columns: dict[str, tuple[np.ndarray, np.ndarray, Any]]  # key -> (rows, present, data)
     new: set[str]  # keys (and "velocity") whose datasets this write creates
+    clock: Clock  # the step and time it sets (see _clock)
     replaced: list[str] = field(default_factory=list)  # retyped columns' old elements, set aside
 
 
@@ -131,7 +133,9 @@ def encode_batch(
         absent = np.zeros(len(where), bool)
         data = encode(key, columns[key], [MISSING] * len(where), absent, all_counts[where], table, True)
         batches[key] = (where, absent, data)
-    return Batch(table, n0, all_counts, counts is not None, batches, new, _emptied(replaced, table, group))
+    clock = plan_clock(table, n0, where, rows, full, drop, stored, labels(where, n0))
+    counted = counts is not None
+    return Batch(table, n0, all_counts, counted, batches, new, clock, _emptied(replaced, table, group))
 
 
 def _mixed(key: str, values: list[Any], label: Callable[[int], str]) -> ColumnTypeError:
@@ -178,7 +182,7 @@ def _element(spec: dict[str, Any], group: str) -> list[str]:
 def new_table(timestep: float) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": INDEX_VERSION,
         "length": 0,
         "width": 0,
         "padded": False,

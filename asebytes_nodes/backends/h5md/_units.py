@@ -12,7 +12,7 @@ from ase.data import atomic_masses
 
 from .._keys import MISSING
 
-__all__ = ["QUANTITY", "UNITS", "VELOCITY_UNIT", "momenta", "unit_factor"]
+__all__ = ["QUANTITY", "UNITS", "VELOCITY_UNIT", "ase_unit", "momenta", "unit_factor"]
 
 #: Unit labels written on our files (MDAnalysis' spelling where it has one).
 UNITS = {
@@ -84,6 +84,7 @@ _DIMENSIONS = {
     "charge": _Q,
     "time": _T,
 }
+_DIMENSIONLESS = frozenset({"", "1", "none", "dimensionless"})
 _SYMBOL = re.compile(r"^([A-Za-zÅ]+)(?:\^?(-?\d+))?$")
 
 
@@ -97,6 +98,29 @@ def unit_factor(unit: str, quantity: str) -> float:
     >>> unit_factor("nm", "length")
     10.0
     """
+    factor, dims = _parse(unit)
+    if dims != _DIMENSIONS[quantity]:
+        raise ValueError(f"{unit!r} is not a unit of {quantity}")
+    return factor / ase_units.fs if quantity == "time" else factor
+
+
+def ase_unit(unit: str) -> bool:
+    """Are values in ``unit`` already in ASE units (eV, Angstrom, amu, e and their products), or
+    dimensionless? Values of keys without a known quantity are read as stored: no news then.
+
+    >>> ase_unit("eV Angstrom-1"), ase_unit("kJ mol-1"), ase_unit("K")
+    (True, False, False)
+    """
+    if unit.strip() in _DIMENSIONLESS:
+        return True
+    try:
+        return _parse(unit)[0] == 1.0
+    except ValueError:
+        return False
+
+
+def _parse(unit: str) -> tuple[float, tuple[int, ...]]:
+    """The factor to ASE units and the dimension of ``unit`` (ValueError: a symbol not known)."""
     factor, dims, sign = 1.0, np.zeros(4, int), 1
     for token in unit.replace("/", " / ").replace("(", " ").replace(")", " ").replace("*", " ").split():
         if token == "/":
@@ -109,9 +133,7 @@ def unit_factor(unit: str, quantity: str) -> float:
         power = sign * int(match.group(2) or 1)
         factor *= scale**power
         dims += power * np.array(dim)
-    if tuple(dims) != _DIMENSIONS[quantity]:
-        raise ValueError(f"{unit!r} is not a unit of {quantity}")
-    return factor / ase_units.fs if quantity == "time" else factor
+    return factor, tuple(int(d) for d in dims)
 
 
 def momenta(velocities: list[Any], masses: list[Any] | None, numbers: list[Any] | None) -> list[Any]:

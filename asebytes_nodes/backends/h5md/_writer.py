@@ -4,6 +4,7 @@ column table last."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from ... import __version__
 from .._hdf5_files import SharedFile
 from .._hdf5_journal import CHECKSUM, estimate, seal
 from ._chunks import Chunks
+from ._clock import Clock
 from ._plan import CREATOR, ORIGIN, PRIVATE, TABLE, take
 from ._table import Batch, fill, storage_dtype
 from ._units import UNITS, VELOCITY_UNIT
@@ -37,7 +39,8 @@ def write(
 ) -> None:
     """Write ``batch`` (rows ``where``) into particle group ``group`` as one all-or-nothing write;
     ``pbc``: of the first frame, for a new box's boundary; ``velocity``: the derived velocity rows."""
-    payload = estimate([velocity, *(data for _, _, data in batch.columns.values())])
+    clock = batch.clock
+    payload = estimate([velocity, clock.steps, clock.times, *(data for _, _, data in batch.columns.values())])
     nbytes = 2 * payload + len(batch.columns) * (1 << 17)  # data, its journal, and chunk rewrites
     table = batch.table
     with shared.writer(nbytes) as f, _Edits(f) as edits, Chunks() as chunks:
@@ -46,13 +49,16 @@ def write(
         writer.layout(pbc)  # no rows: a new group's 0-frame store (the backend skips existing ones)
         for path in batch.replaced:  # retyped columns: their old elements go with the write
             edits.set_aside(path)
-        writer.clock(where if batch.counted else where[:0], batch.counts)
+        writer.clock(clock, where if batch.counted else where[:0], batch.counts)
+        writer.placeholders()
         for key, spec in table["columns"].items():
             at, present, data = batch.columns.get(key, (where[:0], np.zeros(0, bool), None))
             writer.column(key, spec, at, present, data)
         if table["velocity"]:
             writer.velocity(where, velocity)
         writer.commit()
+    if clock.note is not None:
+        warnings.warn(f"{shared.path}, group {group!r}: {clock.note}", UserWarning, stacklevel=4)
 
 
 def velocities(
@@ -169,6 +175,25 @@ class _Writer:
             box.attrs["boundary"] = ["periodic" if p else "none" for p in periodic]
         edits.group(self.private)
 
+    def placeholders(self) -> None:
+        """A 0-frame store's empty ``species`` and ``box/edges`` elements: znh5md takes a group's
+        length from ``species/value`` and reads ``box/edges/value``, so it reads the store as 0
+        frames (one particle wide, so reading frame 0 is out of range, not an empty frame). The
+        first frames set them aside for their own elements."""
+        for name, shape, dtype in (("species", (0, 1), np.int64), ("box/edges", (0, 3, 3), np.float64)):
+            path = f"particles/{self.group}/{name}"
+            if self.table["length"]:
+                if not self.n0 and path in self.f:
+                    self.edits.set_aside(path)
+                continue
+            if path not in self.f:
+                self.edits.dataset(f"{path}/value", shape=shape, maxshape=(None,) * len(shape), dtype=dtype)
+                self._link_clock(self.edits.group(path))
+
+    def _link_clock(self, element: Any) -> None:
+        """An element's H5MD ``step`` and ``time``: hard links to the store's clock."""
+        element["step"], element["time"] = self.f[f"{self.private}/step"], self.f[f"{self.private}/time"]
+
     def _private(self, name: str, dtype: Any, exists: bool, fill: Any = None) -> Any:
         """The private per-frame dataset ``name``, grown to the table's length."""
         path, n = f"{self.private}/{name}", self.table["length"]
@@ -194,16 +219,16 @@ class _Writer:
             **checksum,
         }
 
-    def clock(self, where: np.ndarray, counts: np.ndarray) -> None:
-        """step and time of new frames; atom counts of the frames at ``where``."""
-        n0, n1 = self.n0, self.table["length"]
-        made = n0 > 0 or "step" in self.edits.group(self.private)  # a 0-frame store has them too
-        steps = np.arange(n0, n1, dtype=np.int64)
-        self.chunks.put(self._private("step", np.int64, made), n0, steps)
+    def clock(self, clock: Clock, where: np.ndarray, counts: np.ndarray) -> None:
+        """The step and time the write sets (:mod:`._clock`); atom counts of the frames at ``where``."""
+        made = self.n0 > 0 or "step" in self.edits.group(self.private)  # a 0-frame store has them too
+        step = self._private("step", np.int64, made)
         time = self._private("time", np.float64, made)
         if not made:
             time.attrs["unit"] = "fs"
-        self.chunks.put(time, n0, steps * float(self.table["timestep"]))
+        if len(clock.rows):
+            self.put(step, clock.rows, clock.steps)
+            self.put(time, clock.rows, clock.times)
         n_atoms = self._private("n_atoms", np.int64, made)
         if len(where):
             self.put(n_atoms, where, counts[where])
@@ -232,7 +257,7 @@ class _Writer:
             return ds
         if old is None and not path.startswith(PRIVATE):  # a new element: step and time from the clock
             group = self.edits.group(path.rpartition("/")[0], new=True)
-            group["step"], group["time"] = self.f[f"{self.private}/step"], self.f[f"{self.private}/time"]
+            self._link_clock(group)
             if origin is not None:
                 group.attrs[ORIGIN] = origin
         vlen = dtype.kind == "O"

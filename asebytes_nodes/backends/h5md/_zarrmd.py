@@ -42,9 +42,11 @@ def open_zarr(path: Path) -> ZarrGroup:
         raise MissingExtraError('Reading zarrmd needs zarr. Run: pip install "asebytes-nodes[zarr]"') from exc
     refuse_escapes(path, _unsafe)
     try:
-        return ZarrGroup(zarr.open_group(str(path), mode="r", zarr_format=2))
+        root = ZarrGroup(zarr.open_group(str(path), mode="r", zarr_format=2))
     except (OSError, ValueError, KeyError) as exc:
         raise StoreCorruptedError(f"{path}: cannot open as a Zarr v2 group ({exc})") from exc
+    root.filename = str(path)
+    return root
 
 
 def _unsafe(where: str | os.PathLike[str], problem: str) -> UnsafeStoreError:
@@ -70,6 +72,8 @@ def _wrap(obj: Any) -> ZarrGroup | ZarrDataset:
 
 class ZarrGroup:
     """A zarr group seen through h5py's ``Group`` API (read-only)."""
+
+    filename = ""  # the root group's: the directory, as h5py's File names its file
 
     def __init__(self, group: Any) -> None:
         self._group = group
