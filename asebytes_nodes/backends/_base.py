@@ -137,6 +137,16 @@ class ReadableBackend(ABC):
 
         return read_batch_default(self, indices, keys, fill=fill, atoms=atoms)
 
+    @classmethod
+    def read_batch_joint(
+        cls, parts: Sequence[tuple[Any, np.ndarray, np.ndarray]], indices: np.ndarray,
+        keys: Sequence[str] | None = None, *, atoms: np.ndarray | slice | None = None,
+    ) -> dict[str, Any] | None:
+        """One batch of rows ``indices`` held by several stores of this class (the shards of a
+        dataset): each part is ``(store, its rows, their positions in indices)``. None (the
+        default): each store reads its own batch, and the batches are joined."""
+        return None
+
     def length_known(self) -> bool:
         """Does ``len()`` answer without reading everything? False only for streams without a count."""
         return True

@@ -70,7 +70,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -85,7 +85,7 @@ from ..errors import (
 from ..indexing import normalize_index
 from ..registry import builtin
 from ._base import MISSING, WritableBackend, check_cache_bytes, check_format_record, check_group_name
-from ._lmdb_batch import fetch_rows, read_batch
+from ._lmdb_batch import BatchReads, fetch_rows
 from ._lmdb_blocks import (
     META_KEYS,
     META_SCALARS,
@@ -118,7 +118,7 @@ _META_FORMAT = b"m:format"
 _STAMP = struct.Struct(">QQ")  # row count, transaction id of the last write (layout 2)
 
 
-class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
+class LMDBBackend(GroupsMixin, RowEdits, BatchReads, WritableBackend):
     """Rows in a single-file LMDB database.
 
     >>> from asebytes_nodes import ASEIO
@@ -467,27 +467,6 @@ class LMDBBackend(GroupsMixin, RowEdits, WritableBackend):
             if trailer:
                 values = [value[: len(value) - trailer] for value in values]
             return [decode(i, value, keys) for i, value in zip(rows, values, strict=True)]
-
-    def read_batch(
-        self,
-        indices: np.ndarray,
-        keys: Sequence[str] | None = None,
-        *,
-        fill: Mapping[str, Any] | None = None,
-        atoms: np.ndarray | slice | None = None,
-    ) -> dict[str, Any]:
-        """Rows as one batch of arrays, gathered with numpy from the joined rows (see
-        :mod:`._lmdb_batch`); batches it cannot serve are assembled from decoded rows."""
-        indices = np.asarray(indices, dtype=np.int64)
-        with self._txn() as txn:
-            try:
-                batch = read_batch(
-                    txn, self._seal, indices, keys, atoms, self._damaged, self._decode, self._cache_bytes
-                )
-            except StoreCorruptedError:
-                self._within(txn, indices)
-                raise
-        return super().read_batch(indices, keys, fill=fill, atoms=atoms) if batch is None else batch
 
     def read_column(self, key: str, indices: Sequence[int] | np.ndarray) -> list[Any]:
         with self._txn() as txn:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RowCache", "cache_of"]
+__all__ = ["RowCache", "cache_of", "extends"]
 
 _STORES = 4  # full budgets all copies hold together
 _COPIES = 256  # copies kept at most (each holds a slot array)
@@ -71,7 +71,7 @@ class RowCache:
             return True
         with self.lock:
             held = self.tables
-            if held is not None and not _extends(tables, held):
+            if held is not None and not extends(tables, held):
                 return False
             slot_of = self.slot_of
             # rows past _INDEXED_ROWS are not kept: the slot array stays small (a 64 MiB copy holds
@@ -107,7 +107,7 @@ class RowCache:
             return True
 
 
-def _extends(tables: Any, held: Any) -> bool:
+def extends(tables: Any, held: Any) -> bool:
     """Do ``tables`` hold every template of ``held`` under the same id (one lineage)?"""
     n = len(held.templates)
     return len(tables.templates) >= n and tables.templates[n - 1] is held.templates[n - 1]

@@ -148,11 +148,28 @@ class ConcatBackend(ReadableBackend):
         if fill:  # every part fills a key none of its rows carries in the dataset's form
             fill = shaped_fill(self, dict(fill))
         try:
+            joint = self._joint_batch(groups, np.asarray(indices), keys, atoms)
+            if joint is not None:
+                return joint
             parts = [self._part(p).read_batch(local, keys, fill=fill, atoms=atoms) for p, _, local in groups]
         except (UnknownKeyError, RowIndexError):  # name the dataset's rows, not a part's
             return read_batch_default(self, np.asarray(indices), keys, fill=fill, atoms=atoms)
         batch = parts[0] if len(parts) == 1 else merge_batches(parts)
         return batch if order is None else _reorder(batch, order)
+
+    def _joint_batch(
+        self, groups: list[_Group], indices: np.ndarray, keys: Sequence[str] | None, atoms: Any
+    ) -> dict[str, Any] | None:
+        """The batch read at once by the parts' class (``read_batch_joint``) where the parts it
+        touches are of one class and may be open together; None: part by part."""
+        if len(groups) < 2 or (self.max_open is not None and len(groups) > self.max_open):
+            return None
+        stores = [self._part(p) for p, _, _ in groups]
+        kind = type(stores[0])
+        if any(type(store) is not kind for store in stores):
+            return None
+        joint = [(store, local, at) for store, (_, at, local) in zip(stores, groups, strict=True)]
+        return kind.read_batch_joint(joint, indices, keys, atoms=atoms)
 
     def columns(self, index: int = 0) -> list[str]:
         part, local = self._locate([index])

@@ -55,7 +55,7 @@ def test_text_lists_and_dicts_do_not_make_a_template_per_row(
     still tell templates apart; the batches equal decoded rows."""
     from asebytes_nodes.backends import _lmdb_batch
 
-    monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch._Tables())
+    monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch.Tables())
     rng = np.random.default_rng(4)
     rows = [
         _row(
@@ -95,7 +95,7 @@ def test_rows_no_template_describes_are_served_decoded(
     length) read after it still learns its own and is served by them."""
     from asebytes_nodes.backends import _lmdb_batch
 
-    monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch._Tables())
+    monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch.Tables())
     rng = np.random.default_rng(6)
     rows = [_row(rng, 3, 40 + i % 40, **{"info.blob": rng.bytes(6)}) for i in range(160)]
     backend = _store(tmp_path, rows)

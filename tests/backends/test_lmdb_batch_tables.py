@@ -31,7 +31,7 @@ def _check(backend: LMDBBackend, batches: list[list[int]], keys: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_tables(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch._Tables())
+    monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch.Tables())
 
 
 def test_three_templates_of_one_length(tmp_path: Path) -> None:

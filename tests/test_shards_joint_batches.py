@@ -1,0 +1,110 @@
+"""Batches across LMDB shards are gathered at once (``read_batch_joint``): each shard's rows are
+verified in its own snapshot, their bytes joined in the order asked and gathered in one pass. The
+batch equals one store's; stores of several layouts join; pieces whose templates are of different
+lineages, and more shards than may be open together, fall back to a batch per shard."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from asebytes_nodes import ASEIO
+from asebytes_nodes.backends import _lmdb_batch
+from asebytes_nodes.backends._lmdb import LMDBBackend
+from asebytes_nodes.shards import ShardedBackend
+from asebytes_nodes.testing.frames import make_frames
+
+pytest.importorskip("lmdb")
+
+_KEYS = ["arrays.positions", "arrays.numbers", "calc.energy", "calc.forces", "cell"]
+_DATA = Path(__file__).parent / "data"
+
+
+def _sharded(tmp_path: Path, frames: list[Any], **options: Any) -> tuple[ShardedBackend, ASEIO]:
+    one = ASEIO(tmp_path / "one.lmdb")
+    one.extend(frames)
+    ASEIO(tmp_path / "ds", backend="shards", shard_frames=5).extend(frames)
+    return ShardedBackend(tmp_path / "ds", readonly=True, **options), one
+
+
+def _count_reads(backend: Any) -> dict[str, list[int]]:
+    """Each shard's batch reads: ``read_batch`` (a batch of its own) and ``_verified`` (its rows)."""
+    calls: dict[str, list[int]] = {"read_batch": [], "_verified": []}
+    for p in range(len(backend.shards)):
+        shard = backend._part(p)
+        for name in calls:
+            method = getattr(shard, name)
+            setattr(
+                shard, name, lambda *a, _m=method, _n=name, _p=p, **k: calls[_n].append(_p) or _m(*a, **k)
+            )
+    return calls
+
+
+def _assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        assert np.asarray(got[key]).dtype == np.asarray(want[key]).dtype, key
+
+
+@pytest.mark.parametrize("atoms", [None, np.array([0, -1])], ids=["all", "ends"])
+@pytest.mark.parametrize("keys", [_KEYS, None], ids=["keys", "default"])
+def test_a_batch_across_shards_is_gathered_at_once(tmp_path: Path, keys: Any, atoms: Any) -> None:
+    frames = make_frames("periodic_variable_n") * 4  # 20 ragged frames in 4 shards
+    backend, one = _sharded(tmp_path, frames)
+    calls = _count_reads(backend)
+    order = [17, 3, 9, 3, 0, 12, 17, 6]  # shuffled, repeats, every shard
+    for _ in range(2):  # read from LMDB, then from the rows kept
+        _assert_same(
+            ASEIO(backend)[order].to_batch(keys, atoms=atoms), one[order].to_batch(keys, atoms=atoms)
+        )
+    assert calls["read_batch"] == [], "no shard read a batch of its own"
+    assert sorted(calls["_verified"]) == sorted(2 * [0, 1, 2, 3]), "each shard's rows read once per batch"
+
+
+def test_pieces_of_other_template_lineages_are_read_per_shard(tmp_path: Path, monkeypatch: Any) -> None:
+    frames = make_frames("periodic_variable_n") * 2
+    backend, one = _sharded(tmp_path, frames)
+    db = ASEIO(backend)
+    db[[0, 1]].to_batch(_KEYS)  # shard 0's rows kept with the templates learnt now
+    monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch.Tables())  # as when the tables are reset
+    db[[5, 6]].to_batch(_KEYS)  # shard 1's rows kept with templates of a new lineage
+    calls = _count_reads(backend)
+    _assert_same(db[[6, 0, 5, 1]].to_batch(_KEYS), one[[6, 0, 5, 1]].to_batch(_KEYS))
+    assert sorted(calls["read_batch"]) == [0, 1], "the pieces do not join: a batch per shard"
+
+
+@pytest.mark.parametrize("max_open", [2, 4])
+def test_more_shards_than_may_be_open_are_read_per_shard(
+    tmp_path: Path, monkeypatch: Any, max_open: int
+) -> None:
+    frames = make_frames("periodic_variable_n") * 4
+    backend, one = _sharded(tmp_path, frames, max_open=max_open)
+    joint = LMDBBackend.read_batch_joint
+    calls: list[int] = []
+    monkeypatch.setattr(LMDBBackend, "read_batch_joint", lambda *a, **k: calls.append(1) or joint(*a, **k))
+    order = [0, 5, 10, 15, 1]  # four shards
+    _assert_same(ASEIO(backend)[order].to_batch(_KEYS), one[order].to_batch(_KEYS))
+    assert len(calls) == (max_open >= 4), "joint only where the four shards may be open together"
+
+
+def test_stores_of_older_layouts_join_in_one_batch(tmp_path: Path) -> None:
+    stores = []
+    for version in (1, 2):  # layouts 1 (no checksums) and 2 (CRC-32), beside a new store (3)
+        shutil.copy(_DATA / f"lmdb_v{version}.lmdb", tmp_path / f"v{version}.lmdb")
+        stores.append(ASEIO(tmp_path / f"v{version}.lmdb", readonly=True))
+    new = ASEIO(tmp_path / "v3.lmdb")
+    new.extend(list(stores[0][:]))
+    joined = stores[0] + stores[1] + new  # one concatenation of three LMDB stores
+    order = [13, 0, 7, 16, 5]
+    keys = ["arrays.positions", "arrays.numbers", "calc.energy", "cell"]
+    got = joined[order].to_batch(keys)
+    frames = [joined[i] for i in order]
+    assert got["n_atoms"].tolist() == [len(a) for a in frames]
+    np.testing.assert_array_equal(got["arrays.positions"], np.concatenate([a.positions for a in frames]))
+    np.testing.assert_array_equal(got["calc.energy"], [a.get_potential_energy() for a in frames])
+    np.testing.assert_array_equal(got["cell"], np.stack([a.cell.array for a in frames]))
