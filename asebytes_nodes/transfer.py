@@ -4,11 +4,25 @@
 ``Atoms``; :func:`convert` writes a whole new store at a path and only puts it in
 place once every frame is written, so an interrupted conversion never leaves a
 half-written file where a complete one is expected.
+
+The temporary copy is ``.NAME.partial-PID-HOST.ext`` beside the destination. An exception
+or SIGTERM removes it (SIGTERM is turned into an exception in the main thread while the
+copy is written, then ends the process as before); what ``kill -9`` or the OOM killer
+leaves, the next conversion into that folder removes once the pid is gone on this host
+(another host's copy is only reported, when untouched for an hour).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import signal
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +49,10 @@ __all__ = ["convert", "copy_frames"]
 
 #: Frames per chunk when the backends do not suggest more.
 CHUNK_FRAMES = 1000
+#: A temporary copy's name without its extension; names without a host are from older versions.
+_PARTIAL = re.compile(r"\.(?P<stem>.+)\.partial-(?P<pid>\d+)(?:-(?P<host>[A-Za-z0-9-]+))?")
+#: Another host's copy untouched for this many seconds is reported as perhaps a killed conversion's.
+_IDLE_SECONDS = 3600
 
 
 def _as_io(target: Any, **options: Any) -> ASEIO:
@@ -132,7 +150,7 @@ def convert(
         return copy_frames(src, dst, indices=indices, chunk_size=chunk_size, show_progress=show_progress)
     final = Path(dest).expanduser()
     old = check_destination(final, source, overwrite=overwrite)
-    partial = final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
+    partial = final.with_name(f".{final.stem}.partial-{os.getpid()}-{_host()}{final.suffix}")
     # the new store's backend, named by the destination (an existing one is replaced, not sniffed)
     store = _store_class(partial if final.exists() else final, options.get("backend"))
     if not issubclass(store, WritableBackend):
@@ -140,12 +158,10 @@ def convert(
             f"{final}: the {store.name} backend reads these files but does not write them; "
             "convert to .lmdb, .zarr or .h5 (H5MD)"
         )
-    for leftover in final.parent.glob(f".{final.stem}.partial-*{final.suffix}"):
-        if leftover.name != partial.name and not _alive(leftover.name):  # a killed conversion's copy
-            store.remove_store(leftover)
+    _clear_leftovers(final, store, partial)
     store.remove_store(partial)
     try:
-        with ASEIO(partial, **options) as dst:
+        with _sigterm_unwinds(lambda: store.remove_store(partial)), ASEIO(partial, **options) as dst:
             count = copy_frames(
                 src,
                 dst,
@@ -210,18 +226,82 @@ def check_destination(final: Path, source: Any, *, overwrite: bool) -> type[Read
     return owner
 
 
-def _alive(name: str) -> bool:
-    """Is the process whose id a temporary store's name carries (``.x.partial-<pid>.lmdb``) running?"""
-    pid = name.rsplit(".partial-", 1)[-1].split(".", 1)[0]
-    if not pid.isdigit():
-        return True  # not one of ours: leave it
+def _host() -> str:
+    """This host's name as a copy's name carries it: a pid means something only on its own host."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:32] or "host"
+
+
+def _clear_leftovers(final: Path, store: type[ReadableBackend], own: Path) -> None:
+    """Remove the copies killed conversions (``kill -9``, out of memory) left in ``final``'s folder:
+    ``store``'s, made on this host by a process that is gone (a reused pid keeps a copy, never
+    the reverse). Another host's copy untouched for an hour is reported, never removed."""
+    cut = len(final.suffix)
+    for leftover in final.parent.glob(f".*.partial-*{final.suffix}"):
+        match = _PARTIAL.fullmatch(leftover.name[: len(leftover.name) - cut] if cut else leftover.name)
+        if match is None or leftover == own or not store.holds_store(leftover):
+            continue
+        host = match["host"]
+        if host == _host() or (host is None and match["stem"] == final.stem):
+            if not _alive(int(match["pid"])):
+                store.remove_store(leftover)
+            continue
+        found = leftover.stat()
+        idle = time.time() - found.st_mtime
+        if idle > _IDLE_SECONDS:
+            size = "a folder" if leftover.is_dir() else f"{found.st_size:,} bytes"
+            warnings.warn(
+                f"{leftover}: the hidden copy ({size}) of a conversion by pid {match['pid']} on "
+                f"{host or 'an unnamed host'}, untouched for {idle / 3600:.1f} h: if no conversion "
+                "runs there, it was killed; delete the copy (and its side files)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+
+def _alive(pid: int) -> bool:
+    """Is process ``pid`` of this host running (or another user's)?"""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
         return True
     return True
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived while a conversion wrote its copy (see :func:`_sigterm_unwinds`)."""
+
+
+@contextmanager
+def _sigterm_unwinds(cleanup: Callable[[], None]) -> Iterator[None]:
+    """Run the block with SIGTERM (what DVC, SLURM and ``kill`` send) raised as an exception,
+    so ``cleanup`` runs once the block unwound; the process then ends by SIGTERM as before.
+
+    Python's default SIGTERM ends the process at once, skipping every ``finally``. Only in the
+    main thread (signal handlers live there; Dask runs tasks in other threads) and only while
+    SIGTERM has its default action: a handler the program set is left in charge.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it now
+        try:
+            cleanup()
+        finally:  # ended by SIGTERM even if the cleanup failed
+            signal.raise_signal(signal.SIGTERM)
+        raise SystemExit(128 + signal.SIGTERM) from None  # SIGTERM blocked: end as a shell reports it
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _store_class(target: str | os.PathLike[str], backend: str | None) -> type[ReadableBackend]:
