@@ -5,20 +5,24 @@ An environment inherited through ``fork`` is reopened in the child; one whose fi
 replaced under the same name (new inode), or whose commit failed (LMDB may then refuse
 every later transaction), is closed and marked stale, and each handle reopens the file on
 its next use. Before a file is mapped, :func:`._lmdb_check.check_file` refuses one shorter
-than its meta pages claim.
+than its meta pages claim. A read-only open makes no file: LMDB opens a writable file with
+O_CREAT, so a store deleted in between is made anew; that file is found by its inode, dropped
+unless another process has it open, and the open raises StoreNotFoundError.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import os
+import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidDataError, StoreCorruptedError, StoreNotFoundError
-from ._lmdb_check import check_file
+from ._lmdb_check import _MAGIC, _META_SIZE, _meta, check_file
 from ._lmdb_groups import MAX_DBS
 from ._lmdb_lock import WriterLock
 from ._safety import disk_full, is_disk_full
@@ -133,48 +137,107 @@ def acquire_env(path: Path, readonly: bool, map_size: int, options: EnvOptions =
                     "writable; a writable handle cannot share it"
                 )
             shared.close()
-        try:  # one stat for existence, size and inode (a cold open counts its system calls)
-            found: os.stat_result | None = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):  # as Path.exists
-            found = None
-        if found is None and readonly:
-            raise StoreNotFoundError(f"{path}: no such LMDB store (opened read-only)")
-        folder = os.access(path.parent, os.W_OK)
-        # A read-only handle opens a writable file for writing, so that a writer in this process can
-        # share its environment; not without a lock (no writer can share it), since LMDB opens for
-        # writing with O_CREAT: a shard an append deleted just now was made anew, empty, by a reader
-        writable = not readonly or (options.lock is not False and os.access(path, os.W_OK) and folder)
-        if not writable and not readonly:
-            raise PermissionError(f"{path}: the file or its folder is not writable")
-        check_file(path)
-        try:
-            # An explicit map_size is honoured (LMDB raises it to the data already stored);
-            # the default reserves address space only, the file grows with its data.
-            size = map_size or max(_INITIAL_MAP_SIZE, 2 * found.st_size if found else 0)
-            env = lmdb.open(
-                str(path),
-                subdir=False,
-                readonly=not writable,
-                lock=(
-                    options.lock if options.lock is not None else folder or Path(str(path) + "-lock").exists()
-                ),
-                map_size=size,
-                max_dbs=MAX_DBS,
-                meminit=True,  # zeroed page space: the same rows give the same file bytes (shards, DVC)
-                max_readers=options.max_readers,
-                sync=options.sync,
-                readahead=options.readahead,
-            )
-        except lmdb.InvalidError as exc:
-            raise StoreCorruptedError(f"{path}: not an LMDB file or damaged ({exc})") from exc
-        except lmdb.Error as exc:
-            if is_disk_full(exc):
-                raise disk_full(exc, str(path)) from exc
-            raise StoreCorruptedError(f"{path}: cannot open as LMDB ({exc})") from exc
-        shared = SharedEnv(env, writable, key, found or os.stat(path), options)  # LMDB made a new file
+        env, writable, found = _open_env(path, readonly, map_size, options)
+        shared = SharedEnv(env, writable, key, found, options)
         shared.users = 1
         _ENVS[shared.key] = shared
         return shared
+
+
+def _open_env(
+    path: Path, readonly: bool, map_size: int, options: EnvOptions
+) -> tuple[Any, bool, os.stat_result]:
+    """Open ``path`` with LMDB: (environment, opened for writing, the file's stat).
+
+    A read-only handle opens a writable file for writing, so that a writer in this process can
+    share its environment; LMDB then opens with O_CREAT, and a store deleted between our look
+    and LMDB's open is made anew, empty. So the path is looked at again after the open: another
+    file there (the inode is compared while a descriptor keeps the old one from being reused)
+    closes the environment, drops the file if LMDB just made it, and opens what is there now.
+    """
+    for _ in range(3):
+        try:  # existence, size and inode in one open (a cold open counts its system calls)
+            fd: int | None = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):  # as Path.exists
+            fd = None
+        try:
+            found = None if fd is None else os.fstat(fd)
+            if found is None and readonly:
+                raise StoreNotFoundError(f"{path}: no such LMDB store (opened read-only)")
+            folder = os.access(path.parent, os.W_OK)
+            # not without a lock: no writer can share that environment, and LMDB opens it O_RDONLY
+            writable = not readonly or (options.lock is not False and os.access(path, os.W_OK) and folder)
+            if not writable and not readonly:
+                raise PermissionError(f"{path}: the file or its folder is not writable")
+            check_file(path)
+            env = _lmdb_open(path, writable, map_size, options, found, folder)
+            if found is None:  # a writer's new file
+                return env, writable, os.stat(path)
+            if not (readonly and writable) or _same_file(path, found):
+                return env, writable, found
+            env.close()
+            _drop_new_file(path)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    raise StoreNotFoundError(f"{path}: the file was replaced or deleted each time it was opened")
+
+
+def _lmdb_open(
+    path: Path, writable: bool, map_size: int, options: EnvOptions, found: os.stat_result | None, folder: bool
+) -> Any:
+    try:
+        # An explicit map_size is honoured (LMDB raises it to the data already stored);
+        # the default reserves address space only, the file grows with its data.
+        return lmdb.open(
+            str(path),
+            subdir=False,
+            readonly=not writable,
+            lock=options.lock if options.lock is not None else folder or Path(str(path) + "-lock").exists(),
+            map_size=map_size or max(_INITIAL_MAP_SIZE, 2 * found.st_size if found else 0),
+            max_dbs=MAX_DBS,
+            meminit=True,  # zeroed page space: the same rows give the same file bytes (shards, DVC)
+            max_readers=options.max_readers,
+            sync=options.sync,
+            readahead=options.readahead,
+        )
+    except lmdb.InvalidError as exc:
+        raise StoreCorruptedError(f"{path}: not an LMDB file or damaged ({exc})") from exc
+    except lmdb.Error as exc:
+        if is_disk_full(exc):
+            raise disk_full(exc, str(path)) from exc
+        raise StoreCorruptedError(f"{path}: cannot open as LMDB ({exc})") from exc
+
+
+def _same_file(path: Path, found: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return now.st_ino == found.st_ino and now.st_dev == found.st_dev
+
+
+def _drop_new_file(path: Path) -> None:
+    """Delete ``path`` if it is a file as LMDB makes it (no transaction ever committed) that no
+    other process has open. Every LMDB user holds a shared ``fcntl`` lock on byte 0 of the
+    ``-lock`` file while open and waits on it to open, so holding it alone keeps them out until
+    the file is gone. The ``-lock`` file stays: a process waiting on it may be using it."""
+    try:
+        lock = os.open(f"{path}-lock", os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        with open(path, "rb") as file:
+            first = _meta(file.read(_META_SIZE), 0)
+            file.seek(first["psize"])
+            second = _meta(file.read(_META_SIZE), 0)
+        if first["magic"] == second["magic"] == _MAGIC and first["txnid"] == second["txnid"] == 0:
+            os.unlink(path)
+    except (OSError, struct.error):  # in use elsewhere, gone, or not such a file: leave it
+        pass
+    finally:
+        os.close(lock)  # drops the lock
 
 
 def discard_env(shared: SharedEnv) -> None:
