@@ -11,9 +11,11 @@ Any writable backend holds the cache; LMDB is the one to use with several proces
 (its appends are atomic transactions that serialise across processes).
 
 * row 0, the header: ``{"info._asebytes_cache": <JSON>}`` with ``format``, ``version``
-  and the source record: what :meth:`HFBackend.cache_record` reports (URI or dataset
-  fingerprint, split, name, revision, column mapping), or for other backends their name and
-  location (for a store without one, a token of its instance), plus the source length.
+  and the source record: what :meth:`HFBackend.cache_record` reports (URI, dataset
+  fingerprint or a stream's data files with their sizes and times, split, name, revision,
+  column mapping; a transformed stream object is known by its instance), or for other
+  backends their name and location (for a store without one, a token of its instance),
+  plus the source length.
   Processes that open one new cache at the same moment may each append a header: row 0
   decides, and the later ones (rows without a source row number) are skipped;
 * every other row: one source row plus ``"info._asebytes_cache_row": i``, its row number
@@ -137,8 +139,10 @@ class CachedBackend(ReadableBackend):
             what = "; ".join(f"{k}: {filled.get(k)!r} there, {self._record.get(k)!r} here" for k in changed)
             if "instance" in changed:
                 what += (
-                    "; a source without a location is known only by its instance: give its backend a "
-                    "`location` (the path or URI of its data) to reuse a cache across instances"
+                    "; a source without a location is known only by its instance: to reuse a cache "
+                    "across instances, give its backend a `location` (the path or URI of its data), or, "
+                    "for a transformed datasets stream, open its files by URI (hf://path/data.parquet) "
+                    "or pass an untransformed stream or a downloaded datasets.Dataset"
                 )
             raise CacheMismatchError(
                 f"{self._where()} was filled from another source ({what}); delete the cache to reset "

@@ -45,6 +45,7 @@ restarts the stream from its beginning (use ``cache_to=`` to avoid re-reading).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 from collections.abc import Iterator, Sequence
@@ -173,6 +174,33 @@ def hub_repository(uri: str) -> str:
     if scheme.lower() == "colabfit" and "/" not in rest:
         return f"colabfit/{rest}"
     return rest
+
+
+def _stream_identity(data: Any) -> list[str] | None:
+    """What names the rows of a ``datasets`` stream object: its data files (local ones with size and
+    modification time) or the fingerprints of the datasets it streams, with its features. None for a
+    stream that transforms its rows (``map``, ``shuffle``, ``take``, split by node...): nothing
+    outside the instance tells such a stream from another."""
+    source = data._ex_iterable
+    if type(source).__name__ not in ("ArrowExamplesIterable", "ExamplesIterable") or data._distributed:
+        return None
+    kwargs = getattr(source, "kwargs", {})
+    files, shards = kwargs.get("files"), kwargs.get("shards")
+    if isinstance(files, list) and files and all(isinstance(f, str) for f in files):
+        named = []
+        for file in files:
+            local = Path(file).expanduser()
+            if not local.is_file():  # a remote file: its URL names the revision
+                named.append(file)
+                continue
+            stat = local.stat()
+            named.append(f"{local.resolve()} ({stat.st_size} B, {stat.st_mtime_ns} ns)")
+    elif isinstance(shards, list) and shards and all(getattr(s, "_fingerprint", None) for s in shards):
+        named = [f"dataset {s._fingerprint}" for s in shards]
+    else:
+        return None
+    features = hashlib.sha256(str(data.features).encode()).hexdigest()[:16]
+    return [*named, f"features {features}"]
 
 
 class _Stream:
@@ -355,8 +383,13 @@ class HFBackend(ReadableBackend):
         return {"format": "datasets", "streaming": streaming, "mapping": self._mapping.to_dict()}
 
     def cache_record(self) -> dict[str, Any]:
-        """What a cache records to recognise this source: URI (or fingerprint), split, name, mapping."""
-        where = self._uri or getattr(self._data, "_fingerprint", None) or repr(self._data.info.config_name)
+        """What a cache records to recognise this source: URI (or fingerprint, or a stream's data
+        files), split, name, mapping. A stream object with none of these is known by its instance."""
+        where: Any = self._uri or getattr(self._data, "_fingerprint", None)
+        if where is None:
+            where = _stream_identity(self._data)
+        if where is None:
+            return {"source": None, "instance": self._cache_identity}
         if self._uri is not None:
             scheme, rest = self._uri.split("://", 1)
             local = Path(rest).expanduser()

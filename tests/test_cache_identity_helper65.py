@@ -1,0 +1,73 @@
+"""``cache_to`` of ``datasets`` stream objects: a cache is served only to the source that filled it.
+
+A stream (``IterableDataset``) has no fingerprint; it is known by its data files (with size and
+modification time) or the fingerprints of the datasets it streams, and a transformed one by its
+instance. Two streams of different files once shared one identity and read each other's rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+datasets = pytest.importorskip("datasets")
+
+from asebytes_nodes import ASEIO, HFBackend  # noqa: E402
+from asebytes_nodes.backends._arrow import write_parquet  # noqa: E402
+from asebytes_nodes.errors import CacheMismatchError  # noqa: E402
+
+
+def _parquet(path: Path, first_energy: float) -> Path:
+    frames = []
+    for i in range(4):
+        atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7 + i / 10]])
+        atoms.calc = SinglePointCalculator(atoms, energy=first_energy + i)
+        frames.append(atoms)
+    write_parquet(frames, path)
+    return path
+
+
+def _stream(path: Path, tmp_path: Path) -> object:
+    return datasets.load_dataset(
+        "parquet", data_files=str(path), split="train", streaming=True, cache_dir=str(tmp_path / "hf")
+    )
+
+
+def _energies(db: ASEIO) -> list[float]:
+    return [atoms.get_potential_energy() for atoms in db]
+
+
+def test_streams_of_other_files_never_share_a_cache(tmp_path: Path) -> None:
+    a, b = _parquet(tmp_path / "a.parquet", 0.0), _parquet(tmp_path / "b.parquet", 100.0)
+    cache = str(tmp_path / "c.lmdb")
+    assert _energies(ASEIO(HFBackend(_stream(a, tmp_path)), cache_to=cache)) == [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(CacheMismatchError, match="b.parquet"):
+        ASEIO(HFBackend(_stream(b, tmp_path)), cache_to=cache)
+    again = ASEIO(HFBackend(_stream(a, tmp_path)), cache_to=cache)  # the same file: the cache serves it
+    assert _energies(again) == [0.0, 1.0, 2.0, 3.0]
+    _parquet(a, 50.0)  # the file changes: its size or time does too
+    with pytest.raises(CacheMismatchError, match="another source"):
+        ASEIO(HFBackend(_stream(a, tmp_path)), cache_to=cache)
+
+
+def test_streams_of_other_datasets_never_share_a_cache(tmp_path: Path) -> None:
+    a, b = _parquet(tmp_path / "a.parquet", 0.0), _parquet(tmp_path / "b.parquet", 100.0)
+    first = datasets.Dataset.from_parquet(str(a), cache_dir=str(tmp_path / "hf")).to_iterable_dataset()
+    other = datasets.Dataset.from_parquet(str(b), cache_dir=str(tmp_path / "hf")).to_iterable_dataset()
+    cache = str(tmp_path / "c.lmdb")
+    assert _energies(ASEIO(HFBackend(first), cache_to=cache)) == [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(CacheMismatchError, match="another source"):
+        ASEIO(HFBackend(other), cache_to=cache)
+
+
+def test_a_transformed_stream_is_known_by_its_instance(tmp_path: Path) -> None:
+    a = _parquet(tmp_path / "a.parquet", 0.0)
+    shuffled = _stream(a, tmp_path).shuffle(seed=1)  # type: ignore[attr-defined]
+    cache = str(tmp_path / "c.lmdb")
+    db = ASEIO(HFBackend(shuffled), cache_to=cache)
+    assert sorted(_energies(db)) == [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(CacheMismatchError, match="known only by its instance.*hf://"):
+        ASEIO(HFBackend(_stream(a, tmp_path).shuffle(seed=2)), cache_to=cache)  # type: ignore[attr-defined]
