@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from . import batch as _batch
+from .backends._base import stale_row_error
 from .backends._keys import MISSING, is_per_atom
 from .errors import MissingValueError, RaggedColumnError, StoreCorruptedError, UnknownKeyError
 from .indexing import IndexArray, is_key_index, normalize_index, normalize_indices
@@ -86,21 +87,38 @@ class _View:
     def __len__(self) -> int:
         return len(self._indices)
 
+    def _live(self, rows: IndexArray) -> IndexArray:
+        """``rows``, refused with ``RowIndexError`` if one is past the store's end (a view made
+        before rows were deleted) when the backend deletes rows and does not check them itself."""
+        backend = self._backend
+        if backend.supports_delete and not backend.checks_rows:
+            last, n = int(np.max(rows, initial=-1)), len(backend)
+            if last >= n:
+                raise stale_row_error(last, n, backend.location or "")
+        return rows
+
+    def _row(self, index: int | np.integer) -> int:
+        """The store row of this view's row ``index`` (negative counts from the end), checked."""
+        row = self._indices[normalize_index(index, len(self._indices))]
+        return int(self._live(row))
+
     def _chunks(self, size: int) -> Iterator[IndexArray]:
         if size < 1:
             raise ValueError(f"chunk size must be at least 1, got {size}")
-        for start in range(0, len(self._indices), size):
-            yield self._indices[start : start + size]
+        indices = self._live(self._indices)
+        for start in range(0, len(indices), size):
+            yield indices[start : start + size]
 
     def _narrow(self, index: Any) -> IndexArray:
         return self._indices[normalize_indices(index, len(self._indices))]
 
     def _to_batch(self, keys: Any, fill: Any, atoms: Any) -> dict[str, Any]:
         size = max(DEFAULT_CHUNK_SIZE * 16, self._backend.read_batch_size)
-        return _batch.read_batch(self._backend, self._indices, keys, fill=fill, atoms=atoms, chunk_size=size)
+        rows = self._live(self._indices)
+        return _batch.read_batch(self._backend, rows, keys, fill=fill, atoms=atoms, chunk_size=size)
 
     def _batches(self, batch_size: int, keys: Any, **options: Any) -> Iterator[dict[str, Any]]:
-        return _batch.iter_batches(self._backend, self._indices, batch_size, keys=keys, **options)
+        return _batch.iter_batches(self._backend, self._live(self._indices), batch_size, keys=keys, **options)
 
 
 class RowView(_View):
@@ -116,7 +134,7 @@ class RowView(_View):
             check_keys(self._backend, keys)
             return ColumnView(self._backend, self._indices, keys, isinstance(index, str), self._owner)
         if isinstance(index, (int, np.integer)):
-            row = int(self._indices[normalize_index(index, len(self._indices))])
+            row = self._row(index)
             return atoms_of_rows([self._backend.read_row(row)], [row])[0]
         return RowView(self._backend, self._narrow(index), self._owner)
 
@@ -189,7 +207,7 @@ class ColumnView(_View):
             keys = [index] if isinstance(index, str) else list(index)
             return RowView(self._backend, self._indices, self._owner)[keys]
         if isinstance(index, (int, np.integer)):
-            row = int(self._indices[normalize_index(index, len(self._indices))])
+            row = self._row(index)
             values = self._read(np.array([row]))
             return values[self._keys[0]][0] if self._single else _row_dict(values, 0)
         return ColumnView(self._backend, self._narrow(index), self._keys, self._single, self._owner)
@@ -207,7 +225,7 @@ class ColumnView(_View):
 
     def _read_all(self, stacked: bool = False) -> dict[str, Any]:
         if stacked and self._single:  # a column the backend gives as one array: one call, no copies
-            array = self._backend.read_column_array(self._keys[0], self._indices)
+            array = self._backend.read_column_array(self._keys[0], self._live(self._indices))
             if array is not None:
                 return {self._keys[0]: array}
             stacked = False  # the chunks would be refused the same way

@@ -30,6 +30,7 @@ from ..errors import (
     FormatVersionError,
     InvalidDataError,
     ReadOnlyError,
+    RowIndexError,
     StoreCorruptedError,
     UnsupportedOperationError,
 )
@@ -50,6 +51,15 @@ __all__ = [
 READ_ONLY_MESSAGE = "the store is read-only: open it with readonly=False to modify it"
 
 
+def stale_row_error(row: int, length: int, where: str = "") -> RowIndexError:
+    """The error for row ``row`` of a store of ``length`` rows, read through a view made before
+    rows were deleted; ``where`` (a path) is named first."""
+    prefix = f"{where}: " if where else ""
+    return RowIndexError(
+        f"{prefix}row {row} is out of range for {length} rows (were rows deleted after this view was made?)"
+    )
+
+
 class ReadableBackend(ABC):
     """A store of flat rows that can be read.
 
@@ -67,6 +77,10 @@ class ReadableBackend(ABC):
     supports_insert: ClassVar[bool] = False
     #: Can rows be deleted?
     supports_delete: ClassVar[bool] = False
+    #: Does every read refuse a row past the end with ``RowIndexError`` (:func:`stale_row_error`)?
+    #: A view made before a delete holds row numbers past the end: views check them against
+    #: ``len()`` first for a backend that deletes rows and does not declare this.
+    checks_rows: ClassVar[bool] = False
     #: Can single keys be removed from stored rows?
     supports_drop_keys: ClassVar[bool] = False
     #: Rows per backend call when views stream many rows (columnar stores read more at once).

@@ -79,12 +79,18 @@ import numpy as np
 from ..codec import decode_row, decode_value, encode_row, encode_value
 from ..errors import (
     MissingExtraError,
-    RowIndexError,
     StoreCorruptedError,
 )
 from ..indexing import normalize_index
 from ..registry import builtin
-from ._base import MISSING, WritableBackend, check_cache_bytes, check_format_record, check_group_name
+from ._base import (
+    MISSING,
+    WritableBackend,
+    check_cache_bytes,
+    check_format_record,
+    check_group_name,
+    stale_row_error,
+)
 from ._lmdb_batch import BatchReads, fetch_rows
 from ._lmdb_blocks import (
     META_KEYS,
@@ -160,6 +166,7 @@ class LMDBBackend(GroupsMixin, RowEdits, BatchReads, WritableBackend):
     supports_delete: ClassVar[bool] = True
     supports_drop_keys: ClassVar[bool] = True
     supports_groups: ClassVar[bool] = True
+    checks_rows: ClassVar[bool] = True
     _seal: type[Unsealed] | type[Sealed]  # the checksum of this dataset's layout version
 
     def __init__(
@@ -487,10 +494,7 @@ class LMDBBackend(GroupsMixin, RowEdits, BatchReads, WritableBackend):
         :class:`RowIndexError`, rather than reading them as missing values or damage."""
         n, last = self._length(txn), int(np.max(rows, initial=-1))
         if last >= n:
-            raise RowIndexError(
-                f"{self._path}: row {last} is out of range for {n} rows (were rows deleted after "
-                "this view was made?)"
-            )
+            raise stale_row_error(last, n, str(self._path))
 
     def read_column_array(self, key: str, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:
         """``np.asarray(read_column(key, indices))`` straight from a scalar column's blocks (no

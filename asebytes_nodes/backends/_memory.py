@@ -13,9 +13,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import RowIndexError
 from ..registry import builtin
-from ._base import WritableBackend
+from ._base import WritableBackend, stale_row_error
 from ._columns import copy_row
 
 __all__ = ["MemoryBackend"]
@@ -36,6 +35,7 @@ class MemoryBackend(WritableBackend):
     supports_insert: ClassVar[bool] = True
     supports_delete: ClassVar[bool] = True
     supports_drop_keys: ClassVar[bool] = True
+    checks_rows: ClassVar[bool] = True
 
     def __init__(self, target: str | None = None, *, readonly: bool = False) -> None:
         self._rows: list[dict[str, Any]] = []
@@ -62,10 +62,7 @@ class MemoryBackend(WritableBackend):
         try:
             return [self._rows[i] for i in rows]
         except IndexError:
-            last, n = max(rows), len(self._rows)
-            raise RowIndexError(
-                f"row {last} is out of range for {n} rows (were rows deleted after this view was made?)"
-            ) from None
+            raise stale_row_error(max(rows), len(self._rows)) from None
 
     def read_batch(
         self, indices: np.ndarray, keys: Sequence[str] | None = None, *,
