@@ -16,7 +16,14 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 
-from asebytes_nodes import ASEIO, RowIndexError, WritableBackend
+from asebytes_nodes import (
+    ASEIO,
+    ReadableBackend,
+    ReadOnlyError,
+    RowIndexError,
+    WritableBackend,
+    atoms_to_dict,
+)
 from asebytes_nodes.backends import LMDBBackend, MemoryBackend
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract
 
@@ -103,3 +110,29 @@ def test_stale_views_raise_row_index_error_on_every_read() -> None:
 
 def test_builtin_deleting_backends_check_rows_themselves() -> None:
     assert MemoryBackend.checks_rows and LMDBBackend.checks_rows and not PlainRows.checks_rows
+
+
+class ReadOnlyRows(ReadableBackend):
+    """A backend that can never write: always read-only, like the hf backend, whatever it is asked."""
+
+    name = "readonlyrows"
+
+    def __init__(self, target: str, *, readonly: bool = False) -> None:
+        self.readonly = True
+        self.rows = [atoms_to_dict(molecule("H2O"))]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read_rows(
+        self, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        return [{k: v for k, v in self.rows[int(i)].items() if keys is None or k in keys} for i in indices]
+
+
+def test_a_backend_that_cannot_write_says_so_whatever_readonly_says() -> None:
+    db = ASEIO(ReadOnlyRows("x", readonly=False))
+    with pytest.raises(
+        ReadOnlyError, match=r"^the readonlyrows backend reads stores but does not write them"
+    ):
+        db.append(molecule("H2O"))

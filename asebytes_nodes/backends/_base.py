@@ -280,10 +280,15 @@ class ReadableBackend(ABC):
         return None
 
     def _check_writable(self) -> None:
+        """Refuse a write: first one this backend can never do (whatever ``readonly=`` says), then
+        one through a handle opened read-only."""
+        if not self.supports_write:
+            raise ReadOnlyError(
+                f"the {self.name} backend reads stores but does not write them; copy the frames into "
+                "a writable store to change them, e.g. ASEIO('frames.lmdb').extend(db)"
+            )
         if self.readonly:
             raise ReadOnlyError(READ_ONLY_MESSAGE)
-        if not self.supports_write:  # however it was opened
-            raise ReadOnlyError(f"the {self.name} backend reads stores but does not write them")
 
     def __enter__(self) -> ReadableBackend:
         return self
