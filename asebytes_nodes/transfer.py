@@ -34,7 +34,9 @@ from .errors import (
     BackendNotFoundError,
     DestinationExistsError,
     InvalidDataError,
+    MissingValueError,
     StoreCorruptedError,
+    UnknownKeyError,
     UnsupportedOperationError,
 )
 from .indexing import normalize_indices
@@ -80,11 +82,36 @@ def copy_frames(
     with progress(len(rows), desc, enabled=show_progress) as bar:
         for start in range(0, len(rows), size):
             chunk = np.asarray(rows[start : start + size])
-            writer.extend(src.backend.read_rows(chunk))
+            with _named_by_source(chunk):
+                writer.extend(src.backend.read_rows(chunk))
             bar.update(len(chunk))
     if not len(rows):
         writer.extend([])  # makes a new destination store, empty (stores are made by a write)
     return len(rows)
+
+
+@contextmanager
+def _named_by_source(chunk: np.ndarray) -> Iterator[None]:
+    """A refused chunk's error names source rows: a backend names a bad value by its place in the
+    write ("frame 210"), which past the first chunk is not the source row; the first such place
+    gets its source row beside it, and the message says which source rows the write held."""
+    try:
+        yield
+    except (InvalidDataError, MissingValueError, UnknownKeyError) as exc:
+        if (chunk == np.arange(len(chunk))).all():
+            raise  # frame j is source row j
+        text = _FRAME.sub(
+            lambda m: f"{m[0]} (source row {chunk[int(m[1])]})" if int(m[1]) < len(chunk) else m[0],
+            str(exc),
+            count=1,
+        )
+        lo, hi = int(chunk[0]), int(chunk[-1])
+        rows = f"{lo}-{hi}" if hi - lo == len(chunk) - 1 and (np.diff(chunk) == 1).all() else "picked"
+        exc.args = (f"writing {len(chunk)} source rows ({rows}): {text}",)
+        raise
+
+
+_FRAME = re.compile(r"\bframe (\d+)\b")
 
 
 def convert(
