@@ -289,15 +289,20 @@ def register_backend(entry: BackendEntry | type, *, override: bool = False) -> B
 
 def _entry_of(cls: Any, default_name: str) -> BackendEntry:
     """The registry row of a backend class; ``default_name`` names one without a ``name`` of its own
-    (one it inherits from this package's classes: ``"custom"``, or a built-in backend's)."""
+    (one it inherits from this package's classes: ``"custom"``, or a built-in backend's), and becomes
+    that class's ``name``, so its stores, ``info`` and cache records say what the registry says."""
     from .backends._base import ReadableBackend
 
     if not (isinstance(cls, type) and issubclass(cls, ReadableBackend)):
         raise TypeError(f"a backend is a BackendEntry or a ReadableBackend subclass, not {cls!r}")
     owner = next(c for c in cls.__mro__ if "name" in vars(c))
-    own = not owner.__module__.startswith("asebytes_nodes.")
+    name = cls.name
+    if owner.__module__.startswith("asebytes_nodes."):  # a name of this package's classes
+        name = default_name
+        if owner is not cls:  # a user's class inheriting "custom" or a built-in's name
+            cls.name = name
     return BackendEntry(
-        name=cls.name if own else default_name,
+        name=name,
         target=cls,
         extensions=cls.extensions,
         schemes=cls.schemes,

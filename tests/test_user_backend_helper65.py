@@ -8,7 +8,9 @@ shipped ``WritableContract`` (``test_delete``) passes.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,9 @@ from asebytes_nodes import (
     RowIndexError,
     WritableBackend,
     atoms_to_dict,
+    list_backends,
+    register_backend,
+    registry,
 )
 from asebytes_nodes.backends import LMDBBackend, MemoryBackend
 from asebytes_nodes.testing.contract import StoreFactory, WritableContract
@@ -136,3 +141,48 @@ def test_a_backend_that_cannot_write_says_so_whatever_readonly_says() -> None:
         ReadOnlyError, match=r"^the readonlyrows backend reads stores but does not write them"
     ):
         db.append(molecule("H2O"))
+
+
+@pytest.fixture
+def clean_registry() -> Iterator[None]:
+    saved, loaded = dict(registry._TABLE), registry._plugins_loaded
+    yield
+    registry._TABLE.clear()
+    registry._TABLE.update(saved)
+    registry._plugins_loaded = loaded
+
+
+def test_a_class_without_its_own_name_takes_the_registered_one(
+    tmp_path: Path, clean_registry: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It reported its parent's name ("custom", "memory") in backend.name, info and cache records."""
+
+    class Mine(MemoryBackend):
+        extensions = (".mine65",)
+        schemes = ()
+
+    assert register_backend(Mine).name == "Mine" and Mine().name == "Mine"
+    assert MemoryBackend.name == "memory"
+    (tmp_path / "plug65.py").write_text(
+        "from asebytes_nodes import ReadableBackend\n"
+        "class Nameless(ReadableBackend):\n"
+        "    schemes = ('nameless65',)\n"
+        "    def __init__(self, target, *, readonly=False):\n"
+        "        self.readonly = True\n"
+        "    def __len__(self):\n"
+        "        return 0\n"
+        "    def read_rows(self, indices, keys=None):\n"
+        "        return []\n"
+    )
+    dist = tmp_path / "plug65-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plug65\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[asebytes_nodes.backends]\nepname65 = plug65:Nameless\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._plugins_loaded = False
+    try:
+        db = ASEIO("nameless65://x")
+        assert db.backend.name == "epname65" and list_backends()["epname65"].schemes == ("nameless65",)
+        assert ReadableBackend.name == "custom"
+    finally:
+        sys.modules.pop("plug65", None)
