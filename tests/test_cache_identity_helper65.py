@@ -3,6 +3,7 @@
 A stream (``IterableDataset``) has no fingerprint; it is known by its data files (with size and
 modification time) or the fingerprints of the datasets it streams, and a transformed one by its
 instance. Two streams of different files once shared one identity and read each other's rows.
+Also here: a mistyped local path is named at once, never looked up on the Hub.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ datasets = pytest.importorskip("datasets")
 
 from asebytes_nodes import ASEIO, HFBackend  # noqa: E402
 from asebytes_nodes.backends._arrow import write_parquet  # noqa: E402
-from asebytes_nodes.errors import CacheMismatchError  # noqa: E402
+from asebytes_nodes.errors import CacheMismatchError, StoreNotFoundError  # noqa: E402
 
 
 def _parquet(path: Path, first_energy: float) -> Path:
@@ -71,3 +72,14 @@ def test_a_transformed_stream_is_known_by_its_instance(tmp_path: Path) -> None:
     assert sorted(_energies(db)) == [0.0, 1.0, 2.0, 3.0]
     with pytest.raises(CacheMismatchError, match="known only by its instance.*hf://"):
         ASEIO(HFBackend(_stream(a, tmp_path).shuffle(seed=2)), cache_to=cache)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("rest", ["data/cf.parquett", "cf.arow", "./frames", "~/nope65.jsonl"])
+def test_a_missing_local_path_is_named_without_asking_the_hub(
+    rest: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``colabfit://data/cf.parquett`` retried the Hub for about 25 s and never named the file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # without the check: a Hub error
+    with pytest.raises(StoreNotFoundError, match=r"no such local file or folder: '/.*"):
+        ASEIO(f"colabfit://{rest}")

@@ -17,6 +17,9 @@ Sources
   and splits. ``hf:///abs/path`` and ``hf://relative/path`` both work. A folder whose
   recorded names (split names, ``state.json`` data files, README ``data_files`` patterns) or
   symbolic links lead outside it is refused with ``UnsafeStoreError`` (see :mod:`._hf_local`).
+* a missing path spelt as a local one (starting with ``./``, ``../``, ``~`` or ``/``, or ending
+  in a data file's suffix such as ``.parquet``, ``.arrow``, ``.json``, ``.jsonl``, ``.csv``,
+  mistyped ones included) raises ``StoreNotFoundError`` naming it, never asking the Hub;
 * otherwise ``rest`` is a Hub repository id (``user/dataset``), loaded with
   ``datasets.load_dataset(rest, name=..., revision=...)``. ``datasets`` >= 4 runs no
   dataset scripts; with datasets 3 this backend passes ``trust_remote_code=False``.
@@ -45,6 +48,7 @@ restarts the stream from its beginning (use ``cache_to=`` to avoid re-reading).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import os
@@ -58,6 +62,7 @@ from ..errors import (
     MissingExtraError,
     RowIndexError,
     StoreCorruptedError,
+    StoreNotFoundError,
     UnknownKeyError,
     UnsupportedOperationError,
 )
@@ -77,6 +82,8 @@ __all__ = ["HFBackend", "accepts", "hub_repository"]
 _DATASET_TYPES = ("Dataset", "IterableDataset", "DatasetDict", "IterableDatasetDict")
 _SCHEME_MAPPINGS = {"colabfit": COLABFIT, "optimade": OPTIMADE}
 _FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
+# a missing path spelt like these is a mistyped local file, never a Hub repository id
+_LOCAL_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl", ".csv")
 
 
 def accepts(obj: Any) -> bool:
@@ -140,12 +147,22 @@ def _load(uri: str, split: str | None, name: str | None, streaming: bool | None,
         else:
             data = _load_split(str(local), split, uri, name=name, streaming=bool(streaming), **kwargs)
         return _pick_split(data, split, uri)
+    if _looks_local(rest):
+        raise StoreNotFoundError(f"{uri}: no such local file or folder: {str(local.absolute())!r}")
     if "trust_remote_code" in inspect.signature(datasets.load_dataset).parameters:  # datasets 3
         kwargs["trust_remote_code"] = False
     stream = True if streaming is None else streaming
     repo = hub_repository(uri)
     data = _load_split(repo, split, uri, name=name, streaming=stream, revision=revision, **kwargs)
     return _pick_split(data, split, uri)
+
+
+def _looks_local(rest: str) -> bool:
+    """Is ``rest`` spelt as a local path (``./``, ``../``, ``~``, ``/``, or a data file's suffix,
+    mistyped ones included), never as a Hub repository id?"""
+    suffix = Path(rest).suffix.lower()
+    mistyped = bool(suffix) and bool(difflib.get_close_matches(suffix, _LOCAL_SUFFIXES, cutoff=0.75))
+    return mistyped or rest.startswith(("./", "../", "~", "/"))
 
 
 def _load_split(path: str, split: str | None, uri: str, **kwargs: Any) -> Any:
