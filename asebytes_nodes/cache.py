@@ -98,13 +98,21 @@ class CachedBackend(ReadableBackend):
     read_batch_size: ClassVar[int] = 4096
 
     def __init__(self, source: ReadableBackend, cache: str | os.PathLike[str] | WritableBackend) -> None:
-        from .registry import open_backend
+        from .registry import open_backend, resolve_backend
 
         self._source = source
+        kind = type(cache) if isinstance(cache, ReadableBackend) else resolve_backend(cache).load()
+        if not issubclass(kind, WritableBackend):  # refused before opening: an ASE file must not exist
+            where = repr(cache) if isinstance(cache, ReadableBackend) else repr(os.fspath(cache))
+            raise UnsupportedOperationError(
+                f"cache_to needs a writable store, got {where}: the {kind.name} backend reads stores but "
+                "does not write them; pass a path such as 'cache.lmdb'"
+            )
         store = cache if isinstance(cache, ReadableBackend) else open_backend(cache)
         if not isinstance(store, WritableBackend) or store.readonly:
             raise UnsupportedOperationError(
-                f"cache_to needs a writable store, got {store!r}; pass a path such as 'cache.lmdb'"
+                f"cache_to needs a writable store, got {store!r} opened read-only; pass a path such as "
+                "'cache.lmdb'"
             )
         self._cache: WritableBackend = store
         self._record = source_record(source)
@@ -137,6 +145,8 @@ class CachedBackend(ReadableBackend):
         if filled != self._record:
             changed = sorted(k for k in {*filled, *self._record} if filled.get(k) != self._record.get(k))
             what = "; ".join(f"{k}: {filled.get(k)!r} there, {self._record.get(k)!r} here" for k in changed)
+            if "length" in changed:
+                what += "; the source grew or shrank since the cache was filled (cache a finished store)"
             if "instance" in changed:
                 what += (
                     "; a source without a location is known only by its instance: to reuse a cache "

@@ -3,7 +3,8 @@
 A stream (``IterableDataset``) has no fingerprint; it is known by its data files (with size and
 modification time) or the fingerprints of the datasets it streams, and a transformed one by its
 instance. Two streams of different files once shared one identity and read each other's rows.
-Also here: a mistyped local path is named at once, never looked up on the Hub.
+Also here: a mistyped local path is named at once, never looked up on the Hub; a cache_to that cannot
+be written and a source that grew are named for what they are.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ datasets = pytest.importorskip("datasets")
 
 from asebytes_nodes import ASEIO, HFBackend  # noqa: E402
 from asebytes_nodes.backends._arrow import write_parquet  # noqa: E402
-from asebytes_nodes.errors import CacheMismatchError, StoreNotFoundError  # noqa: E402
+from asebytes_nodes.errors import (  # noqa: E402
+    CacheMismatchError,
+    StoreNotFoundError,
+    UnsupportedOperationError,
+)
 
 
 def _parquet(path: Path, first_energy: float) -> Path:
@@ -83,3 +88,18 @@ def test_a_missing_local_path_is_named_without_asking_the_hub(
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # without the check: a Hub error
     with pytest.raises(StoreNotFoundError, match=r"no such local file or folder: '/.*"):
         ASEIO(f"colabfit://{rest}")
+
+
+def test_cache_to_an_ase_file_or_a_grown_source_says_what_is_wrong(tmp_path: Path) -> None:
+    """cache_to="c.xyz" said "no such file; ASE files are opened read-only and must exist"."""
+    source = tmp_path / "s.lmdb"
+    ASEIO(source).extend([Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]])] * 3)
+    with pytest.raises(
+        UnsupportedOperationError, match=r"cache_to needs a writable store, got '.*c.xyz': the"
+    ):
+        ASEIO(source, cache_to=tmp_path / "c.xyz")
+    assert not (tmp_path / "c.xyz").exists()
+    ASEIO(source, cache_to=tmp_path / "c.lmdb")[0]
+    ASEIO(source).append(Atoms("H"))
+    with pytest.raises(CacheMismatchError, match=r"length: 3 there, 4 here; the source grew or shrank"):
+        ASEIO(source, cache_to=tmp_path / "c.lmdb")
