@@ -296,13 +296,10 @@ def _entry_of(cls: Any, default_name: str) -> BackendEntry:
     if not (isinstance(cls, type) and issubclass(cls, ReadableBackend)):
         raise TypeError(f"a backend is a BackendEntry or a ReadableBackend subclass, not {cls!r}")
     owner = next(c for c in cls.__mro__ if "name" in vars(c))
-    name = cls.name
-    if owner.__module__.startswith("asebytes_nodes."):  # a name of this package's classes
-        name = default_name
-        if owner is not cls:  # a user's class inheriting "custom" or a built-in's name
-            cls.name = name
+    if owner.__module__.startswith("asebytes_nodes.") and owner is not cls:  # a user's class inheriting
+        cls.name = default_name  # "custom" or a built-in backend's name
     return BackendEntry(
-        name=name,
+        name=default_name if owner.__module__.startswith("asebytes_nodes.") else cls.name,
         target=cls,
         extensions=cls.extensions,
         schemes=cls.schemes,
