@@ -9,7 +9,9 @@ the git tree at that revision and the data from the DVC cache or remote. ``state
 ``state.remote`` are both None in the first case. Our stores need real paths (LMDB maps a
 file), so an output at another revision is fetched through ``state.fs.get`` into a temporary
 directory, opened read-only there, and deleted when the returned ``ASEIO`` is garbage
-collected. A local output is opened read-only in place; reading it changes no tracked byte.
+collected. A local output is opened read-only in place; reading it changes no byte DVC tracks.
+Its side files (LMDB's lock file) are listed in the folder's ``.gitignore`` first if DVC left
+them out (an output restored from DVC's run cache), so a read leaves no untracked file.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from zntrack.config import ZNTRACK_LAZY_VALUE, NodeStatusEnum
 from ..errors import ASEBytesError, PipelineSourceError, StoreNotFoundError
 from ..io import ASEIO
 from ..options import store_suffix
-from ._ops import git_ignore
+from ._ops import git_ignore, keep_ignored
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -78,6 +80,7 @@ def open_output(node: zntrack.Node, path: str | Path, group: str | None = None) 
     if state.rev is None and state.remote is None:
         if not Path(path).exists():
             raise missing_output(node, path)
+        keep_ignored(Path(path))
         return ASEIO(path, readonly=True, group=group)
     key = (id(node), str(path), group)
     known = _COPIES.get(key)

@@ -7,6 +7,7 @@ half-written output under the final name. Data moves in chunks, never as one lis
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -18,7 +19,7 @@ import numpy as np
 import zntrack
 
 from ..io import ASEIO
-from ..registry import list_backends
+from ..registry import list_backends, resolve_backend
 from ..selection import SelectedRows
 from ..shards import ConcatBackend
 from ..transfer import convert
@@ -29,7 +30,15 @@ if TYPE_CHECKING:
     from ..backends._base import ReadableBackend
     from ._config import StoreSpec
 
-__all__ = ["as_aseio", "fingerprint", "git_ignore", "iter_chunks", "write_sharded", "write_store"]
+__all__ = [
+    "as_aseio",
+    "fingerprint",
+    "git_ignore",
+    "iter_chunks",
+    "keep_ignored",
+    "write_sharded",
+    "write_store",
+]
 
 
 def iter_chunks(frames: Any, size: int) -> Iterator[list[Atoms]]:
@@ -62,15 +71,35 @@ def as_aseio(frames: Any) -> ASEIO:
 
 def git_ignore(path: Path, backend: str, *, itself: bool = False) -> None:
     """List the side files of the ``backend`` store at ``path`` (lock files, which opening a
-    store may rewrite, and an undo journal), and with ``itself`` the store too, in the
-    ``.gitignore`` of its folder, where DVC lists its outputs: they stay outside what DVC and
-    git track."""
+    store may rewrite, and an undo journal), its temporary copies, and with ``itself`` the store
+    too, in the ``.gitignore`` of its folder, where DVC lists its outputs: they stay outside
+    what DVC and git track.
+
+    The temporary copies are the hidden ``.frames.*`` beside ``frames.ext``: a conversion's
+    ``.frames.partial-PID-HOST.ext`` (:mod:`asebytes_nodes.transfer`), a sharded write's
+    ``.frames.ext.partial`` and a replaced store set aside; a stage killed by SIGKILL leaves
+    them behind until its next run, and ``git add -A`` must not commit half a store."""
     ignore = path.parent / ".gitignore"
     lines = ignore.read_text().splitlines() if ignore.exists() else []
     sides = list_backends()[backend].load().side_files(path)
-    wanted = [f"/{p.name}" for p in ([path] if itself else []) + sides]
+    temporary = [] if itself else [f"/.{path.stem}.*"]  # a store ignored itself is not written by copy
+    wanted = [f"/{p.name}" for p in ([path] if itself else []) + sides] + temporary
     if missing := [line for line in wanted if line not in lines]:
         ignore.write_text("\n".join([*lines, *missing]) + "\n")
+
+
+def keep_ignored(path: Path) -> None:
+    """Before a read opens the output store at ``path``, list its side files in the folder's
+    ``.gitignore`` (:func:`git_ignore`) if they are missing: DVC writes that file alone when it
+    restores an output from its run cache, and an LMDB read would then leave its lock file
+    untracked. A folder that cannot be written is left as it is (nor will a lock file be made)."""
+    entry = resolve_backend(path)
+    ignore = path.parent / ".gitignore"
+    lines = ignore.read_text().splitlines() if ignore.exists() else []
+    if all(f"/{side.name}" in lines for side in entry.load().side_files(path)):
+        return
+    with contextlib.suppress(OSError):
+        git_ignore(path, entry.name)
 
 
 def write_store(

@@ -40,7 +40,8 @@ class SourceNode(FramesNode):
                 "change the source where the graph is built and build it again"
             )
         target = self.store_target(config)
-        count = self.fetch(config, target)
+        with self.stage_errors():
+            count = self.fetch(config, target)
         print(f"{self.name}: {count} frames from {self.source} -> {target}")
 
     def fetch(self, config: Any, target: Path) -> int:

@@ -82,7 +82,8 @@ class Benchmark(ConfiguredNode):
 
         config: BenchmarkConfig = self.settings()
         settings = Settings(**config.model_dump(exclude={"backends"}))
-        results = benchmark(as_aseio(frames_of(self.data)), config.backends, settings)
+        with self.stage_errors():
+            results = benchmark(as_aseio(frames_of(self.data)), config.backends, settings)
         self.metrics = readable_metrics(results)
         stores = pd.Index(
             [label for label, values in results.items() if isinstance(values, dict)], name="store"

@@ -58,8 +58,9 @@ class Convert(FramesNode):
     def run(self) -> None:
         config: ConvertConfig = self.settings()
         target = self.store_target(config)
-        if config.sharded:  # one shard per partition, written by Dask workers (asebytes_nodes.shards)
-            count = write_sharded(as_aseio(input_frames(self)), target, config.store, config)
-        else:
-            count = write_store(input_frames(self), target, config.store, chunk_size=config.chunk_size)
+        with self.stage_errors():
+            if config.sharded:  # one shard per partition, written by Dask workers (asebytes_nodes.shards)
+                count = write_sharded(as_aseio(input_frames(self)), target, config.store, config)
+            else:
+                count = write_store(input_frames(self), target, config.store, chunk_size=config.chunk_size)
         print(f"{self.name}: {count} frames -> {target}")

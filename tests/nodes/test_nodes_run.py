@@ -51,7 +51,8 @@ def test_load_then_convert(project: Path, frames: list[Atoms], backend: str) -> 
         assert_atoms_equal(out[j], frames[i], where=f"row {j}")
     assert out.backend.name == backend
     ignored = (project / "nodes" / "Load" / ".gitignore").read_text().split()
-    assert ignored == [f"/{side.name}" for side in LMDBBackend.side_files("frames.lmdb")]  # beside the output
+    sides = [f"/{side.name}" for side in LMDBBackend.side_files("frames.lmdb")]
+    assert ignored == [*sides, "/.frames.*"]  # beside the output, and its temporary copies
 
 
 def test_an_upstream_nodes_frames_attribute_as_data(project: Path, frames: list[Atoms]) -> None:
@@ -159,7 +160,7 @@ def test_cache_and_load_a_dataset_uri(project: Path, frames: list[Atoms]) -> Non
     ignored = (project / "nodes" / "Cache" / ".gitignore").read_text().split()
     sides = [f"/{side.name}" for side in LMDBBackend.side_files("frames.lmdb")]
     scratch = [f"/{side.name}" for side in LMDBBackend.side_files(".download.lmdb")]
-    assert ignored == [*sides, "/.download.lmdb", *scratch]
+    assert ignored == [*sides, "/.frames.*", "/.download.lmdb", *scratch]
     cached, loaded = zntrack.from_rev("Cache").frames, zntrack.from_rev("Load").frames
     assert len(cached) == len(frames) and len(loaded) == 5
     assert_atoms_equal(cached[-1], frames[-1])

@@ -134,7 +134,7 @@ def test_side_files_are_git_ignored_once(tmp_path: Path) -> None:
     scratch = [f"/{p.name}" for p in LMDBBackend.side_files(tmp_path / ".scratch.lmdb")]
     assert sides, "LMDB names its lock file"
     lines = (tmp_path / ".gitignore").read_text().splitlines()
-    assert lines == ["/frames.lmdb", *sides, "/.scratch.lmdb", *scratch]
+    assert lines == ["/frames.lmdb", *sides, "/.frames.*", "/.scratch.lmdb", *scratch]
 
 
 def test_cache_resumes_a_partial_download(tmp_path: Path, store: ASEIO, frames: list[Atoms]) -> None:
