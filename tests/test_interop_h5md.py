@@ -253,6 +253,26 @@ def test_fixed_length_strings_and_uint64_steps(tmp_path: Path) -> None:
     assert db[1].numbers.dtype == np.int64 and db[1].get_chemical_formula() == "H2O2"
 
 
+def test_a_time_unit_we_do_not_know_leaves_the_times_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "reduced.h5"  # reduced units (HAL's MD, LAMMPS lj): the file opens, times unscaled
+    _write_h5md(
+        path,
+        atoms={
+            "position/value": np.arange(24.0).reshape(2, 4, 3),
+            "position/step": np.array([0, 5]),
+            "position/time": np.array([0.0, 0.25]),
+            "species": np.array([1, 1, 8, 8]),
+        },
+    )
+    with h5py.File(path, "a") as f:
+        f["particles/atoms/position/time"].attrs["unit"] = "tau"
+    with pytest.warns(UserWarning, match=r"particles/atoms/position/time in 'tau' -> info\.time"):
+        db = ASEIO(path, readonly=True)
+        times = [a.info["time"] for a in db]
+    assert times == [0.0, 0.25]
+    assert [a.info["step"] for a in db] == [0, 5]
+
+
 def test_id_fill_value_marks_absent_particles(tmp_path: Path) -> None:
     path = tmp_path / "id.h5"
     ids = np.array([[0, 1, 2, -1], [0, -1, 2, 3]])

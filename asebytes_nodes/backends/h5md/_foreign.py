@@ -204,7 +204,11 @@ def foreign_plan(f: Any, group: str, znh5md: bool = False) -> Plan:
         times = sampling(clock, "time", frames.length)
         if isinstance(times, np.ndarray):
             unit = clock["time"].attrs.get("unit")
-            scale = unit_factor(as_text(unit), "time") if unit is not None else 1.0
+            try:
+                scale = unit_factor(as_text(unit), "time") if unit is not None else 1.0
+            except ValueError:  # not a time unit we know: the times as written, named in the warning
+                scale = 1.0
+                plan.units[clock["time"].name.lstrip("/")] = ("info.time", as_text(unit))
             plan.cols.setdefault("info.time", Col("info.time", "scalar", values=times * scale))
     plan.mask = _padding(f, part, plan)
     _warn_units(str(getattr(f, "filename", "")), plan.units)
