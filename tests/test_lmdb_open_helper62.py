@@ -30,8 +30,8 @@ def _before_lmdb_opens(monkeypatch: pytest.MonkeyPatch, act: Any) -> None:
     check = _lmdb_env.check_file
     done: list[bool] = []
 
-    def check_then_act(path: Path) -> None:
-        check(path)
+    def check_then_act(path: Path, *fd: int | None) -> None:
+        check(path, *fd)
         if not done:
             done.append(True)
             act()

@@ -72,12 +72,16 @@ def _meta(head: bytes, offset: int) -> dict[str, int]:
     }
 
 
-def check_file(path: Path) -> None:
-    """Refuse a file LMDB would map past its end (or that is no LMDB file at all).
+def check_file(path: Path, fd: int | None = None) -> None:
+    """Refuse a file LMDB would map past its end (or that is no LMDB file at all); ``fd``: the
+    file already open for reading (else it is opened here).
 
     Raises :class:`StoreCorruptedError` naming ``path`` and what its meta pages claim.
     A missing file passes (it is about to be created).
     """
+    if fd is not None:
+        _check_open_file(path, fd)
+        return
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:

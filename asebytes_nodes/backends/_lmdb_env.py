@@ -169,7 +169,7 @@ def _open_env(
             writable = not readonly or (options.lock is not False and os.access(path, os.W_OK) and folder)
             if not writable and not readonly:
                 raise PermissionError(f"{path}: the file or its folder is not writable")
-            check_file(path)
+            check_file(path, fd)  # a missing file (fd None) passes: a writer makes it
             env = _lmdb_open(path, writable, map_size, options, found, folder)
             if found is None:  # a writer's new file
                 return env, writable, os.stat(path)
