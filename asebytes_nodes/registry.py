@@ -44,7 +44,7 @@ from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendNotFoundError, InvalidDataError, MissingExtraError
+from .errors import BackendNotFoundError, InvalidDataError, MissingExtraError, UnsupportedOperationError
 
 if TYPE_CHECKING:
     from .backends._base import ReadableBackend
@@ -262,6 +262,7 @@ def builtin(name: str) -> BackendEntry:
 
 
 _TABLE: dict[str, BackendEntry] = {entry.name: entry for entry in _BUILTIN}
+_NAMED: set[type] = set()  # user classes whose name the registry gave (their entries hold them too)
 _plugins_loaded = False
 
 
@@ -288,18 +289,19 @@ def register_backend(entry: BackendEntry | type, *, override: bool = False) -> B
 
 
 def _entry_of(cls: Any, default_name: str) -> BackendEntry:
-    """The registry row of a backend class; ``default_name`` names one without a ``name`` of its own
-    (one it inherits from this package's classes: ``"custom"``, or a built-in backend's), and becomes
-    that class's ``name``, so its stores, ``info`` and cache records say what the registry says."""
+    """The registry row of a backend class; ``default_name`` names (and becomes the ``name`` of) one
+    without a name of its own: ``"custom"``, a built-in's, or one the registry gave a parent class."""
     from .backends._base import ReadableBackend
 
     if not (isinstance(cls, type) and issubclass(cls, ReadableBackend)):
         raise TypeError(f"a backend is a BackendEntry or a ReadableBackend subclass, not {cls!r}")
-    owner = next(c for c in cls.__mro__ if "name" in vars(c))
-    if owner.__module__.startswith("asebytes_nodes.") and owner is not cls:  # a user's class inheriting
-        cls.name = default_name  # "custom" or a built-in backend's name
+    owner = next(c for c in cls.__mro__ if "name" in vars(c) and (c is cls or c not in _NAMED))
+    given = owner.__module__.startswith("asebytes_nodes.") or owner in _NAMED  # ours, or one we gave
+    if given and not cls.__module__.startswith("asebytes_nodes."):  # not a subclass's to inherit
+        cls.name = default_name
+        _NAMED.add(cls)
     return BackendEntry(
-        name=default_name if owner.__module__.startswith("asebytes_nodes.") else cls.name,
+        name=default_name if given else cls.name,
         target=cls,
         extensions=cls.extensions,
         schemes=cls.schemes,
@@ -585,7 +587,6 @@ def _construct(
 def _check_group(cls: type[ReadableBackend], where: str, options: dict[str, Any]) -> None:
     """Refuse ``group=`` for a backend without groups, and an invalid group name."""
     from .backends._base import check_group_name
-    from .errors import UnsupportedOperationError
 
     if "group" not in options:
         return

@@ -186,3 +186,18 @@ def test_a_class_without_its_own_name_takes_the_registered_one(
         assert ReadableBackend.name == "custom"
     finally:
         sys.modules.pop("plug65", None)
+
+
+def test_a_subclass_of_a_class_the_registry_named_registers_under_its_own_name(clean_registry: None) -> None:
+    """The name given to a registered class without one was inherited by its subclasses (ca8db2b)."""
+
+    class Base(MemoryBackend):
+        extensions = (".base67",)
+        schemes = ()
+
+    class Child(Base):
+        extensions = (".child67",)
+
+    register_backend(Base)
+    assert register_backend(Child).name == "Child"
+    assert (Base().name, Child().name, MemoryBackend.name) == ("Base", "Child", "memory")
