@@ -56,15 +56,17 @@ that contains ``/`` becomes the whole key with ``/`` written ``%2F`` (``arrays.f
 
 The clock (:mod:`._clock`): the frames' own ``info.step`` and ``info.time`` (in fs, as this
 reader gives another H5MD file's times) while every frame of the store carries both, steps
-integers that increase and times finite numbers (``"clock": "info"``, version 3), so MDAnalysis
-reads a converted MD run's or H5MD file's steps and times; otherwise frame ``i`` is step ``i`` at
-time ``i * timestep`` (version 2). The first frames decide; a later write that breaks the rule (a
-frame without ``info.step``, a step not after the one before) turns the whole store's clock to
-frame indices, with a warning, and it stays so. ``info.step`` and ``info.time`` are columns of
+integers (or whole-number floats, as znh5md writes them) that increase and times finite numbers
+(``"clock": "info"``, version 3), so MDAnalysis reads a converted MD run's or H5MD file's steps
+and times; otherwise frame ``i`` is step ``i`` at time ``i * timestep`` (version 2). The first
+frames decide; a later write that breaks the rule (a frame without ``info.step``, a step not
+after the one before) turns the whole store's clock to frame indices, with a warning, and it
+stays so. ``info.step`` and ``info.time`` are columns of
 their own as well (``observables/<g>/step``, ``time``): they read back exactly as written.
 
 A 0-frame store (``extend([])``) also holds empty ``species/value`` (0, 1) and ``box/edges/value``
-elements, which znh5md needs to read it as 0 frames; the first frames replace them.
+elements, which znh5md needs to read it as 0 frames, and is version 3 (so asebytes-nodes before
+it refuses it); the first frames replace them.
 
 Units: ASE's (Angstrom, eV, amu, e), written as unit strings MDAnalysis knows where one exists.
 Forces stay in eV/Angstrom under the name ``forces``, not the standard ``force``: MDAnalysis reads
@@ -204,11 +206,12 @@ Version history
    (checksummed metadata). Same groups and datasets otherwise: version 1 stores are read, and
    written as version 1 (datasets they gain get checksums). Strings and encoded values
    (variable-length, in HDF5's global heap) have no checksum.
-3. The clock may come from the frames' ``info.step`` and ``info.time`` (table ``"clock": "info"``);
-   only such stores are version 3 (asebytes-nodes before it refuses them rather than append
-   frame-index steps to them), and they turn version 2 when their clock turns to frame indices.
-   Stores with the index clock, and version 1 stores, are written as before. 0-frame stores
-   made since hold empty ``species`` and ``box/edges`` elements for znh5md.
+3. The clock may come from the frames' ``info.step`` and ``info.time`` (table ``"clock": "info"``),
+   and 0-frame stores hold empty ``species`` and ``box/edges`` elements for znh5md; only such
+   stores are version 3 (asebytes-nodes before it refuses them rather than append frame-index
+   steps to them or fail on the placeholders). They turn version 2 when their clock turns to
+   frame indices, or when the first frames replace the placeholders of a store whose clock is
+   the frame index. Stores with the index clock, and version 1 stores, are written as before.
 
 Modules
 -------

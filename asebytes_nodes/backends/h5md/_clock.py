@@ -3,12 +3,14 @@ group links, which MDAnalysis and other H5MD readers take as each frame's step a
 
 They are the frames' own ``info.step`` and ``info.time`` (an MD run's, or another H5MD file's as
 this reader gives them: time in fs) while every frame of the store carries both, steps integers
-that increase (H5MD's rule) and times finite numbers; the first frames of a store decide. Else,
-and in stores written before (table without ``clock``), frame ``i`` is step ``i`` at time
-``i * timestep``. A write that breaks the rule in a store that follows its frames (a frame
-without ``info.step``, a step that does not increase) turns the whole store's clock to frame
-indices, with a warning: the clock is never part one, part the other. ``info.step`` and
-``info.time`` stay columns of their own either way, so they read back exactly as written."""
+(or whole-number floats, as znh5md writes them: stored as int64) that increase (H5MD's rule) and
+times finite numbers; the first frames of a store decide. Else, and in stores written before
+(table without ``clock``), frame ``i`` is step ``i`` at time ``i * timestep``. A write that
+breaks the rule in a store that follows its frames (a frame without ``info.step``, a step that
+does not increase) turns the whole store's clock to frame indices, with a warning: the clock is
+never part one, part the other. ``info.step`` and ``info.time`` stay columns of their own either
+way, so they read back exactly as written. A write reads and compares only its own rows and
+their unwritten neighbours: its cost does not grow with the store."""
 
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ __all__ = ["CLOCK_VERSION", "INDEX_VERSION", "INFO_CLOCK", "Clock", "plan_clock"
 
 #: ``table["clock"]`` of a store whose step and time are its frames' info.step and info.time.
 INFO_CLOCK = "info"
-#: The layout version such a store is marked with, so asebytes-nodes before it refuses to append
-#: frame-index steps to it (stores with the index clock stay version 2).
+#: The layout version of such a store and of a 0-frame store holding placeholder elements
+#: (:meth:`._writer._Writer.placeholders`), so that asebytes-nodes before it refuses them rather than
+#: append frame-index steps or fail on the placeholders (other stores stay version 2).
 CLOCK_VERSION = 3
 #: The layout version of new stores, and of stores whose clock is the frame index.
 INDEX_VERSION = 2
@@ -63,6 +66,24 @@ def plan_clock(
     whose column table (already grown to the new length) is ``table``, updated here (``clock``,
     ``version``); ``full``, ``drop`` and ``stored`` as for :func:`._table.encode_batch`, ``label``
     names value ``j`` in messages."""
+    clock = _plan(table, n0, where, rows, full, drop, stored, label)
+    if table["version"] >= INDEX_VERSION:  # version 1 stores stay version 1
+        marked = table.get("clock") == INFO_CLOCK or not table["length"]
+        table["version"] = CLOCK_VERSION if marked else INDEX_VERSION
+    return clock
+
+
+def _plan(
+    table: dict[str, Any],
+    n0: int,
+    where: np.ndarray,
+    rows: list[dict[str, Any]],
+    full: bool,
+    drop: Sequence[str],
+    stored: Callable[[str, np.ndarray], Sequence[Any] | np.ndarray],
+    label: Callable[[int], str],
+) -> Clock:
+    """:func:`plan_clock` but for the layout version."""
     follows = table.get("clock") == INFO_CLOCK
     first = not n0 and table["length"] > 0 and table["version"] >= INDEX_VERSION
     if not follows and not first:
@@ -74,12 +95,11 @@ def plan_clock(
     if why is None:
         why = _order(table["length"], n0, where, steps, stored, label)
     if why is None:
-        table.update(clock=INFO_CLOCK, version=CLOCK_VERSION)
+        table["clock"] = INFO_CLOCK
         return Clock(where, steps, times)
     if first:  # frames without their own clock: frame indices, as always
         return _index(table, 0)
     table.pop("clock")
-    table["version"] = INDEX_VERSION
     note = (
         f"{why}: the H5MD step and time of every frame are now frame index x timestep, as in a store "
         "whose frames lack them (info.step and info.time stay as written)"
@@ -115,7 +135,7 @@ def _values(
             for j, value in zip(kept, stored(key, where[kept]), strict=True):
                 values[j] = value
         found[key] = values
-    steps = _numbers(found["info.step"], _INTEGERS, np.int64)
+    steps = _steps(found["info.step"])
     times = _numbers(found["info.time"], _REALS, np.float64)
     if steps is not None and times is not None and np.isfinite(times).all():
         return steps, times, None
@@ -132,12 +152,29 @@ def _numbers(values: list[Any], kinds: frozenset[type], dtype: type) -> np.ndarr
         return None
 
 
+def _steps(values: list[Any]) -> np.ndarray | None:
+    """``values`` as steps, if each is one (:func:`_step`)."""
+    if set(map(type, values)) <= _INTEGERS:
+        return _numbers(values, _INTEGERS, np.int64)
+    found = [_step(v) for v in values]
+    return None if None in found else np.array(found, np.int64)
+
+
+def _step(value: Any) -> int | None:
+    """``value`` as a step: an integer, or a float that is a whole number (znh5md writes info.step
+    as float64), within int64."""
+    if type(value) not in _REALS or not (type(value) in _INTEGERS or math.isfinite(value)):
+        return None
+    whole = int(value)
+    return whole if whole == value and _INT64[0] <= whole <= _INT64[1] else None
+
+
 def _fault(steps: list[Any], times: list[Any], label: Callable[[int], str]) -> str:
     """Why the first frame at fault has no step or time for the clock."""
     for j, (step, time) in enumerate(zip(steps, times, strict=True)):
         if step is MISSING or time is MISSING:
             return f"{label(j)} has no {'info.step' if step is MISSING else 'info.time'}"
-        if type(step) not in _INTEGERS or not _INT64[0] <= int(step) <= _INT64[1]:
+        if _step(step) is None:
             return f"{label(j)}: info.step {step!r} is not an integer"
         if type(time) not in _REALS or not math.isfinite(float(time)):
             return f"{label(j)}: info.time {time!r} is not a finite number"
@@ -152,21 +189,23 @@ def _order(
     stored: Callable[[str, np.ndarray], Sequence[Any] | np.ndarray],
     label: Callable[[int], str],
 ) -> str | None:
-    """Why the store's steps would not increase after the write (None: they do)."""
+    """Why the store's steps would not increase after the write (None: they do). The stored steps
+    increase, so only the written rows and the unwritten rows next to them are read and compared."""
     if int(np.count_nonzero(where >= n0)) != n1 - n0:
         return "frames without info.step between the stored ones and the new ones"
-    keep = np.setdiff1d(np.arange(n0), where) if where[0] < n0 else np.arange(max(0, n0 - 1), n0)
-    merged = np.full(n1, np.iinfo(np.int64).min, np.int64)
-    merged[keep] = np.asarray(stored("info.step", keep), np.int64).reshape(len(keep))
-    merged[where] = steps
-    kept = np.zeros(n1, bool)
-    kept[keep] = kept[where] = True
-    known = merged[kept]
+    near = np.union1d(where - 1, where + 1)
+    near = near[(near >= 0) & (near < n0)]
+    near = near[~np.isin(near, where, assume_unique=True)]
+    read = np.asarray(stored("info.step", near), np.int64).reshape(len(near))
+    both = np.concatenate([where, near])
+    order = np.argsort(both, kind="stable")
+    both, known = both[order], np.concatenate([steps, read])[order]
     bad = np.flatnonzero(np.diff(known) <= 0)
     if not len(bad):
         return None
-    at = int(np.flatnonzero(kept)[bad[0] + 1])
+    k = int(bad[0]) + 1
+    at = int(both[k])
     j = np.searchsorted(where, at)
     who = label(int(j)) if j < len(where) and where[j] == at else f"row {at}"
-    before = int(known[bad[0]])
-    return f"{who}: info.step {int(merged[at])} does not come after step {before} (H5MD steps increase)"
+    before = int(known[k - 1])
+    return f"{who}: info.step {int(known[k])} does not come after step {before} (H5MD steps increase)"

@@ -179,7 +179,8 @@ class _Writer:
         """A 0-frame store's empty ``species`` and ``box/edges`` elements: znh5md takes a group's
         length from ``species/value`` and reads ``box/edges/value``, so it reads the store as 0
         frames (one particle wide, so reading frame 0 is out of range, not an empty frame). The
-        first frames set them aside for their own elements."""
+        first frames set them aside for their own elements. Such a store is layout version 3
+        (:data:`._clock.CLOCK_VERSION`): asebytes-nodes before the placeholders refuses it."""
         for name, shape, dtype in (("species", (0, 1), np.int64), ("box/edges", (0, 3, 3), np.float64)):
             path = f"particles/{self.group}/{name}"
             if self.table["length"]:
