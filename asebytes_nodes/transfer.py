@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backends._base import WritableBackend
-from .backends._safety import put_in_place
+from .backends._safety import put_in_place, put_new
 from .errors import (
     BackendNotFoundError,
     DestinationExistsError,
@@ -55,6 +55,9 @@ CHUNK_FRAMES = 1000
 _PARTIAL = re.compile(r"\.(?P<stem>.+)\.partial-(?P<pid>\d+)(?:-(?P<host>[A-Za-z0-9-]+))?")
 #: Another host's copy untouched for this many seconds is reported as perhaps a killed conversion's.
 _IDLE_SECONDS = 3600
+#: A copy of this host whose pid is gone is removed once untouched for this many seconds: a pid is
+#: not enough (a conversion in another PID namespace, a host name two machines share).
+_GONE_SECONDS = 900
 
 
 def _as_io(target: Any, **options: Any) -> ASEIO:
@@ -197,9 +200,23 @@ def convert(
                 show_progress=show_progress,
                 desc=f"converting to {final.name}",
             )
+            held = len(dst)
         if not partial.exists():  # a backend that made nothing must not cost the old destination
             raise StoreCorruptedError(f"{final}: the {store.name} backend wrote no store; left unchanged")
-        replaced = put_in_place(partial, final)
+        if held != count:  # its file was removed or replaced meanwhile, and the writer made a new one
+            raise StoreCorruptedError(
+                f"{final}: the conversion wrote {count} frames but its copy {partial.name} holds {held}: "
+                "another process removed or replaced the copy meanwhile; left unchanged, convert again"
+            )
+        if old is None:  # nothing to replace: a conversion that finished first into final stays
+            try:
+                put_new(partial, final)
+            except FileExistsError:
+                raise DestinationExistsError(
+                    f"{final}: another conversion made it meanwhile; pass overwrite=True (--overwrite) "
+                    "to replace it"
+                ) from None
+        replaced = None if old is None else put_in_place(partial, final)
         if old is not None:  # the old store's own side files (another backend's lock file)
             for side in set(old.side_files(final)) - set(store.side_files(final)):
                 side.unlink(missing_ok=True)
@@ -260,22 +277,21 @@ def _host() -> str:
 
 def _clear_leftovers(final: Path, store: type[ReadableBackend], own: Path) -> None:
     """Remove the copies killed conversions (``kill -9``, out of memory) left in ``final``'s folder:
-    ``store``'s, made on this host by a process that is gone (a reused pid keeps a copy, never
-    the reverse). Another host's copy untouched for an hour is reported, never removed."""
+    ``store``'s, made on this host by a process that is gone, untouched for 15 minutes (a reused
+    pid keeps a copy, never the reverse). Another host's copy untouched for an hour is reported,
+    never removed."""
     cut = len(final.suffix)
     for leftover in final.parent.glob(f".*.partial-*{final.suffix}"):
         match = _PARTIAL.fullmatch(leftover.name[: len(leftover.name) - cut] if cut else leftover.name)
         if match is None or leftover == own or not store.holds_store(leftover):
             continue
-        host = match["host"]
+        host, idle = match["host"], _idle(leftover)
         if host == _host() or (host is None and match["stem"] == final.stem):
-            if not _alive(int(match["pid"])):
+            if not _alive(int(match["pid"])) and idle > _GONE_SECONDS:
                 store.remove_store(leftover)
             continue
-        found = leftover.stat()
-        idle = time.time() - found.st_mtime
         if idle > _IDLE_SECONDS:
-            size = "a folder" if leftover.is_dir() else f"{found.st_size:,} bytes"
+            size = "a folder" if leftover.is_dir() else f"{leftover.stat().st_size:,} bytes"
             warnings.warn(
                 f"{leftover}: the hidden copy ({size}) of a conversion by pid {match['pid']} on "
                 f"{host or 'an unnamed host'}, untouched for {idle / 3600:.1f} h: if no conversion "
@@ -283,6 +299,16 @@ def _clear_leftovers(final: Path, store: type[ReadableBackend], own: Path) -> No
                 RuntimeWarning,
                 stacklevel=3,
             )
+
+
+def _idle(copy: Path) -> float:
+    """Seconds since anything in ``copy`` (a file, or a folder and every file in it) was written."""
+    newest = copy.stat().st_mtime
+    if copy.is_dir():
+        for folder, _, files in os.walk(copy):
+            for name in files:
+                newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime)
+    return time.time() - newest
 
 
 def _alive(pid: int) -> bool:

@@ -76,6 +76,10 @@ def test_the_next_conversion_into_the_folder_removes_a_killed_ones_copy(source: 
     (leftover,) = [name for name in _partials(source.parent) if name.endswith(".lmdb")]
     assert len(ASEIO(source.parent / leftover, readonly=True)) >= 10  # a valid store, not a finished one
     assert convert(source, source.parent / "b.lmdb", show_progress=False) == 400
+    assert leftover in _partials(source.parent)  # touched just now: perhaps a conversion in another
+    quarter_ago = time.time() - 1000  # PID namespace (its pid means nothing here), still writing
+    os.utime(source.parent / leftover, (quarter_ago, quarter_ago))
+    assert convert(source, source.parent / "c.lmdb", show_progress=False) == 400
     assert _partials(source.parent) == []
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -242,6 +244,8 @@ def test_a_killed_conversions_copy_is_removed_by_the_next(tmp_path: Path) -> Non
     dead.wait()
     leftover = tmp_path / f".out.partial-{dead.pid}.lmdb"
     ASEIO(leftover).extend([molecule("CH4")])
+    idle = time.time() - 1000  # untouched for a while: a pid alone is not proof (PID namespaces)
+    os.utime(leftover, (idle, idle))
     alive = subprocess.Popen(["sleep", "60"])  # another conversion still running: its copy stays
     try:
         running = tmp_path / f".out.partial-{alive.pid}.lmdb"

@@ -226,18 +226,49 @@ def disk_full(exc: BaseException, store: str) -> DiskFullError:
     return DiskFullError(store, f"{type(exc).__name__}: {exc}")
 
 
-_RENAME_EXCHANGE = 2  # renameat2 flag (Linux 3.15+, glibc 2.28+)
+_RENAME_NOREPLACE = 1  # renameat2 flags (Linux 3.15+, glibc 2.28+)
+_RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+
+
+def _renameat2(a: Path, b: Path, flags: int) -> bool | None:
+    """``renameat2(a, b, flags)``: True if done, False if refused, None where the kernel, C library
+    or file system has no such call (``os.replace``'s fallbacks then)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    rename = getattr(libc, "renameat2", None)
+    if rename is None:
+        return None
+    if rename(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0:
+        return True
+    return None if ctypes.get_errno() in (errno.ENOSYS, errno.EINVAL) else False
 
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap the names ``a`` and ``b`` in one atomic step, where the kernel and file system can."""
-    import ctypes
+    return bool(_renameat2(a, b, _RENAME_EXCHANGE))
 
-    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if rename is None:
-        return False
-    return rename(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+def put_new(new: Path, final: Path) -> None:
+    """Move the complete store ``new`` to ``final`` unless something is there by then (another
+    process's conversion finished first): FileExistsError, and ``new`` stays where it is."""
+    done = _renameat2(new, final, _RENAME_NOREPLACE)
+    if done is None:  # no renameat2: a folder by rename (it fails onto a file or a folder not empty),
+        try:  # a file by a hard link (it fails onto any name)
+            os.rename(new, final) if new.is_dir() else os.link(new, final)
+            done = True
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR, errno.EPERM):
+                raise
+            if exc.errno == errno.EPERM and not os.path.lexists(final):  # no hard links here
+                os.replace(new, final)
+                return
+            done = False
+        if done and not new.is_dir() and new.exists():
+            os.unlink(new)  # the link made: the temporary name goes
+    if not done:
+        raise FileExistsError(errno.EEXIST, "exists", os.fspath(final))
 
 
 def put_in_place(new: Path, final: Path) -> Path | None:
