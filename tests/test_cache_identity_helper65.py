@@ -90,6 +90,14 @@ def test_a_missing_local_path_is_named_without_asking_the_hub(
         ASEIO(f"colabfit://{rest}")
 
 
+@pytest.mark.parametrize("rest", ["user/three.js", "user/ds.v2", "org/set.jsn"])
+def test_hub_ids_with_dots_are_not_taken_for_local_files(rest: str) -> None:
+    """``.js`` was a close enough match for ``.json`` that ``hf://user/three.js`` never reached the Hub."""
+    from asebytes_nodes.backends._hf import _looks_local
+
+    assert not _looks_local(rest)
+
+
 def test_cache_to_an_ase_file_or_a_grown_source_says_what_is_wrong(tmp_path: Path) -> None:
     """cache_to="c.xyz" said "no such file; ASE files are opened read-only and must exist"."""
     source = tmp_path / "s.lmdb"

@@ -161,8 +161,9 @@ def _looks_local(rest: str) -> bool:
     """Is ``rest`` spelt as a local path (``./``, ``../``, ``~``, ``/``, or a data file's suffix,
     mistyped ones included), never as a Hub repository id?"""
     suffix = Path(rest).suffix.lower()
-    mistyped = bool(suffix) and bool(difflib.get_close_matches(suffix, _LOCAL_SUFFIXES, cutoff=0.75))
-    return mistyped or rest.startswith(("./", "../", "~", "/"))
+    # a typo is one of at least 5 characters (.parquett, .jsonn): a Hub id such as user/three.js stays
+    mistyped = len(suffix) >= 5 and bool(difflib.get_close_matches(suffix, _LOCAL_SUFFIXES, cutoff=0.8))
+    return suffix in _LOCAL_SUFFIXES or mistyped or rest.startswith(("./", "../", "~", "/"))
 
 
 def _load_split(path: str, split: str | None, uri: str, **kwargs: Any) -> Any:
