@@ -37,9 +37,9 @@ def test_sharded_batches_equal_one_stores(tmp_path: Path, order: list[int], atom
     backend = ShardedBackend(tmp_path / "ds", readonly=True)
     calls: list[int] = []
     for p in range(len(backend.shards)):
-        shard = backend._part(p)  # an LMDB shard reads a batch's rows through _verified, alone or joint
-        read = shard._verified
-        shard._verified = lambda idx, _read=read, _p=p: calls.append(_p) or _read(idx)
+        shard = backend._part(p)  # an LMDB shard reads a batch's rows through _checked, alone or joint
+        read = shard._checked
+        shard._checked = lambda idx, _read=read, _p=p: calls.append(_p) or _read(idx)
     got = ASEIO(backend)[order].to_batch(_KEYS, atoms=atoms)
     want = one[order].to_batch(_KEYS, atoms=atoms)
     assert got.keys() == want.keys()

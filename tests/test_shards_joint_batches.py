@@ -32,8 +32,8 @@ def _sharded(tmp_path: Path, frames: list[Any], **options: Any) -> tuple[Sharded
 
 
 def _count_reads(backend: Any) -> dict[str, list[int]]:
-    """Each shard's batch reads: ``read_batch`` (a batch of its own) and ``_verified`` (its rows)."""
-    calls: dict[str, list[int]] = {"read_batch": [], "_verified": []}
+    """Each shard's batch reads: ``read_batch`` (a batch of its own) and ``_checked`` (its rows)."""
+    calls: dict[str, list[int]] = {"read_batch": [], "_checked": []}
     for p in range(len(backend.shards)):
         shard = backend._part(p)
         for name in calls:
@@ -63,7 +63,7 @@ def test_a_batch_across_shards_is_gathered_at_once(tmp_path: Path, keys: Any, at
             ASEIO(backend)[order].to_batch(keys, atoms=atoms), one[order].to_batch(keys, atoms=atoms)
         )
     assert calls["read_batch"] == [], "no shard read a batch of its own"
-    assert sorted(calls["_verified"]) == sorted(2 * [0, 1, 2, 3]), "each shard's rows read once per batch"
+    assert sorted(calls["_checked"]) == sorted(2 * [0, 1, 2, 3]), "each shard's rows read once per batch"
 
 
 def test_pieces_of_other_template_lineages_are_read_per_shard(tmp_path: Path, monkeypatch: Any) -> None:
