@@ -180,6 +180,7 @@ def convert(
         return copy_frames(src, dst, indices=indices, chunk_size=chunk_size, show_progress=show_progress)
     final = Path(dest).expanduser()
     old = check_destination(final, source, overwrite=overwrite)
+    vacant = not overwrite and not os.path.lexists(final)  # then a store made meanwhile stays there
     partial = final.with_name(f".{final.stem}.partial-{os.getpid()}-{_host()}{final.suffix}")
     # the new store's backend, named by the destination (an existing one is replaced, not sniffed)
     store = _store_class(partial if final.exists() else final, options.get("backend"))
@@ -208,7 +209,7 @@ def convert(
                 f"{final}: the conversion wrote {count} frames but its copy {partial.name} holds {held}: "
                 "another process removed or replaced the copy meanwhile; left unchanged, convert again"
             )
-        if old is None:  # nothing to replace: a conversion that finished first into final stays
+        if vacant:  # a conversion that finished first into final stays
             try:
                 put_new(partial, final)
             except FileExistsError:
@@ -216,7 +217,7 @@ def convert(
                     f"{final}: another conversion made it meanwhile; pass overwrite=True (--overwrite) "
                     "to replace it"
                 ) from None
-        replaced = None if old is None else put_in_place(partial, final)
+        replaced = None if vacant else put_in_place(partial, final)
         if old is not None:  # the old store's own side files (another backend's lock file)
             for side in set(old.side_files(final)) - set(store.side_files(final)):
                 side.unlink(missing_ok=True)
@@ -285,12 +286,12 @@ def _clear_leftovers(final: Path, store: type[ReadableBackend], own: Path) -> No
         match = _PARTIAL.fullmatch(leftover.name[: len(leftover.name) - cut] if cut else leftover.name)
         if match is None or leftover == own or not store.holds_store(leftover):
             continue
-        host, idle = match["host"], _idle(leftover)
+        host = match["host"]
         if host == _host() or (host is None and match["stem"] == final.stem):
-            if not _alive(int(match["pid"])) and idle > _GONE_SECONDS:
+            if not _alive(int(match["pid"])) and _idle(leftover) > _GONE_SECONDS:
                 store.remove_store(leftover)
             continue
-        if idle > _IDLE_SECONDS:
+        if (idle := _idle(leftover)) > _IDLE_SECONDS:
             size = "a folder" if leftover.is_dir() else f"{leftover.stat().st_size:,} bytes"
             warnings.warn(
                 f"{leftover}: the hidden copy ({size}) of a conversion by pid {match['pid']} on "
@@ -302,12 +303,15 @@ def _clear_leftovers(final: Path, store: type[ReadableBackend], own: Path) -> No
 
 
 def _idle(copy: Path) -> float:
-    """Seconds since anything in ``copy`` (a file, or a folder and every file in it) was written."""
-    newest = copy.stat().st_mtime
-    if copy.is_dir():
-        for folder, _, files in os.walk(copy):
+    """Seconds since anything in ``copy`` (a file, or a folder and every file in it) was written;
+    0 for a copy whose files come and go meanwhile (a conversion writing it)."""
+    try:
+        newest = copy.stat().st_mtime
+        for folder, _, files in os.walk(copy) if copy.is_dir() else ():
             for name in files:
                 newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime)
+    except FileNotFoundError:
+        return 0.0
     return time.time() - newest
 
 

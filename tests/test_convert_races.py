@@ -70,3 +70,41 @@ def test_a_destination_made_meanwhile_is_not_replaced(tmp_path: Path, suffix: st
         convert(_source(other_conversion), out, chunk_size=100, show_progress=False)
     assert [a.get_chemical_formula() for a in ASEIO(out, readonly=True)] == ["CH4"]
     assert _copies(tmp_path) == []
+
+
+@pytest.mark.parametrize("suffix", [".lmdb", ".h5"])
+def test_overwrite_replaces_an_empty_folder_and_a_dangling_link(tmp_path: Path, suffix: str) -> None:
+    """After 3ccd546 both were refused as "another conversion made it meanwhile"."""
+    pytest.importorskip("h5py" if suffix == ".h5" else "lmdb")
+    source = tmp_path / "src.lmdb"
+    ASEIO(source).extend([molecule("H2O")] * 3)
+    empty = tmp_path / f"empty{suffix}"
+    empty.mkdir()
+    assert convert(source, empty, overwrite=True, show_progress=False) == 3
+    assert len(ASEIO(empty, readonly=True)) == 3
+    link = tmp_path / f"link{suffix}"
+    link.symlink_to(tmp_path / "scratch" / f"out{suffix}")  # made before its target, as on clusters
+    assert convert(source, link, show_progress=False) == 3
+    assert len(ASEIO(link, readonly=True)) == 3
+
+
+def test_with_overwrite_the_last_conversion_replaces_one_made_meanwhile(tmp_path: Path) -> None:
+    out = tmp_path / "out.lmdb"
+
+    def other_conversion() -> None:
+        ASEIO(out).extend([molecule("CH4")])
+
+    assert convert(_source(other_conversion), out, chunk_size=100, overwrite=True, show_progress=False) == 300
+    assert len(ASEIO(out, readonly=True)) == 300
+
+
+def test_a_copy_whose_files_vanish_while_looked_at_is_not_idle(tmp_path: Path) -> None:
+    """Looking at another conversion's live Zarr copy raised FileNotFoundError (its temporary files
+    are renamed away between the listing and the stat)."""
+    from asebytes_nodes.transfer import _idle
+
+    copy = tmp_path / ".a.partial-1-host.zarr"
+    copy.mkdir()
+    (copy / ".0.partial").symlink_to(tmp_path / "gone")  # listed, but gone once looked at
+    assert _idle(copy) == 0.0
+    assert _idle(tmp_path / "never-made.zarr") == 0.0
