@@ -60,8 +60,8 @@ def test_a_shard_deleted_as_a_reader_opens_it_is_read_from_its_successor(
     (folder / MANIFEST).write_bytes(after)
     checked = _lmdb_env.check_file
 
-    def check_then_delete(path: Path) -> None:
-        checked(path)
+    def check_then_delete(path: Path, *fd: int | None) -> None:
+        checked(path, *fd)
         if path.name == old:
             path.unlink()  # the append's deletion, just before LMDB opens the file
 

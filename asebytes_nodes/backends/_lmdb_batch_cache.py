@@ -30,7 +30,7 @@ import numpy as np
 __all__ = ["RowCache", "cache_of", "extends"]
 
 _STORES = 4  # full budgets all copies hold together
-_COPIES = 256  # copies kept at most (each holds a slot array)
+_COPIES = 4096  # copies kept at most (a shard each: a sharded dataset's shards all keep theirs)
 _INDEXED_ROWS = 1 << 22  # row numbers a copy can hold (its slot array: 16 MiB at most)
 
 
@@ -46,7 +46,7 @@ class RowCache:
         self.starts = np.zeros(0, np.int64)  # per slot: where the row starts in buffer
         self.ids = np.zeros(0, np.int64)  # per slot: the row's template
         self.count = 0  # slots in use (the arrays grow by doubling)
-        self.buffer = np.zeros(0, np.uint8)  # grown to the budget when the first rows come
+        self.buffer = np.zeros(0, np.uint8)  # grown by doubling as rows come, up to the budget
         self.used = 0  # bytes of buffer in use (changed under _LOCK: see _reserve)
         self.dropped = False  # no longer among _CACHES: it takes no more rows
         self.lock = threading.Lock()
@@ -84,8 +84,11 @@ class RowCache:
             at = self.used
             if not new or at + size > self.budget or not _reserve(self, size):
                 return True
-            if not len(self.buffer):
-                self.buffer = np.empty(self.budget, np.uint8)  # address space; pages as they fill
+            if at + size > len(self.buffer):  # grown by doubling: readers keep the buffer they hold
+                room = min(self.budget, max(2 * len(self.buffer), at + size, 1 << 20))
+                grown_buffer = np.empty(room, np.uint8)
+                grown_buffer[:at] = self.buffer[:at]
+                self.buffer = grown_buffer
             self.buffer[at : at + size] = np.frombuffer(joined, np.uint8, size)
             first = self.count
             self.count += len(new)
@@ -114,6 +117,7 @@ def extends(tables: Any, held: Any) -> bool:
 
 
 _CACHES: list[RowCache] = []  # most recently used last
+_INDEX: dict[tuple[int, int], RowCache] = {}  # the copies of _CACHES by their store (ids of size and db)
 _LOCK = threading.Lock()
 _HELD = [0]  # bytes all copies in _CACHES use
 
@@ -134,21 +138,23 @@ def _drop(j: int) -> None:
     cache = _CACHES.pop(j)
     cache.dropped = True
     _HELD[0] -= cache.used
+    _INDEX.pop((id(cache.size), id(cache.db)), None)
 
 
 def cache_of(size: list[int], db: Any, txn_id: int, budget: int, fresh: bool = False) -> RowCache:
     """The row copy of a snapshot (a new one of ``budget`` bytes if there is none or ``fresh``:
     the held one is of another lineage)."""
     with _LOCK:
-        for j, cache in enumerate(_CACHES):
-            if cache.size is size and cache.db is db:
-                if cache.txn_id == txn_id and not fresh:
+        held = _INDEX.get((id(size), id(db)))
+        if held is not None:  # a copy holds size and db: their ids name no other while it lives
+            j = _CACHES.index(held)
+            if held.txn_id == txn_id and not fresh:
+                if j < len(_CACHES) - 1:
                     _CACHES.append(_CACHES.pop(j))
-                    return cache
-                _drop(j)
-                break
+                return held
+            _drop(j)
         while _CACHES and (len(_CACHES) >= _COPIES or _HELD[0] > (_STORES - 1) * budget):
             _drop(0)  # room for the new copy's budget: the copies read longest ago go
-        cache = RowCache(size, db, txn_id, budget)
+        cache = _INDEX[id(size), id(db)] = RowCache(size, db, txn_id, budget)
         _CACHES.append(cache)
         return cache

@@ -27,6 +27,7 @@ def _epoch(backend: LMDBBackend, seed: int, n: int, keys: Any = KEYS) -> None:
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_lmdb_batch, "_TABLES", _lmdb_batch.Tables())
     monkeypatch.setattr(_lmdb_batch_cache, "_CACHES", [])
+    monkeypatch.setattr(_lmdb_batch_cache, "_INDEX", {})
     monkeypatch.setattr(_lmdb_batch_cache, "_HELD", [0])
 
 
