@@ -51,6 +51,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, repeat
+from operator import sub
 from typing import Any
 
 import numpy as np
@@ -159,11 +160,13 @@ def verified_rows(
 @dataclass
 class Fetched:
     """Rows of one store fetched and their checksums verified, not yet matched to templates:
-    ``data`` their bytes one after the other (checksums included, ``lengths`` each), ``rows`` their
-    row numbers, ``decode`` and ``trailer`` the store's, ``keep(tables, joined, starts, ids)``
-    keeps them for later batches once identified (``joined`` starting with them)."""
+    ``data`` their bytes one after the other (checksums included, ``lengths`` each, ``size`` in
+    all), then a spare word per template word; ``rows`` their row numbers, ``decode`` and
+    ``trailer`` the store's, ``keep(tables, joined, starts, ids)`` keeps them for later batches
+    once identified (``joined`` starting with them)."""
 
     data: bytes
+    size: int
     lengths: list[int]
     rows: list[int]
     trailer: int
@@ -194,16 +197,16 @@ def checked_rows(
     names, values = _fetch(txn, rows)
     lengths = list(map(len, values))
     ends = list(accumulate(lengths))
-    data = b"".join(values)
+    data = b"".join([*values, bytes(8 * _TABLES.mask.shape[1])])  # a spare word per template word
     flat = np.frombuffer(data, np.uint8)
     _verify(seal, names, list(map(flat.__getitem__, map(slice, [0, *ends[:-1]], ends))), lengths, damaged)
 
     def keep(learnt: Tables, joined: Any, starts: np.ndarray, ids: np.ndarray) -> None:
-        if cache is not None and not cache.keep(learnt, joined, len(data), starts, ids, rows):
+        if cache is not None and not cache.keep(learnt, joined, ends[-1], starts, ids, rows):
             fresh = cache_of(size, db, txn_id, cache_bytes, fresh=True)  # the held rows' lineage differs
-            fresh.keep(learnt, joined, len(data), starts, ids, rows)
+            fresh.keep(learnt, joined, ends[-1], starts, ids, rows)
 
-    return Fetched(data, lengths, rows, seal.trailer, decode, keep)
+    return Fetched(data, ends[-1], lengths, rows, seal.trailer, decode, keep)
 
 
 def identified(fetched: Sequence[Fetched]) -> Verified | None:
@@ -215,18 +218,24 @@ def identified(fetched: Sequence[Fetched]) -> Verified | None:
     tables = _TABLES
     if len(tables.templates) > _MAX_TEMPLATES:  # ragged stores: keep the cache bounded
         tables = _TABLES = Tables()
-    lengths = [n for f in fetched for n in f.lengths]
-    owners = [(f, row) for f in fetched for row in f.rows]
-    joined = b"".join([*(f.data for f in fetched), bytes(8 * tables.mask.shape[1])])  # a spare word
-    starts = np.zeros(len(lengths), np.int64)  # per template word
-    np.cumsum(lengths[:-1], out=starts[1:])
-    bodies = [n - f.trailer for f in fetched for n in f.lengths]
+    spare = 8 * tables.mask.shape[1]  # bytes after the rows: a spare word per template word
+    if len(fetched) == 1 and len(fetched[0].data) - fetched[0].size >= spare:  # as fetched
+        (one,) = fetched
+        joined, lengths, rows, decode = one.data, one.lengths, one.rows, one.decode
+        bodies = list(map(sub, lengths, repeat(one.trailer)))
+    else:
+        joined = b"".join([*(memoryview(f.data)[: f.size] for f in fetched), bytes(spare)])
+        lengths = [n for f in fetched for n in f.lengths]
+        bodies = [n - f.trailer for f in fetched for n in f.lengths]
+        owners = [(f, row) for f in fetched for row in f.rows]
+        rows = list(range(len(owners)))
 
-    def decode(j: int, body: Any) -> dict[str, Any]:
-        store, row = owners[j]
-        return store.decode(row, body)
+        def decode(j: int, body: Any) -> dict[str, Any]:
+            store, row = owners[j]
+            return store.decode(row, body)
 
-    found = _identify(tables, joined, starts, bodies, list(range(len(owners))), decode)
+    starts = np.array([0, *accumulate(lengths[:-1])], np.int64)
+    found = _identify(tables, joined, starts, bodies, rows, decode)
     if found is None:
         return None
     learnt, ids, joined = found
