@@ -23,7 +23,7 @@ import numpy as np
 
 from .._keys import MISSING
 
-__all__ = ["CLOCK_VERSION", "INDEX_VERSION", "INFO_CLOCK", "Clock", "plan_clock"]
+__all__ = ["CLOCK_VERSION", "INDEX_VERSION", "INFO_CLOCK", "Clock", "mark_version", "plan_clock"]
 
 #: ``table["clock"]`` of a store whose step and time are its frames' info.step and info.time.
 INFO_CLOCK = "info"
@@ -63,27 +63,9 @@ def plan_clock(
     label: Callable[[int], str],
 ) -> Clock:
     """The clock of a write of ``rows`` at rows ``where`` into a store of committed length ``n0``
-    whose column table (already grown to the new length) is ``table``, updated here (``clock``,
-    ``version``); ``full``, ``drop`` and ``stored`` as for :func:`._table.encode_batch`, ``label``
-    names value ``j`` in messages."""
-    clock = _plan(table, n0, where, rows, full, drop, stored, label)
-    if table["version"] >= INDEX_VERSION:  # version 1 stores stay version 1
-        marked = table.get("clock") == INFO_CLOCK or not table["length"]
-        table["version"] = CLOCK_VERSION if marked else INDEX_VERSION
-    return clock
-
-
-def _plan(
-    table: dict[str, Any],
-    n0: int,
-    where: np.ndarray,
-    rows: list[dict[str, Any]],
-    full: bool,
-    drop: Sequence[str],
-    stored: Callable[[str, np.ndarray], Sequence[Any] | np.ndarray],
-    label: Callable[[int], str],
-) -> Clock:
-    """:func:`plan_clock` but for the layout version."""
+    whose column table (already grown to the new length) is ``table``, its ``clock`` updated here
+    (its layout version then by :func:`mark_version`); ``full``, ``drop`` and ``stored`` as for
+    :func:`._table.encode_batch`, ``label`` names value ``j`` in messages."""
     follows = table.get("clock") == INFO_CLOCK
     first = not n0 and table["length"] > 0 and table["version"] >= INDEX_VERSION
     if not follows and not first:
@@ -107,6 +89,15 @@ def _plan(
     clock = _index(table, 0)
     clock.note = note
     return clock
+
+
+def mark_version(table: dict[str, Any]) -> None:
+    """The layout version of a table after :func:`plan_clock`: 3 where the clock follows the frames
+    or the store is empty (placeholders older versions would collide with), else 2; version 1
+    stores stay version 1."""
+    if table["version"] >= INDEX_VERSION:
+        marked = table.get("clock") == INFO_CLOCK or not table["length"]
+        table["version"] = CLOCK_VERSION if marked else INDEX_VERSION
 
 
 def _index(table: dict[str, Any], start: int) -> Clock:

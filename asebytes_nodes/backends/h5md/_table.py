@@ -19,7 +19,7 @@ from ...codec import encode_value
 from ...errors import ColumnTypeError, SerializationError
 from .._columns import Column, Typed, check, describe_value, infer, type_code_dtype
 from .._keys import MISSING
-from ._clock import INDEX_VERSION, Clock, plan_clock
+from ._clock import INDEX_VERSION, Clock, mark_version, plan_clock
 from ._plan import FORMAT_NAME, PRIVATE
 
 __all__ = ["Batch", "encode_batch", "fill", "storage_dtype"]
@@ -134,6 +134,7 @@ def encode_batch(
         data = encode(key, columns[key], [MISSING] * len(where), absent, all_counts[where], table, True)
         batches[key] = (where, absent, data)
     clock = plan_clock(table, n0, where, rows, full, drop, stored, labels(where, n0))
+    mark_version(table)
     counted = counts is not None
     return Batch(table, n0, all_counts, counted, batches, new, clock, _emptied(replaced, table, group))
 
