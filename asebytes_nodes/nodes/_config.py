@@ -171,6 +171,15 @@ class SliceSpec(_Model):
     def to_slice(self) -> slice:
         return slice(self.start, self.stop, self.step)
 
+    def picks_none(self, n: int) -> str:
+        """Why a slice that picks no row of ``n`` upstream frames is refused."""
+        given = (self.start, self.stop) if self.step is None else (self.start, self.stop, self.step)
+        shown = ":".join("" if v is None else str(v) for v in given)
+        return (
+            f"the slice {shown} picks none of the {n} upstream frames (a typo, or a source that shrank); "
+            "an empty store is never what a pipeline stage wants"
+        )
+
 
 class _SourceConfig(_Model):
     """What Load and Cache share: how to open the source and the store to write."""

@@ -42,6 +42,8 @@ def pick_rows(
             raise RowIndexError(f"indices: {exc}; indices are row numbers of the upstream frames") from None
     elif config.slice is not None:
         rows = normalize_indices(config.slice.to_slice(), n)
+        if n and not len(rows):
+            raise RowIndexError(config.slice.picks_none(n))
     else:
         rows = np.arange(n, dtype=np.int64)
     return filter_rows(frames.backend, rows, config.filters, config.chunk_size, workers, scheduler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import RowIndexError
 from ..io import ASEIO
 from ._config import LoadConfig
 from ._ops import write_store
@@ -17,6 +18,8 @@ def load_frames(source: str, config: LoadConfig, target: str | Path) -> int:
     returns the number of frames written."""
     with ASEIO(source, readonly=True, **config.open_options()) as frames:
         rows = frames[config.frames.to_slice()].indices
+        if frames.backend.length_known() and len(frames) and not len(rows):
+            raise RowIndexError(config.frames.picks_none(len(frames)))
         return write_store(frames, target, config.store, chunk_size=config.chunk_size, rows=rows)
 
 
