@@ -144,3 +144,52 @@ def test_every_shard_of_a_dataset_stays_open_and_keeps_its_rows(tmp_path: Path, 
     for idx in np.array_split(np.random.default_rng(1).permutation(300), 10):  # a second epoch
         _assert_same(db[idx].to_batch(_KEYS), one[idx].to_batch(_KEYS))
     assert len(fetched) == 10, "the second epoch read only the one store's rows, no shard's"
+
+
+def test_a_shard_closed_past_max_open_forgets_its_kept_rows(tmp_path: Path, monkeypatch: Any) -> None:
+    """A reopened shard is another environment: the closed one's copy never served again but stayed
+    (480 shards reopened past max_open: RSS 198 -> 480 MB over 15 epochs)."""
+    from asebytes_nodes.backends import _lmdb_batch_cache
+
+    monkeypatch.setattr(_lmdb_batch_cache, "_CACHES", [])
+    monkeypatch.setattr(_lmdb_batch_cache, "_INDEX", {})
+    monkeypatch.setattr(_lmdb_batch_cache, "_HELD", [0])
+    frames = make_frames("periodic_variable_n") * 3  # 15 frames in 5 shards
+    ASEIO(tmp_path / "ds", backend="shards", shard_frames=3).extend(frames)
+    db = ASEIO(ShardedBackend(tmp_path / "ds", readonly=True, max_open=2))
+    for _ in range(2):
+        for batch in db.batches(4, keys=_KEYS, shuffle=True, seed=3):
+            assert len(batch["n_atoms"]) <= 4
+    assert len(_lmdb_batch_cache._CACHES) <= 2, "only the open shards' copies are kept"
+
+
+_LOW_LIMIT = """
+import errno, resource, sys
+from asebytes_nodes import ASEIO
+from asebytes_nodes.shards import ShardedBackend
+print(ShardedBackend(sys.argv[1], readonly=True).max_open)
+db = ASEIO(ShardedBackend(sys.argv[1], readonly=True, max_open=200))
+try:
+    db[list(range(0, 120, 2))].to_batch(["calc.energy"])
+except OSError as exc:
+    print(type(exc).__name__, exc.errno == errno.EMFILE, "ulimit -n" in str(exc))
+"""
+
+
+def test_a_low_file_limit_opens_fewer_shards_and_says_what_ran_out(tmp_path: Path) -> None:
+    """Under ulimit -n 64 the default of at least 64 open shards failed, and the error called a
+    sound shard file corrupted."""
+    import subprocess
+    import sys
+
+    frames = make_frames("periodic_variable_n") * 24  # 120 frames, one shard each 2
+    ASEIO(tmp_path / "ds", backend="shards", shard_frames=2).extend(frames)
+    script = tmp_path / "low.py"
+    script.write_text(_LOW_LIMIT)
+    done = subprocess.run(
+        ["bash", "-c", f"ulimit -n 40; {sys.executable} {script} {tmp_path / 'ds'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.split() == ["16", "OSError", "True", "True"], done.stdout + done.stderr

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RowCache", "cache_of", "extends"]
+__all__ = ["RowCache", "cache_of", "drop_copies", "extends"]
 
 _STORES = 4  # full budgets all copies hold together
 _COPIES = 4096  # copies kept at most (a shard each: a sharded dataset's shards all keep theirs)
@@ -139,6 +139,15 @@ def _drop(j: int) -> None:
     cache.dropped = True
     _HELD[0] -= cache.used
     _INDEX.pop((id(cache.size), id(cache.db)), None)
+
+
+def drop_copies(size: list[int]) -> None:
+    """Forget the copies of an environment being closed (its size record ``size``): a store
+    reopened is another environment, so they would never serve again (a sharded dataset that
+    reopens shards past ``max_open`` kept every closed shard's copy: 480 shards, 198 -> 480 MB)."""
+    with _LOCK:
+        for j in reversed([j for j, cache in enumerate(_CACHES) if cache.size is size]):
+            _drop(j)
 
 
 def cache_of(size: list[int], db: Any, txn_id: int, budget: int, fresh: bool = False) -> RowCache:

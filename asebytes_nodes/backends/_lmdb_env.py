@@ -12,6 +12,7 @@ unless another process has it open, and the open raises StoreNotFoundError.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import importlib
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidDataError, StoreCorruptedError, StoreNotFoundError
+from ._lmdb_batch_cache import drop_copies
 from ._lmdb_check import _MAGIC, _META_SIZE, _meta, check_file
 from ._lmdb_groups import MAX_DBS
 from ._lmdb_lock import WriterLock
@@ -64,6 +66,7 @@ class SharedEnv:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        drop_copies(self.size)  # rows kept for batches: no handle reads this environment again
         self.env.close()
 
 
@@ -206,6 +209,12 @@ def _lmdb_open(
     except lmdb.Error as exc:
         if is_disk_full(exc):
             raise disk_full(exc, str(path)) from exc
+        if "Too many open files" in str(exc):  # the process's limit, not the file: say so
+            raise OSError(
+                errno.EMFILE,
+                f"{path}: this process has as many files open as it may (ulimit -n); raise the limit, "
+                "or keep fewer stores open (a sharded dataset's max_open=)",
+            ) from exc
         raise StoreCorruptedError(f"{path}: cannot open as LMDB ({exc})") from exc
 
 

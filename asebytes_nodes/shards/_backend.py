@@ -14,6 +14,7 @@ and shard files no manifest names (what a killed writer leaves).
 
 from __future__ import annotations
 
+import errno
 import inspect
 import itertools
 import os
@@ -88,7 +89,7 @@ class ShardedBackend(ConcatBackend, WritableBackend):
         Most shards kept open at once: shuffled reads over thousands of shards would otherwise
         exhaust the process's file descriptors, and over more shards than are open they reopen
         shards all the time (400 LMDB shards, 64 open: 1.6k frames/s). Default: for LMDB shards
-        (one descriptor each) a quarter of the descriptors the process may open, from 64 to
+        (one descriptor each) a quarter of the descriptors the process may open, from 16 to
         4,096 (``ulimit -n`` raises it); 64 for others (a Zarr shard keeps a file per column
         open, an H5MD shard HDF5's caches).
     lock_timeout
@@ -207,6 +208,8 @@ class ShardedBackend(ConcatBackend, WritableBackend):
         except MissingExtraError:
             raise
         except Exception as exc:
+            if getattr(exc, "errno", None) == errno.EMFILE and not isinstance(exc, StoreCorruptedError):
+                raise  # the process's file limit, not the shard
             raise StoreCorruptedError(
                 f"{self._folder}: shard file {entry.file} ({rows}) cannot be opened: {exc}"
             ) from exc
@@ -392,4 +395,4 @@ def _default_open(backend: str) -> int:
     if backend != "lmdb":
         return 64
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return 4096 if soft == resource.RLIM_INFINITY else max(64, min(4096, soft // 4))
+    return 4096 if soft == resource.RLIM_INFINITY else min(4096, max(16, soft // 4))
